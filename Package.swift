@@ -1,0 +1,28 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies run one way: LowRATensor (BLAS, kernels) <- LowRAIO (file formats)
+// <- LowRAModel (config, tokenizer, Llama runtime) <- lowra (CLI).
+let package = Package(
+    name: "LowRA",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lowra", targets: ["lowra"]),
+        .library(name: "LowRAModel", targets: ["LowRAModel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .target(name: "LowRATensor", dependencies: ["CBLAS"]),
+        .target(name: "LowRAIO", dependencies: ["LowRATensor"]),
+        .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO"]),
+        .executableTarget(
+            name: "lowra",
+            dependencies: ["LowRAModel", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(
+            name: "LowRATests",
+            dependencies: ["LowRAModel"]),
+    ]
+)

@@ -1,0 +1,78 @@
+import Foundation
+import LowRATensor
+
+/// Bounds-checked little-endian reads over a byte buffer; every overrun is a clear error
+/// naming the file, never a crash.
+struct ByteReader {
+    let bytes: UnsafeRawBufferPointer
+    let file: String
+    var offset: Int = 0
+
+    init(_ bytes: UnsafeRawBufferPointer, file: String) {
+        self.bytes = bytes
+        self.file = file
+    }
+
+    mutating func need(_ n: Int, _ what: String) throws {
+        guard n >= 0, offset <= bytes.count, bytes.count - offset >= n else {
+            throw LowRAError.malformed(
+                file, "truncated: needs \(n) bytes for \(what) at offset \(offset), file has \(bytes.count)")
+        }
+    }
+
+    mutating func read<T: FixedWidthInteger>(_: T.Type, _ what: String) throws -> T {
+        try need(MemoryLayout<T>.size, what)
+        let v = bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
+        offset += MemoryLayout<T>.size
+        return T(littleEndian: v)
+    }
+
+    mutating func readFloat(_ what: String) throws -> Float {
+        Float(bitPattern: try read(UInt32.self, what))
+    }
+
+    mutating func readDouble(_ what: String) throws -> Double {
+        Double(bitPattern: try read(UInt64.self, what))
+    }
+
+    mutating func readBytes(_ n: Int, _ what: String) throws -> UnsafeRawBufferPointer {
+        try need(n, what)
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)])
+        offset += n
+        return slice
+    }
+}
+
+/// Maps a file into memory, with a clear error if it cannot be read.
+public func mapFile(_ path: String) throws -> Data {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+        throw LowRAError(.io, "\(path): no such file")
+    }
+    guard !isDir.boolValue else { throw LowRAError(.io, "\(path): is a directory, expected a file") }
+    do {
+        return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+    } catch {
+        throw LowRAError(.io, "\(path): cannot read (\(error.localizedDescription))")
+    }
+}
+
+/// Writes `data` to `path` atomically: a temporary file in the same folder, then a rename, so a
+/// killed process never leaves a half-written file under the real name.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let dir = url.deletingLastPathComponent()
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    do {
+        try data.write(to: tmp)
+        if FileManager.default.fileExists(atPath: path) {
+            _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
+        } else {
+            try FileManager.default.moveItem(at: tmp, to: url)
+        }
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        throw LowRAError(.io, "\(path): cannot write (\(error.localizedDescription))")
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import LowRAIO
+import LowRATensor
+
+/// A model with its tokenizer, loaded from a GGUF file or a Hugging Face directory.
+public struct LoadedModel: Sendable {
+    public let path: String
+    public let format: String  // "gguf" or "huggingface"
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    /// Tensor name, dtype as stored, shape: for `inspect`.
+    public let storedTensors: [(name: String, dtype: String, shape: [Int])]
+    public let fileBytes: Int
+    public let metadata: [String: String]
+
+    public var config: LlamaConfig { model.config }
+
+    /// Progress: (step, total) while tensors load.
+    public static func load(_ path: String, progress: ((Int, Int) -> Void)? = nil) throws -> LoadedModel {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw LowRAError(.io, "\(path): no such file or directory")
+        }
+        return isDir.boolValue ? try loadHuggingFace(path, progress: progress) : try loadGGUF(path, progress: progress)
+    }
+
+    static func loadGGUF(_ path: String, progress: ((Int, Int) -> Void)?) throws -> LoadedModel {
+        let gguf = try GGUFFile(path: path)
+        let config = try LlamaConfig(gguf: gguf)
+        try config.validate()
+        let tokenizer = try Tokenizer(gguf: gguf)
+        let weights = try LlamaWeights.load(from: gguf, naming: .gguf, config: config, progress: progress)
+        var meta = [String: String]()
+        for (k, v) in gguf.metadata where !k.hasPrefix("tokenizer.ggml.") { meta[k] = v.summary }
+        return LoadedModel(
+            path: path, format: "gguf \(gguf.version)", model: try LlamaModel(config: config, weights: weights),
+            tokenizer: tokenizer, storedTensors: gguf.tensors.map { ($0.name, $0.typeName, $0.shape) },
+            fileBytes: gguf.fileSize, metadata: meta)
+    }
+
+    static func loadHuggingFace(_ dir: String, progress: ((Int, Int) -> Void)?) throws -> LoadedModel {
+        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
+        let configData = try mapFile(p("config.json"))
+        let config: LlamaConfig
+        do {
+            config = try JSONDecoder().decode(LlamaConfig.self, from: configData)
+        } catch {
+            throw LowRAError.malformed("config.json", "cannot read the model config (\(error))")
+        }
+        try config.validate()
+        let shards = try FileManager.default.contentsOfDirectory(atPath: dir)
+            .filter { $0.hasSuffix(".safetensors") }.sorted()
+        guard !shards.isEmpty else { throw LowRAError(.io, "\(dir): no .safetensors files") }
+        let files = try shards.map { try SafeTensorsFile(path: p($0)) }
+        let source = SafeTensorsSet(files: files, description: (dir as NSString).lastPathComponent)
+        let tokenizer = try Tokenizer(tokenizerJSON: p("tokenizer.json"))
+        let weights = try LlamaWeights.load(from: source, naming: .huggingFace, config: config, progress: progress)
+        var tensors = [(name: String, dtype: String, shape: [Int])]()
+        for f in files {
+            for t in f.tensors.values.sorted(by: { $0.name < $1.name }) { tensors.append((t.name, t.dtype.rawValue, t.shape)) }
+        }
+        let bytes = shards.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: p($1))[.size] as? Int) ?? 0) }
+        return LoadedModel(
+            path: dir, format: "huggingface", model: try LlamaModel(config: config, weights: weights),
+            tokenizer: tokenizer, storedTensors: tensors, fileBytes: bytes, metadata: files.first?.metadata ?? [:])
+    }
+}
+
+extension Tokenizer {
+    /// The tokenizer of a GGUF file or a Hugging Face directory, without loading weights.
+    public init(modelPath path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw LowRAError(.io, "\(path): no such file or directory")
+        }
+        if isDir.boolValue {
+            try self.init(tokenizerJSON: (path as NSString).appendingPathComponent("tokenizer.json"))
+        } else {
+            try self.init(gguf: try GGUFFile(path: path))
+        }
+    }
+}

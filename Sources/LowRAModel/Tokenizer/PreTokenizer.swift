@@ -1,0 +1,123 @@
+/// Splits text into pieces that BPE encodes independently.
+public protocol PreTokenizer: Sendable {
+    func split(_ text: Substring) -> [Substring]
+}
+
+/// Every numeric character becomes a piece of its own (Hugging Face `Digits(individual_digits)`),
+/// the first step of SmolLM2's `smollm` pre-tokenizer.
+public struct DigitSplitter: PreTokenizer {
+    public init() {}
+
+    public func split(_ text: Substring) -> [Substring] {
+        let scalars = text.unicodeScalars
+        var out = [Substring]()
+        var start = scalars.startIndex
+        var i = scalars.startIndex
+        while i < scalars.endIndex {
+            let next = scalars.index(after: i)
+            if isNumberScalar(scalars[i]) {
+                if start < i { out.append(Substring(scalars[start..<i])) }
+                out.append(Substring(scalars[i..<next]))
+                start = next
+            }
+            i = next
+        }
+        if start < scalars.endIndex { out.append(Substring(scalars[start..<scalars.endIndex])) }
+        return out
+    }
+}
+
+/// The GPT-2 pattern, written out as a scanner over Unicode scalars:
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
+public struct GPT2Splitter: PreTokenizer {
+    public init() {}
+
+    public func split(_ text: Substring) -> [Substring] {
+        let scalars = text.unicodeScalars
+        var idx = [String.UnicodeScalarView.Index]()
+        var s = [Unicode.Scalar]()
+        for i in scalars.indices {
+            idx.append(i)
+            s.append(scalars[i])
+        }
+        idx.append(scalars.endIndex)
+        let n = s.count
+        var out = [Substring]()
+        var p = 0
+        func run(_ from: Int, _ pred: (Unicode.Scalar) -> Bool) -> Int {
+            var e = from
+            while e < n, pred(s[e]) { e += 1 }
+            return e
+        }
+        while p < n {
+            var end = p
+            let c = s[p]
+            if c == "'", let e = contraction(s, p) {
+                end = e
+            } else {
+                let q = (c == " " && p + 1 < n) ? p + 1 : p  // optional leading space
+                if isLetterScalar(s[q]) {
+                    end = run(q, isLetterScalar)
+                } else if isNumberScalar(s[q]) {
+                    end = run(q, isNumberScalar)
+                } else if !isSpaceScalar(s[q]) {
+                    end = run(q) { !isSpaceScalar($0) && !isLetterScalar($0) && !isNumberScalar($0) }
+                } else {
+                    // Whitespace: the run, leaving its last character to prefix the next word.
+                    let e = run(p, isSpaceScalar)
+                    if e == n || e - p == 1 {
+                        end = e
+                    } else {
+                        end = e - 1
+                    }
+                }
+            }
+            out.append(Substring(scalars[idx[p]..<idx[end]]))
+            p = end
+        }
+        return out
+    }
+
+    private static let contractions: [[Unicode.Scalar]] =
+        ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
+
+    private func contraction(_ s: [Unicode.Scalar], _ p: Int) -> Int? {
+        for suffix in Self.contractions where p + 1 + suffix.count <= s.count {
+            if s[(p + 1)..<(p + 1 + suffix.count)].elementsEqual(suffix) { return p + 1 + suffix.count }
+        }
+        return nil
+    }
+}
+
+/// Applies pre-tokenizers one after another, each to every piece of the previous.
+public struct SequencePreTokenizer: PreTokenizer {
+    public let steps: [any PreTokenizer]
+    public init(_ steps: [any PreTokenizer]) { self.steps = steps }
+
+    public func split(_ text: Substring) -> [Substring] {
+        var pieces = [text]
+        for step in steps { pieces = pieces.flatMap { step.split($0) } }
+        return pieces
+    }
+}
+
+@inline(__always) func isLetterScalar(_ c: Unicode.Scalar) -> Bool {
+    if c.isASCII { return (c.value | 0x20) >= 0x61 && (c.value | 0x20) <= 0x7A }
+    switch c.properties.generalCategory {
+    case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
+    default: return false
+    }
+}
+
+@inline(__always) func isNumberScalar(_ c: Unicode.Scalar) -> Bool {
+    if c.isASCII { return c.value >= 0x30 && c.value <= 0x39 }
+    switch c.properties.generalCategory {
+    case .decimalNumber, .letterNumber, .otherNumber: return true
+    default: return false
+    }
+}
+
+@inline(__always) func isSpaceScalar(_ c: Unicode.Scalar) -> Bool {
+    if c.isASCII { return c == " " || (c.value >= 9 && c.value <= 13) }
+    return c.properties.isWhitespace
+}

@@ -1,0 +1,226 @@
+import Foundation
+import LowRAIO
+import LowRATensor
+
+/// Text <-> token ids: added (special) tokens matched first, then pre-tokenization, then
+/// byte-level BPE on each piece.
+public struct Tokenizer: Sendable {
+    public let bpe: ByteLevelBPE
+    public let preTokenizer: any PreTokenizer
+    /// Tokens matched verbatim before BPE (`<|im_start|>` and friends), by content.
+    public let addedTokens: [String: Int]
+    public let eosTokenId: Int?
+    public let bosTokenId: Int?
+    public let addBos: Bool
+    /// When true, a piece that is itself a vocabulary entry maps to it without merging.
+    public let ignoreMerges: Bool
+    public let chatTemplate: ChatTemplate?
+    private let addedByFirstByte: [UInt8: [[UInt8]]]
+    private let addedIds: [Int: String]
+
+    public init(
+        bpe: ByteLevelBPE, preTokenizer: any PreTokenizer, addedTokens: [String: Int], eosTokenId: Int?,
+        bosTokenId: Int? = nil, addBos: Bool = false, ignoreMerges: Bool = false, chatTemplate: ChatTemplate? = nil
+    ) {
+        self.bpe = bpe
+        self.preTokenizer = preTokenizer
+        self.addedTokens = addedTokens
+        self.eosTokenId = eosTokenId
+        self.bosTokenId = bosTokenId
+        self.addBos = addBos
+        self.ignoreMerges = ignoreMerges
+        self.chatTemplate = chatTemplate
+        var byFirst = [UInt8: [[UInt8]]]()
+        for t in addedTokens.keys where !t.isEmpty {
+            let u = Array(t.utf8)
+            byFirst[u[0], default: []].append(u)
+        }
+        for k in byFirst.keys { byFirst[k]!.sort { $0.count > $1.count } }  // longest match first
+        addedByFirstByte = byFirst
+        addedIds = Dictionary(addedTokens.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    public var vocabSize: Int { bpe.idToToken.count }
+
+    /// Token ids of `text`. Added tokens written in the text are matched as themselves.
+    public func encode(_ text: String) -> [Int] {
+        var ids = [Int]()
+        if addBos, let bos = bosTokenId { ids.append(bos) }
+        var cache = [Substring: [Int]]()
+        func encodePlain(_ bytes: ArraySlice<UInt8>) {
+            guard !bytes.isEmpty else { return }
+            let s = String(decoding: bytes, as: UTF8.self)
+            for piece in preTokenizer.split(s[...]) {
+                if let hit = cache[piece] {
+                    ids += hit
+                    continue
+                }
+                var enc: [Int]
+                if ignoreMerges, let id = bpe.vocab[ByteLevel.encode(piece.utf8)] {
+                    enc = [id]
+                } else {
+                    enc = bpe.encode(piece)
+                }
+                cache[piece] = enc
+                ids += enc
+            }
+        }
+        let u = Array(text.utf8)
+        var start = 0
+        var i = 0
+        while i < u.count {
+            if let candidates = addedByFirstByte[u[i]],
+                let match = candidates.first(where: { i + $0.count <= u.count && u[i..<(i + $0.count)].elementsEqual($0) })
+            {
+                encodePlain(u[start..<i])
+                ids.append(addedTokens[String(decoding: match, as: UTF8.self)]!)
+                i += match.count
+                start = i
+            } else {
+                i += 1
+            }
+        }
+        encodePlain(u[start..<u.count])
+        return ids
+    }
+
+    /// The bytes `ids` stand for (an incomplete UTF-8 sequence may end it).
+    public func decodeBytes(_ ids: [Int]) -> [UInt8] {
+        var out = [UInt8]()
+        for id in ids {
+            if let added = addedIds[id] {
+                out += Array(added.utf8)
+            } else if id >= 0, id < bpe.idToToken.count {
+                let tok = bpe.idToToken[id]
+                out += ByteLevel.decode(tok) ?? Array(tok.utf8)
+            }
+        }
+        return out
+    }
+
+    public func decode(_ ids: [Int]) -> String {
+        String(decoding: decodeBytes(ids), as: UTF8.self)
+    }
+
+    public func tokenString(_ id: Int) -> String {
+        id >= 0 && id < bpe.idToToken.count ? bpe.idToToken[id] : "<\(id)>"
+    }
+}
+
+extension Tokenizer {
+    /// Builds the tokenizer stored in a GGUF file's `tokenizer.*` metadata.
+    public init(gguf: GGUFFile) throws {
+        let file = (gguf.path as NSString).lastPathComponent
+        let m = gguf.metadata
+        let model = m["tokenizer.ggml.model"]?.string ?? "(none)"
+        guard model == "gpt2" else {
+            throw LowRAError(.unsupported, "\(file): tokenizer model '\(model)' is not supported (byte-level BPE 'gpt2' is)")
+        }
+        guard let tokenValues = m["tokenizer.ggml.tokens"]?.array, let mergeValues = m["tokenizer.ggml.merges"]?.array else {
+            throw LowRAError.malformed(file, "tokenizer.ggml.tokens or tokenizer.ggml.merges missing")
+        }
+        let tokens = tokenValues.map { $0.string ?? "" }
+        var merges = [(String, String)]()
+        merges.reserveCapacity(mergeValues.count)
+        for v in mergeValues {
+            guard let s = v.string, let sp = s.firstIndex(of: " ") else {
+                throw LowRAError.malformed(file, "tokenizer merge '\(v.string ?? "?")' is not 'left right'")
+            }
+            merges.append((String(s[..<sp]), String(s[s.index(after: sp)...])))
+        }
+        let pre = m["tokenizer.ggml.pre"]?.string ?? "gpt2"
+        let preTokenizer: any PreTokenizer
+        switch pre {
+        case "smollm": preTokenizer = SequencePreTokenizer([DigitSplitter(), GPT2Splitter()])
+        case "gpt2": preTokenizer = GPT2Splitter()
+        default:
+            throw LowRAError(.unsupported, "\(file): pre-tokenizer '\(pre)' is not supported (smollm, gpt2 are)")
+        }
+        var added = [String: Int]()
+        if let types = m["tokenizer.ggml.token_type"]?.array {
+            for (i, t) in types.enumerated() where (t.int == 3 || t.int == 4) && i < tokens.count {
+                added[tokens[i]] = i
+            }
+        }
+        self.init(
+            bpe: try ByteLevelBPE(tokens: tokens, merges: merges), preTokenizer: preTokenizer,
+            addedTokens: added, eosTokenId: m["tokenizer.ggml.eos_token_id"]?.int,
+            bosTokenId: m["tokenizer.ggml.bos_token_id"]?.int,
+            addBos: m["tokenizer.ggml.add_bos_token"]?.bool ?? false,
+            chatTemplate: try m["tokenizer.chat_template"]?.string.map { try ChatTemplate(source: $0) })
+    }
+
+    /// Builds a tokenizer from Hugging Face `tokenizer.json` (and `tokenizer_config.json`
+    /// beside it, for the chat template and the eos token, if present).
+    public init(tokenizerJSON path: String) throws {
+        let file = (path as NSString).lastPathComponent
+        let data = try mapFile(path)
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw LowRAError.malformed(file, "not a JSON object")
+        }
+        guard let model = root["model"] as? [String: Any], (model["type"] as? String ?? "BPE") == "BPE",
+            let vocab = model["vocab"] as? [String: Int], let mergeList = model["merges"] as? [Any]
+        else { throw LowRAError(.unsupported, "\(file): only BPE models with vocab and merges are supported") }
+        if let norm = root["normalizer"], !(norm is NSNull) {
+            throw LowRAError(.unsupported, "\(file): normalizers are not supported")
+        }
+        var tokens = [String](repeating: "", count: (vocab.values.max() ?? -1) + 1)
+        for (t, i) in vocab where i >= 0 { tokens[i] = t }
+        var added = [String: Int]()
+        for case let a as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
+            if let id = a["id"] as? Int, let content = a["content"] as? String, id >= 0 {
+                added[content] = id
+                if id >= tokens.count { tokens += Array(repeating: "", count: id - tokens.count + 1) }
+                tokens[id] = content
+            }
+        }
+        var merges = [(String, String)]()
+        for entry in mergeList {
+            if let s = entry as? String, let sp = s.firstIndex(of: " ") {
+                merges.append((String(s[..<sp]), String(s[s.index(after: sp)...])))
+            } else if let pair = entry as? [String], pair.count == 2 {
+                merges.append((pair[0], pair[1]))
+            } else {
+                throw LowRAError.malformed(file, "merge entry \(entry) is not 'left right'")
+            }
+        }
+        let preTokenizer = try Tokenizer.preTokenizer(from: root["pre_tokenizer"], file: file)
+        // tokenizer_config.json: chat template and eos token.
+        let configPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer_config.json")
+        var template: ChatTemplate?
+        var eos: Int? = added["<|im_end|>"] ?? added["<|endoftext|>"] ?? added["</s>"]
+        if let cd = try? Data(contentsOf: URL(fileURLWithPath: configPath)),
+            let cfg = try? JSONSerialization.jsonObject(with: cd) as? [String: Any]
+        {
+            if let t = cfg["chat_template"] as? String { template = try ChatTemplate(source: t) }
+            if let e = cfg["eos_token"] as? String, let id = added[e] ?? vocab[e] { eos = id }
+        }
+        self.init(
+            bpe: try ByteLevelBPE(tokens: tokens, merges: merges), preTokenizer: preTokenizer,
+            addedTokens: added, eosTokenId: eos, ignoreMerges: model["ignore_merges"] as? Bool ?? false,
+            chatTemplate: template)
+    }
+
+    static func preTokenizer(from spec: Any?, file: String) throws -> any PreTokenizer {
+        guard let spec = spec as? [String: Any], let type = spec["type"] as? String else {
+            throw LowRAError(.unsupported, "\(file): a pre_tokenizer is required (ByteLevel, Digits or a Sequence of them)")
+        }
+        switch type {
+        case "Sequence":
+            let steps = try (spec["pretokenizers"] as? [Any] ?? []).map { try preTokenizer(from: $0, file: file) }
+            return SequencePreTokenizer(steps)
+        case "Digits":
+            guard spec["individual_digits"] as? Bool == true else {
+                throw LowRAError(.unsupported, "\(file): Digits pre-tokenizer without individual_digits is not supported")
+            }
+            return DigitSplitter()
+        case "ByteLevel":
+            guard spec["add_prefix_space"] as? Bool != true else {
+                throw LowRAError(.unsupported, "\(file): ByteLevel add_prefix_space is not supported")
+            }
+            return spec["use_regex"] as? Bool == false ? SequencePreTokenizer([]) : GPT2Splitter()
+        default:
+            throw LowRAError(.unsupported, "\(file): pre-tokenizer \(type) is not supported (ByteLevel, Digits, Sequence are)")
+        }
+    }
+}

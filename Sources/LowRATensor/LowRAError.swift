@@ -1,0 +1,22 @@
+import Foundation
+
+/// Every error LowRA throws. The message is one line that tells the user what is wrong and,
+/// where possible, what to do about it.
+public struct LowRAError: Error, CustomStringConvertible, Equatable, Sendable {
+    public enum Kind: String, Sendable {
+        case malformedFile, unsupported, missingTensor, shapeMismatch, invalidArgument, io
+    }
+    public let kind: Kind
+    public let message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    public static func malformed(_ file: String, _ detail: String) -> LowRAError {
+        LowRAError(.malformedFile, "\(file): \(detail)")
+    }
+}

