@@ -66,10 +66,8 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
     do {
         try data.write(to: tmp)
-        if FileManager.default.fileExists(atPath: path) {
-            _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
-        } else {
-            try FileManager.default.moveItem(at: tmp, to: url)
+        guard rename(tmp.path, path) == 0 else {
+            throw LowRAError(.io, "rename failed: \(String(cString: strerror(errno)))")
         }
     } catch {
         try? FileManager.default.removeItem(at: tmp)

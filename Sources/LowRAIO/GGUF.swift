@@ -140,7 +140,7 @@ public final class GGUFFile: @unchecked Sendable {
         let kvCount = try r.read(UInt64.self, "metadata count")
         // Every entry takes at least 8 bytes; reject absurd counts before allocating.
         guard tensorCount < UInt64(raw.count / 8), kvCount < UInt64(raw.count / 8) else {
-            throw LowRAError.malformed(file, "implausible counts (\(tensorCount) tensors, \(kvCount) metadata keys)")
+            throw LowRAError.malformed(file, "truncated or corrupt: implausible counts (\(tensorCount) tensors, \(kvCount) metadata keys)")
         }
         var metadata = [String: GGUFValue]()
         for _ in 0..<kvCount {

@@ -20,3 +20,7 @@ public struct LowRAError: Error, CustomStringConvertible, Equatable, Sendable {
         LowRAError(.malformedFile, "\(file): \(detail)")
     }
 }
+
+extension LowRAError: LocalizedError {
+    public var errorDescription: String? { message }
+}

@@ -37,7 +37,8 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Text file to evaluate on.") var data: String
     @Option(help: "Evaluate the first N tokens (default: all).") var maxTokens: Int?
-    @Option(help: "Window length in tokens; windows do not overlap.") var context: Int = 512
+    @Option(help: "Window length in tokens; windows do not overlap (default: 512, or the model's context if shorter).")
+    var context: Int?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
@@ -47,7 +48,8 @@ struct EvalCommand: ParsableCommand {
         var tokens = loaded.tokenizer.encode(text)
         if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
         let bar = ProgressBar("eval")
-        let r = try loaded.model.evaluate(tokens: tokens, context: context) { bar.update($0, $1) }
+        let window = context ?? min(512, loaded.config.maxPositions)
+        let r = try loaded.model.evaluate(tokens: tokens, context: window) { bar.update($0, $1) }
         let mem = MemoryStats.current()
         if json {
             printJSON([

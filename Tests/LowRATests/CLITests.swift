@@ -1,0 +1,42 @@
+import Foundation
+import XCTest
+
+/// The `lowra` binary turns bad input into one clear line and a non-zero exit.
+final class CLITests: XCTestCase {
+    private func assertFails(_ args: [String], mentioning needle: String, line: UInt = #line) throws {
+        let r = try runProcess(Paths.lowraBinary, args)
+        XCTAssertNotEqual(r.status, 0, line: line)
+        let lines = r.err.split(separator: "\n").filter { !$0.isEmpty }
+        XCTAssertTrue(lines.last?.contains(needle) ?? false, "stderr: \(r.err)", line: line)
+        XCTAssertFalse(r.err.contains("Fatal error") || r.err.contains("Stack dump"), r.err, line: line)
+    }
+
+    func testBadInputs() throws {
+        let dir = try temporaryDirectory(self)
+        let empty = "\(dir)/empty.txt"
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        let model = Paths.fixture("tiny_hf")
+        try assertFails(["eval", "--model", model, "--data", empty], mentioning: "empty")
+        try "hello".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        try assertFails(["eval", "--model", "\(dir)/nope.gguf", "--data", "\(dir)/t.txt"], mentioning: "no such file")
+        let truncated = "\(dir)/cut.gguf"
+        try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny.gguf"))).prefix(5000).write(to: URL(fileURLWithPath: truncated))
+        try assertFails(["eval", "--model", truncated, "--data", "\(dir)/t.txt"], mentioning: "truncated")
+        try assertFails(["generate", "--model", model, "--prompt", String(repeating: "hello ", count: 200)], mentioning: "context")
+    }
+
+    func testTokenizeAndEvalJSON() throws {
+        let dir = try temporaryDirectory(self)
+        try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let tok = try runProcess(Paths.lowraBinary, ["tokenize", "--model", Paths.fixture("tiny.gguf"), "--file", "\(dir)/t.txt", "--json"])
+        XCTAssertEqual(tok.status, 0, tok.err)
+        let ids = try JSONSerialization.jsonObject(with: Data(tok.out.utf8)) as! [Int]
+        XCTAssertFalse(ids.isEmpty)
+        let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", Paths.fixture("tiny.gguf"), "--data", "\(dir)/t.txt", "--json"])
+        XCTAssertEqual(ev.status, 0, ev.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(ev.out.utf8)) as! [String: Any]
+        XCTAssertEqual(obj["tokens"] as? Int, ids.count)
+        XCTAssertGreaterThan(obj["perplexity"] as? Double ?? 0, 1)
+        XCTAssertNotNil(obj["accuracy"] as? Double)
+    }
+}

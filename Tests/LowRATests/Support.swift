@@ -1,0 +1,68 @@
+import Foundation
+import XCTest
+
+/// Paths to committed fixtures and to the files setup fetches.
+enum Paths {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    static func fixture(_ name: String) -> String { "\(repo)/Tests/Fixtures/\(name)" }
+    static let smolLM2 = "\(repo)/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    static let shakespeare = "\(repo)/data/tinyshakespeare.txt"
+
+    /// The `lowra` executable built beside the test bundle.
+    static var lowraBinary: String {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while dir.path != "/" && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("lowra").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.appendingPathComponent("lowra").path
+    }
+
+    static func requireSmolLM2() throws {
+        guard FileManager.default.fileExists(atPath: smolLM2) else {
+            XCTFail("\(smolLM2) is missing: run scripts/setup.sh first")
+            throw XCTSkip("model missing")
+        }
+    }
+}
+
+func loadJSON(_ name: String) throws -> Any {
+    try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Paths.fixture(name))))
+}
+
+/// A fresh temporary directory, removed when the test ends.
+func temporaryDirectory(_ test: XCTestCase) throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lowra-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+    return dir.path
+}
+
+/// Largest |a - b| / max(1, |b|), with the index where it happens.
+func maxRelativeDifference(_ a: [Float], _ b: [Double]) -> (Double, Int) {
+    var worst = 0.0
+    var at = 0
+    for i in 0..<min(a.count, b.count) {
+        let d = abs(Double(a[i]) - b[i]) / max(1, abs(b[i]))
+        if d > worst {
+            worst = d
+            at = i
+        }
+    }
+    return (worst, at)
+}
+
+/// Runs a command, returning exit status, stdout and stderr.
+func runProcess(_ path: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
