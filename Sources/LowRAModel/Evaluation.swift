@@ -43,16 +43,31 @@ extension LlamaModel {
             cache.reset()
             let logits = try forward(window, cache: cache, logits: .all)
             let v = config.vocabSize
+            // Per-position scores, computed in parallel, summed in order (deterministic).
+            let n = window.count - 1
+            var rowNLL = [Double](repeating: 0, count: n)
+            var rowHit = [Bool](repeating: false, count: n)
             logits.withUnsafeBufferPointer { lp in
-                for i in 0..<(window.count - 1) {
-                    let row = lp.baseAddress! + i * v
-                    let (lse, arg) = logSumExpAndArgmax(row, count: v)
-                    let target = window[i + 1]
-                    nll += lse - Double(row[target])
-                    if arg == target { correct += 1 }
-                    count += 1
+                rowNLL.withUnsafeMutableBufferPointer { nb in
+                    rowHit.withUnsafeMutableBufferPointer { hb in
+                        let out = UncheckedSendable((nb.baseAddress!, hb.baseAddress!))
+                        let base = UncheckedSendable(lp.baseAddress!)
+                        parallelFor(n, minPerChunk: 16) { range in
+                            for i in range {
+                                let row = base.value + i * v
+                                let (lse, arg) = logSumExpAndArgmax(row, count: v)
+                                out.value.0[i] = lse - Double(row[window[i + 1]])
+                                out.value.1[i] = arg == window[i + 1]
+                            }
+                        }
+                    }
                 }
             }
+            for i in 0..<n {
+                nll += rowNLL[i]
+                if rowHit[i] { correct += 1 }
+            }
+            count += n
             windows += 1
         }
         progress?(starts.count, starts.count)

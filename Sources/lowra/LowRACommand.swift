@@ -133,6 +133,7 @@ struct GenerateCommand: ParsableCommand {
         let rest = tok.decodeBytes(pending)
         if printedBytes < rest.count { FileHandle.standardOutput.write(Data(rest[printedBytes...])) }
         print("")
+        fflush(nil)
         printErr(String(format: "[%d prompt tokens, prefill %.2fs; %d new tokens, %.1f tokens/s%@]",
                         result.promptTokens, result.prefillSeconds, result.tokens.count,
                         result.decodeTokensPerSecond, result.stoppedAtEOS ? ", stopped at end of turn" : ""))

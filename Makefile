@@ -1,0 +1,35 @@
+# The two entry points: `make demo` (setup, release build, a short run of the main job) and
+# `make test` (setup, then the whole test suite in a release build, where the real model is fast).
+SWIFT ?= swift
+MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+LOWRA := .build/release/lowra
+
+.PHONY: setup build demo test test-debug fixtures bench clean
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(SWIFT) build -c release --product lowra
+
+demo: build
+	bash scripts/demo.sh
+
+test: setup
+	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
+	$(SWIFT) test -c release -Xswiftc -enable-testing
+
+# Fast local loop: debug build, tiny models only (the real-model tests skip themselves).
+test-debug:
+	$(SWIFT) test
+
+# Regenerate Tests/Fixtures from the independent implementations (needs the pip packages).
+fixtures: setup
+	python3 -m pip install -q -r scripts/requirements-fixtures.txt
+	python3 scripts/make_fixtures.py --smollm2
+
+bench: build
+	$(LOWRA) bench forward --model $(MODEL)
+
+clean:
+	rm -rf .build
