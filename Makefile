@@ -17,7 +17,7 @@ demo: build
 
 test: setup
 	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
-	$(SWIFT) test -c release -Xswiftc -enable-testing
+	$(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
 
 # Fast local loop: debug build, tiny models only (the real-model tests skip themselves).
 test-debug:

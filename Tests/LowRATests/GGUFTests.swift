@@ -64,6 +64,10 @@ final class GGUFTests: XCTestCase {
             XCTAssertTrue(($0 as! LowRAError).message.contains("not a GGUF file"))
         }
         bytes[0] = UInt8(ascii: "G")
+        bytes[4] = 2  // version 2 has the same layout as 3
+        try bytes.write(to: URL(fileURLWithPath: "\(dir)/v2.gguf"))
+        XCTAssertEqual(try GGUFFile(path: "\(dir)/v2.gguf").version, 2)
+        XCTAssertEqual(try GGUFFile(path: "\(dir)/v2.gguf").metadata["t.str"]?.string, "héllo\nworld")
         bytes[4] = 9
         try bytes.write(to: URL(fileURLWithPath: "\(dir)/version.gguf"))
         XCTAssertThrowsError(try GGUFFile(path: "\(dir)/version.gguf")) {
