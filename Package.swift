@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies run one way: LowRATensor (BLAS, kernels) <- LowRAIO (file formats)
-// <- LowRAModel (config, tokenizer, Llama runtime) <- lowra (CLI).
+// Dependencies run one way: LowRATensor (BLAS, kernels) <- LowRAIO (file formats),
+// LowRAQuant (packed format, quantizer) <- LowRAModel (config, tokenizer, Llama runtime) <- lowra (CLI).
 let package = Package(
     name: "LowRA",
     platforms: [.macOS(.v14)],
@@ -16,11 +16,13 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .target(name: "LowRATensor", dependencies: ["CBLAS"]),
+        .target(name: "CLowRAPacked"),
         .target(name: "LowRAIO", dependencies: ["LowRATensor"]),
-        .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO"]),
+        .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked"]),
+        .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
         .executableTarget(
             name: "lowra",
-            dependencies: ["LowRAModel", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["LowRAModel", "LowRAQuant", "LowRATensor", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LowRATests",
             dependencies: ["LowRAModel"]),

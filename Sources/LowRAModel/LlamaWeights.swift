@@ -1,32 +1,73 @@
 import Foundation
 import LowRAIO
+import LowRAQuant
 import LowRATensor
 
-/// A linear layer y = x W^T (+ b) with W stored row-major as (out, in).
+/// A linear layer y = x W^T (+ b), W (out, in) either dense fp32 or packed low-bit. A packed
+/// weight is dequantized into a scratch buffer for each call and never kept expanded.
 public struct Linear: Sendable {
+    public enum Storage: Sendable {
+        case dense([Float])  // (out, in)
+        case packed(PackedLinear)
+    }
+
     public let outFeatures: Int
     public let inFeatures: Int
-    public var weight: [Float]  // (out, in)
+    public var storage: Storage
     public var bias: [Float]?  // (out)
 
     public init(outFeatures: Int, inFeatures: Int, weight: [Float], bias: [Float]? = nil) {
         precondition(weight.count == outFeatures * inFeatures)
         self.outFeatures = outFeatures
         self.inFeatures = inFeatures
-        self.weight = weight
+        storage = .dense(weight)
         self.bias = bias
     }
 
-    public var parameterCount: Int { weight.count + (bias?.count ?? 0) }
+    public init(packed: PackedLinear, bias: [Float]? = nil) {
+        outFeatures = packed.outFeatures
+        inFeatures = packed.inFeatures
+        storage = .packed(packed)
+        self.bias = bias
+    }
+
+    /// The weight in fp32 (dequantized when packed).
+    public var weight: [Float] {
+        switch storage {
+        case .dense(let w): w
+        case .packed(let p): p.dequantized()
+        }
+    }
+
+    public var packed: PackedLinear? { if case .packed(let p) = storage { p } else { nil } }
+
+    public var parameterCount: Int { outFeatures * inFeatures + (bias?.count ?? 0) }
+
+    /// Bytes this layer keeps resident for its weight.
+    public var weightBytes: Int {
+        switch storage {
+        case .dense(let w): 4 * w.count
+        case .packed(let p): p.storedBytes
+        }
+    }
 
     /// y (T, out) = x (T, in) · W^T + b.
     public func forward(_ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>) {
-        weight.withUnsafeBufferPointer { w in
+        func run(_ w: UnsafePointer<Float>) {
             if t == 1 {
-                matvec(w.baseAddress!, x, y, n: outFeatures, k: inFeatures)
+                matvec(w, x, y, n: outFeatures, k: inFeatures)
             } else {
-                matmulTransB(x, w.baseAddress!, y, m: t, n: outFeatures, k: inFeatures)
+                matmulTransB(x, w, y, m: t, n: outFeatures, k: inFeatures)
             }
+        }
+        switch storage {
+        case .dense(let w):
+            w.withUnsafeBufferPointer { run($0.baseAddress!) }
+        case .packed(let p):
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures)
+            defer { scratch.deallocate() }
+            p.dequantize(into: scratch)
+            run(scratch)
         }
         if let bias {
             for r in 0..<t {
@@ -60,6 +101,14 @@ public struct LlamaWeights: Sendable {
     public var blocks: [LlamaBlock]
     public var finalNorm: [Float]  // (C)
     public var head: Linear?  // (V, C); nil when tied to the embedding
+
+    /// Bytes of weights resident in memory (packed layers at their packed size).
+    public var weightBytes: Int {
+        4 * (embedding.count + finalNorm.count) + (head?.weightBytes ?? 0)
+            + blocks.reduce(0) { acc, b in
+                acc + 4 * (b.attnNorm.count + b.ffnNorm.count) + b.linears.reduce(0) { $0 + $1.linear.weightBytes + 4 * ($1.linear.bias?.count ?? 0) }
+            }
+    }
 
     public var parameterCount: Int {
         embedding.count + finalNorm.count + (head?.parameterCount ?? 0)

@@ -12,6 +12,8 @@ public struct LoadedModel: Sendable {
     public let storedTensors: [(name: String, dtype: String, shape: [Int])]
     public let fileBytes: Int
     public let metadata: [String: String]
+    /// Set for quantized LowRA directories.
+    public var quantManifest: QuantManifest? = nil
 
     public var config: LlamaConfig { model.config }
 
@@ -21,7 +23,34 @@ public struct LoadedModel: Sendable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw LowRAError(.io, "\(path): no such file or directory")
         }
+        if isDir.boolValue && QuantizedModelStore.isQuantizedDirectory(path) { return try loadQuantized(path) }
         return isDir.boolValue ? try loadHuggingFace(path, progress: progress) : try loadGGUF(path, progress: progress)
+    }
+
+    static func loadQuantized(_ dir: String) throws -> LoadedModel {
+        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
+        let manifest = try QuantizedModelStore.loadManifest(dir)
+        let config: LlamaConfig
+        do {
+            config = try JSONDecoder().decode(LlamaConfig.self, from: try mapFile(p("config.json")))
+        } catch let e as LowRAError {
+            throw e
+        } catch {
+            throw LowRAError.malformed("config.json", "cannot read the model config (\(error))")
+        }
+        try config.validate()
+        let file = try SafeTensorsFile(path: p("model.safetensors"))
+        let weights = try QuantizedModelStore.loadWeights(file, config: config)
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: p("model.safetensors"))[.size] as? Int) ?? 0
+        var meta = file.metadata
+        meta["method"] = manifest.report.method.rawValue
+        meta["code_bits_per_param"] = String(format: "%.4f", manifest.report.codeBitsPerParam)
+        meta["stored_bits_per_param"] = String(format: "%.4f", manifest.report.storedBitsPerParam)
+        return LoadedModel(
+            path: dir, format: "lowra quantized (\(manifest.report.method.rawValue), \(manifest.report.targetBits) bits)",
+            model: try LlamaModel(config: config, weights: weights), tokenizer: try Tokenizer(tokenizerJSON: p("tokenizer.json")),
+            storedTensors: file.tensors.values.sorted { $0.name < $1.name }.map { ($0.name, $0.dtype.rawValue, $0.shape) },
+            fileBytes: bytes, metadata: meta, quantManifest: manifest)
     }
 
     static func loadGGUF(_ path: String, progress: ((Int, Int) -> Void)?) throws -> LoadedModel {

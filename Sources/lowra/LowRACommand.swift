@@ -8,7 +8,7 @@ struct LowRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lowra",
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
-        subcommands: [EvalCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
+        subcommands: [QuantizeCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
 }
 
 struct ModelOptions: ParsableArguments {

@@ -45,6 +45,8 @@ public struct ByteLevelBPE: Sendable {
     public let idToToken: [String]
     /// (left id, right id) packed into 64 bits -> (rank, merged id).
     let merges: [UInt64: (rank: Int32, id: Int32)]
+    /// The merges in rank order, as given.
+    public let mergeList: [(String, String)]
     /// Token id of each single byte; nil for bytes the vocabulary lacks (SmolLM2 has no token
     /// for a few control bytes and bytes that never occur in UTF-8). Such bytes are dropped,
     /// as Hugging Face's BPE does when the model has no unknown token.
@@ -66,6 +68,7 @@ public struct ByteLevelBPE: Sendable {
             if m[key] == nil { m[key] = (Int32(rank), Int32(merged)) }
         }
         self.vocab = vocab
+        self.mergeList = mergeList
         idToToken = tokens
         merges = m
         self.byteIds = byteIds

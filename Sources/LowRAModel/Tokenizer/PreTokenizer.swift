@@ -1,12 +1,15 @@
 /// Splits text into pieces that BPE encodes independently.
 public protocol PreTokenizer: Sendable {
     func split(_ text: Substring) -> [Substring]
+    /// The equivalent `pre_tokenizer` entry of a Hugging Face `tokenizer.json`.
+    var huggingFaceSpec: [String: Any] { get }
 }
 
 /// Every numeric character becomes a piece of its own (Hugging Face `Digits(individual_digits)`),
 /// the first step of SmolLM2's `smollm` pre-tokenizer.
 public struct DigitSplitter: PreTokenizer {
     public init() {}
+    public var huggingFaceSpec: [String: Any] { ["type": "Digits", "individual_digits": true] }
 
     public func split(_ text: Substring) -> [Substring] {
         let scalars = text.unicodeScalars
@@ -31,6 +34,9 @@ public struct DigitSplitter: PreTokenizer {
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
 public struct GPT2Splitter: PreTokenizer {
     public init() {}
+    public var huggingFaceSpec: [String: Any] {
+        ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+    }
 
     public func split(_ text: Substring) -> [Substring] {
         let scalars = text.unicodeScalars
@@ -93,6 +99,7 @@ public struct GPT2Splitter: PreTokenizer {
 public struct SequencePreTokenizer: PreTokenizer {
     public let steps: [any PreTokenizer]
     public init(_ steps: [any PreTokenizer]) { self.steps = steps }
+    public var huggingFaceSpec: [String: Any] { ["type": "Sequence", "pretokenizers": steps.map(\.huggingFaceSpec)] }
 
     public func split(_ text: Substring) -> [Substring] {
         var pieces = [text]

@@ -224,3 +224,27 @@ extension Tokenizer {
         }
     }
 }
+
+extension Tokenizer {
+    /// This tokenizer as Hugging Face `tokenizer.json` and `tokenizer_config.json` contents.
+    public func huggingFaceFiles() throws -> (tokenizer: Data, config: Data) {
+        var vocab = [String: Int]()
+        for (i, t) in bpe.idToToken.enumerated() where vocab[t] == nil { vocab[t] = i }
+        let added: [[String: Any]] = addedTokens.sorted { $0.value < $1.value }.map {
+            ["id": $0.value, "content": $0.key, "special": true, "single_word": false, "lstrip": false,
+             "rstrip": false, "normalized": false]
+        }
+        let root: [String: Any] = [
+            "version": "1.0", "added_tokens": added, "normalizer": NSNull(), "post_processor": NSNull(),
+            "pre_tokenizer": preTokenizer.huggingFaceSpec,
+            "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            "model": ["type": "BPE", "vocab": vocab, "merges": bpe.mergeList.map { "\($0.0) \($0.1)" },
+                      "ignore_merges": ignoreMerges],
+        ]
+        var config: [String: Any] = [:]
+        if let t = chatTemplate { config["chat_template"] = t.source }
+        if let e = eosTokenId { config["eos_token"] = tokenString(e) }
+        return (try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]),
+                try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]))
+    }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import LowRAQuant
+import LowRATensor
+
+/// Which quantizer family: ours, or the baselines implemented in the same code (DESIGN §5).
+public enum QuantMethod: String, Codable, Sendable, CaseIterable {
+    /// Learned codebooks (weighted Lloyd-Max) and per-channel precision under the budget.
+    case lowra
+    /// NormalFloat levels, one precision per tensor, layer-wise mixing between integers.
+    case qlora
+    /// qlora's quantizer (LoftQ's initialization comes with fine-tuning).
+    case loftq
+}
+
+public enum AssignerKind: String, Codable, Sendable, CaseIterable {
+    /// Global multiple-choice knapsack via its LP relaxation, with a certified gap.
+    case exact
+    /// One precision per tensor (the baselines').
+    case layerwise
+}
+
+/// Per-channel precisions of every quantized layer, by Hugging Face tensor name: plain data,
+/// separate from the solver that made it, reusable with `--precision-map`.
+public struct PrecisionMap: Codable, Sendable, Equatable {
+    public var version = 1
+    public var layers: [String: [UInt8]]
+
+    public init(layers: [String: [UInt8]]) { self.layers = layers }
+}
+
+public struct QuantizeRequest: Sendable {
+    public var method: QuantMethod = .lowra
+    public var bits: Double
+    public var options = QuantizerOptions()
+    public var assigner: AssignerKind?
+    public var precisionMap: PrecisionMap?
+
+    public init(method: QuantMethod, bits: Double) {
+        self.method = method
+        self.bits = bits
+        options.precisions = bits < 2 ? [1, 2, 4] : [2, 4]
+        if method != .lowra {
+            options.lloydIterations = 0
+            options.scope = .tensor
+        }
+    }
+}
+
+public struct LayerQuantReport: Codable, Sendable {
+    public var name: String
+    public var outFeatures: Int
+    public var inFeatures: Int
+    public var codeBitsPerParam: Double
+    public var storedBytes: Int
+    /// ‖W − Q‖ / ‖W‖ over the layer.
+    public var relativeError: Double
+    /// Channels at 1, 2 and 4 bits.
+    public var channelsAt: [String: Int]
+
+    enum CodingKeys: String, CodingKey {
+        case name, outFeatures = "out_features", inFeatures = "in_features", codeBitsPerParam = "code_bits_per_param"
+        case storedBytes = "stored_bytes", relativeError = "relative_error", channelsAt = "channels_at_bits"
+    }
+}
+
+public struct QuantizeReport: Codable, Sendable {
+    public var method: QuantMethod
+    public var targetBits: Double
+    public var assigner: String
+    public var options: QuantizerOptions
+    public var quantizedParameters: Int
+    public var codeBitsPerParam: Double
+    public var storedBitsPerParam: Double
+    public var storedBytes: Int
+    /// Σ squared error over all quantized weights, and its certified lower bound (exact assigner).
+    public var totalSquaredError: Double
+    public var lowerBound: Double?
+    public var seconds: Double
+    public var layers: [LayerQuantReport]
+
+    enum CodingKeys: String, CodingKey {
+        case method, targetBits = "target_bits", assigner, options, quantizedParameters = "quantized_parameters"
+        case codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
+        case storedBytes = "stored_bytes", totalSquaredError = "total_squared_error", lowerBound = "lower_bound"
+        case seconds, layers
+    }
+}
+
+extension LlamaBlock {
+    public static let linearNames: [(kind: String, hf: String)] = [
+        ("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"), ("o", "self_attn.o_proj"),
+        ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"), ("down", "mlp.down_proj"),
+    ]
+
+    public subscript(linear kind: String) -> Linear {
+        get {
+            switch kind {
+            case "q": q
+            case "k": k
+            case "v": v
+            case "o": o
+            case "gate": gate
+            case "up": up
+            default: down
+            }
+        }
+        set {
+            switch kind {
+            case "q": q = newValue
+            case "k": k = newValue
+            case "v": v = newValue
+            case "o": o = newValue
+            case "gate": gate = newValue
+            case "up": up = newValue
+            default: down = newValue
+            }
+        }
+    }
+}
+
+extension LlamaWeights {
+    /// (HF name, block, kind) of every linear layer that gets quantized, in model order.
+    public var quantizableLinears: [(name: String, block: Int, kind: String)] {
+        blocks.indices.flatMap { l in
+            LlamaBlock.linearNames.map { ("model.layers.\(l).\($0.hf)", l, $0.kind) }
+        }
+    }
+
+    /// Quantizes every block's linear layers; embeddings, norms and the head stay fp32.
+    /// progress(stage, done, total) with stage "analyze" then "pack".
+    public func quantized(
+        _ request: QuantizeRequest, progress: ((String, Int, Int) -> Void)? = nil
+    ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport) {
+        let t0 = Date()
+        let layers = quantizableLinears
+        guard request.bits > 0, request.bits <= 4 else {
+            throw LowRAError(.invalidArgument, "--bits must be in (0, 4], got \(request.bits)")
+        }
+        if request.method != .lowra && request.bits < 2 && request.precisionMap == nil {
+            throw LowRAError(.invalidArgument, "\(request.method.rawValue) supports budgets of 2 bits or more (it mixes whole layers at 2 and 4 bits); use --method lowra below 2 bits")
+        }
+        var options = request.options
+        if let map = request.precisionMap {
+            options.precisions = Array(Set(map.layers.values.flatMap { $0.map(Int.init) })).sorted()
+        }
+        guard !options.precisions.isEmpty, options.precisions.allSatisfy({ [1, 2, 4].contains($0) }) else {
+            throw LowRAError(.invalidArgument, "precisions must be from {1, 2, 4}, got \(options.precisions)")
+        }
+        let params = layers.reduce(0) { $0 + blocks[$1.block][linear: $1.kind].parameterCount }
+        let budget = Int((request.bits * Double(params)).rounded(.down))
+
+        var analyses = [TensorAnalysis]()
+        for (i, l) in layers.enumerated() {
+            progress?("analyze", i, layers.count)
+            let lin = blocks[l.block][linear: l.kind]
+            analyses.append(analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options))
+        }
+        progress?("analyze", layers.count, layers.count)
+
+        // Precision of every row of every layer.
+        var bits = [[UInt8]]()
+        var lowerBound: Double?
+        let assignerName: String
+        if let map = request.precisionMap {
+            assignerName = "precision-map"
+            for (l, a) in zip(layers, analyses) {
+                guard let b = map.layers[l.name], b.count == a.outFeatures else {
+                    throw LowRAError(.invalidArgument, "precision map: layer \(l.name) missing or has the wrong number of channels (model has \(a.outFeatures))")
+                }
+                bits.append(b)
+            }
+        } else if (request.assigner ?? (request.method == .lowra ? .exact : .layerwise)) == .exact {
+            assignerName = AssignerKind.exact.rawValue
+            let ps = options.precisions.sorted()
+            var channels = [ChannelErrors]()
+            for a in analyses {
+                for r in 0..<a.outFeatures {
+                    channels.append(ChannelErrors(parameters: a.inFeatures, errors: ps.map { a.errors[$0]![r] }))
+                }
+            }
+            let result = try PrecisionAssigner.exact(channels, precisions: ps, budgetBits: budget)
+            lowerBound = result.lowerBound
+            var at = 0
+            for a in analyses {
+                bits.append(Array(result.bits[at..<(at + a.outFeatures)]))
+                at += a.outFeatures
+            }
+        } else {
+            assignerName = AssignerKind.layerwise.rawValue
+            let perTensor = try PrecisionAssigner.layerwise(
+                tensorParameters: analyses.map { $0.outFeatures * $0.inFeatures }, precisions: options.precisions,
+                budgetBits: budget)
+            bits = zip(perTensor, analyses).map { [UInt8](repeating: UInt8($0), count: $1.outFeatures) }
+        }
+
+        var out = self
+        var reports = [LayerQuantReport]()
+        var codeBits = 0, stored = 0
+        var totalError = 0.0
+        for (i, (l, a)) in zip(layers, analyses).enumerated() {
+            progress?("pack", i, layers.count)
+            let lin = blocks[l.block][linear: l.kind]
+            let packed = try a.pack(lin.weight, bits: bits[i])
+            out.blocks[l.block][linear: l.kind] = Linear(packed: packed, bias: lin.bias)
+            var err = 0.0, energy = 0.0
+            for r in 0..<a.outFeatures {
+                err += a.errors[Int(bits[i][r])]![r]
+                energy += a.rowEnergy[r]
+            }
+            totalError += err
+            codeBits += packed.codeBits
+            stored += packed.storedBytes
+            var hist = [String: Int]()
+            for b in bits[i] { hist[String(b), default: 0] += 1 }
+            reports.append(LayerQuantReport(
+                name: l.name, outFeatures: a.outFeatures, inFeatures: a.inFeatures,
+                codeBitsPerParam: Double(packed.codeBits) / Double(a.outFeatures * a.inFeatures),
+                storedBytes: packed.storedBytes, relativeError: energy > 0 ? (err / energy).squareRoot() : 0,
+                channelsAt: hist))
+        }
+        progress?("pack", layers.count, layers.count)
+        let map = PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits)))
+        let report = QuantizeReport(
+            method: request.method, targetBits: request.bits, assigner: assignerName, options: options,
+            quantizedParameters: params, codeBitsPerParam: Double(codeBits) / Double(params),
+            storedBitsPerParam: Double(stored * 8) / Double(params), storedBytes: stored, totalSquaredError: totalError,
+            lowerBound: lowerBound, seconds: Date().timeIntervalSince(t0), layers: reports)
+        return (out, map, report)
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import LowRAIO
+import LowRAQuant
+import LowRATensor
+
+/// What `lowra_quant.json` records about how a quantized model directory was made.
+public struct QuantManifest: Codable, Sendable {
+    public var format = "lowra-packed-v1"
+    public var toolVersion = LowRAVersion.string
+    public var source: String
+    public var sourceSHA256: String
+    public var report: QuantizeReport
+
+    public init(source: String, sourceSHA256: String, report: QuantizeReport) {
+        self.source = source
+        self.sourceSHA256 = sourceSHA256
+        self.report = report
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, toolVersion = "tool_version", source, sourceSHA256 = "source_sha256", report
+    }
+}
+
+public enum LowRAVersion {
+    public static let string = "0.2.0"
+}
+
+/// A quantized model directory: `model.safetensors` (packed linear layers + fp32 embeddings,
+/// norms and head), `config.json`, `tokenizer.json`, `tokenizer_config.json`,
+/// `precision_map.json` and `lowra_quant.json`. Packed layer `NAME` (a Hugging Face linear name)
+/// is stored as `NAME.bits`, `NAME.codes`, `NAME.levels` and either `NAME.absmax` or
+/// `NAME.absmax_codes` + `NAME.absmax_scales`; its input size and codebook scope are in the
+/// safetensors metadata.
+public enum QuantizedModelStore {
+    public static let manifestFile = "lowra_quant.json"
+
+    public static func isQuantizedDirectory(_ path: String) -> Bool {
+        FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(manifestFile))
+    }
+
+    public static func save(
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
+        manifest: QuantManifest
+    ) throws {
+        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var w = SafeTensorsWriter()
+        w.metadata["format"] = "pt"
+        w.metadata["lowra_format"] = manifest.format
+        let names = WeightNaming.huggingFace
+        try w.add(names.name("embed"), floats: weights.embedding, shape: [config.vocabSize, config.hiddenSize])
+        try w.add(names.name("norm"), floats: weights.finalNorm, shape: [config.hiddenSize])
+        if let head = weights.head {
+            try w.add(names.name("head"), floats: head.weight, shape: [config.vocabSize, config.hiddenSize])
+        }
+        for (l, block) in weights.blocks.enumerated() {
+            try w.add(names.name("attn_norm", layer: l), floats: block.attnNorm, shape: [config.hiddenSize])
+            try w.add(names.name("ffn_norm", layer: l), floats: block.ffnNorm, shape: [config.hiddenSize])
+            for (kind, hf) in LlamaBlock.linearNames {
+                let lin = block[linear: kind]
+                let name = "model.layers.\(l).\(hf)"
+                if let bias = lin.bias { try w.add(name + ".bias", floats: bias, shape: [bias.count]) }
+                guard let pk = lin.packed else {
+                    try w.add(name + ".weight", floats: lin.weight, shape: [lin.outFeatures, lin.inFeatures])
+                    continue
+                }
+                try w.add(name + ".bits", dtype: .u8, shape: [pk.outFeatures], bytes: Data(pk.bits))
+                try w.add(name + ".codes", dtype: .u8, shape: [pk.codes.count], bytes: Data(pk.codes))
+                try w.add(name + ".levels", floats: pk.levels, shape: [pk.levels.count])
+                switch pk.absmax {
+                case .plain(let v): try w.add(name + ".absmax", floats: v, shape: [v.count])
+                case .doubleQuant(let codes, let scales):
+                    try w.add(name + ".absmax_codes", dtype: .u8, shape: [codes.count], bytes: Data(codes))
+                    try w.add(name + ".absmax_scales", floats: scales, shape: [scales.count])
+                }
+                w.metadata[name + ".in_features"] = String(pk.inFeatures)
+                w.metadata[name + ".scope"] = pk.scope.rawValue
+            }
+        }
+        try w.write(to: p("model.safetensors"))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(try enc.encode(config), to: p("config.json"))
+        let tok = try tokenizer.huggingFaceFiles()
+        try writeAtomically(tok.tokenizer, to: p("tokenizer.json"))
+        try writeAtomically(tok.config, to: p("tokenizer_config.json"))
+        try writeAtomically(try enc.encode(map), to: p("precision_map.json"))
+        // The manifest last: a directory without it is not a finished quantized model.
+        try writeAtomically(try enc.encode(manifest), to: p(manifestFile))
+    }
+
+    public static func loadManifest(_ dir: String) throws -> QuantManifest {
+        let path = (dir as NSString).appendingPathComponent(manifestFile)
+        do {
+            return try JSONDecoder().decode(QuantManifest.self, from: try mapFile(path))
+        } catch let e as LowRAError {
+            throw e
+        } catch {
+            throw LowRAError.malformed(manifestFile, "cannot read (\(error))")
+        }
+    }
+
+    /// Loads the weights of a quantized directory: packed layers stay packed.
+    static func loadWeights(_ file: SafeTensorsFile, config c: LlamaConfig) throws -> LlamaWeights {
+        let desc = (file.path as NSString).lastPathComponent
+        func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
+            guard let info = file.tensors[name] else { throw LowRAError(.missingTensor, "\(desc): tensor \(name) not found") }
+            guard info.shape == shape else {
+                throw LowRAError(.shapeMismatch, "\(desc): tensor \(name) has shape \(info.shape), expected \(shape)")
+            }
+            return try file.floats(name)
+        }
+        func bytes(_ name: String) throws -> [UInt8] {
+            guard file.tensors[name]?.dtype == .u8 else { throw LowRAError(.missingTensor, "\(desc): U8 tensor \(name) not found") }
+            return [UInt8](try file.bytes(name))
+        }
+        func linear(_ l: Int, _ hf: String, out: Int, in inF: Int, bias: Bool) throws -> Linear {
+            let name = "model.layers.\(l).\(hf)"
+            let b = bias ? try tensor(name + ".bias", [out]) : nil
+            if file.tensors[name + ".weight"] != nil {
+                return Linear(outFeatures: out, inFeatures: inF, weight: try tensor(name + ".weight", [out, inF]), bias: b)
+            }
+            guard Int(file.metadata[name + ".in_features"] ?? "") == inF else {
+                throw LowRAError(.shapeMismatch, "\(desc): packed layer \(name) is not \(out)x\(inF)")
+            }
+            let scope = CodebookScope(rawValue: file.metadata[name + ".scope"] ?? "") ?? .channel
+            let absmax: AbsmaxStorage
+            if file.tensors[name + ".absmax"] != nil {
+                absmax = .plain(try file.floats(name + ".absmax"))
+            } else {
+                absmax = .doubleQuant(codes: try bytes(name + ".absmax_codes"), scales: try file.floats(name + ".absmax_scales"))
+            }
+            let bits = try bytes(name + ".bits")
+            guard bits.count == out else { throw LowRAError(.shapeMismatch, "\(desc): \(name).bits has \(bits.count) rows, expected \(out)") }
+            do {
+                let packed = try PackedLinear(
+                    outFeatures: out, inFeatures: inF, bits: bits, codes: try bytes(name + ".codes"), absmax: absmax,
+                    levels: try file.floats(name + ".levels"), scope: scope)
+                return Linear(packed: packed, bias: b)
+            } catch let e as LowRAError {
+                throw LowRAError(e.kind, "\(desc): \(name): \(e.message)")
+            }
+        }
+        let names = WeightNaming.huggingFace
+        var blocks = [LlamaBlock]()
+        for l in 0..<c.numLayers {
+            blocks.append(LlamaBlock(
+                attnNorm: try tensor(names.name("attn_norm", layer: l), [c.hiddenSize]),
+                q: try linear(l, "self_attn.q_proj", out: c.qDim, in: c.hiddenSize, bias: c.attentionBias),
+                k: try linear(l, "self_attn.k_proj", out: c.kvDim, in: c.hiddenSize, bias: c.attentionBias),
+                v: try linear(l, "self_attn.v_proj", out: c.kvDim, in: c.hiddenSize, bias: c.attentionBias),
+                o: try linear(l, "self_attn.o_proj", out: c.hiddenSize, in: c.qDim, bias: false),
+                ffnNorm: try tensor(names.name("ffn_norm", layer: l), [c.hiddenSize]),
+                gate: try linear(l, "mlp.gate_proj", out: c.intermediateSize, in: c.hiddenSize, bias: false),
+                up: try linear(l, "mlp.up_proj", out: c.intermediateSize, in: c.hiddenSize, bias: false),
+                down: try linear(l, "mlp.down_proj", out: c.hiddenSize, in: c.intermediateSize, bias: false)))
+        }
+        return LlamaWeights(
+            embedding: try tensor(names.name("embed"), [c.vocabSize, c.hiddenSize]), blocks: blocks,
+            finalNorm: try tensor(names.name("norm"), [c.hiddenSize]),
+            head: c.tieWordEmbeddings ? nil : Linear(outFeatures: c.vocabSize, inFeatures: c.hiddenSize,
+                                                     weight: try tensor(names.name("head"), [c.vocabSize, c.hiddenSize])))
+    }
+}
+
+/// sha256 of a file, or of every file in a directory (sorted by name, each name then contents).
+public func fingerprint(_ path: String) throws -> String {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw LowRAError(.io, "\(path): no such file") }
+    var h = SHA256()
+    let files = isDir.boolValue
+        ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { (path as NSString).appendingPathComponent($0) }
+        : [path]
+    for f in files {
+        if isDir.boolValue { h.update(Array(((f as NSString).lastPathComponent).utf8)) }
+        try mapFile(f).withUnsafeBytes { h.update($0) }
+    }
+    return h.finalize()
+}

@@ -1,0 +1,137 @@
+import CLowRAPacked
+import LowRATensor
+
+/// Where output channels find their codebooks.
+public enum CodebookScope: String, Codable, Sendable, CaseIterable {
+    /// Each output channel has its own levels for its precision.
+    case channel
+    /// One codebook per precision for the whole tensor (the paper's implementation averages
+    /// the per-channel thresholds and levels).
+    case tensor
+}
+
+/// A linear weight (out x in) stored packed at per-row precision, as `lowra_packed.h` defines.
+public struct PackedLinear: Sendable, Equatable {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    public let bits: [UInt8]  // (out), each 1, 2 or 4
+    public let codes: [UInt8]  // rows packed LSB-first, each starting on a byte
+    public let absmax: AbsmaxStorage
+    public let levels: [Float]  // channel scope: concatenated per row; tensor scope: 22 levels
+    public let scope: CodebookScope
+    /// Derived: byte offset of each row in `codes` (out + 1), and each row's first level.
+    public let rowOffsets: [Int]
+    public let levelOffsets: [Int]
+
+    public init(
+        outFeatures: Int, inFeatures: Int, bits: [UInt8], codes: [UInt8], absmax: AbsmaxStorage,
+        levels: [Float], scope: CodebookScope
+    ) throws {
+        guard bits.count == outFeatures, bits.allSatisfy({ $0 == 1 || $0 == 2 || $0 == 4 }) else {
+            throw LowRAError(.malformedFile, "packed weight: bits must be \(outFeatures) values in {1, 2, 4}")
+        }
+        var offsets = [0]
+        offsets.reserveCapacity(outFeatures + 1)
+        var lo = [Int]()
+        lo.reserveCapacity(outFeatures)
+        var levelCount = 0
+        for b in bits {
+            offsets.append(offsets.last! + Int(lowra_row_bytes(UInt64(inFeatures), UInt32(b))))
+            lo.append(scope == .channel ? levelCount : Int(lowra_tensor_level_offset(UInt32(b))))
+            levelCount += 1 << Int(b)
+        }
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        let absCount: Int
+        switch absmax {
+        case .plain(let v): absCount = v.count
+        case .doubleQuant(let c, let s):
+            absCount = c.count
+            guard s.count == (c.count + AbsmaxStorage.group - 1) / AbsmaxStorage.group else {
+                throw LowRAError(.malformedFile, "packed weight: \(s.count) double-quantization scales for \(c.count) blocks")
+            }
+        }
+        guard codes.count == offsets.last!, absCount == outFeatures * nb,
+            levels.count == (scope == .channel ? levelCount : Int(LOWRA_TENSOR_LEVELS))
+        else {
+            throw LowRAError(.malformedFile, "packed weight \(outFeatures)x\(inFeatures): sizes of codes, scales or levels do not match its bits")
+        }
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.bits = bits
+        self.codes = codes
+        self.absmax = absmax
+        self.levels = levels
+        self.scope = scope
+        rowOffsets = offsets
+        levelOffsets = lo
+    }
+
+    /// Σ in · bits[r]: the code bits the budget counts.
+    public var codeBits: Int { bits.reduce(0) { $0 + Int($1) } * inFeatures }
+
+    /// Exact stored size, by the header's formula.
+    public var storedBytes: Int {
+        bits.withUnsafeBufferPointer {
+            Int(lowra_packed_bytes(UInt64(outFeatures), UInt64(inFeatures), $0.baseAddress!,
+                                   absmax.isDoubleQuant ? 1 : 0, scope == .channel ? 0 : 1))
+        }
+    }
+
+    /// W (out, in) in fp32, rows in parallel.
+    public func dequantize(into dst: UnsafeMutablePointer<Float>) {
+        let out = UncheckedSendable(dst)
+        parallelFor(outFeatures, minPerChunk: 8) { rows in
+            for r in rows { dequantizeRow(r, into: out.value + r * inFeatures) }
+        }
+    }
+
+    public func dequantized() -> [Float] {
+        var w = [Float](repeating: 0, count: outFeatures * inFeatures)
+        w.withUnsafeMutableBufferPointer { dequantize(into: $0.baseAddress!) }
+        return w
+    }
+
+    @inline(__always)
+    public func dequantizeRow(_ r: Int, into y: UnsafeMutablePointer<Float>) {
+        let b = Int(bits[r])
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        codes.withUnsafeBufferPointer { cb in
+            levels.withUnsafeBufferPointer { lb in
+                let row = cb.baseAddress! + rowOffsets[r]
+                let lv = lb.baseAddress! + levelOffsets[r]
+                let perByte = 8 / b
+                let mask = UInt8((1 << b) - 1)
+                for blk in 0..<nb {
+                    let s = absmax.value(r * nb + blk)
+                    let j0 = blk * AbsmaxStorage.block
+                    let j1 = min(inFeatures, j0 + AbsmaxStorage.block)
+                    // Blocks of 64 start on a byte for every width, so bytes never straddle blocks.
+                    var j = j0
+                    while j < j1 {
+                        let byte = row[j * b / 8]
+                        var k = 0
+                        while k < perByte && j < j1 {
+                            y[j] = s * lv[Int((byte >> UInt8(k * b)) & mask)]
+                            k += 1
+                            j += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plain C reference (`lowra_dequantize_row_ref`) for row r.
+    public func dequantizeRowReference(_ r: Int) -> [Float] {
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        let scales = (0..<nb).map { absmax.value(r * nb + $0) }
+        var y = [Float](repeating: 0, count: inFeatures)
+        codes.withUnsafeBufferPointer { cb in
+            levels.withUnsafeBufferPointer { lb in
+                lowra_dequantize_row_ref(cb.baseAddress! + rowOffsets[r], UInt32(bits[r]), UInt64(inFeatures),
+                                         scales, lb.baseAddress! + levelOffsets[r], &y)
+            }
+        }
+        return y
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import LowRATensor
+
+/// How one weight tensor is quantized, apart from the precision of each channel.
+public struct QuantizerOptions: Codable, Sendable, Equatable {
+    /// Precisions a channel may take, from {1, 2, 4}.
+    public var precisions: [Int] = [1, 2, 4]
+    /// Weighted Lloyd-Max iterations; 0 keeps the NormalFloat levels (the qlora baseline).
+    public var lloydIterations: Int = 2
+    public var weighting: LloydWeighting = .absmax
+    public var scope: CodebookScope = .tensor
+    public var doubleQuant: Bool = true
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case precisions, lloydIterations = "lloyd_iterations", weighting, scope, doubleQuant = "double_quant"
+    }
+}
+
+/// Everything about one tensor that precision assignment and packing need: block scales,
+/// codebooks for every allowed precision, and the error table SSE(row, precision).
+public struct TensorAnalysis: Sendable {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    public let options: QuantizerOptions
+    public let absmax: AbsmaxStorage
+    /// Per precision: levels (out, 2^p) and thresholds (out, 2^p - 1), one row per channel
+    /// (identical rows under tensor scope).
+    public var levels: [Int: [Float]]
+    public var thresholds: [Int: [Float]]
+    /// Per precision: squared reconstruction error of each row in the original scale, (out).
+    public var errors: [Int: [Double]]
+    /// Per precision: weighted MSE of the learner on each row, before and after (out, 2).
+    public var learnerMSE: [Int: [(before: Double, after: Double)]]
+
+    /// Σ_j w[r][j]²: the error of dropping a row, to report relative errors.
+    public var rowEnergy: [Double]
+}
+
+/// Learns codebooks for each precision and measures each row's error at each precision.
+/// w: (out, in) row-major.
+public func analyzeTensor(_ w: [Float], out: Int, in inF: Int, options: QuantizerOptions) -> TensorAnalysis {
+    let nb = (inF + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+    let absmax = w.withUnsafeBufferPointer {
+        AbsmaxStorage(raw: blockAbsmax($0.baseAddress!, out: out, in: inF), doubleQuant: options.doubleQuant)
+    }
+    let scales = absmax.decoded(count: out * nb)
+    var levels = [Int: [Float]]()
+    var thresholds = [Int: [Float]]()
+    var errors = [Int: [Double]]()
+    var learner = [Int: [(before: Double, after: Double)]]()
+    var energy = [Double](repeating: 0, count: out)
+    for r in 0..<out {
+        var e = 0.0
+        for j in 0..<inF { e += Double(w[r * inF + j]) * Double(w[r * inF + j]) }
+        energy[r] = e
+    }
+    for p in options.precisions {
+        let k = 1 << p
+        let initial = NormalFloat.levels(bits: p)
+        let initialT = p == 2 ? NormalFloat.nf2Thresholds : midpointThresholds(initial)
+        var lv = [Float](repeating: 0, count: out * k)
+        var th = [Float](repeating: 0, count: out * (k - 1))
+        var mse = [(before: Double, after: Double)](repeating: (0, 0), count: out)
+        lv.withUnsafeMutableBufferPointer { lvb in
+            th.withUnsafeMutableBufferPointer { thb in
+                mse.withUnsafeMutableBufferPointer { mb in
+                    let dst = UncheckedSendable((lvb.baseAddress!, thb.baseAddress!, mb.baseAddress!))
+                    parallelFor(out, minPerChunk: 4) { rows in
+                        var x = [Float](repeating: 0, count: inF)
+                        var wt = [Float](repeating: 0, count: inF)
+                        for r in rows {
+                            normalizeRow(w, scales, r, inF, nb, options.weighting, &x, &wt)
+                            let res = weightedLloydMax(
+                                points: x, weights: wt, count: inF, initialLevels: initial,
+                                initialThresholds: initialT, iterations: options.lloydIterations)
+                            for i in 0..<k { dst.value.0[r * k + i] = res.levels[i] }
+                            for i in 0..<(k - 1) { dst.value.1[r * (k - 1) + i] = res.thresholds[i] }
+                            dst.value.2[r] = (res.history.first!, res.history.last!)
+                        }
+                    }
+                }
+            }
+        }
+        if options.scope == .tensor {
+            // The paper's implementation: average the channels' levels and thresholds.
+            var avgL = [Double](repeating: 0, count: k)
+            var avgT = [Double](repeating: 0, count: k - 1)
+            for r in 0..<out {
+                for i in 0..<k { avgL[i] += Double(lv[r * k + i]) }
+                for i in 0..<(k - 1) { avgT[i] += Double(th[r * (k - 1) + i]) }
+            }
+            for r in 0..<out {
+                for i in 0..<k { lv[r * k + i] = Float(avgL[i] / Double(out)) }
+                for i in 0..<(k - 1) { th[r * (k - 1) + i] = Float(avgT[i] / Double(out)) }
+            }
+        }
+        levels[p] = lv
+        thresholds[p] = th
+        learner[p] = mse
+        var err = [Double](repeating: 0, count: out)
+        err.withUnsafeMutableBufferPointer { eb in
+            let dst = UncheckedSendable(eb.baseAddress!)
+            parallelFor(out, minPerChunk: 8) { rows in
+                for r in rows {
+                    dst.value[r] = rowError(w, scales, r, inF, nb, levels: lv, thresholds: th, k: k)
+                }
+            }
+        }
+        errors[p] = err
+    }
+    return TensorAnalysis(
+        outFeatures: out, inFeatures: inF, options: options, absmax: absmax, levels: levels,
+        thresholds: thresholds, errors: errors, learnerMSE: learner, rowEnergy: energy)
+}
+
+/// x = w / scale of its block, clamped to [-1, 1]; wt = the learner weight of its block.
+@inline(__always)
+func normalizeRow(
+    _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, _ weighting: LloydWeighting,
+    _ x: inout [Float], _ wt: inout [Float]
+) {
+    for j in 0..<inF {
+        let s = scales[r * nb + j / AbsmaxStorage.block]
+        x[j] = s > 0 ? min(1, max(-1, w[r * inF + j] / s)) : 0
+        // A zero block carries no error; a tiny weight keeps the learner's sums well defined.
+        let v = weighting == .absmax ? s : s * s
+        wt[j] = max(v, 1e-30)
+    }
+}
+
+@inline(__always)
+func rowError(
+    _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, levels: [Float], thresholds: [Float], k: Int
+) -> Double {
+    var e = 0.0
+    thresholds.withUnsafeBufferPointer { th in
+        let t = th.baseAddress! + r * (k - 1)
+        for j in 0..<inF {
+            let s = scales[r * nb + j / AbsmaxStorage.block]
+            let v = w[r * inF + j]
+            let x = s > 0 ? min(1, max(-1, v / s)) : 0
+            let q = s * levels[r * k + binIndex(x, t, k - 1)]
+            e += Double(v - q) * Double(v - q)
+        }
+    }
+    return e
+}
+
+extension TensorAnalysis {
+    /// Packs w with the given per-row precisions (each must be one of the analyzed ones).
+    public func pack(_ w: [Float], bits: [UInt8]) throws -> PackedLinear {
+        let out = outFeatures, inF = inFeatures
+        guard bits.count == out else { throw LowRAError(.shapeMismatch, "pack: \(bits.count) precisions for \(out) rows") }
+        for b in Set(bits) where levels[Int(b)] == nil {
+            throw LowRAError(.invalidArgument, "pack: precision \(b) was not analyzed (have \(options.precisions))")
+        }
+        let nb = (inF + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        let scales = absmax.decoded(count: out * nb)
+        var offsets = [0]
+        for b in bits { offsets.append(offsets.last! + (inF * Int(b) + 7) / 8) }
+        var codes = [UInt8](repeating: 0, count: offsets.last!)
+        codes.withUnsafeMutableBufferPointer { cb in
+            let dst = UncheckedSendable(cb.baseAddress!)
+            parallelFor(out, minPerChunk: 8) { rows in
+                for r in rows {
+                    let b = Int(bits[r]), k = 1 << b
+                    let th = thresholds[b]!
+                    th.withUnsafeBufferPointer { tb in
+                        let t = tb.baseAddress! + r * (k - 1)
+                        let row = dst.value + offsets[r]
+                        for j in 0..<inF {
+                            let s = scales[r * nb + j / AbsmaxStorage.block]
+                            let x = s > 0 ? min(1, max(-1, w[r * inF + j] / s)) : 0
+                            let code = UInt8(binIndex(x, t, k - 1))
+                            row[j * b / 8] |= code << UInt8((j * b) % 8)
+                        }
+                    }
+                }
+            }
+        }
+        var lv = [Float]()
+        if options.scope == .channel {
+            for r in 0..<out {
+                let k = 1 << Int(bits[r])
+                lv += levels[Int(bits[r])]![(r * k)..<((r + 1) * k)]
+            }
+        } else {
+            for p in [1, 2, 4] {
+                lv += levels[p].map { Array($0.prefix(1 << p)) } ?? NormalFloat.levels(bits: p)
+            }
+        }
+        return try PackedLinear(
+            outFeatures: out, inFeatures: inF, bits: bits, codes: codes, absmax: absmax, levels: lv,
+            scope: options.scope)
+    }
+}

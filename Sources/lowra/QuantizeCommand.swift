@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import LowRAModel
+import LowRAQuant
+import LowRATensor
+
+extension QuantMethod: ExpressibleByArgument {}
+extension AssignerKind: ExpressibleByArgument {}
+extension CodebookScope: ExpressibleByArgument {}
+extension LloydWeighting: ExpressibleByArgument {}
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize", abstract: "Quantize a model's linear layers to a bit budget and store them packed.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "lowra | qlora | loftq.") var method: QuantMethod = .lowra
+    @Option(help: "Budget in code bits per quantized parameter, e.g. 1.75.") var bits: Double
+    @Option(help: "Output directory.") var out: String
+    @Option(help: "Codebook scope: channel | tensor (lowra; the baselines use NormalFloat levels).") var codebook: CodebookScope?
+    @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 below 2 bits, else 2,4).") var precisions: String?
+    @Option(help: "Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels).") var lloydIters: Int?
+    @Option(help: "Lloyd-Max point weight: absmax (the paper) | absmax2.") var weighting: LloydWeighting = .absmax
+    @Option(help: "Precision assigner: exact | layerwise (default: exact for lowra, layerwise for the baselines).")
+    var assigner: AssignerKind?
+    @Option(help: "Reuse a precision map (precision_map.json) instead of assigning.") var precisionMap: String?
+    @Flag(help: "Store block scales as fp32 instead of double-quantizing them.") var noDoubleQuant = false
+    @Option(help: "Random seed (recorded; the quantizer itself is deterministic).") var seed: UInt64 = 0
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func run() throws {
+        var request = QuantizeRequest(method: method, bits: bits)
+        if let s = precisions {
+            let ps = s.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !ps.isEmpty, ps.allSatisfy({ [1, 2, 4].contains($0) }) else {
+                throw ValidationError("--precisions takes values from 1,2,4")
+            }
+            request.options.precisions = Array(Set(ps)).sorted()
+        }
+        if let c = codebook { request.options.scope = c }
+        if let n = lloydIters {
+            guard n >= 0 else { throw ValidationError("--lloyd-iters must not be negative") }
+            request.options.lloydIterations = n
+        }
+        if method != .lowra && (codebook != nil || (lloydIters ?? 0) > 0) {
+            throw ValidationError("--codebook and --lloyd-iters apply to --method lowra only")
+        }
+        request.options.weighting = weighting
+        request.options.doubleQuant = !noDoubleQuant
+        request.assigner = assigner
+        if let path = precisionMap {
+            do {
+                request.precisionMap = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            } catch {
+                throw LowRAError(.invalidArgument, "\(path): not a precision map (\(error.localizedDescription))")
+            }
+        }
+        let loaded = try modelOptions.load()
+        guard loaded.quantManifest == nil else {
+            throw LowRAError(.invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
+        }
+        let analyze = ProgressBar("analyze"), pack = ProgressBar("pack   ")
+        let (weights, map, report) = try loaded.model.weights.quantized(request) { stage, done, total in
+            (stage == "analyze" ? analyze : pack).update(done, total)
+        }
+        let manifest = QuantManifest(source: modelOptions.model, sourceSHA256: try fingerprint(modelOptions.model), report: report)
+        try QuantizedModelStore.save(
+            to: out, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer, map: map, manifest: manifest)
+        if json {
+            let data = try JSONEncoder().encode(report)
+            var obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+            obj["out"] = out
+            obj["source_sha256"] = manifest.sourceSHA256
+            printJSON(obj)
+            return
+        }
+        printLayerTable(report)
+        print(String(format: "%@ at %.2f bits: code %.4f bits/param, stored %.4f bits/param (%.1f MB for %.1fM quantized params), %.1fs",
+                     report.method.rawValue, report.targetBits, report.codeBitsPerParam, report.storedBitsPerParam,
+                     Double(report.storedBytes) / 1e6, Double(report.quantizedParameters) / 1e6, report.seconds))
+        if let lb = report.lowerBound {
+            print(String(format: "assigner %@: total squared error %.4g, LP lower bound %.4g (gap %.2e)", report.assigner,
+                         report.totalSquaredError, lb, (report.totalSquaredError - lb) / max(report.totalSquaredError, 1e-30)))
+        }
+        print("saved \(out)")
+    }
+}
+
+func printLayerTable(_ report: QuantizeReport) {
+    print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  shape       code b/p  stored b/p  rel.err  channels 1/2/4 bit")
+    for l in report.layers {
+        let stored = Double(l.storedBytes * 8) / Double(l.outFeatures * l.inFeatures)
+        let ch = ["1", "2", "4"].map { String(l.channelsAt[$0] ?? 0) }.joined(separator: "/")
+        print(l.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+              + String(format: "  %4dx%-5d  %8.3f  %10.3f  %7.4f  %@", l.outFeatures, l.inFeatures, l.codeBitsPerParam, stored, l.relativeError, ch))
+    }
+}
