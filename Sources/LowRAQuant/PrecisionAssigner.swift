@@ -85,9 +85,40 @@ public enum PrecisionAssigner {
                 blocked[c] = true
             }
         }
+        // Repair: spend what is left on any upgrade (hull or not) that still fits, best price first.
+        var improved = true
+        while improved && used < budgetBits {
+            improved = false
+            var cands = [(c: Int, to: Int, db: Int, de: Double)]()
+            for (c, ch) in channels.enumerated() {
+                let a = Int(choice[c])
+                for b in (a + 1)..<ps.count where ch.errors[b] < ch.errors[a] {
+                    let db = (ps[b] - ps[a]) * ch.parameters
+                    if used + db <= budgetBits { cands.append((c, b, db, ch.errors[a] - ch.errors[b])) }
+                }
+            }
+            cands.sort { $0.de / Double($0.db) > $1.de / Double($1.db) }
+            var touched = Set<Int>()
+            for cand in cands where !touched.contains(cand.c) && used + cand.db <= budgetBits {
+                used += cand.db
+                total -= cand.de
+                choice[cand.c] = Int8(cand.to)
+                touched.insert(cand.c)
+                improved = true
+            }
+        }
+        // A uniform precision that fits is a valid answer too; never return worse than the best.
+        for k in ps.indices where ps[k] * channels.reduce(0, { $0 + $1.parameters }) <= budgetBits {
+            let e = channels.reduce(0.0) { $0 + $1.errors[k] }
+            if e < total {
+                total = e
+                choice = [Int8](repeating: Int8(k), count: channels.count)
+                used = channels.reduce(0) { $0 + $1.parameters * ps[k] }
+            }
+        }
         return Assignment(
             bits: choice.map { UInt8(ps[Int($0)]) }, totalError: total, usedBits: used, budgetBits: budgetBits,
-            lowerBound: lowerBound ?? total)
+            lowerBound: min(lowerBound ?? total, total))
     }
 
     /// The layer-wise baseline (qlora/loftq, as LoftQ mixes precisions): every channel of a tensor

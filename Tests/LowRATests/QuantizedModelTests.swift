@@ -1,0 +1,69 @@
+import Foundation
+import XCTest
+
+@testable import LowRAIO
+@testable import LowRAModel
+@testable import LowRAQuant
+@testable import LowRATensor
+
+final class QuantizedModelTests: XCTestCase {
+    /// Budget honesty, a save/load round trip that keeps logits and tokens exactly, and packed
+    /// layers staying packed after loading.
+    func testQuantizeSaveLoadRoundTrip() throws {
+        let src = try LoadedModel.load(Paths.fixture("tiny.gguf"))
+        let dir = "\(try temporaryDirectory(self))/q"
+        for (method, bits) in [(QuantMethod.lowra, 1.75), (.lowra, 2.5), (.qlora, 3.0)] {
+            let (w, map, report) = try src.model.weights.quantized(QuantizeRequest(method: method, bits: bits))
+            XCTAssertLessThanOrEqual(report.codeBitsPerParam, bits + 1e-12)
+            XCTAssertGreaterThanOrEqual(report.codeBitsPerParam, bits - (method == .lowra ? 0.01 : 0.6), "\(method) \(bits)")
+            try QuantizedModelStore.save(
+                to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
+                manifest: QuantManifest(source: "tiny.gguf", sourceSHA256: try fingerprint(Paths.fixture("tiny.gguf")), report: report))
+            let q = try LoadedModel.load(dir)
+            XCTAssertEqual(q.config, src.config)
+            XCTAssertNotNil(q.model.weights.blocks[0].q.packed)
+            XCTAssertEqual(q.model.weights.blocks[1].down.packed, w.blocks[1].down.packed)
+            let tokens = src.tokenizer.encode("First Citizen:\nBefore we proceed any further, hear me speak. 12 3")
+            XCTAssertEqual(q.tokenizer.encode("First Citizen: <|im_start|>user 42"), src.tokenizer.encode("First Citizen: <|im_start|>user 42"))
+            let a = try LlamaModel(config: src.config, weights: w).forward(tokens, cache: KVCache(config: src.config, capacity: 64))
+            let b = try q.model.forward(tokens, cache: KVCache(config: src.config, capacity: 64))
+            XCTAssertEqual(a, b)
+            XCTAssertLessThan(q.model.weights.weightBytes, src.model.weights.weightBytes)
+            // The stored precision map reproduces the same model.
+            let reused = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/precision_map.json")))
+            var req = QuantizeRequest(method: method, bits: bits)
+            req.precisionMap = reused
+            XCTAssertEqual(try src.model.weights.quantized(req).weights.blocks[0].gate.packed, w.blocks[0].gate.packed)
+        }
+    }
+
+    func testImpossibleBudgetsAreRefused() throws {
+        let w = try LoadedModel.load(Paths.fixture("tiny_hf")).model.weights
+        XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .qlora, bits: 1.5))) {
+            XCTAssertTrue(($0 as! LowRAError).message.contains("2 bits or more"))
+        }
+        XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .lowra, bits: 0.5))) {
+            XCTAssertTrue(($0 as! LowRAError).message.contains("below the lowest precision"))
+        }
+        XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .lowra, bits: 5)))
+    }
+
+    func testCorruptPackedLayerIsRefused() throws {
+        let src = try LoadedModel.load(Paths.fixture("tiny_hf"))
+        let dir = "\(try temporaryDirectory(self))/q"
+        let (w, map, report) = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
+        try QuantizedModelStore.save(to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
+                                     manifest: QuantManifest(source: "x", sourceSHA256: "0", report: report))
+        // Drop one packed tensor.
+        let file = try SafeTensorsFile(path: "\(dir)/model.safetensors")
+        var out = SafeTensorsWriter()
+        out.metadata = file.metadata
+        for (name, info) in file.tensors where name != "model.layers.1.mlp.up_proj.codes" {
+            try out.add(name, dtype: info.dtype, shape: info.shape, bytes: try file.bytes(name))
+        }
+        try out.write(to: "\(dir)/model.safetensors")
+        XCTAssertThrowsError(try LoadedModel.load(dir)) {
+            XCTAssertTrue(($0 as! LowRAError).message.contains("model.layers.1.mlp.up_proj.codes"), "\($0)")
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import XCTest
+
+@testable import LowRAModel
+@testable import LowRAQuant
+@testable import LowRATensor
+
+final class QuantizerTests: XCTestCase {
+    /// Heavy-tailed random weights (out, in), like trained linear layers.
+    private func randomWeights(out: Int, in inF: Int, seed: UInt64) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<(out * inF)).map { _ in
+            let u1 = max(1e-12, rng.nextUnit()), u2 = rng.nextUnit()
+            let g = (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+            return Float(g * (rng.nextUnit() < 0.02 ? 6 : 1) * 0.05)
+        }
+    }
+
+    func testGeneratedNormalFloatEqualsPinnedLiterals() {
+        for (got, want) in zip(NormalFloat.generate(bits: 4), NormalFloat.nf4) { XCTAssertEqual(got, want, accuracy: 1e-6) }
+        for (got, want) in zip(NormalFloat.generate(bits: 2), NormalFloat.nf2) { XCTAssertEqual(got, want, accuracy: 1e-4) }
+        for (got, want) in zip(midpointThresholds(NormalFloat.generate(bits: 2)), NormalFloat.nf2Thresholds) {
+            XCTAssertEqual(got, want, accuracy: 1e-6)
+        }
+    }
+
+    /// The weighted MSE never rises across iterations and ends below the NormalFloat codebook's,
+    /// at every precision.
+    func testLloydMaxNeverRisesAndBeatsNormalFloat() {
+        let w = randomWeights(out: 16, in: 256, seed: 3)
+        for weighting in LloydWeighting.allCases {
+            var opts = QuantizerOptions()
+            opts.lloydIterations = 6
+            opts.scope = .channel
+            opts.weighting = weighting
+            let a = analyzeTensor(w, out: 16, in: 256, options: opts)
+            var nf = opts
+            nf.lloydIterations = 0
+            let base = analyzeTensor(w, out: 16, in: 256, options: nf)
+            for p in [1, 2, 4] {
+                for r in 0..<16 {
+                    XCTAssertLessThan(a.learnerMSE[p]![r].after, a.learnerMSE[p]![r].before, "p=\(p) row \(r)")
+                    XCTAssertLessThan(a.errors[p]![r], base.errors[p]![r] * 1.0001, "p=\(p) row \(r)")
+                }
+            }
+        }
+        // History is monotone.
+        let x: [Float] = (0..<500).map { _ in Float.random(in: -1...1) * Float.random(in: 0...1) }
+        let wt: [Float] = (0..<500).map { _ in Float.random(in: 0.1...1) }
+        let res = weightedLloydMax(points: x, weights: wt, count: 500, initialLevels: NormalFloat.nf4, iterations: 20)
+        for (a, b) in zip(res.history, res.history.dropFirst()) { XCTAssertLessThan(b, a) }
+    }
+
+    /// The fast dequantizer equals the plain C reference, for every width, scope, scale storage
+    /// and a partial last block; the stored size equals the header's formula.
+    func testPackedDequantizeMatchesReferenceAndSizeFormula() throws {
+        for (inF, scope, dq) in [(200, CodebookScope.channel, true), (128, .tensor, false), (70, .tensor, true)] {
+            let out = 24
+            let w = randomWeights(out: out, in: inF, seed: UInt64(inF))
+            var opts = QuantizerOptions()
+            opts.scope = scope
+            opts.doubleQuant = dq
+            let a = analyzeTensor(w, out: out, in: inF, options: opts)
+            let bits: [UInt8] = (0..<out).map { [1, 2, 4][$0 % 3] }
+            let pk = try a.pack(w, bits: bits)
+            let fast = pk.dequantized()
+            for r in 0..<out { XCTAssertEqual(Array(fast[(r * inF)..<((r + 1) * inF)]), pk.dequantizeRowReference(r)) }
+            let nb = (inF + 63) / 64
+            let absBytes = dq ? out * nb + 4 * ((out * nb + 255) / 256) : 4 * out * nb
+            let codeBytes = bits.reduce(0) { $0 + (inF * Int($1) + 7) / 8 }
+            let levels = scope == .channel ? bits.reduce(0) { $0 + (1 << Int($1)) } : 22
+            XCTAssertEqual(pk.storedBytes, codeBytes + out + absBytes + 4 * levels)
+            // Reconstruction error of the packed weight equals the analysis' error table.
+            var err = 0.0
+            for i in 0..<w.count { err += Double(w[i] - fast[i]) * Double(w[i] - fast[i]) }
+            let table = (0..<out).reduce(0.0) { $0 + a.errors[Int(bits[$1])]![$1] }
+            XCTAssertEqual(err, table, accuracy: 1e-6 * max(1, table))
+        }
+    }
+
+    func testDoubleQuantizedScalesNeverUnderestimate() {
+        let raw: [Float] = (0..<1000).map { _ in Float.random(in: 0...3) }
+        let s = AbsmaxStorage(raw: raw, doubleQuant: true)
+        for i in raw.indices {
+            XCTAssertGreaterThanOrEqual(s.value(i), raw[i])
+            XCTAssertLessThanOrEqual(s.value(i) - raw[i], 3.0 / 255 + 1e-6)
+        }
+    }
+
+    /// On instances small enough to enumerate, the exact assigner's error is within its certified
+    /// gap of the true optimum, never above the best layer-wise allocation, and within budget.
+    func testExactAssignerAgainstBruteForce() throws {
+        var rng = SplitMix64(seed: 11)
+        for trial in 0..<30 {
+            let n = 8
+            let ps = trial % 2 == 0 ? [1, 2, 4] : [2, 4]
+            let channels: [ChannelErrors] = (0..<n).map { _ in
+                let size = [64, 96][Int(rng.next() % 2)]
+                let e1 = rng.nextUnit() * 10 + 1
+                let e = [e1, e1 * (0.1 + 0.5 * rng.nextUnit()), e1 * 0.01 * rng.nextUnit()]
+                return ChannelErrors(parameters: size, errors: ps == [1, 2, 4] ? e : [e[1], e[2]])
+            }
+            let params = channels.reduce(0) { $0 + $1.parameters }
+            let budget = Int(Double(params) * (Double(ps[0]) + rng.nextUnit() * Double(ps.last! - ps[0])))
+            let a = try PrecisionAssigner.exact(channels, precisions: ps, budgetBits: budget)
+            XCTAssertLessThanOrEqual(a.usedBits, budget)
+            var best = Double.infinity
+            var choice = [Int](repeating: 0, count: n)
+            func enumerate(_ i: Int, _ bits: Int, _ err: Double) {
+                if bits > budget { return }
+                if i == n { best = min(best, err); return }
+                for k in ps.indices {
+                    choice[i] = k
+                    enumerate(i + 1, bits + ps[k] * channels[i].parameters, err + channels[i].errors[k])
+                }
+            }
+            enumerate(0, 0, 0)
+            XCTAssertGreaterThanOrEqual(a.totalError, best - 1e-9)
+            XCTAssertLessThanOrEqual(a.lowerBound!, best + 1e-9)
+            XCTAssertLessThanOrEqual(a.totalError, best * 1.25 + 1e-9, "trial \(trial)")
+            // Never worse than giving every channel the same precision within budget.
+            for k in ps.indices where ps[k] * params <= budget {
+                XCTAssertLessThanOrEqual(a.totalError, channels.reduce(0) { $0 + $1.errors[k] } + 1e-9)
+            }
+        }
+        XCTAssertThrowsError(try PrecisionAssigner.exact([ChannelErrors(parameters: 64, errors: [1, 0.5])], precisions: [2, 4], budgetBits: 100))
+    }
+
+    func testLayerwiseGivesEarlyLayersMoreBits() throws {
+        let bits = try PrecisionAssigner.layerwise(tensorParameters: [100, 100, 100, 100], precisions: [2, 4], budgetBits: 1200)
+        XCTAssertEqual(bits, [4, 4, 2, 2])
+        XCTAssertThrowsError(try PrecisionAssigner.layerwise(tensorParameters: [100], precisions: [2, 4], budgetBits: 150))
+    }
+
+    func testSHA256KnownVectors() {
+        XCTAssertEqual(SHA256.hex(Array("".utf8)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let long = [UInt8](repeating: 0x61, count: 1000)
+        let want = SHA256.hex(long)
+        long.withUnsafeBytes { XCTAssertEqual(SHA256.hex(data: $0), want) }
+        XCTAssertEqual(SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        [UInt8](repeating: 0x61, count: 1_000_000).withUnsafeBytes {
+            XCTAssertEqual(SHA256.hex(data: $0), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        }
+    }
+}
