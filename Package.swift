@@ -15,10 +15,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CCbc", path: "Sources/CCbc"),
         .target(name: "LowRATensor", dependencies: ["CBLAS"]),
         .target(name: "CLowRAPacked"),
         .target(name: "LowRAIO", dependencies: ["LowRATensor"]),
-        .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked"]),
+        .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
         .executableTarget(
             name: "lowra",

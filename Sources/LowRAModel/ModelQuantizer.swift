@@ -15,6 +15,8 @@ public enum QuantMethod: String, Codable, Sendable, CaseIterable {
 public enum AssignerKind: String, Codable, Sendable, CaseIterable {
     /// Global multiple-choice knapsack via its LP relaxation, with a certified gap.
     case exact
+    /// The paper's two-level ILP (K-Means clusters, cluster-level and intra-cluster ILPs, CBC).
+    case ilp
     /// One precision per tensor (the baselines').
     case layerwise
 }
@@ -169,8 +171,9 @@ extension LlamaWeights {
                 }
                 bits.append(b)
             }
-        } else if (request.assigner ?? (request.method == .lowra ? .exact : .layerwise)) == .exact {
-            assignerName = AssignerKind.exact.rawValue
+        } else if [.exact, .ilp].contains(request.assigner ?? (request.method == .lowra ? .exact : .layerwise)) {
+            let kind = request.assigner ?? .exact
+            assignerName = kind.rawValue
             let ps = options.precisions.sorted()
             var channels = [ChannelErrors]()
             for a in analyses {
@@ -178,7 +181,9 @@ extension LlamaWeights {
                     channels.append(ChannelErrors(parameters: a.inFeatures, errors: ps.map { a.errors[$0]![r] }))
                 }
             }
-            let result = try PrecisionAssigner.exact(channels, precisions: ps, budgetBits: budget)
+            let result = kind == .exact
+                ? try PrecisionAssigner.exact(channels, precisions: ps, budgetBits: budget)
+                : try PrecisionAssigner.twoLevelILP(channels, precisions: ps, budgetBits: budget) { progress?("assign", $0, $1) }
             lowerBound = result.lowerBound
             var at = 0
             for a in analyses {

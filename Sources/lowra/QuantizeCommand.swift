@@ -21,7 +21,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 below 2 bits, else 2,4).") var precisions: String?
     @Option(help: "Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels).") var lloydIters: Int?
     @Option(help: "Lloyd-Max point weight: absmax (the paper) | absmax2.") var weighting: LloydWeighting = .absmax
-    @Option(help: "Precision assigner: exact | layerwise (default: exact for lowra, layerwise for the baselines).")
+    @Option(help: "Precision assigner: exact | ilp (the paper's two-level ILP) | layerwise (default: exact for lowra, layerwise for the baselines).")
     var assigner: AssignerKind?
     @Option(help: "Reuse a precision map (precision_map.json) instead of assigning.") var precisionMap: String?
     @Flag(help: "Store block scales as fp32 instead of double-quantizing them.") var noDoubleQuant = false
@@ -59,9 +59,9 @@ struct QuantizeCommand: ParsableCommand {
         guard loaded.quantManifest == nil else {
             throw LowRAError(.invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
         }
-        let analyze = ProgressBar("analyze"), pack = ProgressBar("pack   ")
+        let bars = ["analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   ")]
         let (weights, map, report) = try loaded.model.weights.quantized(request) { stage, done, total in
-            (stage == "analyze" ? analyze : pack).update(done, total)
+            bars[stage]?.update(done, total)
         }
         let manifest = QuantManifest(source: modelOptions.model, sourceSHA256: try fingerprint(modelOptions.model), report: report)
         try QuantizedModelStore.save(

@@ -145,3 +145,47 @@ final class QuantizerTests: XCTestCase {
         }
     }
 }
+
+final class TwoLevelILPTests: XCTestCase {
+    /// Channels with realistic error curves: two row sizes, errors falling ~4x per added bit.
+    private func instance(_ n: Int, seed: UInt64) -> [ChannelErrors] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<n).map { i in
+            let size = i % 3 == 0 ? 96 : 64
+            let e1 = Double(size) * (0.5 + 2 * rng.nextUnit()) * (rng.nextUnit() < 0.05 ? 8 : 1)
+            let e2 = e1 * (0.2 + 0.2 * rng.nextUnit())
+            let e4 = e2 * (0.05 + 0.1 * rng.nextUnit())
+            return ChannelErrors(parameters: size, errors: [e1, e2, e4])
+        }
+    }
+
+    /// The one-shot ILP over every channel, solved by CBC: the true optimum of a small instance.
+    private func optimum(_ ch: [ChannelErrors], _ ps: [Int], _ budget: Int) throws -> Double {
+        var ilp = IntegerProgram()
+        let x = ch.map { c in ps.indices.map { ilp.addVariable(upper: 1, cost: c.errors[$0]) } }
+        for xi in x { ilp.addConstraint(xi.map { ($0, 1) }, .equal, 1) }
+        ilp.addConstraint(zip(x, ch).flatMap { xi, c in ps.indices.map { (xi[$0], Double(ps[$0] * c.parameters)) } }, .lessEqual, Double(budget))
+        let s = try ilp.solve(seconds: 60)
+        XCTAssertTrue(s.optimal)
+        return s.objective
+    }
+
+    func testTwoLevelWithinOnePercentOfOptimumAndExactBeatsIt() throws {
+        for (seed, bpp) in [(UInt64(1), 1.75), (2, 2.5), (3, 1.5)] {
+            let ps = bpp < 2 ? [1, 2, 4] : [2, 4]  // the paper's sets (footnote 4)
+            let ch = instance(2000, seed: seed).map { ps.count == 3 ? $0 : ChannelErrors(parameters: $0.parameters, errors: Array($0.errors.dropFirst())) }
+            let params = ch.reduce(0) { $0 + $1.parameters }
+            let budget = Int(Double(params) * bpp)
+            let best = try optimum(ch, ps, budget)
+            let two = try PrecisionAssigner.twoLevelILP(ch, precisions: ps, budgetBits: budget, seed: seed)
+            let exact = try PrecisionAssigner.exact(ch, precisions: ps, budgetBits: budget)
+            XCTAssertLessThanOrEqual(two.usedBits, budget)
+            XCTAssertLessThanOrEqual(exact.usedBits, budget)
+            XCTAssertGreaterThanOrEqual(Double(two.usedBits), Double(budget) - 0.01 * Double(params))
+            XCTAssertLessThanOrEqual(two.totalError, best * 1.01, "seed \(seed): two-level \(two.totalError) vs optimum \(best)")
+            XCTAssertLessThanOrEqual(exact.totalError, two.totalError * (1 + 1e-9), "seed \(seed)")
+            XCTAssertLessThanOrEqual(exact.totalError, best * 1.001, "seed \(seed): exact \(exact.totalError) vs optimum \(best)")
+            XCTAssertLessThanOrEqual(exact.lowerBound!, best + 1e-6)
+        }
+    }
+}
