@@ -1,11 +1,12 @@
 import ArgumentParser
 import Foundation
 import LowRAModel
+import LowRAQuant
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (ratios measured in one run).",
-        subcommands: [BenchForward.self])
+        subcommands: [BenchForward.self, BenchAssign.self])
 }
 
 struct BenchForward: ParsableCommand {
@@ -34,5 +35,24 @@ struct BenchForward: ParsableCommand {
         print(String(format: "decode                   %8.1f tokens/s", r.decodeTokensPerS))
         print(String(format: "memory bandwidth         %8.1f GB/s -> decode bound %.1f tokens/s (%.0f MB/token)",
                      r.bandwidthGBs, r.decodeBoundTokensPerS, r.decodeBytesPerToken / 1e6))
+    }
+}
+
+struct BenchAssign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "assign", abstract: "Time the exact precision assigner on a synthetic problem (default: LLaMA-2-7B's 1.36M channels).")
+
+    @Option(help: "Output channels.") var channels: Int = 1_359_872
+    @Option(help: "Budget in bits per parameter.") var bits: Double = 1.75
+    @Flag(help: "Also run the two-level ILP (slow at this size).") var ilp = false
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func run() throws {
+        let r = try AssignerBenchmark.run(channels: channels, bits: bits, includeILP: ilp)
+        if json {
+            printJSON(r)
+            return
+        }
+        for (k, v) in r.sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
     }
 }

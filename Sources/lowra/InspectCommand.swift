@@ -17,6 +17,14 @@ struct InspectCommand: ParsableCommand {
         let mem = MemoryStats.current()
         if json {
             let data = try JSONEncoder().encode(c)
+            if let m = loaded.quantManifest {
+                printJSON([
+                    "format": loaded.format, "config": try JSONSerialization.jsonObject(with: data), "parameters": params,
+                    "file_bytes": loaded.fileBytes, "resident_weight_bytes": loaded.model.weights.weightBytes,
+                    "rss_bytes": mem.residentBytes, "quantization": try JSONSerialization.jsonObject(with: JSONEncoder().encode(m)),
+                ])
+                return
+            }
             printJSON([
                 "format": loaded.format, "config": try JSONSerialization.jsonObject(with: data), "parameters": params,
                 "file_bytes": loaded.fileBytes, "fp32_weight_bytes": params * 4, "rss_bytes": mem.residentBytes,
@@ -38,9 +46,21 @@ struct InspectCommand: ParsableCommand {
         }
         print("tensors    \(loaded.storedTensors.count): "
               + byType.sorted { $0.key < $1.key }.map { "\($0.value.count) \($0.key) (\(String(format: "%.2fM", Double($0.value.elements) / 1e6)) elements)" }.joined(separator: ", "))
-        print(String(format: "memory     file %.1f MB (%.2f bits/param), fp32 weights in memory %.1f MB, resident now %.1f MB",
+        print(String(format: "memory     file %.1f MB (%.2f bits/param), fp32 would be %.1f MB, resident now %.1f MB",
                      Double(loaded.fileBytes) / 1e6, Double(loaded.fileBytes) * 8 / Double(params),
                      Double(params * 4) / 1e6, Double(mem.residentBytes) / 1e6))
+        print(String(format: "           weights resident as loaded: %.1f MB", Double(loaded.model.weights.weightBytes) / 1e6))
+        if let m = loaded.quantManifest {
+            let r = m.report
+            print(String(format: "quantized  %@ at %.2f bits (assigner %@, codebook %@, Lloyd-Max %d iterations, %@ weighting, %@ scales)",
+                         r.method.rawValue, r.targetBits, r.assigner, r.options.scope.rawValue, r.options.lloydIterations,
+                         r.options.weighting.rawValue, r.options.doubleQuant ? "double-quantized" : "fp32"))
+            print(String(format: "           code %.4f bits/param, stored %.4f bits/param over %.2fM quantized params; source sha256 %@",
+                         r.codeBitsPerParam, r.storedBitsPerParam, Double(r.quantizedParameters) / 1e6, String(m.sourceSHA256.prefix(16))))
+            print("")
+            printLayerTable(r)
+            return
+        }
         print("")
         print("name".padding(toLength: 34, withPad: " ", startingAt: 0) + "dtype".padding(toLength: 8, withPad: " ", startingAt: 0) + "shape")
         for t in loaded.storedTensors {
