@@ -36,7 +36,14 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Runs `tokens` at positions [cache.length, cache.length + T), appends their keys and values
     /// to the cache, and returns logits (rows, V) for all T positions or only the last.
-    public func forward(_ tokens: [Int], cache: KVCache, logits rows: LogitRows = .all) throws -> [Float] {
+    /// Where a linear layer's input is observed: the input of q/k/v, of o, of gate/up, of down.
+    public enum LinearInput: String, Sendable, CaseIterable { case attention, output, mlp, down }
+
+    /// `observe(layer, site, x (T, cols), T, cols)` sees every linear layer's input (calibration).
+    public func forward(
+        _ tokens: [Int], cache: KVCache, logits rows: LogitRows = .all,
+        observe: ((Int, LinearInput, UnsafePointer<Float>, Int, Int) -> Void)? = nil
+    ) throws -> [Float] {
         let c = config
         let t = tokens.count
         let pos0 = cache.length
@@ -74,6 +81,7 @@ public final class LlamaModel: @unchecked Sendable {
         for (l, block) in weights.blocks.enumerated() {
             // Attention.
             rmsnormForward(&xn, x, block.attnNorm, rows: t, cols: C, eps: c.rmsNormEps)
+            observe?(l, .attention, xn, t, C)
             block.q.forward(xn, rows: t, into: &q)
             block.k.forward(xn, rows: t, into: &kNew)
             block.v.forward(xn, rows: t, into: &vNew)
@@ -101,14 +109,17 @@ public final class LlamaModel: @unchecked Sendable {
                     }
                 }
             }
+            observe?(l, .output, att, t, qDim)
             block.o.forward(att, rows: t, into: &proj)
             addInPlace(&x, proj, count: t * C)
 
             // SwiGLU MLP.
             rmsnormForward(&xn, x, block.ffnNorm, rows: t, cols: C, eps: c.rmsNormEps)
+            observe?(l, .mlp, xn, t, C)
             block.gate.forward(xn, rows: t, into: &gate)
             block.up.forward(xn, rows: t, into: &up)
             swigluForward(&gate, gate, up, count: t * F)
+            observe?(l, .down, gate, t, F)
             block.down.forward(gate, rows: t, into: &proj)
             addInPlace(&x, proj, count: t * C)
         }

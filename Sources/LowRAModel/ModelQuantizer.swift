@@ -36,6 +36,8 @@ public struct QuantizeRequest: Sendable {
     public var options = QuantizerOptions()
     public var assigner: AssignerKind?
     public var precisionMap: PrecisionMap?
+    /// Input statistics that turn the error into the layers' output error (nil: data-free).
+    public var calibration: CalibrationStats?
 
     public init(method: QuantMethod, bits: Double) {
         self.method = method
@@ -79,8 +81,11 @@ public struct QuantizeReport: Codable, Sendable {
     public var lowerBound: Double?
     public var seconds: Double
     public var layers: [LayerQuantReport]
+    /// "file (N tokens)" when the error was weighted by calibration statistics.
+    public var calibration: String?
 
     enum CodingKeys: String, CodingKey {
+        case calibration
         case method, targetBits = "target_bits", assigner, options, quantizedParameters = "quantized_parameters"
         case codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
         case storedBytes = "stored_bytes", totalSquaredError = "total_squared_error", lowerBound = "lower_bound"
@@ -155,7 +160,11 @@ extension LlamaWeights {
         for (i, l) in layers.enumerated() {
             progress?("analyze", i, layers.count)
             let lin = blocks[l.block][linear: l.kind]
-            analyses.append(analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options))
+            let cols = request.calibration?.columns[l.name]
+            if let cols, cols.count != lin.inFeatures {
+                throw LowRAError(.shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
+            }
+            analyses.append(analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
         }
         progress?("analyze", layers.count, layers.count)
 
@@ -229,7 +238,8 @@ extension LlamaWeights {
             method: request.method, targetBits: request.bits, assigner: assignerName, options: options,
             quantizedParameters: params, codeBitsPerParam: Double(codeBits) / Double(params),
             storedBitsPerParam: Double(stored * 8) / Double(params), storedBytes: stored, totalSquaredError: totalError,
-            lowerBound: lowerBound, seconds: Date().timeIntervalSince(t0), layers: reports)
+            lowerBound: lowerBound, seconds: Date().timeIntervalSince(t0), layers: reports,
+            calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" })
         return (out, map, report)
     }
 }

@@ -34,13 +34,18 @@ public struct TensorAnalysis: Sendable {
     /// Per precision: weighted MSE of the learner on each row, before and after (out, 2).
     public var learnerMSE: [Int: [(before: Double, after: Double)]]
 
-    /// Σ_j w[r][j]²: the error of dropping a row, to report relative errors.
+    /// Σ_j c_j w[r][j]² (c the column weights): the error of dropping a row, for relative errors.
     public var rowEnergy: [Double]
 }
 
 /// Learns codebooks for each precision and measures each row's error at each precision.
-/// w: (out, in) row-major.
-public func analyzeTensor(_ w: [Float], out: Int, in inF: Int, options: QuantizerOptions) -> TensorAnalysis {
+/// w: (out, in) row-major. `columnWeights` (in), when given, weighs each input column's squared
+/// error (E[x_j²] from calibration: the error becomes that of the layer's output); without it the
+/// error is the plain squared weight error, as in the paper.
+public func analyzeTensor(
+    _ w: [Float], out: Int, in inF: Int, options: QuantizerOptions, columnWeights: [Float]? = nil
+) -> TensorAnalysis {
+    let colW = columnWeights ?? [Float](repeating: 1, count: inF)
     let nb = (inF + AbsmaxStorage.block - 1) / AbsmaxStorage.block
     let absmax = w.withUnsafeBufferPointer {
         AbsmaxStorage(raw: blockAbsmax($0.baseAddress!, out: out, in: inF), doubleQuant: options.doubleQuant)
@@ -53,7 +58,7 @@ public func analyzeTensor(_ w: [Float], out: Int, in inF: Int, options: Quantize
     var energy = [Double](repeating: 0, count: out)
     for r in 0..<out {
         var e = 0.0
-        for j in 0..<inF { e += Double(w[r * inF + j]) * Double(w[r * inF + j]) }
+        for j in 0..<inF { e += Double(colW[j]) * Double(w[r * inF + j]) * Double(w[r * inF + j]) }
         energy[r] = e
     }
     for p in options.precisions {
@@ -71,7 +76,7 @@ public func analyzeTensor(_ w: [Float], out: Int, in inF: Int, options: Quantize
                         var x = [Float](repeating: 0, count: inF)
                         var wt = [Float](repeating: 0, count: inF)
                         for r in rows {
-                            normalizeRow(w, scales, r, inF, nb, options.weighting, &x, &wt)
+                            normalizeRow(w, scales, r, inF, nb, options.weighting, colW, &x, &wt)
                             let res = weightedLloydMax(
                                 points: x, weights: wt, count: inF, initialLevels: initial,
                                 initialThresholds: initialT, iterations: options.lloydIterations)
@@ -104,7 +109,7 @@ public func analyzeTensor(_ w: [Float], out: Int, in inF: Int, options: Quantize
             let dst = UncheckedSendable(eb.baseAddress!)
             parallelFor(out, minPerChunk: 8) { rows in
                 for r in rows {
-                    dst.value[r] = rowError(w, scales, r, inF, nb, levels: lv, thresholds: th, k: k)
+                    dst.value[r] = rowError(w, scales, r, inF, nb, levels: lv, thresholds: th, k: k, colW: colW)
                 }
             }
         }
@@ -119,20 +124,21 @@ public func analyzeTensor(_ w: [Float], out: Int, in inF: Int, options: Quantize
 @inline(__always)
 func normalizeRow(
     _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, _ weighting: LloydWeighting,
-    _ x: inout [Float], _ wt: inout [Float]
+    _ colW: [Float], _ x: inout [Float], _ wt: inout [Float]
 ) {
     for j in 0..<inF {
         let s = scales[r * nb + j / AbsmaxStorage.block]
         x[j] = s > 0 ? min(1, max(-1, w[r * inF + j] / s)) : 0
         // A zero block carries no error; a tiny weight keeps the learner's sums well defined.
         let v = weighting == .absmax ? s : s * s
-        wt[j] = max(v, 1e-30)
+        wt[j] = max(v * colW[j], 1e-30)
     }
 }
 
 @inline(__always)
 func rowError(
-    _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, levels: [Float], thresholds: [Float], k: Int
+    _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, levels: [Float], thresholds: [Float], k: Int,
+    colW: [Float]
 ) -> Double {
     var e = 0.0
     thresholds.withUnsafeBufferPointer { th in
@@ -142,7 +148,7 @@ func rowError(
             let v = w[r * inF + j]
             let x = s > 0 ? min(1, max(-1, v / s)) : 0
             let q = s * levels[r * k + binIndex(x, t, k - 1)]
-            e += Double(v - q) * Double(v - q)
+            e += Double(colW[j]) * Double(v - q) * Double(v - q)
         }
     }
     return e

@@ -25,6 +25,9 @@ struct QuantizeCommand: ParsableCommand {
     var assigner: AssignerKind?
     @Option(help: "Reuse a precision map (precision_map.json) instead of assigning.") var precisionMap: String?
     @Flag(help: "Store block scales as fp32 instead of double-quantizing them.") var noDoubleQuant = false
+    @Option(help: "Text whose activations weigh the error (output error instead of the paper's data-free weight error).")
+    var calibration: String?
+    @Option(help: "Tokens of the calibration text to use.") var calibrationTokens: Int = 4096
     @Option(help: "Random seed (recorded; the quantizer itself is deterministic).") var seed: UInt64 = 0
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
@@ -58,6 +61,13 @@ struct QuantizeCommand: ParsableCommand {
         let loaded = try modelOptions.load()
         guard loaded.quantManifest == nil else {
             throw LowRAError(.invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
+        }
+        if let path = calibration {
+            guard calibrationTokens >= 2 else { throw ValidationError("--calibration-tokens must be at least 2") }
+            let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
+            let bar = ProgressBar("calibrate")
+            request.calibration = try loaded.model.calibrate(
+                tokens: tokens, context: 512, source: (path as NSString).lastPathComponent) { bar.update($0, $1) }
         }
         let bars = ["analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   ")]
         let (weights, map, report) = try loaded.model.weights.quantized(request) { stage, done, total in
