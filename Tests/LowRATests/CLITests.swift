@@ -39,4 +39,24 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(obj["perplexity"] as? Double ?? 0, 1)
         XCTAssertNotNil(obj["accuracy"] as? Double)
     }
+
+    func testQuantizeThenEvalAndInspect() throws {
+        let dir = try temporaryDirectory(self)
+        let q = "\(dir)/q"
+        let r = try runProcess(Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.75", "--out", q, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let code = try XCTUnwrap(obj["code_bits_per_param"] as? Double)
+        XCTAssertTrue(code <= 1.75 && code >= 1.74, "\(code)")
+        XCTAssertGreaterThan(obj["stored_bits_per_param"] as? Double ?? 0, code)
+        XCTAssertNotNil(obj["seconds"] as? Double)
+        try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json"])
+        XCTAssertEqual(ev.status, 0, ev.err)
+        let ins = try runProcess(Paths.lowraBinary, ["inspect", "--model", q])
+        XCTAssertTrue(ins.out.contains("code 1.7"), ins.out)
+        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.5", "--method", "qlora", "--out", q],
+                        mentioning: "2 bits or more")
+        try assertFails(["quantize", "--model", q, "--bits", "2", "--out", "\(dir)/qq"], mentioning: "already quantized")
+    }
 }

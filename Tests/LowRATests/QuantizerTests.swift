@@ -78,6 +78,38 @@ final class QuantizerTests: XCTestCase {
         }
     }
 
+    /// With column weights c, the error table is Σ_j c_j (w − q)² of the packed weight.
+    func testColumnWeightedErrorMatchesPackedWeight() throws {
+        let (out, inF) = (12, 96)
+        let w = randomWeights(out: out, in: inF, seed: 5)
+        let cols: [Float] = (0..<inF).map { _ in Float.random(in: 0.01...4) }
+        let a = analyzeTensor(w, out: out, in: inF, options: QuantizerOptions(), columnWeights: cols)
+        let bits: [UInt8] = (0..<out).map { [1, 2, 4][$0 % 3] }
+        let q = try a.pack(w, bits: bits).dequantized()
+        for r in 0..<out {
+            var e = 0.0
+            for j in 0..<inF { e += Double(cols[j]) * Double(w[r * inF + j] - q[r * inF + j]) * Double(w[r * inF + j] - q[r * inF + j]) }
+            XCTAssertEqual(a.errors[Int(bits[r])]![r], e, accuracy: 1e-9 * max(1, e))
+        }
+    }
+
+    func testCalibrationCollectsEveryLinearInput() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf")).model
+        let tokens = Array(0..<40).map { ($0 * 7) % m.config.vocabSize }
+        let stats = try m.calibrate(tokens: tokens, context: 16, source: "test")
+        XCTAssertEqual(stats.columns.count, 7 * m.config.numLayers)
+        XCTAssertEqual(stats.columns["model.layers.0.mlp.down_proj"]?.count, m.config.intermediateSize)
+        XCTAssertEqual(stats.columns["model.layers.1.self_attn.o_proj"]?.count, m.config.qDim)
+        // q, k and v read the same normalized input.
+        XCTAssertEqual(stats.columns["model.layers.1.self_attn.q_proj"], stats.columns["model.layers.1.self_attn.v_proj"])
+        XCTAssertTrue(stats.columns.values.allSatisfy { $0.allSatisfy { $0 > 0 && $0.isFinite } })
+        var req = QuantizeRequest(method: .lowra, bits: 1.75)
+        req.calibration = stats
+        let r = try m.weights.quantized(req).report
+        XCTAssertLessThanOrEqual(r.codeBitsPerParam, 1.75)
+        XCTAssertEqual(r.calibration, "test (40 tokens)")
+    }
+
     func testDoubleQuantizedScalesNeverUnderestimate() {
         let raw: [Float] = (0..<1000).map { _ in Float.random(in: 0...3) }
         let s = AbsmaxStorage(raw: raw, doubleQuant: true)
