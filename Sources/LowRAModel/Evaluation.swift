@@ -13,6 +13,10 @@ public struct EvalResult: Codable, Sendable {
     public var windows: Int
     public var context: Int
     public var seconds: Double
+    /// Against a reference model on the same windows: mean KL(p_ref ‖ p_model) in nats and the
+    /// fraction of positions whose top-1 token agrees.
+    public var klDivergence: Double? = nil
+    public var top1Agreement: Double? = nil
 }
 
 extension LlamaModel {
@@ -20,8 +24,13 @@ extension LlamaModel {
     /// each from an empty cache, and scores every position's prediction of the next token.
     /// `progress(done, total)` reports windows.
     public func evaluate(
-        tokens: [Int], context: Int, progress: ((Int, Int) -> Void)? = nil
+        tokens: [Int], context: Int, reference: LlamaModel? = nil, progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
+        if let reference, reference.config.vocabSize != config.vocabSize {
+            throw LowRAError(.invalidArgument, "the reference model's vocabulary (\(reference.config.vocabSize)) differs from the model's (\(config.vocabSize))")
+        }
+        var klSum = 0.0
+        var agree = 0
         guard tokens.count >= 2 else {
             throw LowRAError(.invalidArgument, "evaluation needs at least 2 tokens, got \(tokens.count)")
         }
@@ -67,6 +76,13 @@ extension LlamaModel {
                 nll += rowNLL[i]
                 if rowHit[i] { correct += 1 }
             }
+            if let reference {
+                let refCache = KVCache(config: reference.config, capacity: window.count)
+                let refLogits = try reference.forward(window, cache: refCache, logits: .all)
+                let (kl, same) = klAndAgreement(refLogits, logits, rows: n, vocab: v)
+                klSum += kl
+                agree += same
+            }
             count += n
             windows += 1
         }
@@ -75,6 +91,39 @@ extension LlamaModel {
         return EvalResult(
             perplexity: exp(mean), accuracy: Double(correct) / Double(count), tokens: tokens.count,
             predictions: count, meanNLL: mean, windows: windows, context: context,
-            seconds: Date().timeIntervalSince(t0))
+            seconds: Date().timeIntervalSince(t0),
+            klDivergence: reference == nil ? nil : klSum / Double(count),
+            top1Agreement: reference == nil ? nil : Double(agree) / Double(count))
     }
+}
+
+/// Σ over rows of KL(softmax(p) ‖ softmax(q)) and the number of rows whose argmax agree.
+/// p, q: (rows, V) logits.
+func klAndAgreement(_ p: [Float], _ q: [Float], rows: Int, vocab v: Int) -> (Double, Int) {
+    var kl = [Double](repeating: 0, count: rows)
+    var same = [Bool](repeating: false, count: rows)
+    p.withUnsafeBufferPointer { pb in
+        q.withUnsafeBufferPointer { qb in
+            kl.withUnsafeMutableBufferPointer { kb in
+                same.withUnsafeMutableBufferPointer { sb in
+                    let io = UncheckedSendable((pb.baseAddress!, qb.baseAddress!, kb.baseAddress!, sb.baseAddress!))
+                    parallelFor(rows, minPerChunk: 8) { range in
+                        for r in range {
+                            let pr = io.value.0 + r * v, qr = io.value.1 + r * v
+                            let (lp, ap) = logSumExpAndArgmax(pr, count: v)
+                            let (lq, aq) = logSumExpAndArgmax(qr, count: v)
+                            var s = 0.0
+                            for i in 0..<v {
+                                let a = Double(pr[i]) - lp
+                                s += exp(a) * (a - (Double(qr[i]) - lq))
+                            }
+                            io.value.2[r] = s
+                            io.value.3[r] = ap == aq
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return (kl.reduce(0, +), same.filter { $0 }.count)
 }

@@ -78,17 +78,22 @@ public struct QuantizeReport: Codable, Sendable {
     public var storedBytes: Int
     /// Σ squared error over all quantized weights, and its certified lower bound (exact assigner).
     public var totalSquaredError: Double
+    /// sqrt(Σ squared error / Σ w²) over all quantized weights.
+    public var relativeError: Double?
     public var lowerBound: Double?
     public var seconds: Double
+    /// Wall time of each phase: analyze (scales, Lloyd-Max, error table), assign, pack.
+    public var phaseSeconds: [String: Double]?
     public var layers: [LayerQuantReport]
     /// "file (N tokens)" when the error was weighted by calibration statistics.
     public var calibration: String?
 
     enum CodingKeys: String, CodingKey {
-        case calibration
+        case calibration, phaseSeconds = "phase_seconds"
         case method, targetBits = "target_bits", assigner, options, quantizedParameters = "quantized_parameters"
         case codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
         case storedBytes = "stored_bytes", totalSquaredError = "total_squared_error", lowerBound = "lower_bound"
+        case relativeError = "relative_error"
         case seconds, layers
     }
 }
@@ -140,8 +145,8 @@ extension LlamaWeights {
     ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport) {
         let t0 = Date()
         let layers = quantizableLinears
-        guard request.bits > 0, request.bits <= 4 else {
-            throw LowRAError(.invalidArgument, "--bits must be in (0, 4], got \(request.bits)")
+        guard request.bits >= 1, request.bits <= 4 else {
+            throw LowRAError(.invalidArgument, "--bits must be between 1 and 4, got \(request.bits)")
         }
         if request.method != .lowra && request.bits < 2 && request.precisionMap == nil {
             throw LowRAError(.invalidArgument, "\(request.method.rawValue) supports budgets of 2 bits or more (it mixes whole layers at 2 and 4 bits); use --method lowra below 2 bits")
@@ -167,6 +172,7 @@ extension LlamaWeights {
             analyses.append(analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
         }
         progress?("analyze", layers.count, layers.count)
+        let tAnalyzed = Date()
 
         // Precision of every row of every layer.
         var bits = [[UInt8]]()
@@ -207,10 +213,11 @@ extension LlamaWeights {
             bits = zip(perTensor, analyses).map { [UInt8](repeating: UInt8($0), count: $1.outFeatures) }
         }
 
+        let tAssigned = Date()
         var out = self
         var reports = [LayerQuantReport]()
         var codeBits = 0, stored = 0
-        var totalError = 0.0
+        var totalError = 0.0, totalEnergy = 0.0
         for (i, (l, a)) in zip(layers, analyses).enumerated() {
             progress?("pack", i, layers.count)
             let lin = blocks[l.block][linear: l.kind]
@@ -222,6 +229,7 @@ extension LlamaWeights {
                 energy += a.rowEnergy[r]
             }
             totalError += err
+            totalEnergy += energy
             codeBits += packed.codeBits
             stored += packed.storedBytes
             var hist = [String: Int]()
@@ -238,7 +246,11 @@ extension LlamaWeights {
             method: request.method, targetBits: request.bits, assigner: assignerName, options: options,
             quantizedParameters: params, codeBitsPerParam: Double(codeBits) / Double(params),
             storedBitsPerParam: Double(stored * 8) / Double(params), storedBytes: stored, totalSquaredError: totalError,
-            lowerBound: lowerBound, seconds: Date().timeIntervalSince(t0), layers: reports,
+            relativeError: totalEnergy > 0 ? (totalError / totalEnergy).squareRoot() : 0,
+            lowerBound: lowerBound, seconds: Date().timeIntervalSince(t0),
+            phaseSeconds: ["analyze": tAnalyzed.timeIntervalSince(t0), "assign": tAssigned.timeIntervalSince(tAnalyzed),
+                           "pack": Date().timeIntervalSince(tAssigned)],
+            layers: reports,
             calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" })
         return (out, map, report)
     }

@@ -43,8 +43,40 @@ public enum QuantizedModelStore {
         to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
         manifest: QuantManifest
     ) throws {
+        // Everything goes to a temporary sibling directory renamed into place at the end, so an
+        // interrupted run never leaves a half-written model under `dir`.
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: dir, isDirectory: &isDir) {
+            let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: dir))?.isEmpty ?? false)
+            guard empty || isQuantizedDirectory(dir) else {
+                throw LowRAError(.invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
+            }
+        }
+        let staging = dir + ".tmp-\(getpid())"
+        try? fm.removeItem(atPath: staging)
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        do {
+            try write(to: staging, config: config, weights: weights, tokenizer: tokenizer, map: map, manifest: manifest)
+            if fm.fileExists(atPath: dir) {
+                let old = dir + ".old-\(getpid())"
+                try fm.moveItem(atPath: dir, toPath: old)
+                try fm.moveItem(atPath: staging, toPath: dir)
+                try? fm.removeItem(atPath: old)
+            } else {
+                try fm.moveItem(atPath: staging, toPath: dir)
+            }
+        } catch {
+            try? fm.removeItem(atPath: staging)
+            throw error
+        }
+    }
+
+    private static func write(
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
+        manifest: QuantManifest
+    ) throws {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var w = SafeTensorsWriter()
         w.metadata["format"] = "pt"
         w.metadata["lowra_format"] = manifest.format

@@ -99,22 +99,40 @@ public struct PackedLinear: Sendable, Equatable {
             levels.withUnsafeBufferPointer { lb in
                 let row = cb.baseAddress! + rowOffsets[r]
                 let lv = lb.baseAddress! + levelOffsets[r]
-                let perByte = 8 / b
-                let mask = UInt8((1 << b) - 1)
+                // Blocks of 64 start on a byte for every width, so bytes never straddle blocks.
                 for blk in 0..<nb {
-                    let s = absmax.value(r * nb + blk)
+                    let scale = absmax.value(r * nb + blk)
                     let j0 = blk * AbsmaxStorage.block
                     let j1 = min(inFeatures, j0 + AbsmaxStorage.block)
-                    // Blocks of 64 start on a byte for every width, so bytes never straddle blocks.
-                    var j = j0
-                    while j < j1 {
-                        let byte = row[j * b / 8]
-                        var k = 0
-                        while k < perByte && j < j1 {
-                            y[j] = s * lv[Int((byte >> UInt8(k * b)) & mask)]
-                            k += 1
-                            j += 1
+                    let full = (j1 - j0) * b / 8  // whole bytes in this block
+                    let src = row + j0 * b / 8
+                    let dst = y + j0
+                    switch b {
+                    case 4:
+                        for i in 0..<full {
+                            let v = src[i]
+                            dst[2 * i] = scale * lv[Int(v & 15)]
+                            dst[2 * i + 1] = scale * lv[Int(v >> 4)]
                         }
+                    case 2:
+                        for i in 0..<full {
+                            let v = src[i]
+                            dst[4 * i] = scale * lv[Int(v & 3)]
+                            dst[4 * i + 1] = scale * lv[Int((v >> 2) & 3)]
+                            dst[4 * i + 2] = scale * lv[Int((v >> 4) & 3)]
+                            dst[4 * i + 3] = scale * lv[Int(v >> 6)]
+                        }
+                    default:
+                        let l0 = scale * lv[0], l1 = scale * lv[1]
+                        for i in 0..<full {
+                            let v = src[i]
+                            for k in 0..<8 { dst[8 * i + k] = (v >> UInt8(k)) & 1 == 0 ? l0 : l1 }
+                        }
+                    }
+                    // A partial last byte (row length not a multiple of 8 / b).
+                    let mask = UInt8((1 << b) - 1)
+                    for j in (j0 + full * 8 / b)..<j1 {
+                        y[j] = scale * lv[Int((row[j * b / 8] >> UInt8((j * b) % 8)) & mask)]
                     }
                 }
             }

@@ -6,7 +6,7 @@ import LowRAQuant
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (ratios measured in one run).",
-        subcommands: [BenchForward.self, BenchAssign.self])
+        subcommands: [BenchForward.self, BenchAssign.self, BenchDequant.self])
 }
 
 struct BenchForward: ParsableCommand {
@@ -49,6 +49,24 @@ struct BenchAssign: ParsableCommand {
 
     func run() throws {
         let r = try AssignerBenchmark.run(channels: channels, bits: bits, includeILP: ilp)
+        if json {
+            printJSON(r)
+            return
+        }
+        for (k, v) in r.sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
+    }
+}
+
+struct BenchDequant: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dequant", abstract: "Dequantization throughput (GB/s of fp32 written) beside copy bandwidth.")
+
+    @Option(help: "Rows.") var rows: Int = 4096
+    @Option(help: "Columns.") var cols: Int = 4096
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func run() throws {
+        let r = try DequantBenchmark.run(out: rows, in: cols)
         if json {
             printJSON(r)
             return

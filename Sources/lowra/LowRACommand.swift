@@ -39,6 +39,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Evaluate the first N tokens (default: all).") var maxTokens: Int?
     @Option(help: "Window length in tokens; windows do not overlap (default: 512, or the model's context if shorter).")
     var context: Int?
+    @Option(help: "A reference model (e.g. the unquantized one): also report KL divergence and top-1 agreement.")
+    var reference: String?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
@@ -49,7 +51,8 @@ struct EvalCommand: ParsableCommand {
         if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
         let bar = ProgressBar("eval")
         let window = context ?? min(512, loaded.config.maxPositions)
-        let r = try loaded.model.evaluate(tokens: tokens, context: window) { bar.update($0, $1) }
+        let ref = try reference.map { try LoadedModel.load($0).model }
+        let r = try loaded.model.evaluate(tokens: tokens, context: window, reference: ref) { bar.update($0, $1) }
         let mem = MemoryStats.current()
         if json {
             printJSON([
@@ -57,10 +60,13 @@ struct EvalCommand: ParsableCommand {
                 "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
                 "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
                 "model": modelOptions.model, "data": data,
-            ])
+            ].merging(r.klDivergence.map { ["kl_divergence": $0, "top1_agreement": r.top1Agreement!] } ?? [:]) { a, _ in a })
         } else {
             print(String(format: "perplexity %.4f  accuracy %.4f  (%d tokens, %d windows of %d, %.1fs, %.0f tok/s)",
                          r.perplexity, r.accuracy, r.tokens, r.windows, r.context, r.seconds, Double(r.tokens) / r.seconds))
+            if let kl = r.klDivergence {
+                print(String(format: "vs reference: KL divergence %.4f nats/token, top-1 agreement %.4f", kl, r.top1Agreement!))
+            }
         }
     }
 }

@@ -85,6 +85,8 @@ struct QuantizeCommand: ParsableCommand {
             return
         }
         printLayerTable(report)
+        print(String(format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs", report.phaseSeconds?["analyze"] ?? 0,
+                     report.phaseSeconds?["assign"] ?? 0, report.phaseSeconds?["pack"] ?? 0))
         print(String(format: "%@ at %.2f bits: code %.4f bits/param, stored %.4f bits/param (%.1f MB for %.1fM quantized params), %.1fs",
                      report.method.rawValue, report.targetBits, report.codeBitsPerParam, report.storedBitsPerParam,
                      Double(report.storedBytes) / 1e6, Double(report.quantizedParameters) / 1e6, report.seconds))
