@@ -153,6 +153,12 @@ extension LlamaWeights {
         }
         var options = request.options
         if let map = request.precisionMap {
+            for l in layers {
+                let rows = blocks[l.block][linear: l.kind].outFeatures
+                guard let b = map.layers[l.name], b.count == rows, b.allSatisfy({ [1, 2, 4].contains($0) }) else {
+                    throw LowRAError(.invalidArgument, "precision map: layer \(l.name) is missing or does not list \(rows) precisions from {1, 2, 4}")
+                }
+            }
             options.precisions = Array(Set(map.layers.values.flatMap { $0.map(Int.init) })).sorted()
         }
         guard !options.precisions.isEmpty, options.precisions.allSatisfy({ [1, 2, 4].contains($0) }) else {

@@ -8,7 +8,7 @@ public struct QuantizerOptions: Codable, Sendable, Equatable {
     /// Weighted Lloyd-Max iterations; 0 keeps the NormalFloat levels (the qlora baseline).
     public var lloydIterations: Int = 2
     public var weighting: LloydWeighting = .absmax
-    public var scope: CodebookScope = .tensor
+    public var scope: CodebookScope = .channel
     public var doubleQuant: Bool = true
 
     public init() {}

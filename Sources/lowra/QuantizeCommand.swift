@@ -17,7 +17,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "lowra | qlora | loftq.") var method: QuantMethod = .lowra
     @Option(help: "Budget in code bits per quantized parameter, e.g. 1.75.") var bits: Double
     @Option(help: "Output directory.") var out: String
-    @Option(help: "Codebook scope: channel | tensor (lowra; the baselines use NormalFloat levels).") var codebook: CodebookScope?
+    @Option(help: "Codebook scope: channel (default) | tensor (lowra; the baselines use NormalFloat levels).") var codebook: CodebookScope?
     @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 below 2 bits, else 2,4).") var precisions: String?
     @Option(help: "Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels).") var lloydIters: Int?
     @Option(help: "Lloyd-Max point weight: absmax (the paper) | absmax2.") var weighting: LloydWeighting = .absmax

@@ -58,5 +58,11 @@ final class CLITests: XCTestCase {
         try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.5", "--method", "qlora", "--out", q],
                         mentioning: "2 bits or more")
         try assertFails(["quantize", "--model", q, "--bits", "2", "--out", "\(dir)/qq"], mentioning: "already quantized")
+        try #"{"version":1,"layers":{}}"#.write(toFile: "\(dir)/map.json", atomically: true, encoding: .utf8)
+        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--precision-map", "\(dir)/map.json",
+                         "--out", "\(dir)/q2"], mentioning: "precision map")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/q2"), "nothing may be left in --out")
+        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "4.5", "--out", "\(dir)/q3"], mentioning: "between 1 and 4")
+        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", dir], mentioning: "not a LowRA quantized model")
     }
 }

@@ -43,7 +43,12 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertTrue(($0 as! LowRAError).message.contains("2 bits or more"))
         }
         XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .lowra, bits: 0.5))) {
-            XCTAssertTrue(($0 as! LowRAError).message.contains("below the lowest precision"))
+            XCTAssertTrue(($0 as! LowRAError).message.contains("between 1 and 4"))
+        }
+        var twoFour = QuantizeRequest(method: .lowra, bits: 1.5)
+        twoFour.options.precisions = [2, 4]
+        XCTAssertThrowsError(try w.quantized(twoFour)) {
+            XCTAssertTrue(($0 as! LowRAError).message.contains("below the lowest precision"), "\($0)")
         }
         XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .lowra, bits: 5)))
     }
