@@ -63,6 +63,8 @@ public struct Linear: Sendable {
         switch storage {
         case .dense(let w):
             w.withUnsafeBufferPointer { run($0.baseAddress!) }
+        case .packed(let p) where t == 1:
+            p.matvec(x, into: y)
         case .packed(let p):
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures)
             defer { scratch.deallocate() }

@@ -139,6 +139,48 @@ public struct PackedLinear: Sendable, Equatable {
         }
     }
 
+    /// y (out) = W · x (in) without expanding W: each block's codes are looked up and summed
+    /// against x, then scaled once by the block's absmax (decode's fused kernel).
+    public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        let io = UncheckedSendable((x, y))
+        parallelFor(outFeatures, minPerChunk: 32) { rows in
+            codes.withUnsafeBufferPointer { cb in
+                levels.withUnsafeBufferPointer { lb in
+                    let x = io.value.0
+                    for r in rows {
+                        let b = Int(bits[r])
+                        let row = cb.baseAddress! + rowOffsets[r]
+                        let lv = lb.baseAddress! + levelOffsets[r]
+                        let mask = UInt8((1 << b) - 1)
+                        var acc: Float = 0
+                        for blk in 0..<nb {
+                            let j0 = blk * AbsmaxStorage.block
+                            let j1 = min(inFeatures, j0 + AbsmaxStorage.block)
+                            var dot: Float = 0
+                            switch b {
+                            case 4:
+                                var j = j0
+                                while j + 1 < j1 {
+                                    let v = row[j / 2]
+                                    dot += lv[Int(v & 15)] * x[j] + lv[Int(v >> 4)] * x[j + 1]
+                                    j += 2
+                                }
+                                if j < j1 { dot += lv[Int(row[j / 2] & 15)] * x[j] }
+                            default:
+                                for j in j0..<j1 {
+                                    dot += lv[Int((row[j * b / 8] >> UInt8((j * b) % 8)) & mask)] * x[j]
+                                }
+                            }
+                            acc += absmax.value(r * nb + blk) * dot
+                        }
+                        io.value.1[r] = acc
+                    }
+                }
+            }
+        }
+    }
+
     /// The plain C reference (`lowra_dequantize_row_ref`) for row r.
     public func dequantizeRowReference(_ r: Int) -> [Float] {
         let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block

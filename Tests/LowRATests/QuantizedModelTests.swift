@@ -28,6 +28,12 @@ final class QuantizedModelTests: XCTestCase {
             let a = try LlamaModel(config: src.config, weights: w).forward(tokens, cache: KVCache(config: src.config, capacity: 64))
             let b = try q.model.forward(tokens, cache: KVCache(config: src.config, capacity: 64))
             XCTAssertEqual(a, b)
+            // Decoding through the fused packed matvec agrees with the prefill's dequantize + sgemm.
+            let cache = KVCache(config: src.config, capacity: 64)
+            var rows = try q.model.forward([tokens[0]], cache: cache, logits: .all)
+            for t in tokens.dropFirst() { rows += try q.model.forward([t], cache: cache, logits: .last) }
+            let (diff, _) = maxRelativeDifference(rows, b.map(Double.init))
+            XCTAssertLessThanOrEqual(diff, 1e-4)
             XCTAssertLessThan(q.model.weights.weightBytes, src.model.weights.weightBytes)
             // The stored precision map reproduces the same model.
             let reused = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/precision_map.json")))

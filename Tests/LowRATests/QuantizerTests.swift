@@ -65,6 +65,15 @@ final class QuantizerTests: XCTestCase {
             let pk = try a.pack(w, bits: bits)
             let fast = pk.dequantized()
             for r in 0..<out { XCTAssertEqual(Array(fast[(r * inF)..<((r + 1) * inF)]), pk.dequantizeRowReference(r)) }
+            // The fused matvec equals the product with the dequantized weight.
+            let x: [Float] = (0..<inF).map { _ in Float.random(in: -1...1) }
+            var y = [Float](repeating: 0, count: out)
+            pk.matvec(x, into: &y)
+            for r in 0..<out {
+                var want: Float = 0
+                for j in 0..<inF { want += fast[r * inF + j] * x[j] }
+                XCTAssertEqual(y[r], want, accuracy: 1e-4 * max(1, abs(want)))
+            }
             let nb = (inF + 63) / 64
             let absBytes = dq ? out * nb + 4 * ((out * nb + 255) / 256) : 4 * out * nb
             let codeBytes = bits.reduce(0) { $0 + (inF * Int($1) + 7) / 8 }
