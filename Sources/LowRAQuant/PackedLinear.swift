@@ -100,6 +100,8 @@ public struct PackedLinear: Sendable, Equatable {
                 let row = cb.baseAddress! + rowOffsets[r]
                 let lv = lb.baseAddress! + levelOffsets[r]
                 // Blocks of 64 start on a byte for every width, so bytes never straddle blocks.
+                let sl = UnsafeMutablePointer<Float>.allocate(capacity: 16)
+                defer { sl.deallocate() }
                 for blk in 0..<nb {
                     let scale = absmax.value(r * nb + blk)
                     let j0 = blk * AbsmaxStorage.block
@@ -107,23 +109,26 @@ public struct PackedLinear: Sendable, Equatable {
                     let full = (j1 - j0) * b / 8  // whole bytes in this block
                     let src = row + j0 * b / 8
                     let dst = y + j0
+                    // The block's levels, scaled once: the inner loops are pure lookups.
+                    let k = 1 << b
+                    for i in 0..<k { sl[i] = scale * lv[i] }
                     switch b {
                     case 4:
                         for i in 0..<full {
                             let v = src[i]
-                            dst[2 * i] = scale * lv[Int(v & 15)]
-                            dst[2 * i + 1] = scale * lv[Int(v >> 4)]
+                            dst[2 * i] = sl[Int(v & 15)]
+                            dst[2 * i + 1] = sl[Int(v >> 4)]
                         }
                     case 2:
                         for i in 0..<full {
                             let v = src[i]
-                            dst[4 * i] = scale * lv[Int(v & 3)]
-                            dst[4 * i + 1] = scale * lv[Int((v >> 2) & 3)]
-                            dst[4 * i + 2] = scale * lv[Int((v >> 4) & 3)]
-                            dst[4 * i + 3] = scale * lv[Int(v >> 6)]
+                            dst[4 * i] = sl[Int(v & 3)]
+                            dst[4 * i + 1] = sl[Int((v >> 2) & 3)]
+                            dst[4 * i + 2] = sl[Int((v >> 4) & 3)]
+                            dst[4 * i + 3] = sl[Int(v >> 6)]
                         }
                     default:
-                        let l0 = scale * lv[0], l1 = scale * lv[1]
+                        let l0 = sl[0], l1 = sl[1]
                         for i in 0..<full {
                             let v = src[i]
                             for k in 0..<8 { dst[8 * i + k] = (v >> UInt8(k)) & 1 == 0 ? l0 : l1 }
