@@ -38,6 +38,8 @@ public struct QuantizeRequest: Sendable {
     public var precisionMap: PrecisionMap?
     /// Input statistics that turn the error into the layers' output error (nil: data-free).
     public var calibration: CalibrationStats?
+    /// Seeds the K-Means of the two-level ILP (the rest is deterministic).
+    public var seed: UInt64 = 0
 
     public init(method: QuantMethod, bits: Double) {
         self.method = method
@@ -87,9 +89,10 @@ public struct QuantizeReport: Codable, Sendable {
     public var layers: [LayerQuantReport]
     /// "file (N tokens)" when the error was weighted by calibration statistics.
     public var calibration: String?
+    public var seed: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case calibration, phaseSeconds = "phase_seconds"
+        case calibration, seed, phaseSeconds = "phase_seconds"
         case method, targetBits = "target_bits", assigner, options, quantizedParameters = "quantized_parameters"
         case codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
         case storedBytes = "stored_bytes", totalSquaredError = "total_squared_error", lowerBound = "lower_bound"
@@ -204,7 +207,7 @@ extension LlamaWeights {
             }
             let result = kind == .exact
                 ? try PrecisionAssigner.exact(channels, precisions: ps, budgetBits: budget)
-                : try PrecisionAssigner.twoLevelILP(channels, precisions: ps, budgetBits: budget) { progress?("assign", $0, $1) }
+                : try PrecisionAssigner.twoLevelILP(channels, precisions: ps, budgetBits: budget, seed: request.seed) { progress?("assign", $0, $1) }
             lowerBound = result.lowerBound
             var at = 0
             for a in analyses {
@@ -257,7 +260,7 @@ extension LlamaWeights {
             phaseSeconds: ["analyze": tAnalyzed.timeIntervalSince(t0), "assign": tAssigned.timeIntervalSince(tAnalyzed),
                            "pack": Date().timeIntervalSince(tAssigned)],
             layers: reports,
-            calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" })
+            calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" }, seed: request.seed)
         return (out, map, report)
     }
 }

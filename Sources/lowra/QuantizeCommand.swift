@@ -28,7 +28,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Text whose activations weigh the error (output error instead of the paper's data-free weight error).")
     var calibration: String?
     @Option(help: "Tokens of the calibration text to use.") var calibrationTokens: Int = 4096
-    @Option(help: "Random seed (recorded; the quantizer itself is deterministic).") var seed: UInt64 = 0
+    @Option(help: "Seed of the two-level ILP's K-Means (recorded in lowra_quant.json; the rest is deterministic).")
+    var seed: UInt64 = 0
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
@@ -51,6 +52,7 @@ struct QuantizeCommand: ParsableCommand {
         request.options.weighting = weighting
         request.options.doubleQuant = !noDoubleQuant
         request.assigner = assigner
+        request.seed = seed
         if let path = precisionMap {
             do {
                 request.precisionMap = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: path)))

@@ -20,6 +20,12 @@ final class QuantizedModelTests: XCTestCase {
                 to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
                 manifest: QuantManifest(source: "tiny.gguf", sourceSHA256: try fingerprint(Paths.fixture("tiny.gguf")), report: report))
             let q = try LoadedModel.load(dir)
+            // The packed tensors in the file take exactly the reported (formula) size.
+            let file = try SafeTensorsFile(path: "\(dir)/model.safetensors")
+            let packedBytes = file.tensors.values.filter { t in
+                [".bits", ".codes", ".levels", ".absmax", ".absmax_codes", ".absmax_scales"].contains { t.name.hasSuffix($0) }
+            }.reduce(0) { $0 + $1.range.count }
+            XCTAssertEqual(packedBytes, report.storedBytes)
             XCTAssertEqual(q.config, src.config)
             XCTAssertNotNil(q.model.weights.blocks[0].q.packed)
             XCTAssertEqual(q.model.weights.blocks[1].down.packed, w.blocks[1].down.packed)

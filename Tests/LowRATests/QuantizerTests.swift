@@ -54,16 +54,33 @@ final class QuantizerTests: XCTestCase {
     /// The fast dequantizer equals the plain C reference, for every width, scope, scale storage
     /// and a partial last block; the stored size equals the header's formula.
     func testPackedDequantizeMatchesReferenceAndSizeFormula() throws {
-        for (inF, scope, dq) in [(200, CodebookScope.channel, true), (128, .tensor, false), (70, .tensor, true)] {
-            let out = 24
+        var cases: [(Int, CodebookScope, Bool)] = [(200, .channel, true), (128, .tensor, false), (70, .tensor, true)]
+        for _ in 0..<8 {  // random shapes, partial blocks and partial bytes included
+            cases.append((Int.random(in: 1...300), Bool.random() ? .channel : .tensor, Bool.random()))
+        }
+        for (inF, scope, dq) in cases {
+            let out = Int.random(in: 3...24)
             let w = randomWeights(out: out, in: inF, seed: UInt64(inF))
             var opts = QuantizerOptions()
             opts.scope = scope
             opts.doubleQuant = dq
             let a = analyzeTensor(w, out: out, in: inF, options: opts)
-            let bits: [UInt8] = (0..<out).map { [1, 2, 4][$0 % 3] }
+            let bits: [UInt8] = (0..<out).map { [1, 2, 4][($0 + inF) % 3] }
             let pk = try a.pack(w, bits: bits)
             let fast = pk.dequantized()
+            // Unpacking gives back exactly the codes the reference quantizer (the thresholds) chose.
+            let nbk = (inF + 63) / 64
+            for r in 0..<out {
+                let b = Int(bits[r]), k = 1 << b
+                let th = Array(a.thresholds[b]![(r * (k - 1))..<((r + 1) * (k - 1))])
+                for j in 0..<inF {
+                    let s = a.absmax.value(r * nbk + j / 64)
+                    let x = s > 0 ? min(1, max(-1, w[r * inF + j] / s)) : 0
+                    let bit = j * b
+                    let code = Int((pk.codes[pk.rowOffsets[r] + bit / 8] >> UInt8(bit % 8)) & UInt8(k - 1))
+                    XCTAssertEqual(code, th.withUnsafeBufferPointer { binIndex(x, $0.baseAddress!, k - 1) })
+                }
+            }
             for r in 0..<out { XCTAssertEqual(Array(fast[(r * inF)..<((r + 1) * inF)]), pk.dequantizeRowReference(r)) }
             // The fused matvec equals the product with the dequantized weight.
             let x: [Float] = (0..<inF).map { _ in Float.random(in: -1...1) }
@@ -227,6 +244,15 @@ final class TwoLevelILPTests: XCTestCase {
             XCTAssertLessThanOrEqual(exact.totalError, two.totalError * (1 + 1e-9), "seed \(seed)")
             XCTAssertLessThanOrEqual(exact.totalError, best * 1.001, "seed \(seed): exact \(exact.totalError) vs optimum \(best)")
             XCTAssertLessThanOrEqual(exact.lowerBound!, best + 1e-6)
+            // Never above the best layer-wise allocation (tensors of 100 channels, one precision each).
+            let tensors = stride(from: 0, to: ch.count, by: 100).map { Array(ch[$0..<min(ch.count, $0 + 100)]) }
+            let perTensor = try PrecisionAssigner.layerwise(
+                tensorParameters: tensors.map { $0.reduce(0) { $0 + $1.parameters } }, precisions: ps, budgetBits: budget)
+            let layerwiseError = zip(tensors, perTensor).reduce(0.0) { acc, tp in
+                acc + tp.0.reduce(0.0) { $0 + $1.errors[ps.firstIndex(of: tp.1)!] }
+            }
+            XCTAssertLessThanOrEqual(two.totalError, layerwiseError)
+            XCTAssertLessThanOrEqual(exact.totalError, layerwiseError)
         }
     }
 }
