@@ -17,3 +17,8 @@ $LOWRA generate --model "$MODEL" --chat --prompt "What is the capital of France?
 echo
 echo "== chat: Write a two-line poem about the sea."
 $LOWRA generate --model "$MODEL" --chat --prompt "Write a two-line poem about the sea." --temperature 0.7 --top-p 0.9 --seed 1 --max-new-tokens 64
+echo
+echo "== quantize to 2.5 code bits/param (LowRA, calibrated on a generic text), then evaluate against the original"
+$LOWRA quantize --model "$MODEL" --bits 2.5 --calibration /usr/share/common-licenses/GPL-3 --out runs/demo-q25 | tail -4
+$LOWRA eval --model runs/demo-q25 --data data/test.txt --max-tokens 2048 --context 512 --reference "$MODEL"
+$LOWRA generate --model runs/demo-q25 --chat --prompt "What is the capital of France?" --temperature 0 --max-new-tokens 40
