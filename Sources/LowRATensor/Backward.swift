@@ -1,0 +1,112 @@
+import Foundation
+
+// Backward kernels, one per forward kernel in Ops.swift, over the same flat buffers. Gradients
+// accumulate (+=) into the d* outputs, as llm.c does, so a buffer shared by two uses sums both.
+// Norm weights stay frozen in LoRA fine-tuning, so only input gradients are produced.
+
+/// dx (T, C) += ∂L/∂x of out = rmsnorm(x) * weight, given dout (T, C).
+public func rmsnormBackward(
+    _ dx: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+    _ weight: UnsafePointer<Float>, rows t: Int, cols c: Int, eps: Float
+) {
+    parallelFor(t, minPerChunk: 16) { range in
+        for r in range {
+            let xr = x + r * c, gr = dout + r * c, dr = dx + r * c
+            var ss: Float = 0
+            var dot: Float = 0  // Σ dout_i w_i x_i
+            for i in 0..<c {
+                ss += xr[i] * xr[i]
+                dot += gr[i] * weight[i] * xr[i]
+            }
+            let inv = 1 / (ss / Float(c) + eps).squareRoot()
+            let k = dot * inv * inv * inv / Float(c)
+            for i in 0..<c { dr[i] += gr[i] * weight[i] * inv - k * xr[i] }
+        }
+    }
+}
+
+/// In place: turns ∂L/∂(rotated x) into ∂L/∂x (the rotation's transpose), same layout as
+/// `ropeForward`.
+public func ropeBackward(
+    _ dx: UnsafeMutablePointer<Float>, rows t: Int, stride: Int, heads: Int, headDim d: Int,
+    table: RopeTable, layout: RopeLayout
+) {
+    let half = d / 2
+    table.cos.withUnsafeBufferPointer { cosb in
+        table.sin.withUnsafeBufferPointer { sinb in
+            for r in 0..<t {
+                let c = cosb.baseAddress! + r * half
+                let s = sinb.baseAddress! + r * half
+                for h in 0..<heads {
+                    let v = dx + r * stride + h * d
+                    for i in 0..<half {
+                        let (a, b) = layout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
+                        let g0 = v[a], g1 = v[b]
+                        v[a] = g0 * c[i] + g1 * s[i]
+                        v[b] = -g0 * s[i] + g1 * c[i]
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dgate, dup (N) += gradients of out = silu(gate) * up, given dout (N).
+public func swigluBackward(
+    _ dgate: UnsafeMutablePointer<Float>, _ dup: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+    _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count n: Int
+) {
+    parallelFor(n, minPerChunk: 4096) { range in
+        for i in range {
+            let g = gate[i]
+            let sig = 1 / (1 + expf(-g))
+            let silu = g * sig
+            dup[i] += dout[i] * silu
+            dgate[i] += dout[i] * up[i] * sig * (1 + g * (1 - sig))
+        }
+    }
+}
+
+/// In place softmax backward for rows of probabilities p (rows, n; the first valid(r) entries
+/// used): dp becomes ∂L/∂(scores) = p ⊙ (dp − Σ p·dp).
+public func softmaxRowsBackward(
+    _ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, rows: Int, cols n: Int, stride: Int,
+    valid: (Int) -> Int
+) {
+    parallelFor(rows, minPerChunk: 8) { range in
+        for r in range {
+            let m = min(n, valid(r))
+            let pr = p + r * stride, gr = dp + r * stride
+            var dot: Float = 0
+            for i in 0..<m { dot += pr[i] * gr[i] }
+            for i in 0..<m { gr[i] = pr[i] * (gr[i] - dot) }
+            for i in m..<n { gr[i] = 0 }
+        }
+    }
+}
+
+/// Mean cross-entropy over the rows whose target is >= 0 (a negative target is masked out), and
+/// its gradient written into dlogits (rows, V) (not accumulated). Returns (summed loss, count).
+public func crossEntropyForwardBackward(
+    _ dlogits: UnsafeMutablePointer<Float>?, _ logits: UnsafePointer<Float>, targets: [Int], vocab v: Int,
+    scale: Float = 1
+) -> (loss: Double, count: Int) {
+    var loss = 0.0
+    var count = 0
+    for (r, target) in targets.enumerated() {
+        let row = logits + r * v
+        guard target >= 0 else {
+            if let d = dlogits { (d + r * v).update(repeating: 0, count: v) }
+            continue
+        }
+        let (lse, _) = logSumExpAndArgmax(row, count: v)
+        loss += lse - Double(row[target])
+        count += 1
+        if let d = dlogits {
+            let dr = d + r * v
+            for i in 0..<v { dr[i] = Float(exp(Double(row[i]) - lse)) * scale }
+            dr[target] -= scale
+        }
+    }
+    return (loss, count)
+}

@@ -1,0 +1,114 @@
+import Foundation
+import XCTest
+
+@testable import LowRATensor
+
+/// Finite-difference checks of every backward kernel: L = Σ g ⊙ f(x) with random g, central
+/// differences in fp32 (eps 1e-2 on O(1) inputs). Stated tolerance: relative error of the whole
+/// gradient vector ‖num − ana‖ / ‖num + ana‖ ≤ 2e-3.
+final class GradientTests: XCTestCase {
+    private func randoms(_ n: Int, _ range: ClosedRange<Float> = -1...1) -> [Float] {
+        (0..<n).map { _ in Float.random(in: range) }
+    }
+
+    /// Numeric gradient of Σ g ⊙ f(x) with respect to x.
+    private func numeric(_ x: [Float], _ g: [Float], eps: Float = 1e-2, _ f: ([Float]) -> [Float]) -> [Float] {
+        var x = x
+        return (0..<x.count).map { i in
+            let keep = x[i]
+            x[i] = keep + eps
+            let plus = zip(f(x), g).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            x[i] = keep - eps
+            let minus = zip(f(x), g).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            x[i] = keep
+            return Float((plus - minus) / Double(2 * eps))
+        }
+    }
+
+    private func assertClose(_ num: [Float], _ ana: [Float], _ what: String, line: UInt = #line) {
+        var d = 0.0, s = 0.0, worst = 0.0
+        var at = 0
+        for i in num.indices {
+            d += Double(num[i] - ana[i]) * Double(num[i] - ana[i])
+            s += Double(num[i] + ana[i]) * Double(num[i] + ana[i])
+            if abs(Double(num[i] - ana[i])) > worst {
+                worst = abs(Double(num[i] - ana[i]))
+                at = i
+            }
+        }
+        let rel = (d / max(s, 1e-30)).squareRoot()
+        XCTAssertLessThanOrEqual(rel, 2e-3, "\(what): relative error \(rel); largest difference \(worst) at \(at): \(num[at]) vs \(ana[at])", line: line)
+    }
+
+    func testRMSNorm() {
+        let (t, c) = (3, 16)
+        let x = randoms(t * c), w = randoms(c, 0.5...1.5), g = randoms(t * c)
+        let f: ([Float]) -> [Float] = { x in
+            var y = [Float](repeating: 0, count: t * c)
+            rmsnormForward(&y, x, w, rows: t, cols: c, eps: 1e-5)
+            return y
+        }
+        var dx = [Float](repeating: 0, count: t * c)
+        rmsnormBackward(&dx, g, x, w, rows: t, cols: c, eps: 1e-5)
+        assertClose(numeric(x, g, f), dx, "rmsnorm")
+    }
+
+    func testRoPEBothLayouts() {
+        let (t, heads, d) = (4, 2, 8)
+        for layout in [RopeLayout.interleaved, .halfSplit] {
+            let table = RopeTable(start: 3, count: t, headDim: d, base: 10000)
+            let x = randoms(t * heads * d), g = randoms(t * heads * d)
+            let f: ([Float]) -> [Float] = { x in
+                var y = x
+                ropeForward(&y, rows: t, stride: heads * d, heads: heads, headDim: d, table: table, layout: layout)
+                return y
+            }
+            var dx = g
+            ropeBackward(&dx, rows: t, stride: heads * d, heads: heads, headDim: d, table: table, layout: layout)
+            assertClose(numeric(x, g, f), dx, "rope \(layout)")
+        }
+    }
+
+    func testSwiGLU() {
+        let n = 40
+        let gate = randoms(n, -3...3), up = randoms(n), g = randoms(n)
+        var dgate = [Float](repeating: 0, count: n), dup = [Float](repeating: 0, count: n)
+        swigluBackward(&dgate, &dup, g, gate, up, count: n)
+        assertClose(numeric(gate, g) { x in
+            var y = [Float](repeating: 0, count: n); swigluForward(&y, x, up, count: n); return y
+        }, dgate, "swiglu gate")
+        assertClose(numeric(up, g) { x in
+            var y = [Float](repeating: 0, count: n); swigluForward(&y, gate, x, count: n); return y
+        }, dup, "swiglu up")
+    }
+
+    func testCausalSoftmax() {
+        let (rows, n) = (5, 7)
+        let x = randoms(rows * n, -2...2), g = randoms(rows * n)
+        let valid: (Int) -> Int = { $0 + 3 }
+        let f: ([Float]) -> [Float] = { x in
+            var y = x
+            softmaxRowsForward(&y, rows: rows, cols: n, stride: n, valid: valid)
+            return y
+        }
+        let p = f(x)
+        var dp = g
+        softmaxRowsBackward(&dp, p, rows: rows, cols: n, stride: n, valid: valid)
+        assertClose(numeric(x, g, f), dp, "softmax")
+    }
+
+    func testCrossEntropyWithMaskedTargets() {
+        let (rows, v) = (4, 11)
+        let logits = randoms(rows * v, -3...3)
+        let targets = [3, -1, 10, 0]
+        var d = [Float](repeating: 9, count: rows * v)
+        let (loss, count) = crossEntropyForwardBackward(&d, logits, targets: targets, vocab: v)
+        XCTAssertEqual(count, 3)
+        let num = numeric(logits, [1]) { x in
+            [Float(crossEntropyForwardBackward(nil, x, targets: targets, vocab: v).loss)]
+        }
+        assertClose(num, d, "cross-entropy")
+        XCTAssertEqual(Array(d[v..<(2 * v)]), [Float](repeating: 0, count: v))
+        XCTAssertGreaterThan(loss, 0)
+    }
+}
