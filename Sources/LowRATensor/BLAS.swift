@@ -36,3 +36,14 @@ public func matvec(
 
 /// Threads OpenBLAS uses.
 public var blasThreadCount: Int { Int(openblas_get_num_threads()) }
+
+/// y (M, N) = alpha * a^T · b + beta * y, with a stored (K, M) and b stored (K, N), row-major.
+@inline(__always)
+public func matmulTransA(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+    m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0
+) {
+    cblas_sgemm(
+        CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha,
+        a, Int32(m), b, Int32(n), beta, y, Int32(n))
+}

@@ -111,4 +111,30 @@ final class GradientTests: XCTestCase {
         XCTAssertEqual(Array(d[v..<(2 * v)]), [Float](repeating: 0, count: v))
         XCTAssertGreaterThan(loss, 0)
     }
+
+    /// LoRA linear: gradients of A, B and x through y = W x + s B A x.
+    func testLoRALinear() {
+        let (t, inF, out, r) = (3, 10, 7, 4)
+        let s: Float = 2
+        let x = randoms(t * inF), a = randoms(r * inF), b = randoms(out * r), g = randoms(t * out)
+        let w = randoms(out * inF)
+        func f(_ x: [Float], _ a: [Float], _ b: [Float]) -> [Float] {
+            var y = [Float](repeating: 0, count: t * out)
+            var xa = [Float](repeating: 0, count: t * r)
+            matmulTransB(x, w, &y, m: t, n: out, k: inF)
+            loraForward(&y, &xa, x, a, b, rows: t, in: inF, out: out, rank: r, scale: s)
+            return y
+        }
+        var xa = [Float](repeating: 0, count: t * r)
+        var scratchY = [Float](repeating: 0, count: t * out)
+        loraForward(&scratchY, &xa, x, a, b, rows: t, in: inF, out: out, rank: r, scale: s)
+        var dA = [Float](repeating: 0, count: r * inF), dB = [Float](repeating: 0, count: out * r)
+        var dx = [Float](repeating: 0, count: t * inF), dyB = [Float](repeating: 0, count: t * r)
+        matmul(g, w, &dx, m: t, n: inF, k: out)  // the frozen W's part of dx
+        loraBackward(dA: &dA, dB: &dB, dx: &dx, dyB: &dyB, dy: g, x: x, xa: xa, a: a, b: b,
+                     rows: t, in: inF, out: out, rank: r, scale: s)
+        assertClose(numeric(a, g) { f(x, $0, b) }, dA, "lora A")
+        assertClose(numeric(b, g) { f(x, a, $0) }, dB, "lora B")
+        assertClose(numeric(x, g) { f($0, a, b) }, dx, "lora x")
+    }
 }
