@@ -1,4 +1,5 @@
 import Foundation
+import LowRAQuant
 import LowRATensor
 
 /// Throughput of the runtime on one machine, measured in one run so the ratios are fair.
@@ -91,20 +92,7 @@ public struct ForwardBenchmark: Codable, Sendable {
         let decodeRate = Double(decodeTokens) / max(1e-9, decode - shortPrefill)
 
         progress?("bandwidth")
-        let n = 64 << 20  // 256 MiB of floats
-        let src = [Float](repeating: 1, count: n)
-        var dst = [Float](repeating: 0, count: n)
-        let copy = best {
-            src.withUnsafeBufferPointer { s in
-                dst.withUnsafeMutableBufferPointer { d in
-                    let sp = UncheckedSendable(s.baseAddress!), dp = UncheckedSendable(d.baseAddress!)
-                    parallelFor(n, minPerChunk: 1 << 20) { r in
-                        (dp.value + r.lowerBound).update(from: sp.value + r.lowerBound, count: r.count)
-                    }
-                }
-            }
-        }
-        let bandwidth = 2 * Double(n * 4) / copy / 1e9
+        let bandwidth = DequantBenchmark.copyBandwidth(repeats: repeats)
         let bytesPerToken = 4 * linearParams
         return ForwardBenchmark(
             prefillTokens: t, sgemmGflops: sgemm, prefillSeconds: prefill, prefillFlops: flops,

@@ -31,24 +31,7 @@ public func ropeBackward(
     _ dx: UnsafeMutablePointer<Float>, rows t: Int, stride: Int, heads: Int, headDim d: Int,
     table: RopeTable, layout: RopeLayout
 ) {
-    let half = d / 2
-    table.cos.withUnsafeBufferPointer { cosb in
-        table.sin.withUnsafeBufferPointer { sinb in
-            for r in 0..<t {
-                let c = cosb.baseAddress! + r * half
-                let s = sinb.baseAddress! + r * half
-                for h in 0..<heads {
-                    let v = dx + r * stride + h * d
-                    for i in 0..<half {
-                        let (a, b) = layout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
-                        let g0 = v[a], g1 = v[b]
-                        v[a] = g0 * c[i] + g1 * s[i]
-                        v[b] = -g0 * s[i] + g1 * c[i]
-                    }
-                }
-            }
-        }
-    }
+    ropeRotate(dx, rows: t, stride: stride, heads: heads, headDim: d, table: table, layout: layout, inverse: true)
 }
 
 /// dgate, dup (N) += gradients of out = silu(gate) * up, given dout (N).

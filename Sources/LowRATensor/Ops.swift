@@ -59,7 +59,16 @@ public func ropeForward(
     _ x: UnsafeMutablePointer<Float>, rows t: Int, stride: Int, heads: Int, headDim d: Int,
     table: RopeTable, layout: RopeLayout
 ) {
+    ropeRotate(x, rows: t, stride: stride, heads: heads, headDim: d, table: table, layout: layout, inverse: false)
+}
+
+/// Rotation by +θ (forward) or −θ (`inverse`: the transpose, which backward applies to gradients).
+func ropeRotate(
+    _ x: UnsafeMutablePointer<Float>, rows t: Int, stride: Int, heads: Int, headDim d: Int,
+    table: RopeTable, layout: RopeLayout, inverse: Bool
+) {
     let half = d / 2
+    let sign: Float = inverse ? -1 : 1
     table.cos.withUnsafeBufferPointer { cosb in
         table.sin.withUnsafeBufferPointer { sinb in
             for r in 0..<t {
@@ -69,9 +78,9 @@ public func ropeForward(
                     let v = x + r * stride + h * d
                     for i in 0..<half {
                         let (a, b) = layout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
-                        let x0 = v[a], x1 = v[b]
-                        v[a] = x0 * c[i] - x1 * s[i]
-                        v[b] = x0 * s[i] + x1 * c[i]
+                        let x0 = v[a], x1 = v[b], si = sign * s[i]
+                        v[a] = x0 * c[i] - x1 * si
+                        v[b] = x0 * si + x1 * c[i]
                     }
                 }
             }
