@@ -41,9 +41,10 @@ public var blasThreadCount: Int { Int(openblas_get_num_threads()) }
 @inline(__always)
 public func matmulTransA(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-    m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0
+    m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0,
+    lda: Int? = nil, ldb: Int? = nil, ldy: Int? = nil
 ) {
     cblas_sgemm(
         CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha,
-        a, Int32(m), b, Int32(n), beta, y, Int32(n))
+        a, Int32(lda ?? m), b, Int32(ldb ?? n), beta, y, Int32(ldy ?? n))
 }

@@ -137,4 +137,40 @@ final class GradientTests: XCTestCase {
         assertClose(numeric(b, g) { f(x, a, $0) }, dB, "lora B")
         assertClose(numeric(x, g) { f($0, a, b) }, dx, "lora x")
     }
+
+    /// Causal GQA attention: gradients of q, k and v; and the forward equals a plain loop.
+    func testAttention() {
+        let (t, h, kv, d) = (5, 4, 2, 3)
+        let q = randoms(t * h * d), k = randoms(t * kv * d), v = randoms(t * kv * d), g = randoms(t * h * d)
+        func f(_ q: [Float], _ k: [Float], _ v: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: t * h * d)
+            var probs = [Float](repeating: 0, count: h * t * t)
+            attentionForward(&out, &probs, q, k, v, tokens: t, heads: h, kvHeads: kv, headDim: d)
+            return out
+        }
+        // Plain reference of the forward.
+        let out = f(q, k, v)
+        for head in 0..<h {
+            let gk = head / (h / kv)
+            for i in 0..<t {
+                var s = (0...i).map { j in (0..<d).reduce(Float(0)) { $0 + q[i * h * d + head * d + $1] * k[j * kv * d + gk * d + $1] } / Float(d).squareRoot() }
+                let mx = s.max()!
+                s = s.map { expf($0 - mx) }
+                let z = s.reduce(0, +)
+                for e in 0..<d {
+                    let want = (0...i).reduce(Float(0)) { $0 + s[$1] / z * v[$1 * kv * d + gk * d + e] }
+                    XCTAssertEqual(out[i * h * d + head * d + e], want, accuracy: 1e-5)
+                }
+            }
+        }
+        var probs = [Float](repeating: 0, count: h * t * t), o = [Float](repeating: 0, count: t * h * d)
+        attentionForward(&o, &probs, q, k, v, tokens: t, heads: h, kvHeads: kv, headDim: d)
+        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count)
+        var dv = [Float](repeating: 0, count: v.count), scratch = [Float](repeating: 0, count: t * t)
+        attentionBackward(dq: &dq, dk: &dk, dv: &dv, scratch: &scratch, dout: g, probs: probs, q: q, k: k, v: v,
+                          tokens: t, heads: h, kvHeads: kv, headDim: d)
+        assertClose(numeric(q, g) { f($0, k, v) }, dq, "attention q")
+        assertClose(numeric(k, g) { f(q, $0, v) }, dk, "attention k")
+        assertClose(numeric(v, g) { f(q, k, $0) }, dv, "attention v")
+    }
 }
