@@ -1,0 +1,60 @@
+import CBLAS
+
+/// A rank-r factorization M ≈ U diag(S) Vt of a row-major (m, n) matrix.
+public struct TruncatedSVD: Sendable {
+    public var u: [Float]  // (m, r)
+    public var s: [Float]  // (r), descending
+    public var vt: [Float]  // (r, n)
+    public let rank: Int
+}
+
+/// Full SVD by LAPACK (`sgesdd`), truncated to rank r: the reference.
+public func truncatedSVDExact(_ matrix: [Float], rows m: Int, cols n: Int, rank r: Int) throws -> TruncatedSVD {
+    let kMin = min(m, n)
+    guard r >= 1, r <= kMin else { throw LowRAError(.invalidArgument, "rank \(r) must be in 1...\(kMin)") }
+    var a = matrix
+    var s = [Float](repeating: 0, count: kMin)
+    var u = [Float](repeating: 0, count: m * kMin)
+    var vt = [Float](repeating: 0, count: kMin * n)
+    let info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "S")), Int32(m), Int32(n), &a, Int32(n), &s,
+                              &u, Int32(kMin), &vt, Int32(n))
+    guard info == 0 else { throw LowRAError(.invalidArgument, "LAPACK sgesdd failed (info \(info))") }
+    var ur = [Float](repeating: 0, count: m * r)
+    for i in 0..<m { for j in 0..<r { ur[i * r + j] = u[i * kMin + j] } }
+    return TruncatedSVD(u: ur, s: Array(s.prefix(r)), vt: Array(vt.prefix(r * n)), rank: r)
+}
+
+/// Randomized rank-r SVD (range finder with `oversample` extra columns and `powerIterations`
+/// subspace iterations, then an exact SVD of the small projected matrix): O(m·n·r) instead of
+/// a full SVD, for LoftQ's repeated factorizations.
+public func truncatedSVDRandomized(
+    _ matrix: [Float], rows m: Int, cols n: Int, rank r: Int, oversample: Int = 8, powerIterations: Int = 2,
+    seed: UInt64 = 0
+) throws -> TruncatedSVD {
+    let l = min(min(m, n), r + oversample)
+    guard r >= 1, r <= l else { throw LowRAError(.invalidArgument, "rank \(r) must be in 1...\(min(m, n))") }
+    var rng = SplitMix64(seed: seed)
+    let omega = (0..<(n * l)).map { _ in Float(rng.nextUnit() * 2 - 1) }  // (n, l)
+    var y = [Float](repeating: 0, count: m * l)  // (m, l) = M Ω
+    matmul(matrix, omega, &y, m: m, n: l, k: n)
+    var tau = [Float](repeating: 0, count: l)
+    func orthonormalize(_ x: inout [Float], rows: Int) throws {
+        guard LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(rows), Int32(l), &x, Int32(l), &tau) == 0,
+            LAPACKE_sorgqr(LAPACK_ROW_MAJOR, Int32(rows), Int32(l), Int32(l), &x, Int32(l), tau) == 0
+        else { throw LowRAError(.invalidArgument, "LAPACK QR failed") }
+    }
+    try orthonormalize(&y, rows: m)
+    var z = [Float](repeating: 0, count: n * l)  // (n, l) = M^T Q
+    for _ in 0..<powerIterations {
+        matmulTransA(matrix, y, &z, m: n, n: l, k: m)
+        try orthonormalize(&z, rows: n)
+        matmul(matrix, z, &y, m: m, n: l, k: n)
+        try orthonormalize(&y, rows: m)
+    }
+    var small = [Float](repeating: 0, count: l * n)  // (l, n) = Q^T M
+    matmulTransA(y, matrix, &small, m: l, n: n, k: m)
+    let inner = try truncatedSVDExact(small, rows: l, cols: n, rank: r)
+    var u = [Float](repeating: 0, count: m * r)  // Q (m, l) · U_small (l, r)
+    matmul(y, inner.u, &u, m: m, n: r, k: l)
+    return TruncatedSVD(u: u, s: inner.s, vt: inner.vt, rank: r)
+}
