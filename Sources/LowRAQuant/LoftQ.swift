@@ -1,0 +1,60 @@
+import LowRATensor
+
+/// The LoftQ initialization of one layer: a packed base Q and LoRA factors (A, B) with
+/// W ≈ Q + scale · B A.
+public struct LoftQResult: Sendable {
+    public var packed: PackedLinear
+    public var a: [Float]  // (r, in)
+    public var b: [Float]  // (out, r)
+    /// ‖W − Q − scale·BA‖_F after each step; entry 0 is plain quantization (B = 0).
+    public var errors: [Double]
+}
+
+/// LoftQ (alternating quantize / truncated SVD), DESIGN §3: for T steps, Q = quantize(W − s·BA)
+/// with the layer's precisions and quantizer options (codebooks re-learned on the residual
+/// target), then (B, A) = rank-r truncated SVD of W − dequant(Q), singular values split as √
+/// between the factors. w: (out, in).
+public func loftqInitialize(
+    _ w: [Float], out: Int, in inF: Int, bits: [UInt8], options: QuantizerOptions, rank r: Int,
+    steps: Int = 5, scale s: Float = 1, columnWeights: [Float]? = nil, seed: UInt64 = 0
+) throws -> LoftQResult {
+    guard r >= 1, r <= min(out, inF) else {
+        throw LowRAError(.invalidArgument, "LoRA rank \(r) must be in 1...\(min(out, inF)) for a \(out)x\(inF) layer")
+    }
+    var layerOptions = options
+    layerOptions.precisions = Array(Set(bits.map(Int.init))).sorted()
+    func frobenius(_ x: [Float]) -> Double { x.reduce(0.0) { $0 + Double($1) * Double($1) } }
+    var a = [Float](repeating: 0, count: r * inF)
+    var b = [Float](repeating: 0, count: out * r)
+    var target = w
+    var best: (PackedLinear, [Float], [Float])?
+    var errors = [Double]()
+    for step in 0...steps {
+        let analysis = analyzeTensor(target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights)
+        let packed = try analysis.pack(target, bits: bits)
+        var residual = packed.dequantized()
+        for i in residual.indices { residual[i] = w[i] - residual[i] }  // W − Q
+        if step == 0 { errors.append(frobenius(residual).squareRoot()) }
+        if step == steps { break }
+        let svd = inF * out > 64 * 64 && r < min(out, inF) / 4
+            ? try truncatedSVDRandomized(residual, rows: out, cols: inF, rank: r, seed: seed &+ UInt64(step))
+            : try truncatedSVDExact(residual, rows: out, cols: inF, rank: r)
+        for i in 0..<out {
+            for j in 0..<r { b[i * r + j] = svd.u[i * r + j] * svd.s[j].squareRoot() / s }
+        }
+        for i in 0..<r {
+            for j in 0..<inF { a[i * inF + j] = svd.s[i].squareRoot() * svd.vt[i * inF + j] }
+        }
+        var ba = [Float](repeating: 0, count: out * inF)
+        matmul(b, a, &ba, m: out, n: inF, k: r, alpha: s)
+        for i in residual.indices { residual[i] -= ba[i] }  // W − Q − sBA
+        errors.append(frobenius(residual).squareRoot())
+        best = (packed, a, b)
+        for i in target.indices { target[i] = w[i] - ba[i] }  // next step quantizes W − sBA
+    }
+    guard let (packed, fa, fb) = best else {
+        let analysis = analyzeTensor(w, out: out, in: inF, options: layerOptions, columnWeights: columnWeights)
+        return LoftQResult(packed: try analysis.pack(w, bits: bits), a: a, b: b, errors: errors)
+    }
+    return LoftQResult(packed: packed, a: fa, b: fb, errors: errors)
+}
