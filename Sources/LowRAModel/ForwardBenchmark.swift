@@ -80,9 +80,7 @@ public struct ForwardBenchmark: Codable, Sendable {
         let decode = try best {
             cache.reset()
             _ = try model.forward(prompt, cache: cache, logits: .last)
-            let t0 = Date()
             for i in 0..<decodeTokens { _ = try model.forward([tokens[16 + i % (t - 16)]], cache: cache, logits: .last) }
-            _ = Date().timeIntervalSince(t0)
         }
         // Time decode alone: subtract a separately measured 16-token prefill.
         let shortPrefill = try best {
