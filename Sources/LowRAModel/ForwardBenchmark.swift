@@ -33,7 +33,9 @@ public struct ForwardBenchmark: Codable, Sendable {
         progress: ((String) -> Void)? = nil
     ) throws -> ForwardBenchmark {
         let c = model.config
-        guard t >= 2, t <= c.maxPositions else { throw LowRAError(.invalidArgument, "--tokens must be in 2...\(c.maxPositions)") }
+        guard t >= 32, t + decodeTokens <= c.maxPositions, decodeTokens >= 1 else {
+            throw LowRAError(.invalidArgument, "--tokens must be at least 32 and --tokens + --decode-tokens at most \(c.maxPositions)")
+        }
         func best(_ body: () throws -> Void) rethrows -> Double {
             var b = Double.infinity
             for _ in 0..<repeats {
