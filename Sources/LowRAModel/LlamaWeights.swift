@@ -15,6 +15,8 @@ public struct Linear: Sendable {
     public let inFeatures: Int
     public var storage: Storage
     public var bias: [Float]?  // (out)
+    /// An optional LoRA adapter: y += scale · B A x.
+    public var lora: LoRAFactors?
 
     public init(outFeatures: Int, inFeatures: Int, weight: [Float], bias: [Float]? = nil) {
         precondition(weight.count == outFeatures * inFeatures)
@@ -77,6 +79,30 @@ public struct Linear: Sendable {
                 for i in 0..<outFeatures { yr[i] += bias[i] }
             }
         }
+        if let lora {
+            var xa = [Float](repeating: 0, count: t * lora.rank)  // (T, r)
+            lora.a.withUnsafeBufferPointer { a in
+                lora.b.withUnsafeBufferPointer { b in
+                    loraForward(y, &xa, x, a.baseAddress!, b.baseAddress!, rows: t, in: inFeatures, out: outFeatures,
+                                rank: lora.rank, scale: lora.scale)
+                }
+            }
+        }
+    }
+}
+
+/// LoRA factors of one linear layer: A (r, in), B (out, r), and scale = alpha / r.
+public struct LoRAFactors: Sendable, Equatable {
+    public var rank: Int
+    public var a: [Float]  // (r, in)
+    public var b: [Float]  // (out, r)
+    public var scale: Float
+
+    public init(rank: Int, a: [Float], b: [Float], scale: Float) {
+        self.rank = rank
+        self.a = a
+        self.b = b
+        self.scale = scale
     }
 }
 

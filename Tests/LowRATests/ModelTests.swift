@@ -3,6 +3,7 @@ import XCTest
 
 @testable import LowRAIO
 @testable import LowRAModel
+@testable import LowRAQuant
 @testable import LowRATensor
 
 final class ModelTests: XCTestCase {
@@ -75,6 +76,31 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(r.predictions, tokens.count - 1)
         // Two windows score one prediction fewer each.
         XCTAssertEqual(try loaded.model.evaluate(tokens: tokens, context: 12).predictions, tokens.count - 2)
+    }
+
+    /// A linear layer with LoRA factors computes (W + s·BA) x, for prefill and decode, dense and packed.
+    func testLinearWithLoRAEqualsMergedWeight() throws {
+        let (out, inF, r, t) = (6, 64, 3, 4)
+        let w = (0..<(out * inF)).map { _ in Float.random(in: -1...1) }
+        let a = (0..<(r * inF)).map { _ in Float.random(in: -1...1) }
+        let b = (0..<(out * r)).map { _ in Float.random(in: -1...1) }
+        let x = (0..<(t * inF)).map { _ in Float.random(in: -1...1) }
+        let packed = try analyzeTensor(w, out: out, in: inF, options: QuantizerOptions()).pack(w, bits: [UInt8](repeating: 4, count: out))
+        for base in [Linear(outFeatures: out, inFeatures: inF, weight: w), Linear(packed: packed)] {
+            var lin = base
+            lin.lora = LoRAFactors(rank: r, a: a, b: b, scale: 0.5)
+            var merged = base.weight
+            var ba = [Float](repeating: 0, count: out * inF)
+            matmul(b, a, &ba, m: out, n: inF, k: r, alpha: 0.5)
+            for i in merged.indices { merged[i] += ba[i] }
+            let ref = Linear(outFeatures: out, inFeatures: inF, weight: merged)
+            for rows in [t, 1] {
+                var y = [Float](repeating: 0, count: rows * out), want = y
+                lin.forward(x, rows: rows, into: &y)
+                ref.forward(x, rows: rows, into: &want)
+                for i in y.indices { XCTAssertEqual(y[i], want[i], accuracy: 1e-4 * max(1, abs(want[i]))) }
+            }
+        }
     }
 
     // MARK: bad input
