@@ -48,12 +48,7 @@ struct BenchAssign: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
-        let r = try AssignerBenchmark.run(channels: channels, bits: bits, includeILP: ilp)
-        if json {
-            printJSON(r)
-            return
-        }
-        for (k, v) in r.sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
+        printMeasurements(try AssignerBenchmark.run(channels: channels, bits: bits, includeILP: ilp), json: json)
     }
 }
 
@@ -66,11 +61,15 @@ struct BenchDequant: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
-        let r = try DequantBenchmark.run(out: rows, in: cols)
-        if json {
-            printJSON(r)
-            return
-        }
+        printMeasurements(try DequantBenchmark.run(out: rows, in: cols), json: json)
+    }
+}
+
+/// One JSON object, or one "key: value" line per measurement in key order.
+func printMeasurements(_ r: [String: Any], json: Bool) {
+    if json {
+        printJSON(r)
+    } else {
         for (k, v) in r.sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
     }
 }
