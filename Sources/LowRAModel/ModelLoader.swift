@@ -27,18 +27,23 @@ public struct LoadedModel: Sendable {
         return isDir.boolValue ? try loadHuggingFace(path, progress: progress) : try loadGGUF(path, progress: progress)
     }
 
-    static func loadQuantized(_ dir: String) throws -> LoadedModel {
-        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
-        let manifest = try QuantizedModelStore.loadManifest(dir)
+    /// A validated `config.json`.
+    static func readConfig(_ path: String) throws -> LlamaConfig {
+        let data = try mapFile(path)
         let config: LlamaConfig
         do {
-            config = try JSONDecoder().decode(LlamaConfig.self, from: try mapFile(p("config.json")))
-        } catch let e as LowRAError {
-            throw e
+            config = try JSONDecoder().decode(LlamaConfig.self, from: data)
         } catch {
             throw LowRAError.malformed("config.json", "cannot read the model config (\(error))")
         }
         try config.validate()
+        return config
+    }
+
+    static func loadQuantized(_ dir: String) throws -> LoadedModel {
+        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
+        let manifest = try QuantizedModelStore.loadManifest(dir)
+        let config = try readConfig(p("config.json"))
         let file = try SafeTensorsFile(path: p("model.safetensors"))
         let weights = try QuantizedModelStore.loadWeights(file, config: config)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: p("model.safetensors"))[.size] as? Int) ?? 0
@@ -69,14 +74,7 @@ public struct LoadedModel: Sendable {
 
     static func loadHuggingFace(_ dir: String, progress: ((Int, Int) -> Void)?) throws -> LoadedModel {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
-        let configData = try mapFile(p("config.json"))
-        let config: LlamaConfig
-        do {
-            config = try JSONDecoder().decode(LlamaConfig.self, from: configData)
-        } catch {
-            throw LowRAError.malformed("config.json", "cannot read the model config (\(error))")
-        }
-        try config.validate()
+        let config = try readConfig(p("config.json"))
         let shards = try FileManager.default.contentsOfDirectory(atPath: dir)
             .filter { $0.hasSuffix(".safetensors") }.sorted()
         guard !shards.isEmpty else { throw LowRAError(.io, "\(dir): no .safetensors files") }
