@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Dependencies run one way: LowRATensor (BLAS, kernels) <- LowRAIO (file formats),
-// LowRAQuant (packed format, quantizer) <- LowRAModel (config, tokenizer, Llama runtime) <- lowra (CLI).
+// LowRAQuant (packed format, quantizer) <- LowRAModel (config, tokenizer, Llama runtime)
+// <- LowRATrain (LoRA adapters, backward pass, optimizer, data, checkpoints) <- lowra (CLI).
 let package = Package(
     name: "LowRA",
     platforms: [.macOS(.v14)],
@@ -21,11 +22,12 @@ let package = Package(
         .target(name: "LowRAIO", dependencies: ["LowRATensor"]),
         .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
+        .target(name: "LowRATrain", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel"]),
         .executableTarget(
             name: "lowra",
-            dependencies: ["LowRAModel", "LowRAQuant", "LowRATensor", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["LowRATrain", "LowRAModel", "LowRAQuant", "LowRATensor", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LowRATests",
-            dependencies: ["LowRAModel"]),
+            dependencies: ["LowRAModel", "LowRATrain"]),
     ]
 )

@@ -53,6 +53,18 @@ public struct Linear: Sendable {
         }
     }
 
+    /// Calls `body` with W (out, in) in fp32: the dense storage itself, or the packed weight
+    /// dequantized into `scratch` (room for out·in floats).
+    public func withWeight<R>(scratch: UnsafeMutablePointer<Float>, _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        switch storage {
+        case .dense(let w):
+            return try w.withUnsafeBufferPointer { try body($0.baseAddress!) }
+        case .packed(let p):
+            p.dequantize(into: scratch)
+            return try body(scratch)
+        }
+    }
+
     /// y (T, out) = x (T, in) · W^T + b.
     public func forward(_ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>) {
         func run(_ w: UnsafePointer<Float>) {

@@ -1,0 +1,93 @@
+import Foundation
+import LowRAModel
+import LowRATensor
+
+/// The trainable LoRA parameters of a model: A (r, in) and B (out, r) for every linear layer of
+/// every block, in one flat array so that the optimizer, clipping and checkpoints see one vector.
+/// Slot `layer * 7 + k` holds target `targetKinds[k]`; A comes first, then B.
+public struct LoRAAdapter: Sendable, Equatable {
+    public static let targetKinds = ["q", "k", "v", "o", "gate", "up", "down"]
+
+    public struct Slot: Sendable, Equatable {
+        public let layer: Int
+        public let kind: String
+        public let outFeatures: Int
+        public let inFeatures: Int
+        public let offsetA: Int
+        public let offsetB: Int
+    }
+
+    public let rank: Int
+    public let alpha: Float
+    public let slots: [Slot]
+    public var values: [Float]
+
+    /// h = W x + scale · B A x.
+    public var scale: Float { alpha / Float(rank) }
+    public var parameterCount: Int { values.count }
+
+    /// Zero factors for every linear layer of `config`'s blocks. alpha defaults to the rank.
+    public init(config: LlamaConfig, rank: Int, alpha: Float? = nil) throws {
+        let smallest = min(config.hiddenSize, config.kvDim, config.intermediateSize)
+        guard rank >= 1, rank <= smallest else {
+            throw LowRAError(.invalidArgument, "LoRA rank must be in 1...\(smallest) for this model, got \(rank)")
+        }
+        let alpha = alpha ?? Float(rank)
+        guard alpha > 0, alpha.isFinite else { throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)") }
+        let shapes: [String: (Int, Int)] = [
+            "q": (config.qDim, config.hiddenSize), "k": (config.kvDim, config.hiddenSize), "v": (config.kvDim, config.hiddenSize),
+            "o": (config.hiddenSize, config.qDim), "gate": (config.intermediateSize, config.hiddenSize),
+            "up": (config.intermediateSize, config.hiddenSize), "down": (config.hiddenSize, config.intermediateSize),
+        ]
+        var slots = [Slot]()
+        var at = 0
+        for l in 0..<config.numLayers {
+            for kind in Self.targetKinds {
+                let (out, inF) = shapes[kind]!
+                slots.append(Slot(layer: l, kind: kind, outFeatures: out, inFeatures: inF, offsetA: at, offsetB: at + rank * inF))
+                at += rank * (inF + out)
+            }
+        }
+        self.rank = rank
+        self.alpha = alpha
+        self.slots = slots
+        values = [Float](repeating: 0, count: at)
+    }
+
+    public func slot(layer: Int, kind: String) -> Slot {
+        slots[layer * Self.targetKinds.count + Self.targetKinds.firstIndex(of: kind)!]
+    }
+
+    /// PEFT's default: A Kaiming-uniform (a = √5, so U(±1/√in)), B = 0, seeded.
+    public mutating func initializeKaiming(seed: UInt64) {
+        var rng = SplitMix64(seed: seed ^ 0x4C6F_5241_4B61_696D)
+        for s in slots {
+            let bound = 1 / Double(s.inFeatures).squareRoot()
+            for i in 0..<(rank * s.inFeatures) { values[s.offsetA + i] = Float((2 * rng.nextUnit() - 1) * bound) }
+            for i in 0..<(s.outFeatures * rank) { values[s.offsetB + i] = 0 }
+        }
+    }
+
+    public func factors(_ s: Slot) -> (a: ArraySlice<Float>, b: ArraySlice<Float>) {
+        (values[s.offsetA..<(s.offsetA + rank * s.inFeatures)], values[s.offsetB..<(s.offsetB + s.outFeatures * rank)])
+    }
+
+    public mutating func setFactors(_ s: Slot, a: [Float], b: [Float]) {
+        precondition(a.count == rank * s.inFeatures && b.count == s.outFeatures * rank)
+        values.replaceSubrange(s.offsetA..<(s.offsetA + a.count), with: a)
+        values.replaceSubrange(s.offsetB..<(s.offsetB + b.count), with: b)
+    }
+
+    /// The model's weights with these factors attached to every linear layer (for eval/generate).
+    public func applied(to weights: LlamaWeights) -> LlamaWeights {
+        var out = weights
+        for s in slots {
+            let (a, b) = factors(s)
+            out.blocks[s.layer][linear: s.kind].lora = LoRAFactors(rank: rank, a: Array(a), b: Array(b), scale: scale)
+        }
+        return out
+    }
+
+    /// True when every B is zero: the adapter does not change the model yet.
+    public var isIdentity: Bool { slots.allSatisfy { factors($0).b.allSatisfy { $0 == 0 } } }
+}
