@@ -6,7 +6,7 @@ import LowRATensor
 public struct LoadedModel: Sendable {
     public let path: String
     public let format: String  // "gguf" or "huggingface"
-    public let model: LlamaModel
+    public var model: LlamaModel
     public let tokenizer: Tokenizer
     /// Tensor name, dtype as stored, shape: for `inspect`.
     public let storedTensors: [(name: String, dtype: String, shape: [Int])]

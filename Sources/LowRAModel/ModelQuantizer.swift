@@ -38,8 +38,11 @@ public struct QuantizeRequest: Sendable {
     public var precisionMap: PrecisionMap?
     /// Input statistics that turn the error into the layers' output error (nil: data-free).
     public var calibration: CalibrationStats?
-    /// Seeds the K-Means of the two-level ILP (the rest is deterministic).
+    /// Seeds the K-Means of the two-level ILP and LoftQ's randomized SVD.
     public var seed: UInt64 = 0
+    /// LoftQ initialization (DESIGN §3): each layer's base becomes quantize(W − s·BA) after
+    /// `steps` alternations and its initial LoRA factors are attached to the layer.
+    public var loftq: LoftQRequest?
 
     public init(method: QuantMethod, bits: Double) {
         self.method = method
@@ -49,6 +52,18 @@ public struct QuantizeRequest: Sendable {
             options.lloydIterations = 0
             options.scope = .tensor
         }
+    }
+}
+
+public struct LoftQRequest: Sendable, Codable, Equatable {
+    public var rank: Int
+    public var alpha: Float
+    public var steps: Int = 5
+
+    public init(rank: Int, alpha: Float, steps: Int = 5) {
+        self.rank = rank
+        self.alpha = alpha
+        self.steps = steps
     }
 }
 
@@ -62,10 +77,15 @@ public struct LayerQuantReport: Codable, Sendable {
     public var relativeError: Double
     /// Channels at 1, 2 and 4 bits.
     public var channelsAt: [String: Int]
+    /// With LoftQ: ‖W − Q‖_F / ‖W‖_F of plain quantization (zero-initialized adapter) and
+    /// ‖W − Q − sBA‖_F / ‖W‖_F after LoftQ (unweighted Frobenius norms).
+    public var zeroInitError: Double? = nil
+    public var loftqError: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case name, outFeatures = "out_features", inFeatures = "in_features", codeBitsPerParam = "code_bits_per_param"
         case storedBytes = "stored_bytes", relativeError = "relative_error", channelsAt = "channels_at_bits"
+        case zeroInitError = "zero_init_error", loftqError = "loftq_error"
     }
 }
 
@@ -142,7 +162,8 @@ extension LlamaWeights {
     }
 
     /// Quantizes every block's linear layers; embeddings, norms and the head stay fp32.
-    /// progress(stage, done, total) with stage "analyze" then "pack".
+    /// progress(stage, done, total) with stage "analyze", "assign" (ILP) then "pack" (which
+    /// runs LoftQ when requested).
     public func quantized(
         _ request: QuantizeRequest, progress: ((String, Int, Int) -> Void)? = nil
     ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport) {
@@ -230,8 +251,25 @@ extension LlamaWeights {
         for (i, (l, a)) in zip(layers, analyses).enumerated() {
             progress?("pack", i, layers.count)
             let lin = blocks[l.block][linear: l.kind]
-            let packed = try a.pack(lin.weight, bits: bits[i])
-            out.blocks[l.block][linear: l.kind] = Linear(packed: packed, bias: lin.bias)
+            let packed: PackedLinear
+            var loftqErrors: (Double, Double)?
+            if let lq = request.loftq {
+                let w = lin.weight
+                let scale = lq.alpha / Float(lq.rank)
+                let r = try loftqInitialize(
+                    w, out: lin.outFeatures, in: lin.inFeatures, bits: bits[i], options: options, rank: lq.rank,
+                    steps: lq.steps, scale: scale, columnWeights: request.calibration?.columns[l.name],
+                    seed: request.seed &+ UInt64(i))
+                packed = r.packed
+                var linear = Linear(packed: packed, bias: lin.bias)
+                linear.lora = LoRAFactors(rank: lq.rank, a: r.a, b: r.b, scale: scale)
+                out.blocks[l.block][linear: l.kind] = linear
+                let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                loftqErrors = (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30))
+            } else {
+                packed = try a.pack(lin.weight, bits: bits[i])
+                out.blocks[l.block][linear: l.kind] = Linear(packed: packed, bias: lin.bias)
+            }
             var err = 0.0, energy = 0.0
             for r in 0..<a.outFeatures {
                 err += a.errors[Int(bits[i][r])]![r]
@@ -247,7 +285,7 @@ extension LlamaWeights {
                 name: l.name, outFeatures: a.outFeatures, inFeatures: a.inFeatures,
                 codeBitsPerParam: Double(packed.codeBits) / Double(a.outFeatures * a.inFeatures),
                 storedBytes: packed.storedBytes, relativeError: energy > 0 ? (err / energy).squareRoot() : 0,
-                channelsAt: hist))
+                channelsAt: hist, zeroInitError: loftqErrors?.0, loftqError: loftqErrors?.1))
         }
         progress?("pack", layers.count, layers.count)
         let map = PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits)))

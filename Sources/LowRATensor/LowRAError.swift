@@ -5,6 +5,8 @@ import Foundation
 public struct LowRAError: Error, CustomStringConvertible, Equatable, Sendable {
     public enum Kind: String, Sendable {
         case malformedFile, unsupported, missingTensor, shapeMismatch, invalidArgument, io
+        /// Training produced a non-finite loss or gradient.
+        case diverged
     }
     public let kind: Kind
     public let message: String

@@ -2,13 +2,14 @@ import ArgumentParser
 import Foundation
 import LowRAModel
 import LowRATensor
+import LowRATrain
 
 @main
 struct LowRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lowra",
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
-        subcommands: [QuantizeCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
+        subcommands: [QuantizeCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
 }
 
 struct ModelOptions: ParsableArguments {
@@ -19,6 +20,28 @@ struct ModelOptions: ParsableArguments {
         let bar = ProgressBar("loading")
         let m = try LoadedModel.load(model) { done, total in if !quiet { bar.update(done, total) } }
         return m
+    }
+}
+
+/// Which LoRA adapter eval and generate apply.
+struct AdapterOptions: ParsableArguments {
+    @Option(help: "A LoRA adapter directory to apply (default: the quantized model's initial adapter, if it has one).")
+    var adapter: String?
+    @Flag(help: "Apply no adapter, not even the quantized model's initial one.") var noAdapter = false
+
+    /// The model with its adapter applied, and a line saying which adapter that is (nil: none).
+    func apply(to loaded: LoadedModel) throws -> (LoadedModel, String?) {
+        if adapter != nil && noAdapter { throw ValidationError("--adapter and --no-adapter exclude each other") }
+        if noAdapter { return (loaded, nil) }
+        let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+        guard let dir = adapter ?? (loaded.quantManifest != nil && AdapterStore.isAdapterDirectory(initial) ? initial : nil) else {
+            return (loaded, nil)
+        }
+        let (a, manifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: try baseFingerprint(loaded.path))
+        var out = loaded
+        out.model = try LlamaModel(config: loaded.config, weights: a.applied(to: loaded.model.weights))
+        let what = manifest.training.map { "fine-tuned \($0.steps) steps" } ?? "\(manifest.initialization) initialization"
+        return (out, "adapter \(dir) (rank \(a.rank), \(what))")
     }
 }
 
@@ -35,6 +58,7 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval", abstract: "Perplexity and next-token accuracy on a text file.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "Text file to evaluate on.") var data: String
     @Option(help: "Evaluate the first N tokens (default: all).") var maxTokens: Int?
     @Option(help: "Window length in tokens; windows do not overlap (default: 512, or the model's context if shorter).")
@@ -46,7 +70,8 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
         let text = try readText(data)
-        let loaded = try modelOptions.load()
+        let (loaded, adapterLine) = try adapterOptions.apply(to: try modelOptions.load())
+        if let adapterLine, !json { printErr(adapterLine) }
         var tokens = loaded.tokenizer.encode(text)
         if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
         let bar = ProgressBar("eval")
@@ -59,7 +84,7 @@ struct EvalCommand: ParsableCommand {
                 "perplexity": r.perplexity, "accuracy": r.accuracy, "tokens": r.tokens, "predictions": r.predictions,
                 "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
                 "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
-                "model": modelOptions.model, "data": data,
+                "model": modelOptions.model, "data": data, "adapter": adapterLine ?? "none",
             ].merging(r.klDivergence.map { ["kl_divergence": $0, "top1_agreement": r.top1Agreement!] } ?? [:]) { a, _ in a })
         } else {
             print(String(format: "perplexity %.4f  accuracy %.4f  (%d tokens, %d windows of %d, %.1fs, %.0f tok/s)",
@@ -94,6 +119,7 @@ struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "generate", abstract: "Generate text from a prompt.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "The prompt.") var prompt: String
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
     @Option(help: "Tokens to generate at most.") var maxNewTokens: Int = 128
@@ -106,7 +132,8 @@ struct GenerateCommand: ParsableCommand {
         guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
         guard topK >= 0, temperature >= 0 else { throw ValidationError("--top-k and --temperature must not be negative") }
-        let loaded = try modelOptions.load()
+        let (loaded, adapterLine) = try adapterOptions.apply(to: try modelOptions.load())
+        if let adapterLine { printErr(adapterLine) }
         let tok = loaded.tokenizer
         var text = prompt
         if chat {

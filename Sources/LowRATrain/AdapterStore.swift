@@ -1,0 +1,224 @@
+import Foundation
+import LowRAIO
+import LowRAModel
+import LowRATensor
+
+/// What `lowra_manifest.json` records beside a PEFT adapter: the base it belongs to and how it
+/// was made.
+public struct AdapterManifest: Codable, Sendable {
+    public var format = "lowra-adapter-v1"
+    public var toolVersion = LowRAVersion.string
+    /// `baseFingerprint(_:)` of the model the adapter was made on; loading checks it.
+    public var baseFingerprint: String
+    public var base: String
+    /// The base's quantization: method, bits (nil for an unquantized base).
+    public var quantization: QuantSummary?
+    public var rank: Int
+    public var alpha: Float
+    /// "loftq" or "zeros".
+    public var initialization: String
+    /// Per-layer LoftQ numbers, when LoftQ made the initial adapter.
+    public var loftq: [LoftQLayerReport]?
+    public var training: TrainingRecord?
+
+    public init(baseFingerprint: String, base: String, quantization: QuantSummary?, rank: Int, alpha: Float, initialization: String) {
+        self.baseFingerprint = baseFingerprint
+        self.base = base
+        self.quantization = quantization
+        self.rank = rank
+        self.alpha = alpha
+        self.initialization = initialization
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, toolVersion = "tool_version", baseFingerprint = "base_fingerprint", base, quantization, rank, alpha
+        case initialization, loftq, training
+    }
+}
+
+public struct QuantSummary: Codable, Sendable, Equatable {
+    public var method: String
+    public var targetBits: Double
+    public var codeBitsPerParam: Double
+    public var storedBitsPerParam: Double
+    public var assigner: String
+
+    public init(_ r: QuantizeReport) {
+        method = r.method.rawValue
+        targetBits = r.targetBits
+        codeBitsPerParam = r.codeBitsPerParam
+        storedBitsPerParam = r.storedBitsPerParam
+        assigner = r.assigner
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case method, targetBits = "target_bits", codeBitsPerParam = "code_bits_per_param"
+        case storedBitsPerParam = "stored_bits_per_param", assigner
+    }
+}
+
+public struct LoftQLayerReport: Codable, Sendable {
+    public var name: String
+    /// ‖W − Q‖_F / ‖W‖_F with plain quantization (zero init), and ‖W − Q − sBA‖_F / ‖W‖_F after LoftQ.
+    public var zeroInitError: Double
+    public var loftqError: Double
+
+    public init(name: String, zeroInitError: Double, loftqError: Double) {
+        self.name = name
+        self.zeroInitError = zeroInitError
+        self.loftqError = loftqError
+    }
+
+    enum CodingKeys: String, CodingKey { case name, zeroInitError = "zero_init_error", loftqError = "loftq_error" }
+}
+
+/// How an adapter was trained.
+public struct TrainingRecord: Codable, Sendable {
+    public var options: FinetuneOptions
+    public var trainFile: String
+    public var trainSHA256: String
+    public var validFile: String?
+    public var validSHA256: String?
+    public var steps: Int
+    public var finalTrainLoss: Double?
+    public var validLossBefore: Double?
+    public var validLossAfter: Double?
+    public var seconds: Double
+
+    public init(
+        options: FinetuneOptions, trainFile: String, trainSHA256: String, validFile: String?, validSHA256: String?, steps: Int,
+        finalTrainLoss: Double?, validLossBefore: Double?, validLossAfter: Double?, seconds: Double
+    ) {
+        self.options = options
+        self.trainFile = trainFile
+        self.trainSHA256 = trainSHA256
+        self.validFile = validFile
+        self.validSHA256 = validSHA256
+        self.steps = steps
+        self.finalTrainLoss = finalTrainLoss
+        self.validLossBefore = validLossBefore
+        self.validLossAfter = validLossAfter
+        self.seconds = seconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case options, trainFile = "train_file", trainSHA256 = "train_sha256", validFile = "valid_file"
+        case validSHA256 = "valid_sha256", steps, finalTrainLoss = "final_train_loss", validLossBefore = "valid_loss_before"
+        case validLossAfter = "valid_loss_after", seconds
+    }
+}
+
+/// The fingerprint an adapter records of its base: for a quantized LowRA directory the sha256 of
+/// its `config.json` and `model.safetensors` (not of adapters stored beside them), otherwise of
+/// the model file or directory.
+public func baseFingerprint(_ path: String) throws -> String {
+    guard QuantizedModelStore.isQuantizedDirectory(path) else { return try fingerprint(path) }
+    var h = SHA256()
+    for f in ["config.json", "model.safetensors"] {
+        h.update(Array(f.utf8))
+        try mapFile((path as NSString).appendingPathComponent(f)).withUnsafeBytes { h.update($0) }
+    }
+    return h.finalize()
+}
+
+/// Adapters in Hugging Face PEFT layout: `adapter_config.json`, `adapter_model.safetensors`
+/// with keys `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` (r, in) and
+/// `….lora_B.weight` (out, r), plus LowRA's `lowra_manifest.json`. When the base keeps GGUF's
+/// interleaved-RoPE row order for q and k, lora_B rows of q_proj and k_proj are stored in the
+/// Hugging Face (half-split) order, so the file works with the Hugging Face model.
+public enum AdapterStore {
+    public static let manifestFile = "lowra_manifest.json"
+    /// Where `quantize --init` keeps the initial adapter inside a quantized model directory.
+    public static let initialAdapterDirectory = "adapter"
+
+    public static func isAdapterDirectory(_ path: String) -> Bool {
+        FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(manifestFile))
+    }
+
+    static func key(_ s: LoRAAdapter.Slot, _ factor: String) -> String {
+        let hf = LlamaBlock.linearNames.first { $0.kind == s.kind }!.hf
+        return "base_model.model.model.layers.\(s.layer).\(hf).lora_\(factor).weight"
+    }
+
+    /// Row `r` of a q/k projection in GGUF's interleaved order comes from this row in HF order.
+    static func halfSplitRow(_ r: Int, headDim d: Int) -> Int {
+        let head = r / d, j = r % d
+        return head * d + (j % 2) * (d / 2) + j / 2
+    }
+
+    static func reorderRows(_ b: ArraySlice<Float>, rank: Int, headDim d: Int, toHalfSplit: Bool) -> [Float] {
+        var out = [Float](repeating: 0, count: b.count)
+        let base = b.startIndex
+        for r in 0..<(b.count / rank) {
+            let h = halfSplitRow(r, headDim: d)
+            let (src, dst) = toHalfSplit ? (r, h) : (h, r)
+            for j in 0..<rank { out[dst * rank + j] = b[base + src * rank + j] }
+        }
+        return out
+    }
+
+    public static func save(_ adapter: LoRAAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
+        var w = SafeTensorsWriter()
+        w.metadata["format"] = "pt"
+        for s in adapter.slots {
+            let (a, b) = adapter.factors(s)
+            try w.add(key(s, "A"), floats: Array(a), shape: [adapter.rank, s.inFeatures])
+            let permuted = config.ropeLayout == .interleaved && (s.kind == "q" || s.kind == "k")
+            let bOut = permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
+            try w.add(key(s, "B"), floats: bOut, shape: [s.outFeatures, adapter.rank])
+        }
+        try w.write(to: p("adapter_model.safetensors"))
+        let peft: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": adapter.rank, "lora_alpha": Double(adapter.alpha),
+            "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
+            "target_modules": LlamaBlock.linearNames.map { String($0.hf.split(separator: ".").last!) },
+            "base_model_name_or_path": manifest.base, "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,
+        ]
+        try writeAtomically(try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]), to: p("adapter_config.json"))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(try enc.encode(manifest), to: p(manifestFile))  // last: marks the adapter complete
+    }
+
+    public static func loadManifest(_ dir: String) throws -> AdapterManifest {
+        let path = (dir as NSString).appendingPathComponent(manifestFile)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw LowRAError(.io, "\(dir): not a LowRA adapter (no \(manifestFile); LowRA needs it to check the base)")
+        }
+        do {
+            return try JSONDecoder().decode(AdapterManifest.self, from: try mapFile(path))
+        } catch {
+            throw LowRAError.malformed(path, "cannot read the adapter manifest (\(error))")
+        }
+    }
+
+    /// Loads the adapter in `dir` for the base whose fingerprint is `fingerprint`; an adapter made
+    /// for another base, or whose tensors do not fit the model, is refused.
+    public static func load(_ dir: String, config: LlamaConfig, fingerprint: String) throws -> (LoRAAdapter, AdapterManifest) {
+        let manifest = try loadManifest(dir)
+        guard manifest.baseFingerprint == fingerprint else {
+            throw LowRAError(.invalidArgument, "\(dir): this adapter was made for another base (\(manifest.base), fingerprint \(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)")
+        }
+        var adapter = try LoRAAdapter(config: config, rank: manifest.rank, alpha: manifest.alpha)
+        let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))
+        for s in adapter.slots {
+            for (factor, shape) in [("A", [adapter.rank, s.inFeatures]), ("B", [s.outFeatures, adapter.rank])] {
+                let k = key(s, factor)
+                guard let info = file.tensors[k] else { throw LowRAError(.missingTensor, "\(dir): adapter tensor \(k) not found") }
+                guard info.shape == shape else {
+                    throw LowRAError(.shapeMismatch, "\(dir): adapter tensor \(k) has shape \(info.shape), expected \(shape)")
+                }
+            }
+            let a = try file.floats(key(s, "A"))
+            var b = try file.floats(key(s, "B"))
+            if config.ropeLayout == .interleaved && (s.kind == "q" || s.kind == "k") {
+                b = reorderRows(b[...], rank: adapter.rank, headDim: config.headDim, toHalfSplit: false)
+            }
+            adapter.setFactors(s, a: a, b: b)
+        }
+        guard adapter.values.allSatisfy(\.isFinite) else { throw LowRAError(.malformedFile, "\(dir): the adapter holds non-finite values") }
+        return (adapter, manifest)
+    }
+}

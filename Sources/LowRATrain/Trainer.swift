@@ -1,0 +1,271 @@
+import Foundation
+import LowRAIO
+import LowRAModel
+import LowRATensor
+
+/// Hyper-parameters of a fine-tuning run. A checkpoint resumes only under the same values.
+public struct FinetuneOptions: Codable, Sendable, Equatable {
+    public var steps = 200
+    public var lr: Float = 3e-4
+    public var batch = 4
+    public var gradAccum = 1
+    public var seq = 256
+    public var schedule = LRSchedule.Kind.cosine
+    /// Warmup as a fraction of the steps.
+    public var warmup: Double = 0.03
+    public var weightDecay: Float = 0
+    public var maxGradNorm: Float = 0.3
+    /// Validation every N steps (0: only before and after).
+    public var evalEvery = 0
+    /// Checkpoint every N steps (0: only at the end).
+    public var saveEvery = 0
+    /// Validation uses the first N sequences of the validation file.
+    public var validSequences = 16
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    public var warmupSteps: Int { Int((warmup * Double(steps)).rounded()) }
+
+    public func validate() throws {
+        func bad(_ m: String) -> LowRAError { LowRAError(.invalidArgument, m) }
+        guard steps >= 1 else { throw bad("--steps must be positive") }
+        guard lr > 0, lr.isFinite else { throw bad("--lr must be positive") }
+        guard batch >= 1, gradAccum >= 1 else { throw bad("--batch and --grad-accum must be positive") }
+        guard seq >= 2 else { throw bad("--seq must be at least 2") }
+        guard (0..<1).contains(warmup) else { throw bad("--warmup is a fraction of the steps in [0, 1)") }
+        guard weightDecay >= 0, maxGradNorm >= 0 else { throw bad("--weight-decay and --max-grad-norm must not be negative") }
+        guard evalEvery >= 0, saveEvery >= 0, validSequences >= 1 else { throw bad("--eval-every, --save-every must not be negative") }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case steps, lr, batch, gradAccum = "grad_accum", seq, schedule, warmup, weightDecay = "weight_decay"
+        case maxGradNorm = "max_grad_norm", evalEvery = "eval_every", saveEvery = "save_every"
+        case validSequences = "valid_sequences", seed
+    }
+}
+
+/// One row of the loss log (`train_log.csv`).
+public struct TrainLogRow: Codable, Sendable, Equatable {
+    public var step: Int
+    public var lr: Float
+    public var trainLoss: Double?
+    public var gradNorm: Double?
+    public var tokensPerSecond: Double?
+    public var validLoss: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case step, lr, trainLoss = "train_loss", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", validLoss = "valid_loss"
+    }
+}
+
+public struct TrainProgress: Sendable {
+    public var step: Int
+    public var steps: Int
+    public var row: TrainLogRow
+    public var elapsed: Double
+    /// "train", "valid" (validation running) or "checkpoint".
+    public var phase: String
+}
+
+public struct FinetuneResult: Codable, Sendable {
+    public var steps: Int
+    public var resumedFrom: Int?
+    public var finalTrainLoss: Double?
+    public var validLossBefore: Double?
+    public var validLossAfter: Double?
+    public var tokensPerSecond: Double
+    public var seconds: Double
+    public var trainedTokens: Int
+    public var adapterParameters: Int
+    public var workspaceBytes: Int
+    public var log: [TrainLogRow]
+
+    enum CodingKeys: String, CodingKey {
+        case steps, resumedFrom = "resumed_from", finalTrainLoss = "final_train_loss", validLossBefore = "valid_loss_before"
+        case validLossAfter = "valid_loss_after", tokensPerSecond = "tokens_per_s", seconds, trainedTokens = "trained_tokens"
+        case adapterParameters = "adapter_parameters", workspaceBytes = "workspace_bytes", log
+    }
+}
+
+/// The fine-tuning loop: AdamW on the adapter only, warmup + cosine/constant schedule, global
+/// norm clipping, gradient accumulation, periodic validation, atomic checkpoints and an exact
+/// resume. Deterministic for a given seed: batches are a pure function of (seed, step), and
+/// every reduction runs in a fixed order.
+public final class Trainer {
+    public static let checkpointFile = "checkpoint.safetensors"
+    public static let logFile = "train_log.csv"
+
+    public let config: LlamaConfig
+    public let options: FinetuneOptions
+    public let train: TrainingData
+    public let valid: TrainingData?
+    public let outDir: String
+    /// Identifies the run a checkpoint belongs to (base, data, options, initial adapter shape).
+    public let runKey: String
+    private let graph: TrainingGraph
+
+    public private(set) var adapter: LoRAAdapter
+    private var adam: AdamW
+    private var log = [TrainLogRow]()
+    private var step = 0
+
+    public init(
+        config: LlamaConfig, weights: LlamaWeights, baseFingerprint: String, adapter: LoRAAdapter, train: TrainingData,
+        valid: TrainingData?, options: FinetuneOptions, outDir: String
+    ) throws {
+        try options.validate()
+        guard train.seq == options.seq, valid.map({ $0.seq == options.seq }) ?? true else {
+            throw LowRAError(.invalidArgument, "training data was cut for another sequence length")
+        }
+        self.config = config
+        self.options = options
+        self.train = train
+        self.valid = valid
+        self.outDir = outDir
+        self.adapter = adapter
+        adam = AdamW(count: adapter.values.count, weightDecay: options.weightDecay)
+        graph = try TrainingGraph(config: config, weights: weights, batch: options.batch, seq: options.seq, rank: adapter.rank)
+        let enc = JSONEncoder()
+        enc.outputFormatting = .sortedKeys
+        let opts = String(decoding: try enc.encode(options), as: UTF8.self)
+        runKey = "base=\(baseFingerprint) train=\(train.sha256) valid=\(valid?.sha256 ?? "-") rank=\(adapter.rank) alpha=\(adapter.alpha) options=\(opts)"
+    }
+
+    public var workspaceBytes: Int { graph.workspaceBytes }
+
+    private func path(_ f: String) -> String { (outDir as NSString).appendingPathComponent(f) }
+
+    /// Mean loss over the first `validSequences` validation sequences.
+    public func validationLoss() throws -> Double? {
+        guard let valid else { return nil }
+        let n = min(valid.count, options.validSequences)
+        var total = 0.0, count = 0
+        var start = 0
+        while start < n {
+            var (inp, tgt) = valid.batch(start: start, size: min(options.batch, n - start), seed: 0, shuffle: false)
+            while inp.count < options.batch * options.seq {  // pad a short last batch with masked rows
+                inp.append(inp[0])
+                tgt.append(-1)
+            }
+            let r = try graph.loss(inputs: inp, targets: tgt, adapter: adapter)
+            total += r.loss
+            count += r.count
+            start += options.batch
+        }
+        return count > 0 ? total / Double(count) : nil
+    }
+
+    // MARK: - Checkpoints
+
+    private struct CheckpointState: Codable {
+        var runKey: String
+        var step: Int
+        var adamStep: Int
+        var log: [TrainLogRow]
+    }
+
+    private func saveCheckpoint() throws {
+        var w = SafeTensorsWriter()
+        let state = CheckpointState(runKey: runKey, step: step, adamStep: adam.step, log: log)
+        w.metadata["lowra_checkpoint"] = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
+        try w.add("adapter", floats: adapter.values, shape: [adapter.values.count])
+        try w.add("adam_m", floats: adam.m, shape: [adam.m.count])
+        try w.add("adam_v", floats: adam.v, shape: [adam.v.count])
+        try w.write(to: path(Self.checkpointFile))  // temp file + rename
+    }
+
+    /// Restores the last checkpoint in the output directory; returns its step (nil: none).
+    public func resume() throws -> Int? {
+        let file = path(Self.checkpointFile)
+        guard FileManager.default.fileExists(atPath: file) else { return nil }
+        let st = try SafeTensorsFile(path: file)
+        guard let json = st.metadata["lowra_checkpoint"],
+            let state = try? JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8))
+        else { throw LowRAError.malformed(file, "not a LowRA training checkpoint") }
+        guard state.runKey == runKey else {
+            throw LowRAError(.invalidArgument, "\(file) belongs to another run (different base, data, rank or hyper-parameters); use another --out or drop --resume")
+        }
+        let values = try st.floats("adapter"), m = try st.floats("adam_m"), v = try st.floats("adam_v")
+        guard values.count == adapter.values.count, m.count == values.count, v.count == values.count else {
+            throw LowRAError(.shapeMismatch, "\(file): checkpoint tensors do not fit the adapter")
+        }
+        adapter.values = values
+        adam.m = m
+        adam.v = v
+        adam.step = state.adamStep
+        step = state.step
+        log = state.log
+        return step
+    }
+
+    private func writeLog() throws {
+        func f(_ x: Double?) -> String { x.map { String(format: "%.6f", $0) } ?? "" }
+        var csv = "step,lr,train_loss,grad_norm,tokens_per_s,valid_loss\n"
+        for r in log {
+            csv += "\(r.step),\(String(format: "%.6g", r.lr)),\(f(r.trainLoss)),\(f(r.gradNorm)),\(r.tokensPerSecond.map { String(format: "%.1f", $0) } ?? ""),\(f(r.validLoss))\n"
+        }
+        try writeAtomically(Data(csv.utf8), to: path(Self.logFile))
+    }
+
+    // MARK: - The loop
+
+    /// Trains to `options.steps`, from the checkpoint when `resume` is set and one exists.
+    public func run(resume: Bool = false, progress: ((TrainProgress) -> Void)? = nil) throws -> FinetuneResult {
+        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        let resumedFrom = resume ? try self.resume() : nil
+        if resumedFrom == nil {
+            step = 0
+            log = []
+            progress?(TrainProgress(step: 0, steps: options.steps, row: TrainLogRow(step: 0, lr: 0), elapsed: 0, phase: "valid"))
+            if let v = try validationLoss() { log.append(TrainLogRow(step: 0, lr: 0, validLoss: v)) }
+        }
+        let schedule = LRSchedule(kind: options.schedule, peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps)
+        let t0 = Date()
+        var trainedTokens = 0
+        var grad = [Float](repeating: 0, count: adapter.values.count)
+        while step < options.steps {
+            let ts = Date()
+            for i in grad.indices { grad[i] = 0 }
+            var lossSum = 0.0, count = 0
+            for micro in 0..<options.gradAccum {
+                let start = (step * options.gradAccum + micro) * options.batch
+                let (inp, tgt) = train.batch(start: start, size: options.batch, seed: options.seed)
+                let r = try graph.lossAndGradient(
+                    inputs: inp, targets: tgt, adapter: adapter, gradient: &grad, gradScale: 1 / Float(options.gradAccum))
+                lossSum += r.loss
+                count += r.count
+            }
+            let loss = count > 0 ? lossSum / Double(count) : 0
+            let norm = clipGradientNorm(&grad, maxNorm: options.maxGradNorm)
+            guard loss.isFinite, norm.isFinite else {
+                throw LowRAError(.diverged, "training diverged at step \(step + 1): loss \(loss), gradient norm \(norm)")
+            }
+            let lr = schedule.rate(at: step)
+            adam.update(&adapter.values, gradient: grad, lr: lr)
+            step += 1
+            let tokens = options.batch * options.gradAccum * options.seq
+            trainedTokens += tokens
+            var row = TrainLogRow(step: step, lr: lr, trainLoss: loss, gradNorm: norm,
+                                  tokensPerSecond: Double(tokens) / Date().timeIntervalSince(ts))
+            let last = step == options.steps
+            if options.evalEvery > 0 && step % options.evalEvery == 0 || last {
+                progress?(TrainProgress(step: step, steps: options.steps, row: row, elapsed: Date().timeIntervalSince(t0), phase: "valid"))
+                row.validLoss = try validationLoss()
+            }
+            log.append(row)
+            progress?(TrainProgress(step: step, steps: options.steps, row: row, elapsed: Date().timeIntervalSince(t0), phase: "train"))
+            if options.saveEvery > 0 && step % options.saveEvery == 0 || last {
+                try saveCheckpoint()
+                try writeLog()
+            }
+        }
+        let seconds = Date().timeIntervalSince(t0)
+        let trainRows = log.filter { $0.trainLoss != nil }
+        return FinetuneResult(
+            steps: step, resumedFrom: resumedFrom, finalTrainLoss: trainRows.last?.trainLoss,
+            validLossBefore: log.first { $0.step == 0 }?.validLoss, validLossAfter: log.last?.validLoss,
+            tokensPerSecond: seconds > 0 ? Double(trainedTokens) / seconds : 0, seconds: seconds, trainedTokens: trainedTokens,
+            adapterParameters: adapter.parameterCount, workspaceBytes: graph.workspaceBytes, log: log)
+    }
+}

@@ -1,0 +1,140 @@
+import ArgumentParser
+import Foundation
+import LowRAModel
+import LowRATensor
+import LowRATrain
+
+extension LRSchedule.Kind: ExpressibleByArgument {}
+
+struct FinetuneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "finetune",
+        abstract: "Train a LoRA adapter through the frozen (quantized) base.",
+        discussion: """
+            Starts from the quantized model's initial adapter (made by `quantize --init`), or from --adapter DIR, \
+            or, when the model has none, from a fresh one (A Kaiming-uniform, B = 0) of --rank. Writes the adapter \
+            in PEFT layout with lowra_manifest.json, train_log.csv and checkpoint.safetensors to --out.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Training data: plain text, or .jsonl with {\"prompt\", \"response\"} per line.") var train: String
+    @Option(help: "Validation data (same formats).") var valid: String?
+    @Option(help: "Output directory for the adapter, log and checkpoints.") var out: String
+    @Option(help: "Start from this adapter instead of the model's initial one.") var adapter: String?
+    @Option(help: "Optimizer steps.") var steps: Int = 200
+    @Option(help: "Peak learning rate.") var lr: Float = 3e-4
+    @Option(help: "Sequences per micro-batch.") var batch: Int = 4
+    @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
+    @Option(help: "Tokens per sequence.") var seq: Int = 256
+    @Option(help: "LoRA rank of a fresh adapter (must match a starting adapter's rank when given).") var rank: Int?
+    @Option(help: "LoRA alpha of a fresh adapter (default: the rank).") var alpha: Float?
+    @Option(help: "cosine | constant (after warmup).") var schedule: LRSchedule.Kind = .cosine
+    @Option(help: "Warmup as a fraction of the steps.") var warmup: Double = 0.03
+    @Option(help: "AdamW weight decay.") var weightDecay: Float = 0
+    @Option(help: "Clip the gradient to this global L2 norm (0: no clipping).") var maxGradNorm: Float = 0.3
+    @Option(help: "Validate every N steps (0: before and after only).") var evalEvery: Int = 0
+    @Option(help: "Checkpoint every N steps (0: at the end only).") var saveEvery: Int = 0
+    @Option(help: "Validation sequences (the first N of --valid).") var validSequences: Int = 16
+    @Option(help: "Seed of the data order (and of a fresh adapter).") var seed: UInt64 = 0
+    @Flag(help: "Continue from the checkpoint in --out.") var resume = false
+    @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
+
+    func run() throws {
+        var o = FinetuneOptions()
+        (o.steps, o.lr, o.batch, o.gradAccum, o.seq) = (steps, lr, batch, gradAccum, seq)
+        (o.schedule, o.warmup, o.weightDecay, o.maxGradNorm) = (schedule, warmup, weightDecay, maxGradNorm)
+        (o.evalEvery, o.saveEvery, o.validSequences, o.seed) = (evalEvery, saveEvery, validSequences, seed)
+        try o.validate()
+        let checkpoint = (out as NSString).appendingPathComponent(Trainer.checkpointFile)
+        if !resume && FileManager.default.fileExists(atPath: checkpoint) {
+            throw LowRAError(.invalidArgument, "\(out) already holds a training run; pass --resume to continue it or choose another --out")
+        }
+        let loaded = try modelOptions.load()
+        guard seq <= loaded.config.maxPositions else {
+            throw LowRAError(.invalidArgument, "--seq \(seq) is above the model's context of \(loaded.config.maxPositions) tokens")
+        }
+        let trainData = try TrainingData.load(train, tokenizer: loaded.tokenizer, seq: seq)
+        let validData = try valid.map { try TrainingData.load($0, tokenizer: loaded.tokenizer, seq: seq) }
+        let fingerprint = try baseFingerprint(modelOptions.model)
+
+        // The starting adapter.
+        let initial = (modelOptions.model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+        var start: LoRAAdapter
+        var startManifest: AdapterManifest?
+        if let dir = adapter ?? (AdapterStore.isAdapterDirectory(initial) ? initial : nil) {
+            (start, startManifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: fingerprint)
+            if let r = rank, r != start.rank {
+                throw LowRAError(.invalidArgument, "--rank \(r) does not match the starting adapter's rank \(start.rank) (\(dir)); re-quantize with --rank \(r) or drop --rank")
+            }
+            if let a = alpha, a != start.alpha {
+                throw LowRAError(.invalidArgument, "--alpha \(a) does not match the starting adapter's alpha \(start.alpha) (\(dir))")
+            }
+            if !json { printErr("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)") }
+        } else {
+            start = try LoRAAdapter(config: loaded.config, rank: rank ?? 64, alpha: alpha)
+            start.initializeKaiming(seed: seed)
+            if !json { printErr("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)") }
+        }
+
+        let trainer = try Trainer(
+            config: loaded.config, weights: loaded.model.weights, baseFingerprint: fingerprint, adapter: start,
+            train: trainData, valid: validData, options: o, outDir: out)
+        if !json {
+            printErr(String(format: "train: %d sequences of %d tokens (%@, %d tokens)%@; adapter %.2fM parameters; workspace %.0f MB",
+                            trainData.count, seq, trainData.kind.rawValue, trainData.tokens,
+                            validData.map { String(format: "; valid: %d sequences", min($0.count, validSequences)) } ?? "",
+                            Double(start.parameterCount) / 1e6, Double(trainer.workspaceBytes) / 1e6))
+        }
+        let bar = ProgressBar("finetune")
+        let quiet = json
+        var lastReport = Date.distantPast
+        let result = try trainer.run(resume: resume) { p in
+            guard !quiet else { return }
+            let r = p.row
+            if p.phase == "valid" {
+                bar.update(p.step, p.steps, "validating…")
+                return
+            }
+            var extra = String(format: "loss %.4f", r.trainLoss ?? .nan)
+            if let v = r.validLoss { extra += String(format: " valid %.4f", v) }
+            extra += String(format: " %.0f tok/s", r.tokensPerSecond ?? 0)
+            bar.update(p.step, p.steps, extra)
+            if !bar.interactive && (Date().timeIntervalSince(lastReport) > 30 || p.step == p.steps || r.validLoss != nil) {
+                lastReport = Date()
+                printErr("step \(p.step)/\(p.steps) \(extra)")
+            }
+        }
+
+        // The adapter, in PEFT layout, with what made it.
+        var manifest = AdapterManifest(
+            baseFingerprint: fingerprint, base: modelOptions.model,
+            quantization: loaded.quantManifest.map { QuantSummary($0.report) }, rank: start.rank, alpha: start.alpha,
+            initialization: startManifest?.initialization ?? "zeros")
+        manifest.loftq = startManifest?.loftq
+        manifest.training = TrainingRecord(
+            options: o, trainFile: train, trainSHA256: trainData.sha256, validFile: valid, validSHA256: validData?.sha256,
+            steps: result.steps, finalTrainLoss: result.finalTrainLoss, validLossBefore: result.validLossBefore,
+            validLossAfter: result.validLossAfter, seconds: result.seconds)
+        try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
+        let mem = MemoryStats.current()
+        if json {
+            var obj = try JSONSerialization.jsonObject(with: JSONEncoder().encode(result)) as! [String: Any]
+            obj.removeValue(forKey: "log")
+            obj["out"] = out
+            obj["peak_rss_bytes"] = mem.peakResidentBytes
+            if let v = result.validLossBefore { obj["valid_perplexity_before"] = exp(v) }
+            if let v = result.validLossAfter { obj["valid_perplexity_after"] = exp(v) }
+            printJSON(obj)
+            return
+        }
+        if let b = result.validLossBefore, let a = result.validLossAfter {
+            print(String(format: "valid loss %.4f → %.4f (perplexity %.2f → %.2f)", b, a, exp(b), exp(a)))
+        } else if let a = result.validLossAfter {
+            print(String(format: "valid loss %.4f (perplexity %.2f)", a, exp(a)))
+        }
+        print(String(format: "%d steps%@, final train loss %.4f, %.0f tokens/s, %.1fs, peak RSS %.0f MB",
+                     result.steps, result.resumedFrom.map { " (resumed at \($0))" } ?? "", result.finalTrainLoss ?? .nan,
+                     result.tokensPerSecond, result.seconds, Double(mem.peakResidentBytes) / 1e6))
+        print("saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), \(Trainer.logFile))")
+    }
+}
