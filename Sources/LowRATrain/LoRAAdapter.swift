@@ -26,6 +26,11 @@ public struct LoRAAdapter: Sendable, Equatable {
     public var scale: Float { alpha / Float(rank) }
     public var parameterCount: Int { values.count }
 
+    /// The paper's rank 64, or the model's smallest layer dimension when that is lower.
+    public static func defaultRank(_ config: LlamaConfig) -> Int {
+        min(64, config.hiddenSize, config.kvDim, config.intermediateSize)
+    }
+
     /// Zero factors for every linear layer of `config`'s blocks. alpha defaults to the rank.
     public init(config: LlamaConfig, rank: Int, alpha: Float? = nil) throws {
         let smallest = min(config.hiddenSize, config.kvDim, config.intermediateSize)

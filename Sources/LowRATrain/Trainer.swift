@@ -210,8 +210,9 @@ public final class Trainer {
 
     // MARK: - The loop
 
-    /// Trains to `options.steps`, from the checkpoint when `resume` is set and one exists.
-    public func run(resume: Bool = false, progress: ((TrainProgress) -> Void)? = nil) throws -> FinetuneResult {
+    /// Trains to `options.steps` (or stops after step `until`, as an interrupted run would), from
+    /// the checkpoint when `resume` is set and one exists.
+    public func run(resume: Bool = false, until: Int? = nil, progress: ((TrainProgress) -> Void)? = nil) throws -> FinetuneResult {
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         let resumedFrom = resume ? try self.resume() : nil
         if resumedFrom == nil {
@@ -224,7 +225,7 @@ public final class Trainer {
         let t0 = Date()
         var trainedTokens = 0
         var grad = [Float](repeating: 0, count: adapter.values.count)
-        while step < options.steps {
+        while step < min(options.steps, until ?? options.steps) {
             let ts = Date()
             for i in grad.indices { grad[i] = 0 }
             var lossSum = 0.0, count = 0

@@ -71,7 +71,7 @@ struct FinetuneCommand: ParsableCommand {
             }
             if !json { printErr("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)") }
         } else {
-            start = try LoRAAdapter(config: loaded.config, rank: rank ?? 64, alpha: alpha)
+            start = try LoRAAdapter(config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
             start.initializeKaiming(seed: seed)
             if !json { printErr("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)") }
         }

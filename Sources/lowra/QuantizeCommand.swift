@@ -33,7 +33,7 @@ struct QuantizeCommand: ParsableCommand {
     var seed: UInt64 = 0
     @Option(help: "Initial LoRA adapter stored beside the base: loftq | zeros | none (default: loftq for lowra and loftq, zeros for qlora).")
     var `init`: String?
-    @Option(help: "LoRA rank of the initial adapter.") var rank: Int = 64
+    @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank: Int?
     @Option(help: "LoRA alpha (default: the rank).") var alpha: Float?
     @Option(help: "LoftQ alternating steps.") var loftqSteps: Int = 5
     @Flag(help: "Print one JSON object on stdout.") var json = false
@@ -75,8 +75,8 @@ struct QuantizeCommand: ParsableCommand {
         }
         var adapter: LoRAAdapter?
         if initKind != "none" {
-            adapter = try LoRAAdapter(config: loaded.config, rank: rank, alpha: alpha)  // validates rank and alpha
-            if initKind == "loftq" { request.loftq = LoftQRequest(rank: rank, alpha: adapter!.alpha, steps: loftqSteps) }
+            adapter = try LoRAAdapter(config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)  // validates rank and alpha
+            if initKind == "loftq" { request.loftq = LoftQRequest(rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps) }
         }
         if let path = calibration {
             guard calibrationTokens >= 2 else { throw ValidationError("--calibration-tokens must be at least 2") }
@@ -116,7 +116,7 @@ struct QuantizeCommand: ParsableCommand {
             obj["out"] = out
             obj["source_sha256"] = manifest.sourceSHA256
             obj["init"] = initKind
-            if adapter != nil { obj["rank"] = rank }
+            if let adapter { obj["rank"] = adapter.rank }
             printJSON(obj)
             return
         }
@@ -133,10 +133,10 @@ struct QuantizeCommand: ParsableCommand {
         if initKind == "loftq" {
             let z = report.layers.compactMap(\.zeroInitError), q = report.layers.compactMap(\.loftqError)
             print(String(format: "LoftQ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init (%.1f%% lower); initial adapter in %@/%@",
-                         rank, loftqSteps, q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
+                         adapter?.rank ?? 0, loftqSteps, q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
                          100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
         } else if initKind == "zeros" {
-            print("initial adapter (rank \(rank), A Kaiming-uniform, B = 0) in \(out)/\(AdapterStore.initialAdapterDirectory)")
+            print("initial adapter (rank \(adapter?.rank ?? 0), A Kaiming-uniform, B = 0) in \(out)/\(AdapterStore.initialAdapterDirectory)")
         }
         print("saved \(out)")
     }

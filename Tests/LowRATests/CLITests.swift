@@ -65,4 +65,74 @@ final class CLITests: XCTestCase {
         try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "4.5", "--out", "\(dir)/q3"], mentioning: "between 1 and 4")
         try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", dir], mentioning: "not a LowRA quantized model")
     }
+
+    private func csvColumns(_ path: String, _ names: [String]) throws -> [[String]] {
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let idx = names.map { lines[0].firstIndex(of: $0)! }
+        return lines.dropFirst().map { row in idx.map { row[$0] } }
+    }
+
+    /// quantize --init loftq → finetune killed with SIGKILL → finetune --resume finishes with the
+    /// same losses as an uninterrupted run; eval applies the initial and the trained adapter.
+    func testFinetuneKillAndResume() throws {
+        let dir = try temporaryDirectory(self)
+        let q = "\(dir)/q"
+        let quant = try runProcess(Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--rank", "4", "--json"])
+        XCTAssertEqual(quant.status, 0, quant.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(q)/adapter/adapter_model.safetensors"))
+        let text = String(repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 12)
+        try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let args = ["finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "150", "--seq", "64",
+                    "--batch", "8", "--save-every", "10", "--lr", "3e-3", "--seed", "3", "--json"]
+        let whole = try runProcess(Paths.lowraBinary, args + ["--out", "\(dir)/whole"])
+        XCTAssertEqual(whole.status, 0, whole.err)
+
+        // Kill -9 as soon as the first checkpoint is on disk.
+        let out = "\(dir)/killed"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
+        p.arguments = args + ["--out", out]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        while p.isRunning && !FileManager.default.fileExists(atPath: "\(out)/checkpoint.safetensors") { usleep(1000) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal, "the run finished before it could be killed; make it longer")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/adapter_model.safetensors"))
+        try assertFails(args + ["--out", out], mentioning: "--resume")
+        let resumed = try runProcess(Paths.lowraBinary, args + ["--out", out, "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        let a = try JSONSerialization.jsonObject(with: Data(whole.out.utf8)) as! [String: Any]
+        let b = try JSONSerialization.jsonObject(with: Data(resumed.out.utf8)) as! [String: Any]
+        XCTAssertNotNil(b["resumed_from"] as? Int)
+        XCTAssertEqual(a["final_train_loss"] as? Double, b["final_train_loss"] as? Double)
+        XCTAssertEqual(a["valid_loss_after"] as? Double, b["valid_loss_after"] as? Double)
+        let cols = ["step", "lr", "train_loss", "grad_norm", "valid_loss"]
+        XCTAssertEqual(try csvColumns("\(dir)/whole/train_log.csv", cols), try csvColumns("\(out)/train_log.csv", cols))
+        XCTAssertLessThan(a["valid_loss_after"] as! Double, a["valid_loss_before"] as! Double)
+
+        // The adapter applies in eval; another base or a changed configuration is refused.
+        let initial = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64"])
+        let trained = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64", "--adapter", out])
+        let none = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64", "--no-adapter"])
+        let ppl = try [initial, trained, none].map { r -> Double in
+            XCTAssertEqual(r.status, 0, r.err)
+            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["perplexity"] as! Double
+        }
+        XCTAssertLessThan(ppl[1], ppl[0])
+        XCTAssertNotEqual(ppl[0], ppl[2])
+        let q3 = "\(dir)/q3"
+        XCTAssertEqual(try runProcess(Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "3", "--out", q3, "--init", "zeros", "--rank", "4"]).status, 0)
+        try assertFails(["eval", "--model", q3, "--data", "\(dir)/t.txt", "--adapter", out], mentioning: "another base")
+        try assertFails(["finetune", "--model", q3, "--train", "\(dir)/t.txt", "--out", "\(dir)/x", "--adapter", out, "--seq", "32"], mentioning: "another base")
+        try assertFails(args + ["--out", out, "--resume", "--lr", "1e-3"], mentioning: "another run")
+        try assertFails(["finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/y", "--seq", "65"], mentioning: "context")
+        try assertFails(["finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/y", "--rank", "8", "--seq", "32"], mentioning: "rank")
+        try "".write(toFile: "\(dir)/empty.txt", atomically: true, encoding: .utf8)
+        try assertFails(["finetune", "--model", q, "--train", "\(dir)/empty.txt", "--out", "\(dir)/y", "--seq", "32"], mentioning: "empty")
+        try #"{"prompt": "hi"}"#.write(toFile: "\(dir)/d.jsonl", atomically: true, encoding: .utf8)
+        try assertFails(["finetune", "--model", q, "--train", "\(dir)/d.jsonl", "--out", "\(dir)/y", "--seq", "32"], mentioning: "response")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/y/adapter_model.safetensors"))
+    }
 }

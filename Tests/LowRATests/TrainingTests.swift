@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 
+@testable import LowRAIO
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
@@ -99,5 +100,150 @@ final class TrainingTests: XCTestCase {
         XCTAssertThrowsError(try graph.loss(inputs: [1, 2, 3, 999], targets: [1, 2, 3, 4], adapter: adapter))
         let other = try LoRAAdapter(config: config, rank: 3)
         XCTAssertThrowsError(try graph.loss(inputs: [1, 2, 3, 4], targets: [1, 2, 3, 4], adapter: other))
+    }
+}
+
+final class FinetuneTests: XCTestCase {
+    static let text = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n"
+
+    private func write(_ s: String, _ name: String) throws -> String {
+        let path = "\(try temporaryDirectory(self))/\(name)"
+        try Data(s.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// A tiny random model with a fresh adapter drives its loss on a short text near zero:
+    /// the loop (forward, backward, clipping, AdamW, schedule) learns.
+    func testTinyModelMemorizesText() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf"))
+        let data = try TrainingData.text(try write(Self.text, "t.txt"), tokenizer: m.tokenizer, seq: 16)
+        var adapter = try LoRAAdapter(config: m.config, rank: 4)
+        adapter.initializeKaiming(seed: 1)
+        var o = FinetuneOptions()
+        (o.steps, o.lr, o.batch, o.seq, o.schedule, o.maxGradNorm) = (200, 1e-2, 2, 16, .constant, 1)
+        let trainer = try Trainer(
+            config: m.config, weights: m.model.weights, baseFingerprint: "x", adapter: adapter, train: data, valid: data,
+            options: o, outDir: try temporaryDirectory(self))
+        let r = try trainer.run()
+        XCTAssertGreaterThan(r.validLossBefore!, 4)
+        XCTAssertLessThan(r.validLossAfter!, 0.05, "valid loss \(r.validLossBefore!) → \(r.validLossAfter!)")
+        XCTAssertLessThan(r.finalTrainLoss!, 0.05)
+    }
+
+    /// Stopping after a checkpoint and resuming reproduces the uninterrupted run's log exactly.
+    func testResumeReproducesTheRun() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny.gguf"))
+        let w = try m.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2)).weights
+        let data = try TrainingData.text(try write(Self.text, "t.txt"), tokenizer: m.tokenizer, seq: 8)
+        var adapter = try LoRAAdapter(config: m.config, rank: 2)
+        adapter.initializeKaiming(seed: 5)
+        var o = FinetuneOptions()
+        (o.steps, o.lr, o.batch, o.gradAccum, o.seq, o.saveEvery, o.warmup) = (12, 5e-3, 2, 2, 8, 5, 0.2)
+        func trainer(_ o: FinetuneOptions, _ dir: String) throws -> Trainer {
+            try Trainer(config: m.config, weights: w, baseFingerprint: "b", adapter: adapter, train: data, valid: nil, options: o, outDir: dir)
+        }
+        let uninterrupted = try trainer(o, try temporaryDirectory(self))
+        let whole = try uninterrupted.run()
+        let dir = try temporaryDirectory(self)
+        _ = try trainer(o, dir).run(until: 7)  // stops after step 7; the last checkpoint is step 5's
+        let resumed = try trainer(o, dir)
+        let r = try resumed.run(resume: true)
+        XCTAssertEqual(r.resumedFrom, 5)
+        XCTAssertEqual(r.log.map(\.trainLoss), whole.log.map(\.trainLoss))
+        XCTAssertEqual(r.log.map(\.gradNorm), whole.log.map(\.gradNorm))
+        XCTAssertEqual(resumed.adapter, uninterrupted.adapter)
+        // A checkpoint of another configuration is refused.
+        var other = o
+        other.lr = 1e-3
+        XCTAssertThrowsError(try trainer(other, dir).run(resume: true))
+    }
+
+    func testJSONLMasksThePrompt() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf"))
+        guard m.tokenizer.chatTemplate?.format == .chatML else { throw XCTSkip("fixture tokenizer has no ChatML template") }
+        let path = try write("{\"prompt\": \"hear me\", \"response\": \"Speak, speak.\"}\n\n{\"response\": \"x\", \"prompt\": \"a\"}\n", "d.jsonl")
+        let d = try TrainingData.jsonl(path, tokenizer: m.tokenizer, seq: 64)
+        XCTAssertEqual(d.count, 2)
+        let prompt = m.tokenizer.encode(try m.tokenizer.chatTemplate!.render([ChatMessage(role: "user", content: "hear me")]))
+        let response = m.tokenizer.encode("Speak, speak.<|im_end|>\n")
+        XCTAssertEqual(Array(d.inputs[0].prefix(prompt.count)), prompt)
+        XCTAssertEqual(d.targets[0].filter { $0 >= 0 }, response)
+        XCTAssertEqual(d.inputs[0].count, 64)
+        XCTAssertThrowsError(try TrainingData.jsonl(try write("{\"prompt\": \"a\"}\n", "b.jsonl"), tokenizer: m.tokenizer, seq: 64))
+        XCTAssertThrowsError(try TrainingData.jsonl(try write("not json\n", "c.jsonl"), tokenizer: m.tokenizer, seq: 64))
+    }
+
+    func testBadDataIsRefused() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf"))
+        let dir = try temporaryDirectory(self)
+        try Data().write(to: URL(fileURLWithPath: "\(dir)/empty.txt"))
+        try Data([0xff, 0xfe, 0x41]).write(to: URL(fileURLWithPath: "\(dir)/bin.txt"))
+        for f in ["empty.txt", "bin.txt", "missing.txt"] {
+            XCTAssertThrowsError(try TrainingData.text("\(dir)/\(f)", tokenizer: m.tokenizer, seq: 8), f)
+        }
+        XCTAssertThrowsError(try TrainingData.text(try write("ab", "short.txt"), tokenizer: m.tokenizer, seq: 8))
+    }
+
+    /// The PEFT file holds q/k lora_B rows in Hugging Face order: the adapter trained on a GGUF
+    /// (interleaved RoPE) base, read raw from the file onto the same model converted to the HF
+    /// layout, gives the same logits; and save/load round-trips exactly.
+    func testPEFTAdapterLayout() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny.gguf"))
+        XCTAssertEqual(m.config.ropeLayout, .interleaved)
+        var adapter = try LoRAAdapter(config: m.config, rank: 3)
+        var rng = SplitMix64(seed: 9)
+        for i in adapter.values.indices { adapter.values[i] = Float(rng.nextUnit() - 0.5) * 0.2 }
+        let dir = try temporaryDirectory(self)
+        let manifest = AdapterManifest(baseFingerprint: "fp", base: "tiny.gguf", quantization: nil, rank: 3, alpha: 3, initialization: "zeros")
+        try AdapterStore.save(adapter, config: m.config, manifest: manifest, to: dir)
+        XCTAssertEqual(try AdapterStore.load(dir, config: m.config, fingerprint: "fp").0, adapter)
+        XCTAssertThrowsError(try AdapterStore.load(dir, config: m.config, fingerprint: "other"))
+
+        // The same model in HF layout: q/k rows un-permuted, half-split RoPE.
+        var hfConfig = m.config
+        hfConfig.ropeLayout = .halfSplit
+        var hfWeights = m.model.weights
+        let d = m.config.headDim
+        for l in hfWeights.blocks.indices {
+            for kind in ["q", "k"] {
+                let lin = hfWeights.blocks[l][linear: kind]
+                let w = lin.weight
+                var out = w
+                for r in 0..<lin.outFeatures {
+                    let h = AdapterStore.halfSplitRow(r, headDim: d)
+                    for j in 0..<lin.inFeatures { out[h * lin.inFeatures + j] = w[r * lin.inFeatures + j] }
+                }
+                hfWeights.blocks[l][linear: kind] = Linear(outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, weight: out)
+            }
+        }
+        let file = try SafeTensorsFile(path: "\(dir)/adapter_model.safetensors")
+        var raw = try LoRAAdapter(config: hfConfig, rank: 3)
+        for s in raw.slots {
+            raw.setFactors(s, a: try file.floats(AdapterStore.key(s, "A")), b: try file.floats(AdapterStore.key(s, "B")))
+        }
+        let tokens = [5, 17, 40, 2, 99, 3, 250]
+        let a = try LlamaModel(config: m.config, weights: adapter.applied(to: m.model.weights))
+            .forward(tokens, cache: KVCache(config: m.config, capacity: 8))
+        let b = try LlamaModel(config: hfConfig, weights: raw.applied(to: hfWeights))
+            .forward(tokens, cache: KVCache(config: hfConfig, capacity: 8))
+        XCTAssertLessThan(maxRelativeDifference(a, b.map(Double.init)).0, 1e-4)
+        let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/adapter_config.json"))) as! [String: Any]
+        XCTAssertEqual(cfg["peft_type"] as? String, "LORA")
+        XCTAssertEqual(cfg["r"] as? Int, 3)
+        XCTAssertEqual(file.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]?.shape, [3, m.config.hiddenSize])
+        XCTAssertEqual(file.tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"]?.shape, [m.config.hiddenSize, 3])
+    }
+
+    func testScheduleAndClipping() {
+        let s = LRSchedule(kind: .cosine, peak: 1, warmupSteps: 4, totalSteps: 14)
+        XCTAssertEqual(s.rate(at: 0), 0.25)
+        XCTAssertEqual(s.rate(at: 3), 1)
+        XCTAssertEqual(s.rate(at: 9), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(s.rate(at: 14), 0, accuracy: 1e-6)
+        XCTAssertEqual(LRSchedule(kind: .constant, peak: 2, warmupSteps: 0, totalSteps: 5).rate(at: 4), 2)
+        var g: [Float] = [3, 4]
+        XCTAssertEqual(clipGradientNorm(&g, maxNorm: 1), 5)
+        XCTAssertEqual(g[0], 0.6, accuracy: 1e-5)
+        XCTAssertEqual(g[1], 0.8, accuracy: 1e-5)
     }
 }
