@@ -2,11 +2,12 @@ import ArgumentParser
 import Foundation
 import LowRAModel
 import LowRAQuant
+import LowRATrain
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (ratios measured in one run).",
-        subcommands: [BenchForward.self, BenchAssign.self, BenchDequant.self])
+        subcommands: [BenchForward.self, BenchTrain.self, BenchAssign.self, BenchDequant.self])
 }
 
 struct BenchForward: ParsableCommand {
@@ -35,6 +36,26 @@ struct BenchForward: ParsableCommand {
         print(String(format: "decode                   %8.1f tokens/s", r.decodeTokensPerS))
         print(String(format: "memory bandwidth         %8.1f GB/s -> decode bound %.1f tokens/s (%.0f MB/token)",
                      r.bandwidthGBs, r.decodeBoundTokensPerS, r.decodeBytesPerToken / 1e6))
+    }
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "LoRA training step throughput (GFLOP/s) beside sgemm at the same shapes, and peak memory.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "LoRA rank.") var rank: Int = 16
+    @Option(help: "Sequences per step.") var batch: Int = 4
+    @Option(help: "Tokens per sequence.") var seq: Int = 256
+    @Option(help: "Timed steps (after one warm-up); the fastest is kept.") var steps: Int = 2
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func run() throws {
+        let loaded = try modelOptions.load()
+        let r = try TrainBenchmark.run(
+            config: loaded.config, weights: loaded.model.weights, rank: rank, batch: batch, seq: seq, steps: steps
+        ) { printErr("bench: \($0)") }
+        printMeasurements(r.merging(["model": modelOptions.model]) { a, _ in a }, json: json)
     }
 }
 
