@@ -22,12 +22,13 @@ let package = Package(
         .target(name: "LowRAIO", dependencies: ["LowRATensor"]),
         .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
+        .target(name: "LowRAReport"),
         .target(name: "LowRATrain", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel"]),
         .executableTarget(
             name: "lowra",
-            dependencies: ["LowRATrain", "LowRAModel", "LowRAQuant", "LowRATensor", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["LowRATrain", "LowRAReport", "LowRAModel", "LowRAQuant", "LowRATensor", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LowRATests",
-            dependencies: ["LowRAModel", "LowRATrain"]),
+            dependencies: ["LowRAModel", "LowRATrain", "LowRAReport"]),
     ]
 )

@@ -69,27 +69,24 @@ struct FinetuneCommand: ParsableCommand {
             if let a = alpha, a != start.alpha {
                 throw LowRAError(.invalidArgument, "--alpha \(a) does not match the starting adapter's alpha \(start.alpha) (\(dir))")
             }
-            if !json { printErr("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)") }
+            printErr("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)")
         } else {
             start = try LoRAAdapter(config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
             start.initializeKaiming(seed: seed)
-            if !json { printErr("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)") }
+            printErr("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)")
         }
 
         let trainer = try Trainer(
             config: loaded.config, weights: loaded.model.weights, baseFingerprint: fingerprint, adapter: start,
             train: trainData, valid: validData, options: o, outDir: out)
-        if !json {
-            printErr(String(format: "train: %d sequences of %d tokens (%@, %d tokens)%@; adapter %.2fM parameters; workspace %.0f MB",
-                            trainData.count, seq, trainData.kind.rawValue, trainData.tokens,
-                            validData.map { String(format: "; valid: %d sequences", min($0.count, validSequences)) } ?? "",
-                            Double(start.parameterCount) / 1e6, Double(trainer.workspaceBytes) / 1e6))
-        }
+        // Progress goes to stderr, also with --json (which only shapes stdout).
+        printErr(String(format: "train: %d sequences of %d tokens (%@, %d tokens)%@; adapter %.2fM parameters; workspace %.0f MB",
+                        trainData.count, seq, trainData.kind.rawValue, trainData.tokens,
+                        validData.map { String(format: "; valid: %d sequences", min($0.count, validSequences)) } ?? "",
+                        Double(start.parameterCount) / 1e6, Double(trainer.workspaceBytes) / 1e6))
         let bar = ProgressBar("finetune")
-        let quiet = json
         var lastReport = Date.distantPast
         let result = try trainer.run(resume: resume) { p in
-            guard !quiet else { return }
             let r = p.row
             if p.phase == "valid" {
                 bar.update(p.step, p.steps, "validating…")

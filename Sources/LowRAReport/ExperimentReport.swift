@@ -1,0 +1,183 @@
+import Foundation
+
+/// Perplexity and next-token accuracy of one evaluation.
+public struct EvalNumbers: Codable, Sendable, Equatable {
+    public var perplexity: Double
+    public var accuracy: Double
+    public var tokens: Int
+
+    public init(perplexity: Double, accuracy: Double, tokens: Int) {
+        self.perplexity = perplexity
+        self.accuracy = accuracy
+        self.tokens = tokens
+    }
+}
+
+/// One (method, budget) cell of an experiment, as cached on disk.
+public struct ExperimentCell: Codable, Sendable {
+    public enum Status: String, Codable, Sendable {
+        case ok
+        case unsupported
+        case didNotConverge = "did not converge"
+        case failed
+    }
+
+    public var method: String
+    /// Code bits per quantized parameter asked for; nil for the unquantized base ("none").
+    public var bits: Double?
+    public var status: Status
+    public var note: String?
+    public var codeBitsPerParam: Double?
+    public var storedBitsPerParam: Double?
+    public var before: EvalNumbers?
+    public var after: EvalNumbers?
+    public var validLossBefore: Double?
+    public var validLossAfter: Double?
+    /// (step, training loss) of the fine-tuning run.
+    public var lossCurve: [[Double]]?
+    /// The largest peak resident set of the cell's processes (quantize, eval, fine-tune).
+    public var peakRSSBytes: Int?
+    /// Wall time of each phase in seconds: quantize, eval_before, finetune, eval_after.
+    public var seconds: [String: Double]
+
+    public init(method: String, bits: Double?, status: Status) {
+        self.method = method
+        self.bits = bits
+        self.status = status
+        seconds = [:]
+    }
+
+    public var id: String { bits.map { "\(method)-\(ExperimentReport.bitsLabel($0))" } ?? method }
+    public var wallSeconds: Double { seconds.values.reduce(0, +) }
+
+    enum CodingKeys: String, CodingKey {
+        case method, bits, status, note, codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
+        case before, after, validLossBefore = "valid_loss_before", validLossAfter = "valid_loss_after", lossCurve = "loss_curve"
+        case peakRSSBytes = "peak_rss_bytes", seconds
+    }
+}
+
+/// What the experiment ran: recorded in results.json and at the top of results.md.
+public struct ExperimentSpec: Codable, Sendable, Equatable {
+    public var model: String
+    public var train: String
+    public var valid: String
+    public var test: String
+    public var methods: [String]
+    public var bits: [Double]
+    public var steps: Int
+    public var rank: Int
+    public var seq: Int
+    public var batch: Int
+    public var lr: Double
+    public var seed: UInt64
+    public var evalTokens: Int
+
+    public init(model: String, train: String, valid: String, test: String, methods: [String], bits: [Double], steps: Int, rank: Int,
+                seq: Int, batch: Int, lr: Double, seed: UInt64, evalTokens: Int) {
+        self.model = model
+        self.train = train
+        self.valid = valid
+        self.test = test
+        self.methods = methods
+        self.bits = bits
+        self.steps = steps
+        self.rank = rank
+        self.seq = seq
+        self.batch = batch
+        self.lr = lr
+        self.seed = seed
+        self.evalTokens = evalTokens
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case model, train, valid, test, methods, bits, steps, rank, seq, batch, lr, seed, evalTokens = "eval_tokens"
+    }
+}
+
+/// The experiment's report: a markdown table shaped like the paper's Table 2 and SVG plots.
+public enum ExperimentReport {
+    public static func bitsLabel(_ b: Double) -> String {
+        b == b.rounded() ? String(format: "%.0f", b) : String(format: "%g", b)
+    }
+
+    static func ppl(_ e: EvalNumbers?) -> String {
+        guard let e else { return "—" }
+        if !e.perplexity.isFinite { return "inf" }
+        return e.perplexity >= 1e4 ? String(format: "%.2e", e.perplexity) : String(format: "%.2f", e.perplexity)
+    }
+
+    static func acc(_ e: EvalNumbers?) -> String { e.map { String(format: "%.3f", $0.accuracy) } ?? "—" }
+
+    /// Rows in the order methods then budgets (high to low), with the full-precision LoRA row
+    /// ("none") first; a cell that did not run says why instead of numbers.
+    public static func markdown(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
+        let ceiling = cells.first { $0.method == "none" && $0.status == .ok }?.after?.perplexity
+        var s = "# LowRA experiment\n\n"
+        s += "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × \(spec.seq) tokens "
+        s += "(LoRA rank \(spec.rank), lr \(spec.lr), seed \(spec.seed)); perplexity and accuracy on the first \(spec.evalTokens) tokens of `\(spec.test)` "
+        s += "in windows of \(spec.seq). \"Before\" is the quantized model as `quantize` leaves it (with its LoftQ adapter for loftq and lowra; "
+        s += "qlora's zero-initialized adapter changes nothing); \"after\" adds the fine-tuned adapter. "
+        s += "Gap = perplexity after / full-precision LoRA's (method none) perplexity after.\n\n"
+        s += "| method | bits | code b/p | stored b/p | ppl before | acc before | ppl after | acc after | gap | peak RSS | wall time |\n"
+        s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        for c in cells {
+            let bits = c.bits.map(bitsLabel) ?? "fp32"
+            let code = c.codeBitsPerParam.map { String(format: "%.3f", $0) } ?? (c.method == "none" ? "32" : "—")
+            let stored = c.storedBitsPerParam.map { String(format: "%.3f", $0) } ?? (c.method == "none" ? "32" : "—")
+            let rss = c.peakRSSBytes.map { String(format: "%.0f MB", Double($0) / 1e6) } ?? "—"
+            let wall = c.wallSeconds > 0 ? String(format: "%.0f s", c.wallSeconds) : "—"
+            switch c.status {
+            case .ok, .didNotConverge:
+                let gap = ceiling.flatMap { ce in c.after.map { String(format: "%.2f×", $0.perplexity / ce) } } ?? "—"
+                let after = c.status == .ok ? ppl(c.after) : "did not converge (\(ppl(c.after)))"
+                s += "| \(c.method) | \(bits) | \(code) | \(stored) | \(ppl(c.before)) | \(acc(c.before)) | \(after) | \(acc(c.after)) | \(gap) | \(rss) | \(wall) |\n"
+            case .unsupported, .failed:
+                let why = c.status == .unsupported ? "unsupported" : "failed"
+                s += "| \(c.method) | \(bits) | — | — | \(why) | — | \(why) | — | — | — | — |\n"
+            }
+        }
+        let notes = cells.compactMap { c in c.note.map { "- \(c.id): \($0)" } }
+        if !notes.isEmpty { s += "\n" + notes.joined(separator: "\n") + "\n" }
+        s += "\nPlots: [perplexity vs bits](perplexity.svg), [training loss](loss.svg).\n"
+        return s
+    }
+
+    /// Perplexity against the bit budget, one colour per method, solid after fine-tuning and
+    /// dashed before; the full-precision model before and after LoRA as reference lines.
+    public static func perplexityPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
+        var chart = SVGChart(title: "Test perplexity vs bit budget", xLabel: "code bits per parameter", yLabel: "perplexity (log scale)", yScale: .log10)
+        chart.reverseX = true
+        let methods = spec.methods.filter { $0 != "none" }
+        for (i, m) in methods.enumerated() {
+            let color = SVGChart.palette[i % SVGChart.palette.count]
+            let mine = cells.filter { $0.method == m && ($0.status == .ok || $0.status == .didNotConverge) && $0.bits != nil }
+            chart.series.append(.init(name: "\(m) after", points: mine.compactMap { c in c.after.map { (c.bits!, $0.perplexity) } }, color: color))
+            chart.series.append(.init(name: "\(m) before", points: mine.compactMap { c in c.before.map { (c.bits!, $0.perplexity) } }, color: color, dashed: true))
+        }
+        if let none = cells.first(where: { $0.method == "none" && $0.status == .ok }) {
+            if let b = none.before { chart.references.append(("fp32 base", b.perplexity, "#555555")) }
+            if let a = none.after { chart.references.append(("fp32 + LoRA", a.perplexity, "#000000")) }
+        }
+        return chart.render()
+    }
+
+    /// Training loss against the step for every cell that trained.
+    public static func lossPlot(cells: [ExperimentCell]) -> String {
+        var chart = SVGChart(title: "Training loss", xLabel: "step", yLabel: "training loss (nats/token)")
+        let trained = cells.filter { ($0.lossCurve?.isEmpty == false) }
+        for (i, c) in trained.enumerated() {
+            // Light smoothing (running mean over 5 steps) keeps the curves apart.
+            let raw = c.lossCurve!
+            var pts = [(x: Double, y: Double)]()
+            for j in raw.indices {
+                let lo = max(0, j - 4)
+                let window = raw[lo...j].map { $0[1] }
+                pts.append((raw[j][0], window.reduce(0, +) / Double(window.count)))
+            }
+            chart.series.append(.init(name: c.bits.map { "\(c.method) \(bitsLabel($0))" } ?? "\(c.method) fp32", points: pts,
+                                      color: SVGChart.palette[i % SVGChart.palette.count], dashed: false, markers: false))
+        }
+        return chart.render()
+    }
+}

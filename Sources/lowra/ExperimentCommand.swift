@@ -1,0 +1,238 @@
+import ArgumentParser
+import Foundation
+import LowRAIO
+import LowRAModel
+import LowRAReport
+import LowRATensor
+
+/// Methods × budgets, each cell run by this same binary's quantize / eval / finetune commands
+/// as child processes (so each cell's peak memory is its own), cached step by step on disk.
+struct ExperimentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "experiment",
+        abstract: "Quantize, evaluate, fine-tune and re-evaluate every (method, bit budget): the paper's Table 2.",
+        discussion: """
+            Methods: none (the unquantized base with the same LoRA training: the ceiling row), qlora, loftq, lowra, \
+            and the ablation lowra-pa (precision assigner with NormalFloat levels, no Lloyd-Max). Budgets below 2 bits \
+            are recorded as unsupported for the baselines; a run whose loss turns non-finite or ends above where it \
+            started is recorded as "did not converge". Writes results.md, results.json, perplexity.svg and loss.svg \
+            to --out after every cell; --resume continues an interrupted sweep (a cell's finished steps are kept, \
+            an interrupted fine-tuning continues from its checkpoint).
+            """)
+
+    @Option(help: "The full-precision model (GGUF file or Hugging Face directory).") var model: String
+    @Option(help: "Comma-separated methods.") var methods: String = "none,qlora,loftq,lowra"
+    @Option(help: "Comma-separated bit budgets.") var bits: String = "4,3,2.5,2.25,2,1.9,1.8,1.75,1.5"
+    @Option(help: "Training text (or .jsonl).") var train: String
+    @Option(help: "Validation text (or .jsonl), for the loss during fine-tuning.") var valid: String
+    @Option(help: "Test text for the perplexity table.") var test: String
+    @Option(help: "Fine-tuning steps per cell.") var steps: Int = 100
+    @Option(help: "LoRA rank.") var rank: Int = 16
+    @Option(help: "Tokens per sequence (also the evaluation window).") var seq: Int = 256
+    @Option(help: "Sequences per step.") var batch: Int = 2
+    @Option(help: "Peak learning rate.") var lr: Double = 1e-3
+    @Option(help: "Evaluate on the first N tokens of --test.") var evalTokens: Int = 8192
+    @Option(help: "Seed (data order, fresh adapters, K-Means).") var seed: UInt64 = 0
+    @Option(help: "Output directory.") var out: String = "runs/experiment"
+    @Flag(help: "Continue the sweep in --out, keeping finished cells.") var resume = false
+
+    static let knownMethods = ["none", "qlora", "loftq", "lowra", "lowra-pa"]
+
+    func run() throws {
+        let methodList = methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !methodList.isEmpty, let bad = Optional(methodList.filter { !Self.knownMethods.contains($0) }), bad.isEmpty else {
+            throw ValidationError("--methods takes \(Self.knownMethods.joined(separator: ", "))")
+        }
+        let budgets = try bits.split(separator: ",").map { s -> Double in
+            guard let b = Double(s.trimmingCharacters(in: .whitespaces)), b >= 1, b <= 4 else {
+                throw ValidationError("--bits takes budgets between 1 and 4, got \(s)")
+            }
+            return b
+        }
+        guard steps >= 1, rank >= 1, seq >= 2, batch >= 1, evalTokens >= 2, lr > 0 else {
+            throw ValidationError("--steps, --rank, --batch must be positive, --seq and --eval-tokens at least 2")
+        }
+        for f in [train, valid, test] { _ = try readText(f) }  // fail early on a missing or empty file
+        guard FileManager.default.fileExists(atPath: model) else { throw LowRAError(.io, "\(model): no such file or directory") }
+        let spec = ExperimentSpec(
+            model: model, train: train, valid: valid, test: test, methods: methodList, bits: budgets, steps: steps, rank: rank,
+            seq: seq, batch: batch, lr: lr, seed: seed, evalTokens: evalTokens)
+
+        let fm = FileManager.default
+        func p(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
+        let specFile = p("experiment.json")
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if fm.fileExists(atPath: specFile) {
+            guard resume else { throw LowRAError(.invalidArgument, "\(out) already holds an experiment; pass --resume to continue it or choose another --out") }
+            let old = try JSONDecoder().decode(ExperimentSpec.self, from: try mapFile(specFile))
+            var a = old, b = spec
+            (a.methods, a.bits, b.methods, b.bits) = ([], [], [], [])  // the grid may grow; the recipe may not change
+            guard a == b else {
+                throw LowRAError(.invalidArgument, "\(out) holds an experiment with other settings (\(specFile)); use another --out")
+            }
+        }
+        try fm.createDirectory(atPath: p("cells"), withIntermediateDirectories: true)
+        try writeAtomically(try enc.encode(spec), to: specFile)
+
+        var grid = [(String, Double?)]()
+        for m in methodList {
+            if m == "none" { grid.append((m, nil)) } else { grid += budgets.map { (m, $0) } }
+        }
+        var cells = [ExperimentCell]()
+        for (i, (method, b)) in grid.enumerated() {
+            var cell = ExperimentCell(method: method, bits: b, status: .ok)
+            printErr("[\(i + 1)/\(grid.count)] \(cell.id)")
+            cell = try runCell(cell, dir: p("cells/\(cell.id)"))
+            cells.append(cell)
+            try writeReport(spec: spec, cells: cells)
+            let after = cell.after.map { String(format: "perplexity %.2f → %.2f", cell.before?.perplexity ?? .nan, $0.perplexity) } ?? ""
+            printErr("    \(cell.status.rawValue) \(after)\(cell.note.map { " (\($0))" } ?? "")")
+        }
+        print(try String(contentsOfFile: p("results.md"), encoding: .utf8))
+    }
+
+    private func writeReport(spec: ExperimentSpec, cells: [ExperimentCell]) throws {
+        func p(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        struct Results: Encodable {
+            var spec: ExperimentSpec
+            var cells: [ExperimentCell]
+        }
+        try writeAtomically(try enc.encode(Results(spec: spec, cells: cells)), to: p("results.json"))
+        try writeAtomically(Data(ExperimentReport.markdown(spec: spec, cells: cells).utf8), to: p("results.md"))
+        try writeAtomically(Data(ExperimentReport.perplexityPlot(spec: spec, cells: cells).utf8), to: p("perplexity.svg"))
+        try writeAtomically(Data(ExperimentReport.lossPlot(cells: cells).utf8), to: p("loss.svg"))
+    }
+
+    // MARK: - One cell
+
+    private struct Step {
+        let status: Int32
+        let json: [String: Any]?
+        let lastError: String?
+        let seconds: Double
+    }
+
+    /// Runs `lowra args` with stdout captured (its JSON) and stderr appended to `log`; the JSON is
+    /// also cached in `cache`, so a finished step is not run again.
+    private func step(_ args: [String], cache: String, log: String) throws -> Step {
+        if let data = FileManager.default.contents(atPath: cache),
+            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        {
+            return Step(status: 0, json: obj, lastError: nil, seconds: obj["_seconds"] as? Double ?? 0)
+        }
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let proc = Process()
+        proc.executableURL = URL(fileURLWithPath: exe)
+        proc.arguments = args
+        let outPipe = Pipe()
+        proc.standardOutput = outPipe
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        logHandle.seekToEndOfFile()
+        logHandle.write(Data(("$ lowra " + args.joined(separator: " ") + "\n").utf8))
+        proc.standardError = logHandle
+        let t0 = Date()
+        try proc.run()
+        let data = outPipe.fileHandleForReading.readDataToEndOfFile()
+        proc.waitUntilExit()
+        try logHandle.close()
+        let seconds = Date().timeIntervalSince(t0)
+        guard proc.terminationStatus == 0 else {
+            let text = String(decoding: FileManager.default.contents(atPath: log) ?? Data(), as: UTF8.self)
+            let last = text.split(separator: "\n").last { $0.hasPrefix("Error:") }.map(String.init)
+            return Step(status: proc.terminationStatus, json: nil, lastError: last ?? "exit status \(proc.terminationStatus)", seconds: seconds)
+        }
+        guard var obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            return Step(status: 1, json: nil, lastError: "lowra \(args[0]) printed no JSON", seconds: seconds)
+        }
+        obj["_seconds"] = seconds
+        try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: cache)
+        return Step(status: 0, json: obj, lastError: nil, seconds: seconds)
+    }
+
+    private func runCell(_ start: ExperimentCell, dir: String) throws -> ExperimentCell {
+        var cell = start
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
+        let log = p("log.txt")
+        var rss = 0
+        func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
+            let s = try step(["eval", "--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context", String(seq), "--json"] + extra,
+                             cache: p("\(name).json"), log: log)
+            cell.seconds[name] = s.seconds
+            guard let j = s.json else {
+                cell.status = .failed
+                cell.note = "\(name): \(s.lastError ?? "")"
+                return nil
+            }
+            rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
+            return EvalNumbers(perplexity: j["perplexity"] as? Double ?? .nan, accuracy: j["accuracy"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0)
+        }
+
+        // 1. Quantize (with the method's initial adapter).
+        var base = model
+        if let b = cell.bits {
+            if ["qlora", "loftq"].contains(cell.method) && b < 2 {
+                cell.status = .unsupported
+                cell.note = "\(cell.method) mixes whole layers at 2 and 4 bits; it has no budget below 2"
+                return cell
+            }
+            let q = p("model")
+            var args = ["quantize", "--model", model, "--bits", String(b), "--out", q, "--rank", String(rank), "--seed", String(seed), "--json"]
+            switch cell.method {
+            case "qlora": args += ["--method", "qlora", "--init", "zeros"]
+            case "loftq": args += ["--method", "loftq", "--init", "loftq"]
+            case "lowra-pa": args += ["--method", "lowra", "--lloyd-iters", "0", "--init", "loftq"]
+            default: args += ["--method", "lowra", "--init", "loftq"]
+            }
+            let s = try step(args, cache: p("quantize.json"), log: log)
+            cell.seconds["quantize"] = s.seconds
+            guard let j = s.json else {
+                cell.status = (s.lastError ?? "").contains("2 bits or more") ? .unsupported : .failed
+                cell.note = s.lastError
+                return cell
+            }
+            cell.codeBitsPerParam = j["code_bits_per_param"] as? Double
+            cell.storedBitsPerParam = j["stored_bits_per_param"] as? Double
+            base = q
+        }
+
+        // 2. Before fine-tuning, 3. fine-tune, 4. after.
+        guard let before = try eval(base, [], "eval_before") else { return cell }
+        cell.before = before
+        let adapter = p("adapter")
+        var ft = ["finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
+                  "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
+                  "--save-every", String(max(10, steps / 10)), "--resume", "--json"]
+        if cell.bits == nil { ft += ["--rank", String(rank)] }
+        let s = try step(ft, cache: p("finetune.json"), log: log)
+        cell.seconds["finetune"] = s.seconds
+        guard let j = s.json else {
+            cell.status = (s.lastError ?? "").contains("diverged") ? .didNotConverge : .failed
+            cell.note = s.lastError
+            return cell
+        }
+        rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
+        cell.validLossBefore = j["valid_loss_before"] as? Double
+        cell.validLossAfter = j["valid_loss_after"] as? Double
+        if let csv = try? String(contentsOfFile: (adapter as NSString).appendingPathComponent("train_log.csv"), encoding: .utf8) {
+            cell.lossCurve = csv.split(separator: "\n").dropFirst().compactMap { line in
+                let f = line.split(separator: ",", omittingEmptySubsequences: false)
+                guard f.count > 2, let step = Double(f[0]), let loss = Double(f[2]) else { return nil }
+                return [step, loss]
+            }
+        }
+        guard let after = try eval(base, ["--adapter", adapter], "eval_after") else { return cell }
+        cell.after = after
+        cell.peakRSSBytes = rss
+        if let b = cell.validLossBefore, let a = cell.validLossAfter, a > b {
+            cell.status = .didNotConverge
+            cell.note = String(format: "validation loss rose from %.3f to %.3f", b, a)
+        }
+        return cell
+    }
+}

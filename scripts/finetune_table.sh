@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 4's measurements on SmolLM2: for each budget, quantize with LoftQ (rank 16) and with zero
+# init, evaluate before training, fine-tune the LoftQ adapter, evaluate after. Prints a markdown
+# table; runs/ft-table/ keeps the models, adapters and logs. About 20 minutes per budget.
+# Usage: scripts/finetune_table.sh [BITS...]   (default: 2 1.5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOWRA=.build/release/lowra
+MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+OUT=runs/ft-table
+STEPS=${STEPS:-200}
+BUDGETS=("$@")
+[ ${#BUDGETS[@]} -eq 0 ] && BUDGETS=(2 1.5)
+EVAL=(--data data/valid.txt --max-tokens 8192 --context 256 --json)
+mkdir -p "$OUT"
+ppl() { python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'; }
+
+FP=$($LOWRA eval --model "$MODEL" "${EVAL[@]}" | ppl)
+ROWS=()
+for B in "${BUDGETS[@]}"; do
+    Q=$OUT/q$B; QZ=$OUT/q$B-zeros; A=$OUT/ft$B
+    [ -f "$Q/lowra_quant.json" ] || $LOWRA quantize --model "$MODEL" --bits "$B" --rank 16 --out "$Q" > "$OUT/quantize$B.txt"
+    [ -f "$QZ/lowra_quant.json" ] || $LOWRA quantize --model "$MODEL" --bits "$B" --rank 16 --init zeros --out "$QZ" > /dev/null
+    PLAIN=$($LOWRA eval --model "$QZ" "${EVAL[@]}" | ppl)
+    LQBASE=$($LOWRA eval --model "$Q" --no-adapter "${EVAL[@]}" | ppl)
+    LQ=$($LOWRA eval --model "$Q" "${EVAL[@]}" | ppl)
+    [ -f "$A/adapter_model.safetensors" ] || $LOWRA finetune --model "$Q" --train data/train.txt --valid data/valid.txt \
+        --out "$A" --steps "$STEPS" --batch 2 --seq 256 --lr 1e-3 --eval-every 50 --save-every 50 --resume --json > "$OUT/finetune$B.json"
+    AFTER=$($LOWRA eval --model "$Q" --adapter "$A" "${EVAL[@]}" | ppl)
+    ROWS+=("| $B | $PLAIN | $LQBASE | $LQ | $AFTER |")
+done
+echo "valid perplexity (first 8192 tokens of data/valid.txt, windows of 256); unquantized: $FP"
+echo
+echo "| bits | plain quantization (zero init) | LoftQ base alone | LoftQ base + adapter | after $STEPS steps of fine-tuning |"
+echo "| --- | --- | --- | --- | --- |"
+printf '%s\n' "${ROWS[@]}"
