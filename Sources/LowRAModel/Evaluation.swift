@@ -17,6 +17,22 @@ public struct EvalResult: Codable, Sendable {
     /// fraction of positions whose top-1 token agrees.
     public var klDivergence: Double? = nil
     public var top1Agreement: Double? = nil
+
+    public init(
+        perplexity: Double, accuracy: Double, tokens: Int, predictions: Int, meanNLL: Double, windows: Int, context: Int,
+        seconds: Double, klDivergence: Double? = nil, top1Agreement: Double? = nil
+    ) {
+        self.perplexity = perplexity
+        self.accuracy = accuracy
+        self.tokens = tokens
+        self.predictions = predictions
+        self.meanNLL = meanNLL
+        self.windows = windows
+        self.context = context
+        self.seconds = seconds
+        self.klDivergence = klDivergence
+        self.top1Agreement = top1Agreement
+    }
 }
 
 extension LlamaModel {

@@ -19,7 +19,7 @@ public struct TrainingData: Sendable {
     /// Targets that carry a loss, over all examples.
     public var targetCount: Int { targets.reduce(0) { $0 + $1.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } } }
 
-    /// A `.jsonl` file (by extension) holds prompt/response pairs; anything else is plain text.
+    /// A `.jsonl` file (by extension) holds conversations; anything else is plain text.
     public static func load(_ path: String, tokenizer: Tokenizer, seq: Int) throws -> TrainingData {
         path.lowercased().hasSuffix(".jsonl")
             ? try jsonl(path, tokenizer: tokenizer, seq: seq) : try text(path, tokenizer: tokenizer, seq: seq)
@@ -53,15 +53,17 @@ public struct TrainingData: Sendable {
         return TrainingData(kind: .text, seq: seq, inputs: inputs, targets: targets, sha256: sha, tokens: ids.count)
     }
 
-    /// JSONL with one {"prompt": …, "response": …} object per line, rendered with the model's
-    /// ChatML template (prompt as the user turn, response as the assistant turn ending with
-    /// <|im_end|>); the loss is taken on the response tokens only. Shorter examples are padded
-    /// (padding carries no loss); a pair longer than seq + 1 tokens keeps its first seq + 1.
+    /// JSONL, one conversation per line: either {"prompt": …, "response": …} or
+    /// {"messages": [{"role": "system"|"user"|"assistant", "content": …}, …]}, rendered with the
+    /// model's ChatML template (with its default system message when the conversation has none).
+    /// The loss is taken on the assistant turns only (their content and closing <|im_end|>).
+    /// Shorter conversations are padded (padding carries no loss); a longer one keeps its first
+    /// seq + 1 tokens and must reach an assistant token within them.
     public static func jsonl(_ path: String, tokenizer: Tokenizer, seq: Int) throws -> TrainingData {
         guard seq >= 1 else { throw LowRAError(.invalidArgument, "--seq must be positive") }
         let (text, sha) = try read(path)
         guard let template = tokenizer.chatTemplate, template.format == .chatML else {
-            throw LowRAError(.unsupported, "\(path): prompt/response data needs a model with a ChatML chat template")
+            throw LowRAError(.unsupported, "\(path): conversation data needs a model with a ChatML chat template")
         }
         let pad = tokenizer.eosTokenId ?? 0
         var inputs = [[Int]](), targets = [[Int]]()
@@ -69,23 +71,51 @@ public struct TrainingData: Sendable {
         for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty { continue }
+            let where_ = "\(path): line \(i + 1)"
             let obj = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any]
-            guard let obj else { throw LowRAError(.invalidArgument, "\(path): line \(i + 1) is not a JSON object") }
-            guard let prompt = obj["prompt"] as? String else {
-                throw LowRAError(.invalidArgument, "\(path): line \(i + 1) has no string field \"prompt\"")
+            guard let obj else { throw LowRAError(.invalidArgument, "\(where_) is not a JSON object") }
+            var messages = [ChatMessage]()
+            if let list = obj["messages"] {
+                guard let list = list as? [[String: Any]], !list.isEmpty else {
+                    throw LowRAError(.invalidArgument, "\(where_): \"messages\" must be a non-empty list of {\"role\", \"content\"}")
+                }
+                for m in list {
+                    guard let role = m["role"] as? String, ["system", "user", "assistant"].contains(role), let content = m["content"] as? String else {
+                        throw LowRAError(.invalidArgument, "\(where_): every message needs a role (system, user, assistant) and a string content")
+                    }
+                    messages.append(ChatMessage(role: role, content: content))
+                }
+            } else {
+                guard let prompt = obj["prompt"] as? String else {
+                    throw LowRAError(.invalidArgument, "\(where_) has no string field \"prompt\" (or a \"messages\" list)")
+                }
+                guard let response = obj["response"] as? String else {
+                    throw LowRAError(.invalidArgument, "\(where_) has no string field \"response\"")
+                }
+                messages = [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: response)]
             }
-            guard let response = obj["response"] as? String else {
-                throw LowRAError(.invalidArgument, "\(path): line \(i + 1) has no string field \"response\"")
+            guard messages.contains(where: { $0.role == "assistant" }) else {
+                throw LowRAError(.invalidArgument, "\(where_) has no assistant turn to train on")
             }
-            let promptIds = tokenizer.encode(try template.render([ChatMessage(role: "user", content: prompt)]))
-            let responseIds = tokenizer.encode(response + "<|im_end|>\n")
-            guard promptIds.count < seq else {
-                throw LowRAError(.invalidArgument, "\(path): line \(i + 1): the prompt takes \(promptIds.count) tokens, --seq is \(seq); nothing of the response would be trained")
+            // Token ids piece by piece: the template around each turn carries no loss.
+            var ids = [Int](), trained = [Bool]()
+            func add(_ s: String, _ t: Bool) {
+                let e = tokenizer.encode(s)
+                ids += e
+                trained += [Bool](repeating: t, count: e.count)
             }
-            let ids = Array((promptIds + responseIds).prefix(seq + 1))
+            if let sys = template.defaultSystem, messages.first?.role != "system" { add("<|im_start|>system\n\(sys)<|im_end|>\n", false) }
+            for m in messages {
+                add("<|im_start|>\(m.role)\n", false)
+                add(m.content + "<|im_end|>\n", m.role == "assistant")
+            }
+            ids = Array(ids.prefix(seq + 1))
+            guard ids.count >= 2, trained[1..<ids.count].contains(true) else {
+                throw LowRAError(.invalidArgument, "\(where_): no assistant token within the first \(seq + 1) tokens; raise --seq or shorten the prompt")
+            }
             tokens += ids.count
-            var inp = Array(ids.dropLast()), tgt = Array(ids.dropFirst())
-            for j in 0..<tgt.count where j + 1 < promptIds.count { tgt[j] = -1 }  // predicting prompt tokens: no loss
+            var inp = Array(ids.dropLast())
+            var tgt = (1..<ids.count).map { trained[$0] ? ids[$0] : -1 }
             while inp.count < seq {
                 inp.append(pad)
                 tgt.append(-1)
@@ -93,7 +123,7 @@ public struct TrainingData: Sendable {
             inputs.append(inp)
             targets.append(tgt)
         }
-        guard !inputs.isEmpty else { throw LowRAError(.invalidArgument, "\(path): no prompt/response pairs") }
+        guard !inputs.isEmpty else { throw LowRAError(.invalidArgument, "\(path): no conversations") }
         return TrainingData(kind: .jsonl, seq: seq, inputs: inputs, targets: targets, sha256: sha, tokens: tokens)
     }
 

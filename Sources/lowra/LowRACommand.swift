@@ -59,8 +59,8 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var adapterOptions: AdapterOptions
-    @Option(help: "Text file to evaluate on.") var data: String
-    @Option(help: "Evaluate the first N tokens (default: all).") var maxTokens: Int?
+    @Option(help: "Text file to evaluate on, or .jsonl conversations (scored on the assistant turns only).") var data: String
+    @Option(help: "Evaluate the first N tokens (default: all); for .jsonl, the first N conversations.") var maxTokens: Int?
     @Option(help: "Window length in tokens; windows do not overlap (default: 512, or the model's context if shorter).")
     var context: Int?
     @Option(help: "A reference model (e.g. the unquantized one): also report KL divergence and top-1 agreement.")
@@ -69,15 +69,27 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
+        let conversations = data.lowercased().hasSuffix(".jsonl")
         let text = try readText(data)
         let (loaded, adapterLine) = try adapterOptions.apply(to: try modelOptions.load())
         if let adapterLine, !json { printErr(adapterLine) }
-        var tokens = loaded.tokenizer.encode(text)
-        if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
         let bar = ProgressBar("eval")
         let window = context ?? min(512, loaded.config.maxPositions)
-        let ref = try reference.map { try LoadedModel.load($0).model }
-        let r = try loaded.model.evaluate(tokens: tokens, context: window, reference: ref) { bar.update($0, $1) }
+        guard window >= 2, window <= loaded.config.maxPositions else {
+            throw LowRAError(.invalidArgument, "--context must be in 2...\(loaded.config.maxPositions)")
+        }
+        let r: EvalResult
+        if conversations {
+            // JSONL conversations: perplexity on the assistant turns only; --max-tokens limits conversations.
+            if reference != nil { throw ValidationError("--reference applies to plain text data") }
+            let examples = try TrainingData.jsonl(data, tokenizer: loaded.tokenizer, seq: window)
+            r = try loaded.model.evaluate(examples: examples, limit: maxTokens) { bar.update($0, $1) }
+        } else {
+            var tokens = loaded.tokenizer.encode(text)
+            if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
+            let ref = try reference.map { try LoadedModel.load($0).model }
+            r = try loaded.model.evaluate(tokens: tokens, context: window, reference: ref) { bar.update($0, $1) }
+        }
         let mem = MemoryStats.current()
         if json {
             printJSON([

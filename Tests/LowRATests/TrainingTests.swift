@@ -169,6 +169,19 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(Array(d.inputs[0].prefix(prompt.count)), prompt)
         XCTAssertEqual(d.targets[0].filter { $0 >= 0 }, response)
         XCTAssertEqual(d.inputs[0].count, 64)
+        // Multi-turn: loss on both assistant turns only.
+        let conv = #"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Speak."}, {"role": "user", "content": "again"}, {"role": "assistant", "content": "All: speak."}]}"#
+        let c = try TrainingData.jsonl(try write(conv + "\n", "m.jsonl"), tokenizer: m.tokenizer, seq: 64)
+        XCTAssertEqual(c.targets[0].filter { $0 >= 0 }, m.tokenizer.encode("Speak.<|im_end|>\n") + m.tokenizer.encode("All: speak.<|im_end|>\n"))
+        // Evaluating the conversations scores exactly the trained positions (training graph loss).
+        let r = try m.model.evaluate(examples: c)
+        let graph = try TrainingGraph(config: m.config, weights: m.model.weights, batch: 1, seq: 64, rank: 1)
+        let g = try graph.loss(inputs: c.inputs[0], targets: c.targets[0], adapter: try LoRAAdapter(config: m.config, rank: 1))
+        XCTAssertEqual(r.tokens, g.count)
+        XCTAssertEqual(r.meanNLL, g.loss / Double(g.count), accuracy: 1e-4)
+        for bad in [#"{"messages": []}"#, #"{"messages": [{"role": "user", "content": "x"}]}"#, #"{"messages": [{"role": "bot", "content": "x"}]}"#] {
+            XCTAssertThrowsError(try TrainingData.jsonl(try write(bad + "\n", "x.jsonl"), tokenizer: m.tokenizer, seq: 64), bad)
+        }
         XCTAssertThrowsError(try TrainingData.jsonl(try write("{\"prompt\": \"a\"}\n", "b.jsonl"), tokenizer: m.tokenizer, seq: 64))
         XCTAssertThrowsError(try TrainingData.jsonl(try write("not json\n", "c.jsonl"), tokenizer: m.tokenizer, seq: 64))
     }
