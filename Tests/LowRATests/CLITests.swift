@@ -135,4 +135,36 @@ final class CLITests: XCTestCase {
         try assertFails(["finetune", "--model", q, "--train", "\(dir)/d.jsonl", "--out", "\(dir)/y", "--seq", "32"], mentioning: "response")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/y/adapter_model.safetensors"))
     }
+
+    /// A small sweep on the tiny model: every cell recorded (unsupported ones too), the report
+    /// written, and --resume reusing the cached cells.
+    func testExperimentSweepAndResume() throws {
+        let dir = try temporaryDirectory(self)
+        let text = String(repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 6)
+        try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let out = "\(dir)/exp"
+        let args = ["experiment", "--model", Paths.fixture("tiny.gguf"), "--methods", "none,qlora,lowra", "--bits", "2,1.5",
+                    "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--test", "\(dir)/t.txt", "--steps", "3", "--seq", "16",
+                    "--rank", "2", "--eval-tokens", "200", "--out", out]
+        let r = try runProcess(Paths.lowraBinary, args)
+        XCTAssertEqual(r.status, 0, r.err)
+        let results = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        let cells = results["cells"] as! [[String: Any]]
+        XCTAssertEqual(cells.map { $0["method"] as! String }, ["none", "qlora", "qlora", "lowra", "lowra"])
+        XCTAssertEqual(cells[2]["status"] as? String, "unsupported")
+        for c in [cells[0], cells[1], cells[3], cells[4]] {
+            XCTAssertNotNil((c["after"] as? [String: Any])?["perplexity"] as? Double, "\(c)")
+            XCTAssertEqual((c["loss_curve"] as? [[Double]])?.count, 3)
+        }
+        XCTAssertEqual(cells[4]["code_bits_per_param"] as? Double ?? 0, 1.5, accuracy: 0.01)
+        for f in ["results.md", "perplexity.svg", "loss.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/\(f)"), f) }
+        try assertFails(args, mentioning: "--resume")
+        try assertFails(args.map { $0 == "3" ? "4" : $0 } + ["--resume"], mentioning: "other settings")
+        let again = try runProcess(Paths.lowraBinary, args + ["--resume"])
+        XCTAssertEqual(again.status, 0, again.err)
+        let results2 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        XCTAssertEqual(
+            (results2["cells"] as! [[String: Any]]).map { ($0["after"] as? [String: Any])?["perplexity"] as? Double },
+            cells.map { ($0["after"] as? [String: Any])?["perplexity"] as? Double })
+    }
 }
