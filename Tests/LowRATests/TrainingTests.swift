@@ -259,4 +259,19 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(g[0], 0.6, accuracy: 1e-5)
         XCTAssertEqual(g[1], 0.8, accuracy: 1e-5)
     }
+
+    /// The memory model's activations and scratch are exactly the training graph's buffers, and
+    /// its packed-weight bytes are close to what the quantizer stores.
+    func testMemoryModelMatchesTheImplementation() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny.gguf"))
+        let (w, _, report) = try m.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2.5))
+        let model = MemoryModel(config: m.config, bits: 2.5, rank: 3, batch: 2, seq: 24)
+        let parts = Dictionary(uniqueKeysWithValues: model.breakdown(training: true))
+        let graph = try TrainingGraph(config: m.config, weights: w, batch: 2, seq: 24, rank: 3)
+        XCTAssertEqual(parts["saved activations"]! + parts["step scratch"]!, graph.workspaceBytes)
+        XCTAssertEqual(parts["LoRA adapter"]!, 4 * (try LoRAAdapter(config: m.config, rank: 3)).parameterCount)
+        let packed = parts["packed codes"]! + parts["block scales"]! + parts["codebooks"]!
+        XCTAssertEqual(Double(packed), Double(report.storedBytes), accuracy: 0.15 * Double(report.storedBytes))
+        XCTAssertEqual(model.linearParameters, report.quantizedParameters)
+    }
 }

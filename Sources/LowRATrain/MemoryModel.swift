@@ -1,0 +1,98 @@
+import Foundation
+import LowRAModel
+
+/// The modeled memory of fine-tuning and inference with LowRA's formats (the paper's Appendix C,
+/// done for this implementation): byte counts per component, from the model shape, the bit
+/// budget and the training shape. Everything LowRA keeps is fp32 except the packed codes and
+/// the double-quantized block scales; activations follow `TrainingGraph`'s buffers exactly.
+public struct MemoryModel: Sendable {
+    public var config: LlamaConfig
+    /// Code bits per quantized parameter (nil: the linear layers stay fp32).
+    public var bits: Double?
+    public var rank: Int
+    public var batch: Int
+    public var seq: Int
+    /// Double-quantized absmax (the default) or fp32 absmax.
+    public var doubleQuant = true
+    /// Codebook levels per row (channel scope, the default) or per tensor.
+    public var channelCodebooks = true
+
+    public init(config: LlamaConfig, bits: Double?, rank: Int, batch: Int = 1, seq: Int = 512) {
+        self.config = config
+        self.bits = bits
+        self.rank = rank
+        self.batch = batch
+        self.seq = seq
+    }
+
+    /// (out, in) of every linear layer of one block.
+    var blockLinears: [(Int, Int)] {
+        let c = config
+        return [(c.qDim, c.hiddenSize), (c.kvDim, c.hiddenSize), (c.kvDim, c.hiddenSize), (c.hiddenSize, c.qDim),
+                (c.intermediateSize, c.hiddenSize), (c.intermediateSize, c.hiddenSize), (c.hiddenSize, c.intermediateSize)]
+    }
+
+    public var linearParameters: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 * $1.1 } }
+    public var linearRows: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 } }
+
+    /// Component → bytes. Inference: base weights, scales, codebooks, other fp32 weights, the
+    /// adapter. Fine-tuning adds the adapter's gradient and AdamW moments, the saved activations
+    /// and scratch of one step.
+    public func breakdown(training: Bool) -> [(String, Int)] {
+        let c = config
+        let params = Double(linearParameters)
+        var out = [(String, Int)]()
+        if let bits {
+            let blocks = Double(config.numLayers) * blockLinears.reduce(0.0) { $0 + Double($1.0) * ceil(Double($1.1) / 64) }
+            out.append(("packed codes", Int((bits * params / 8).rounded(.up)) + linearRows))  // + one precision byte per row
+            let scales = doubleQuant ? blocks + 4 * ceil(blocks / 256) : 4 * blocks
+            out.append(("block scales", Int(scales)))
+            // Levels: 2^p fp32 per row at the row's precision. Rows are modeled as a mix of the two
+            // precisions around the budget ({2, 4} from 2 bits up, else {1, 2}) averaging `bits`.
+            let (lo, hi) = bits >= 2 ? (2.0, 4.0) : (1.0, 2.0)
+            let f = min(1, max(0, (bits - lo) / (hi - lo)))
+            let perRow = f * pow(2, hi) + (1 - f) * pow(2, lo)
+            let levels = channelCodebooks ? Double(linearRows) * perRow * 4 : Double(c.numLayers * 7) * 22 * 4
+            out.append(("codebooks", Int(levels)))
+        } else {
+            out.append(("fp32 linear weights", Int(4 * params)))
+        }
+        let other = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize * (2 * c.numLayers + 1)
+        out.append(("embeddings, norms, head", 4 * other))
+        let adapter = c.numLayers * blockLinears.reduce(0) { $0 + rank * ($1.0 + $1.1) }
+        out.append(("LoRA adapter", 4 * adapter))
+        guard training else { return out }
+        out.append(("adapter gradient", 4 * adapter))
+        out.append(("AdamW moments", 8 * adapter))
+        let n = batch * seq
+        let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
+        let perLayer = n * (4 * C + 2 * qD + 2 * kvD + 3 * F) + batch * c.numHeads * seq * seq + 7 * n * rank
+        out.append(("saved activations", 4 * c.numLayers * perLayer))
+        let chunk = min(128, n)
+        let scratch = n * (7 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
+            + blockLinears.map { $0.0 * $0.1 }.max()!
+        out.append(("step scratch", 4 * scratch))  // activation gradients, a logits chunk, one dequantized layer
+        return out
+    }
+
+    /// Every component name, in display order (base weights first).
+    public static let components = [
+        "fp32 linear weights", "packed codes", "block scales", "codebooks", "embeddings, norms, head", "LoRA adapter",
+        "adapter gradient", "AdamW moments", "saved activations", "step scratch",
+    ]
+
+    public func total(training: Bool) -> Int { breakdown(training: training).reduce(0) { $0 + $1.1 } }
+
+    /// Published shapes for the paper's models (LLaMA-2 7B and 13B, LLaMA 33B).
+    public static let presets: [String: LlamaConfig] = [
+        "llama-2-7b": LlamaConfig(vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32,
+                                  numKVHeads: 32, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
+                                  tieWordEmbeddings: false),
+        "llama-2-13b": LlamaConfig(vocabSize: 32000, hiddenSize: 5120, intermediateSize: 13824, numLayers: 40, numHeads: 40,
+                                   numKVHeads: 40, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
+                                   tieWordEmbeddings: false),
+        "llama-33b": LlamaConfig(vocabSize: 32000, hiddenSize: 6656, intermediateSize: 17920, numLayers: 60, numHeads: 52,
+                                 numKVHeads: 52, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 2048,
+                                 tieWordEmbeddings: false),
+    ]
+}
