@@ -129,7 +129,7 @@ struct ExperimentCommand: ParsableCommand {
         proc.arguments = args
         let outPipe = Pipe()
         proc.standardOutput = outPipe
-        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         logHandle.seekToEndOfFile()
         logHandle.write(Data(("$ lowra " + args.joined(separator: " ") + "\n").utf8))
