@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
@@ -113,6 +114,11 @@ struct FinetuneCommand: ParsableCommand {
             steps: result.steps, finalTrainLoss: result.finalTrainLoss, validLossBefore: result.validLossBefore,
             validLossAfter: result.validLossAfter, seconds: result.seconds)
         try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
+        let log = (out as NSString).appendingPathComponent(Trainer.logFile)
+        if let csv = try? String(contentsOfFile: log, encoding: .utf8) {
+            let svg = try trainingCurves([((out as NSString).lastPathComponent, csv)], smooth: max(1, min(10, steps / 10)))
+            try writeAtomically(Data(svg.utf8), to: (out as NSString).appendingPathComponent("loss.svg"))
+        }
         let mem = MemoryStats.current()
         if json {
             var obj = try JSONSerialization.jsonObject(with: JSONEncoder().encode(result)) as! [String: Any]
@@ -132,6 +138,6 @@ struct FinetuneCommand: ParsableCommand {
         print(String(format: "%d steps%@, final train loss %.4f, %.0f tokens/s, %.1fs, peak RSS %.0f MB",
                      result.steps, result.resumedFrom.map { " (resumed at \($0))" } ?? "", result.finalTrainLoss ?? .nan,
                      result.tokensPerSecond, result.seconds, Double(mem.peakResidentBytes) / 1e6))
-        print("saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), \(Trainer.logFile))")
+        print("saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), \(Trainer.logFile), loss.svg)")
     }
 }
