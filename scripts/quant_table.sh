@@ -2,6 +2,7 @@
 # Post-training quantization table for SmolLM2 (no fine-tuning): every method x budget, plus
 # ablations. Perplexity and accuracy on the first 2048 tokens of data/test.txt (windows of 512),
 # KL divergence and top-1 agreement against the unquantized model on the same tokens.
+# Post-training only: no adapter (--init none).
 # Usage: scripts/quant_table.sh [OUTDIR] > table.md    (after `make build`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ evaljson() { $LOWRA eval --model "$1" --data data/test.txt --max-tokens 2048 --c
 row() {  # label, bits, extra quantize args...
   local label=$1 bits=$2; shift 2
   local dir="$OUT/$(echo "$label-$bits" | tr ' /+' '___')"
-  $LOWRA quantize --model "$MODEL" --bits "$bits" --out "$dir" --json "$@" 2>/dev/null > "$dir.quant.json"
+  $LOWRA quantize --model "$MODEL" --bits "$bits" --out "$dir" --init none --json "$@" 2>/dev/null > "$dir.quant.json"
   evaljson "$dir" > "$dir.eval.json"
   python3 - "$label" "$bits" "$dir" <<'PY'
 import json, sys
