@@ -115,8 +115,11 @@ public enum ExperimentReport {
         let ceiling = cells.first { $0.method == "none" && $0.status == .ok }?.after?.perplexity
         var s = "# LowRA experiment\n\n"
         s += "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × \(spec.seq) tokens "
-        s += "(LoRA rank \(spec.rank), lr \(spec.lr), seed \(spec.seed)); perplexity and accuracy on the first \(spec.evalTokens) tokens of `\(spec.test)` "
-        s += "in windows of \(spec.seq). \"Before\" is the quantized model as `quantize` leaves it (with its LoftQ adapter for loftq and lowra; "
+        s += "(LoRA rank \(spec.rank), lr \(spec.lr), seed \(spec.seed)); "
+        s += spec.test.lowercased().hasSuffix(".jsonl")
+            ? "perplexity and accuracy on the assistant turns of the first \(spec.evalTokens) conversations of `\(spec.test)` (at most \(spec.seq) tokens each). "
+            : "perplexity and accuracy on the first \(spec.evalTokens) tokens of `\(spec.test)` in windows of \(spec.seq). "
+        s += "\"Before\" is the quantized model as `quantize` leaves it (with its LoftQ adapter for loftq and lowra; "
         s += "qlora's zero-initialized adapter changes nothing); \"after\" adds the fine-tuned adapter. "
         s += "Gap = perplexity after / full-precision LoRA's (method none) perplexity after.\n\n"
         s += "| method | bits | code b/p | stored b/p | ppl before | acc before | ppl after | acc after | gap | peak RSS | wall time |\n"
