@@ -169,7 +169,15 @@ public enum ExperimentReport {
     public static func lossPlot(cells: [ExperimentCell]) -> String {
         var chart = SVGChart(title: "Training loss", xLabel: "step", yLabel: "training loss (nats/token)")
         let trained = cells.filter { ($0.lossCurve?.isEmpty == false) }
-        for (i, c) in trained.enumerated() {
+        // Colour by method, dash pattern by budget (solid for the highest).
+        var methods = [String](), budgets = [Double]()
+        for c in trained {
+            if !methods.contains(c.method) { methods.append(c.method) }
+            if let b = c.bits, !budgets.contains(b) { budgets.append(b) }
+        }
+        budgets.sort(by: >)
+        let dashes = [nil, "8 3", "3 3", "10 3 2 3", "1 3", "14 4", "5 2 1 2"]
+        for c in trained {
             // Light smoothing (running mean over 5 steps) keeps the curves apart.
             let raw = c.lossCurve!
             var pts = [(x: Double, y: Double)]()
@@ -178,8 +186,10 @@ public enum ExperimentReport {
                 let window = raw[lo...j].map { $0[1] }
                 pts.append((raw[j][0], window.reduce(0, +) / Double(window.count)))
             }
+            let dash = c.bits.flatMap { b in budgets.firstIndex(of: b).flatMap { dashes[$0 % dashes.count] } }
             chart.series.append(.init(name: c.bits.map { "\(c.method) \(bitsLabel($0))" } ?? "\(c.method) fp32", points: pts,
-                                      color: SVGChart.palette[i % SVGChart.palette.count], dashed: false, markers: false))
+                                      color: SVGChart.palette[methods.firstIndex(of: c.method)! % SVGChart.palette.count],
+                                      markers: false, dashPattern: dash))
         }
         return chart.render()
     }

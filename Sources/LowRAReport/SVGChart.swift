@@ -12,13 +12,22 @@ public struct SVGChart: Sendable {
         public var color: String
         public var dashed: Bool
         public var markers: Bool
+        /// An SVG stroke-dasharray overriding `dashed`'s pattern (e.g. "2 2").
+        public var dashPattern: String?
 
-        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true) {
+        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true,
+                    dashPattern: String? = nil) {
             self.name = name
             self.points = points
             self.color = color
             self.dashed = dashed
             self.markers = markers
+            self.dashPattern = dashPattern
+        }
+
+        var dashAttribute: String {
+            if let d = dashPattern { return " stroke-dasharray=\"\(d)\"" }
+            return dashed ? " stroke-dasharray=\"6 4\"" : ""
         }
     }
 
@@ -54,8 +63,7 @@ public struct SVGChart: Sendable {
         let a = abs(v)
         if a >= 1e5 || a < 1e-3 { return String(format: "%.0e", v).replacingOccurrences(of: "e+0", with: "e").replacingOccurrences(of: "e+", with: "e") }
         if a >= 100 || v == v.rounded() { return String(format: "%.0f", v) }
-        if a >= 1 { return String(format: "%.2g", v) }
-        return String(format: "%.2g", v)
+        return String(format: "%.3g", v)
     }
 
     /// About `count` round tick values covering [lo, hi].
@@ -130,29 +138,29 @@ public struct SVGChart: Sendable {
         s += "<text transform=\"translate(18 \(mt + ph / 2)) rotate(-90)\" text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
 
         // Reference lines, then series.
-        var legend = [(String, String, Bool, Bool)]()  // name, color, dashed, dotted
+        var legend = [(String, String, String, Bool)]()  // name, color, dash attribute, dotted
         for r in references where r.y.isFinite && (yScale == .linear || r.y > 0) {
             let y = py(r.y)
             s += "<line x1=\"\(ml)\" y1=\"\(y)\" x2=\"\(ml + pw)\" y2=\"\(y)\" stroke=\"\(r.color)\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/>\n"
-            legend.append((r.label, r.color, false, true))
+            legend.append((r.label, r.color, "", true))
         }
         for ser in series {
             let p = ser.points.filter { $0.x.isFinite && $0.y.isFinite && (yScale == .linear || $0.y > 0) }.sorted { $0.x < $1.x }
             guard !p.isEmpty else { continue }
             let path = p.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
-            s += "<polyline fill=\"none\" stroke=\"\(ser.color)\" stroke-width=\"2\"\(ser.dashed ? " stroke-dasharray=\"6 4\"" : "") points=\"\(path)\"/>\n"
+            s += "<polyline fill=\"none\" stroke=\"\(ser.color)\" stroke-width=\"2\"\(ser.dashAttribute) points=\"\(path)\"/>\n"
             if ser.markers {
                 for q in p {
                     s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"%@\"/>\n", px(q.x), py(q.y), ser.dashed ? "white" : ser.color)
                     if ser.dashed { s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"none\" stroke=\"%@\" stroke-width=\"1.5\"/>\n", px(q.x), py(q.y), ser.color) }
                 }
             }
-            legend.append((ser.name, ser.color, ser.dashed, false))
+            legend.append((ser.name, ser.color, ser.dashAttribute, false))
         }
         // Legend.
         var ly = mt + 8
         for (name, color, dashed, dotted) in legend {
-            let dash = dashed ? " stroke-dasharray=\"6 4\"" : dotted ? " stroke-dasharray=\"2 3\"" : ""
+            let dash = dotted ? " stroke-dasharray=\"2 3\"" : dashed
             s += "<line x1=\"\(ml + pw + 14)\" y1=\"\(ly)\" x2=\"\(ml + pw + 40)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"2\"\(dash)/>\n"
             s += "<text x=\"\(ml + pw + 46)\" y=\"\(ly + 4)\">\(Self.escape(name))</text>\n"
             ly += 18
