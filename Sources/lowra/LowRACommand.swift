@@ -55,7 +55,7 @@ func readText(_ path: String) throws -> String {
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "eval", abstract: "Perplexity and next-token accuracy on a text file.")
+        commandName: "eval", abstract: "Perplexity and next-token accuracy on a text file, or on the assistant turns of JSONL conversations.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var adapterOptions: AdapterOptions
