@@ -100,6 +100,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var qDim: Int { numHeads * headDim }
     public var kvDim: Int { numKVHeads * headDim }
 
+    /// (kind, out, in) of every linear layer of one block, in model order (q, k, v, o, gate, up, down).
+    public var blockLinearShapes: [(kind: String, out: Int, in: Int)] {
+        [("q", qDim, hiddenSize), ("k", kvDim, hiddenSize), ("v", kvDim, hiddenSize), ("o", hiddenSize, qDim),
+         ("gate", intermediateSize, hiddenSize), ("up", intermediateSize, hiddenSize), ("down", hiddenSize, intermediateSize)]
+    }
+
     /// Rejects configurations the forward pass cannot run.
     public func validate() throws {
         func bad(_ m: String) -> LowRAError { LowRAError(.invalidArgument, "model config: \(m)") }

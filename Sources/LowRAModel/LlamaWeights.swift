@@ -74,16 +74,12 @@ public struct Linear: Sendable {
                 matmulTransB(x, w, y, m: t, n: outFeatures, k: inFeatures)
             }
         }
-        switch storage {
-        case .dense(let w):
-            w.withUnsafeBufferPointer { run($0.baseAddress!) }
-        case .packed(let p) where t == 1:
+        if t == 1, let p = packed {
             p.matvec(x, into: y)
-        case .packed(let p):
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures)
+        } else {
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: packed == nil ? 0 : outFeatures * inFeatures)
             defer { scratch.deallocate() }
-            p.dequantize(into: scratch)
-            run(scratch)
+            withWeight(scratch: scratch, run)
         }
         if let bias {
             for r in 0..<t {

@@ -39,16 +39,10 @@ public struct LoRAAdapter: Sendable, Equatable {
         }
         let alpha = alpha ?? Float(rank)
         guard alpha > 0, alpha.isFinite else { throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)") }
-        let shapes: [String: (Int, Int)] = [
-            "q": (config.qDim, config.hiddenSize), "k": (config.kvDim, config.hiddenSize), "v": (config.kvDim, config.hiddenSize),
-            "o": (config.hiddenSize, config.qDim), "gate": (config.intermediateSize, config.hiddenSize),
-            "up": (config.intermediateSize, config.hiddenSize), "down": (config.hiddenSize, config.intermediateSize),
-        ]
         var slots = [Slot]()
         var at = 0
         for l in 0..<config.numLayers {
-            for kind in Self.targetKinds {
-                let (out, inF) = shapes[kind]!
+            for (kind, out, inF) in config.blockLinearShapes {
                 slots.append(Slot(layer: l, kind: kind, outFeatures: out, inFeatures: inF, offsetA: at, offsetB: at + rank * inF))
                 at += rank * (inF + out)
             }

@@ -26,11 +26,7 @@ public struct MemoryModel: Sendable {
     }
 
     /// (out, in) of every linear layer of one block.
-    var blockLinears: [(Int, Int)] {
-        let c = config
-        return [(c.qDim, c.hiddenSize), (c.kvDim, c.hiddenSize), (c.kvDim, c.hiddenSize), (c.hiddenSize, c.qDim),
-                (c.intermediateSize, c.hiddenSize), (c.intermediateSize, c.hiddenSize), (c.hiddenSize, c.intermediateSize)]
-    }
+    var blockLinears: [(Int, Int)] { config.blockLinearShapes.map { ($0.out, $0.in) } }
 
     public var linearParameters: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 * $1.1 } }
     public var linearRows: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 } }

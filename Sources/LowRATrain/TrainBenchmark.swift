@@ -9,7 +9,7 @@ public enum TrainBenchmark {
     /// plus attention, 12 · L · H · T² · D per sequence (QKᵀ and PV forward, four products
     /// backward). LoRA's own products are not counted.
     public static func stepFlops(_ c: LlamaConfig, batch: Int, seq: Int) -> Double {
-        let linear = Double(c.numLayers) * Double(c.hiddenSize * (c.qDim + 2 * c.kvDim) + c.qDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize)
+        let linear = Double(c.numLayers) * Double(c.blockLinearShapes.reduce(0) { $0 + $1.out * $1.in })
         let head = Double(c.vocabSize * c.hiddenSize)
         let tokens = Double(batch * seq)
         return 4 * (linear + head) * tokens + 12 * Double(c.numLayers * c.numHeads * c.headDim) * Double(seq * seq) * Double(batch)
@@ -23,11 +23,7 @@ public enum TrainBenchmark {
         let n = batch * seq
         // sgemm at the step's shapes: forward (N, out, in) with W transposed, backward (N, in, out).
         progress?("sgemm")
-        let shapes: [(out: Int, in: Int, count: Int)] = [
-            (c.qDim, c.hiddenSize, c.numLayers), (c.kvDim, c.hiddenSize, 2 * c.numLayers), (c.hiddenSize, c.qDim, c.numLayers),
-            (c.intermediateSize, c.hiddenSize, 2 * c.numLayers), (c.hiddenSize, c.intermediateSize, c.numLayers),
-            (c.vocabSize, c.hiddenSize, 1),
-        ]
+        let shapes = c.blockLinearShapes.map { (out: $0.out, in: $0.in, count: c.numLayers) } + [(out: c.vocabSize, in: c.hiddenSize, count: 1)]
         var gemmFlops = 0.0, gemmSeconds = 0.0
         for s in shapes {
             let rows = s.out == c.vocabSize ? min(n, 128) : n  // the head runs in chunks of 128 rows

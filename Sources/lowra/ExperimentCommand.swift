@@ -160,6 +160,12 @@ struct ExperimentCommand: ParsableCommand {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
         let log = p("log.txt")
         var rss = 0
+        /// A step that failed: `means` when its error mentions `marker`, else failed.
+        func failed(_ s: Step, marker: String, means: ExperimentCell.Status) -> ExperimentCell {
+            cell.status = (s.lastError ?? "").contains(marker) ? means : .failed
+            cell.note = s.lastError
+            return cell
+        }
         func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
             let s = try step(["eval", "--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context", String(seq), "--json"] + extra,
                              cache: p("\(name).json"), log: log)
@@ -191,11 +197,7 @@ struct ExperimentCommand: ParsableCommand {
             }
             let s = try step(args, cache: p("quantize.json"), log: log)
             cell.seconds["quantize"] = s.seconds
-            guard let j = s.json else {
-                cell.status = (s.lastError ?? "").contains("2 bits or more") ? .unsupported : .failed
-                cell.note = s.lastError
-                return cell
-            }
+            guard let j = s.json else { return failed(s, marker: "2 bits or more", means: .unsupported) }
             cell.codeBitsPerParam = j["code_bits_per_param"] as? Double
             cell.storedBitsPerParam = j["stored_bits_per_param"] as? Double
             base = q
@@ -205,17 +207,13 @@ struct ExperimentCommand: ParsableCommand {
         guard let before = try eval(base, [], "eval_before") else { return cell }
         cell.before = before
         let adapter = p("adapter")
-        var ft = ["finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
+        var ftArgs = ["finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
                   "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
                   "--save-every", String(max(10, steps / 10)), "--resume", "--json"]
-        if cell.bits == nil { ft += ["--rank", String(rank)] }
-        let s = try step(ft, cache: p("finetune.json"), log: log)
-        cell.seconds["finetune"] = s.seconds
-        guard let j = s.json else {
-            cell.status = (s.lastError ?? "").contains("diverged") ? .didNotConverge : .failed
-            cell.note = s.lastError
-            return cell
-        }
+        if cell.bits == nil { ftArgs += ["--rank", String(rank)] }
+        let ft = try step(ftArgs, cache: p("finetune.json"), log: log)
+        cell.seconds["finetune"] = ft.seconds
+        guard let j = ft.json else { return failed(ft, marker: "diverged", means: .didNotConverge) }
         rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
         cell.validLossBefore = j["valid_loss_before"] as? Double
         cell.validLossAfter = j["valid_loss_after"] as? Double
