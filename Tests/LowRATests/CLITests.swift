@@ -166,5 +166,30 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(
             (results2["cells"] as! [[String: Any]]).map { ($0["after"] as? [String: Any])?["perplexity"] as? Double },
             cells.map { ($0["after"] as? [String: Any])?["perplexity"] as? Double })
+
+        // Adding a drift text to the finished sweep measures drift without training again; fewer
+        // bits get more drift tokens; the unquantized base before training has no drift at all.
+        let other = String(repeating: "The quick brown fox jumps over the lazy dog; a stitch in time saves nine.\n", count: 12)
+        try other.write(toFile: "\(dir)/other.txt", atomically: true, encoding: .utf8)
+        let drifted = try runProcess(Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "40"])
+        XCTAssertEqual(drifted.status, 0, drifted.err)
+        let results3 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        let cells3 = results3["cells"] as! [[String: Any]]
+        XCTAssertEqual(cells3.map { ($0["loss_curve"] as? [[Double]]) }, cells.map { ($0["loss_curve"] as? [[Double]]) })
+        func drift(_ c: [String: Any], _ k: String) -> [String: Any]? { c[k] as? [String: Any] }
+        XCTAssertEqual(drift(cells3[0], "drift_before")?["kl"] as? Double ?? 1, 0, accuracy: 1e-5)
+        XCTAssertEqual(drift(cells3[0], "drift_before")?["top1"] as? Double, 1)
+        XCTAssertGreaterThan(drift(cells3[4], "drift_after")?["kl"] as? Double ?? 0, 0)
+        XCTAssertEqual(drift(cells3[0], "drift_after")?["tokens"] as? Int, 48)  // 40 → whole windows of 16
+        XCTAssertEqual(drift(cells3[4], "drift_after")?["tokens"] as? Int, 112)  // 40 × 4 / 1.5 → 112
+        XCTAssertNil(drift(cells3[2], "drift_after"))
+        let md = try String(contentsOfFile: "\(out)/results.md", encoding: .utf8)
+        XCTAssertTrue(md.contains("## Drift from the base") && md.contains("## Which precision should I ship?"), md)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/drift.svg"))
+        // A different drift budget measures again.
+        let more = try runProcess(Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "60"])
+        XCTAssertEqual(more.status, 0, more.err)
+        let results4 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        XCTAssertEqual(drift((results4["cells"] as! [[String: Any]])[0], "drift_after")?["tokens"] as? Int, 64)
     }
 }
