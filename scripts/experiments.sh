@@ -13,7 +13,7 @@ LOWRA=${LOWRA:-.build/release/lowra}
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 STEPS=${STEPS:-40}
 which=${1:?main, quick, ablation or chat}; shift
-COMMON=(--model "$MODEL" --steps "$STEPS" --batch 2 --rank 16 --eval-tokens 4096 --drift data/fortunes.txt --drift-tokens 2048)
+COMMON=(--model "$MODEL" --steps "$STEPS" --batch 2 --rank 16 --eval-tokens 4096 --drift data/fortunes.txt --drift-tokens 1024)
 case "$which" in
   main)
     $LOWRA experiment "${COMMON[@]}" --methods none,qlora,loftq,lowra --bits 4,3,2.5,2.25,2,1.9,1.8,1.75,1.5 --seq 256 \

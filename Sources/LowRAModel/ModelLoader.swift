@@ -28,7 +28,7 @@ public struct LoadedModel: Sendable {
     }
 
     /// A validated `config.json`.
-    static func readConfig(_ path: String) throws -> LlamaConfig {
+    public static func readConfig(_ path: String) throws -> LlamaConfig {
         let data = try mapFile(path)
         let config: LlamaConfig
         do {

@@ -79,6 +79,13 @@ public struct MemoryModel: Sendable {
 
     public func total(training: Bool) -> Int { breakdown(training: training).reduce(0) { $0 + $1.1 } }
 
+    /// A built-in shape by name, spelled with or without the dash after "llama" ("llama2-7b" or "llama-2-7b").
+    public static func preset(named name: String) -> LlamaConfig? {
+        presets[name.lowercased()] ?? presets[name.lowercased().replacingOccurrences(of: "llama2-", with: "llama-2-")]
+    }
+
+    public static var presetNames: String { presets.keys.sorted().joined(separator: ", ") }
+
     /// Published shapes for the paper's models (LLaMA-2 7B and 13B, LLaMA 33B).
     public static let presets: [String: LlamaConfig] = [
         "llama-2-7b": LlamaConfig(vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32,

@@ -3,16 +3,17 @@ import Foundation
 import LowRAIO
 import LowRAModel
 import LowRAReport
+import LowRATensor
 import LowRATrain
 
 struct MemoryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memory",
         abstract: "Modeled memory of fine-tuning or inference per bit budget (the paper's Appendix C, for LowRA's formats).",
-        discussion: "Give --model (its config) or --preset (\(MemoryModel.presets.keys.sorted().joined(separator: ", "))).")
+        discussion: "Give --model (a model whose shape to use) or --config (a Hugging Face config.json, or one of \(MemoryModel.presetNames)).")
 
     @Option(help: "A model (GGUF, Hugging Face or quantized directory) whose shape to use.") var model: String?
-    @Option(help: "A published model shape instead of --model.") var preset: String?
+    @Option(help: "A Hugging Face config.json, or a built-in shape: \(MemoryModel.presetNames).") var config: String?
     @Option(help: "Comma-separated budgets in code bits/param; fp32 is always the first row.") var bits: String = "4,3,2,1.75,1.5,1.25,1.15"
     @Option(help: "LoRA rank.") var rank: Int = 64
     @Option(help: "Sequences per step.") var batch: Int = 1
@@ -24,16 +25,22 @@ struct MemoryCommand: ParsableCommand {
     func run() throws {
         let config: LlamaConfig
         let name: String
-        switch (model, preset) {
+        switch (model, self.config) {
         case let (m?, nil):
             config = try LoadedModel.load(m).config
             name = m
-        case let (nil, p?):
-            guard let c = MemoryModel.presets[p] else { throw ValidationError("--preset takes \(MemoryModel.presets.keys.sorted().joined(separator: ", "))") }
-            config = c
-            name = p
+        case let (nil, c?):
+            if let preset = MemoryModel.preset(named: c) {
+                config = preset
+            } else if c.hasSuffix(".json") || FileManager.default.fileExists(atPath: c) {
+                guard FileManager.default.fileExists(atPath: c) else { throw LowRAError(.io, "\(c): no such file") }
+                config = try LoadedModel.readConfig(c)
+            } else {
+                throw LowRAError(.invalidArgument, "--config takes a config.json or one of \(MemoryModel.presetNames), got \(c)")
+            }
+            name = c
         default:
-            throw ValidationError("give exactly one of --model and --preset")
+            throw LowRAError(.invalidArgument, "give exactly one of --model and --config")
         }
         let budgets = try bits.split(separator: ",").map { s -> Double in
             guard let b = Double(s.trimmingCharacters(in: .whitespaces)), b >= 1, b <= 4 else { throw ValidationError("--bits takes budgets in [1, 4]") }

@@ -138,6 +138,25 @@ final class CLITests: XCTestCase {
 
     /// A small sweep on the tiny model: every cell recorded (unsupported ones too), the report
     /// written, and --resume reusing the cached cells.
+    func testMemoryConfigs() throws {
+        func totals(_ args: [String]) throws -> [Int] {
+            let r = try runProcess(Paths.lowraBinary, ["memory"] + args + ["--bits", "2", "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+            return (obj["rows"] as! [[String: Any]]).map { $0["total_bytes"] as! Int }
+        }
+        // A config.json gives the same footprint as the model directory it belongs to.
+        XCTAssertEqual(try totals(["--config", Paths.fixture("tiny_hf") + "/config.json"]), try totals(["--model", Paths.fixture("tiny_hf")]))
+        // Both spellings of the built-in names; 7B fine-tuning at 2 bits needs far less than at fp32.
+        let seven = try totals(["--config", "llama2-7b"])
+        XCTAssertEqual(seven, try totals(["--config", "llama-2-7b"]))
+        XCTAssertLessThan(Double(seven[1]), 0.5 * Double(seven[0]))
+        XCTAssertGreaterThan(try totals(["--config", "llama-33b"])[1], try totals(["--config", "llama2-13b"])[1])
+        try assertFails(["memory", "--config", "llama-70b"], mentioning: "--config takes")
+        try assertFails(["memory", "--config", "/nonexistent/config.json"], mentioning: "no such file")
+        try assertFails(["memory", "--config", "llama2-7b", "--model", Paths.fixture("tiny_hf")], mentioning: "exactly one")
+    }
+
     func testExperimentSweepAndResume() throws {
         let dir = try temporaryDirectory(self)
         let text = String(repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 6)
