@@ -150,9 +150,11 @@ public enum ExperimentReport {
 
     /// Rows in the order methods then budgets (high to low), with the full-precision LoRA row
     /// ("none") first; a cell that did not run says why instead of numbers.
-    public static func markdown(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
+    /// `provenance`: lines saying how and where the report was made (command, machine).
+    public static func markdown(spec: ExperimentSpec, cells: [ExperimentCell], provenance: [String] = []) -> String {
         let ceiling = cells.first { $0.method == "none" && $0.status == .ok }?.after?.perplexity
         var s = "# LowRA experiment\n\n"
+        if !provenance.isEmpty { s += provenance.map { "- \($0)\n" }.joined() + "\n" }
         s += "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × \(spec.seq) tokens "
         s += "(LoRA rank \(spec.rank), lr \(spec.lr), seed \(spec.seed)); "
         s += spec.test.lowercased().hasSuffix(".jsonl")

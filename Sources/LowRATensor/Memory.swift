@@ -16,3 +16,17 @@ public struct MemoryStats: Sendable {
         return MemoryStats(residentBytes: kb("VmRSS:"), peakResidentBytes: kb("VmHWM:"))
     }
 }
+
+/// A one-line description of the machine, for reports: CPU model, cores, memory, OS.
+public enum MachineInfo {
+    public static func describe() -> String {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let cpu = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+        let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
+        let os = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
+            .map { $0.dropFirst("PRETTY_NAME=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown OS"
+        let gib = Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30)
+        return String(format: "%@, %d cores, %.0f GiB RAM, %@", cpu, ProcessInfo.processInfo.activeProcessorCount, gib, os)
+    }
+}

@@ -117,12 +117,19 @@ struct ExperimentCommand: ParsableCommand {
         func p(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let command = (["lowra"] + CommandLine.arguments.dropFirst()).map { a in
+            a.contains(" ") || a.isEmpty ? "'\(a)'" : a
+        }.joined(separator: " ")
+        let machine = MachineInfo.describe()
         struct Results: Encodable {
             var spec: ExperimentSpec
+            var command: String
+            var machine: String
             var cells: [ExperimentCell]
         }
-        try writeAtomically(try enc.encode(Results(spec: spec, cells: cells)), to: p("results.json"))
-        try writeAtomically(Data(ExperimentReport.markdown(spec: spec, cells: cells).utf8), to: p("results.md"))
+        try writeAtomically(try enc.encode(Results(spec: spec, command: command, machine: machine, cells: cells)), to: p("results.json"))
+        let provenance = ["Command (run or resumed last): `\(command)`", "Machine: \(machine)"]
+        try writeAtomically(Data(ExperimentReport.markdown(spec: spec, cells: cells, provenance: provenance).utf8), to: p("results.md"))
         try writeAtomically(Data(ExperimentReport.perplexityPlot(spec: spec, cells: cells).utf8), to: p("perplexity.svg"))
         try writeAtomically(Data(ExperimentReport.lossPlot(cells: cells).utf8), to: p("loss.svg"))
         if spec.drift != nil {

@@ -31,12 +31,42 @@ final class ExperimentTests: XCTestCase {
 
     func testMarkdownTableKeepsEveryCell() {
         let md = ExperimentReport.markdown(spec: spec, cells: cells())
-        let rows = md.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| method") && !$0.hasPrefix("| ---") }
+        // The main table: from its header to the first line that is not a row.
+        let lines = md.split(separator: "\n", omittingEmptySubsequences: false)
+        let head = lines.firstIndex { $0.hasPrefix("| method | bits | code") }!
+        let rows = lines[(head + 2)...].prefix { $0.hasPrefix("| ") }.map { $0 }
         XCTAssertEqual(rows.count, 4, md)
         XCTAssertTrue(rows[1].contains("| 60.00 |") && rows[1].contains("3.00×") && rows[1].contains("9000.00"), String(rows[1]))
         XCTAssertTrue(rows[2].contains("did not converge"), String(rows[2]))
         XCTAssertTrue(rows[3].contains("unsupported"), String(rows[3]))
         XCTAssertTrue(rows[1].contains("960 s"))
+    }
+
+    /// The ship table names, for each accepted gap, the lowest budget that meets it; the drift
+    /// table lists every cell that ran; more bits never get more drift tokens.
+    func testShipAndDriftTables() throws {
+        var cs = cells()
+        var lowra3 = cs[1]
+        lowra3.bits = 3
+        lowra3.after = EvalNumbers(perplexity: 22, accuracy: 0.44, tokens: 100)
+        lowra3.driftAfter = DriftNumbers(kl: 0.05, top1: 0.9, perplexity: 40, tokens: 1024)
+        cs[1].driftAfter = DriftNumbers(kl: 0.4, top1: 0.6, perplexity: 90, tokens: 2048)
+        cs.insert(lowra3, at: 1)
+        var s = spec
+        s.drift = "fortunes.txt"
+        s.driftTokens = 1000
+        let md = ExperimentReport.markdown(spec: s, cells: cs)
+        func row(_ gap: String) -> String { String(md.split(separator: "\n").first { $0.hasPrefix("| \(gap) |") } ?? "") }
+        XCTAssertTrue(row("1.05×").contains("none in this sweep"), md)
+        XCTAssertTrue(row("1.1×").contains("| 3 | lowra | 22.00 |") && row("1.1×").contains("0.0500"), row("1.1×"))
+        XCTAssertTrue(row("4×").contains("| 2 | lowra | 60.00 |"), row("4×"))  // 1.5 bits did not converge: not offered
+        XCTAssertTrue(md.contains("## Drift from the base") && md.contains("| lowra | 2 | 2048 |"), md)
+        XCTAssertEqual(s.driftTokens(bits: nil), 1024)  // whole windows of seq 32
+        XCTAssertEqual(s.driftTokens(bits: 4), 1024)
+        XCTAssertEqual(s.driftTokens(bits: 2), 2016)
+        XCTAssertEqual(s.driftTokens(bits: 1.5), 2688)
+        XCTAssertNil(spec.driftTokens(bits: 2))
+        XCTAssertTrue(ExperimentReport.driftPlot(spec: s, cells: cs).contains("<polyline"))
     }
 
     /// The plots are well-formed SVG that a real renderer draws (rsvg-convert, installed by
