@@ -4,7 +4,7 @@ SWIFT ?= swift
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 LOWRA := .build/release/lowra
 
-.PHONY: setup build demo test test-debug fixtures bench clean
+.PHONY: setup build demo quick test test-debug fixtures bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,10 @@ build: setup
 
 demo: build
 	bash scripts/demo.sh
+
+# The paper's comparison in miniature (about 10 minutes): lowra experiment --quick.
+quick: build
+	bash scripts/experiments.sh quick
 
 test: setup
 	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
