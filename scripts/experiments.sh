@@ -26,7 +26,7 @@ case "$which" in
       --train data/train.txt --valid data/valid.txt --test data/test.txt --out runs/ablation --resume "$@" ;;
   chat)
     [ -f data/chat/train.jsonl ] || bash scripts/setup_chat.sh
-    $LOWRA experiment "${COMMON[@]}" --methods none,qlora,loftq,lowra --bits 2,1.5 --seq 512 --eval-tokens 40 \
+    $LOWRA experiment "${COMMON[@]}" --methods none,qlora,loftq,lowra --bits 4,2,1.5 --seq 512 --eval-tokens 40 \
       --train data/chat/train.jsonl --valid data/chat/valid.jsonl --test data/chat/test.jsonl --out runs/chat --resume "$@" ;;
   *) echo "usage: $0 main|quick|ablation|chat" >&2; exit 2 ;;
 esac

@@ -146,6 +146,12 @@ public enum ExperimentReport {
         return e.perplexity >= 1e4 ? String(format: "%.2e", e.perplexity) : String(format: "%.2f", e.perplexity)
     }
 
+    /// A ratio to the ceiling: two decimals while readable, then three significant digits.
+    static func gapLabel(_ r: Double) -> String {
+        guard r.isFinite else { return "inf" }
+        return r < 1000 ? String(format: "%.2f×", r) : String(format: "%.2e×", r)
+    }
+
     static func acc(_ e: EvalNumbers?) -> String { e.map { String(format: "%.3f", $0.accuracy) } ?? "—" }
 
     /// Rows in the order methods then budgets (high to low), with the full-precision LoRA row
@@ -173,7 +179,7 @@ public enum ExperimentReport {
             let wall = c.wallSeconds > 0 ? String(format: "%.0f s", c.wallSeconds) : "—"
             switch c.status {
             case .ok, .didNotConverge:
-                let gap = ceiling.flatMap { ce in c.after.map { String(format: "%.2f×", $0.perplexity / ce) } } ?? "—"
+                let gap = ceiling.flatMap { ce in c.after.map { gapLabel($0.perplexity / ce) } } ?? "—"
                 let after = c.status == .ok ? ppl(c.after) : "did not converge (\(ppl(c.after)))"
                 s += "| \(c.method) | \(bits) | \(code) | \(stored) | \(ppl(c.before)) | \(acc(c.before)) | \(after) | \(acc(c.after)) | \(gap) | \(rss) | \(wall) |\n"
             case .unsupported, .failed:
@@ -235,7 +241,7 @@ public enum ExperimentReport {
             }
             let kl = c.driftAfter.map { String(format: "%.4f", $0.kl) } ?? "—"
             let top1 = c.driftAfter.map { String(format: "%.3f", $0.top1) } ?? "—"
-            s += "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | \(String(format: "%.2f×", c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
+            s += "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | \(gapLabel(c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
         }
         return s
     }
@@ -280,14 +286,14 @@ public enum ExperimentReport {
     public static func lossPlot(cells: [ExperimentCell]) -> String {
         var chart = SVGChart(title: "Training loss", xLabel: "step", yLabel: "training loss (nats/token)")
         let trained = cells.filter { ($0.lossCurve?.isEmpty == false) }
-        // Colour by method, dash pattern by budget (solid for the highest).
+        // Colour by method as in the perplexity plot (fp32 in black), dash pattern by budget (solid for the highest).
         var methods = [String](), budgets = [Double]()
         for c in trained {
-            if !methods.contains(c.method) { methods.append(c.method) }
+            if c.method != "none" && !methods.contains(c.method) { methods.append(c.method) }
             if let b = c.bits, !budgets.contains(b) { budgets.append(b) }
         }
         budgets.sort(by: >)
-        let dashes = [nil, "8 3", "3 3", "10 3 2 3", "1 3", "14 4", "5 2 1 2"]
+        let dashes = [nil, "8 3", "3 3", "10 3 2 3", "1 3", "14 4", "5 2 1 2", "2 6", "12 2 2 2 2 2", "6 6"]
         for c in trained {
             // Light smoothing (running mean over 5 steps) keeps the curves apart.
             let raw = c.lossCurve!
@@ -299,7 +305,7 @@ public enum ExperimentReport {
             }
             let dash = c.bits.flatMap { b in budgets.firstIndex(of: b).flatMap { dashes[$0 % dashes.count] } }
             chart.series.append(.init(name: c.bits.map { "\(c.method) \(bitsLabel($0))" } ?? "\(c.method) fp32", points: pts,
-                                      color: SVGChart.palette[methods.firstIndex(of: c.method)! % SVGChart.palette.count],
+                                      color: methods.firstIndex(of: c.method).map { SVGChart.palette[$0 % SVGChart.palette.count] } ?? "#000000",
                                       markers: false, dashPattern: dash))
         }
         return chart.render()

@@ -128,10 +128,15 @@ public struct SVGChart: Sendable {
         }
         let distinctX = Array(Set(xs)).sorted()
         let xTicks = distinctX.count <= 12 ? distinctX : Self.niceTicks(x0, x1)
-        for t in xTicks {
+        // Every tick gets a grid line; labels skip ticks too close to the last labelled one.
+        var lastLabel = -Double.infinity
+        for t in xTicks.sorted(by: { px($0) < px($1) }) {
             let x = px(t)
             s += "<line x1=\"\(x)\" y1=\"\(mt)\" x2=\"\(x)\" y2=\"\(mt + ph)\" stroke=\"#f0f0f0\"/>\n"
-            s += "<text x=\"\(x)\" y=\"\(mt + ph + 18)\" text-anchor=\"middle\">\(Self.fmt(t))</text>\n"
+            let label = Self.fmt(t)
+            guard x - lastLabel >= Double(label.count) * 7 + 8 else { continue }
+            lastLabel = x
+            s += "<text x=\"\(x)\" y=\"\(mt + ph + 18)\" text-anchor=\"middle\">\(label)</text>\n"
         }
         s += "<rect x=\"\(ml)\" y=\"\(mt)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#333\"/>\n"
         s += "<text x=\"\(ml + pw / 2)\" y=\"\(height - 14)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
