@@ -246,35 +246,39 @@ public enum ExperimentReport {
         return s
     }
 
-    /// KL divergence from the base against the bit budget, solid after fine-tuning, dashed before.
-    public static func driftPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
-        var chart = SVGChart(title: "Drift from the unquantized base" + (spec.drift.map { " on \(($0 as NSString).lastPathComponent)" } ?? ""),
-                             xLabel: "code bits per parameter", yLabel: "KL(base ‖ model), nats/token (log scale)", yScale: .log10)
+    /// A chart of one number against the bit budget: one colour per method, solid after
+    /// fine-tuning and dashed before (log y axis, fewer bits to the right).
+    static func budgetChart(title: String, yLabel: String, spec: ExperimentSpec, cells: [ExperimentCell],
+                            before: (ExperimentCell) -> Double?, after: (ExperimentCell) -> Double?) -> SVGChart {
+        var chart = SVGChart(title: title, xLabel: "code bits per parameter", yLabel: yLabel, yScale: .log10)
         chart.reverseX = true
         for (i, m) in spec.methods.filter({ $0 != "none" }).enumerated() {
             let color = SVGChart.palette[i % SVGChart.palette.count]
             let mine = cells.filter { $0.method == m && ($0.status == .ok || $0.status == .didNotConverge) && $0.bits != nil }
-            chart.series.append(.init(name: "\(m) after", points: mine.compactMap { c in c.driftAfter.map { (c.bits!, max($0.kl, 1e-6)) } }, color: color))
-            chart.series.append(.init(name: "\(m) before", points: mine.compactMap { c in c.driftBefore.map { (c.bits!, max($0.kl, 1e-6)) } }, color: color, dashed: true))
+            chart.series.append(.init(name: "\(m) after", points: mine.compactMap { c in after(c).map { (c.bits!, $0) } }, color: color))
+            chart.series.append(.init(name: "\(m) before", points: mine.compactMap { c in before(c).map { (c.bits!, $0) } }, color: color, dashed: true))
         }
-        if let a = cells.first(where: { $0.method == "none" && $0.status == .ok })?.driftAfter {
-            chart.references.append(("fp32 + LoRA", max(a.kl, 1e-6), "#000000"))
+        return chart
+    }
+
+    /// KL divergence from the base against the bit budget; full-precision LoRA's as a reference line.
+    public static func driftPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
+        let kl: (DriftNumbers?) -> Double? = { $0.map { max($0.kl, 1e-6) } }  // a log axis has no zero
+        var chart = budgetChart(
+            title: "Drift from the unquantized base" + (spec.drift.map { " on \(($0 as NSString).lastPathComponent)" } ?? ""),
+            yLabel: "KL(base ‖ model), nats/token (log scale)", spec: spec, cells: cells,
+            before: { kl($0.driftBefore) }, after: { kl($0.driftAfter) })
+        if let a = kl(cells.first(where: { $0.method == "none" && $0.status == .ok })?.driftAfter) {
+            chart.references.append(("fp32 + LoRA", a, "#000000"))
         }
         return chart.render()
     }
 
-    /// Perplexity against the bit budget, one colour per method, solid after fine-tuning and
-    /// dashed before; the full-precision model before and after LoRA as reference lines.
+    /// Test perplexity against the bit budget; the full-precision model before and after LoRA as
+    /// reference lines.
     public static func perplexityPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
-        var chart = SVGChart(title: "Test perplexity vs bit budget", xLabel: "code bits per parameter", yLabel: "perplexity (log scale)", yScale: .log10)
-        chart.reverseX = true
-        let methods = spec.methods.filter { $0 != "none" }
-        for (i, m) in methods.enumerated() {
-            let color = SVGChart.palette[i % SVGChart.palette.count]
-            let mine = cells.filter { $0.method == m && ($0.status == .ok || $0.status == .didNotConverge) && $0.bits != nil }
-            chart.series.append(.init(name: "\(m) after", points: mine.compactMap { c in c.after.map { (c.bits!, $0.perplexity) } }, color: color))
-            chart.series.append(.init(name: "\(m) before", points: mine.compactMap { c in c.before.map { (c.bits!, $0.perplexity) } }, color: color, dashed: true))
-        }
+        var chart = budgetChart(title: "Test perplexity vs bit budget", yLabel: "perplexity (log scale)", spec: spec, cells: cells,
+                                before: { $0.before?.perplexity }, after: { $0.after?.perplexity })
         if let none = cells.first(where: { $0.method == "none" && $0.status == .ok }) {
             if let b = none.before { chart.references.append(("fp32 base", b.perplexity, "#555555")) }
             if let a = none.after { chart.references.append(("fp32 + LoRA", a.perplexity, "#000000")) }
