@@ -24,7 +24,7 @@ test: setup
 	$(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
 
 # Fast local loop: debug build, tiny models only (the real-model tests skip themselves).
-test-debug:
+test-debug: setup
 	$(SWIFT) test
 
 # Regenerate Tests/Fixtures from the independent implementations (needs the pip packages).

@@ -179,7 +179,7 @@ def write_gguf(path, cfg, w, tok):
     wr.close()
 
 
-def tiny_models():
+def tiny_models(gguf_only=False):
     tok = tiny_tokenizer()
     vocab = tok.get_vocab_size()
     rng = np.random.default_rng(1234)
@@ -193,8 +193,11 @@ def tiny_models():
     # A: tied head, GQA, fp32; written as a Hugging Face directory and as GGUF (permuted Q/K).
     cfg_a = dict(base, tie_word_embeddings=True)
     w_a = random_weights(cfg_a, rng, bias=False)
-    write_hf_dir(os.path.join(FIX, "tiny_hf"), cfg_a, w_a, tok, np.float32)
+    if not gguf_only:
+        write_hf_dir(os.path.join(FIX, "tiny_hf"), cfg_a, w_a, tok, np.float32)
     write_gguf(os.path.join(FIX, "tiny.gguf"), cfg_a, w_a, tok)
+    if gguf_only:
+        return
     w32 = {k: v.astype(np.float32).astype(np.float64) for k, v in w_a.items()}
     logits_a = reference.forward(w32, cfg_a, tokens)
     # The interleaved layout must give the same logits on permuted weights: checks the permutation.
@@ -218,7 +221,7 @@ def tiny_models():
     write_json("tokenizer_tiny.json", [{"text": t, "ids": tok.encode(t).ids} for t in TEXTS])
 
 
-def gguf_types():
+def gguf_types(gguf_only=False):
     """One tensor of every readable ggml type, with random block contents, and metadata of every
     value type; the expected values come from gguf-py's own dequantization."""
     rng = np.random.default_rng(7)
@@ -266,7 +269,8 @@ def gguf_types():
     wr.write_kv_data_to_file()
     wr.write_tensors_to_file()
     wr.close()
-    write_json("types_gguf.json", {"metadata": meta, "tensors": expected})
+    if not gguf_only:
+        write_json("types_gguf.json", {"metadata": meta, "tensors": expected})
 
 
 def smollm2_reference(n_tokens=512):
@@ -314,6 +318,12 @@ def smollm2_reference(n_tokens=512):
 
 if __name__ == "__main__":
     os.makedirs(FIX, exist_ok=True)
+    if "--gguf-only" in sys.argv:
+        # Setup's mode: only the two synthetic GGUF fixtures, which are not committed; the
+        # committed JSON expectations were made from the same seeds.
+        tiny_models(gguf_only=True)
+        gguf_types(gguf_only=True)
+        sys.exit(0)
     tokenizer_fixtures()
     tiny_models()
     gguf_types()
