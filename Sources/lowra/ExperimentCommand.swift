@@ -201,9 +201,9 @@ struct ExperimentCommand: ParsableCommand {
             cell.note = s.lastError
             return cell
         }
-        func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
-            let s = try step(["eval", "--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context", String(seq), "--json"] + extra,
-                             cache: p("\(name).json"), log: log)
+        /// One `lowra eval --json` step: its JSON, or nil with the cell marked failed.
+        func evalStep(_ args: [String], _ name: String, sameArgs: Bool = false) throws -> [String: Any]? {
+            let s = try step(["eval"] + args, cache: p("\(name).json"), log: log, sameArgs: sameArgs)
             cell.seconds[name] = s.seconds
             guard let j = s.json else {
                 cell.status = .failed
@@ -211,20 +211,24 @@ struct ExperimentCommand: ParsableCommand {
                 return nil
             }
             rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
+            return j
+        }
+        func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
+            guard let j = try evalStep(["--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context", String(seq), "--json"] + extra, name)
+            else { return nil }
             return EvalNumbers(perplexity: j["perplexity"] as? Double ?? .nan, accuracy: j["accuracy"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0)
         }
-        /// Drift from the unquantized base on the drift text (nil when the sweep has none).
+        /// Drift from the unquantized base on the drift text (.some(nil) when the sweep has none; nil on failure).
         func driftCheck(_ modelPath: String, _ extra: [String], _ name: String) throws -> DriftNumbers?? {
             guard let text = spec.drift, let n = spec.driftTokens(bits: cell.bits) else { return .some(nil) }
-            let s = try step(["eval", "--model", modelPath, "--data", text, "--max-tokens", String(n), "--context", String(seq),
-                              "--reference", model, "--json"] + extra, cache: p("\(name).json"), log: log, sameArgs: true)
-            cell.seconds[name] = s.seconds
-            guard let j = s.json, let kl = j["kl_divergence"] as? Double, let top1 = j["top1_agreement"] as? Double else {
+            guard let j = try evalStep(["--model", modelPath, "--data", text, "--max-tokens", String(n), "--context", String(seq),
+                                        "--reference", model, "--json"] + extra, name, sameArgs: true)
+            else { return nil }
+            guard let kl = j["kl_divergence"] as? Double, let top1 = j["top1_agreement"] as? Double else {
                 cell.status = .failed
-                cell.note = "\(name): \(s.lastError ?? "no KL divergence in the output")"
+                cell.note = "\(name): no KL divergence in the output"
                 return nil
             }
-            rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
             return .some(DriftNumbers(kl: kl, top1: top1, perplexity: j["perplexity"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0))
         }
 
