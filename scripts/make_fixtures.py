@@ -273,6 +273,37 @@ def gguf_types(gguf_only=False):
         write_json("types_gguf.json", {"metadata": meta, "tensors": expected})
 
 
+def gguf_kquants(gguf_only=False):
+    """One tensor of each k-quant type (and IQ4_NL) with random block contents and finite f16
+    scales; the expected values come from gguf-py's numpy dequantizers."""
+    rng = np.random.default_rng(11)
+    path = os.path.join(FIX, "kquants.gguf")
+    wr = gguf.GGUFWriter(path, "test")
+    expected = {}
+    # Byte offsets of the f16 scale fields (d, and dmin where there is one) in each block.
+    scale_offsets = {QT.Q2_K: [80, 82], QT.Q3_K: [108], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2], QT.Q6_K: [208],
+                     QT.IQ4_NL: [0]}
+    for qt, (rows, cols) in [(QT.Q2_K, (2, 512)), (QT.Q3_K, (2, 512)), (QT.Q4_K, (2, 512)), (QT.Q5_K, (2, 512)),
+                             (QT.Q6_K, (2, 512)), (QT.IQ4_NL, (3, 64))]:
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
+        nb = rows * cols // block_size
+        blocks = rng.integers(0, 256, size=(nb, type_size), dtype=np.uint8)
+        for off in scale_offsets[qt]:
+            s = (rng.uniform(0.001, 0.05, size=nb) * rng.choice([-1, 1], size=nb)).astype(np.float16)
+            blocks[:, off:off + 2] = s.view(np.uint8).reshape(nb, 2)
+        raw = blocks.reshape(-1)
+        values = gguf.quants.dequantize(raw.reshape(rows, -1), qt).reshape(-1)
+        name = "w_" + qt.name.lower()
+        wr.add_tensor(name, raw.reshape(rows, -1), raw_dtype=qt)
+        expected[name] = {"type": qt.name, "shape": [rows, cols], "values": [float(v) for v in values]}
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    if not gguf_only:
+        write_json("kquants_gguf.json", {"tensors": expected})
+
+
 def smollm2_reference(n_tokens=512):
     """Perplexity of SmolLM2 on the first 512 tokens of Tiny Shakespeare, from the GGUF weights
     dequantized by gguf-py, Q/K un-permuted to the Hugging Face layout, in float64."""
@@ -323,9 +354,11 @@ if __name__ == "__main__":
         # committed JSON expectations were made from the same seeds.
         tiny_models(gguf_only=True)
         gguf_types(gguf_only=True)
+        gguf_kquants(gguf_only=True)
         sys.exit(0)
     tokenizer_fixtures()
     tiny_models()
     gguf_types()
+    gguf_kquants()
     if "--smollm2" in sys.argv:
         smollm2_reference()

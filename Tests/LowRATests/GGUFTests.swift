@@ -26,17 +26,20 @@ final class GGUFTests: XCTestCase {
     }
 
     func testDequantizationMatchesGGUFPy() throws {
-        let f = try GGUFFile(path: Paths.fixture("types.gguf"))
-        let tensors = (try loadJSON("types_gguf.json") as! [String: Any])["tensors"] as! [String: [String: Any]]
-        XCTAssertEqual(tensors.count, 8)
-        for (name, spec) in tensors.sorted(by: { $0.key < $1.key }) {
-            let info = try XCTUnwrap(f.tensorInfo(name))
-            XCTAssertEqual(info.typeName, spec["type"] as? String, name)
-            XCTAssertEqual(info.shape, spec["shape"] as? [Int], name)
-            let want = (spec["values"] as! [NSNumber]).map(\.doubleValue)
-            let got = try f.floats(name)
-            let (diff, at) = maxRelativeDifference(got, want)
-            XCTAssertLessThanOrEqual(diff, 1e-6, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
+        // types.gguf: F32/F16/BF16 and the 32-element block types; kquants.gguf: Q2_K…Q6_K, IQ4_NL.
+        for (file, json, count) in [("types.gguf", "types_gguf.json", 8), ("kquants.gguf", "kquants_gguf.json", 6)] {
+            let f = try GGUFFile(path: Paths.fixture(file))
+            let tensors = (try loadJSON(json) as! [String: Any])["tensors"] as! [String: [String: Any]]
+            XCTAssertEqual(tensors.count, count)
+            for (name, spec) in tensors.sorted(by: { $0.key < $1.key }) {
+                let info = try XCTUnwrap(f.tensorInfo(name))
+                XCTAssertEqual(info.typeName, spec["type"] as? String, name)
+                XCTAssertEqual(info.shape, spec["shape"] as? [Int], name)
+                let want = (spec["values"] as! [NSNumber]).map(\.doubleValue)
+                let got = try f.floats(name)
+                let (diff, at) = maxRelativeDifference(got, want)
+                XCTAssertLessThanOrEqual(diff, 1e-6, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
+            }
         }
     }
 
@@ -75,22 +78,22 @@ final class GGUFTests: XCTestCase {
         }
     }
 
-    /// A hand-built GGUF whose only tensor is Q2_K, which LowRA does not read.
+    /// A hand-built GGUF whose only tensor is IQ2_XXS, which LowRA does not read.
     func testUnsupportedTensorTypeIsNamed() throws {
         var d = Data()
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
         func str(_ s: String) { u64(UInt64(s.utf8.count)); d.append(contentsOf: Array(s.utf8)) }
         u32(0x4655_4747); u32(3); u64(1); u64(0)
-        str("w"); u32(2); u64(256); u64(1); u32(10); u64(0)
+        str("w"); u32(2); u64(256); u64(1); u32(16); u64(0)
         while d.count % 32 != 0 { d.append(0) }
-        d.append(Data(count: 84))  // one Q2_K block
+        d.append(Data(count: 66))  // one IQ2_XXS block
         let path = "\(try temporaryDirectory(self))/q2k.gguf"
         try d.write(to: URL(fileURLWithPath: path))
         let f = try GGUFFile(path: path)
         XCTAssertThrowsError(try f.floats("w")) {
             let m = ($0 as! LowRAError).message
-            XCTAssertTrue(m.contains("Q2_K") && m.contains("cannot read"), m)
+            XCTAssertTrue(m.contains("IQ2_XXS") && m.contains("cannot read"), m)
         }
         XCTAssertThrowsError(try f.floats("nope")) { XCTAssertEqual(($0 as! LowRAError).kind, .missingTensor) }
     }
