@@ -18,10 +18,9 @@ extension LlamaModel {
     ) throws -> CalibrationStats {
         guard tokens.count >= 2 else { throw LowRAError(.invalidArgument, "calibration needs at least 2 tokens") }
         let c = config
-        let width: [LinearInput: Int] = [.attention: c.hiddenSize, .output: c.qDim, .mlp: c.hiddenSize, .down: c.intermediateSize]
         var sums = [[LinearInput: [Double]]](repeating: [:], count: c.numLayers)
         for l in 0..<c.numLayers {
-            for (site, n) in width { sums[l][site] = [Double](repeating: 0, count: n) }
+            for kind in LinearKind.allCases { sums[l][kind.input] = [Double](repeating: 0, count: kind.shape(c).in) }
         }
         let window = min(context, c.maxPositions)
         let cache = KVCache(config: c, capacity: window)
@@ -39,13 +38,9 @@ extension LlamaModel {
         }
         progress?(starts.count, starts.count)
         var columns = [String: [Float]]()
-        let names: [(String, LinearInput)] = [
-            ("self_attn.q_proj", .attention), ("self_attn.k_proj", .attention), ("self_attn.v_proj", .attention),
-            ("self_attn.o_proj", .output), ("mlp.gate_proj", .mlp), ("mlp.up_proj", .mlp), ("mlp.down_proj", .down),
-        ]
         for l in 0..<c.numLayers {
-            for (hf, site) in names {
-                columns["model.layers.\(l).\(hf)"] = sums[l][site]!.map { Float($0 / Double(tokens.count)) }
+            for kind in LinearKind.allCases {
+                columns[WeightNaming.huggingFace.linear(l, kind)] = sums[l][kind.input]!.map { Float($0 / Double(tokens.count)) }
             }
         }
         return CalibrationStats(source: source, tokens: tokens.count, columns: columns)

@@ -37,10 +37,11 @@ public struct EvalResult: Codable, Sendable {
 
 extension LlamaModel {
     /// Cuts `tokens` into consecutive windows of `context` tokens (the last may be shorter), runs
-    /// each from an empty cache, and scores every position's prediction of the next token.
-    /// `progress(done, total)` reports windows.
+    /// each from an empty cache, and scores every position's prediction of the next token, with
+    /// `adapter` (if any) on the model and none on `reference`. `progress(done, total)` reports windows.
     public func evaluate(
-        tokens: [Int], context: Int, reference: LlamaModel? = nil, progress: ((Int, Int) -> Void)? = nil
+        tokens: [Int], context: Int, adapter: LoRAAdapter? = nil, reference: LlamaModel? = nil,
+        progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
         if let reference, reference.config.vocabSize != config.vocabSize {
             throw LowRAError(.invalidArgument, "the reference model's vocabulary (\(reference.config.vocabSize)) differs from the model's (\(config.vocabSize))")
@@ -66,7 +67,7 @@ extension LlamaModel {
             progress?(w, starts.count)
             guard window.count >= 2 else { continue }
             cache.reset()
-            let logits = try forward(window, cache: cache, logits: .all)
+            let logits = try forward(window, cache: cache, logits: .all, adapter: adapter)
             let v = config.vocabSize
             // Per-position scores, computed in parallel, summed in order (deterministic).
             let n = window.count - 1

@@ -75,9 +75,9 @@ public struct GenerationResult: Sendable {
 
 extension LlamaModel {
     /// Generates up to `maxNewTokens` after `prompt`, calling `onToken` with each new id;
-    /// `onToken` returns false to stop. Stops at `eos`.
+    /// `onToken` returns false to stop. Stops at `eos`. `adapter` (if any) runs on every linear layer.
     public func generate(
-        prompt: [Int], maxNewTokens: Int, sampling: SamplingOptions, eos: Int?,
+        prompt: [Int], maxNewTokens: Int, sampling: SamplingOptions, eos: Int?, adapter: LoRAAdapter? = nil,
         onToken: (Int) -> Bool = { _ in true }
     ) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw LowRAError(.invalidArgument, "the prompt is empty") }
@@ -88,7 +88,7 @@ extension LlamaModel {
         let cache = KVCache(config: config, capacity: capacity)
         var sampler = Sampler(sampling)
         let t0 = Date()
-        var logits = try forward(prompt, cache: cache, logits: .last)
+        var logits = try forward(prompt, cache: cache, logits: .last, adapter: adapter)
         let prefill = Date().timeIntervalSince(t0)
         var out = [Int]()
         var stopped = false
@@ -101,7 +101,7 @@ extension LlamaModel {
                 break
             }
             if !onToken(next) || cache.length >= capacity { break }
-            logits = try forward([next], cache: cache, logits: .last)
+            logits = try forward([next], cache: cache, logits: .last, adapter: adapter)
         }
         return GenerationResult(
             tokens: out, promptTokens: prompt.count, prefillSeconds: prefill,

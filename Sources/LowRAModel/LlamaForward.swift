@@ -1,18 +1,33 @@
 import Foundation
 import LowRATensor
 
+// The one model forward (llm.c's gpt2_forward): embedding, then the same block forward for
+// every layer, over flat buffers. Training runs it over a batch with every layer's activations
+// saved for backward; evaluation, generation and calibration run it with a KV cache and one
+// reused set of activations. An adapter is passed in, never merged into the weights, so one
+// base serves any number of adapters.
+
 /// Keys and values of every layer for positions [0, length), with room for `capacity`.
 public final class KVCache: @unchecked Sendable {
     public let capacity: Int
     public private(set) var length = 0
-    var keys: [[Float]]  // L x (capacity, KV*D)
-    var values: [[Float]]  // L x (capacity, KV*D)
+    private let kvDim: Int
+    private let storage: UnsafeMutablePointer<Float>  // (L, 2, capacity, KV*D)
 
     public init(config: LlamaConfig, capacity: Int) {
         self.capacity = capacity
-        keys = Array(repeating: [Float](repeating: 0, count: capacity * config.kvDim), count: config.numLayers)
-        values = keys
+        kvDim = config.kvDim
+        let count = max(1, config.numLayers * 2 * capacity * config.kvDim)
+        storage = .allocate(capacity: count)
+        storage.initialize(repeating: 0, count: count)
     }
+
+    deinit { storage.deallocate() }
+
+    /// Layer l's keys (capacity, KV*D), after RoPE.
+    public func keys(_ l: Int) -> UnsafeMutablePointer<Float> { storage + (2 * l) * capacity * kvDim }
+    /// Layer l's values (capacity, KV*D).
+    public func values(_ l: Int) -> UnsafeMutablePointer<Float> { storage + (2 * l + 1) * capacity * kvDim }
 
     public func reset() { length = 0 }
     func advance(_ n: Int) { length += n }
@@ -23,7 +38,171 @@ public enum LogitRows: Sendable {
     case all, last
 }
 
-/// A Llama-family model ready to run: configuration and fp32 weights.
+/// `observe(layer, site, x (rows, cols), rows, cols)` sees every linear layer's input.
+public typealias LinearInputObserver = (Int, LinearInput, UnsafePointer<Float>, Int, Int) -> Void
+
+/// The activations of one block over N = batch·T rows. Training keeps one set per layer for
+/// backward; inference reuses one set for every layer.
+public struct BlockActivations {
+    public let xIn: UnsafeMutablePointer<Float>  // (N, C) the residual entering the block
+    public let xn1: UnsafeMutablePointer<Float>  // (N, C) normed for attention
+    public let q: UnsafeMutablePointer<Float>  // (N, H*D) after RoPE
+    public let k: UnsafeMutablePointer<Float>  // (N, KV*D) after RoPE
+    public let v: UnsafeMutablePointer<Float>  // (N, KV*D)
+    public let probs: UnsafeMutablePointer<Float>  // (B, H, T, Tk) saved, or (T, Tk) reused per head
+    public let att: UnsafeMutablePointer<Float>  // (N, H*D) attention output
+    public let xMid: UnsafeMutablePointer<Float>  // (N, C) the residual after attention
+    public let xn2: UnsafeMutablePointer<Float>  // (N, C) normed for the MLP
+    public let gate: UnsafeMutablePointer<Float>  // (N, F)
+    public let up: UnsafeMutablePointer<Float>  // (N, F)
+    public let act: UnsafeMutablePointer<Float>  // (N, F) silu(gate) * up
+    public let xa: [UnsafeMutablePointer<Float>]  // (N, r) x·Aᵀ per LinearKind, with an adapter
+}
+
+/// Every buffer one forward needs, allocated once: block activations (per layer or shared),
+/// the projection output and the scratch a packed layer is dequantized into. Callers may take
+/// more buffers from it (`allocate`) so that one figure counts them all.
+public final class ForwardWorkspace: @unchecked Sendable {
+    public let batch: Int
+    public let tokens: Int
+    /// Keys each query may see: T in training, past + T with a cache.
+    public let keys: Int
+    public let savesEveryLayer: Bool
+    public private(set) var bytes = 0
+    private var allocations = [UnsafeMutablePointer<Float>]()
+    private var layers = [BlockActivations]()
+    /// (N, C) output of o and down before the residual add.
+    public private(set) var proj: UnsafeMutablePointer<Float>!
+    /// W of the largest linear layer, for packed layers run on more than one row.
+    public private(set) var weightScratch: UnsafeMutablePointer<Float>!
+
+    /// `rank` 0: no adapter. `weightScratch`: floats of dequantization scratch (0 for none).
+    public init(
+        config c: LlamaConfig, batch: Int, tokens: Int, keys: Int, rank: Int, saveEveryLayer: Bool, weightScratch: Int
+    ) {
+        self.batch = batch
+        self.tokens = tokens
+        self.keys = keys
+        savesEveryLayer = saveEveryLayer
+        let n = batch * tokens, C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
+        let probs = saveEveryLayer ? batch * c.numHeads * tokens * keys : tokens * keys
+        for _ in 0..<(saveEveryLayer ? c.numLayers : 1) {
+            layers.append(BlockActivations(
+                xIn: allocate(n * C), xn1: allocate(n * C), q: allocate(n * qD), k: allocate(n * kvD),
+                v: allocate(n * kvD), probs: allocate(probs), att: allocate(n * qD), xMid: allocate(n * C),
+                xn2: allocate(n * C), gate: allocate(n * F), up: allocate(n * F), act: allocate(n * F),
+                xa: rank == 0 ? [] : LinearKind.allCases.map { _ in allocate(n * rank) }))
+        }
+        proj = allocate(n * C)
+        self.weightScratch = allocate(weightScratch)
+    }
+
+    deinit { for p in allocations { p.deallocate() } }
+
+    /// A zeroed buffer of `count` floats that lives as long as the workspace.
+    public func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        p.initialize(repeating: 0, count: max(count, 1))
+        allocations.append(p)
+        bytes += 4 * count
+        return p
+    }
+
+    /// The activations layer l writes (and, when saved, backward reads).
+    public func activations(_ l: Int) -> BlockActivations { layers[savesEveryLayer ? l : 0] }
+}
+
+extension LlamaWeights {
+    /// Embeds `tokens` (batch·T ids, row-major) into x (N, C) and runs every block on it. With a
+    /// cache (batch 1), the T tokens sit at positions cache.length…, attend to the cached keys,
+    /// and their keys and values are appended; without one, each sequence starts at position 0.
+    public func forwardBlocks(
+        _ tokens: [Int], config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
+        cache: KVCache?, adapter: AdapterView?, observe: LinearInputObserver? = nil
+    ) {
+        let C = c.hiddenSize
+        precondition(tokens.count == ws.batch * ws.tokens && (cache == nil || ws.batch == 1))
+        embedding.withUnsafeBufferPointer { emb in
+            for (r, tok) in tokens.enumerated() { (x + r * C).update(from: emb.baseAddress! + tok * C, count: C) }
+        }
+        let rope = RopeTable(start: cache?.length ?? 0, count: ws.tokens, frequencies: c.ropeFrequencies)
+        for l in blocks.indices {
+            blockForward(l, config: c, x: x, workspace: ws, rope: rope, cache: cache, adapter: adapter, observe: observe)
+        }
+        cache?.advance(ws.tokens)
+    }
+
+    /// One block over x (N, C), in place: x += attention(rmsnorm(x)); x += mlp(rmsnorm(x)).
+    func blockForward(
+        _ l: Int, config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
+        rope: RopeTable, cache: KVCache?, adapter: AdapterView?, observe: LinearInputObserver?
+    ) {
+        let C = c.hiddenSize, F = c.intermediateSize, H = c.numHeads, KV = c.numKVHeads, D = c.headDim
+        let qD = c.qDim, kvD = c.kvDim, T = ws.tokens, n = ws.batch * T
+        let block = blocks[l]
+        let a = ws.activations(l)
+        func linear(_ kind: LinearKind, _ input: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+            block[kind].forward(
+                input, rows: n, into: y, scratch: ws.weightScratch, lora: adapter?.factors(layer: l, kind: kind),
+                xa: adapter == nil ? nil : a.xa[kind.rawValue])
+        }
+
+        // Attention.
+        a.xIn.update(from: x, count: n * C)
+        block.attnNorm.withUnsafeBufferPointer { rmsnormForward(a.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+        observe?(l, .attention, a.xn1, n, C)
+        linear(.q, a.xn1, a.q)
+        linear(.k, a.xn1, a.k)
+        linear(.v, a.xn1, a.v)
+        for b in 0..<ws.batch {
+            let q = a.q + b * T * qD, k = a.k + b * T * kvD, v = a.v + b * T * kvD, out = a.att + b * T * qD
+            ropeForward(q, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
+            ropeForward(k, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
+            if let cache {
+                let past = cache.length
+                (cache.keys(l) + past * kvD).update(from: k, count: T * kvD)
+                (cache.values(l) + past * kvD).update(from: v, count: T * kvD)
+                attentionForward(out, a.probs, q, cache.keys(l), cache.values(l), tokens: T, past: past, heads: H,
+                                 kvHeads: KV, headDim: D, probsPerHead: ws.savesEveryLayer)
+            } else {
+                attentionForward(out, a.probs + (ws.savesEveryLayer ? b * H * T * T : 0), q, k, v, tokens: T, heads: H,
+                                 kvHeads: KV, headDim: D, probsPerHead: ws.savesEveryLayer)
+            }
+        }
+        observe?(l, .output, a.att, n, qD)
+        linear(.o, a.att, ws.proj)
+        addInPlace(x, ws.proj, count: n * C)
+
+        // SwiGLU MLP.
+        a.xMid.update(from: x, count: n * C)
+        block.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+        observe?(l, .mlp, a.xn2, n, C)
+        linear(.gate, a.xn2, a.gate)
+        linear(.up, a.xn2, a.up)
+        swigluForward(a.act, a.gate, a.up, count: n * F)
+        observe?(l, .down, a.act, n, F)
+        linear(.down, a.act, ws.proj)
+        addInPlace(x, ws.proj, count: n * C)
+    }
+
+    /// logits (rows, V) = normed (rows, C) · Wᵀ, W the head or, when tied, the embedding.
+    public func headForward(_ normed: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>) {
+        if let head {
+            head.forward(normed, rows: rows, into: logits)
+            return
+        }
+        let v = embedding.count / finalNorm.count, c = finalNorm.count
+        embedding.withUnsafeBufferPointer { w in
+            if rows == 1 {
+                matvec(w.baseAddress!, normed, logits, n: v, k: c)
+            } else {
+                matmulTransB(normed, w.baseAddress!, logits, m: rows, n: v, k: c)
+            }
+        }
+    }
+}
+
+/// A Llama-family model ready to run: configuration and weights.
 public final class LlamaModel: @unchecked Sendable {
     public let config: LlamaConfig
     public let weights: LlamaWeights
@@ -34,15 +213,12 @@ public final class LlamaModel: @unchecked Sendable {
         self.weights = weights
     }
 
-    /// Runs `tokens` at positions [cache.length, cache.length + T), appends their keys and values
-    /// to the cache, and returns logits (rows, V) for all T positions or only the last.
-    /// Where a linear layer's input is observed: the input of q/k/v, of o, of gate/up, of down.
-    public enum LinearInput: String, Sendable, CaseIterable { case attention, output, mlp, down }
-
-    /// `observe(layer, site, x (T, cols), T, cols)` sees every linear layer's input (calibration).
+    /// Runs `tokens` at positions [cache.length, cache.length + T) with `adapter` (if any) on
+    /// every linear layer, appends their keys and values to the cache, and returns logits
+    /// (rows, V) for all T positions or only the last. `observe` sees every linear layer's input.
     public func forward(
-        _ tokens: [Int], cache: KVCache, logits rows: LogitRows = .all,
-        observe: ((Int, LinearInput, UnsafePointer<Float>, Int, Int) -> Void)? = nil
+        _ tokens: [Int], cache: KVCache, logits rows: LogitRows = .all, adapter: LoRAAdapter? = nil,
+        observe: LinearInputObserver? = nil
     ) throws -> [Float] {
         let c = config
         let t = tokens.count
@@ -54,90 +230,26 @@ public final class LlamaModel: @unchecked Sendable {
         if let bad = tokens.first(where: { $0 < 0 || $0 >= c.vocabSize }) {
             throw LowRAError(.invalidArgument, "token id \(bad) is outside the vocabulary (\(c.vocabSize))")
         }
-        let C = c.hiddenSize, F = c.intermediateSize, H = c.numHeads, KV = c.numKVHeads, D = c.headDim
-        let qDim = c.qDim, kvDim = c.kvDim
-        let tk = pos0 + t  // keys visible to the last query
-        let group = H / KV
-        let scale = 1 / Float(D).squareRoot()
-
-        var x = [Float](repeating: 0, count: t * C)  // (T, C) residual stream
-        var xn = [Float](repeating: 0, count: t * C)  // (T, C) normalized
-        var q = [Float](repeating: 0, count: t * qDim)  // (T, H*D)
-        var kNew = [Float](repeating: 0, count: t * kvDim)  // (T, KV*D)
-        var vNew = [Float](repeating: 0, count: t * kvDim)  // (T, KV*D)
-        var att = [Float](repeating: 0, count: t * qDim)  // (T, H*D) attention output
-        var scores = [Float](repeating: 0, count: t * tk)  // (T, Tk) one head at a time
-        var proj = [Float](repeating: 0, count: t * C)  // (T, C)
-        var gate = [Float](repeating: 0, count: t * F)  // (T, F)
-        var up = [Float](repeating: 0, count: t * F)  // (T, F)
-        let rope = RopeTable(start: pos0, count: t, headDim: D, base: c.ropeTheta)
-
-        weights.embedding.withUnsafeBufferPointer { emb in
-            for (r, tok) in tokens.enumerated() {
-                for i in 0..<C { x[r * C + i] = emb[tok * C + i] }
-            }
+        if let adapter, adapter.slots.count != c.numLayers * LinearKind.allCases.count {
+            throw LowRAError(.shapeMismatch, "the adapter has \(adapter.slots.count) layers; the model needs \(c.numLayers * LinearKind.allCases.count)")
         }
-
-        for (l, block) in weights.blocks.enumerated() {
-            // Attention.
-            rmsnormForward(&xn, x, block.attnNorm, rows: t, cols: C, eps: c.rmsNormEps)
-            observe?(l, .attention, xn, t, C)
-            block.q.forward(xn, rows: t, into: &q)
-            block.k.forward(xn, rows: t, into: &kNew)
-            block.v.forward(xn, rows: t, into: &vNew)
-            ropeForward(&q, rows: t, stride: qDim, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
-            ropeForward(&kNew, rows: t, stride: kvDim, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
-            cache.keys[l].withUnsafeMutableBufferPointer { kc in
-                cache.values[l].withUnsafeMutableBufferPointer { vc in
-                    for i in 0..<(t * kvDim) {
-                        kc[pos0 * kvDim + i] = kNew[i]
-                        vc[pos0 * kvDim + i] = vNew[i]
-                    }
-                    let kBase = UnsafePointer(kc.baseAddress!)
-                    let vBase = UnsafePointer(vc.baseAddress!)
-                    for h in 0..<H {
-                        let kvh = h / group
-                        // scores (T, Tk) = q_h (T, D) · K_kvh (Tk, D)^T * scale
-                        matmulTransB(q.withUnsafeBufferPointer { $0.baseAddress! + h * D }, kBase + kvh * D, &scores,
-                                     m: t, n: tk, k: D, alpha: scale, ldx: qDim, ldw: kvDim, ldy: tk)
-                        softmaxRowsForward(&scores, rows: t, cols: tk, stride: tk) { pos0 + $0 + 1 }
-                        // att_h (T, D) = scores (T, Tk) · V_kvh (Tk, D)
-                        att.withUnsafeMutableBufferPointer { a in
-                            matmul(scores, vBase + kvh * D, a.baseAddress! + h * D, m: t, n: D, k: tk,
-                                   lda: tk, ldb: kvDim, ldy: qDim)
-                        }
-                    }
-                }
-            }
-            observe?(l, .output, att, t, qDim)
-            block.o.forward(att, rows: t, into: &proj)
-            addInPlace(&x, proj, count: t * C)
-
-            // SwiGLU MLP.
-            rmsnormForward(&xn, x, block.ffnNorm, rows: t, cols: C, eps: c.rmsNormEps)
-            observe?(l, .mlp, xn, t, C)
-            block.gate.forward(xn, rows: t, into: &gate)
-            block.up.forward(xn, rows: t, into: &up)
-            swigluForward(&gate, gate, up, count: t * F)
-            observe?(l, .down, gate, t, F)
-            block.down.forward(gate, rows: t, into: &proj)
-            addInPlace(&x, proj, count: t * C)
+        let ws = ForwardWorkspace(
+            config: c, batch: 1, tokens: t, keys: pos0 + t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
+            weightScratch: t > 1 && weights.hasPacked ? weights.largestLinear : 0)
+        let x = ws.allocate(t * c.hiddenSize)  // (T, C) residual stream
+        func run(_ view: AdapterView?) {
+            weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)
         }
-        cache.advance(t)
+        if let adapter { adapter.withView(run) } else { run(nil) }
 
         let first = rows == .all ? 0 : t - 1
         let n = t - first
-        var normed = [Float](repeating: 0, count: n * C)
-        x.withUnsafeBufferPointer { xb in
-            rmsnormForward(&normed, xb.baseAddress! + first * C, weights.finalNorm, rows: n, cols: C, eps: c.rmsNormEps)
+        let normed = ws.allocate(n * c.hiddenSize)
+        weights.finalNorm.withUnsafeBufferPointer {
+            rmsnormForward(normed, x + first * c.hiddenSize, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
         var logits = [Float](repeating: 0, count: n * c.vocabSize)
-        if let head = weights.head {
-            head.forward(normed, rows: n, into: &logits)
-        } else {
-            Linear(outFeatures: c.vocabSize, inFeatures: C, weight: weights.embedding)
-                .forward(normed, rows: n, into: &logits)
-        }
+        logits.withUnsafeMutableBufferPointer { weights.headForward(normed, rows: n, into: $0.baseAddress!) }
         return logits
     }
 }

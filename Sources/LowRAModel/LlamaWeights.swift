@@ -15,8 +15,6 @@ public struct Linear: Sendable {
     public let inFeatures: Int
     public var storage: Storage
     public var bias: [Float]?  // (out)
-    /// An optional LoRA adapter: y += scale · B A x.
-    public var lora: LoRAFactors?
 
     public init(outFeatures: Int, inFeatures: Int, weight: [Float], bias: [Float]? = nil) {
         precondition(weight.count == outFeatures * inFeatures)
@@ -65,21 +63,30 @@ public struct Linear: Sendable {
         }
     }
 
-    /// y (T, out) = x (T, in) · W^T + b.
-    public func forward(_ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>) {
-        func run(_ w: UnsafePointer<Float>) {
+    /// y (T, out) = x (T, in) · W^T + b, plus s · B A x when LoRA factors are given (xa (T, r)
+    /// keeps x Aᵀ for backward). One row of a packed layer is multiplied straight from its codes;
+    /// more rows dequantize W into `scratch` (out·in floats; allocated here when nil).
+    public func forward(
+        _ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>,
+        scratch: UnsafeMutablePointer<Float>? = nil, lora: LoRAFactors? = nil, xa: UnsafeMutablePointer<Float>? = nil
+    ) {
+        func multiply(_ w: UnsafePointer<Float>) {
             if t == 1 {
                 matvec(w, x, y, n: outFeatures, k: inFeatures)
             } else {
                 matmulTransB(x, w, y, m: t, n: outFeatures, k: inFeatures)
             }
         }
-        if t == 1, let p = packed {
+        switch storage {
+        case .dense(let w):
+            w.withUnsafeBufferPointer { multiply($0.baseAddress!) }
+        case .packed(let p) where t == 1:
             p.matvec(x, into: y)
-        } else {
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: packed == nil ? 0 : outFeatures * inFeatures)
-            defer { scratch.deallocate() }
-            withWeight(scratch: scratch, run)
+        case .packed(let p):
+            let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures) : nil
+            defer { own?.deallocate() }
+            p.dequantize(into: scratch ?? own!)
+            multiply(scratch ?? own!)
         }
         if let bias {
             for r in 0..<t {
@@ -88,50 +95,52 @@ public struct Linear: Sendable {
             }
         }
         if let lora {
-            var xa = [Float](repeating: 0, count: t * lora.rank)  // (T, r)
-            lora.a.withUnsafeBufferPointer { a in
-                lora.b.withUnsafeBufferPointer { b in
-                    loraForward(y, &xa, x, a.baseAddress!, b.baseAddress!, rows: t, in: inFeatures, out: outFeatures,
-                                rank: lora.rank, scale: lora.scale)
-                }
-            }
+            let own = xa == nil ? UnsafeMutablePointer<Float>.allocate(capacity: t * lora.rank) : nil
+            defer { own?.deallocate() }
+            loraForward(y, xa ?? own!, x, lora.a, lora.b, rows: t, in: inFeatures, out: outFeatures, rank: lora.rank,
+                        scale: lora.scale)
         }
     }
 }
 
-/// LoRA factors of one linear layer: A (r, in), B (out, r), and scale = alpha / r.
-public struct LoRAFactors: Sendable, Equatable {
-    public var rank: Int
-    public var a: [Float]  // (r, in)
-    public var b: [Float]  // (out, r)
-    public var scale: Float
+/// The LoRA factors of one linear layer as the forward reads them: A (r, in), B (out, r) and
+/// scale = alpha / r.
+public struct LoRAFactors {
+    public let a: UnsafePointer<Float>
+    public let b: UnsafePointer<Float>
+    public let rank: Int
+    public let scale: Float
 
-    public init(rank: Int, a: [Float], b: [Float], scale: Float) {
-        self.rank = rank
+    public init(a: UnsafePointer<Float>, b: UnsafePointer<Float>, rank: Int, scale: Float) {
         self.a = a
         self.b = b
+        self.rank = rank
         self.scale = scale
     }
 }
 
-/// One transformer block's weights.
+/// One transformer block's weights: two RMSNorm gains and the linear layers, indexed by kind.
 public struct LlamaBlock: Sendable {
     public var attnNorm: [Float]  // (C)
-    public var q: Linear  // (H*D, C)
-    public var k: Linear  // (KV*D, C)
-    public var v: Linear  // (KV*D, C)
-    public var o: Linear  // (C, H*D)
     public var ffnNorm: [Float]  // (C)
-    public var gate: Linear  // (F, C)
-    public var up: Linear  // (F, C)
-    public var down: Linear  // (C, F)
+    /// One per `LinearKind`, in its order: q (H*D, C), k and v (KV*D, C), o (C, H*D),
+    /// gate and up (F, C), down (C, F).
+    public var linears: [Linear]
 
-    public var linears: [(name: String, linear: Linear)] {
-        [("q", q), ("k", k), ("v", v), ("o", o), ("gate", gate), ("up", up), ("down", down)]
+    public init(attnNorm: [Float], ffnNorm: [Float], linears: [Linear]) {
+        precondition(linears.count == LinearKind.allCases.count)
+        self.attnNorm = attnNorm
+        self.ffnNorm = ffnNorm
+        self.linears = linears
+    }
+
+    public subscript(kind: LinearKind) -> Linear {
+        get { linears[kind.rawValue] }
+        set { linears[kind.rawValue] = newValue }
     }
 }
 
-/// All weights of a Llama-family model, fp32.
+/// All weights of a Llama-family model: fp32, with packed linear layers after quantization.
 public struct LlamaWeights: Sendable {
     public var embedding: [Float]  // (V, C)
     public var blocks: [LlamaBlock]
@@ -142,16 +151,23 @@ public struct LlamaWeights: Sendable {
     public var weightBytes: Int {
         4 * (embedding.count + finalNorm.count) + (head?.weightBytes ?? 0)
             + blocks.reduce(0) { acc, b in
-                acc + 4 * (b.attnNorm.count + b.ffnNorm.count) + b.linears.reduce(0) { $0 + $1.linear.weightBytes + 4 * ($1.linear.bias?.count ?? 0) }
+                acc + 4 * (b.attnNorm.count + b.ffnNorm.count)
+                    + b.linears.reduce(0) { $0 + $1.weightBytes + 4 * ($1.bias?.count ?? 0) }
             }
     }
 
     public var parameterCount: Int {
         embedding.count + finalNorm.count + (head?.parameterCount ?? 0)
-            + blocks.reduce(0) { acc, b in
-                acc + b.attnNorm.count + b.ffnNorm.count + b.linears.reduce(0) { $0 + $1.linear.parameterCount }
-            }
+            + blocks.reduce(0) { acc, b in acc + b.attnNorm.count + b.ffnNorm.count + b.linears.reduce(0) { $0 + $1.parameterCount } }
     }
+
+    /// Floats of the largest linear weight: the scratch a packed layer is dequantized into.
+    public var largestLinear: Int {
+        blocks.lazy.flatMap { $0.linears }.map { $0.outFeatures * $0.inFeatures }.max() ?? 0
+    }
+
+    /// True when some linear layer is packed (so multi-row products need dequantization scratch).
+    public var hasPacked: Bool { blocks.contains { $0.linears.contains { $0.packed != nil } } }
 }
 
 /// Where tensors come from: a GGUF file or a set of safetensors files, under their own names.
@@ -188,81 +204,43 @@ public struct SafeTensorsSet: TensorSource {
     }
 }
 
-/// Tensor names of the two checkpoint conventions.
-public enum WeightNaming: Sendable {
-    case huggingFace, gguf
-
-    func name(_ kind: String, layer: Int? = nil) -> String {
-        switch self {
-        case .huggingFace:
-            let hf = [
-                "embed": "model.embed_tokens.weight", "norm": "model.norm.weight", "head": "lm_head.weight",
-                "attn_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight",
-                "q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight", "v": "self_attn.v_proj.weight",
-                "o": "self_attn.o_proj.weight", "q_bias": "self_attn.q_proj.bias", "k_bias": "self_attn.k_proj.bias",
-                "v_bias": "self_attn.v_proj.bias", "gate": "mlp.gate_proj.weight", "up": "mlp.up_proj.weight",
-                "down": "mlp.down_proj.weight",
-            ][kind]!
-            return layer.map { "model.layers.\($0).\(hf)" } ?? hf
-        case .gguf:
-            let g = [
-                "embed": "token_embd.weight", "norm": "output_norm.weight", "head": "output.weight",
-                "attn_norm": "attn_norm.weight", "ffn_norm": "ffn_norm.weight", "q": "attn_q.weight",
-                "k": "attn_k.weight", "v": "attn_v.weight", "o": "attn_output.weight", "q_bias": "attn_q.bias",
-                "k_bias": "attn_k.bias", "v_bias": "attn_v.bias", "gate": "ffn_gate.weight", "up": "ffn_up.weight",
-                "down": "ffn_down.weight",
-            ][kind]!
-            return layer.map { "blk.\($0).\(g)" } ?? g
-        }
-    }
-}
-
 extension LlamaWeights {
-    /// Loads and shape-checks every tensor the configuration calls for.
+    /// Loads and shape-checks every tensor the configuration calls for, by the architecture's
+    /// names (`WeightNaming`) and shapes (`LinearKind.shape`).
     public static func load(
-        from source: TensorSource, naming: WeightNaming, config: LlamaConfig,
+        from source: TensorSource, naming: WeightNaming, config c: LlamaConfig,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> LlamaWeights {
-        let c = config
-        func tensor(_ kind: String, _ layer: Int?, _ shape: [Int]) throws -> [Float] {
-            let name = naming.name(kind, layer: layer)
+        func tensor(_ t: ModelTensor, _ shape: [Int]) throws -> [Float] {
+            let name = naming.name(t)
             guard let actual = source.shape(name) else {
                 throw LowRAError(.missingTensor, "\(source.description): tensor \(name) not found")
             }
             guard actual == shape else {
-                throw LowRAError(.shapeMismatch, "\(source.description): tensor \(name) has shape \(actual), expected \(shape) from the model config")
+                throw LowRAError(.shapeMismatch,
+                                 "\(source.description): tensor \(name) has shape \(actual), expected \(shape) from the model config")
             }
             return try source.floats(name)
         }
-        func linear(_ kind: String, _ layer: Int, out: Int, in inF: Int, bias: Bool = false) throws -> Linear {
-            Linear(
-                outFeatures: out, inFeatures: inF, weight: try tensor(kind, layer, [out, inF]),
-                bias: bias ? try tensor(kind + "_bias", layer, [out]) : nil)
-        }
-        let embedding = try tensor("embed", nil, [c.vocabSize, c.hiddenSize])
+        let embedding = try tensor(.embedding, [c.vocabSize, c.hiddenSize])
         var blocks = [LlamaBlock]()
         for l in 0..<c.numLayers {
             progress?(l, c.numLayers)
-            blocks.append(
-                LlamaBlock(
-                    attnNorm: try tensor("attn_norm", l, [c.hiddenSize]),
-                    q: try linear("q", l, out: c.qDim, in: c.hiddenSize, bias: c.attentionBias),
-                    k: try linear("k", l, out: c.kvDim, in: c.hiddenSize, bias: c.attentionBias),
-                    v: try linear("v", l, out: c.kvDim, in: c.hiddenSize, bias: c.attentionBias),
-                    o: try linear("o", l, out: c.hiddenSize, in: c.qDim),
-                    ffnNorm: try tensor("ffn_norm", l, [c.hiddenSize]),
-                    gate: try linear("gate", l, out: c.intermediateSize, in: c.hiddenSize),
-                    up: try linear("up", l, out: c.intermediateSize, in: c.hiddenSize),
-                    down: try linear("down", l, out: c.hiddenSize, in: c.intermediateSize)))
+            let linears = try LinearKind.allCases.map { kind in
+                let (out, inF) = kind.shape(c)
+                return Linear(
+                    outFeatures: out, inFeatures: inF, weight: try tensor(.weight(layer: l, kind), [out, inF]),
+                    bias: kind.hasBias(c) ? try tensor(.bias(layer: l, kind), [out]) : nil)
+            }
+            blocks.append(LlamaBlock(
+                attnNorm: try tensor(.attentionNorm(layer: l), [c.hiddenSize]),
+                ffnNorm: try tensor(.mlpNorm(layer: l), [c.hiddenSize]), linears: linears))
         }
         progress?(c.numLayers, c.numLayers)
-        let finalNorm = try tensor("norm", nil, [c.hiddenSize])
-        let head: Linear? =
-            c.tieWordEmbeddings
+        let finalNorm = try tensor(.finalNorm, [c.hiddenSize])
+        let head: Linear? = c.tieWordEmbeddings
             ? nil
-            : Linear(
-                outFeatures: c.vocabSize, inFeatures: c.hiddenSize,
-                weight: try tensor("head", nil, [c.vocabSize, c.hiddenSize]))
+            : Linear(outFeatures: c.vocabSize, inFeatures: c.hiddenSize, weight: try tensor(.head, [c.vocabSize, c.hiddenSize]))
         return LlamaWeights(embedding: embedding, blocks: blocks, finalNorm: finalNorm, head: head)
     }
 }

@@ -121,52 +121,20 @@ public struct QuantizeReport: Codable, Sendable {
     }
 }
 
-extension LlamaBlock {
-    public static let linearNames: [(kind: String, hf: String)] = [
-        ("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"), ("o", "self_attn.o_proj"),
-        ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"), ("down", "mlp.down_proj"),
-    ]
-
-    public subscript(linear kind: String) -> Linear {
-        get {
-            switch kind {
-            case "q": q
-            case "k": k
-            case "v": v
-            case "o": o
-            case "gate": gate
-            case "up": up
-            default: down
-            }
-        }
-        set {
-            switch kind {
-            case "q": q = newValue
-            case "k": k = newValue
-            case "v": v = newValue
-            case "o": o = newValue
-            case "gate": gate = newValue
-            case "up": up = newValue
-            default: down = newValue
-            }
-        }
-    }
-}
-
 extension LlamaWeights {
-    /// (HF name, block, kind) of every linear layer that gets quantized, in model order.
-    public var quantizableLinears: [(name: String, block: Int, kind: String)] {
-        blocks.indices.flatMap { l in
-            LlamaBlock.linearNames.map { ("model.layers.\(l).\($0.hf)", l, $0.kind) }
-        }
+    /// (HF name, block, kind) of every linear layer that gets quantized, in model order (the
+    /// order of an adapter's slots).
+    public var quantizableLinears: [(name: String, block: Int, kind: LinearKind)] {
+        blocks.indices.flatMap { l in LinearKind.allCases.map { (WeightNaming.huggingFace.linear(l, $0), l, $0) } }
     }
 
     /// Quantizes every block's linear layers; embeddings, norms and the head stay fp32.
     /// progress(stage, done, total) with stage "analyze", "assign" (ILP) then "pack" (which
-    /// runs LoftQ when requested).
+    /// runs LoftQ when requested). With LoftQ, `loftq` holds each layer's initial factors, in
+    /// `quantizableLinears` order (an adapter's slot order).
     public func quantized(
         _ request: QuantizeRequest, progress: ((String, Int, Int) -> Void)? = nil
-    ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport) {
+    ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport, loftq: [(a: [Float], b: [Float])]) {
         let t0 = Date()
         let layers = quantizableLinears
         guard request.bits >= 1, request.bits <= 4 else {
@@ -178,7 +146,7 @@ extension LlamaWeights {
         var options = request.options
         if let map = request.precisionMap {
             for l in layers {
-                let rows = blocks[l.block][linear: l.kind].outFeatures
+                let rows = blocks[l.block][l.kind].outFeatures
                 guard let b = map.layers[l.name], b.count == rows, b.allSatisfy({ [1, 2, 4].contains($0) }) else {
                     throw LowRAError(.invalidArgument, "precision map: layer \(l.name) is missing or does not list \(rows) precisions from {1, 2, 4}")
                 }
@@ -188,13 +156,13 @@ extension LlamaWeights {
         guard !options.precisions.isEmpty, options.precisions.allSatisfy({ [1, 2, 4].contains($0) }) else {
             throw LowRAError(.invalidArgument, "precisions must be from {1, 2, 4}, got \(options.precisions)")
         }
-        let params = layers.reduce(0) { $0 + blocks[$1.block][linear: $1.kind].parameterCount }
+        let params = layers.reduce(0) { $0 + blocks[$1.block][$1.kind].parameterCount }
         let budget = Int((request.bits * Double(params)).rounded(.down))
 
         var analyses = [TensorAnalysis]()
         for (i, l) in layers.enumerated() {
             progress?("analyze", i, layers.count)
-            let lin = blocks[l.block][linear: l.kind]
+            let lin = blocks[l.block][l.kind]
             let cols = request.calibration?.columns[l.name]
             if let cols, cols.count != lin.inFeatures {
                 throw LowRAError(.shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
@@ -246,11 +214,12 @@ extension LlamaWeights {
         let tAssigned = Date()
         var out = self
         var reports = [LayerQuantReport]()
+        var loftq = [(a: [Float], b: [Float])]()
         var codeBits = 0, stored = 0
         var totalError = 0.0, totalEnergy = 0.0
         for (i, (l, a)) in zip(layers, analyses).enumerated() {
             progress?("pack", i, layers.count)
-            let lin = blocks[l.block][linear: l.kind]
+            let lin = blocks[l.block][l.kind]
             let packed: PackedLinear
             var loftqErrors: (Double, Double)?
             if let lq = request.loftq {
@@ -261,14 +230,13 @@ extension LlamaWeights {
                     steps: lq.steps, scale: scale, columnWeights: request.calibration?.columns[l.name],
                     seed: request.seed &+ UInt64(i))
                 packed = r.packed
-                var linear = Linear(packed: packed, bias: lin.bias)
-                linear.lora = LoRAFactors(rank: lq.rank, a: r.a, b: r.b, scale: scale)
-                out.blocks[l.block][linear: l.kind] = linear
+                out.blocks[l.block][l.kind] = Linear(packed: packed, bias: lin.bias)
+                loftq.append((r.a, r.b))
                 let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
                 loftqErrors = (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30))
             } else {
                 packed = try a.pack(lin.weight, bits: bits[i])
-                out.blocks[l.block][linear: l.kind] = Linear(packed: packed, bias: lin.bias)
+                out.blocks[l.block][l.kind] = Linear(packed: packed, bias: lin.bias)
             }
             var err = 0.0, energy = 0.0
             for r in 0..<a.outFeatures {
@@ -299,6 +267,6 @@ extension LlamaWeights {
                            "pack": Date().timeIntervalSince(tAssigned)],
             layers: reports,
             calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" }, seed: request.seed)
-        return (out, map, report)
+        return (out, map, report, loftq)
     }
 }

@@ -81,17 +81,17 @@ public enum QuantizedModelStore {
         w.metadata["format"] = "pt"
         w.metadata["lowra_format"] = manifest.format
         let names = WeightNaming.huggingFace
-        try w.add(names.name("embed"), floats: weights.embedding, shape: [config.vocabSize, config.hiddenSize])
-        try w.add(names.name("norm"), floats: weights.finalNorm, shape: [config.hiddenSize])
+        try w.add(names.name(.embedding), floats: weights.embedding, shape: [config.vocabSize, config.hiddenSize])
+        try w.add(names.name(.finalNorm), floats: weights.finalNorm, shape: [config.hiddenSize])
         if let head = weights.head {
-            try w.add(names.name("head"), floats: head.weight, shape: [config.vocabSize, config.hiddenSize])
+            try w.add(names.name(.head), floats: head.weight, shape: [config.vocabSize, config.hiddenSize])
         }
         for (l, block) in weights.blocks.enumerated() {
-            try w.add(names.name("attn_norm", layer: l), floats: block.attnNorm, shape: [config.hiddenSize])
-            try w.add(names.name("ffn_norm", layer: l), floats: block.ffnNorm, shape: [config.hiddenSize])
-            for (kind, hf) in LlamaBlock.linearNames {
-                let lin = block[linear: kind]
-                let name = "model.layers.\(l).\(hf)"
+            try w.add(names.name(.attentionNorm(layer: l)), floats: block.attnNorm, shape: [config.hiddenSize])
+            try w.add(names.name(.mlpNorm(layer: l)), floats: block.ffnNorm, shape: [config.hiddenSize])
+            for kind in LinearKind.allCases {
+                let lin = block[kind]
+                let name = names.linear(l, kind)
                 if let bias = lin.bias { try w.add(name + ".bias", floats: bias, shape: [bias.count]) }
                 guard let pk = lin.packed else {
                     try w.add(name + ".weight", floats: lin.weight, shape: [lin.outFeatures, lin.inFeatures])
@@ -147,8 +147,10 @@ public enum QuantizedModelStore {
             guard file.tensors[name]?.dtype == .u8 else { throw LowRAError(.missingTensor, "\(desc): U8 tensor \(name) not found") }
             return [UInt8](try file.bytes(name))
         }
-        func linear(_ l: Int, _ hf: String, out: Int, in inF: Int, bias: Bool) throws -> Linear {
-            let name = "model.layers.\(l).\(hf)"
+        func linear(_ l: Int, _ kind: LinearKind) throws -> Linear {
+            let (out, inF) = kind.shape(c)
+            let bias = kind.hasBias(c)
+            let name = WeightNaming.huggingFace.linear(l, kind)
             let b = bias ? try tensor(name + ".bias", [out]) : nil
             if file.tensors[name + ".weight"] != nil {
                 return Linear(outFeatures: out, inFeatures: inF, weight: try tensor(name + ".weight", [out, inF]), bias: b)
@@ -178,21 +180,15 @@ public enum QuantizedModelStore {
         var blocks = [LlamaBlock]()
         for l in 0..<c.numLayers {
             blocks.append(LlamaBlock(
-                attnNorm: try tensor(names.name("attn_norm", layer: l), [c.hiddenSize]),
-                q: try linear(l, "self_attn.q_proj", out: c.qDim, in: c.hiddenSize, bias: c.attentionBias),
-                k: try linear(l, "self_attn.k_proj", out: c.kvDim, in: c.hiddenSize, bias: c.attentionBias),
-                v: try linear(l, "self_attn.v_proj", out: c.kvDim, in: c.hiddenSize, bias: c.attentionBias),
-                o: try linear(l, "self_attn.o_proj", out: c.hiddenSize, in: c.qDim, bias: false),
-                ffnNorm: try tensor(names.name("ffn_norm", layer: l), [c.hiddenSize]),
-                gate: try linear(l, "mlp.gate_proj", out: c.intermediateSize, in: c.hiddenSize, bias: false),
-                up: try linear(l, "mlp.up_proj", out: c.intermediateSize, in: c.hiddenSize, bias: false),
-                down: try linear(l, "mlp.down_proj", out: c.hiddenSize, in: c.intermediateSize, bias: false)))
+                attnNorm: try tensor(names.name(.attentionNorm(layer: l)), [c.hiddenSize]),
+                ffnNorm: try tensor(names.name(.mlpNorm(layer: l)), [c.hiddenSize]),
+                linears: try LinearKind.allCases.map { try linear(l, $0) }))
         }
         return LlamaWeights(
-            embedding: try tensor(names.name("embed"), [c.vocabSize, c.hiddenSize]), blocks: blocks,
-            finalNorm: try tensor(names.name("norm"), [c.hiddenSize]),
+            embedding: try tensor(names.name(.embedding), [c.vocabSize, c.hiddenSize]), blocks: blocks,
+            finalNorm: try tensor(names.name(.finalNorm), [c.hiddenSize]),
             head: c.tieWordEmbeddings ? nil : Linear(outFeatures: c.vocabSize, inFeatures: c.hiddenSize,
-                                                     weight: try tensor(names.name("head"), [c.vocabSize, c.hiddenSize])))
+                                                     weight: try tensor(names.name(.head), [c.vocabSize, c.hiddenSize])))
     }
 }
 

@@ -1,25 +1,28 @@
-// Causal grouped-query attention for training, as a forward/backward pair over flat buffers.
-// Head h reads key/value head h / (H / KV). Inference uses the KV-cached path in LlamaForward.
+// Causal grouped-query attention as a forward/backward pair over flat buffers. Head h reads
+// key/value head h / (H / KV). The forward serves training (keys = the T queries' own) and
+// KV-cached inference (keys = the cache's `past` positions followed by the T new ones).
 
-/// out (T, H*D) = softmax(q_h k_g^T / √D, causal) v_g per head; probs (H, T, T) is saved for
-/// backward. q (T, H*D), k and v (T, KV*D).
+/// out (T, H*D) = softmax(q_h k_g^T / √D, causal) v_g per head, for T queries at positions
+/// past..<past+T over Tk = past + T keys. q (T, H*D); k and v (Tk, KV*D). probs receives the probabilities: (H, T, Tk)
+/// when `probsPerHead` (saved for backward), else one (T, Tk) buffer reused by every head.
 public func attentionForward(
     _ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
     _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-    tokens t: Int, heads h: Int, kvHeads kv: Int, headDim d: Int
+    tokens t: Int, past: Int = 0, heads h: Int, kvHeads kv: Int, headDim d: Int, probsPerHead: Bool = true
 ) {
-    let qDim = h * d, kvDim = kv * d, group = h / kv
+    let qDim = h * d, kvDim = kv * d, group = h / kv, tk = past + t
     let scale = 1 / Float(d).squareRoot()
     for head in 0..<h {
         let g = head / group
-        let p = probs + head * t * t
-        matmulTransB(q + head * d, k + g * d, p, m: t, n: t, k: d, alpha: scale, ldx: qDim, ldw: kvDim, ldy: t)
-        softmaxRowsForward(p, rows: t, cols: t, stride: t) { $0 + 1 }
-        matmul(p, v + g * d, out + head * d, m: t, n: d, k: t, lda: t, ldb: kvDim, ldy: qDim)
+        let p = probs + (probsPerHead ? head * t * tk : 0)
+        matmulTransB(q + head * d, k + g * d, p, m: t, n: tk, k: d, alpha: scale, ldx: qDim, ldw: kvDim, ldy: tk)
+        softmaxRowsForward(p, rows: t, cols: tk, stride: tk) { past + $0 + 1 }
+        matmul(p, v + g * d, out + head * d, m: t, n: d, k: tk, lda: tk, ldb: kvDim, ldy: qDim)
     }
 }
 
-/// dq (T, H*D), dk and dv (T, KV*D) += gradients given dout (T, H*D); scratch (T, T).
+/// dq (T, H*D), dk and dv (T, KV*D) += gradients given dout (T, H*D); scratch (T, T). No past
+/// keys: the training case, probs (H, T, T) as saved by the forward.
 public func attentionBackward(
     dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
     scratch: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, probs: UnsafePointer<Float>,

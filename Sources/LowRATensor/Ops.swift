@@ -36,20 +36,27 @@ public struct RopeTable: Sendable {
     public var cos: [Float]
     public var sin: [Float]
 
-    public init(start: Int, count: Int, headDim: Int, base: Double) {
+    /// Positions [start, start + count) at inverse frequencies `frequencies` (radians per
+    /// position, one per rotated pair, D/2 of them).
+    public init(start: Int, count: Int, frequencies: [Double]) {
         self.start = start
         self.count = count
-        halfDim = headDim / 2
+        halfDim = frequencies.count
         cos = [Float](repeating: 0, count: count * halfDim)
         sin = [Float](repeating: 0, count: count * halfDim)
         for p in 0..<count {
-            for i in 0..<halfDim {
-                let freq = Foundation.pow(base, -Double(2 * i) / Double(headDim))
+            for (i, freq) in frequencies.enumerated() {
                 let angle = Double(start + p) * freq
                 cos[p * halfDim + i] = Float(Foundation.cos(angle))
                 sin[p * halfDim + i] = Float(Foundation.sin(angle))
             }
         }
+    }
+
+    /// Unscaled RoPE: frequency θ^(−2i/D) for pair i.
+    public init(start: Int, count: Int, headDim: Int, base: Double) {
+        self.init(start: start, count: count,
+                  frequencies: (0..<(headDim / 2)).map { Foundation.pow(base, -Double(2 * $0) / Double(headDim)) })
     }
 }
 

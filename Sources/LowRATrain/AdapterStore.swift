@@ -136,8 +136,7 @@ public enum AdapterStore {
     }
 
     static func key(_ s: LoRAAdapter.Slot, _ factor: String) -> String {
-        let hf = LlamaBlock.linearNames.first { $0.kind == s.kind }!.hf
-        return "base_model.model.model.layers.\(s.layer).\(hf).lora_\(factor).weight"
+        "base_model.model.\(WeightNaming.huggingFace.linear(s.layer, s.kind)).lora_\(factor).weight"
     }
 
     /// Row `r` of a q/k projection in GGUF's interleaved order comes from this row in HF order.
@@ -165,7 +164,7 @@ public enum AdapterStore {
         for s in adapter.slots {
             let (a, b) = adapter.factors(s)
             try w.add(key(s, "A"), floats: Array(a), shape: [adapter.rank, s.inFeatures])
-            let permuted = config.ropeLayout == .interleaved && (s.kind == "q" || s.kind == "k")
+            let permuted = config.ropeLayout == .interleaved && [.q, .k].contains(s.kind)
             let bOut = permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
             try w.add(key(s, "B"), floats: bOut, shape: [s.outFeatures, adapter.rank])
         }
@@ -173,7 +172,7 @@ public enum AdapterStore {
         let peft: [String: Any] = [
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": adapter.rank, "lora_alpha": Double(adapter.alpha),
             "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
-            "target_modules": LlamaBlock.linearNames.map { String($0.hf.split(separator: ".").last!) },
+            "target_modules": LinearKind.allCases.map(\.moduleName),
             "base_model_name_or_path": manifest.base, "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,
         ]
         try writeAtomically(try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]), to: p("adapter_config.json"))
@@ -213,7 +212,7 @@ public enum AdapterStore {
             }
             let a = try file.floats(key(s, "A"))
             var b = try file.floats(key(s, "B"))
-            if config.ropeLayout == .interleaved && (s.kind == "q" || s.kind == "k") {
+            if config.ropeLayout == .interleaved && [.q, .k].contains(s.kind) {
                 b = reorderRows(b[...], rank: adapter.rank, headDim: config.headDim, toHalfSplit: false)
             }
             adapter.setFactors(s, a: a, b: b)

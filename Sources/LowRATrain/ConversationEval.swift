@@ -6,7 +6,9 @@ extension LlamaModel {
     /// Perplexity and next-token accuracy over the trained positions of conversation examples
     /// (the assistant turns of JSONL data): each example runs alone from an empty cache, cut
     /// after its last scored position. `tokens` in the result counts the scored targets.
-    public func evaluate(examples data: TrainingData, limit: Int? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> EvalResult {
+    public func evaluate(
+        examples data: TrainingData, limit: Int? = nil, adapter: LoRAAdapter? = nil, progress: ((Int, Int) -> Void)? = nil
+    ) throws -> EvalResult {
         let t0 = Date()
         let n = min(data.count, limit ?? data.count)
         var nll = 0.0
@@ -16,7 +18,7 @@ extension LlamaModel {
             let tgt = data.targets[i]
             guard let last = tgt.lastIndex(where: { $0 >= 0 }) else { continue }
             let inputs = Array(data.inputs[i][0...last])
-            let logits = try forward(inputs, cache: KVCache(config: config, capacity: inputs.count))
+            let logits = try forward(inputs, cache: KVCache(config: config, capacity: inputs.count), adapter: adapter)
             let v = config.vocabSize
             logits.withUnsafeBufferPointer { lp in
                 for r in 0...last where tgt[r] >= 0 {

@@ -26,7 +26,7 @@ public struct MemoryModel: Sendable {
     }
 
     /// (out, in) of every linear layer of one block.
-    var blockLinears: [(Int, Int)] { config.blockLinearShapes.map { ($0.out, $0.in) } }
+    var blockLinears: [(Int, Int)] { LinearKind.allCases.map { let s = $0.shape(config); return (s.out, s.in) } }
 
     public var linearParameters: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 * $1.1 } }
     public var linearRows: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 } }
@@ -65,7 +65,7 @@ public struct MemoryModel: Sendable {
         let perLayer = n * (4 * C + 2 * qD + 2 * kvD + 3 * F) + batch * c.numHeads * seq * seq + 7 * n * rank
         out.append(("saved activations", 4 * c.numLayers * perLayer))
         let chunk = min(128, n)
-        let scratch = n * (7 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
+        let scratch = n * (6 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
             + blockLinears.map { $0.0 * $0.1 }.max()!
         out.append(("step scratch", 4 * scratch))  // activation gradients, a logits chunk, one dequantized layer
         return out

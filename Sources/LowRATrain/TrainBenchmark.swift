@@ -9,7 +9,8 @@ public enum TrainBenchmark {
     /// plus attention, 12 · L · H · T² · D per sequence (QKᵀ and PV forward, four products
     /// backward). LoRA's own products are not counted.
     public static func stepFlops(_ c: LlamaConfig, batch: Int, seq: Int) -> Double {
-        let linear = Double(c.numLayers) * Double(c.blockLinearShapes.reduce(0) { $0 + $1.out * $1.in })
+        let perBlock: Int = LinearKind.allCases.reduce(0) { acc, k in acc + k.shape(c).out * k.shape(c).in }
+        let linear = Double(c.numLayers) * Double(perBlock)
         let head = Double(c.vocabSize * c.hiddenSize)
         let tokens = Double(batch * seq)
         return 4 * (linear + head) * tokens + 12 * Double(c.numLayers * c.numHeads * c.headDim) * Double(seq * seq) * Double(batch)
@@ -23,7 +24,8 @@ public enum TrainBenchmark {
         let n = batch * seq
         // sgemm at the step's shapes: forward (N, out, in) with W transposed, backward (N, in, out).
         progress?("sgemm")
-        let shapes = c.blockLinearShapes.map { (out: $0.out, in: $0.in, count: c.numLayers) } + [(out: c.vocabSize, in: c.hiddenSize, count: 1)]
+        let shapes = LinearKind.allCases.map { (out: $0.shape(c).out, in: $0.shape(c).in, count: c.numLayers) }
+            + [(out: c.vocabSize, in: c.hiddenSize, count: 1)]
         var gemmFlops = 0.0, gemmSeconds = 0.0
         for s in shapes {
             let rows = s.out == c.vocabSize ? min(n, 128) : n  // the head runs in chunks of 128 rows

@@ -2,13 +2,15 @@ import Foundation
 import LowRAModel
 import LowRATensor
 
-/// The training forward and backward pass of a Llama model with LoRA on every linear layer of
-/// every block (llm.c style: flat buffers, one hand-written backward per forward op). The base
-/// weights are frozen; a packed layer is dequantized into one shared scratch buffer in forward
-/// and again in backward and never kept expanded. Gradients flow only to the adapter's A and B.
+/// The training pass of a Llama model with LoRA on every linear layer of every block (llm.c
+/// style: flat buffers, one hand-written backward per forward op). The forward is the model's
+/// own (`LlamaWeights.forwardBlocks`, shared with evaluation and generation), run over the batch
+/// with every layer's activations saved; this class adds the head's loss and the backward pass.
+/// The base weights are frozen; a packed layer is dequantized into one shared scratch buffer in
+/// forward and again in backward and never kept expanded. Gradients flow only to A and B.
 ///
 /// All buffers for a batch of `batch` sequences of `seq` tokens are allocated once, here, and
-/// reused by every step: activations saved for backward per layer, plus shared scratch.
+/// reused by every step.
 public final class TrainingGraph: @unchecked Sendable {
     public let config: LlamaConfig
     public let weights: LlamaWeights
@@ -19,19 +21,13 @@ public final class TrainingGraph: @unchecked Sendable {
     public let headChunk: Int
 
     private let n: Int  // batch * seq rows
-    private var allocations = [UnsafeMutablePointer<Float>]()
     private let rope: RopeTable
-
-    private struct Saved {
-        var xIn, xn1, q, k, v, probs, att, xMid, xn2, gate, up, act: UnsafeMutablePointer<Float>
-        var xa: [UnsafeMutablePointer<Float>]  // (N, r) per target, for the LoRA backward
-    }
-    private let saved: [Saved]
-    private let x, xFinal, normed, dnormed, proj, logits, dlogits: UnsafeMutablePointer<Float>
-    private let dx, dxn, dq, dk, dv, datt, dact, dgate, dup, dyB, attnScratch, weightScratch: UnsafeMutablePointer<Float>
+    private let workspace: ForwardWorkspace
+    private let x, normed, dnormed, logits, dlogits: UnsafeMutablePointer<Float>
+    private let dx, dxn, dq, dk, dv, datt, dact, dgate, dup, dyB, attnScratch: UnsafeMutablePointer<Float>
 
     /// Bytes of the buffers this graph holds (activations and scratch).
-    public private(set) var workspaceBytes = 0
+    public var workspaceBytes: Int { workspace.bytes }
 
     public init(config: LlamaConfig, weights: LlamaWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128) throws {
         guard batch >= 1, seq >= 1 else { throw LowRAError(.invalidArgument, "batch and sequence length must be positive") }
@@ -46,45 +42,26 @@ public final class TrainingGraph: @unchecked Sendable {
         self.headChunk = min(headChunk, batch * seq)
         let n = batch * seq, chunk = min(headChunk, batch * seq)
         self.n = n
-        rope = RopeTable(start: 0, count: seq, headDim: config.headDim, base: config.ropeTheta)
+        rope = RopeTable(start: 0, count: seq, frequencies: config.ropeFrequencies)
         let c = config
         let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim, V = c.vocabSize
-        var allocs = [UnsafeMutablePointer<Float>]()
-        var bytes = 0
-        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-            p.initialize(repeating: 0, count: max(count, 1))
-            allocs.append(p)
-            bytes += 4 * count
-            return p
-        }
-        let outs = [qD, kvD, kvD, C, F, F, C]
-        var layers = [Saved]()
-        for _ in 0..<c.numLayers {
-            layers.append(Saved(
-                xIn: buffer(n * C), xn1: buffer(n * C), q: buffer(n * qD), k: buffer(n * kvD), v: buffer(n * kvD),
-                probs: buffer(batch * c.numHeads * seq * seq), att: buffer(n * qD), xMid: buffer(n * C),
-                xn2: buffer(n * C), gate: buffer(n * F), up: buffer(n * F), act: buffer(n * F),
-                xa: outs.map { _ in buffer(n * rank) }))
-        }
-        x = buffer(n * C); xFinal = buffer(n * C); normed = buffer(n * C); dnormed = buffer(n * C)
-        proj = buffer(n * C); logits = buffer(chunk * V); dlogits = buffer(chunk * V)
-        dx = buffer(n * C); dxn = buffer(n * C); dq = buffer(n * qD); dk = buffer(n * kvD); dv = buffer(n * kvD)
-        datt = buffer(n * qD); dact = buffer(n * F); dgate = buffer(n * F); dup = buffer(n * F)
-        dyB = buffer(n * rank); attnScratch = buffer(seq * seq)
-        weightScratch = buffer(max(qD * C, kvD * C, F * C))
-        saved = layers
-        allocations = allocs
-        workspaceBytes = bytes
+        let ws = ForwardWorkspace(
+            config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: true,
+            weightScratch: weights.largestLinear)
+        workspace = ws
+        x = ws.allocate(n * C); normed = ws.allocate(n * C); dnormed = ws.allocate(n * C)
+        logits = ws.allocate(chunk * V); dlogits = ws.allocate(chunk * V)
+        dx = ws.allocate(n * C); dxn = ws.allocate(n * C); dq = ws.allocate(n * qD); dk = ws.allocate(n * kvD)
+        dv = ws.allocate(n * kvD); datt = ws.allocate(n * qD); dact = ws.allocate(n * F); dgate = ws.allocate(n * F)
+        dup = ws.allocate(n * F); dyB = ws.allocate(n * rank); attnScratch = ws.allocate(seq * seq)
     }
 
-    deinit { for p in allocations { p.deallocate() } }
 
     private func check(_ inputs: [Int], _ targets: [Int], _ adapter: LoRAAdapter) throws {
         guard inputs.count == n, targets.count == n else {
             throw LowRAError(.shapeMismatch, "a training batch needs \(n) inputs and targets (\(batch) x \(seq)), got \(inputs.count) and \(targets.count)")
         }
-        guard adapter.rank == rank, adapter.slots.count == config.numLayers * LoRAAdapter.targetKinds.count else {
+        guard adapter.rank == rank, adapter.slots.count == config.numLayers * LinearKind.allCases.count else {
             throw LowRAError(.shapeMismatch, "the adapter (rank \(adapter.rank), \(adapter.slots.count) layers) does not fit this graph (rank \(rank))")
         }
         let v = config.vocabSize
@@ -126,57 +103,13 @@ public final class TrainingGraph: @unchecked Sendable {
 
     // MARK: - Forward
 
-    private func linearForward(
-        _ lin: Linear, _ slot: LoRAAdapter.Slot, _ params: UnsafePointer<Float>, scale: Float,
-        x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, xa: UnsafeMutablePointer<Float>
-    ) {
-        lin.withWeight(scratch: weightScratch) { w in
-            matmulTransB(x, w, y, m: n, n: lin.outFeatures, k: lin.inFeatures)
-        }
-        if let bias = lin.bias {
-            for r in 0..<n {
-                let yr = y + r * lin.outFeatures
-                for i in 0..<lin.outFeatures { yr[i] += bias[i] }
-            }
-        }
-        loraForward(y, xa, x, params + slot.offsetA, params + slot.offsetB, rows: n, in: lin.inFeatures,
-                    out: lin.outFeatures, rank: rank, scale: scale)
-    }
-
+    /// The model's forward over the batch, every layer's activations saved; then the final norm.
     private func forward(_ inputs: [Int], _ params: UnsafePointer<Float>, _ adapter: LoRAAdapter) {
         let c = config
-        let C = c.hiddenSize, F = c.intermediateSize, H = c.numHeads, KV = c.numKVHeads, D = c.headDim
-        let qD = c.qDim, kvD = c.kvDim, T = seq
-        let s = adapter.scale
-        weights.embedding.withUnsafeBufferPointer { emb in
-            for (r, tok) in inputs.enumerated() { (x + r * C).update(from: emb.baseAddress! + tok * C, count: C) }
+        weights.forwardBlocks(inputs, config: c, x: x, workspace: workspace, cache: nil, adapter: AdapterView(adapter, params: params))
+        weights.finalNorm.withUnsafeBufferPointer {
+            rmsnormForward(normed, x, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
-        for (l, block) in weights.blocks.enumerated() {
-            let sv = saved[l]
-            func slot(_ k: Int) -> LoRAAdapter.Slot { adapter.slots[l * 7 + k] }
-            sv.xIn.update(from: x, count: n * C)
-            block.attnNorm.withUnsafeBufferPointer { rmsnormForward(sv.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
-            linearForward(block.q, slot(0), params, scale: s, x: sv.xn1, y: sv.q, xa: sv.xa[0])
-            linearForward(block.k, slot(1), params, scale: s, x: sv.xn1, y: sv.k, xa: sv.xa[1])
-            linearForward(block.v, slot(2), params, scale: s, x: sv.xn1, y: sv.v, xa: sv.xa[2])
-            for b in 0..<batch {
-                ropeForward(sv.q + b * T * qD, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
-                ropeForward(sv.k + b * T * kvD, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
-                attentionForward(sv.att + b * T * qD, sv.probs + b * H * T * T, sv.q + b * T * qD, sv.k + b * T * kvD,
-                                 sv.v + b * T * kvD, tokens: T, heads: H, kvHeads: KV, headDim: D)
-            }
-            linearForward(block.o, slot(3), params, scale: s, x: sv.att, y: proj, xa: sv.xa[3])
-            addInPlace(x, proj, count: n * C)
-            sv.xMid.update(from: x, count: n * C)
-            block.ffnNorm.withUnsafeBufferPointer { rmsnormForward(sv.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
-            linearForward(block.gate, slot(4), params, scale: s, x: sv.xn2, y: sv.gate, xa: sv.xa[4])
-            linearForward(block.up, slot(5), params, scale: s, x: sv.xn2, y: sv.up, xa: sv.xa[5])
-            swigluForward(sv.act, sv.gate, sv.up, count: n * F)
-            linearForward(block.down, slot(6), params, scale: s, x: sv.act, y: proj, xa: sv.xa[6])
-            addInPlace(x, proj, count: n * C)
-        }
-        xFinal.update(from: x, count: n * C)
-        weights.finalNorm.withUnsafeBufferPointer { rmsnormForward(normed, xFinal, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
     }
 
     /// Logits chunk by chunk, cross-entropy, and (when gradScale is set) ∂L/∂normed into dnormed.
@@ -230,7 +163,7 @@ public final class TrainingGraph: @unchecked Sendable {
         scale: Float, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, xa: UnsafePointer<Float>,
         dxIn: UnsafeMutablePointer<Float>
     ) {
-        lin.withWeight(scratch: weightScratch) { w in
+        lin.withWeight(scratch: workspace.weightScratch) { w in
             matmul(dy, w, dxIn, m: n, n: lin.inFeatures, k: lin.outFeatures, beta: 1)
         }
         loraBackward(dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,
@@ -244,24 +177,25 @@ public final class TrainingGraph: @unchecked Sendable {
         let qD = c.qDim, kvD = c.kvDim, T = seq
         let s = adapter.scale
         dx.update(repeating: 0, count: n * C)
-        weights.finalNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dnormed, xFinal, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+        weights.finalNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dnormed, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
         for l in stride(from: c.numLayers - 1, through: 0, by: -1) {
             let block = weights.blocks[l]
-            let sv = saved[l]
-            func slot(_ k: Int) -> LoRAAdapter.Slot { adapter.slots[l * 7 + k] }
+            let sv = workspace.activations(l)
+            func slot(_ k: LinearKind) -> LoRAAdapter.Slot { adapter.slot(layer: l, kind: k) }
+            func xa(_ k: LinearKind) -> UnsafeMutablePointer<Float> { sv.xa[k.rawValue] }
             // MLP: x_out = xMid + down(swiglu(gate(xn2), up(xn2))).
             dact.update(repeating: 0, count: n * F)
-            linearBackward(block.down, slot(6), params, grad, scale: s, dy: dx, x: sv.act, xa: sv.xa[6], dxIn: dact)
+            linearBackward(block[.down], slot(.down), params, grad, scale: s, dy: dx, x: sv.act, xa: xa(.down), dxIn: dact)
             dgate.update(repeating: 0, count: n * F)
             dup.update(repeating: 0, count: n * F)
             swigluBackward(dgate, dup, dact, sv.gate, sv.up, count: n * F)
             dxn.update(repeating: 0, count: n * C)
-            linearBackward(block.gate, slot(4), params, grad, scale: s, dy: dgate, x: sv.xn2, xa: sv.xa[4], dxIn: dxn)
-            linearBackward(block.up, slot(5), params, grad, scale: s, dy: dup, x: sv.xn2, xa: sv.xa[5], dxIn: dxn)
+            linearBackward(block[.gate], slot(.gate), params, grad, scale: s, dy: dgate, x: sv.xn2, xa: xa(.gate), dxIn: dxn)
+            linearBackward(block[.up], slot(.up), params, grad, scale: s, dy: dup, x: sv.xn2, xa: xa(.up), dxIn: dxn)
             block.ffnNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dxn, sv.xMid, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
             // Attention: xMid = xIn + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1))).
             datt.update(repeating: 0, count: n * qD)
-            linearBackward(block.o, slot(3), params, grad, scale: s, dy: dx, x: sv.att, xa: sv.xa[3], dxIn: datt)
+            linearBackward(block[.o], slot(.o), params, grad, scale: s, dy: dx, x: sv.att, xa: xa(.o), dxIn: datt)
             dq.update(repeating: 0, count: n * qD)
             dk.update(repeating: 0, count: n * kvD)
             dv.update(repeating: 0, count: n * kvD)
@@ -274,9 +208,9 @@ public final class TrainingGraph: @unchecked Sendable {
                 ropeBackward(dk + b * T * kvD, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
             }
             dxn.update(repeating: 0, count: n * C)
-            linearBackward(block.q, slot(0), params, grad, scale: s, dy: dq, x: sv.xn1, xa: sv.xa[0], dxIn: dxn)
-            linearBackward(block.k, slot(1), params, grad, scale: s, dy: dk, x: sv.xn1, xa: sv.xa[1], dxIn: dxn)
-            linearBackward(block.v, slot(2), params, grad, scale: s, dy: dv, x: sv.xn1, xa: sv.xa[2], dxIn: dxn)
+            linearBackward(block[.q], slot(.q), params, grad, scale: s, dy: dq, x: sv.xn1, xa: xa(.q), dxIn: dxn)
+            linearBackward(block[.k], slot(.k), params, grad, scale: s, dy: dk, x: sv.xn1, xa: xa(.k), dxIn: dxn)
+            linearBackward(block[.v], slot(.v), params, grad, scale: s, dy: dv, x: sv.xn1, xa: xa(.v), dxIn: dxn)
             if l > 0 {  // the embedding is frozen: nothing needs the gradient below block 0
                 block.attnNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dxn, sv.xIn, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
             }

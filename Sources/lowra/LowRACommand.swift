@@ -29,19 +29,17 @@ struct AdapterOptions: ParsableArguments {
     var adapter: String?
     @Flag(help: "Apply no adapter, not even the quantized model's initial one.") var noAdapter = false
 
-    /// The model with its adapter applied, and a line saying which adapter that is (nil: none).
-    func apply(to loaded: LoadedModel) throws -> (LoadedModel, String?) {
+    /// The adapter to run on `loaded`, and a line saying which adapter that is (nil: none).
+    func load(for loaded: LoadedModel) throws -> (LoRAAdapter?, String?) {
         if adapter != nil && noAdapter { throw ValidationError("--adapter and --no-adapter exclude each other") }
-        if noAdapter { return (loaded, nil) }
+        if noAdapter { return (nil, nil) }
         let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
         guard let dir = adapter ?? (loaded.quantManifest != nil && AdapterStore.isAdapterDirectory(initial) ? initial : nil) else {
-            return (loaded, nil)
+            return (nil, nil)
         }
         let (a, manifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: try baseFingerprint(loaded.path))
-        var out = loaded
-        out.model = try LlamaModel(config: loaded.config, weights: a.applied(to: loaded.model.weights))
         let what = manifest.training.map { "fine-tuned \($0.steps) steps" } ?? "\(manifest.initialization) initialization"
-        return (out, "adapter \(dir) (rank \(a.rank), \(what))")
+        return (a, "adapter \(dir) (rank \(a.rank), \(what))")
     }
 }
 
@@ -71,7 +69,8 @@ struct EvalCommand: ParsableCommand {
         if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
         let conversations = data.lowercased().hasSuffix(".jsonl")
         let text = try readText(data)
-        let (loaded, adapterLine) = try adapterOptions.apply(to: try modelOptions.load())
+        let loaded = try modelOptions.load()
+        let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine, !json { printErr(adapterLine) }
         let bar = ProgressBar("eval")
         let window = context ?? min(512, loaded.config.maxPositions)
@@ -83,12 +82,12 @@ struct EvalCommand: ParsableCommand {
             // JSONL conversations: perplexity on the assistant turns only; --max-tokens limits conversations.
             if reference != nil { throw ValidationError("--reference applies to plain text data") }
             let examples = try TrainingData.jsonl(data, tokenizer: loaded.tokenizer, seq: window)
-            r = try loaded.model.evaluate(examples: examples, limit: maxTokens) { bar.update($0, $1) }
+            r = try loaded.model.evaluate(examples: examples, limit: maxTokens, adapter: adapter) { bar.update($0, $1) }
         } else {
             var tokens = loaded.tokenizer.encode(text)
             if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
             let ref = try reference.map { try LoadedModel.load($0).model }
-            r = try loaded.model.evaluate(tokens: tokens, context: window, reference: ref) { bar.update($0, $1) }
+            r = try loaded.model.evaluate(tokens: tokens, context: window, adapter: adapter, reference: ref) { bar.update($0, $1) }
         }
         let mem = MemoryStats.current()
         if json {
@@ -144,7 +143,8 @@ struct GenerateCommand: ParsableCommand {
         guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
         guard topK >= 0, temperature >= 0 else { throw ValidationError("--top-k and --temperature must not be negative") }
-        let (loaded, adapterLine) = try adapterOptions.apply(to: try modelOptions.load())
+        let loaded = try modelOptions.load()
+        let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine { printErr(adapterLine) }
         let tok = loaded.tokenizer
         var text = prompt
@@ -160,7 +160,7 @@ struct GenerateCommand: ParsableCommand {
         let result = try loaded.model.generate(
             prompt: ids, maxNewTokens: maxNewTokens,
             sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed),
-            eos: tok.eosTokenId
+            eos: tok.eosTokenId, adapter: adapter
         ) { id in
             // Print whole UTF-8 characters as they complete.
             pending.append(id)

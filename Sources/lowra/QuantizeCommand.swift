@@ -86,7 +86,7 @@ struct QuantizeCommand: ParsableCommand {
                 tokens: tokens, context: 512, source: (path as NSString).lastPathComponent) { bar.update($0, $1) }
         }
         let bars = ["analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   ")]
-        let (weights, map, report) = try loaded.model.weights.quantized(request) { stage, done, total in
+        let (weights, map, report, loftq) = try loaded.model.weights.quantized(request) { stage, done, total in
             bars[stage]?.update(done, total)
         }
         let manifest = QuantManifest(source: modelOptions.model, sourceSHA256: try fingerprint(modelOptions.model), report: report)
@@ -97,10 +97,7 @@ struct QuantizeCommand: ParsableCommand {
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),
                 rank: adapter.rank, alpha: adapter.alpha, initialization: initKind)
             if initKind == "loftq" {
-                for s in adapter.slots {
-                    let f = weights.blocks[s.layer][linear: s.kind].lora!
-                    adapter.setFactors(s, a: f.a, b: f.b)
-                }
+                for (s, f) in zip(adapter.slots, loftq) { adapter.setFactors(s, a: f.a, b: f.b) }
                 adapterManifest.loftq = report.layers.map {
                     LoftQLayerReport(name: $0.name, zeroInitError: $0.zeroInitError ?? 0, loftqError: $0.loftqError ?? 0)
                 }

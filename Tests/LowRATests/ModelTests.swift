@@ -87,8 +87,6 @@ final class ModelTests: XCTestCase {
         let x = (0..<(t * inF)).map { _ in Float.random(in: -1...1) }
         let packed = try analyzeTensor(w, out: out, in: inF, options: QuantizerOptions()).pack(w, bits: [UInt8](repeating: 4, count: out))
         for base in [Linear(outFeatures: out, inFeatures: inF, weight: w), Linear(packed: packed)] {
-            var lin = base
-            lin.lora = LoRAFactors(rank: r, a: a, b: b, scale: 0.5)
             var merged = base.weight
             var ba = [Float](repeating: 0, count: out * inF)
             matmul(b, a, &ba, m: out, n: inF, k: r, alpha: 0.5)
@@ -96,7 +94,12 @@ final class ModelTests: XCTestCase {
             let ref = Linear(outFeatures: out, inFeatures: inF, weight: merged)
             for rows in [t, 1] {
                 var y = [Float](repeating: 0, count: rows * out), want = y
-                lin.forward(x, rows: rows, into: &y)
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        let lora = LoRAFactors(a: ap.baseAddress!, b: bp.baseAddress!, rank: r, scale: 0.5)
+                        base.forward(x, rows: rows, into: &y, lora: lora)
+                    }
+                }
                 ref.forward(x, rows: rows, into: &want)
                 for i in y.indices { XCTAssertEqual(y[i], want[i], accuracy: 1e-4 * max(1, abs(want[i]))) }
             }

@@ -13,7 +13,7 @@ final class QuantizedModelTests: XCTestCase {
         let src = try LoadedModel.load(Paths.fixture("tiny.gguf"))
         let dir = "\(try temporaryDirectory(self))/q"
         for (method, bits) in [(QuantMethod.lowra, 1.75), (.lowra, 2.5), (.qlora, 3.0)] {
-            let (w, map, report) = try src.model.weights.quantized(QuantizeRequest(method: method, bits: bits))
+            let (w, map, report, _) = try src.model.weights.quantized(QuantizeRequest(method: method, bits: bits))
             XCTAssertLessThanOrEqual(report.codeBitsPerParam, bits + 1e-12)
             XCTAssertGreaterThanOrEqual(report.codeBitsPerParam, bits - (method == .lowra ? 0.01 : 0.6), "\(method) \(bits)")
             try QuantizedModelStore.save(
@@ -27,8 +27,8 @@ final class QuantizedModelTests: XCTestCase {
             }.reduce(0) { $0 + $1.range.count }
             XCTAssertEqual(packedBytes, report.storedBytes)
             XCTAssertEqual(q.config, src.config)
-            XCTAssertNotNil(q.model.weights.blocks[0].q.packed)
-            XCTAssertEqual(q.model.weights.blocks[1].down.packed, w.blocks[1].down.packed)
+            XCTAssertNotNil(q.model.weights.blocks[0][.q].packed)
+            XCTAssertEqual(q.model.weights.blocks[1][.down].packed, w.blocks[1][.down].packed)
             let tokens = src.tokenizer.encode("First Citizen:\nBefore we proceed any further, hear me speak. 12 3")
             XCTAssertEqual(q.tokenizer.encode("First Citizen: <|im_start|>user 42"), src.tokenizer.encode("First Citizen: <|im_start|>user 42"))
             let a = try LlamaModel(config: src.config, weights: w).forward(tokens, cache: KVCache(config: src.config, capacity: 64))
@@ -45,7 +45,7 @@ final class QuantizedModelTests: XCTestCase {
             let reused = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/precision_map.json")))
             var req = QuantizeRequest(method: method, bits: bits)
             req.precisionMap = reused
-            XCTAssertEqual(try src.model.weights.quantized(req).weights.blocks[0].gate.packed, w.blocks[0].gate.packed)
+            XCTAssertEqual(try src.model.weights.quantized(req).weights.blocks[0][.gate].packed, w.blocks[0][.gate].packed)
         }
     }
 
@@ -68,7 +68,7 @@ final class QuantizedModelTests: XCTestCase {
     func testCorruptPackedLayerIsRefused() throws {
         let src = try LoadedModel.load(Paths.fixture("tiny_hf"))
         let dir = "\(try temporaryDirectory(self))/q"
-        let (w, map, report) = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
+        let (w, map, report, _) = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
         try QuantizedModelStore.save(to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
                                      manifest: QuantManifest(source: "x", sourceSHA256: "0", report: report))
         // Drop one packed tensor.

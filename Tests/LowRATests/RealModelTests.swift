@@ -54,8 +54,7 @@ final class RealModelTests: XCTestCase {
         let graph = try TrainingGraph(config: c, weights: loaded.model.weights, batch: 1, seq: 128, rank: 4)
         let inputs = Array(ids.prefix(128)), targets = Array(ids.dropFirst())
         let trained = try graph.loss(inputs: inputs, targets: targets, adapter: adapter)
-        let logits = try LlamaModel(config: c, weights: adapter.applied(to: loaded.model.weights))
-            .forward(inputs, cache: KVCache(config: c, capacity: 128))
+        let logits = try loaded.model.forward(inputs, cache: KVCache(config: c, capacity: 128), adapter: adapter)
         let ref = logits.withUnsafeBufferPointer {
             crossEntropyForwardBackward(nil, $0.baseAddress!, targets: targets, vocab: c.vocabSize)
         }

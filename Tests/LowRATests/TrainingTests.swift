@@ -79,10 +79,11 @@ final class TrainingTests: XCTestCase {
             let (inputs, targets) = randomBatch(16, vocab: config.vocabSize, seed: 11)
             let graph = try TrainingGraph(config: config, weights: weights, batch: 2, seq: 8, rank: adapter.rank)
             let trained = try graph.loss(inputs: inputs, targets: targets, adapter: adapter)
-            let model = try LlamaModel(config: config, weights: adapter.applied(to: weights))
+            let model = try LlamaModel(config: config, weights: weights)
             var total = 0.0
             for b in 0..<2 {
-                let logits = try model.forward(Array(inputs[(b * 8)..<(b * 8 + 8)]), cache: KVCache(config: config, capacity: 8))
+                let logits = try model.forward(
+                    Array(inputs[(b * 8)..<(b * 8 + 8)]), cache: KVCache(config: config, capacity: 8), adapter: adapter)
                 let r = logits.withUnsafeBufferPointer {
                     crossEntropyForwardBackward(nil, $0.baseAddress!, targets: Array(targets[(b * 8)..<(b * 8 + 8)]), vocab: config.vocabSize)
                 }
@@ -218,15 +219,15 @@ final class FinetuneTests: XCTestCase {
         var hfWeights = m.model.weights
         let d = m.config.headDim
         for l in hfWeights.blocks.indices {
-            for kind in ["q", "k"] {
-                let lin = hfWeights.blocks[l][linear: kind]
+            for kind in [LinearKind.q, .k] {
+                let lin = hfWeights.blocks[l][kind]
                 let w = lin.weight
                 var out = w
                 for r in 0..<lin.outFeatures {
                     let h = AdapterStore.halfSplitRow(r, headDim: d)
                     for j in 0..<lin.inFeatures { out[h * lin.inFeatures + j] = w[r * lin.inFeatures + j] }
                 }
-                hfWeights.blocks[l][linear: kind] = Linear(outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, weight: out)
+                hfWeights.blocks[l][kind] = Linear(outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, weight: out)
             }
         }
         let file = try SafeTensorsFile(path: "\(dir)/adapter_model.safetensors")
@@ -235,10 +236,9 @@ final class FinetuneTests: XCTestCase {
             raw.setFactors(s, a: try file.floats(AdapterStore.key(s, "A")), b: try file.floats(AdapterStore.key(s, "B")))
         }
         let tokens = [5, 17, 40, 2, 99, 3, 250]
-        let a = try LlamaModel(config: m.config, weights: adapter.applied(to: m.model.weights))
-            .forward(tokens, cache: KVCache(config: m.config, capacity: 8))
-        let b = try LlamaModel(config: hfConfig, weights: raw.applied(to: hfWeights))
-            .forward(tokens, cache: KVCache(config: hfConfig, capacity: 8))
+        let a = try m.model.forward(tokens, cache: KVCache(config: m.config, capacity: 8), adapter: adapter)
+        let b = try LlamaModel(config: hfConfig, weights: hfWeights)
+            .forward(tokens, cache: KVCache(config: hfConfig, capacity: 8), adapter: raw)
         XCTAssertLessThan(maxRelativeDifference(a, b.map(Double.init)).0, 1e-4)
         let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/adapter_config.json"))) as! [String: Any]
         XCTAssertEqual(cfg["peft_type"] as? String, "LORA")
@@ -264,7 +264,7 @@ final class FinetuneTests: XCTestCase {
     /// its packed-weight bytes are close to what the quantizer stores.
     func testMemoryModelMatchesTheImplementation() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny.gguf"))
-        let (w, _, report) = try m.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2.5))
+        let (w, _, report, _) = try m.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2.5))
         let model = MemoryModel(config: m.config, bits: 2.5, rank: 3, batch: 2, seq: 24)
         let parts = Dictionary(uniqueKeysWithValues: model.breakdown(training: true))
         let graph = try TrainingGraph(config: m.config, weights: w, batch: 2, seq: 24, rank: 3)

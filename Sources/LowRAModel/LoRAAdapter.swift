@@ -1,16 +1,13 @@
 import Foundation
-import LowRAModel
 import LowRATensor
 
 /// The trainable LoRA parameters of a model: A (r, in) and B (out, r) for every linear layer of
 /// every block, in one flat array so that the optimizer, clipping and checkpoints see one vector.
-/// Slot `layer * 7 + k` holds target `targetKinds[k]`; A comes first, then B.
+/// Slots run over layers, then `LinearKind`s in their order; each holds A, then B.
 public struct LoRAAdapter: Sendable, Equatable {
-    public static let targetKinds = ["q", "k", "v", "o", "gate", "up", "down"]
-
     public struct Slot: Sendable, Equatable {
         public let layer: Int
-        public let kind: String
+        public let kind: LinearKind
         public let outFeatures: Int
         public let inFeatures: Int
         public let offsetA: Int
@@ -42,7 +39,8 @@ public struct LoRAAdapter: Sendable, Equatable {
         var slots = [Slot]()
         var at = 0
         for l in 0..<config.numLayers {
-            for (kind, out, inF) in config.blockLinearShapes {
+            for kind in LinearKind.allCases {
+                let (out, inF) = kind.shape(config)
                 slots.append(Slot(layer: l, kind: kind, outFeatures: out, inFeatures: inF, offsetA: at, offsetB: at + rank * inF))
                 at += rank * (inF + out)
             }
@@ -53,8 +51,8 @@ public struct LoRAAdapter: Sendable, Equatable {
         values = [Float](repeating: 0, count: at)
     }
 
-    public func slot(layer: Int, kind: String) -> Slot {
-        slots[layer * Self.targetKinds.count + Self.targetKinds.firstIndex(of: kind)!]
+    public func slot(layer: Int, kind: LinearKind) -> Slot {
+        slots[layer * LinearKind.allCases.count + kind.rawValue]
     }
 
     /// PEFT's default: A Kaiming-uniform (a = √5, so U(±1/√in)), B = 0, seeded.
@@ -77,16 +75,30 @@ public struct LoRAAdapter: Sendable, Equatable {
         values.replaceSubrange(s.offsetB..<(s.offsetB + b.count), with: b)
     }
 
-    /// The model's weights with these factors attached to every linear layer (for eval/generate).
-    public func applied(to weights: LlamaWeights) -> LlamaWeights {
-        var out = weights
-        for s in slots {
-            let (a, b) = factors(s)
-            out.blocks[s.layer][linear: s.kind].lora = LoRAFactors(rank: rank, a: Array(a), b: Array(b), scale: scale)
-        }
-        return out
-    }
-
     /// True when every B is zero: the adapter does not change the model yet.
     public var isIdentity: Bool { slots.allSatisfy { factors($0).b.allSatisfy { $0 == 0 } } }
+}
+
+/// An adapter as the forward reads it: its slots and scale, its parameters at `params` (the
+/// adapter's own values, or the trainer's copy of them).
+public struct AdapterView {
+    public let adapter: LoRAAdapter
+    public let params: UnsafePointer<Float>
+
+    public init(_ adapter: LoRAAdapter, params: UnsafePointer<Float>) {
+        self.adapter = adapter
+        self.params = params
+    }
+
+    public func factors(layer: Int, kind: LinearKind) -> LoRAFactors {
+        let s = adapter.slot(layer: layer, kind: kind)
+        return LoRAFactors(a: params + s.offsetA, b: params + s.offsetB, rank: adapter.rank, scale: adapter.scale)
+    }
+}
+
+extension LoRAAdapter {
+    /// Calls `body` with a view of this adapter's own values.
+    public func withView<R>(_ body: (AdapterView) throws -> R) rethrows -> R {
+        try values.withUnsafeBufferPointer { try body(AdapterView(self, params: $0.baseAddress!)) }
+    }
 }
