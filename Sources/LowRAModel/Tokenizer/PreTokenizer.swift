@@ -95,6 +95,91 @@ public struct GPT2Splitter: PreTokenizer {
     }
 }
 
+/// The pre-tokenizer of Llama 3 (`llama-bpe`, up to three digits a piece) and Qwen2 (`qwen2`,
+/// one digit a piece), written out as a scanner over Unicode scalars. Its pattern is
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,k}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+/// with the first alternative that matches winning, as in a regex engine.
+public struct WordPieceSplitter: PreTokenizer {
+    /// Digits per number piece: 3 for Llama 3, 1 for Qwen2.
+    public let maxDigits: Int
+    public init(maxDigits: Int) { self.maxDigits = maxDigits }
+
+    public static func pattern(maxDigits: Int) -> String {
+        let digits = maxDigits == 1 ? "\\p{N}" : "\\p{N}{1,\(maxDigits)}"
+        return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\(digits)| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+            + "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+    }
+
+    public var huggingFaceSpec: [String: Any] {
+        ["type": "Sequence", "pretokenizers": [
+            ["type": "Split", "pattern": ["Regex": Self.pattern(maxDigits: maxDigits)], "behavior": "Isolated", "invert": false],
+            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false],
+        ]]
+    }
+
+    public func split(_ text: Substring) -> [Substring] {
+        let scalars = text.unicodeScalars
+        var idx = [String.UnicodeScalarView.Index]()
+        var s = [Unicode.Scalar]()
+        for i in scalars.indices {
+            idx.append(i)
+            s.append(scalars[i])
+        }
+        idx.append(scalars.endIndex)
+        let n = s.count
+        func run(_ from: Int, limit: Int = .max, _ pred: (Unicode.Scalar) -> Bool) -> Int {
+            var e = from
+            while e < n, e - from < limit, pred(s[e]) { e += 1 }
+            return e
+        }
+        func isNewline(_ c: Unicode.Scalar) -> Bool { c == "\r" || c == "\n" }
+        func isOther(_ c: Unicode.Scalar) -> Bool { !isSpaceScalar(c) && !isLetterScalar(c) && !isNumberScalar(c) }
+        var out = [Substring]()
+        var p = 0
+        while p < n {
+            let c = s[p]
+            var end: Int
+            if c == "'", let e = contraction(s, p) {
+                end = e
+            } else if isLetterScalar(c) {
+                end = run(p, isLetterScalar)
+            } else if !isNewline(c) && !isNumberScalar(c) && p + 1 < n && isLetterScalar(s[p + 1]) {
+                end = run(p + 1, isLetterScalar)  // one leading non-letter (a space, a quote) joins the word
+            } else if isNumberScalar(c) {
+                end = run(p, limit: maxDigits, isNumberScalar)
+            } else if isOther(c) || (c == " " && p + 1 < n && isOther(s[p + 1])) {
+                end = run(run(c == " " ? p + 1 : p, isOther), isNewline)
+            } else {
+                // Whitespace: through its last newline if it has one; else the run, leaving its last
+                // character to prefix what follows.
+                let e = run(p, isSpaceScalar)
+                if let lastNewline = (p..<e).last(where: { isNewline(s[$0]) }) {
+                    end = lastNewline + 1
+                } else if e == n || e - p == 1 {
+                    end = e
+                } else {
+                    end = e - 1
+                }
+            }
+            out.append(Substring(scalars[idx[p]..<idx[end]]))
+            p = end
+        }
+        return out
+    }
+
+    private static let contractions: [[Unicode.Scalar]] =
+        ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
+
+    /// End of a case-insensitive contraction ('s, 'T, 'Re, …) starting at the apostrophe p.
+    private func contraction(_ s: [Unicode.Scalar], _ p: Int) -> Int? {
+        for suffix in Self.contractions where p + 1 + suffix.count <= s.count {
+            let lower = s[(p + 1)..<(p + 1 + suffix.count)].map { $0.isASCII ? Unicode.Scalar($0.value | 0x20)! : $0 }
+            if lower.elementsEqual(suffix) { return p + 1 + suffix.count }
+        }
+        return nil
+    }
+}
+
 /// Applies pre-tokenizers one after another, each to every piece of the previous.
 public struct SequencePreTokenizer: PreTokenizer {
     public let steps: [any PreTokenizer]

@@ -14,14 +14,18 @@ public struct Tokenizer: Sendable {
     public let addBos: Bool
     /// When true, a piece that is itself a vocabulary entry maps to it without merging.
     public let ignoreMerges: Bool
+    /// Text between added tokens is put in Unicode NFC before pre-tokenization (Qwen2).
+    public let normalizesNFC: Bool
     public let chatTemplate: ChatTemplate?
     private let addedByFirstByte: [UInt8: [[UInt8]]]
     private let addedIds: [Int: String]
 
     public init(
         bpe: ByteLevelBPE, preTokenizer: any PreTokenizer, addedTokens: [String: Int], eosTokenId: Int?,
-        bosTokenId: Int? = nil, addBos: Bool = false, ignoreMerges: Bool = false, chatTemplate: ChatTemplate? = nil
+        bosTokenId: Int? = nil, addBos: Bool = false, ignoreMerges: Bool = false, normalizesNFC: Bool = false,
+        chatTemplate: ChatTemplate? = nil
     ) {
+        self.normalizesNFC = normalizesNFC
         self.bpe = bpe
         self.preTokenizer = preTokenizer
         self.addedTokens = addedTokens
@@ -49,7 +53,8 @@ public struct Tokenizer: Sendable {
         var cache = [Substring: [Int]]()
         func encodePlain(_ bytes: ArraySlice<UInt8>) {
             guard !bytes.isEmpty else { return }
-            let s = String(decoding: bytes, as: UTF8.self)
+            let raw = String(decoding: bytes, as: UTF8.self)
+            let s = normalizesNFC ? raw.precomposedStringWithCanonicalMapping : raw
             for piece in preTokenizer.split(s[...]) {
                 if let hit = cache[piece] {
                     ids += hit
@@ -133,8 +138,10 @@ extension Tokenizer {
         switch pre {
         case "smollm": preTokenizer = SequencePreTokenizer([DigitSplitter(), GPT2Splitter()])
         case "gpt2": preTokenizer = GPT2Splitter()
+        case "qwen2": preTokenizer = WordPieceSplitter(maxDigits: 1)
+        case "llama-bpe", "llama3": preTokenizer = WordPieceSplitter(maxDigits: 3)
         default:
-            throw LowRAError(.unsupported, "\(file): pre-tokenizer '\(pre)' is not supported (smollm, gpt2 are)")
+            throw LowRAError(.unsupported, "\(file): pre-tokenizer '\(pre)' is not supported (smollm, gpt2, qwen2, llama-bpe are)")
         }
         var added = [String: Int]()
         if let types = m["tokenizer.ggml.token_type"]?.array {
@@ -147,6 +154,8 @@ extension Tokenizer {
             addedTokens: added, eosTokenId: m["tokenizer.ggml.eos_token_id"]?.int,
             bosTokenId: m["tokenizer.ggml.bos_token_id"]?.int,
             addBos: m["tokenizer.ggml.add_bos_token"]?.bool ?? false,
+            // As the original models' tokenizer.json: Llama 3 ignores merges, Qwen2 normalizes to NFC.
+            ignoreMerges: pre == "llama-bpe" || pre == "llama3", normalizesNFC: pre == "qwen2",
             chatTemplate: try m["tokenizer.chat_template"]?.string.map { try ChatTemplate(source: $0) })
     }
 
@@ -161,8 +170,12 @@ extension Tokenizer {
         guard let model = root["model"] as? [String: Any], (model["type"] as? String ?? "BPE") == "BPE",
             let vocab = model["vocab"] as? [String: Int], let mergeList = model["merges"] as? [Any]
         else { throw LowRAError(.unsupported, "\(file): only BPE models with vocab and merges are supported") }
+        var nfc = false
         if let norm = root["normalizer"], !(norm is NSNull) {
-            throw LowRAError(.unsupported, "\(file): normalizers are not supported")
+            guard (norm as? [String: Any])?["type"] as? String == "NFC" else {
+                throw LowRAError(.unsupported, "\(file): normalizers other than NFC are not supported")
+            }
+            nfc = true
         }
         var tokens = [String](repeating: "", count: (vocab.values.max() ?? -1) + 1)
         for (t, i) in vocab where i >= 0 { tokens[i] = t }
@@ -189,16 +202,27 @@ extension Tokenizer {
         let configPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer_config.json")
         var template: ChatTemplate?
         var eos: Int? = added["<|im_end|>"] ?? added["<|endoftext|>"] ?? added["</s>"]
+        // A BOS the post-processor puts first (Llama 3's TemplateProcessing "$A" after it).
+        var bos: Int?
+        if let post = root["post_processor"] as? [String: Any], post["type"] as? String == "TemplateProcessing",
+            let first = (post["single"] as? [[String: Any]])?.first?["SpecialToken"] as? [String: Any],
+            let name = first["id"] as? String
+        {
+            bos = added[name] ?? vocab[name]
+        }
+        var addBos = bos != nil
         if let cd = try? Data(contentsOf: URL(fileURLWithPath: configPath)),
             let cfg = try? JSONSerialization.jsonObject(with: cd) as? [String: Any]
         {
             if let t = cfg["chat_template"] as? String { template = try ChatTemplate(source: t) }
             if let e = cfg["eos_token"] as? String, let id = added[e] ?? vocab[e] { eos = id }
+            if let b = cfg["bos_token"] as? String, let id = added[b] ?? vocab[b] { bos = id }
+            if let a = cfg["add_bos_token"] as? Bool { addBos = a }
         }
         self.init(
             bpe: try ByteLevelBPE(tokens: tokens, merges: merges), preTokenizer: preTokenizer,
-            addedTokens: added, eosTokenId: eos, ignoreMerges: model["ignore_merges"] as? Bool ?? false,
-            chatTemplate: template)
+            addedTokens: added, eosTokenId: eos, bosTokenId: bos, addBos: addBos && bos != nil,
+            ignoreMerges: model["ignore_merges"] as? Bool ?? false, normalizesNFC: nfc, chatTemplate: template)
     }
 
     static func preTokenizer(from spec: Any?, file: String) throws -> any PreTokenizer {
@@ -214,13 +238,21 @@ extension Tokenizer {
                 throw LowRAError(.unsupported, "\(file): Digits pre-tokenizer without individual_digits is not supported")
             }
             return DigitSplitter()
+        case "Split":
+            let pattern = (spec["pattern"] as? [String: Any])?["Regex"] as? String
+            guard spec["behavior"] as? String == "Isolated", spec["invert"] as? Bool != true,
+                let digits = [1, 3].first(where: { WordPieceSplitter.pattern(maxDigits: $0) == pattern })
+            else {
+                throw LowRAError(.unsupported, "\(file): this Split pre-tokenizer is not supported (the Llama 3 and Qwen2 patterns are)")
+            }
+            return WordPieceSplitter(maxDigits: digits)
         case "ByteLevel":
             guard spec["add_prefix_space"] as? Bool != true else {
                 throw LowRAError(.unsupported, "\(file): ByteLevel add_prefix_space is not supported")
             }
             return spec["use_regex"] as? Bool == false ? SequencePreTokenizer([]) : GPT2Splitter()
         default:
-            throw LowRAError(.unsupported, "\(file): pre-tokenizer \(type) is not supported (ByteLevel, Digits, Sequence are)")
+            throw LowRAError(.unsupported, "\(file): pre-tokenizer \(type) is not supported (ByteLevel, Digits, Split, Sequence are)")
         }
     }
 }
@@ -235,7 +267,8 @@ extension Tokenizer {
              "rstrip": false, "normalized": false]
         }
         let root: [String: Any] = [
-            "version": "1.0", "added_tokens": added, "normalizer": NSNull(), "post_processor": NSNull(),
+            "version": "1.0", "added_tokens": added, "normalizer": normalizesNFC ? ["type": "NFC"] : NSNull(),
+            "post_processor": NSNull(),
             "pre_tokenizer": preTokenizer.huggingFaceSpec,
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "vocab": vocab, "merges": bpe.mergeList.map { "\($0.0) \($0.1)" },
@@ -244,6 +277,8 @@ extension Tokenizer {
         var config: [String: Any] = [:]
         if let t = chatTemplate { config["chat_template"] = t.source }
         if let e = eosTokenId { config["eos_token"] = tokenString(e) }
+        if let b = bosTokenId { config["bos_token"] = tokenString(b) }
+        config["add_bos_token"] = addBos
         return (try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]),
                 try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]))
     }

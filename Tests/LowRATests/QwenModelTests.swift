@@ -1,0 +1,78 @@
+import Foundation
+import XCTest
+
+@testable import LowRAModel
+@testable import LowRATensor
+
+/// End-to-end checks on the second real model, Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M: Qwen2
+/// architecture, q/k/v bias, untied head, half-split RoPE in the GGUF, k-quants). Release builds
+/// only, and only when `make setup-qwen` has fetched the model; the expected values come from
+/// `scripts/make_fixtures.py --qwen2` (the `tokenizers` package and a float64 numpy forward on
+/// gguf-py's dequantized weights).
+final class QwenModelTests: XCTestCase {
+    var loaded: LoadedModel!
+
+    override func setUpWithError() throws {
+        #if DEBUG
+            throw XCTSkip("runs in release builds (make test)")
+        #else
+            guard FileManager.default.fileExists(atPath: Paths.qwen) else {
+                throw XCTSkip("\(Paths.qwen) is absent (make setup-qwen)")
+            }
+            loaded = try LoadedModel.load(Paths.qwen)
+        #endif
+    }
+
+    func testConfigAndTokenizerMatchTokenizers() throws {
+        let c = loaded.config
+        XCTAssertEqual(c.modelType, "qwen2")
+        XCTAssertEqual([c.numLayers, c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.vocabSize],
+                       [24, 896, 4864, 14, 2, 151_936])
+        XCTAssertEqual(c.ropeLayout, .halfSplit)
+        XCTAssertTrue(c.attentionBias)
+        XCTAssertFalse(c.tieWordEmbeddings)
+        XCTAssertEqual(c.ropeTheta, 1e6)
+        let cases = try loadJSON("tokenizer_qwen2.json") as! [[String: Any]]
+        XCTAssertEqual(cases.count, 23)
+        for c in cases {
+            let text = c["text"] as! String
+            XCTAssertEqual(loaded.tokenizer.encode(text), c["ids"] as! [Int], text)
+        }
+    }
+
+    func testPerplexityMatchesNumpyReference() throws {
+        let ref = try loadJSON("qwen2_reference.json") as! [String: Any]
+        let text = try String(contentsOfFile: Paths.shakespeare, encoding: .utf8)
+        let tokens = Array(loaded.tokenizer.encode(text).prefix(512))
+        XCTAssertEqual(tokens, ref["tokens"] as? [Int])
+        let r = try loaded.model.evaluate(tokens: tokens, context: 512)
+        let want = ref["perplexity"] as! Double
+        XCTAssertEqual(r.perplexity, want, accuracy: want * 0.005, "perplexity \(r.perplexity) vs numpy \(want)")
+        XCTAssertEqual(r.accuracy, ref["accuracy"] as! Double, accuracy: 0.005)
+    }
+
+    /// The chat answer's Python code runs and reverses a string.
+    func testChatWritesWorkingCode() throws {
+        let tok = loaded.tokenizer
+        let prompt = try tok.chatTemplate!.render([
+            ChatMessage(role: "user", content: "Write a Python function that reverses a string.")
+        ])
+        let r = try loaded.model.generate(
+            prompt: tok.encode(prompt), maxNewTokens: 120, sampling: SamplingOptions(temperature: 0), eos: tok.eosTokenId)
+        let answer = tok.decode(r.tokens)
+        let code = try XCTUnwrap(answer.components(separatedBy: "```python\n").dropFirst().first?
+            .components(separatedBy: "```").first, answer)
+        let name = try XCTUnwrap(code.firstMatch(of: /def (\w+)\(/)?.1, answer)
+        let file = "\(try temporaryDirectory(self))/answer.py"
+        try (code + "\nprint(\(name)('LowRA 2-bit'))\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", file]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(printed, "tib-2 ARwoL\n", answer)
+    }
+}
