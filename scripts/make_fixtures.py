@@ -157,9 +157,38 @@ def write_hf_dir(path, cfg, w, tok, dtype):
         json.dump({"chat_template": CHATML, "eos_token": "<|im_end|>"}, f, indent=1)
 
 
-def write_gguf(path, cfg, w, tok):
+def write_bf16_shards(path, w, shards):
+    """A sharded bf16 safetensors checkpoint written by hand (numpy has no bfloat16): the
+    float32 values rounded to nearest even, `shards` files and model.safetensors.index.json.
+    Returns the weights as stored, in float64."""
+    names = sorted(w)
+    stored, weight_map, total = {}, {}, 0
+    for i in range(shards):
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+        for name in names[i::shards]:
+            u = w[name].astype(np.float32).view(np.uint32).astype(np.uint64)
+            u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+            stored[name] = (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+            blob = u.tobytes()
+            header[name] = {"dtype": "BF16", "shape": list(w[name].shape), "data_offsets": [offset, offset + len(blob)]}
+            blobs.append(blob)
+            offset += len(blob)
+            weight_map[name] = fname
+            total += len(blob)
+        h = json.dumps(header, separators=(",", ":")).encode()
+        h += b" " * (-len(h) % 8)
+        with open(os.path.join(path, fname), "wb") as f:
+            f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1, sort_keys=True)
+    return stored
+
+
+def write_gguf(path, cfg, w, tok, arch="llama", extra=None):
+    """llama-arch files store Q/K permuted for interleaved RoPE; qwen2 files keep the HF rows."""
     h, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    wr = gguf.GGUFWriter(path, "llama")
+    wr = gguf.GGUFWriter(path, arch)
     wr.add_block_count(cfg["num_hidden_layers"])
     wr.add_context_length(cfg["max_position_embeddings"])
     wr.add_embedding_length(cfg["hidden_size"])
@@ -190,17 +219,20 @@ def write_gguf(path, cfg, w, tok):
         "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
         "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+        "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
     }
     for k, v in w.items():
         if k.startswith("model.layers."):
             l, rest = k[len("model.layers."):].split(".", 1)
             name = f"blk.{l}.{per_layer[rest]}"
-            if rest == "self_attn.q_proj.weight":
+            if arch == "llama" and rest == "self_attn.q_proj.weight":
                 v = reference.permute_qk(v, h)
-            if rest == "self_attn.k_proj.weight":
+            if arch == "llama" and rest == "self_attn.k_proj.weight":
                 v = reference.permute_qk(v, kv)
         else:
             name = names[k]
+        wr.add_tensor(name, v.astype(np.float32))
+    for name, v in (extra or {}).items():
         wr.add_tensor(name, v.astype(np.float32))
     wr.write_header_to_file()
     wr.write_kv_data_to_file()
@@ -248,6 +280,65 @@ def tiny_models(gguf_only=False):
         "models": {k: {"vocab": int(v.shape[1]), "logits": [float(x) for x in v.reshape(-1)]} for k, v in cases.items()},
     })
     write_json("tokenizer_tiny.json", [{"text": t, "ids": tok.encode(t).ids} for t in TEXTS])
+
+
+def tiny_families(gguf_only=False):
+    """Tiny random models of the other families, each as a Hugging Face directory and a GGUF:
+    Qwen2 (q/k/v bias from the family default, untied head, RoPE base 1e6, eps 1e-6, sharded
+    bf16; its GGUF keeps the half-split rows) and Llama 3 (rope_scaling "llama3", whose GGUF
+    stores the frequency factors as rope_freqs.weight and Q/K permuted)."""
+    tok = tiny_tokenizer()
+    vocab = tok.get_vocab_size()
+    rng = np.random.default_rng(4321)
+    tokens = tok.encode("First Citizen:\nBefore we proceed any further, hear me speak. 12 3").ids[:24]
+    cases = {}
+    qwen = dict(
+        model_type="qwen2", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        max_position_embeddings=64, tie_word_embeddings=False, hidden_act="silu", sliding_window=64,
+        use_sliding_window=False, max_window_layers=2,
+    )
+    w_q = random_weights(qwen, rng, bias=True)
+    llama3 = dict(
+        model_type="llama", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, rms_norm_eps=1e-5, rope_theta=500000.0,
+        max_position_embeddings=64, tie_word_embeddings=True, hidden_act="silu", mlp_bias=False,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 64},
+    )
+    w_l = random_weights(llama3, rng, bias=False)
+    d = llama3["hidden_size"] // llama3["num_attention_heads"]
+    base_inv = reference.inv_freq(llama3["rope_theta"], d)
+    factors = {"rope_freqs.weight": base_inv / reference.inv_freq(llama3["rope_theta"], d, llama3["rope_scaling"])}
+    write_gguf(os.path.join(FIX, "tiny_qwen2.gguf"), qwen, w_q, tok, arch="qwen2")
+    write_gguf(os.path.join(FIX, "tiny_llama3.gguf"), llama3, w_l, tok, extra=factors)
+    if gguf_only:
+        return
+    hf_q = os.path.join(FIX, "tiny_qwen2_hf")
+    os.makedirs(hf_q, exist_ok=True)
+    for f in os.listdir(hf_q):
+        os.remove(os.path.join(hf_q, f))
+    stored = write_bf16_shards(hf_q, w_q, 2)
+    with open(os.path.join(hf_q, "config.json"), "w") as f:
+        json.dump(qwen, f, indent=1)
+    tok.save(os.path.join(hf_q, "tokenizer.json"))
+    cases["tiny_qwen2_hf"] = reference.forward(stored, qwen, tokens)
+    cases["tiny_qwen2.gguf"] = reference.forward({k: v.astype(np.float32).astype(np.float64) for k, v in w_q.items()}, qwen, tokens)
+    write_hf_dir(os.path.join(FIX, "tiny_llama3_hf"), llama3, w_l, tok, np.float32)
+    w32 = {k: v.astype(np.float32).astype(np.float64) for k, v in w_l.items()}
+    cases["tiny_llama3_hf"] = reference.forward(w32, llama3, tokens)
+    # The GGUF's factors are float32: the reference uses them as stored.
+    stored_factors = factors["rope_freqs.weight"].astype(np.float32).astype(np.float64)
+    no_scaling = dict(llama3, rope_scaling=None)
+    orig = reference.inv_freq
+    reference.inv_freq = lambda theta, dim, scaling=None: orig(theta, dim) / stored_factors
+    cases["tiny_llama3.gguf"] = reference.forward(w32, no_scaling, tokens)
+    reference.inv_freq = orig
+    assert np.allclose(cases["tiny_llama3.gguf"], cases["tiny_llama3_hf"], rtol=1e-5, atol=1e-6)
+    write_json("families_logits.json", {
+        "tokens": tokens,
+        "models": {k: {"vocab": int(v.shape[1]), "logits": [float(x) for x in v.reshape(-1)]} for k, v in cases.items()},
+    })
 
 
 def gguf_types(gguf_only=False):
@@ -423,6 +514,7 @@ if __name__ == "__main__":
         # Setup's mode: only the two synthetic GGUF fixtures, which are not committed; the
         # committed JSON expectations were made from the same seeds.
         tiny_models(gguf_only=True)
+        tiny_families(gguf_only=True)
         gguf_types(gguf_only=True)
         gguf_kquants(gguf_only=True)
         sys.exit(0)
@@ -432,6 +524,7 @@ if __name__ == "__main__":
     tokenizer_fixtures()
     split_fixtures()
     tiny_models()
+    tiny_families()
     gguf_types()
     gguf_kquants()
     if "--smollm2" in sys.argv:

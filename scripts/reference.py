@@ -20,19 +20,37 @@ def rmsnorm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope_half_split(x, theta):
+def inv_freq(theta, d, scaling=None):
+    """RoPE inverse frequencies (D/2), with Hugging Face's `rope_scaling` rules "linear" and
+    "llama3" (high frequencies kept, low ones divided by `factor`, a smooth blend between)."""
+    inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "linear":
+        return inv / scaling["factor"]
+    if kind == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * np.pi / inv
+        smooth = (old / wavelen - low) / (high - low)
+        blended = (1 - smooth) * inv / factor + smooth * inv
+        return np.where(wavelen < old / high, inv, np.where(wavelen > old / low, inv / factor, blended))
+    assert kind == "default", kind
+    return inv
+
+
+def rope_half_split(x, theta, inv=None):
     # x: (T, H, D)
     t, _, d = x.shape
-    inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # (D/2)
+    inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d) if inv is None else inv  # (D/2)
     ang = np.arange(t, dtype=np.float64)[:, None] * inv[None, :]  # (T, D/2)
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return np.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
-def rope_interleaved(x, theta):
+def rope_interleaved(x, theta, inv=None):
     t, _, d = x.shape
-    inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d) if inv is None else inv
     ang = np.arange(t, dtype=np.float64)[:, None] * inv[None, :]
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -46,6 +64,7 @@ def forward(w, cfg, tokens, rope=rope_half_split):
     """w: dict of HF tensor names -> float64 arrays; returns logits (T, V)."""
     h, kvh, eps, theta = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rms_norm_eps"], cfg["rope_theta"]
     d = cfg.get("head_dim") or cfg["hidden_size"] // h
+    inv = inv_freq(theta, d, cfg.get("rope_scaling"))
     x = w["model.embed_tokens.weight"][np.asarray(tokens)]
     t = x.shape[0]
     mask = np.triu(np.full((t, t), -np.inf), 1)
@@ -58,8 +77,8 @@ def forward(w, cfg, tokens, rope=rope_half_split):
             b = w.get(p + f"self_attn.{name}_proj.bias")
             return y if b is None else y + b
 
-        q = rope(proj("q").reshape(t, h, d), theta)
-        k = rope(proj("k").reshape(t, kvh, d), theta)
+        q = rope(proj("q").reshape(t, h, d), theta, inv)
+        k = rope(proj("k").reshape(t, kvh, d), theta, inv)
         v = proj("v").reshape(t, kvh, d)
         k = np.repeat(k, h // kvh, axis=1)
         v = np.repeat(v, h // kvh, axis=1)

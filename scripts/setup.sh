@@ -78,19 +78,22 @@ if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdige
     os.replace(path + ".tmp", path)
 print(f"[setup] {path}: {len(data)} bytes, sha256 {digest}", file=sys.stderr)
 PY
-# The synthetic GGUF test fixtures (random tiny Llama; one tensor per ggml type; k-quants) are not
+# The synthetic GGUF test fixtures (random tiny Llama, Qwen2 and Llama 3; one tensor per ggml type;
+# k-quants) are not
 # committed: they are written here by gguf-py from fixed seeds, and must come out byte-identical
 # to the ones the committed expectations (Tests/Fixtures/*.json) were made from.
 gguf_fixtures_ok() {
   sha_ok Tests/Fixtures/tiny.gguf 057ba8f8156f3e3f7fe6b405d930e5773fa03dbb60d1451d7c55bbcbf1c1b76a &&
   sha_ok Tests/Fixtures/types.gguf 6fe4c8d7f8378446a45a6ebf5a8b3774ec4444a2d800f347a1743f02954e27c4 &&
-  sha_ok Tests/Fixtures/kquants.gguf 9a1b35f35e7caa3e02c35e0af7cf1036836b6508dca627fde596a85128f12b1b
+  sha_ok Tests/Fixtures/kquants.gguf 9a1b35f35e7caa3e02c35e0af7cf1036836b6508dca627fde596a85128f12b1b &&
+  sha_ok Tests/Fixtures/tiny_qwen2.gguf 36ed92c6ca021578aa72b2d36608dfa422ac4ee24399fe909b71fc468d89e28e &&
+  sha_ok Tests/Fixtures/tiny_llama3.gguf 45edaf3fff4d021ce3bbd66ed556bf0b1c99263f77b46ed71a9b1671af25e46f
 }
 if ! gguf_fixtures_ok; then
-  log "writing Tests/Fixtures/{tiny,types,kquants}.gguf with gguf-py (pip: scripts/requirements-fixtures.txt)"
+  log "writing Tests/Fixtures/{tiny,tiny_qwen2,tiny_llama3,types,kquants}.gguf with gguf-py (pip: scripts/requirements-fixtures.txt)"
   python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-fixtures.txt >&2 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r scripts/requirements-fixtures.txt >&2
   python3 scripts/make_fixtures.py --gguf-only
   gguf_fixtures_ok || { log "the generated GGUF fixtures differ from the expected sha256"; exit 1; }
 fi
-log "ready: $MODEL_FILE, data/{train,valid,test,fortunes}.txt, Tests/Fixtures/{tiny,types}.gguf"
+log "ready: $MODEL_FILE, data/{train,valid,test,fortunes}.txt, Tests/Fixtures/*.gguf"

@@ -75,9 +75,7 @@ public struct LoadedModel: Sendable {
     static func loadHuggingFace(_ dir: String, progress: ((Int, Int) -> Void)?) throws -> LoadedModel {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
         let config = try readConfig(p("config.json"))
-        let shards = try FileManager.default.contentsOfDirectory(atPath: dir)
-            .filter { $0.hasSuffix(".safetensors") }.sorted()
-        guard !shards.isEmpty else { throw LowRAError(.io, "\(dir): no .safetensors files") }
+        let shards = try checkpointShards(dir)
         let files = try shards.map { try SafeTensorsFile(path: p($0)) }
         let source = SafeTensorsSet(files: files, description: (dir as NSString).lastPathComponent)
         let tokenizer = try Tokenizer(tokenizerJSON: p("tokenizer.json"))
@@ -91,6 +89,32 @@ public struct LoadedModel: Sendable {
             path: dir, format: "huggingface", model: try LlamaModel(config: config, weights: weights),
             tokenizer: tokenizer, storedTensors: tensors, fileBytes: bytes, metadata: files.first?.metadata ?? [:])
     }
+}
+
+/// The safetensors files of a Hugging Face checkpoint: those `model.safetensors.index.json`
+/// names (each must exist; other .safetensors files beside them, such as Mistral's
+/// `consolidated.safetensors`, are not read), or else every .safetensors file in the directory.
+func checkpointShards(_ dir: String) throws -> [String] {
+    let fm = FileManager.default
+    let indexPath = (dir as NSString).appendingPathComponent("model.safetensors.index.json")
+    guard fm.fileExists(atPath: indexPath) else {
+        let all = try fm.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".safetensors") }.sorted()
+        guard !all.isEmpty else { throw LowRAError(.io, "\(dir): no .safetensors files") }
+        return all
+    }
+    guard let root = try? JSONSerialization.jsonObject(with: try mapFile(indexPath)) as? [String: Any],
+        let map = root["weight_map"] as? [String: String], !map.isEmpty
+    else { throw LowRAError.malformed("model.safetensors.index.json", "no weight_map of tensor name -> file") }
+    let files = Set(map.values).sorted()
+    for f in files {
+        guard !f.contains("/"), f.hasSuffix(".safetensors") else {
+            throw LowRAError.malformed("model.safetensors.index.json", "shard '\(f)' is not a .safetensors file beside the index")
+        }
+        guard fm.fileExists(atPath: (dir as NSString).appendingPathComponent(f)) else {
+            throw LowRAError(.io, "\(dir): model.safetensors.index.json names shard \(f), which is missing")
+        }
+    }
+    return files
 }
 
 extension Tokenizer {

@@ -33,6 +33,61 @@ final class ModelTests: XCTestCase {
         XCTAssertFalse(bias.tieWordEmbeddings)
     }
 
+    /// The other families' tiny random models equal the float64 numpy reference in both layouts:
+    /// Qwen2 (bias by family default, untied head, RoPE base 1e6, a sharded bf16 checkpoint with its
+    /// index; a qwen2 GGUF with half-split rows) and Llama 3 (rope_scaling llama3 in config.json;
+    /// rope_freqs.weight and permuted Q/K in the GGUF).
+    func testFamilyModelsMatchNumpyReference() throws {
+        let root = try loadJSON("families_logits.json") as! [String: Any]
+        let tokens = root["tokens"] as! [Int]
+        let models = root["models"] as! [String: [String: Any]]
+        XCTAssertEqual(models.count, 4)
+        for (name, spec) in models.sorted(by: { $0.key < $1.key }) {
+            let loaded = try LoadedModel.load(Paths.fixture(name))
+            let want = (spec["logits"] as! [NSNumber]).map(\.doubleValue)
+            let got = try loaded.model.forward(tokens, cache: KVCache(config: loaded.config, capacity: tokens.count))
+            XCTAssertEqual(got.count, want.count, name)
+            let (diff, at) = maxRelativeDifference(got, want)
+            XCTAssertLessThanOrEqual(diff, 1e-4, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
+            let c = loaded.config
+            if name.hasPrefix("tiny_qwen2") {
+                XCTAssertEqual(c.modelType, "qwen2")
+                XCTAssertTrue(c.attentionBias)
+                XCTAssertEqual(c.ropeLayout, .halfSplit)
+            } else {
+                XCTAssertEqual(c.ropeLayout, name.hasSuffix(".gguf") ? .interleaved : .halfSplit)
+                XCTAssertTrue(c.ropeScaling?.kind == .llama3 || c.ropeFrequencyFactors != nil, name)
+            }
+        }
+        // Without its rope_scaling, the Llama 3 model's logits move: the key is not ignored.
+        var plain = try LoadedModel.load(Paths.fixture("tiny_llama3_hf"))
+        var config = plain.config
+        config.ropeScaling = nil
+        plain.model = try LlamaModel(config: config, weights: plain.model.weights)
+        let got = try plain.model.forward(tokens, cache: KVCache(config: config, capacity: tokens.count))
+        let want = (models["tiny_llama3_hf"]!["logits"] as! [NSNumber]).map(\.doubleValue)
+        XCTAssertGreaterThan(maxRelativeDifference(got, want).0, 1e-2)
+    }
+
+    /// A quantized directory keeps the family: its config.json round-trips and its forward is
+    /// the packed model's.
+    func testQuantizedFamilyModelsKeepTheirConfig() throws {
+        for name in ["tiny_qwen2.gguf", "tiny_llama3.gguf", "tiny_llama3_hf"] {
+            let src = try LoadedModel.load(Paths.fixture(name))
+            let (w, map, report, _) = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
+            let dir = "\(try temporaryDirectory(self))/q"
+            try QuantizedModelStore.save(
+                to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
+                manifest: QuantManifest(source: name, sourceSHA256: "-", report: report))
+            let q = try LoadedModel.load(dir)
+            XCTAssertEqual(q.config, src.config, name)
+            let tokens = [5, 17, 40, 2, 99, 3]
+            let a = try LlamaModel(config: src.config, weights: w).forward(tokens, cache: KVCache(config: src.config, capacity: 8))
+            let b = try q.model.forward(tokens, cache: KVCache(config: q.config, capacity: 8))
+            XCTAssertEqual(a, b, name)
+        }
+    }
+
     /// Decoding one token at a time through the KV cache gives the prefill's logits.
     func testIncrementalDecodeMatchesPrefill() throws {
         let loaded = try LoadedModel.load(Paths.fixture("tiny.gguf"))
@@ -138,6 +193,46 @@ final class ModelTests: XCTestCase {
             let e = $0 as! LowRAError
             XCTAssertEqual(e.kind, .shapeMismatch)
             XCTAssertTrue(e.message.contains("gate_proj") && e.message.contains("[48, 32]"), e.message)
+        }
+    }
+
+    /// Families and config keys LowRA does not implement are refused with one line naming them.
+    func testUnsupportedArchitecturesAndKeysAreRefused() throws {
+        let base = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_llama3_hf/config.json")))) as! [String: Any]
+        let cases: [(String, Any, String)] = [
+            ("model_type", "mixtral", "mixture of experts"), ("model_type", "gemma2", "gemma2"),
+            ("model_type", "phi3", "phi3"), ("rope_scaling", ["rope_type": "yarn", "factor": 4.0], "yarn"),
+            ("hidden_act", "gelu", "hidden_act"), ("mlp_bias", true, "mlp_bias"),
+            ("partial_rotary_factor", 0.5, "partial_rotary_factor"), ("num_local_experts", 8, "num_local_experts"),
+            ("quantization_config", ["quant_method": "awq"], "quantization_config"),
+        ]
+        for (key, value, expected) in cases {
+            var cfg = base
+            cfg[key] = value
+            XCTAssertThrowsError(try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: cfg)), key) {
+                let m = "\(($0 as? LowRAError)?.message ?? "\($0)")"
+                XCTAssertTrue(m.contains(expected) && !m.contains("\n"), m)
+            }
+        }
+        // A Mistral config's sliding window bounds the context (there, windowed = full attention).
+        var mistral = base
+        mistral["model_type"] = "mistral"
+        mistral["sliding_window"] = 16
+        mistral["rope_scaling"] = NSNull()
+        let c = try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: mistral))
+        XCTAssertEqual(c.modelType, "mistral")
+        XCTAssertEqual(c.maxPositions, 16)
+        XCTAssertNil(c.ropeScaling)
+    }
+
+    func testShardIndexNamingAMissingFileIsRefused() throws {
+        let dir = "\(try temporaryDirectory(self))/model"
+        try FileManager.default.copyItem(atPath: Paths.fixture("tiny_qwen2_hf"), toPath: dir)
+        try FileManager.default.removeItem(atPath: "\(dir)/model-00002-of-00002.safetensors")
+        XCTAssertThrowsError(try LoadedModel.load(dir)) {
+            let m = ($0 as! LowRAError).message
+            XCTAssertTrue(m.contains("model-00002-of-00002.safetensors") && m.contains("missing"), m)
         }
     }
 

@@ -10,6 +10,8 @@ import XCTest
 /// `scripts/make_fixtures.py --qwen2` (the `tokenizers` package and a float64 numpy forward on
 /// gguf-py's dequantized weights).
 final class QwenModelTests: XCTestCase {
+    /// Loaded once for the whole class (8 s).
+    nonisolated(unsafe) static var shared: LoadedModel?
     var loaded: LoadedModel!
 
     override func setUpWithError() throws {
@@ -19,7 +21,8 @@ final class QwenModelTests: XCTestCase {
             guard FileManager.default.fileExists(atPath: Paths.qwen) else {
                 throw XCTSkip("\(Paths.qwen) is absent (make setup-qwen)")
             }
-            loaded = try LoadedModel.load(Paths.qwen)
+            if Self.shared == nil { Self.shared = try LoadedModel.load(Paths.qwen) }
+            loaded = Self.shared
         #endif
     }
 
