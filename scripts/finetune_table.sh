@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Issue 4's measurements on SmolLM2: for each budget, quantize with LoftQ (rank 16) and with zero
-# init, evaluate before training, fine-tune the LoftQ adapter, evaluate after. Prints a markdown
-# table; runs/ft-table/ keeps the models, adapters and logs. About 20 minutes per budget.
-# Usage: scripts/finetune_table.sh [BITS...]   (default: 2 1.5)
+# Issue 4's measurements on SmolLM2 (and issue 10's on Qwen2.5-Coder-0.5B): for each budget,
+# quantize with LoftQ (rank 16) and with zero init, evaluate before training, fine-tune the LoftQ
+# adapter, evaluate after. Prints a markdown table; $OUT keeps the models, adapters and logs.
+# About 20 minutes per budget on SmolLM2.
+# Usage: [MODEL=…] [OUT=…] [STEPS=200] [EVAL_TOKENS=8192] scripts/finetune_table.sh [BITS...]   (default: 2 1.5)
+#   e.g. MODEL=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf OUT=runs/ft-qwen STEPS=100 EVAL_TOKENS=4096 \
+#        scripts/finetune_table.sh 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOWRA=.build/release/lowra
-MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-OUT=runs/ft-table
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+OUT=${OUT:-runs/ft-table}
 STEPS=${STEPS:-200}
+EVAL_TOKENS=${EVAL_TOKENS:-8192}
 BUDGETS=("$@")
 [ ${#BUDGETS[@]} -eq 0 ] && BUDGETS=(2 1.5)
-EVAL=(--data data/valid.txt --max-tokens 8192 --context 256 --json)
+EVAL=(--data data/valid.txt --max-tokens "$EVAL_TOKENS" --context 256 --json)
 mkdir -p "$OUT"
 ppl() { python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'; }
 
@@ -29,7 +33,7 @@ for B in "${BUDGETS[@]}"; do
     AFTER=$($LOWRA eval --model "$Q" --adapter "$A" "${EVAL[@]}" | ppl)
     ROWS+=("| $B | $PLAIN | $LQBASE | $LQ | $AFTER |")
 done
-echo "valid perplexity (first 8192 tokens of data/valid.txt, windows of 256); unquantized: $FP"
+echo "valid perplexity (first $EVAL_TOKENS tokens of data/valid.txt, windows of 256); unquantized: $FP"
 echo
 echo "| bits | plain quantization (zero init) | LoftQ base alone | LoftQ base + adapter | after $STEPS steps of fine-tuning |"
 echo "| --- | --- | --- | --- | --- |"

@@ -25,6 +25,44 @@ final class CLITests: XCTestCase {
         try assertFails(["generate", "--model", model, "--prompt", String(repeating: "hello ", count: 200)], mentioning: "context")
     }
 
+    /// Models LowRA cannot run: an unsupported family (config.json and GGUF), an unreadable tensor
+    /// type, a shard index naming a missing file, a tensor whose shape disagrees with the config.
+    func testUnsupportedModelsGiveOneLine() throws {
+        let dir = try temporaryDirectory(self)
+        try "hello world".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        func eval(_ model: String) -> [String] { ["eval", "--model", model, "--data", "\(dir)/t.txt"] }
+        let fm = FileManager.default
+        func config(_ model: String, _ edit: (inout [String: Any]) -> Void) throws {
+            let url = URL(fileURLWithPath: "\(model)/config.json")
+            var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+            edit(&cfg)
+            try JSONSerialization.data(withJSONObject: cfg).write(to: url)
+        }
+        try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/moe")
+        try config("\(dir)/moe") { $0["model_type"] = "mixtral" }
+        try assertFails(eval("\(dir)/moe"), mentioning: "model_type 'mixtral' (mixture of experts) is not supported")
+        try fm.copyItem(atPath: Paths.fixture("tiny_llama3_hf"), toPath: "\(dir)/yarn")
+        try config("\(dir)/yarn") { $0["rope_scaling"] = ["rope_type": "yarn", "factor": 4.0] }
+        try assertFails(eval("\(dir)/yarn"), mentioning: "rope_scaling type 'yarn' is not supported")
+        try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/shape")
+        try config("\(dir)/shape") { $0["intermediate_size"] = 48 }
+        try assertFails(eval("\(dir)/shape"), mentioning: "expected [48, 32] from the model config")
+        try fm.copyItem(atPath: Paths.fixture("tiny_qwen2_hf"), toPath: "\(dir)/shards")
+        try fm.removeItem(atPath: "\(dir)/shards/model-00001-of-00002.safetensors")
+        try assertFails(eval("\(dir)/shards"), mentioning: "names shard model-00001-of-00002.safetensors, which is missing")
+        // GGUF: the architecture renamed (same length), and one tensor's type set to Q8_1.
+        var gguf = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_qwen2.gguf")))
+        let arch = gguf.range(of: Data("qwen2".utf8))!
+        gguf.replaceSubrange(arch, with: Data("gemma".utf8))
+        try gguf.write(to: URL(fileURLWithPath: "\(dir)/gemma.gguf"))
+        try assertFails(eval("\(dir)/gemma.gguf"), mentioning: "architecture 'gemma' (GeGLU MLP, scaled embeddings) is not supported")
+        var typed = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny.gguf")))
+        let name = typed.range(of: Data("blk.0.ffn_up.weight".utf8))!
+        typed[name.upperBound + 4 + 16] = 9  // Q8_1: a ggml type LowRA does not read
+        try typed.write(to: URL(fileURLWithPath: "\(dir)/q81.gguf"))
+        try assertFails(eval("\(dir)/q81.gguf"), mentioning: "has type Q8_1, which LowRA cannot read")
+    }
+
     func testTokenizeAndEvalJSON() throws {
         let dir = try temporaryDirectory(self)
         try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
