@@ -31,6 +31,24 @@ final class RealModelTests: XCTestCase {
         XCTAssertEqual(Array(top), ref["first_row_top5"] as? [Int])
     }
 
+    /// The reshape of issue 10 (one architecture description, one forward) left quantized SmolLM2
+    /// unchanged: the packed file and its perplexity equal what the code before it wrote
+    /// (commit 2aa9b71: `lowra quantize --bits 2 --init none`, then `eval --max-tokens 512 --context 512`).
+    func testQuantizedSmolLM2Unchanged() throws {
+        let loaded = try LoadedModel.load(Paths.smolLM2)
+        let (w, map, report, _) = try loaded.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
+        let dir = "\(try temporaryDirectory(self))/q2"
+        try QuantizedModelStore.save(
+            to: dir, config: loaded.config, weights: w, tokenizer: loaded.tokenizer, map: map,
+            manifest: QuantManifest(source: "smollm2", sourceSHA256: "-", report: report))
+        XCTAssertEqual(try fingerprint("\(dir)/model.safetensors"),
+                       "580c2644819ccbc8ed4eaa879c69190de7f721f772e259e75bab2c72bc663199")
+        let text = try String(contentsOfFile: Paths.shakespeare, encoding: .utf8)
+        let tokens = Array(loaded.tokenizer.encode(text).prefix(512))
+        let r = try LoadedModel.load(dir).model.evaluate(tokens: tokens, context: 512)
+        XCTAssertEqual(r.perplexity, 171_127.55, accuracy: 171_127.55 * 1e-3)
+    }
+
     func testChatAnswersParis() throws {
         let loaded = try LoadedModel.load(Paths.smolLM2)
         let prompt = try loaded.tokenizer.chatTemplate!.render([ChatMessage(role: "user", content: "What is the capital of France?")])
