@@ -68,6 +68,8 @@ public final class ForwardWorkspace: @unchecked Sendable {
     /// Keys each query may see: T in training, past + T with a cache.
     public let keys: Int
     public let savesEveryLayer: Bool
+    /// Attention probabilities are kept per head (B, H, T, Tk), as backward needs them.
+    public let keepsProbs: Bool
     public private(set) var bytes = 0
     private var allocations = [UnsafeMutablePointer<Float>]()
     private var layers = [BlockActivations]()
@@ -77,15 +79,19 @@ public final class ForwardWorkspace: @unchecked Sendable {
     public private(set) var weightScratch: UnsafeMutablePointer<Float>!
 
     /// `rank` 0: no adapter. `weightScratch`: floats of dequantization scratch (0 for none).
+    /// Training saves every layer (`saveEveryLayer`) or, recomputing, keeps one set with the
+    /// probabilities backward needs (`keepProbs`); inference keeps one set and one head's scores.
     public init(
-        config c: LlamaConfig, batch: Int, tokens: Int, keys: Int, rank: Int, saveEveryLayer: Bool, weightScratch: Int
+        config c: LlamaConfig, batch: Int, tokens: Int, keys: Int, rank: Int, saveEveryLayer: Bool,
+        keepProbs: Bool? = nil, weightScratch: Int
     ) {
         self.batch = batch
         self.tokens = tokens
         self.keys = keys
         savesEveryLayer = saveEveryLayer
+        keepsProbs = keepProbs ?? saveEveryLayer
         let n = batch * tokens, C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
-        let probs = saveEveryLayer ? batch * c.numHeads * tokens * keys : tokens * keys
+        let probs = keepsProbs ? batch * c.numHeads * tokens * keys : tokens * keys
         for _ in 0..<(saveEveryLayer ? c.numLayers : 1) {
             layers.append(BlockActivations(
                 xIn: allocate(n * C), xn1: allocate(n * C), q: allocate(n * qD), k: allocate(n * kvD),
@@ -116,9 +122,12 @@ extension LlamaWeights {
     /// Embeds `tokens` (batch·T ids, row-major) into x (N, C) and runs every block on it. With a
     /// cache (batch 1), the T tokens sit at positions cache.length…, attend to the cached keys,
     /// and their keys and values are appended; without one, each sequence starts at position 0.
+    /// `layerInputs` (one (N, C) buffer per layer) receives each block's input, for a backward
+    /// that recomputes the blocks instead of saving their activations.
     public func forwardBlocks(
         _ tokens: [Int], config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
-        cache: KVCache?, adapter: AdapterView?, observe: LinearInputObserver? = nil
+        cache: KVCache?, adapter: AdapterView?, layerInputs: [UnsafeMutablePointer<Float>]? = nil,
+        observe: LinearInputObserver? = nil
     ) {
         let C = c.hiddenSize
         precondition(tokens.count == ws.batch * ws.tokens && (cache == nil || ws.batch == 1))
@@ -127,13 +136,15 @@ extension LlamaWeights {
         }
         let rope = RopeTable(start: cache?.length ?? 0, count: ws.tokens, frequencies: c.ropeFrequencies)
         for l in blocks.indices {
+            layerInputs?[l].update(from: x, count: ws.batch * ws.tokens * C)
             blockForward(l, config: c, x: x, workspace: ws, rope: rope, cache: cache, adapter: adapter, observe: observe)
         }
         cache?.advance(ws.tokens)
     }
 
     /// One block over x (N, C), in place: x += attention(rmsnorm(x)); x += mlp(rmsnorm(x)).
-    func blockForward(
+    /// Its activations go to `ws.activations(l)`.
+    public func blockForward(
         _ l: Int, config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
         rope: RopeTable, cache: KVCache?, adapter: AdapterView?, observe: LinearInputObserver?
     ) {
@@ -163,10 +174,10 @@ extension LlamaWeights {
                 (cache.keys(l) + past * kvD).update(from: k, count: T * kvD)
                 (cache.values(l) + past * kvD).update(from: v, count: T * kvD)
                 attentionForward(out, a.probs, q, cache.keys(l), cache.values(l), tokens: T, past: past, heads: H,
-                                 kvHeads: KV, headDim: D, probsPerHead: ws.savesEveryLayer)
+                                 kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
             } else {
-                attentionForward(out, a.probs + (ws.savesEveryLayer ? b * H * T * T : 0), q, k, v, tokens: T, heads: H,
-                                 kvHeads: KV, headDim: D, probsPerHead: ws.savesEveryLayer)
+                attentionForward(out, a.probs + (ws.keepsProbs ? b * H * T * T : 0), q, k, v, tokens: T, heads: H,
+                                 kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
             }
         }
         observe?(l, .output, a.att, n, qD)

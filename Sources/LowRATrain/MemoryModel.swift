@@ -16,6 +16,8 @@ public struct MemoryModel: Sendable {
     public var doubleQuant = true
     /// Codebook levels per row (channel scope, the default) or per tensor.
     public var channelCodebooks = true
+    /// Fine-tuning with `--recompute`: only block inputs saved, one layer's activations live.
+    public var recompute = false
 
     public init(config: LlamaConfig, bits: Double?, rank: Int, batch: Int = 1, seq: Int = 512) {
         self.config = config
@@ -63,7 +65,9 @@ public struct MemoryModel: Sendable {
         let n = batch * seq
         let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
         let perLayer = n * (4 * C + 2 * qD + 2 * kvD + 3 * F) + batch * c.numHeads * seq * seq + 7 * n * rank
-        out.append(("saved activations", 4 * c.numLayers * perLayer))
+        // Recomputing keeps every block's input (N, C) and one layer's activations, plus the
+        // (N, C) residual the replayed block writes.
+        out.append(("saved activations", 4 * (recompute ? c.numLayers * n * C + perLayer + n * C : c.numLayers * perLayer)))
         let chunk = min(128, n)
         let scratch = n * (6 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
             + blockLinears.map { $0.0 * $0.1 }.max()!

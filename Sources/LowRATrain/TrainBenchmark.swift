@@ -17,7 +17,7 @@ public enum TrainBenchmark {
     }
 
     public static func run(
-        config c: LlamaConfig, weights: LlamaWeights, rank: Int, batch: Int, seq: Int, steps: Int,
+        config c: LlamaConfig, weights: LlamaWeights, rank: Int, batch: Int, seq: Int, steps: Int, recompute: Bool = false,
         progress: ((String) -> Void)? = nil
     ) throws -> [String: Any] {
         guard steps >= 1 else { throw LowRAError(.invalidArgument, "--steps must be positive") }
@@ -47,7 +47,7 @@ public enum TrainBenchmark {
         progress?("setup")
         var adapter = try LoRAAdapter(config: c, rank: rank)
         adapter.initializeKaiming(seed: 1)
-        let graph = try TrainingGraph(config: c, weights: weights, batch: batch, seq: seq, rank: rank)
+        let graph = try TrainingGraph(config: c, weights: weights, batch: batch, seq: seq, rank: rank, recompute: recompute)
         var adam = AdamW(count: adapter.values.count)
         var grad = [Float](repeating: 0, count: adapter.values.count)
         let inputs = (0..<n).map { ($0 * 7919 + 13) % c.vocabSize }
@@ -73,7 +73,7 @@ public enum TrainBenchmark {
         return [
             "batch": batch, "seq": seq, "rank": rank, "step_seconds": best, "tokens_per_s": Double(n) / best,
             "step_gflop": flops / 1e9, "train_gflops": achieved, "sgemm_gflops": sgemm, "train_to_sgemm_ratio": achieved / sgemm,
-            "peak_rss_bytes": mem.peakResidentBytes, "workspace_bytes": graph.workspaceBytes,
+            "peak_rss_bytes": mem.peakResidentBytes, "workspace_bytes": graph.workspaceBytes, "recompute": recompute,
             "resident_weight_bytes": weights.weightBytes, "adapter_parameters": adapter.parameterCount,
         ]
     }

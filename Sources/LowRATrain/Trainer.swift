@@ -22,6 +22,9 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
     /// Validation uses the first N sequences of the validation file.
     public var validSequences = 16
     public var seed: UInt64 = 0
+    /// Recompute each block in backward instead of saving its activations. It does not change
+    /// the numbers, so it is not part of a checkpoint's identity (not encoded).
+    public var recompute = false
 
     public init() {}
 
@@ -125,7 +128,9 @@ public final class Trainer {
         self.outDir = outDir
         self.adapter = adapter
         adam = AdamW(count: adapter.values.count, weightDecay: options.weightDecay)
-        graph = try TrainingGraph(config: config, weights: weights, batch: options.batch, seq: options.seq, rank: adapter.rank)
+        graph = try TrainingGraph(
+            config: config, weights: weights, batch: options.batch, seq: options.seq, rank: adapter.rank,
+            recompute: options.recompute)
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         let opts = String(decoding: try enc.encode(options), as: UTF8.self)

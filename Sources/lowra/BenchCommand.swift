@@ -48,12 +48,14 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Sequences per step.") var batch: Int = 4
     @Option(help: "Tokens per sequence.") var seq: Int = 256
     @Option(help: "Timed steps (after one warm-up); the fastest is kept.") var steps: Int = 2
+    @Flag(help: "Recompute blocks in backward (finetune --recompute).") var recompute = false
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
         let loaded = try modelOptions.load()
         let r = try TrainBenchmark.run(
-            config: loaded.config, weights: loaded.model.weights, rank: rank, batch: batch, seq: seq, steps: steps
+            config: loaded.config, weights: loaded.model.weights, rank: rank, batch: batch, seq: seq, steps: steps,
+            recompute: recompute
         ) { printErr("bench: \($0)") }
         printMeasurements(r.merging(["model": modelOptions.model]) { a, _ in a }, json: json)
     }

@@ -38,6 +38,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Validation sequences (the first N of --valid).") var validSequences: Int = 16
     @Option(help: "Seed of the data order (and of a fresh adapter).") var seed: UInt64 = 0
     @Flag(help: "Continue from the checkpoint in --out.") var resume = false
+    @Flag(help: "Save only each block's input and recompute the block in backward (less memory, ~1/3 more compute).")
+    var recompute = false
     @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
 
     func run() throws {
@@ -45,6 +47,7 @@ struct FinetuneCommand: ParsableCommand {
         (o.steps, o.lr, o.batch, o.gradAccum, o.seq) = (steps, lr, batch, gradAccum, seq)
         (o.schedule, o.warmup, o.weightDecay, o.maxGradNorm) = (schedule, warmup, weightDecay, maxGradNorm)
         (o.evalEvery, o.saveEvery, o.validSequences, o.seed) = (evalEvery, saveEvery, validSequences, seed)
+        o.recompute = recompute
         try o.validate()
         let checkpoint = (out as NSString).appendingPathComponent(Trainer.checkpointFile)
         if !resume && FileManager.default.fileExists(atPath: checkpoint) {

@@ -19,6 +19,7 @@ struct MemoryCommand: ParsableCommand {
     @Option(help: "Sequences per step.") var batch: Int = 1
     @Option(help: "Tokens per sequence.") var seq: Int = 512
     @Flag(help: "Model inference instead of fine-tuning.") var inference = false
+    @Flag(help: "Fine-tuning with --recompute (block inputs saved, blocks recomputed in backward).") var recompute = false
     @Option(help: "Also draw the breakdown as stacked bars to this SVG file.") var svg: String?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
@@ -48,7 +49,8 @@ struct MemoryCommand: ParsableCommand {
         }
         guard rank >= 1, batch >= 1, seq >= 1 else { throw ValidationError("--rank, --batch and --seq must be positive") }
         let rows: [(String, [(String, Int)])] = ([nil] + budgets.map { Optional($0) }).map { b in
-            let mm = MemoryModel(config: config, bits: b, rank: rank, batch: batch, seq: seq)
+            var mm = MemoryModel(config: config, bits: b, rank: rank, batch: batch, seq: seq)
+            mm.recompute = recompute
             return (b.map { ExperimentReport.bitsLabel($0) + " bits" } ?? "fp32", mm.breakdown(training: !inference))
         }
         let components = MemoryModel.components.filter { c in rows.contains { $0.1.contains { $0.0 == c } } }

@@ -29,15 +29,17 @@ final class TrainingTests: XCTestCase {
 
     /// The whole model's LoRA gradient against central differences of its mean loss, for an fp32
     /// and a packed 2-bit base, both RoPE layouts (HF half-split and GGUF interleaved), GQA, and
-    /// q/k/v bias. fp32, eps 1e-2; stated tolerance: relative error of the sampled gradient
-    /// vector ≤ 2e-3.
+    /// q/k/v bias, with saved activations and with recomputation (activation checkpointing).
+    /// fp32, eps 1e-2; stated tolerance: relative error of the sampled gradient vector ≤ 2e-3.
     func testWholeModelGradientMatchesFiniteDifferences() throws {
-        let cases: [(String, Double?)] = [
-            ("tiny_hf", nil), ("tiny.gguf", nil), ("tiny_hf_bias_f16", nil), ("tiny.gguf", 2),
+        let cases: [(String, Double?, Bool)] = [
+            ("tiny_hf", nil, false), ("tiny.gguf", nil, false), ("tiny_hf_bias_f16", nil, false), ("tiny.gguf", 2, false),
+            ("tiny_qwen2_hf", nil, true), ("tiny_llama3.gguf", 2, true),
         ]
-        for (fixture, bits) in cases {
+        for (fixture, bits, recompute) in cases {
             let (config, weights, adapter) = try setup(Paths.fixture(fixture), quantize: bits)
-            let graph = try TrainingGraph(config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5)
+            let graph = try TrainingGraph(
+                config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5, recompute: recompute)
             let (inputs, targets) = randomBatch(12, vocab: config.vocabSize, seed: 7)
             var grad = [Float](repeating: 0, count: adapter.values.count)
             let (sum, count) = try graph.lossAndGradient(inputs: inputs, targets: targets, adapter: adapter, gradient: &grad)
@@ -68,6 +70,27 @@ final class TrainingTests: XCTestCase {
             let rel = (d / norm).squareRoot()
             XCTAssertLessThanOrEqual(rel, 2e-3, "\(fixture) bits \(bits.map { "\($0)" } ?? "fp32"): relative error \(rel)")
             XCTAssertGreaterThan(norm, 1e-6)
+        }
+    }
+
+    /// Recomputing the blocks in backward gives the saved-activation gradient, and holds only the
+    /// block inputs plus one layer's activations.
+    func testRecomputeGivesTheSameGradient() throws {
+        for (fixture, bits) in [("tiny.gguf", nil), ("tiny_hf_bias_f16", 2)] as [(String, Double?)] {
+            let (config, weights, adapter) = try setup(Paths.fixture(fixture), quantize: bits)
+            let (inputs, targets) = randomBatch(16, vocab: config.vocabSize, seed: 5)
+            var grads = [[Float]]()
+            var bytes = [Int]()
+            for recompute in [false, true] {
+                let graph = try TrainingGraph(config: config, weights: weights, batch: 2, seq: 8, rank: adapter.rank, recompute: recompute)
+                var grad = [Float](repeating: 0, count: adapter.values.count)
+                _ = try graph.lossAndGradient(inputs: inputs, targets: targets, adapter: adapter, gradient: &grad)
+                grads.append(grad)
+                bytes.append(graph.workspaceBytes)
+            }
+            let (diff, at) = maxRelativeDifference(grads[1], grads[0].map(Double.init))
+            XCTAssertLessThanOrEqual(diff, 1e-6, "\(fixture): \(grads[1][at]) vs \(grads[0][at])")
+            XCTAssertLessThan(bytes[1], bytes[0])
         }
     }
 
@@ -265,10 +288,14 @@ final class FinetuneTests: XCTestCase {
     func testMemoryModelMatchesTheImplementation() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny.gguf"))
         let (w, _, report, _) = try m.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2.5))
-        let model = MemoryModel(config: m.config, bits: 2.5, rank: 3, batch: 2, seq: 24)
+        var model = MemoryModel(config: m.config, bits: 2.5, rank: 3, batch: 2, seq: 24)
         let parts = Dictionary(uniqueKeysWithValues: model.breakdown(training: true))
         let graph = try TrainingGraph(config: m.config, weights: w, batch: 2, seq: 24, rank: 3)
         XCTAssertEqual(parts["saved activations"]! + parts["step scratch"]!, graph.workspaceBytes)
+        model.recompute = true
+        let lean = Dictionary(uniqueKeysWithValues: model.breakdown(training: true))
+        let recomputing = try TrainingGraph(config: m.config, weights: w, batch: 2, seq: 24, rank: 3, recompute: true)
+        XCTAssertEqual(lean["saved activations"]! + lean["step scratch"]!, recomputing.workspaceBytes)
         XCTAssertEqual(parts["LoRA adapter"]!, 4 * (try LoRAAdapter(config: m.config, rank: 3)).parameterCount)
         let packed = parts["packed codes"]! + parts["block scales"]! + parts["codebooks"]!
         XCTAssertEqual(Double(packed), Double(report.storedBytes), accuracy: 0.15 * Double(report.storedBytes))
