@@ -9,7 +9,10 @@ struct LowRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lowra",
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
-        subcommands: [QuantizeCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, PlotCommand.self, BenchCommand.self])
+        subcommands: [
+            QuantizeCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self,
+            InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self, BenchCommand.self,
+        ])
 }
 
 struct ModelOptions: ParsableArguments {

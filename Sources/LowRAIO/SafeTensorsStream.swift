@@ -1,0 +1,110 @@
+import Foundation
+import LowRATensor
+
+/// Writes a safetensors file whose tensors arrive one at a time, so that no more than one of them
+/// is ever in memory: the header (names, dtypes, shapes and precomputed offsets) is written
+/// first, then each tensor's bytes in the declared order. The file is built under a temporary
+/// name beside its destination, flushed to disk and renamed into place by `finish()`; a writer
+/// dropped before that removes its temporary file, so a failed run leaves nothing half-written.
+public final class SafeTensorsStreamWriter {
+    public struct Entry: Sendable {
+        public let name: String
+        public let dtype: SafeTensorsDType
+        public let shape: [Int]
+        public init(name: String, dtype: SafeTensorsDType, shape: [Int]) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+        }
+        public var byteCount: Int { shape.reduce(1, *) * dtype.size }
+    }
+
+    public let path: String
+    private let entries: [Entry]
+    private let temporary: String
+    private var fd: Int32
+    private var next = 0
+    private var finished = false
+
+    /// Total bytes of the file: 8 + header + data.
+    public let fileSize: Int
+
+    public init(path: String, entries: [Entry], metadata: [String: String] = [:]) throws {
+        var seen = Set<String>()
+        for e in entries {
+            guard seen.insert(e.name).inserted, e.name != "__metadata__" else {
+                throw LowRAError(.invalidArgument, "tensor \(e.name) declared twice")
+            }
+            guard e.shape.allSatisfy({ $0 >= 0 }) else { throw LowRAError(.invalidArgument, "tensor \(e.name): negative shape") }
+        }
+        var header: [String: Any] = [:]
+        var offset = 0
+        for e in entries {
+            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount]]
+            offset += e.byteCount
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        self.path = path
+        self.entries = entries
+        fileSize = 8 + json.count + offset
+        let url = URL(fileURLWithPath: path)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
+        fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw LowRAError(.io, "\(temporary): cannot create (\(String(cString: strerror(errno))))") }
+        var prefix = Data()
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.append(contentsOf: $0) }
+        prefix.append(json)
+        try prefix.withUnsafeBytes { try writeAll($0) }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !finished { unlink(temporary) }
+    }
+
+    /// The next declared tensor's name, or nil when all are written.
+    public var nextName: String? { next < entries.count ? entries[next].name : nil }
+
+    /// Appends the bytes of tensor `name`, which must be the next one declared, at its exact size.
+    public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws {
+        guard next < entries.count, entries[next].name == name else {
+            throw LowRAError(.invalidArgument, "tensor \(name) written out of order (expected \(nextName ?? "none"))")
+        }
+        guard bytes.count == entries[next].byteCount else {
+            throw LowRAError(.shapeMismatch, "tensor \(name): \(bytes.count) bytes, declared \(entries[next].byteCount)")
+        }
+        try writeAll(bytes)
+        next += 1
+    }
+
+    /// Checks every tensor was written, flushes the file to disk and renames it into place.
+    public func finish() throws {
+        guard next == entries.count else {
+            throw LowRAError(.invalidArgument, "\(path): \(entries.count - next) declared tensors were not written")
+        }
+        guard fsync(fd) == 0 else { throw ioError("cannot flush") }
+        close(fd)
+        fd = -1
+        guard rename(temporary, path) == 0 else { throw ioError("cannot rename into place") }
+        finished = true
+    }
+
+    private func ioError(_ what: String) -> LowRAError {
+        LowRAError(.io, "\(path): \(what) (\(String(cString: strerror(errno))))")
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = posixWrite(fd, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw ioError("cannot write") }
+            done += n
+        }
+    }
+}
+
+private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }
