@@ -45,13 +45,17 @@ public func dequantizeGGML(
     func u32(_ p: UnsafeRawPointer, _ o: Int) -> UInt32 {
         UInt32(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self))
     }
+    let out = UncheckedSendable(dst)
     switch type {
-    case .f32:
-        for i in 0..<count { dst[i] = Float(bitPattern: u32(src, 4 * i)) }
-    case .f16:
-        for i in 0..<count { dst[i] = floatFromHalf(u16(src, 2 * i)) }
-    case .bf16:
-        for i in 0..<count { dst[i] = floatFromBFloat16(u16(src, 2 * i)) }
+    case .f32, .f16, .bf16:
+        parallelFor(count, minPerChunk: 1 << 16) { range in
+            let dst = out.value
+            switch type {
+            case .f32: for i in range { dst[i] = Float(bitPattern: u32(src, 4 * i)) }
+            case .f16: for i in range { dst[i] = floatFromHalf(u16(src, 2 * i)) }
+            default: for i in range { dst[i] = floatFromBFloat16(u16(src, 2 * i)) }
+            }
+        }
     default:
         guard let (qk, bytes) = type.blockLayout else { preconditionFailure("unreadable type \(type)") }
         let blocks = count / qk

@@ -72,18 +72,14 @@ public final class GGUFFile: @unchecked Sendable {
     public let metadata: [String: GGUFValue]
     public let tensors: [GGUFTensorInfo]
     public let dataOffset: Int
-    private let data: Data
+    public let file: MappedFile
     private let index: [String: Int]
 
     public init(path: String) throws {
         self.path = path
-        data = try mapFile(path)
+        file = try MappedFile(path: path)
         let name = (path as NSString).lastPathComponent
-        var parsed: (Int, [String: GGUFValue], [GGUFTensorInfo], Int)!
-        try data.withUnsafeBytes { raw in
-            parsed = try GGUFFile.parse(raw, file: name)
-        }
-        (version, metadata, tensors, dataOffset) = parsed
+        (version, metadata, tensors, dataOffset) = try GGUFFile.parse(file.bytes, file: name)
         var idx = [String: Int]()
         for (i, t) in tensors.enumerated() {
             guard idx[t.name] == nil else { throw LowRAError.malformed(name, "tensor \(t.name) listed twice") }
@@ -92,14 +88,18 @@ public final class GGUFFile: @unchecked Sendable {
         index = idx
     }
 
-    public var fileSize: Int { data.count }
+    public var fileSize: Int { file.count }
 
     public func tensorInfo(_ name: String) -> GGUFTensorInfo? {
         index[name].map { tensors[$0] }
     }
 
     /// Dequantizes one tensor to fp32, row-major with shape `info.shape`.
-    public func floats(_ name: String) throws -> [Float] {
+    public func floats(_ name: String) throws -> [Float] { try matrix(name).floats() }
+
+    /// One tensor as stored, behind the map: rows = the product of all but the last dimension
+    /// of `shape`, cols = the last.
+    public func matrix(_ name: String) throws -> StoredMatrix {
         let file = (path as NSString).lastPathComponent
         guard let info = tensorInfo(name) else {
             throw LowRAError(.missingTensor, "\(file): tensor \(name) not found")
@@ -111,16 +111,11 @@ public final class GGUFFile: @unchecked Sendable {
                     + "(supported: \(GGMLType.readable.map(\.name).joined(separator: ", ")))")
         }
         let start = dataOffset + info.offset
-        guard start + byteCount <= data.count else {
-            throw LowRAError.malformed(file, "truncated: tensor \(name) needs bytes up to \(start + byteCount), file has \(data.count)")
+        guard start + byteCount <= self.file.count else {
+            throw LowRAError.malformed(file, "truncated: tensor \(name) needs bytes up to \(start + byteCount), file has \(self.file.count)")
         }
-        var out = [Float](repeating: 0, count: info.elementCount)
-        data.withUnsafeBytes { raw in
-            out.withUnsafeMutableBufferPointer { dst in
-                dequantizeGGML(type, raw.baseAddress! + start, dst.baseAddress!, count: info.elementCount)
-            }
-        }
-        return out
+        return try StoredMatrix(
+            rows: info.elementCount / info.dims[0], cols: info.dims[0], type: type, file: self.file, offset: start)
     }
 
     static let magic: UInt32 = 0x4655_4747  // "GGUF" little-endian

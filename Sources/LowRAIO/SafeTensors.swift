@@ -29,22 +29,23 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public let path: String
     public let metadata: [String: String]
     public let tensors: [String: SafeTensorInfo]
-    private let data: Data
+    public let file: MappedFile
     private let dataStart: Int
 
     public init(path: String) throws {
         self.path = path
         let file = (path as NSString).lastPathComponent
-        data = try mapFile(path)
+        self.file = try MappedFile(path: path)
+        let data = self.file.bytes
         guard data.count >= 8 else { throw LowRAError.malformed(file, "truncated: no header length") }
-        let headerLen = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        let headerLen = UInt64(littleEndian: data.loadUnaligned(as: UInt64.self))
         guard headerLen <= UInt64(data.count - 8), headerLen < 100_000_000 else {
             throw LowRAError.malformed(file, "truncated or not a safetensors file: header length \(headerLen), file has \(data.count) bytes")
         }
         dataStart = 8 + Int(headerLen)
         let json: Any
         do {
-            json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart))
+            json = try JSONSerialization.jsonObject(with: Data(data[8..<dataStart]))
         } catch {
             throw LowRAError.malformed(file, "header is not valid JSON")
         }
@@ -89,8 +90,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw LowRAError(.missingTensor, "\((path as NSString).lastPathComponent): tensor \(name) not found")
         }
         var out = [Float](repeating: 0, count: info.elementCount)
-        data.withUnsafeBytes { raw in
-            let p = raw.baseAddress! + dataStart + info.range.lowerBound
+        do {
+            let p = file.bytes.baseAddress! + dataStart + info.range.lowerBound
             for i in 0..<info.elementCount {
                 switch info.dtype {
                 case .f32: out[i] = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
@@ -109,7 +110,31 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard let info = tensors[name] else {
             throw LowRAError(.missingTensor, "\((path as NSString).lastPathComponent): tensor \(name) not found")
         }
-        return data.subdata(in: (dataStart + info.range.lowerBound)..<(dataStart + info.range.upperBound))
+        return Data(file.bytes[(dataStart + info.range.lowerBound)..<(dataStart + info.range.upperBound)])
+    }
+
+    /// A tensor as stored, behind the map (F32, F16 or BF16; or U8 bytes of ggml blocks of
+    /// `ggmlType`): rows = the product of all but the last dimension of its shape, cols = the last
+    /// (for ggml blocks, the last dimension counts elements: `cols`).
+    public func matrix(_ name: String, ggmlType: GGMLType? = nil, cols: Int? = nil) throws -> StoredMatrix {
+        let file = (path as NSString).lastPathComponent
+        guard let info = tensors[name] else { throw LowRAError(.missingTensor, "\(file): tensor \(name) not found") }
+        let start = dataStart + info.range.lowerBound
+        if let ggmlType, let cols {
+            guard info.dtype == .u8, let (qk, bytes) = ggmlType.blockLayout, cols % qk == 0,
+                info.elementCount % (cols / qk * bytes) == 0
+            else { throw LowRAError.malformed(file, "tensor \(name) does not hold whole rows of \(ggmlType.name) blocks") }
+            return try StoredMatrix(rows: info.elementCount / (cols / qk * bytes), cols: cols, type: ggmlType, file: self.file, offset: start)
+        }
+        let type: GGMLType
+        switch info.dtype {
+        case .f32: type = .f32
+        case .f16: type = .f16
+        case .bf16: type = .bf16
+        default: throw LowRAError(.unsupported, "\(file): tensor \(name) of \(info.dtype.rawValue) is not a matrix of numbers")
+        }
+        let cols = info.shape.last ?? 1
+        return try StoredMatrix(rows: cols == 0 ? 0 : info.elementCount / cols, cols: cols, type: type, file: self.file, offset: start)
     }
 }
 

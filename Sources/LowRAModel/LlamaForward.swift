@@ -131,9 +131,7 @@ extension LlamaWeights {
     ) {
         let C = c.hiddenSize
         precondition(tokens.count == ws.batch * ws.tokens && (cache == nil || ws.batch == 1))
-        embedding.withUnsafeBufferPointer { emb in
-            for (r, tok) in tokens.enumerated() { (x + r * C).update(from: emb.baseAddress! + tok * C, count: C) }
-        }
+        for (r, tok) in tokens.enumerated() { embedding.row(tok, into: x + r * C) }
         let rope = RopeTable(start: cache?.length ?? 0, count: ws.tokens, frequencies: c.ropeFrequencies)
         for l in blocks.indices {
             layerInputs?[l].update(from: x, count: ws.batch * ws.tokens * C)
@@ -197,19 +195,11 @@ extension LlamaWeights {
     }
 
     /// logits (rows, V) = normed (rows, C) · Wᵀ, W the head or, when tied, the embedding.
-    public func headForward(_ normed: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>) {
-        if let head {
-            head.forward(normed, rows: rows, into: logits)
-            return
-        }
-        let v = embedding.count / finalNorm.count, c = finalNorm.count
-        embedding.withUnsafeBufferPointer { w in
-            if rows == 1 {
-                matvec(w.baseAddress!, normed, logits, n: v, k: c)
-            } else {
-                matmulTransB(normed, w.baseAddress!, logits, m: rows, n: v, k: c)
-            }
-        }
+    public func headForward(
+        _ normed: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>,
+        scratch: UnsafeMutablePointer<Float>? = nil
+    ) {
+        outputHead.forward(normed, rows: rows, into: logits, scratch: scratch)
     }
 }
 
@@ -246,7 +236,7 @@ public final class LlamaModel: @unchecked Sendable {
         }
         let ws = ForwardWorkspace(
             config: c, batch: 1, tokens: t, keys: pos0 + t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
-            weightScratch: t > 1 && weights.hasPacked ? weights.largestLinear : 0)
+            weightScratch: weights.scratchFloats(rows: t))
         let x = ws.allocate(t * c.hiddenSize)  // (T, C) residual stream
         func run(_ view: AdapterView?) {
             weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)
@@ -260,7 +250,7 @@ public final class LlamaModel: @unchecked Sendable {
             rmsnormForward(normed, x + first * c.hiddenSize, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
         var logits = [Float](repeating: 0, count: n * c.vocabSize)
-        logits.withUnsafeMutableBufferPointer { weights.headForward(normed, rows: n, into: $0.baseAddress!) }
+        logits.withUnsafeMutableBufferPointer { weights.headForward(normed, rows: n, into: $0.baseAddress!, scratch: ws.weightScratch) }
         return logits
     }
 }

@@ -3,12 +3,14 @@ import LowRAIO
 import LowRAQuant
 import LowRATensor
 
-/// A linear layer y = x W^T (+ b), W (out, in) either dense fp32 or packed low-bit. A packed
-/// weight is dequantized into a scratch buffer for each call and never kept expanded.
+/// A linear layer y = x W^T (+ b), W (out, in) dense fp32, packed low-bit, or stored in its
+/// file's dtype behind a memory map (F16/BF16/ggml blocks). Packed and stored weights are
+/// converted to fp32 only into scratch while they are multiplied, never kept expanded.
 public struct Linear: Sendable {
     public enum Storage: Sendable {
         case dense([Float])  // (out, in)
         case packed(PackedLinear)
+        case stored(StoredMatrix)
     }
 
     public let outFeatures: Int
@@ -31,11 +33,28 @@ public struct Linear: Sendable {
         self.bias = bias
     }
 
-    /// The weight in fp32 (dequantized when packed).
+    public init(stored: StoredMatrix, bias: [Float]? = nil) {
+        outFeatures = stored.rows
+        inFeatures = stored.cols
+        storage = .stored(stored)
+        self.bias = bias
+    }
+
+    /// The weight in fp32 (dequantized when packed or stored).
     public var weight: [Float] {
         switch storage {
         case .dense(let w): w
         case .packed(let p): p.dequantized()
+        case .stored(let m): m.floats()
+        }
+    }
+
+    /// Row r of W in fp32 into y (in): an embedding lookup.
+    public func row(_ r: Int, into y: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .dense(let w): w.withUnsafeBufferPointer { y.update(from: $0.baseAddress! + r * inFeatures, count: inFeatures) }
+        case .packed(let p): p.dequantizeRow(r, into: y)
+        case .stored(let m): m.dequantizeRows(r..<(r + 1), into: y)
         }
     }
 
@@ -43,13 +62,29 @@ public struct Linear: Sendable {
 
     public var parameterCount: Int { outFeatures * inFeatures + (bias?.count ?? 0) }
 
-    /// Bytes this layer keeps resident for its weight.
+    /// Bytes of this layer's weight as held: fp32, packed, or as stored in its file.
     public var weightBytes: Int {
         switch storage {
         case .dense(let w): 4 * w.count
         case .packed(let p): p.storedBytes
+        case .stored(let m): m.byteCount
         }
     }
+
+    /// Floats of scratch `forward` needs for `rows` rows: none for dense weights or one row of
+    /// a packed one (multiplied from its codes), all of W for more rows of a packed one, a chunk
+    /// of rows of a stored one.
+    public func scratchFloats(rows: Int) -> Int {
+        switch storage {
+        case .dense: 0
+        case .packed: rows == 1 ? 0 : outFeatures * inFeatures
+        case .stored: min(outFeatures, Self.storedChunkRows) * inFeatures
+        }
+    }
+
+    /// Rows of a stored weight converted at once: its scratch stays small (a head of 151,936 rows
+    /// is multiplied 4,096 rows at a time) while each sgemm is still large.
+    public static let storedChunkRows = 4096
 
     /// Calls `body` with W (out, in) in fp32: the dense storage itself, or the packed weight
     /// dequantized into `scratch` (room for out·in floats).
@@ -59,6 +94,9 @@ public struct Linear: Sendable {
             return try w.withUnsafeBufferPointer { try body($0.baseAddress!) }
         case .packed(let p):
             p.dequantize(into: scratch)
+            return try body(scratch)
+        case .stored(let m):
+            m.dequantizeRows(0..<m.rows, into: scratch)
             return try body(scratch)
         }
     }
@@ -87,6 +125,22 @@ public struct Linear: Sendable {
             defer { own?.deallocate() }
             p.dequantize(into: scratch ?? own!)
             multiply(scratch ?? own!)
+        case .stored(let m):
+            // A chunk of rows at a time: convert, then y[:, chunk] = x · chunkᵀ.
+            let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: t)) : nil
+            defer { own?.deallocate() }
+            let buf = scratch ?? own!
+            var r0 = 0
+            while r0 < outFeatures {
+                let n = min(Self.storedChunkRows, outFeatures - r0)
+                m.dequantizeRows(r0..<(r0 + n), into: buf)
+                if t == 1 {
+                    matvec(buf, x, y + r0, n: n, k: inFeatures)
+                } else {
+                    matmulTransB(x, buf, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
+                }
+                r0 += n
+            }
         }
         if let bias {
             for r in 0..<t {
@@ -140,16 +194,17 @@ public struct LlamaBlock: Sendable {
     }
 }
 
-/// All weights of a Llama-family model: fp32, with packed linear layers after quantization.
+/// All weights of a Llama-family model: linear layers dense, packed or stored; norms and biases fp32.
 public struct LlamaWeights: Sendable {
-    public var embedding: [Float]  // (V, C)
+    /// (V, C): looked up a row at a time, and the head when tied.
+    public var embedding: Linear
     public var blocks: [LlamaBlock]
     public var finalNorm: [Float]  // (C)
     public var head: Linear?  // (V, C); nil when tied to the embedding
 
     /// Bytes of weights resident in memory (packed layers at their packed size).
     public var weightBytes: Int {
-        4 * (embedding.count + finalNorm.count) + (head?.weightBytes ?? 0)
+        embedding.weightBytes + 4 * finalNorm.count + (head?.weightBytes ?? 0)
             + blocks.reduce(0) { acc, b in
                 acc + 4 * (b.attnNorm.count + b.ffnNorm.count)
                     + b.linears.reduce(0) { $0 + $1.weightBytes + 4 * ($1.bias?.count ?? 0) }
@@ -157,17 +212,22 @@ public struct LlamaWeights: Sendable {
     }
 
     public var parameterCount: Int {
-        embedding.count + finalNorm.count + (head?.parameterCount ?? 0)
+        embedding.parameterCount + finalNorm.count + (head?.parameterCount ?? 0)
             + blocks.reduce(0) { acc, b in acc + b.attnNorm.count + b.ffnNorm.count + b.linears.reduce(0) { $0 + $1.parameterCount } }
     }
 
-    /// Floats of the largest linear weight: the scratch a packed layer is dequantized into.
+    /// Floats of the largest linear weight: the scratch a packed or stored layer is converted into.
     public var largestLinear: Int {
         blocks.lazy.flatMap { $0.linears }.map { $0.outFeatures * $0.inFeatures }.max() ?? 0
     }
 
-    /// True when some linear layer is packed (so multi-row products need dequantization scratch).
-    public var hasPacked: Bool { blocks.contains { $0.linears.contains { $0.packed != nil } } }
+    /// Floats of scratch a forward over `rows` rows needs: the largest of every layer's and the head's.
+    public func scratchFloats(rows: Int) -> Int {
+        max(outputHead.scratchFloats(rows: rows), blocks.lazy.flatMap { $0.linears }.map { $0.scratchFloats(rows: rows) }.max() ?? 0)
+    }
+
+    /// The output head: its own weight, or the embedding when tied.
+    public var outputHead: Linear { head ?? embedding }
 }
 
 /// Where tensors come from: a GGUF file or a set of safetensors files, under their own names.
@@ -175,6 +235,8 @@ public protocol TensorSource {
     var description: String { get }
     func shape(_ name: String) -> [Int]?
     func floats(_ name: String) throws -> [Float]
+    /// The tensor as stored, behind the file's memory map.
+    func matrix(_ name: String) throws -> StoredMatrix
 }
 
 extension GGUFFile: TensorSource {
@@ -196,22 +258,28 @@ public struct SafeTensorsSet: TensorSource {
         files.lazy.compactMap { $0.tensors[name]?.shape }.first
     }
 
-    public func floats(_ name: String) throws -> [Float] {
+    public func floats(_ name: String) throws -> [Float] { try file(name).floats(name) }
+
+    public func matrix(_ name: String) throws -> StoredMatrix { try file(name).matrix(name) }
+
+    private func file(_ name: String) throws -> SafeTensorsFile {
         guard let f = files.first(where: { $0.tensors[name] != nil }) else {
             throw LowRAError(.missingTensor, "\(description): tensor \(name) not found")
         }
-        return try f.floats(name)
+        return f
     }
 }
 
 extension LlamaWeights {
-    /// Loads and shape-checks every tensor the configuration calls for, by the architecture's
-    /// names (`WeightNaming`) and shapes (`LinearKind.shape`).
+    /// Opens and shape-checks every tensor the configuration calls for, by the architecture's
+    /// names (`WeightNaming`) and shapes (`LinearKind.shape`). Matrices (embedding, linear layers,
+    /// head) stay in their stored dtype behind the file's memory map; norms and biases are read
+    /// as fp32.
     public static func load(
         from source: TensorSource, naming: WeightNaming, config c: LlamaConfig,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> LlamaWeights {
-        func tensor(_ t: ModelTensor, _ shape: [Int]) throws -> [Float] {
+        func checked(_ t: ModelTensor, _ shape: [Int]) throws -> String {
             let name = naming.name(t)
             guard let actual = source.shape(name) else {
                 throw LowRAError(.missingTensor, "\(source.description): tensor \(name) not found")
@@ -220,17 +288,21 @@ extension LlamaWeights {
                 throw LowRAError(.shapeMismatch,
                                  "\(source.description): tensor \(name) has shape \(actual), expected \(shape) from the model config")
             }
-            return try source.floats(name)
+            return name
         }
-        let embedding = try tensor(.embedding, [c.vocabSize, c.hiddenSize])
+        func tensor(_ t: ModelTensor, _ shape: [Int]) throws -> [Float] { try source.floats(try checked(t, shape)) }
+        func matrix(_ t: ModelTensor, _ shape: [Int]) throws -> Linear {
+            Linear(stored: try source.matrix(try checked(t, shape)))
+        }
+        let embedding = try matrix(.embedding, [c.vocabSize, c.hiddenSize])
         var blocks = [LlamaBlock]()
         for l in 0..<c.numLayers {
             progress?(l, c.numLayers)
             let linears = try LinearKind.allCases.map { kind in
                 let (out, inF) = kind.shape(c)
-                return Linear(
-                    outFeatures: out, inFeatures: inF, weight: try tensor(.weight(layer: l, kind), [out, inF]),
-                    bias: kind.hasBias(c) ? try tensor(.bias(layer: l, kind), [out]) : nil)
+                var linear = try matrix(.weight(layer: l, kind), [out, inF])
+                linear.bias = kind.hasBias(c) ? try tensor(.bias(layer: l, kind), [out]) : nil
+                return linear
             }
             blocks.append(LlamaBlock(
                 attnNorm: try tensor(.attentionNorm(layer: l), [c.hiddenSize]),
@@ -238,9 +310,7 @@ extension LlamaWeights {
         }
         progress?(c.numLayers, c.numLayers)
         let finalNorm = try tensor(.finalNorm, [c.hiddenSize])
-        let head: Linear? = c.tieWordEmbeddings
-            ? nil
-            : Linear(outFeatures: c.vocabSize, inFeatures: c.hiddenSize, weight: try tensor(.head, [c.vocabSize, c.hiddenSize]))
+        let head: Linear? = c.tieWordEmbeddings ? nil : try matrix(.head, [c.vocabSize, c.hiddenSize])
         return LlamaWeights(embedding: embedding, blocks: blocks, finalNorm: finalNorm, head: head)
     }
 }

@@ -5,7 +5,8 @@ import LowRATensor
 
 /// What `lowra_quant.json` records about how a quantized model directory was made.
 public struct QuantManifest: Codable, Sendable {
-    public var format = "lowra-packed-v1"
+    /// v2: the embedding and head keep their source encoding (F16/BF16/ggml blocks) instead of fp32.
+    public var format = "lowra-packed-v2"
     public var toolVersion = LowRAVersion.string
     public var source: String
     public var sourceSHA256: String
@@ -81,11 +82,9 @@ public enum QuantizedModelStore {
         w.metadata["format"] = "pt"
         w.metadata["lowra_format"] = manifest.format
         let names = WeightNaming.huggingFace
-        try w.add(names.name(.embedding), floats: weights.embedding, shape: [config.vocabSize, config.hiddenSize])
+        try addMatrix(&w, names.name(.embedding), weights.embedding)
         try w.add(names.name(.finalNorm), floats: weights.finalNorm, shape: [config.hiddenSize])
-        if let head = weights.head {
-            try w.add(names.name(.head), floats: head.weight, shape: [config.vocabSize, config.hiddenSize])
-        }
+        if let head = weights.head { try addMatrix(&w, names.name(.head), head) }
         for (l, block) in weights.blocks.enumerated() {
             try w.add(names.name(.attentionNorm(layer: l)), floats: block.attnNorm, shape: [config.hiddenSize])
             try w.add(names.name(.mlpNorm(layer: l)), floats: block.ffnNorm, shape: [config.hiddenSize])
@@ -120,6 +119,23 @@ public enum QuantizedModelStore {
         try writeAtomically(try enc.encode(map), to: p("precision_map.json"))
         // The manifest last: a directory without it is not a finished quantized model.
         try writeAtomically(try enc.encode(manifest), to: p(manifestFile))
+    }
+
+    /// An unquantized matrix (embedding, head) in the encoding it was read in, so that nothing is
+    /// lost or expanded: F32/F16/BF16 as themselves, ggml blocks as their bytes (U8) with the
+    /// type and row length in the metadata (`NAME.ggml_type`, `NAME.cols`).
+    private static func addMatrix(_ w: inout SafeTensorsWriter, _ name: String, _ linear: Linear) throws {
+        let shape = [linear.outFeatures, linear.inFeatures]
+        switch linear.storage {
+        case .stored(let m) where [.f16, .bf16].contains(m.type):
+            try w.add(name, dtype: m.type == .f16 ? .f16 : .bf16, shape: shape, bytes: Data(bytes: m.rawRows(0..<m.rows), count: m.byteCount))
+        case .stored(let m) where m.type != .f32:
+            try w.add(name, dtype: .u8, shape: [m.byteCount], bytes: Data(bytes: m.rawRows(0..<m.rows), count: m.byteCount))
+            w.metadata[name + ".ggml_type"] = m.type.name
+            w.metadata[name + ".cols"] = String(m.cols)
+        default:
+            try w.add(name, floats: linear.weight, shape: shape)
+        }
     }
 
     public static func loadManifest(_ dir: String) throws -> QuantManifest {
@@ -184,11 +200,27 @@ public enum QuantizedModelStore {
                 ffnNorm: try tensor(names.name(.mlpNorm(layer: l)), [c.hiddenSize]),
                 linears: try LinearKind.allCases.map { try linear(l, $0) }))
         }
+        /// An unquantized matrix as `addMatrix` wrote it, behind the file's map.
+        func matrix(_ name: String) throws -> Linear {
+            let m: StoredMatrix
+            if let typeName = file.metadata[name + ".ggml_type"] {
+                guard let type = GGMLType.allCases.first(where: { $0.name == typeName }), type.blockLayout != nil,
+                    let cols = Int(file.metadata[name + ".cols"] ?? "")
+                else { throw LowRAError.malformed(desc, "tensor \(name): unreadable ggml type \(typeName)") }
+                m = try file.matrix(name, ggmlType: type, cols: cols)
+            } else {
+                guard file.tensors[name] != nil else { throw LowRAError(.missingTensor, "\(desc): tensor \(name) not found") }
+                m = try file.matrix(name)
+            }
+            guard m.rows == c.vocabSize, m.cols == c.hiddenSize else {
+                throw LowRAError(.shapeMismatch, "\(desc): tensor \(name) is \(m.rows) x \(m.cols), expected \(c.vocabSize) x \(c.hiddenSize)")
+            }
+            return Linear(stored: m)
+        }
         return LlamaWeights(
-            embedding: try tensor(names.name(.embedding), [c.vocabSize, c.hiddenSize]), blocks: blocks,
+            embedding: try matrix(names.name(.embedding)), blocks: blocks,
             finalNorm: try tensor(names.name(.finalNorm), [c.hiddenSize]),
-            head: c.tieWordEmbeddings ? nil : Linear(outFeatures: c.vocabSize, inFeatures: c.hiddenSize,
-                                                     weight: try tensor(names.name(.head), [c.vocabSize, c.hiddenSize])))
+            head: c.tieWordEmbeddings ? nil : try matrix(names.name(.head)))
     }
 }
 

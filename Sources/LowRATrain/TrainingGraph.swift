@@ -29,6 +29,8 @@ public final class TrainingGraph: @unchecked Sendable {
     private let rope: RopeTable
     private let workspace: ForwardWorkspace
     private let x, normed, dnormed, logits, dlogits: UnsafeMutablePointer<Float>
+    /// The head (or tied embedding) in fp32, (V, C), converted once: every step multiplies it.
+    private let headWeight: [Float]
     private let dx, dxn, dq, dk, dv, datt, dact, dgate, dup, dyB, attnScratch: UnsafeMutablePointer<Float>
 
     /// Bytes of the buffers this graph holds (activations and scratch).
@@ -58,6 +60,7 @@ public final class TrainingGraph: @unchecked Sendable {
             config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: !recompute, keepProbs: true,
             weightScratch: weights.largestLinear)
         workspace = ws
+        headWeight = weights.outputHead.weight
         layerInputs = recompute ? (0..<c.numLayers).map { _ in ws.allocate(n * C) } : nil
         replay = ws.allocate(recompute ? n * C : 0)
         x = ws.allocate(n * C); normed = ws.allocate(n * C); dnormed = ws.allocate(n * C)
@@ -130,7 +133,6 @@ public final class TrainingGraph: @unchecked Sendable {
         let C = config.hiddenSize, V = config.vocabSize
         var total = 0.0
         var count = 0
-        let headWeight = weights.head?.weight ?? weights.embedding
         headWeight.withUnsafeBufferPointer { wb in
             let w = wb.baseAddress!
             var r0 = 0

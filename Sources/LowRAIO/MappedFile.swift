@@ -1,0 +1,94 @@
+import Foundation
+import LowRATensor
+
+/// A read-only memory map of a whole file. Pages are read from disk when first touched and may
+/// be dropped again by the kernel under memory pressure, so a mapped model costs resident memory
+/// only for what is in use. Pointers into `bytes` stay valid while this object lives.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let bytes: UnsafeRawBufferPointer
+    private let mapped: Bool
+
+    public init(path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw LowRAError(.io, "\(path): no such file")
+        }
+        guard !isDir.boolValue else { throw LowRAError(.io, "\(path): is a directory, expected a file") }
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw LowRAError(.io, "\(path): cannot open (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw LowRAError(.io, "\(path): cannot stat (\(String(cString: strerror(errno))))") }
+        let size = Int(st.st_size)
+        guard size > 0 else {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            mapped = false
+            return
+        }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            throw LowRAError(.io, "\(path): cannot map (\(String(cString: strerror(errno))))")
+        }
+        bytes = UnsafeRawBufferPointer(start: p, count: size)
+        mapped = true
+    }
+
+    deinit {
+        if mapped, let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+    }
+
+    public var count: Int { bytes.count }
+}
+
+/// A 2-D tensor (rows, cols) as stored in a mapped file — F32, F16, BF16 or ggml blocks — converted
+/// to fp32 a range of rows at a time. A row of a block type is a whole number of blocks (checked
+/// when the file is opened), so rows convert independently.
+public struct StoredMatrix: @unchecked Sendable {
+    public let rows: Int
+    public let cols: Int
+    public let type: GGMLType
+    public let file: MappedFile
+    /// Byte offset of row 0 in the file.
+    public let offset: Int
+
+    public init(rows: Int, cols: Int, type: GGMLType, file: MappedFile, offset: Int) throws {
+        guard let (qk, _) = type.blockLayout else {
+            throw LowRAError(.unsupported, "\(file.path): type \(type.name) cannot be read")
+        }
+        guard rows >= 0, cols > 0, cols % qk == 0 else {
+            throw LowRAError.malformed(file.path, "a \(rows) x \(cols) matrix of \(type.name) does not split into rows of whole blocks")
+        }
+        self.rows = rows
+        self.cols = cols
+        self.type = type
+        self.file = file
+        self.offset = offset
+        guard offset >= 0, offset + rows * rowBytes <= file.count else {
+            throw LowRAError.malformed(file.path, "truncated: a tensor needs bytes up to \(offset + rows * rowBytes), file has \(file.count)")
+        }
+    }
+
+    public var rowBytes: Int {
+        let (qk, bytes) = type.blockLayout!
+        return cols / qk * bytes
+    }
+
+    public var byteCount: Int { rows * rowBytes }
+
+    /// The stored bytes of rows `range`.
+    public func rawRows(_ range: Range<Int>) -> UnsafeRawPointer { file.bytes.baseAddress! + offset + range.lowerBound * rowBytes }
+
+    /// Rows `range` as fp32 into dst ((range.count, cols)).
+    public func dequantizeRows(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        dequantizeGGML(type, rawRows(range), dst, count: range.count * cols)
+    }
+
+    /// The whole matrix as fp32.
+    public func floats() -> [Float] {
+        var out = [Float](repeating: 0, count: rows * cols)
+        out.withUnsafeMutableBufferPointer { dequantizeRows(0..<rows, into: $0.baseAddress!) }
+        return out
+    }
+}
