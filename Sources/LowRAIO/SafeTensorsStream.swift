@@ -108,3 +108,35 @@ public final class SafeTensorsStreamWriter {
 }
 
 private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }
+
+/// A safetensors file declared tensor by tensor, each with a closure that produces its bytes
+/// when the file is written: only the tensor being written is ever materialized (an fp32
+/// conversion, say), and arrays already in memory are written without a copy.
+public struct SafeTensorsPlan {
+    public var metadata: [String: String] = [:]
+    private var items: [(entry: SafeTensorsStreamWriter.Entry, produce: (SafeTensorsStreamWriter) throws -> Void)] = []
+
+    public init() {}
+
+    /// `produce` hands the tensor's bytes to the writer (`writer.write(name, bytes:)`).
+    public mutating func add(
+        _ name: String, dtype: SafeTensorsDType, shape: [Int], produce: @escaping (SafeTensorsStreamWriter) throws -> Void
+    ) {
+        items.append((.init(name: name, dtype: dtype, shape: shape), produce))
+    }
+
+    public mutating func add(_ name: String, bytes: [UInt8], shape: [Int]? = nil) {
+        add(name, dtype: .u8, shape: shape ?? [bytes.count]) { w in try bytes.withUnsafeBytes { try w.write(name, bytes: $0) } }
+    }
+
+    /// fp32 values, computed when written.
+    public mutating func add(_ name: String, shape: [Int], floats: @escaping () throws -> [Float]) {
+        add(name, dtype: .f32, shape: shape) { w in try floats().withUnsafeBytes { try w.write(name, bytes: $0) } }
+    }
+
+    public func write(to path: String) throws {
+        let writer = try SafeTensorsStreamWriter(path: path, entries: items.map(\.entry), metadata: metadata)
+        for item in items { try item.produce(writer) }
+        try writer.finish()
+    }
+}

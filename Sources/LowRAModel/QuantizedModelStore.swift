@@ -78,32 +78,33 @@ public enum QuantizedModelStore {
         manifest: QuantManifest
     ) throws {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
-        var w = SafeTensorsWriter()
+        // Streamed: the header first, then each tensor straight from the arrays that hold it.
+        var w = SafeTensorsPlan()
         w.metadata["format"] = "pt"
         w.metadata["lowra_format"] = manifest.format
         let names = WeightNaming.huggingFace
-        try addMatrix(&w, names.name(.embedding), weights.embedding)
-        try w.add(names.name(.finalNorm), floats: weights.finalNorm, shape: [config.hiddenSize])
-        if let head = weights.head { try addMatrix(&w, names.name(.head), head) }
+        addMatrix(&w, names.name(.embedding), weights.embedding)
+        w.add(names.name(.finalNorm), shape: [config.hiddenSize]) { weights.finalNorm }
+        if let head = weights.head { addMatrix(&w, names.name(.head), head) }
         for (l, block) in weights.blocks.enumerated() {
-            try w.add(names.name(.attentionNorm(layer: l)), floats: block.attnNorm, shape: [config.hiddenSize])
-            try w.add(names.name(.mlpNorm(layer: l)), floats: block.ffnNorm, shape: [config.hiddenSize])
+            w.add(names.name(.attentionNorm(layer: l)), shape: [config.hiddenSize]) { block.attnNorm }
+            w.add(names.name(.mlpNorm(layer: l)), shape: [config.hiddenSize]) { block.ffnNorm }
             for kind in LinearKind.allCases {
                 let lin = block[kind]
                 let name = names.linear(l, kind)
-                if let bias = lin.bias { try w.add(name + ".bias", floats: bias, shape: [bias.count]) }
+                if let bias = lin.bias { w.add(name + ".bias", shape: [bias.count]) { bias } }
                 guard let pk = lin.packed else {
-                    try w.add(name + ".weight", floats: lin.weight, shape: [lin.outFeatures, lin.inFeatures])
+                    w.add(name + ".weight", shape: [lin.outFeatures, lin.inFeatures]) { lin.weight }
                     continue
                 }
-                try w.add(name + ".bits", dtype: .u8, shape: [pk.outFeatures], bytes: Data(pk.bits))
-                try w.add(name + ".codes", dtype: .u8, shape: [pk.codes.count], bytes: Data(pk.codes))
-                try w.add(name + ".levels", floats: pk.levels, shape: [pk.levels.count])
+                w.add(name + ".bits", bytes: pk.bits)
+                w.add(name + ".codes", bytes: pk.codes)
+                w.add(name + ".levels", shape: [pk.levels.count]) { pk.levels }
                 switch pk.absmax {
-                case .plain(let v): try w.add(name + ".absmax", floats: v, shape: [v.count])
+                case .plain(let v): w.add(name + ".absmax", shape: [v.count]) { v }
                 case .doubleQuant(let codes, let scales):
-                    try w.add(name + ".absmax_codes", dtype: .u8, shape: [codes.count], bytes: Data(codes))
-                    try w.add(name + ".absmax_scales", floats: scales, shape: [scales.count])
+                    w.add(name + ".absmax_codes", bytes: codes)
+                    w.add(name + ".absmax_scales", shape: [scales.count]) { scales }
                 }
                 w.metadata[name + ".in_features"] = String(pk.inFeatures)
                 w.metadata[name + ".scope"] = pk.scope.rawValue
@@ -124,17 +125,22 @@ public enum QuantizedModelStore {
     /// An unquantized matrix (embedding, head) in the encoding it was read in, so that nothing is
     /// lost or expanded: F32/F16/BF16 as themselves, ggml blocks as their bytes (U8) with the
     /// type and row length in the metadata (`NAME.ggml_type`, `NAME.cols`).
-    private static func addMatrix(_ w: inout SafeTensorsWriter, _ name: String, _ linear: Linear) throws {
+    private static func addMatrix(_ w: inout SafeTensorsPlan, _ name: String, _ linear: Linear) {
         let shape = [linear.outFeatures, linear.inFeatures]
         switch linear.storage {
-        case .stored(let m) where [.f16, .bf16].contains(m.type):
-            try w.add(name, dtype: m.type == .f16 ? .f16 : .bf16, shape: shape, bytes: Data(bytes: m.rawRows(0..<m.rows), count: m.byteCount))
         case .stored(let m) where m.type != .f32:
-            try w.add(name, dtype: .u8, shape: [m.byteCount], bytes: Data(bytes: m.rawRows(0..<m.rows), count: m.byteCount))
-            w.metadata[name + ".ggml_type"] = m.type.name
-            w.metadata[name + ".cols"] = String(m.cols)
+            let raw = { (writer: SafeTensorsStreamWriter) in
+                try writer.write(name, bytes: UnsafeRawBufferPointer(start: m.rawRows(0..<m.rows), count: m.byteCount))
+            }
+            if [.f16, .bf16].contains(m.type) {
+                w.add(name, dtype: m.type == .f16 ? .f16 : .bf16, shape: shape, produce: raw)
+            } else {
+                w.add(name, dtype: .u8, shape: [m.byteCount], produce: raw)
+                w.metadata[name + ".ggml_type"] = m.type.name
+                w.metadata[name + ".cols"] = String(m.cols)
+            }
         default:
-            try w.add(name, floats: linear.weight, shape: shape)
+            w.add(name, shape: shape) { linear.weight }
         }
     }
 
