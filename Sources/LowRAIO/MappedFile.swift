@@ -85,6 +85,16 @@ public struct StoredMatrix: @unchecked Sendable {
         dequantizeGGML(type, rawRows(range), dst, count: range.count * cols)
     }
 
+    /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,
+    /// and a later read maps them back): for one pass over a model larger than memory.
+    public func release() {
+        guard byteCount > 0, let base = file.bytes.baseAddress else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = Int(bitPattern: base + offset), end = start + byteCount
+        let lo = (start + page - 1) / page * page, hi = end / page * page  // whole pages inside the tensor
+        if hi > lo { madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED) }
+    }
+
     /// The whole matrix as fp32.
     public func floats() -> [Float] {
         var out = [Float](repeating: 0, count: rows * cols)

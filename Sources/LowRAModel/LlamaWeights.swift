@@ -49,6 +49,11 @@ public struct Linear: Sendable {
         }
     }
 
+    /// Drops a stored weight's pages from resident memory (see `StoredMatrix.release`).
+    public func releaseStored() {
+        if case .stored(let m) = storage { m.release() }
+    }
+
     /// Row r of W in fp32 into y (in): an embedding lookup.
     public func row(_ r: Int, into y: UnsafeMutablePointer<Float>) {
         switch storage {

@@ -168,6 +168,7 @@ extension LlamaWeights {
                 throw LowRAError(.shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
             }
             analyses.append(analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
+            lin.releaseStored()  // one layer at a time: a model larger than memory passes through
         }
         progress?("analyze", layers.count, layers.count)
         let tAnalyzed = Date()
@@ -238,6 +239,7 @@ extension LlamaWeights {
                 packed = try a.pack(lin.weight, bits: bits[i])
                 out.blocks[l.block][l.kind] = Linear(packed: packed, bias: lin.bias)
             }
+            lin.releaseStored()
             var err = 0.0, energy = 0.0
             for r in 0..<a.outFeatures {
                 err += a.errors[Int(bits[i][r])]![r]
