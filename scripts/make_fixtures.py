@@ -74,6 +74,13 @@ def word_piece_pattern(max_digits):
             + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def finish_gguf(wr):
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+
+
 def write_json(name, obj):
     with open(os.path.join(FIX, name), "w") as f:
         json.dump(obj, f, ensure_ascii=False, indent=None, separators=(",", ":"))
@@ -234,10 +241,7 @@ def write_gguf(path, cfg, w, tok, arch="llama", extra=None):
         wr.add_tensor(name, v.astype(np.float32))
     for name, v in (extra or {}).items():
         wr.add_tensor(name, v.astype(np.float32))
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    finish_gguf(wr)
 
 
 def tiny_models(gguf_only=False):
@@ -385,10 +389,7 @@ def gguf_types(gguf_only=False):
         else:  # gguf-py takes quantized tensors as bytes, (rows, bytes per row)
             wr.add_tensor(name, raw.reshape(rows, -1), raw_dtype=qt)
         expected[name] = {"type": qt.name, "shape": [rows, cols], "values": [float(v) for v in values]}
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    finish_gguf(wr)
     if not gguf_only:
         write_json("types_gguf.json", {"metadata": meta, "tensors": expected})
 
@@ -416,10 +417,7 @@ def gguf_kquants(gguf_only=False):
         name = "w_" + qt.name.lower()
         wr.add_tensor(name, raw.reshape(rows, -1), raw_dtype=qt)
         expected[name] = {"type": qt.name, "shape": [rows, cols], "values": [float(v) for v in values]}
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    finish_gguf(wr)
     if not gguf_only:
         write_json("kquants_gguf.json", {"tensors": expected})
 

@@ -40,13 +40,7 @@ public struct GPT2Splitter: PreTokenizer {
 
     public func split(_ text: Substring) -> [Substring] {
         let scalars = text.unicodeScalars
-        var idx = [String.UnicodeScalarView.Index]()
-        var s = [Unicode.Scalar]()
-        for i in scalars.indices {
-            idx.append(i)
-            s.append(scalars[i])
-        }
-        idx.append(scalars.endIndex)
+        let (s, idx) = scalarArray(scalars)
         let n = s.count
         var out = [Substring]()
         var p = 0
@@ -58,7 +52,7 @@ public struct GPT2Splitter: PreTokenizer {
         while p < n {
             var end = p
             let c = s[p]
-            if c == "'", let e = contraction(s, p) {
+            if c == "'", let e = contractionEnd(s, p, caseInsensitive: false) {
                 end = e
             } else {
                 let q = (c == " " && p + 1 < n) ? p + 1 : p  // optional leading space
@@ -69,13 +63,7 @@ public struct GPT2Splitter: PreTokenizer {
                 } else if !isSpaceScalar(s[q]) {
                     end = run(q) { !isSpaceScalar($0) && !isLetterScalar($0) && !isNumberScalar($0) }
                 } else {
-                    // Whitespace: the run, leaving its last character to prefix the next word.
-                    let e = run(p, isSpaceScalar)
-                    if e == n || e - p == 1 {
-                        end = e
-                    } else {
-                        end = e - 1
-                    }
+                    end = whitespaceEnd(s, p, throughNewlines: false)
                 }
             }
             out.append(Substring(scalars[idx[p]..<idx[end]]))
@@ -84,15 +72,6 @@ public struct GPT2Splitter: PreTokenizer {
         return out
     }
 
-    private static let contractions: [[Unicode.Scalar]] =
-        ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
-
-    private func contraction(_ s: [Unicode.Scalar], _ p: Int) -> Int? {
-        for suffix in Self.contractions where p + 1 + suffix.count <= s.count {
-            if s[(p + 1)..<(p + 1 + suffix.count)].elementsEqual(suffix) { return p + 1 + suffix.count }
-        }
-        return nil
-    }
 }
 
 /// The pre-tokenizer of Llama 3 (`llama-bpe`, up to three digits a piece) and Qwen2 (`qwen2`,
@@ -119,13 +98,7 @@ public struct WordPieceSplitter: PreTokenizer {
 
     public func split(_ text: Substring) -> [Substring] {
         let scalars = text.unicodeScalars
-        var idx = [String.UnicodeScalarView.Index]()
-        var s = [Unicode.Scalar]()
-        for i in scalars.indices {
-            idx.append(i)
-            s.append(scalars[i])
-        }
-        idx.append(scalars.endIndex)
+        let (s, idx) = scalarArray(scalars)
         let n = s.count
         func run(_ from: Int, limit: Int = .max, _ pred: (Unicode.Scalar) -> Bool) -> Int {
             var e = from
@@ -139,7 +112,7 @@ public struct WordPieceSplitter: PreTokenizer {
         while p < n {
             let c = s[p]
             var end: Int
-            if c == "'", let e = contraction(s, p) {
+            if c == "'", let e = contractionEnd(s, p, caseInsensitive: true) {
                 end = e
             } else if isLetterScalar(c) {
                 end = run(p, isLetterScalar)
@@ -150,16 +123,7 @@ public struct WordPieceSplitter: PreTokenizer {
             } else if isOther(c) || (c == " " && p + 1 < n && isOther(s[p + 1])) {
                 end = run(run(c == " " ? p + 1 : p, isOther), isNewline)
             } else {
-                // Whitespace: through its last newline if it has one; else the run, leaving its last
-                // character to prefix what follows.
-                let e = run(p, isSpaceScalar)
-                if let lastNewline = (p..<e).last(where: { isNewline(s[$0]) }) {
-                    end = lastNewline + 1
-                } else if e == n || e - p == 1 {
-                    end = e
-                } else {
-                    end = e - 1
-                }
+                end = whitespaceEnd(s, p, throughNewlines: true)
             }
             out.append(Substring(scalars[idx[p]..<idx[end]]))
             p = end
@@ -167,17 +131,6 @@ public struct WordPieceSplitter: PreTokenizer {
         return out
     }
 
-    private static let contractions: [[Unicode.Scalar]] =
-        ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
-
-    /// End of a case-insensitive contraction ('s, 'T, 'Re, …) starting at the apostrophe p.
-    private func contraction(_ s: [Unicode.Scalar], _ p: Int) -> Int? {
-        for suffix in Self.contractions where p + 1 + suffix.count <= s.count {
-            let lower = s[(p + 1)..<(p + 1 + suffix.count)].map { $0.isASCII ? Unicode.Scalar($0.value | 0x20)! : $0 }
-            if lower.elementsEqual(suffix) { return p + 1 + suffix.count }
-        }
-        return nil
-    }
 }
 
 /// Applies pre-tokenizers one after another, each to every piece of the previous.
@@ -191,6 +144,41 @@ public struct SequencePreTokenizer: PreTokenizer {
         for step in steps { pieces = pieces.flatMap { step.split($0) } }
         return pieces
     }
+}
+
+/// The scalars of a text and the index of each (plus the end), for scanners that look ahead.
+func scalarArray(_ scalars: Substring.UnicodeScalarView) -> ([Unicode.Scalar], [Substring.UnicodeScalarView.Index]) {
+    var idx = [Substring.UnicodeScalarView.Index]()
+    var s = [Unicode.Scalar]()
+    for i in scalars.indices {
+        idx.append(i)
+        s.append(scalars[i])
+    }
+    idx.append(scalars.endIndex)
+    return (s, idx)
+}
+
+private let contractions: [[Unicode.Scalar]] = ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
+
+/// End of a contraction ('s, 't, 're, 've, 'm, 'll, 'd; with `caseInsensitive` also 'S, 'Re, …)
+/// starting at the apostrophe p.
+func contractionEnd(_ s: [Unicode.Scalar], _ p: Int, caseInsensitive: Bool) -> Int? {
+    for suffix in contractions where p + 1 + suffix.count <= s.count {
+        let piece = s[(p + 1)..<(p + 1 + suffix.count)]
+        let folded = caseInsensitive ? piece.map { $0.isASCII ? Unicode.Scalar($0.value | 0x20)! : $0 } : Array(piece)
+        if folded.elementsEqual(suffix) { return p + 1 + suffix.count }
+    }
+    return nil
+}
+
+/// End of the whitespace piece starting at p: `\s+(?!\S)|\s+` — the run, leaving its last
+/// character to prefix the next word — or, `throughNewlines`, first `\s*[\r\n]+` (through the
+/// run's last newline when it has one).
+func whitespaceEnd(_ s: [Unicode.Scalar], _ p: Int, throughNewlines: Bool) -> Int {
+    var e = p
+    while e < s.count, isSpaceScalar(s[e]) { e += 1 }
+    if throughNewlines, let lastNewline = (p..<e).last(where: { s[$0] == "\r" || s[$0] == "\n" }) { return lastNewline + 1 }
+    return e == s.count || e - p == 1 ? e : e - 1
 }
 
 @inline(__always) func isLetterScalar(_ c: Unicode.Scalar) -> Bool {
