@@ -20,7 +20,9 @@ public final class MappedFile: @unchecked Sendable {
         guard fd >= 0 else { throw LowRAError(.io, "\(path): cannot open (\(String(cString: strerror(errno))))") }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw LowRAError(.io, "\(path): cannot stat (\(String(cString: strerror(errno))))") }
+        guard fstat(fd, &st) == 0 else {
+            throw LowRAError(.io, "\(path): cannot stat (\(String(cString: strerror(errno))))")
+        }
         let size = Int(st.st_size)
         guard size > 0 else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -58,7 +60,8 @@ public struct StoredMatrix: @unchecked Sendable {
             throw LowRAError(.unsupported, "\(file.path): type \(type.name) cannot be read")
         }
         guard rows >= 0, cols > 0, cols % qk == 0 else {
-            throw LowRAError.malformed(file.path, "a \(rows) x \(cols) matrix of \(type.name) does not split into rows of whole blocks")
+            throw LowRAError.malformed(
+                file.path, "a \(rows) x \(cols) matrix of \(type.name) does not split into rows of whole blocks")
         }
         self.rows = rows
         self.cols = cols
@@ -66,7 +69,8 @@ public struct StoredMatrix: @unchecked Sendable {
         self.file = file
         self.offset = offset
         guard offset >= 0, offset + rows * rowBytes <= file.count else {
-            throw LowRAError.malformed(file.path, "truncated: a tensor needs bytes up to \(offset + rows * rowBytes), file has \(file.count)")
+            throw LowRAError.malformed(
+                file.path, "truncated: a tensor needs bytes up to \(offset + rows * rowBytes), file has \(file.count)")
         }
     }
 
@@ -78,7 +82,9 @@ public struct StoredMatrix: @unchecked Sendable {
     public var byteCount: Int { rows * rowBytes }
 
     /// The stored bytes of rows `range`.
-    public func rawRows(_ range: Range<Int>) -> UnsafeRawPointer { file.bytes.baseAddress! + offset + range.lowerBound * rowBytes }
+    public func rawRows(_ range: Range<Int>) -> UnsafeRawPointer {
+        file.bytes.baseAddress! + offset + range.lowerBound * rowBytes
+    }
 
     /// Rows `range` as fp32 into dst ((range.count, cols)).
     public func dequantizeRows(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {

@@ -40,7 +40,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard data.count >= 8 else { throw LowRAError.malformed(file, "truncated: no header length") }
         let headerLen = UInt64(littleEndian: data.loadUnaligned(as: UInt64.self))
         guard headerLen <= UInt64(data.count - 8), headerLen < 100_000_000 else {
-            throw LowRAError.malformed(file, "truncated or not a safetensors file: header length \(headerLen), file has \(data.count) bytes")
+            throw LowRAError.malformed(
+                file, "truncated or not a safetensors file: header length \(headerLen), file has \(data.count) bytes")
         }
         dataStart = 8 + Int(headerLen)
         let json: Any
@@ -49,15 +50,21 @@ public final class SafeTensorsFile: @unchecked Sendable {
         } catch {
             throw LowRAError.malformed(file, "header is not valid JSON")
         }
-        guard let header = json as? [String: Any] else { throw LowRAError.malformed(file, "header is not a JSON object") }
+        guard let header = json as? [String: Any] else {
+            throw LowRAError.malformed(file, "header is not a JSON object")
+        }
         var meta = [String: String]()
         var infos = [String: SafeTensorInfo]()
         let dataSize = data.count - dataStart
         for (name, value) in header {
             if name == "__metadata__" {
-                guard let m = value as? [String: Any] else { throw LowRAError.malformed(file, "__metadata__ is not an object") }
+                guard let m = value as? [String: Any] else {
+                    throw LowRAError.malformed(file, "__metadata__ is not an object")
+                }
                 for (k, v) in m {
-                    guard let s = v as? String else { throw LowRAError.malformed(file, "__metadata__ value for \(k) is not a string") }
+                    guard let s = v as? String else {
+                        throw LowRAError.malformed(file, "__metadata__ value for \(k) is not a string")
+                    }
                     meta[k] = s
                 }
                 continue
@@ -66,17 +73,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 let shape = entry["shape"] as? [Int], let offs = entry["data_offsets"] as? [Int], offs.count == 2
             else { throw LowRAError.malformed(file, "tensor \(name): entry needs dtype, shape and data_offsets") }
             guard let dtype = SafeTensorsDType(rawValue: dt) else {
-                throw LowRAError(.unsupported, "\(file): tensor \(name) has dtype \(dt), which LowRA cannot read (supported: \(SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw LowRAError(
+                    .unsupported,
+                    "\(file): tensor \(name) has dtype \(dt), which LowRA cannot read (supported: \(SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", ")))"
+                )
             }
             guard shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[0] <= offs[1] else {
                 throw LowRAError.malformed(file, "tensor \(name): bad shape or offsets")
             }
             let count = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
             guard offs[1] - offs[0] == count * dtype.size else {
-                throw LowRAError.malformed(file, "tensor \(name): \(offs[1] - offs[0]) bytes for shape \(shape) of \(dt)")
+                throw LowRAError.malformed(
+                    file, "tensor \(name): \(offs[1] - offs[0]) bytes for shape \(shape) of \(dt)")
             }
             guard offs[1] <= dataSize else {
-                throw LowRAError.malformed(file, "truncated: tensor \(name) needs \(offs[1]) data bytes, file has \(dataSize)")
+                throw LowRAError.malformed(
+                    file, "truncated: tensor \(name) needs \(offs[1]) data bytes, file has \(dataSize)")
             }
             infos[name] = SafeTensorInfo(name: name, dtype: dtype, shape: shape, range: offs[0]..<offs[1])
         }
@@ -94,9 +106,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
             let p = file.bytes.baseAddress! + dataStart + info.range.lowerBound
             for i in 0..<info.elementCount {
                 switch info.dtype {
-                case .f32: out[i] = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-                case .f16: out[i] = floatFromHalf(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-                case .bf16: out[i] = floatFromBFloat16(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                case .f32:
+                    out[i] = Float(
+                        bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                case .f16:
+                    out[i] = floatFromHalf(
+                        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                case .bf16:
+                    out[i] = floatFromBFloat16(
+                        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
                 case .u8: out[i] = Float(p.load(fromByteOffset: i, as: UInt8.self))
                 case .i32: out[i] = Float(Int32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
                 }
@@ -123,18 +141,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
         if let ggmlType, let cols {
             guard info.dtype == .u8, let (qk, bytes) = ggmlType.blockLayout, cols % qk == 0,
                 info.elementCount % (cols / qk * bytes) == 0
-            else { throw LowRAError.malformed(file, "tensor \(name) does not hold whole rows of \(ggmlType.name) blocks") }
-            return try StoredMatrix(rows: info.elementCount / (cols / qk * bytes), cols: cols, type: ggmlType, file: self.file, offset: start)
+            else {
+                throw LowRAError.malformed(file, "tensor \(name) does not hold whole rows of \(ggmlType.name) blocks")
+            }
+            return try StoredMatrix(
+                rows: info.elementCount / (cols / qk * bytes), cols: cols, type: ggmlType, file: self.file,
+                offset: start)
         }
         let type: GGMLType
         switch info.dtype {
         case .f32: type = .f32
         case .f16: type = .f16
         case .bf16: type = .bf16
-        default: throw LowRAError(.unsupported, "\(file): tensor \(name) of \(info.dtype.rawValue) is not a matrix of numbers")
+        default:
+            throw LowRAError(
+                .unsupported, "\(file): tensor \(name) of \(info.dtype.rawValue) is not a matrix of numbers")
         }
         let cols = info.shape.last ?? 1
-        return try StoredMatrix(rows: cols == 0 ? 0 : info.elementCount / cols, cols: cols, type: type, file: self.file, offset: start)
+        return try StoredMatrix(
+            rows: cols == 0 ? 0 : info.elementCount / cols, cols: cols, type: type, file: self.file, offset: start)
     }
 }
 
@@ -148,7 +173,8 @@ public struct SafeTensorsWriter {
     public mutating func add(_ name: String, dtype: SafeTensorsDType, shape: [Int], bytes: Data) throws {
         let count = shape.reduce(1, *)
         guard bytes.count == count * dtype.size else {
-            throw LowRAError(.shapeMismatch, "tensor \(name): \(bytes.count) bytes for shape \(shape) of \(dtype.rawValue)")
+            throw LowRAError(
+                .shapeMismatch, "tensor \(name): \(bytes.count) bytes for shape \(shape) of \(dtype.rawValue)")
         }
         guard !entries.contains(where: { $0.name == name }), name != "__metadata__" else {
             throw LowRAError(.invalidArgument, "tensor \(name) added twice")
@@ -162,7 +188,8 @@ public struct SafeTensorsWriter {
         switch dtype {
         case .f32: for v in floats { withUnsafeBytes(of: v.bitPattern.littleEndian) { d.append(contentsOf: $0) } }
         case .f16: for v in floats { withUnsafeBytes(of: halfFromFloat(v).littleEndian) { d.append(contentsOf: $0) } }
-        case .bf16: for v in floats { withUnsafeBytes(of: bfloat16FromFloat(v).littleEndian) { d.append(contentsOf: $0) } }
+        case .bf16:
+            for v in floats { withUnsafeBytes(of: bfloat16FromFloat(v).littleEndian) { d.append(contentsOf: $0) } }
         default: throw LowRAError(.invalidArgument, "tensor \(name): floats cannot be stored as \(dtype.rawValue)")
         }
         try add(name, dtype: dtype, shape: shape, bytes: d)
@@ -173,7 +200,9 @@ public struct SafeTensorsWriter {
         var header: [String: Any] = [:]
         var offset = 0
         for e in entries {
-            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.bytes.count]]
+            header[e.name] = [
+                "dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.bytes.count],
+            ]
             offset += e.bytes.count
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }

@@ -35,12 +35,16 @@ public final class SafeTensorsStreamWriter {
             guard seen.insert(e.name).inserted, e.name != "__metadata__" else {
                 throw LowRAError(.invalidArgument, "tensor \(e.name) declared twice")
             }
-            guard e.shape.allSatisfy({ $0 >= 0 }) else { throw LowRAError(.invalidArgument, "tensor \(e.name): negative shape") }
+            guard e.shape.allSatisfy({ $0 >= 0 }) else {
+                throw LowRAError(.invalidArgument, "tensor \(e.name): negative shape")
+            }
         }
         var header: [String: Any] = [:]
         var offset = 0
         for e in entries {
-            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount]]
+            header[e.name] = [
+                "dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount],
+            ]
             offset += e.byteCount
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
@@ -51,9 +55,12 @@ public final class SafeTensorsStreamWriter {
         fileSize = 8 + json.count + offset
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
+        temporary =
+            url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
         fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw LowRAError(.io, "\(temporary): cannot create (\(String(cString: strerror(errno))))") }
+        guard fd >= 0 else {
+            throw LowRAError(.io, "\(temporary): cannot create (\(String(cString: strerror(errno))))")
+        }
         var prefix = Data()
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.append(contentsOf: $0) }
         prefix.append(json)
@@ -74,7 +81,8 @@ public final class SafeTensorsStreamWriter {
             throw LowRAError(.invalidArgument, "tensor \(name) written out of order (expected \(nextName ?? "none"))")
         }
         guard bytes.count == entries[next].byteCount else {
-            throw LowRAError(.shapeMismatch, "tensor \(name): \(bytes.count) bytes, declared \(entries[next].byteCount)")
+            throw LowRAError(
+                .shapeMismatch, "tensor \(name): \(bytes.count) bytes, declared \(entries[next].byteCount)")
         }
         try writeAll(bytes)
         next += 1
@@ -120,13 +128,16 @@ public struct SafeTensorsPlan {
 
     /// `produce` hands the tensor's bytes to the writer (`writer.write(name, bytes:)`).
     public mutating func add(
-        _ name: String, dtype: SafeTensorsDType, shape: [Int], produce: @escaping (SafeTensorsStreamWriter) throws -> Void
+        _ name: String, dtype: SafeTensorsDType, shape: [Int],
+        produce: @escaping (SafeTensorsStreamWriter) throws -> Void
     ) {
         items.append((.init(name: name, dtype: dtype, shape: shape), produce))
     }
 
     public mutating func add(_ name: String, bytes: [UInt8], shape: [Int]? = nil) {
-        add(name, dtype: .u8, shape: shape ?? [bytes.count]) { w in try bytes.withUnsafeBytes { try w.write(name, bytes: $0) } }
+        add(name, dtype: .u8, shape: shape ?? [bytes.count]) { w in
+            try bytes.withUnsafeBytes { try w.write(name, bytes: $0) }
+        }
     }
 
     /// fp32 values, computed when written.

@@ -155,7 +155,8 @@ public struct ModelFamily: Sendable, Equatable {
         "mixtral": "mixture of experts", "qwen2_moe": "mixture of experts", "qwen3_moe": "mixture of experts",
         "deepseek_v2": "mixture of experts", "deepseek_v3": "mixture of experts", "dbrx": "mixture of experts",
         "gemma": "GeGLU MLP, scaled embeddings", "gemma2": "soft-capping, sliding window",
-        "gemma3": "sliding window, QK norm", "phi": "parallel attention, LayerNorm", "phi3": "fused QKV, sliding window",
+        "gemma3": "sliding window, QK norm", "phi": "parallel attention, LayerNorm",
+        "phi3": "fused QKV, sliding window",
         "qwen3": "QK norm", "gpt2": "LayerNorm, learned positions", "falcon": "parallel attention",
         "starcoder2": "LayerNorm, GELU", "olmo2": "QK norm", "cohere": "LayerNorm, parallel block",
     ]

@@ -17,8 +17,10 @@ public struct RopeScaling: Codable, Equatable, Sendable {
     public var highFreqFactor: Double
     public var originalMaxPositions: Int
 
-    public init(kind: Kind, factor: Double, lowFreqFactor: Double = 1, highFreqFactor: Double = 4,
-                originalMaxPositions: Int = 8192) {
+    public init(
+        kind: Kind, factor: Double, lowFreqFactor: Double = 1, highFreqFactor: Double = 4,
+        originalMaxPositions: Int = 8192
+    ) {
         self.kind = kind
         self.factor = factor
         self.lowFreqFactor = lowFreqFactor
@@ -33,9 +35,12 @@ public struct RopeScaling: Codable, Equatable, Sendable {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let name = try c.decodeIfPresent(String.self, forKey: .kind) ?? c.decodeIfPresent(String.self, forKey: .legacyKind)
+        let name =
+            try c.decodeIfPresent(String.self, forKey: .kind) ?? c.decodeIfPresent(String.self, forKey: .legacyKind)
         guard let name, let kind = Kind(rawValue: name) else {
-            throw LowRAError(.unsupported, "config.json: rope_scaling type '\(name ?? "?")' is not supported (default, linear, llama3 are)")
+            throw LowRAError(
+                .unsupported,
+                "config.json: rope_scaling type '\(name ?? "?")' is not supported (default, linear, llama3 are)")
         }
         self.kind = kind
         factor = try c.decodeIfPresent(Double.self, forKey: .factor) ?? 1
@@ -203,8 +208,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         for k in ["num_local_experts", "num_experts", "n_routed_experts"] {
             if let n = try? c.decode(Int.self, forKey: key(k)), n > 0 { throw refuse(k, "\(n) (mixture of experts)") }
         }
-        for k in ["quantization_config", "attn_logit_softcapping", "final_logit_softcapping", "embedding_multiplier",
-                  "logits_scaling", "residual_multiplier", "attention_multiplier"] where c.contains(key(k)) && !isNull(k) {
+        for k in [
+            "quantization_config", "attn_logit_softcapping", "final_logit_softcapping", "embedding_multiplier",
+            "logits_scaling", "residual_multiplier", "attention_multiplier",
+        ] where c.contains(key(k)) && !isNull(k) {
             throw refuse(k, "(set)")
         }
         for k in ["qk_norm", "use_qk_norm"] where (try? c.decode(Bool.self, forKey: key(k))) == true {
@@ -254,12 +261,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         guard vocabSize > 0, hiddenSize > 0, intermediateSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0 else {
             throw bad("sizes must be positive")
         }
-        guard numHeads % numKVHeads == 0 else { throw bad("\(numHeads) heads is not a multiple of \(numKVHeads) KV heads") }
+        guard numHeads % numKVHeads == 0 else {
+            throw bad("\(numHeads) heads is not a multiple of \(numKVHeads) KV heads")
+        }
         guard headDim > 0, headDim % 2 == 0 else { throw bad("head dimension \(headDim) must be even") }
         guard rmsNormEps > 0, ropeTheta > 0 else { throw bad("rms_norm_eps and rope_theta must be positive") }
         guard maxPositions > 0 else { throw bad("max_position_embeddings must be positive") }
         if let s = ropeScaling {
-            guard s.factor >= 1, s.lowFreqFactor > 0, s.highFreqFactor > s.lowFreqFactor, s.originalMaxPositions > 0 else {
+            guard s.factor >= 1, s.lowFreqFactor > 0, s.highFreqFactor > s.lowFreqFactor, s.originalMaxPositions > 0
+            else {
                 throw bad("rope_scaling needs factor >= 1 and 0 < low_freq_factor < high_freq_factor")
             }
         }
@@ -292,7 +302,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         let headDim = meta("attention.key_length")?.int ?? hidden / heads
         if let n = meta("expert_count")?.int, n > 0 { throw refuse("expert_count", "\(n) (mixture of experts)") }
         if let v = meta("attention.value_length")?.int, v != headDim { throw refuse("attention.value_length", "\(v)") }
-        if let n = meta("rope.dimension_count")?.int, n != headDim { throw refuse("rope.dimension_count", "\(n) (partial RoPE)") }
+        if let n = meta("rope.dimension_count")?.int, n != headDim {
+            throw refuse("rope.dimension_count", "\(n) (partial RoPE)")
+        }
         var scaling: RopeScaling?
         switch meta("rope.scaling.type")?.string ?? "none" {
         case "none": break
@@ -301,7 +313,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         }
         var maxPositions = meta("context_length")?.int ?? 2048
         if let window = meta("attention.sliding_window")?.int, window > 0 { maxPositions = min(maxPositions, window) }
-        let vocab = meta("vocab_size")?.int
+        let vocab =
+            meta("vocab_size")?.int
             ?? gguf.metadata["tokenizer.ggml.tokens"]?.array?.count
             ?? gguf.tensorInfo("token_embd.weight")?.shape.first ?? 0
         let factorsName = WeightNaming.gguf.name(.ropeFrequencyFactors)
@@ -318,6 +331,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             tieWordEmbeddings: gguf.tensorInfo(WeightNaming.gguf.name(.head)) == nil,
             attentionBias: gguf.tensorInfo(WeightNaming.gguf.name(.bias(layer: 0, .q))) != nil,
             ropeLayout: family.ggufRopeLayout, modelType: family.name, ropeScaling: scaling,
-            ropeFrequencyFactors: gguf.tensorInfo(factorsName) == nil ? nil : try gguf.floats(factorsName).map(Double.init))
+            ropeFrequencyFactors: gguf.tensorInfo(factorsName) == nil
+                ? nil : try gguf.floats(factorsName).map(Double.init))
     }
 }

@@ -93,11 +93,12 @@ public final class ForwardWorkspace: @unchecked Sendable {
         let n = batch * tokens, C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
         let probs = keepsProbs ? batch * c.numHeads * tokens * keys : tokens * keys
         for _ in 0..<(saveEveryLayer ? c.numLayers : 1) {
-            layers.append(BlockActivations(
-                xIn: allocate(n * C), xn1: allocate(n * C), q: allocate(n * qD), k: allocate(n * kvD),
-                v: allocate(n * kvD), probs: allocate(probs), att: allocate(n * qD), xMid: allocate(n * C),
-                xn2: allocate(n * C), gate: allocate(n * F), up: allocate(n * F), act: allocate(n * F),
-                xa: rank == 0 ? [] : LinearKind.allCases.map { _ in allocate(n * rank) }))
+            layers.append(
+                BlockActivations(
+                    xIn: allocate(n * C), xn1: allocate(n * C), q: allocate(n * qD), k: allocate(n * kvD),
+                    v: allocate(n * kvD), probs: allocate(probs), att: allocate(n * qD), xMid: allocate(n * C),
+                    xn2: allocate(n * C), gate: allocate(n * F), up: allocate(n * F), act: allocate(n * F),
+                    xa: rank == 0 ? [] : LinearKind.allCases.map { _ in allocate(n * rank) }))
         }
         proj = allocate(n * C)
         self.weightScratch = allocate(weightScratch)
@@ -135,7 +136,8 @@ extension LlamaWeights {
         let rope = RopeTable(start: cache?.length ?? 0, count: ws.tokens, frequencies: c.ropeFrequencies)
         for l in blocks.indices {
             layerInputs?[l].update(from: x, count: ws.batch * ws.tokens * C)
-            blockForward(l, config: c, x: x, workspace: ws, rope: rope, cache: cache, adapter: adapter, observe: observe)
+            blockForward(
+                l, config: c, x: x, workspace: ws, rope: rope, cache: cache, adapter: adapter, observe: observe)
         }
         cache?.advance(ws.tokens)
     }
@@ -158,7 +160,9 @@ extension LlamaWeights {
 
         // Attention.
         a.xIn.update(from: x, count: n * C)
-        block.attnNorm.withUnsafeBufferPointer { rmsnormForward(a.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+        block.attnNorm.withUnsafeBufferPointer {
+            rmsnormForward(a.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
         observe?(l, .attention, a.xn1, n, C)
         linear(.q, a.xn1, a.q)
         linear(.k, a.xn1, a.k)
@@ -171,11 +175,13 @@ extension LlamaWeights {
                 let past = cache.length
                 (cache.keys(l) + past * kvD).update(from: k, count: T * kvD)
                 (cache.values(l) + past * kvD).update(from: v, count: T * kvD)
-                attentionForward(out, a.probs, q, cache.keys(l), cache.values(l), tokens: T, past: past, heads: H,
-                                 kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
+                attentionForward(
+                    out, a.probs, q, cache.keys(l), cache.values(l), tokens: T, past: past, heads: H,
+                    kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
             } else {
-                attentionForward(out, a.probs + (ws.keepsProbs ? b * H * T * T : 0), q, k, v, tokens: T, heads: H,
-                                 kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
+                attentionForward(
+                    out, a.probs + (ws.keepsProbs ? b * H * T * T : 0), q, k, v, tokens: T, heads: H,
+                    kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
             }
         }
         observe?(l, .output, a.att, n, qD)
@@ -184,7 +190,9 @@ extension LlamaWeights {
 
         // SwiGLU MLP.
         a.xMid.update(from: x, count: n * C)
-        block.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+        block.ffnNorm.withUnsafeBufferPointer {
+            rmsnormForward(a.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
         observe?(l, .mlp, a.xn2, n, C)
         linear(.gate, a.xn2, a.gate)
         linear(.up, a.xn2, a.up)
@@ -232,7 +240,10 @@ public final class LlamaModel: @unchecked Sendable {
             throw LowRAError(.invalidArgument, "token id \(bad) is outside the vocabulary (\(c.vocabSize))")
         }
         if let adapter, adapter.slots.count != c.numLayers * LinearKind.allCases.count {
-            throw LowRAError(.shapeMismatch, "the adapter has \(adapter.slots.count) layers; the model needs \(c.numLayers * LinearKind.allCases.count)")
+            throw LowRAError(
+                .shapeMismatch,
+                "the adapter has \(adapter.slots.count) layers; the model needs \(c.numLayers * LinearKind.allCases.count)"
+            )
         }
         let ws = ForwardWorkspace(
             config: c, batch: 1, tokens: t, keys: pos0 + t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
@@ -247,10 +258,13 @@ public final class LlamaModel: @unchecked Sendable {
         let n = t - first
         let normed = ws.allocate(n * c.hiddenSize)
         weights.finalNorm.withUnsafeBufferPointer {
-            rmsnormForward(normed, x + first * c.hiddenSize, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
+            rmsnormForward(
+                normed, x + first * c.hiddenSize, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
         var logits = [Float](repeating: 0, count: n * c.vocabSize)
-        logits.withUnsafeMutableBufferPointer { weights.headForward(normed, rows: n, into: $0.baseAddress!, scratch: ws.weightScratch) }
+        logits.withUnsafeMutableBufferPointer {
+            weights.headForward(normed, rows: n, into: $0.baseAddress!, scratch: ws.weightScratch)
+        }
         return logits
     }
 }

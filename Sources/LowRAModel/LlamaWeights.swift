@@ -57,7 +57,8 @@ public struct Linear: Sendable {
     /// Row r of W in fp32 into y (in): an embedding lookup.
     public func row(_ r: Int, into y: UnsafeMutablePointer<Float>) {
         switch storage {
-        case .dense(let w): w.withUnsafeBufferPointer { y.update(from: $0.baseAddress! + r * inFeatures, count: inFeatures) }
+        case .dense(let w):
+            w.withUnsafeBufferPointer { y.update(from: $0.baseAddress! + r * inFeatures, count: inFeatures) }
         case .packed(let p): p.dequantizeRow(r, into: y)
         case .stored(let m): m.dequantizeRows(r..<(r + 1), into: y)
         }
@@ -93,7 +94,9 @@ public struct Linear: Sendable {
 
     /// Calls `body` with W (out, in) in fp32: the dense storage itself, or the packed weight
     /// dequantized into `scratch` (room for out·in floats).
-    public func withWeight<R>(scratch: UnsafeMutablePointer<Float>, _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+    public func withWeight<R>(
+        scratch: UnsafeMutablePointer<Float>, _ body: (UnsafePointer<Float>) throws -> R
+    ) rethrows -> R {
         switch storage {
         case .dense(let w):
             return try w.withUnsafeBufferPointer { try body($0.baseAddress!) }
@@ -156,8 +159,9 @@ public struct Linear: Sendable {
         if let lora {
             let own = xa == nil ? UnsafeMutablePointer<Float>.allocate(capacity: t * lora.rank) : nil
             defer { own?.deallocate() }
-            loraForward(y, xa ?? own!, x, lora.a, lora.b, rows: t, in: inFeatures, out: outFeatures, rank: lora.rank,
-                        scale: lora.scale)
+            loraForward(
+                y, xa ?? own!, x, lora.a, lora.b, rows: t, in: inFeatures, out: outFeatures, rank: lora.rank,
+                scale: lora.scale)
         }
     }
 }
@@ -218,7 +222,9 @@ public struct LlamaWeights: Sendable {
 
     public var parameterCount: Int {
         embedding.parameterCount + finalNorm.count + (head?.parameterCount ?? 0)
-            + blocks.reduce(0) { acc, b in acc + b.attnNorm.count + b.ffnNorm.count + b.linears.reduce(0) { $0 + $1.parameterCount } }
+            + blocks.reduce(0) { acc, b in
+                acc + b.attnNorm.count + b.ffnNorm.count + b.linears.reduce(0) { $0 + $1.parameterCount }
+            }
     }
 
     /// Floats of the largest linear weight: the scratch a packed or stored layer is converted into.
@@ -228,7 +234,9 @@ public struct LlamaWeights: Sendable {
 
     /// Floats of scratch a forward over `rows` rows needs: the largest of every layer's and the head's.
     public func scratchFloats(rows: Int) -> Int {
-        max(outputHead.scratchFloats(rows: rows), blocks.lazy.flatMap { $0.linears }.map { $0.scratchFloats(rows: rows) }.max() ?? 0)
+        max(
+            outputHead.scratchFloats(rows: rows),
+            blocks.lazy.flatMap { $0.linears }.map { $0.scratchFloats(rows: rows) }.max() ?? 0)
     }
 
     /// The output head: its own weight, or the embedding when tied.
@@ -290,8 +298,10 @@ extension LlamaWeights {
                 throw LowRAError(.missingTensor, "\(source.description): tensor \(name) not found")
             }
             guard actual == shape else {
-                throw LowRAError(.shapeMismatch,
-                                 "\(source.description): tensor \(name) has shape \(actual), expected \(shape) from the model config")
+                throw LowRAError(
+                    .shapeMismatch,
+                    "\(source.description): tensor \(name) has shape \(actual), expected \(shape) from the model config"
+                )
             }
             return name
         }
@@ -309,9 +319,10 @@ extension LlamaWeights {
                 linear.bias = kind.hasBias(c) ? try tensor(.bias(layer: l, kind), [out]) : nil
                 return linear
             }
-            blocks.append(LlamaBlock(
-                attnNorm: try tensor(.attentionNorm(layer: l), [c.hiddenSize]),
-                ffnNorm: try tensor(.mlpNorm(layer: l), [c.hiddenSize]), linears: linears))
+            blocks.append(
+                LlamaBlock(
+                    attnNorm: try tensor(.attentionNorm(layer: l), [c.hiddenSize]),
+                    ffnNorm: try tensor(.mlpNorm(layer: l), [c.hiddenSize]), linears: linears))
         }
         progress?(c.numLayers, c.numLayers)
         let finalNorm = try tensor(.finalNorm, [c.hiddenSize])

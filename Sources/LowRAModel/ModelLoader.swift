@@ -52,9 +52,13 @@ public struct LoadedModel: Sendable {
         meta["code_bits_per_param"] = String(format: "%.4f", manifest.report.codeBitsPerParam)
         meta["stored_bits_per_param"] = String(format: "%.4f", manifest.report.storedBitsPerParam)
         return LoadedModel(
-            path: dir, format: "lowra quantized (\(manifest.report.method.rawValue), \(manifest.report.targetBits) bits)",
-            model: try LlamaModel(config: config, weights: weights), tokenizer: try Tokenizer(tokenizerJSON: p("tokenizer.json")),
-            storedTensors: file.tensors.values.sorted { $0.name < $1.name }.map { ($0.name, $0.dtype.rawValue, $0.shape) },
+            path: dir,
+            format: "lowra quantized (\(manifest.report.method.rawValue), \(manifest.report.targetBits) bits)",
+            model: try LlamaModel(config: config, weights: weights),
+            tokenizer: try Tokenizer(tokenizerJSON: p("tokenizer.json")),
+            storedTensors: file.tensors.values.sorted { $0.name < $1.name }.map {
+                ($0.name, $0.dtype.rawValue, $0.shape)
+            },
             fileBytes: bytes, metadata: meta, quantManifest: manifest)
     }
 
@@ -82,9 +86,13 @@ public struct LoadedModel: Sendable {
         let weights = try LlamaWeights.load(from: source, naming: .huggingFace, config: config, progress: progress)
         var tensors = [(name: String, dtype: String, shape: [Int])]()
         for f in files {
-            for t in f.tensors.values.sorted(by: { $0.name < $1.name }) { tensors.append((t.name, t.dtype.rawValue, t.shape)) }
+            for t in f.tensors.values.sorted(by: { $0.name < $1.name }) {
+                tensors.append((t.name, t.dtype.rawValue, t.shape))
+            }
         }
-        let bytes = shards.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: p($1))[.size] as? Int) ?? 0) }
+        let bytes = shards.reduce(0) {
+            $0 + ((try? FileManager.default.attributesOfItem(atPath: p($1))[.size] as? Int) ?? 0)
+        }
         return LoadedModel(
             path: dir, format: "huggingface", model: try LlamaModel(config: config, weights: weights),
             tokenizer: tokenizer, storedTensors: tensors, fileBytes: bytes, metadata: files.first?.metadata ?? [:])
@@ -108,7 +116,8 @@ func checkpointShards(_ dir: String) throws -> [String] {
     let files = Set(map.values).sorted()
     for f in files {
         guard !f.contains("/"), f.hasSuffix(".safetensors") else {
-            throw LowRAError.malformed("model.safetensors.index.json", "shard '\(f)' is not a .safetensors file beside the index")
+            throw LowRAError.malformed(
+                "model.safetensors.index.json", "shard '\(f)' is not a .safetensors file beside the index")
         }
         guard fm.fileExists(atPath: (dir as NSString).appendingPathComponent(f)) else {
             throw LowRAError(.io, "\(dir): model.safetensors.index.json names shard \(f), which is missing")

@@ -51,7 +51,8 @@ public enum QuantizedModelStore {
         if fm.fileExists(atPath: dir, isDirectory: &isDir) {
             let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: dir))?.isEmpty ?? false)
             guard empty || isQuantizedDirectory(dir) else {
-                throw LowRAError(.invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
+                throw LowRAError(
+                    .invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
             }
         }
         let staging = dir + ".tmp-\(getpid())"
@@ -159,14 +160,18 @@ public enum QuantizedModelStore {
     static func loadWeights(_ file: SafeTensorsFile, config c: LlamaConfig) throws -> LlamaWeights {
         let desc = (file.path as NSString).lastPathComponent
         func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
-            guard let info = file.tensors[name] else { throw LowRAError(.missingTensor, "\(desc): tensor \(name) not found") }
+            guard let info = file.tensors[name] else {
+                throw LowRAError(.missingTensor, "\(desc): tensor \(name) not found")
+            }
             guard info.shape == shape else {
                 throw LowRAError(.shapeMismatch, "\(desc): tensor \(name) has shape \(info.shape), expected \(shape)")
             }
             return try file.floats(name)
         }
         func bytes(_ name: String) throws -> [UInt8] {
-            guard file.tensors[name]?.dtype == .u8 else { throw LowRAError(.missingTensor, "\(desc): U8 tensor \(name) not found") }
+            guard file.tensors[name]?.dtype == .u8 else {
+                throw LowRAError(.missingTensor, "\(desc): U8 tensor \(name) not found")
+            }
             return [UInt8](try file.bytes(name))
         }
         func linear(_ l: Int, _ kind: LinearKind) throws -> Linear {
@@ -175,7 +180,8 @@ public enum QuantizedModelStore {
             let name = WeightNaming.huggingFace.linear(l, kind)
             let b = bias ? try tensor(name + ".bias", [out]) : nil
             if file.tensors[name + ".weight"] != nil {
-                return Linear(outFeatures: out, inFeatures: inF, weight: try tensor(name + ".weight", [out, inF]), bias: b)
+                return Linear(
+                    outFeatures: out, inFeatures: inF, weight: try tensor(name + ".weight", [out, inF]), bias: b)
             }
             guard Int(file.metadata[name + ".in_features"] ?? "") == inF else {
                 throw LowRAError(.shapeMismatch, "\(desc): packed layer \(name) is not \(out)x\(inF)")
@@ -185,10 +191,13 @@ public enum QuantizedModelStore {
             if file.tensors[name + ".absmax"] != nil {
                 absmax = .plain(try file.floats(name + ".absmax"))
             } else {
-                absmax = .doubleQuant(codes: try bytes(name + ".absmax_codes"), scales: try file.floats(name + ".absmax_scales"))
+                absmax = .doubleQuant(
+                    codes: try bytes(name + ".absmax_codes"), scales: try file.floats(name + ".absmax_scales"))
             }
             let bits = try bytes(name + ".bits")
-            guard bits.count == out else { throw LowRAError(.shapeMismatch, "\(desc): \(name).bits has \(bits.count) rows, expected \(out)") }
+            guard bits.count == out else {
+                throw LowRAError(.shapeMismatch, "\(desc): \(name).bits has \(bits.count) rows, expected \(out)")
+            }
             do {
                 let packed = try PackedLinear(
                     outFeatures: out, inFeatures: inF, bits: bits, codes: try bytes(name + ".codes"), absmax: absmax,
@@ -201,10 +210,11 @@ public enum QuantizedModelStore {
         let names = WeightNaming.huggingFace
         var blocks = [LlamaBlock]()
         for l in 0..<c.numLayers {
-            blocks.append(LlamaBlock(
-                attnNorm: try tensor(names.name(.attentionNorm(layer: l)), [c.hiddenSize]),
-                ffnNorm: try tensor(names.name(.mlpNorm(layer: l)), [c.hiddenSize]),
-                linears: try LinearKind.allCases.map { try linear(l, $0) }))
+            blocks.append(
+                LlamaBlock(
+                    attnNorm: try tensor(names.name(.attentionNorm(layer: l)), [c.hiddenSize]),
+                    ffnNorm: try tensor(names.name(.mlpNorm(layer: l)), [c.hiddenSize]),
+                    linears: try LinearKind.allCases.map { try linear(l, $0) }))
         }
         /// An unquantized matrix as `addMatrix` wrote it, behind the file's map.
         func matrix(_ name: String) throws -> Linear {
@@ -215,11 +225,15 @@ public enum QuantizedModelStore {
                 else { throw LowRAError.malformed(desc, "tensor \(name): unreadable ggml type \(typeName)") }
                 m = try file.matrix(name, ggmlType: type, cols: cols)
             } else {
-                guard file.tensors[name] != nil else { throw LowRAError(.missingTensor, "\(desc): tensor \(name) not found") }
+                guard file.tensors[name] != nil else {
+                    throw LowRAError(.missingTensor, "\(desc): tensor \(name) not found")
+                }
                 m = try file.matrix(name)
             }
             guard m.rows == c.vocabSize, m.cols == c.hiddenSize else {
-                throw LowRAError(.shapeMismatch, "\(desc): tensor \(name) is \(m.rows) x \(m.cols), expected \(c.vocabSize) x \(c.hiddenSize)")
+                throw LowRAError(
+                    .shapeMismatch,
+                    "\(desc): tensor \(name) is \(m.rows) x \(m.cols), expected \(c.vocabSize) x \(c.hiddenSize)")
             }
             return Linear(stored: m)
         }
@@ -233,10 +247,15 @@ public enum QuantizedModelStore {
 /// sha256 of a file, or of every file in a directory (sorted by name, each name then contents).
 public func fingerprint(_ path: String) throws -> String {
     var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw LowRAError(.io, "\(path): no such file") }
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+        throw LowRAError(.io, "\(path): no such file")
+    }
     var h = SHA256()
-    let files = isDir.boolValue
-        ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { (path as NSString).appendingPathComponent($0) }
+    let files =
+        isDir.boolValue
+        ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map {
+            (path as NSString).appendingPathComponent($0)
+        }
         : [path]
     for f in files {
         if isDir.boolValue { h.update(Array(((f as NSString).lastPathComponent).utf8)) }

@@ -40,15 +40,20 @@ public enum SyntheticCheckpoint {
     ) throws {
         try c.validate()
         guard tokenizer.vocabSize <= c.vocabSize else {
-            throw LowRAError(.invalidArgument, "the tokenizer has \(tokenizer.vocabSize) tokens, the config's vocabulary \(c.vocabSize)")
+            throw LowRAError(
+                .invalidArgument,
+                "the tokenizer has \(tokenizer.vocabSize) tokens, the config's vocabulary \(c.vocabSize)")
         }
         let fm = FileManager.default
-        guard !fm.fileExists(atPath: dir) else { throw LowRAError(.invalidArgument, "\(dir) exists; choose another --out") }
+        guard !fm.fileExists(atPath: dir) else {
+            throw LowRAError(.invalidArgument, "\(dir) exists; choose another --out")
+        }
         let staging = dir + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         do {
-            try writeContents(config: c, tokenizer: tokenizer, to: staging, seed: seed, shardBytes: shardBytes, progress: progress)
+            try writeContents(
+                config: c, tokenizer: tokenizer, to: staging, seed: seed, shardBytes: shardBytes, progress: progress)
             try fm.moveItem(atPath: staging, toPath: dir)
         } catch {
             try? fm.removeItem(atPath: staging)
@@ -94,8 +99,9 @@ public enum SyntheticCheckpoint {
         }
         progress?(all.count, all.count)
         let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
-        try writeAtomically(try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys]),
-                            to: p("model.safetensors.index.json"))
+        try writeAtomically(
+            try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys]),
+            to: p("model.safetensors.index.json"))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         let tok = try tokenizer.huggingFaceFiles()
@@ -131,7 +137,8 @@ public enum SyntheticCheckpoint {
                             let radius = (-2 * Foundation.log(u1)).squareRoot()
                             row[j] = bfloat16FromFloat(Float(radius * Foundation.cos(2 * .pi * u2)) * colScale.value[j])
                             if j + 1 < cols {
-                                row[j + 1] = bfloat16FromFloat(Float(radius * Foundation.sin(2 * .pi * u2)) * colScale.value[j + 1])
+                                row[j + 1] = bfloat16FromFloat(
+                                    Float(radius * Foundation.sin(2 * .pi * u2)) * colScale.value[j + 1])
                             }
                             j += 2
                         }
@@ -154,7 +161,8 @@ extension Tokenizer {
         let merges = bpe.mergeList.filter { keep.contains($0.0) && keep.contains($0.1) && keep.contains($0.0 + $0.1) }
         return Tokenizer(
             bpe: try ByteLevelBPE(tokens: tokens, merges: merges), preTokenizer: preTokenizer,
-            addedTokens: addedTokens.filter { $0.value < size }, eosTokenId: eosTokenId.flatMap { $0 < size ? $0 : nil },
+            addedTokens: addedTokens.filter { $0.value < size },
+            eosTokenId: eosTokenId.flatMap { $0 < size ? $0 : nil },
             bosTokenId: bosTokenId.flatMap { $0 < size ? $0 : nil }, addBos: addBos, ignoreMerges: ignoreMerges,
             normalizesNFC: normalizesNFC, chatTemplate: chatTemplate)
     }

@@ -40,9 +40,12 @@ public final class TrainingGraph: @unchecked Sendable {
         config: LlamaConfig, weights: LlamaWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
         recompute: Bool = false
     ) throws {
-        guard batch >= 1, seq >= 1 else { throw LowRAError(.invalidArgument, "batch and sequence length must be positive") }
+        guard batch >= 1, seq >= 1 else {
+            throw LowRAError(.invalidArgument, "batch and sequence length must be positive")
+        }
         guard seq <= config.maxPositions else {
-            throw LowRAError(.invalidArgument, "sequence length \(seq) is above the model's context of \(config.maxPositions)")
+            throw LowRAError(
+                .invalidArgument, "sequence length \(seq) is above the model's context of \(config.maxPositions)")
         }
         self.config = config
         self.weights = weights
@@ -70,13 +73,18 @@ public final class TrainingGraph: @unchecked Sendable {
         dup = ws.allocate(n * F); dyB = ws.allocate(n * rank); attnScratch = ws.allocate(seq * seq)
     }
 
-
     private func check(_ inputs: [Int], _ targets: [Int], _ adapter: LoRAAdapter) throws {
         guard inputs.count == n, targets.count == n else {
-            throw LowRAError(.shapeMismatch, "a training batch needs \(n) inputs and targets (\(batch) x \(seq)), got \(inputs.count) and \(targets.count)")
+            throw LowRAError(
+                .shapeMismatch,
+                "a training batch needs \(n) inputs and targets (\(batch) x \(seq)), got \(inputs.count) and \(targets.count)"
+            )
         }
         guard adapter.rank == rank, adapter.slots.count == config.numLayers * LinearKind.allCases.count else {
-            throw LowRAError(.shapeMismatch, "the adapter (rank \(adapter.rank), \(adapter.slots.count) layers) does not fit this graph (rank \(rank))")
+            throw LowRAError(
+                .shapeMismatch,
+                "the adapter (rank \(adapter.rank), \(adapter.slots.count) layers) does not fit this graph (rank \(rank))"
+            )
         }
         let v = config.vocabSize
         if let bad = inputs.first(where: { $0 < 0 || $0 >= v }) ?? targets.first(where: { $0 >= v }) {
@@ -101,7 +109,8 @@ public final class TrainingGraph: @unchecked Sendable {
     ) throws -> (loss: Double, count: Int) {
         try check(inputs, targets, adapter)
         guard gradient.count == adapter.values.count else {
-            throw LowRAError(.shapeMismatch, "gradient has \(gradient.count) entries, the adapter \(adapter.values.count)")
+            throw LowRAError(
+                .shapeMismatch, "gradient has \(gradient.count) entries, the adapter \(adapter.values.count)")
         }
         let count = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
         guard count > 0 else { return (0, 0) }
@@ -121,8 +130,9 @@ public final class TrainingGraph: @unchecked Sendable {
     /// layer's input); then the final norm.
     private func forward(_ inputs: [Int], _ params: UnsafePointer<Float>, _ adapter: LoRAAdapter) {
         let c = config
-        weights.forwardBlocks(inputs, config: c, x: x, workspace: workspace, cache: nil, adapter: AdapterView(adapter, params: params),
-                              layerInputs: layerInputs)
+        weights.forwardBlocks(
+            inputs, config: c, x: x, workspace: workspace, cache: nil, adapter: AdapterView(adapter, params: params),
+            layerInputs: layerInputs)
         weights.finalNorm.withUnsafeBufferPointer {
             rmsnormForward(normed, x, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
@@ -149,7 +159,8 @@ public final class TrainingGraph: @unchecked Sendable {
                             for i in range {
                                 let (lg, dl) = out.value
                                 let r = crossEntropyForwardBackward(
-                                    gradScale == nil ? nil : dl + i * V, lg + i * V, targets: [targets[r0 + i]], vocab: V,
+                                    gradScale == nil ? nil : dl + i * V, lg + i * V, targets: [targets[r0 + i]],
+                                    vocab: V,
                                     scale: gradScale ?? 1)
                                 lb.value[i] = r.loss
                                 cb.value[i] = r.count
@@ -181,9 +192,10 @@ public final class TrainingGraph: @unchecked Sendable {
         lin.withWeight(scratch: workspace.weightScratch) { w in
             matmul(dy, w, dxIn, m: n, n: lin.inFeatures, k: lin.outFeatures, beta: 1)
         }
-        loraBackward(dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,
-                     a: params + slot.offsetA, b: params + slot.offsetB, rows: n, in: lin.inFeatures,
-                     out: lin.outFeatures, rank: rank, scale: scale)
+        loraBackward(
+            dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,
+            a: params + slot.offsetA, b: params + slot.offsetB, rows: n, in: lin.inFeatures,
+            out: lin.outFeatures, rank: rank, scale: scale)
     }
 
     private func backward(_ params: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>, _ adapter: LoRAAdapter) {
@@ -192,27 +204,34 @@ public final class TrainingGraph: @unchecked Sendable {
         let qD = c.qDim, kvD = c.kvDim, T = seq
         let s = adapter.scale
         dx.update(repeating: 0, count: n * C)
-        weights.finalNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dnormed, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+        weights.finalNorm.withUnsafeBufferPointer {
+            rmsnormBackward(dx, dnormed, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
         for l in stride(from: c.numLayers - 1, through: 0, by: -1) {
             let block = weights.blocks[l]
             if let layerInputs {  // run block l again from its saved input: its activations are back
                 replay.update(from: layerInputs[l], count: n * C)
-                weights.blockForward(l, config: c, x: replay, workspace: workspace, rope: rope, cache: nil,
-                                     adapter: AdapterView(adapter, params: params), observe: nil)
+                weights.blockForward(
+                    l, config: c, x: replay, workspace: workspace, rope: rope, cache: nil,
+                    adapter: AdapterView(adapter, params: params), observe: nil)
             }
             let sv = workspace.activations(l)
             func slot(_ k: LinearKind) -> LoRAAdapter.Slot { adapter.slot(layer: l, kind: k) }
             func xa(_ k: LinearKind) -> UnsafeMutablePointer<Float> { sv.xa[k.rawValue] }
             // MLP: x_out = xMid + down(swiglu(gate(xn2), up(xn2))).
             dact.update(repeating: 0, count: n * F)
-            linearBackward(block[.down], slot(.down), params, grad, scale: s, dy: dx, x: sv.act, xa: xa(.down), dxIn: dact)
+            linearBackward(
+                block[.down], slot(.down), params, grad, scale: s, dy: dx, x: sv.act, xa: xa(.down), dxIn: dact)
             dgate.update(repeating: 0, count: n * F)
             dup.update(repeating: 0, count: n * F)
             swigluBackward(dgate, dup, dact, sv.gate, sv.up, count: n * F)
             dxn.update(repeating: 0, count: n * C)
-            linearBackward(block[.gate], slot(.gate), params, grad, scale: s, dy: dgate, x: sv.xn2, xa: xa(.gate), dxIn: dxn)
+            linearBackward(
+                block[.gate], slot(.gate), params, grad, scale: s, dy: dgate, x: sv.xn2, xa: xa(.gate), dxIn: dxn)
             linearBackward(block[.up], slot(.up), params, grad, scale: s, dy: dup, x: sv.xn2, xa: xa(.up), dxIn: dxn)
-            block.ffnNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dxn, sv.xMid, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+            block.ffnNorm.withUnsafeBufferPointer {
+                rmsnormBackward(dx, dxn, sv.xMid, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+            }
             // Attention: xMid = xIn + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1))).
             datt.update(repeating: 0, count: n * qD)
             linearBackward(block[.o], slot(.o), params, grad, scale: s, dy: dx, x: sv.att, xa: xa(.o), dxIn: datt)
@@ -224,15 +243,19 @@ public final class TrainingGraph: @unchecked Sendable {
                     dq: dq + b * T * qD, dk: dk + b * T * kvD, dv: dv + b * T * kvD, scratch: attnScratch,
                     dout: datt + b * T * qD, probs: sv.probs + b * H * T * T, q: sv.q + b * T * qD,
                     k: sv.k + b * T * kvD, v: sv.v + b * T * kvD, tokens: T, heads: H, kvHeads: KV, headDim: D)
-                ropeBackward(dq + b * T * qD, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
-                ropeBackward(dk + b * T * kvD, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
+                ropeBackward(
+                    dq + b * T * qD, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
+                ropeBackward(
+                    dk + b * T * kvD, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
             }
             dxn.update(repeating: 0, count: n * C)
             linearBackward(block[.q], slot(.q), params, grad, scale: s, dy: dq, x: sv.xn1, xa: xa(.q), dxIn: dxn)
             linearBackward(block[.k], slot(.k), params, grad, scale: s, dy: dk, x: sv.xn1, xa: xa(.k), dxIn: dxn)
             linearBackward(block[.v], slot(.v), params, grad, scale: s, dy: dv, x: sv.xn1, xa: xa(.v), dxIn: dxn)
             if l > 0 {  // the embedding is frozen: nothing needs the gradient below block 0
-                block.attnNorm.withUnsafeBufferPointer { rmsnormBackward(dx, dxn, sv.xIn, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps) }
+                block.attnNorm.withUnsafeBufferPointer {
+                    rmsnormBackward(dx, dxn, sv.xIn, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+                }
             }
         }
     }

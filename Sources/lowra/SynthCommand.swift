@@ -7,7 +7,9 @@ import LowRATrain
 struct SynthCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synth",
-        abstract: "Write a random model of a real shape as a sharded bf16 Hugging Face checkpoint (for memory and speed at 7B–13B).")
+        abstract:
+            "Write a random model of a real shape as a sharded bf16 Hugging Face checkpoint (for memory and speed at 7B–13B)."
+    )
 
     @Option(help: "A built-in shape (\(MemoryModel.presetNames)) or a Hugging Face config.json.") var config: String
     @Option(help: "Output directory (must not exist).") var out: String
@@ -25,7 +27,8 @@ struct SynthCommand: ParsableCommand {
         } else if FileManager.default.fileExists(atPath: config) {
             c = try LoadedModel.readConfig(config)
         } else {
-            throw LowRAError(.invalidArgument, "--config takes a config.json or one of \(MemoryModel.presetNames), got \(config)")
+            throw LowRAError(
+                .invalidArgument, "--config takes a config.json or one of \(MemoryModel.presetNames), got \(config)")
         }
         let tok = try Tokenizer(modelPath: tokenizer).truncated(to: c.vocabSize)
         let t0 = Date()
@@ -34,7 +37,9 @@ struct SynthCommand: ParsableCommand {
             config: c, tokenizer: tok, to: out, seed: seed, shardBytes: shardMb * 1_000_000
         ) { done, total in if !json { bar.update(done, total) } }
         let bytes = try FileManager.default.contentsOfDirectory(atPath: out).reduce(0) {
-            $0 + ((try? FileManager.default.attributesOfItem(atPath: (out as NSString).appendingPathComponent($1))[.size] as? Int) ?? 0)
+            $0
+                + ((try? FileManager.default.attributesOfItem(atPath: (out as NSString).appendingPathComponent($1))[
+                    .size] as? Int) ?? 0)
         }
         let params = SyntheticCheckpoint.tensors(c).reduce(0) { $0 + $1.shape.reduce(1, *) }
         let result: [String: Any] = [
@@ -44,8 +49,12 @@ struct SynthCommand: ParsableCommand {
         if json {
             printJSON(result)
         } else {
-            print(String(format: "%@: %.2fB parameters, %.2f GB on disk, %.1f s, peak RSS %.0f MB", out, Double(params) / 1e9,
-                         Double(bytes) / 1e9, Date().timeIntervalSince(t0), Double(MemoryStats.current().peakResidentBytes) / 1e6))
+            print(
+                String(
+                    format: "%@: %.2fB parameters, %.2f GB on disk, %.1f s, peak RSS %.0f MB", out,
+                    Double(params) / 1e9,
+                    Double(bytes) / 1e9, Date().timeIntervalSince(t0),
+                    Double(MemoryStats.current().peakResidentBytes) / 1e6))
         }
     }
 }

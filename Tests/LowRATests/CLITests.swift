@@ -20,9 +20,11 @@ final class CLITests: XCTestCase {
         try "hello".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
         try assertFails(["eval", "--model", "\(dir)/nope.gguf", "--data", "\(dir)/t.txt"], mentioning: "no such file")
         let truncated = "\(dir)/cut.gguf"
-        try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny.gguf"))).prefix(5000).write(to: URL(fileURLWithPath: truncated))
+        try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny.gguf"))).prefix(5000).write(
+            to: URL(fileURLWithPath: truncated))
         try assertFails(["eval", "--model", truncated, "--data", "\(dir)/t.txt"], mentioning: "truncated")
-        try assertFails(["generate", "--model", model, "--prompt", String(repeating: "hello ", count: 200)], mentioning: "context")
+        try assertFails(
+            ["generate", "--model", model, "--prompt", String(repeating: "hello ", count: 200)], mentioning: "context")
     }
 
     /// Models LowRA cannot run: an unsupported family (config.json and GGUF), an unreadable tensor
@@ -49,13 +51,16 @@ final class CLITests: XCTestCase {
         try assertFails(eval("\(dir)/shape"), mentioning: "expected [48, 32] from the model config")
         try fm.copyItem(atPath: Paths.fixture("tiny_qwen2_hf"), toPath: "\(dir)/shards")
         try fm.removeItem(atPath: "\(dir)/shards/model-00001-of-00002.safetensors")
-        try assertFails(eval("\(dir)/shards"), mentioning: "names shard model-00001-of-00002.safetensors, which is missing")
+        try assertFails(
+            eval("\(dir)/shards"), mentioning: "names shard model-00001-of-00002.safetensors, which is missing")
         // GGUF: the architecture renamed (same length), and one tensor's type set to Q8_1.
         var gguf = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_qwen2.gguf")))
         let arch = gguf.range(of: Data("qwen2".utf8))!
         gguf.replaceSubrange(arch, with: Data("gemma".utf8))
         try gguf.write(to: URL(fileURLWithPath: "\(dir)/gemma.gguf"))
-        try assertFails(eval("\(dir)/gemma.gguf"), mentioning: "architecture 'gemma' (GeGLU MLP, scaled embeddings) is not supported")
+        try assertFails(
+            eval("\(dir)/gemma.gguf"),
+            mentioning: "architecture 'gemma' (GeGLU MLP, scaled embeddings) is not supported")
         var typed = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny.gguf")))
         let name = typed.range(of: Data("blk.0.ffn_up.weight".utf8))!
         typed[name.upperBound + 4 + 16] = 9  // Q8_1: a ggml type LowRA does not read
@@ -66,11 +71,13 @@ final class CLITests: XCTestCase {
     func testTokenizeAndEvalJSON() throws {
         let dir = try temporaryDirectory(self)
         try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
-        let tok = try runProcess(Paths.lowraBinary, ["tokenize", "--model", Paths.fixture("tiny.gguf"), "--file", "\(dir)/t.txt", "--json"])
+        let tok = try runProcess(
+            Paths.lowraBinary, ["tokenize", "--model", Paths.fixture("tiny.gguf"), "--file", "\(dir)/t.txt", "--json"])
         XCTAssertEqual(tok.status, 0, tok.err)
         let ids = try JSONSerialization.jsonObject(with: Data(tok.out.utf8)) as! [Int]
         XCTAssertFalse(ids.isEmpty)
-        let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", Paths.fixture("tiny.gguf"), "--data", "\(dir)/t.txt", "--json"])
+        let ev = try runProcess(
+            Paths.lowraBinary, ["eval", "--model", Paths.fixture("tiny.gguf"), "--data", "\(dir)/t.txt", "--json"])
         XCTAssertEqual(ev.status, 0, ev.err)
         let obj = try JSONSerialization.jsonObject(with: Data(ev.out.utf8)) as! [String: Any]
         XCTAssertEqual(obj["tokens"] as? Int, ids.count)
@@ -81,7 +88,9 @@ final class CLITests: XCTestCase {
     func testQuantizeThenEvalAndInspect() throws {
         let dir = try temporaryDirectory(self)
         let q = "\(dir)/q"
-        let r = try runProcess(Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.75", "--out", q, "--json"])
+        let r = try runProcess(
+            Paths.lowraBinary,
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.75", "--out", q, "--json"])
         XCTAssertEqual(r.status, 0, r.err)
         let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         let code = try XCTUnwrap(obj["code_bits_per_param"] as? Double)
@@ -93,19 +102,30 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(ev.status, 0, ev.err)
         let ins = try runProcess(Paths.lowraBinary, ["inspect", "--model", q])
         XCTAssertTrue(ins.out.contains("code 1.7"), ins.out)
-        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.5", "--method", "qlora", "--out", q],
-                        mentioning: "2 bits or more")
-        try assertFails(["quantize", "--model", q, "--bits", "2", "--out", "\(dir)/qq"], mentioning: "already quantized")
+        try assertFails(
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "1.5", "--method", "qlora", "--out", q],
+            mentioning: "2 bits or more")
+        try assertFails(
+            ["quantize", "--model", q, "--bits", "2", "--out", "\(dir)/qq"], mentioning: "already quantized")
         try #"{"version":1,"layers":{}}"#.write(toFile: "\(dir)/map.json", atomically: true, encoding: .utf8)
-        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--precision-map", "\(dir)/map.json",
-                         "--out", "\(dir)/q2"], mentioning: "precision map")
+        try assertFails(
+            [
+                "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--precision-map", "\(dir)/map.json",
+                "--out", "\(dir)/q2",
+            ], mentioning: "precision map")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/q2"), "nothing may be left in --out")
-        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "4.5", "--out", "\(dir)/q3"], mentioning: "between 1 and 4")
-        try assertFails(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", dir], mentioning: "not a LowRA quantized model")
+        try assertFails(
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "4.5", "--out", "\(dir)/q3"],
+            mentioning: "between 1 and 4")
+        try assertFails(
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", dir],
+            mentioning: "not a LowRA quantized model")
     }
 
     private func csvColumns(_ path: String, _ names: [String]) throws -> [[String]] {
-        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        }
         let idx = names.map { lines[0].firstIndex(of: $0)! }
         return lines.dropFirst().map { row in idx.map { row[$0] } }
     }
@@ -115,13 +135,20 @@ final class CLITests: XCTestCase {
     func testFinetuneKillAndResume() throws {
         let dir = try temporaryDirectory(self)
         let q = "\(dir)/q"
-        let quant = try runProcess(Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--rank", "4", "--json"])
+        let quant = try runProcess(
+            Paths.lowraBinary,
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--rank", "4", "--json"])
         XCTAssertEqual(quant.status, 0, quant.err)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(q)/adapter/adapter_model.safetensors"))
-        let text = String(repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 12)
+        let text = String(
+            repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 12
+        )
         try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
-        let args = ["finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "150", "--seq", "64",
-                    "--batch", "8", "--save-every", "10", "--lr", "3e-3", "--seed", "3", "--json"]
+        let args = [
+            "finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "150", "--seq",
+            "64",
+            "--batch", "8", "--save-every", "10", "--lr", "3e-3", "--seed", "3", "--json",
+        ]
         let whole = try runProcess(Paths.lowraBinary, args + ["--out", "\(dir)/whole"])
         XCTAssertEqual(whole.status, 0, whole.err)
 
@@ -136,7 +163,8 @@ final class CLITests: XCTestCase {
         while p.isRunning && !FileManager.default.fileExists(atPath: "\(out)/checkpoint.safetensors") { usleep(1000) }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        XCTAssertEqual(p.terminationReason, .uncaughtSignal, "the run finished before it could be killed; make it longer")
+        XCTAssertEqual(
+            p.terminationReason, .uncaughtSignal, "the run finished before it could be killed; make it longer")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/adapter_model.safetensors"))
         try assertFails(args + ["--out", out], mentioning: "--resume")
         let resumed = try runProcess(Paths.lowraBinary, args + ["--out", out, "--resume"])
@@ -151,9 +179,14 @@ final class CLITests: XCTestCase {
         XCTAssertLessThan(a["valid_loss_after"] as! Double, a["valid_loss_before"] as! Double)
 
         // The adapter applies in eval; another base or a changed configuration is refused.
-        let initial = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64"])
-        let trained = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64", "--adapter", out])
-        let none = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64", "--no-adapter"])
+        let initial = try runProcess(
+            Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64"])
+        let trained = try runProcess(
+            Paths.lowraBinary,
+            ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64", "--adapter", out])
+        let none = try runProcess(
+            Paths.lowraBinary,
+            ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json", "--context", "64", "--no-adapter"])
         let ppl = try [initial, trained, none].map { r -> Double in
             XCTAssertEqual(r.status, 0, r.err)
             return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["perplexity"] as! Double
@@ -161,16 +194,36 @@ final class CLITests: XCTestCase {
         XCTAssertLessThan(ppl[1], ppl[0])
         XCTAssertNotEqual(ppl[0], ppl[2])
         let q3 = "\(dir)/q3"
-        XCTAssertEqual(try runProcess(Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "3", "--out", q3, "--init", "zeros", "--rank", "4"]).status, 0)
-        try assertFails(["eval", "--model", q3, "--data", "\(dir)/t.txt", "--adapter", out], mentioning: "another base")
-        try assertFails(["finetune", "--model", q3, "--train", "\(dir)/t.txt", "--out", "\(dir)/x", "--adapter", out, "--seq", "32"], mentioning: "another base")
+        XCTAssertEqual(
+            try runProcess(
+                Paths.lowraBinary,
+                [
+                    "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "3", "--out", q3, "--init", "zeros",
+                    "--rank", "4",
+                ]
+            ).status, 0)
+        try assertFails(
+            ["eval", "--model", q3, "--data", "\(dir)/t.txt", "--adapter", out], mentioning: "another base")
+        try assertFails(
+            [
+                "finetune", "--model", q3, "--train", "\(dir)/t.txt", "--out", "\(dir)/x", "--adapter", out, "--seq",
+                "32",
+            ], mentioning: "another base")
         try assertFails(args + ["--out", out, "--resume", "--lr", "1e-3"], mentioning: "another run")
-        try assertFails(["finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/y", "--seq", "65"], mentioning: "context")
-        try assertFails(["finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/y", "--rank", "8", "--seq", "32"], mentioning: "rank")
+        try assertFails(
+            ["finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/y", "--seq", "65"],
+            mentioning: "context")
+        try assertFails(
+            ["finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/y", "--rank", "8", "--seq", "32"],
+            mentioning: "rank")
         try "".write(toFile: "\(dir)/empty.txt", atomically: true, encoding: .utf8)
-        try assertFails(["finetune", "--model", q, "--train", "\(dir)/empty.txt", "--out", "\(dir)/y", "--seq", "32"], mentioning: "empty")
+        try assertFails(
+            ["finetune", "--model", q, "--train", "\(dir)/empty.txt", "--out", "\(dir)/y", "--seq", "32"],
+            mentioning: "empty")
         try #"{"prompt": "hi"}"#.write(toFile: "\(dir)/d.jsonl", atomically: true, encoding: .utf8)
-        try assertFails(["finetune", "--model", q, "--train", "\(dir)/d.jsonl", "--out", "\(dir)/y", "--seq", "32"], mentioning: "response")
+        try assertFails(
+            ["finetune", "--model", q, "--train", "\(dir)/d.jsonl", "--out", "\(dir)/y", "--seq", "32"],
+            mentioning: "response")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/y/adapter_model.safetensors"))
     }
 
@@ -184,7 +237,9 @@ final class CLITests: XCTestCase {
             return (obj["rows"] as! [[String: Any]]).map { $0["total_bytes"] as! Int }
         }
         // A config.json gives the same footprint as the model directory it belongs to.
-        XCTAssertEqual(try totals(["--config", Paths.fixture("tiny_hf") + "/config.json"]), try totals(["--model", Paths.fixture("tiny_hf")]))
+        XCTAssertEqual(
+            try totals(["--config", Paths.fixture("tiny_hf") + "/config.json"]),
+            try totals(["--model", Paths.fixture("tiny_hf")]))
         // Both spellings of the built-in names; 7B fine-tuning at 2 bits needs far less than at fp32.
         let seven = try totals(["--config", "llama2-7b"])
         XCTAssertEqual(seven, try totals(["--config", "llama-2-7b"]))
@@ -192,20 +247,27 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(try totals(["--config", "llama-33b"])[1], try totals(["--config", "llama2-13b"])[1])
         try assertFails(["memory", "--config", "llama-70b"], mentioning: "--config takes")
         try assertFails(["memory", "--config", "/nonexistent/config.json"], mentioning: "no such file")
-        try assertFails(["memory", "--config", "llama2-7b", "--model", Paths.fixture("tiny_hf")], mentioning: "exactly one")
+        try assertFails(
+            ["memory", "--config", "llama2-7b", "--model", Paths.fixture("tiny_hf")], mentioning: "exactly one")
     }
 
     func testExperimentSweepAndResume() throws {
         let dir = try temporaryDirectory(self)
-        let text = String(repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 6)
+        let text = String(
+            repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 6)
         try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
         let out = "\(dir)/exp"
-        let args = ["experiment", "--model", Paths.fixture("tiny.gguf"), "--methods", "none,qlora,lowra", "--bits", "2,1.5",
-                    "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--test", "\(dir)/t.txt", "--steps", "3", "--seq", "16",
-                    "--rank", "2", "--eval-tokens", "200", "--out", out]
+        let args = [
+            "experiment", "--model", Paths.fixture("tiny.gguf"), "--methods", "none,qlora,lowra", "--bits", "2,1.5",
+            "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--test", "\(dir)/t.txt", "--steps", "3", "--seq",
+            "16",
+            "--rank", "2", "--eval-tokens", "200", "--out", out,
+        ]
         let r = try runProcess(Paths.lowraBinary, args)
         XCTAssertEqual(r.status, 0, r.err)
-        let results = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        let results =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
+            as! [String: Any]
         let cells = results["cells"] as! [[String: Any]]
         XCTAssertEqual(cells.map { $0["method"] as! String }, ["none", "qlora", "qlora", "lowra", "lowra"])
         XCTAssertEqual(cells[2]["status"] as? String, "unsupported")
@@ -214,25 +276,34 @@ final class CLITests: XCTestCase {
             XCTAssertEqual((c["loss_curve"] as? [[Double]])?.count, 3)
         }
         XCTAssertEqual(cells[4]["code_bits_per_param"] as? Double ?? 0, 1.5, accuracy: 0.01)
-        for f in ["results.md", "perplexity.svg", "loss.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/\(f)"), f) }
+        for f in ["results.md", "perplexity.svg", "loss.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/\(f)"), f)
+        }
         try assertFails(args, mentioning: "--resume")
         try assertFails(args.map { $0 == "3" ? "4" : $0 } + ["--resume"], mentioning: "other settings")
         let again = try runProcess(Paths.lowraBinary, args + ["--resume"])
         XCTAssertEqual(again.status, 0, again.err)
-        let results2 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        let results2 =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
+            as! [String: Any]
         XCTAssertEqual(
             (results2["cells"] as! [[String: Any]]).map { ($0["after"] as? [String: Any])?["perplexity"] as? Double },
             cells.map { ($0["after"] as? [String: Any])?["perplexity"] as? Double })
 
         // Adding a drift text to the finished sweep measures drift without training again; fewer
         // bits get more drift tokens; the unquantized base before training has no drift at all.
-        let other = String(repeating: "The quick brown fox jumps over the lazy dog; a stitch in time saves nine.\n", count: 12)
+        let other = String(
+            repeating: "The quick brown fox jumps over the lazy dog; a stitch in time saves nine.\n", count: 12)
         try other.write(toFile: "\(dir)/other.txt", atomically: true, encoding: .utf8)
-        let drifted = try runProcess(Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "40"])
+        let drifted = try runProcess(
+            Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "40"])
         XCTAssertEqual(drifted.status, 0, drifted.err)
-        let results3 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        let results3 =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
+            as! [String: Any]
         let cells3 = results3["cells"] as! [[String: Any]]
-        XCTAssertEqual(cells3.map { ($0["loss_curve"] as? [[Double]]) }, cells.map { ($0["loss_curve"] as? [[Double]]) })
+        XCTAssertEqual(
+            cells3.map { ($0["loss_curve"] as? [[Double]]) }, cells.map { ($0["loss_curve"] as? [[Double]]) })
         func drift(_ c: [String: Any], _ k: String) -> [String: Any]? { c[k] as? [String: Any] }
         XCTAssertEqual(drift(cells3[0], "drift_before")?["kl"] as? Double ?? 1, 0, accuracy: 1e-5)
         XCTAssertEqual(drift(cells3[0], "drift_before")?["top1"] as? Double, 1)
@@ -244,9 +315,12 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(md.contains("## Drift from the base") && md.contains("## Which precision should I ship?"), md)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/drift.svg"))
         // A different drift budget measures again.
-        let more = try runProcess(Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "60"])
+        let more = try runProcess(
+            Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "60"])
         XCTAssertEqual(more.status, 0, more.err)
-        let results4 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+        let results4 =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
+            as! [String: Any]
         XCTAssertEqual(drift((results4["cells"] as! [[String: Any]])[0], "drift_after")?["tokens"] as? Int, 64)
     }
 }

@@ -26,7 +26,8 @@ final class ModelTests: XCTestCase {
             let got = try loaded.model.forward(tokens, cache: cache, logits: .all)
             XCTAssertEqual(got.count, want.count)
             let (diff, at) = maxRelativeDifference(got, want)
-            XCTAssertLessThanOrEqual(diff, 1e-4, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
+            XCTAssertLessThanOrEqual(
+                diff, 1e-4, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
         }
         let bias = try LoadedModel.load(Paths.fixture("tiny_hf_bias_f16")).config
         XCTAssertTrue(bias.attentionBias)
@@ -48,7 +49,8 @@ final class ModelTests: XCTestCase {
             let got = try loaded.model.forward(tokens, cache: KVCache(config: loaded.config, capacity: tokens.count))
             XCTAssertEqual(got.count, want.count, name)
             let (diff, at) = maxRelativeDifference(got, want)
-            XCTAssertLessThanOrEqual(diff, 1e-4, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
+            XCTAssertLessThanOrEqual(
+                diff, 1e-4, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
             let c = loaded.config
             if name.hasPrefix("tiny_qwen2") {
                 XCTAssertEqual(c.modelType, "qwen2")
@@ -82,7 +84,8 @@ final class ModelTests: XCTestCase {
             let q = try LoadedModel.load(dir)
             XCTAssertEqual(q.config, src.config, name)
             let tokens = [5, 17, 40, 2, 99, 3]
-            let a = try LlamaModel(config: src.config, weights: w).forward(tokens, cache: KVCache(config: src.config, capacity: 8))
+            let a = try LlamaModel(config: src.config, weights: w).forward(
+                tokens, cache: KVCache(config: src.config, capacity: 8))
             let b = try q.model.forward(tokens, cache: KVCache(config: q.config, capacity: 8))
             XCTAssertEqual(a, b, name)
         }
@@ -107,8 +110,9 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(a.tokens, b.tokens)
         XCTAssertEqual(a.tokens.count, 8)
         let s = SamplingOptions(temperature: 1, topK: 20, topP: 0.9, seed: 42)
-        XCTAssertEqual(try m.generate(prompt: [5], maxNewTokens: 10, sampling: s, eos: nil).tokens,
-                       try m.generate(prompt: [5], maxNewTokens: 10, sampling: s, eos: nil).tokens)
+        XCTAssertEqual(
+            try m.generate(prompt: [5], maxNewTokens: 10, sampling: s, eos: nil).tokens,
+            try m.generate(prompt: [5], maxNewTokens: 10, sampling: s, eos: nil).tokens)
     }
 
     func testSamplerRespectsTopK() {
@@ -140,7 +144,8 @@ final class ModelTests: XCTestCase {
         let a = (0..<(r * inF)).map { _ in Float.random(in: -1...1) }
         let b = (0..<(out * r)).map { _ in Float.random(in: -1...1) }
         let x = (0..<(t * inF)).map { _ in Float.random(in: -1...1) }
-        let packed = try analyzeTensor(w, out: out, in: inF, options: QuantizerOptions()).pack(w, bits: [UInt8](repeating: 4, count: out))
+        let packed = try analyzeTensor(w, out: out, in: inF, options: QuantizerOptions()).pack(
+            w, bits: [UInt8](repeating: 4, count: out))
         for base in [Linear(outFeatures: out, inFeatures: inF, weight: w), Linear(packed: packed)] {
             var merged = base.weight
             var ba = [Float](repeating: 0, count: out * inF)
@@ -186,7 +191,9 @@ final class ModelTests: XCTestCase {
 
     func testShapeMismatchAgainstConfig() throws {
         let dir = try copyTinyHF()
-        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/config.json"))) as! [String: Any]
+        var cfg =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/config.json")))
+            as! [String: Any]
         cfg["intermediate_size"] = 48
         try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: "\(dir)/config.json"))
         XCTAssertThrowsError(try LoadedModel.load(dir)) {
@@ -198,8 +205,10 @@ final class ModelTests: XCTestCase {
 
     /// Families and config keys LowRA does not implement are refused with one line naming them.
     func testUnsupportedArchitecturesAndKeysAreRefused() throws {
-        let base = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_llama3_hf/config.json")))) as! [String: Any]
+        let base =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_llama3_hf/config.json"))))
+            as! [String: Any]
         let cases: [(String, Any, String)] = [
             ("model_type", "mixtral", "mixture of experts"), ("model_type", "gemma2", "gemma2"),
             ("model_type", "phi3", "phi3"), ("rope_scaling", ["rope_type": "yarn", "factor": 4.0], "yarn"),
@@ -210,7 +219,9 @@ final class ModelTests: XCTestCase {
         for (key, value, expected) in cases {
             var cfg = base
             cfg[key] = value
-            XCTAssertThrowsError(try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: cfg)), key) {
+            XCTAssertThrowsError(
+                try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: cfg)), key
+            ) {
                 let m = "\(($0 as? LowRAError)?.message ?? "\($0)")"
                 XCTAssertTrue(m.contains(expected) && !m.contains("\n"), m)
             }
@@ -238,7 +249,9 @@ final class ModelTests: XCTestCase {
 
     func testPromptLongerThanContextIsRefused() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny_hf")).model
-        XCTAssertThrowsError(try m.generate(prompt: Array(repeating: 5, count: 64), maxNewTokens: 4, sampling: .init(), eos: nil)) {
+        XCTAssertThrowsError(
+            try m.generate(prompt: Array(repeating: 5, count: 64), maxNewTokens: 4, sampling: .init(), eos: nil)
+        ) {
             XCTAssertTrue(($0 as! LowRAError).message.contains("context"))
         }
         XCTAssertThrowsError(try m.forward([5, 999_999], cache: KVCache(config: m.config, capacity: 4))) {

@@ -29,8 +29,9 @@ final class QwenModelTests: XCTestCase {
     func testConfigAndTokenizerMatchTokenizers() throws {
         let c = loaded.config
         XCTAssertEqual(c.modelType, "qwen2")
-        XCTAssertEqual([c.numLayers, c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.vocabSize],
-                       [24, 896, 4864, 14, 2, 151_936])
+        XCTAssertEqual(
+            [c.numLayers, c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.vocabSize],
+            [24, 896, 4864, 14, 2, 151_936])
         XCTAssertEqual(c.ropeLayout, .halfSplit)
         XCTAssertTrue(c.attentionBias)
         XCTAssertFalse(c.tieWordEmbeddings)
@@ -61,10 +62,12 @@ final class QwenModelTests: XCTestCase {
             ChatMessage(role: "user", content: "Write a Python function that reverses a string.")
         ])
         let r = try loaded.model.generate(
-            prompt: tok.encode(prompt), maxNewTokens: 120, sampling: SamplingOptions(temperature: 0), eos: tok.eosTokenId)
+            prompt: tok.encode(prompt), maxNewTokens: 120, sampling: SamplingOptions(temperature: 0),
+            eos: tok.eosTokenId)
         let answer = tok.decode(r.tokens)
-        let code = try XCTUnwrap(answer.components(separatedBy: "```python\n").dropFirst().first?
-            .components(separatedBy: "```").first, answer)
+        let code = try XCTUnwrap(
+            answer.components(separatedBy: "```python\n").dropFirst().first?
+                .components(separatedBy: "```").first, answer)
         let name = try XCTUnwrap(code.firstMatch(of: /def (\w+)\(/)?.1, answer)
         let file = "\(try temporaryDirectory(self))/answer.py"
         try (code + "\nprint(\(name)('LowRA 2-bit'))\n").write(toFile: file, atomically: true, encoding: .utf8)

@@ -17,7 +17,8 @@ final class SyntheticCheckpointTests: XCTestCase {
         XCTAssertTrue(tok.encode("First Citizen: hear me speak, 1234!").allSatisfy { $0 < config.vocabSize })
         let dir = try temporaryDirectory(self)
         for (name, seed) in [("a", 1), ("b", 1), ("c", 2)] as [(String, UInt64)] {
-            try SyntheticCheckpoint.write(config: config, tokenizer: tok, to: "\(dir)/\(name)", seed: seed, shardBytes: 40_000)
+            try SyntheticCheckpoint.write(
+                config: config, tokenizer: tok, to: "\(dir)/\(name)", seed: seed, shardBytes: 40_000)
         }
         let loaded = try LoadedModel.load("\(dir)/a")
         XCTAssertEqual(loaded.config, config)
@@ -55,7 +56,8 @@ final class SyntheticCheckpointTests: XCTestCase {
         try mem.add("b", floats: b, shape: [2])
         try mem.write(to: "\(dir)/mem.safetensors")
         let stream = try SafeTensorsStreamWriter(
-            path: "\(dir)/stream.safetensors", entries: [.init(name: "a", dtype: .bf16, shape: [3, 4]), .init(name: "b", dtype: .f32, shape: [2])],
+            path: "\(dir)/stream.safetensors",
+            entries: [.init(name: "a", dtype: .bf16, shape: [3, 4]), .init(name: "b", dtype: .f32, shape: [2])],
             metadata: ["format": "pt"])
         XCTAssertThrowsError(try [Float](b).withUnsafeBytes { try stream.write("b", bytes: $0) })
         XCTAssertThrowsError(try [UInt16](repeating: 0, count: 3).withUnsafeBytes { try stream.write("a", bytes: $0) })
@@ -63,12 +65,16 @@ final class SyntheticCheckpointTests: XCTestCase {
         XCTAssertThrowsError(try stream.finish())
         try b.withUnsafeBytes { try stream.write("b", bytes: $0) }
         try stream.finish()
-        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/stream.safetensors")),
-                       try Data(contentsOf: URL(fileURLWithPath: "\(dir)/mem.safetensors")))
+        XCTAssertEqual(
+            try Data(contentsOf: URL(fileURLWithPath: "\(dir)/stream.safetensors")),
+            try Data(contentsOf: URL(fileURLWithPath: "\(dir)/mem.safetensors")))
         do {
-            let dropped = try SafeTensorsStreamWriter(path: "\(dir)/dropped.safetensors", entries: [.init(name: "a", dtype: .f32, shape: [1])])
+            let dropped = try SafeTensorsStreamWriter(
+                path: "\(dir)/dropped.safetensors", entries: [.init(name: "a", dtype: .f32, shape: [1])])
             _ = dropped.nextName
         }
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["mem.safetensors", "stream.safetensors"])
+        XCTAssertEqual(
+            try FileManager.default.contentsOfDirectory(atPath: dir).sorted(),
+            ["mem.safetensors", "stream.safetensors"])
     }
 }

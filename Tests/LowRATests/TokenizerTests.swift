@@ -9,15 +9,21 @@ final class TokenizerTests: XCTestCase {
         (try loadJSON(name) as! [[String: Any]]).map { ($0["text"] as! String, $0["ids"] as! [Int]) }
     }
 
-    private func assertMatches(_ tok: Tokenizer, _ fixture: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    private func assertMatches(
+        _ tok: Tokenizer, _ fixture: String, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let all = try cases(fixture)
         XCTAssertGreaterThan(all.count, 10)
         for c in all {
             let got = tok.encode(c.text)
             if got != c.ids {
-                let firstDiff = zip(got, c.ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(got.count, c.ids.count)
-                XCTFail("\(fixture): \(c.text.debugDescription.prefix(60)): ids differ at \(firstDiff): "
-                        + "got \(got[firstDiff...].prefix(6)), want \(c.ids[firstDiff...].prefix(6))", file: file, line: line)
+                let firstDiff =
+                    zip(got, c.ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                    ?? min(got.count, c.ids.count)
+                XCTFail(
+                    "\(fixture): \(c.text.debugDescription.prefix(60)): ids differ at \(firstDiff): "
+                        + "got \(got[firstDiff...].prefix(6)), want \(c.ids[firstDiff...].prefix(6))", file: file,
+                    line: line)
             }
         }
     }
@@ -37,7 +43,9 @@ final class TokenizerTests: XCTestCase {
         var texts = try cases("tokenizer_tiny.json").map(\.text)
         // Random strings over a mix of scripts, including 4-byte scalars.
         var rng = SystemRandomNumberGenerator()
-        let pools: [ClosedRange<UInt32>] = [0x20...0x7E, 0xA0...0x24F, 0x370...0x3FF, 0x4E00...0x4FFF, 0x1F600...0x1F64F]
+        let pools: [ClosedRange<UInt32>] = [
+            0x20...0x7E, 0xA0...0x24F, 0x370...0x3FF, 0x4E00...0x4FFF, 0x1F600...0x1F64F,
+        ]
         for _ in 0..<50 {
             var s = String.UnicodeScalarView()
             for _ in 0..<Int.random(in: 1...40, using: &rng) {
@@ -70,12 +78,15 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(template.defaultSystem, "You are a tiny test model")
         XCTAssertEqual(
             try template.render([ChatMessage(role: "user", content: "Hi")]),
-            "<|im_start|>system\nYou are a tiny test model<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+            "<|im_start|>system\nYou are a tiny test model<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        )
         XCTAssertEqual(
-            try template.render([ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "Q")],
-                                addGenerationPrompt: false),
+            try template.render(
+                [ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "Q")],
+                addGenerationPrompt: false),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n")
-        XCTAssertThrowsError(try ChatTemplate(source: "{{ bos_token }}{% for m in messages %}[INST]{% endfor %}").render([]))
+        XCTAssertThrowsError(
+            try ChatTemplate(source: "{{ bos_token }}{% for m in messages %}[INST]{% endfor %}").render([]))
     }
 
     /// The Llama 3 and Qwen2 pre-tokenizer pieces equal those of the `tokenizers` package's Split
@@ -88,40 +99,46 @@ final class TokenizerTests: XCTestCase {
             XCTAssertEqual(cases.count, 23)
             for c in cases {
                 let text = c["text"] as! String
-                XCTAssertEqual(splitter.split(text[...]).map(String.init), c["pieces"] as! [String], "\(digits): \(text)")
+                XCTAssertEqual(
+                    splitter.split(text[...]).map(String.init), c["pieces"] as! [String], "\(digits): \(text)")
             }
         }
     }
 
     func testChatTemplatesOfQwenAndLlama3() throws {
         // Qwen2.5's template writes its default system message after two other system openers.
-        let qwen = try ChatTemplate(source: """
-            {%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}
-            {%- else %}{{- 'You are Qwen.' }}{%- endif %}{%- else %}{%- if messages[0]['role'] == 'system' %}
-            {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}
-            {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
-            {%- endif %}{%- endif %}{{- '<|im_start|>assistant\\n' }}
-            """)
+        let qwen = try ChatTemplate(
+            source: """
+                {%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}
+                {%- else %}{{- 'You are Qwen.' }}{%- endif %}{%- else %}{%- if messages[0]['role'] == 'system' %}
+                {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}
+                {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
+                {%- endif %}{%- endif %}{{- '<|im_start|>assistant\\n' }}
+                """)
         XCTAssertEqual(qwen.format, .chatML)
         XCTAssertEqual(qwen.defaultSystem, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
-        let llama = try ChatTemplate(source: """
-            {{- bos_token }}{%- set date_string = "26 Jul 2024" %}{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
-            {{- "Cutting Knowledge Date: December 2023\\n" }}{{- "Today Date: " + date_string + "\\n\\n" }}
-            {%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'
-            + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}
-            {%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}
-            """)
+        let llama = try ChatTemplate(
+            source: """
+                {{- bos_token }}{%- set date_string = "26 Jul 2024" %}{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+                {{- "Cutting Knowledge Date: December 2023\\n" }}{{- "Today Date: " + date_string + "\\n\\n" }}
+                {%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'
+                + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}
+                {%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}
+                """)
         XCTAssertEqual(llama.format, .llama3)
         XCTAssertEqual(
             try llama.render([ChatMessage(role: "user", content: " Hi\n")]),
             "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
                 + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
                 + "<|start_header_id|>assistant<|end_header_id|>\n\n")
-        let llama30 = try ChatTemplate(source: "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
-            + "{{ m['content'] }}<|eot_id|>{% endfor %}")
+        let llama30 = try ChatTemplate(
+            source: "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+                + "{{ m['content'] }}<|eot_id|>{% endfor %}")
         XCTAssertEqual(
-            try llama30.render([ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "Q")],
-                               addGenerationPrompt: false),
-            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>")
+            try llama30.render(
+                [ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "Q")],
+                addGenerationPrompt: false),
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+        )
     }
 }

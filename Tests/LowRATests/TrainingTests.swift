@@ -8,7 +8,9 @@ import XCTest
 
 final class TrainingTests: XCTestCase {
     /// A tiny model (fixture), optionally quantized, with a random non-zero adapter.
-    private func setup(_ path: String, quantize bits: Double? = nil, rank: Int = 2, seed: UInt64 = 1)
+    private func setup(
+        _ path: String, quantize bits: Double? = nil, rank: Int = 2, seed: UInt64 = 1
+    )
         throws -> (LlamaConfig, LlamaWeights, LoRAAdapter)
     {
         let m = try LoadedModel.load(path)
@@ -33,16 +35,19 @@ final class TrainingTests: XCTestCase {
     /// fp32, eps 1e-2; stated tolerance: relative error of the sampled gradient vector ≤ 2e-3.
     func testWholeModelGradientMatchesFiniteDifferences() throws {
         let cases: [(String, Double?, Bool)] = [
-            ("tiny_hf", nil, false), ("tiny.gguf", nil, false), ("tiny_hf_bias_f16", nil, false), ("tiny.gguf", 2, false),
+            ("tiny_hf", nil, false), ("tiny.gguf", nil, false), ("tiny_hf_bias_f16", nil, false),
+            ("tiny.gguf", 2, false),
             ("tiny_qwen2_hf", nil, true), ("tiny_llama3.gguf", 2, true),
         ]
         for (fixture, bits, recompute) in cases {
             let (config, weights, adapter) = try setup(Paths.fixture(fixture), quantize: bits)
             let graph = try TrainingGraph(
-                config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5, recompute: recompute)
+                config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5,
+                recompute: recompute)
             let (inputs, targets) = randomBatch(12, vocab: config.vocabSize, seed: 7)
             var grad = [Float](repeating: 0, count: adapter.values.count)
-            let (sum, count) = try graph.lossAndGradient(inputs: inputs, targets: targets, adapter: adapter, gradient: &grad)
+            let (sum, count) = try graph.lossAndGradient(
+                inputs: inputs, targets: targets, adapter: adapter, gradient: &grad)
             XCTAssertEqual(count, 9)
             let mean = try graph.loss(inputs: inputs, targets: targets, adapter: adapter)
             XCTAssertEqual(mean.loss, sum)
@@ -68,7 +73,8 @@ final class TrainingTests: XCTestCase {
                 norm += (num + Double(grad[i])) * (num + Double(grad[i]))
             }
             let rel = (d / norm).squareRoot()
-            XCTAssertLessThanOrEqual(rel, 2e-3, "\(fixture) bits \(bits.map { "\($0)" } ?? "fp32"): relative error \(rel)")
+            XCTAssertLessThanOrEqual(
+                rel, 2e-3, "\(fixture) bits \(bits.map { "\($0)" } ?? "fp32"): relative error \(rel)")
             XCTAssertGreaterThan(norm, 1e-6)
         }
     }
@@ -82,7 +88,8 @@ final class TrainingTests: XCTestCase {
             var grads = [[Float]]()
             var bytes = [Int]()
             for recompute in [false, true] {
-                let graph = try TrainingGraph(config: config, weights: weights, batch: 2, seq: 8, rank: adapter.rank, recompute: recompute)
+                let graph = try TrainingGraph(
+                    config: config, weights: weights, batch: 2, seq: 8, rank: adapter.rank, recompute: recompute)
                 var grad = [Float](repeating: 0, count: adapter.values.count)
                 _ = try graph.lossAndGradient(inputs: inputs, targets: targets, adapter: adapter, gradient: &grad)
                 grads.append(grad)
@@ -108,7 +115,8 @@ final class TrainingTests: XCTestCase {
                 let logits = try model.forward(
                     Array(inputs[(b * 8)..<(b * 8 + 8)]), cache: KVCache(config: config, capacity: 8), adapter: adapter)
                 let r = logits.withUnsafeBufferPointer {
-                    crossEntropyForwardBackward(nil, $0.baseAddress!, targets: Array(targets[(b * 8)..<(b * 8 + 8)]), vocab: config.vocabSize)
+                    crossEntropyForwardBackward(
+                        nil, $0.baseAddress!, targets: Array(targets[(b * 8)..<(b * 8 + 8)]), vocab: config.vocabSize)
                 }
                 total += r.loss
             }
@@ -128,7 +136,8 @@ final class TrainingTests: XCTestCase {
 }
 
 final class FinetuneTests: XCTestCase {
-    static let text = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n"
+    static let text =
+        "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n"
 
     private func write(_ s: String, _ name: String) throws -> String {
         let path = "\(try temporaryDirectory(self))/\(name)"
@@ -146,7 +155,8 @@ final class FinetuneTests: XCTestCase {
         var o = FinetuneOptions()
         (o.steps, o.lr, o.batch, o.seq, o.schedule, o.maxGradNorm) = (200, 1e-2, 2, 16, .constant, 1)
         let trainer = try Trainer(
-            config: m.config, weights: m.model.weights, baseFingerprint: "x", adapter: adapter, train: data, valid: data,
+            config: m.config, weights: m.model.weights, baseFingerprint: "x", adapter: adapter, train: data,
+            valid: data,
             options: o, outDir: try temporaryDirectory(self))
         let r = try trainer.run()
         XCTAssertGreaterThan(r.validLossBefore!, 4)
@@ -164,7 +174,9 @@ final class FinetuneTests: XCTestCase {
         var o = FinetuneOptions()
         (o.steps, o.lr, o.batch, o.gradAccum, o.seq, o.saveEvery, o.warmup) = (12, 5e-3, 2, 2, 8, 5, 0.2)
         func trainer(_ o: FinetuneOptions, _ dir: String) throws -> Trainer {
-            try Trainer(config: m.config, weights: w, baseFingerprint: "b", adapter: adapter, train: data, valid: nil, options: o, outDir: dir)
+            try Trainer(
+                config: m.config, weights: w, baseFingerprint: "b", adapter: adapter, train: data, valid: nil,
+                options: o, outDir: dir)
         }
         let uninterrupted = try trainer(o, try temporaryDirectory(self))
         let whole = try uninterrupted.run()
@@ -184,30 +196,45 @@ final class FinetuneTests: XCTestCase {
 
     func testJSONLMasksThePrompt() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny_hf"))
-        guard m.tokenizer.chatTemplate?.format == .chatML else { throw XCTSkip("fixture tokenizer has no ChatML template") }
-        let path = try write("{\"prompt\": \"hear me\", \"response\": \"Speak, speak.\"}\n\n{\"response\": \"x\", \"prompt\": \"a\"}\n", "d.jsonl")
+        guard m.tokenizer.chatTemplate?.format == .chatML else {
+            throw XCTSkip("fixture tokenizer has no ChatML template")
+        }
+        let path = try write(
+            "{\"prompt\": \"hear me\", \"response\": \"Speak, speak.\"}\n\n{\"response\": \"x\", \"prompt\": \"a\"}\n",
+            "d.jsonl")
         let d = try TrainingData.jsonl(path, tokenizer: m.tokenizer, seq: 64)
         XCTAssertEqual(d.count, 2)
-        let prompt = m.tokenizer.encode(try m.tokenizer.chatTemplate!.render([ChatMessage(role: "user", content: "hear me")]))
+        let prompt = m.tokenizer.encode(
+            try m.tokenizer.chatTemplate!.render([ChatMessage(role: "user", content: "hear me")]))
         let response = m.tokenizer.encode("Speak, speak.<|im_end|>\n")
         XCTAssertEqual(Array(d.inputs[0].prefix(prompt.count)), prompt)
         XCTAssertEqual(d.targets[0].filter { $0 >= 0 }, response)
         XCTAssertEqual(d.inputs[0].count, 64)
         // Multi-turn: loss on both assistant turns only.
-        let conv = #"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Speak."}, {"role": "user", "content": "again"}, {"role": "assistant", "content": "All: speak."}]}"#
+        let conv =
+            #"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Speak."}, {"role": "user", "content": "again"}, {"role": "assistant", "content": "All: speak."}]}"#
         let c = try TrainingData.jsonl(try write(conv + "\n", "m.jsonl"), tokenizer: m.tokenizer, seq: 64)
-        XCTAssertEqual(c.targets[0].filter { $0 >= 0 }, m.tokenizer.encode("Speak.<|im_end|>\n") + m.tokenizer.encode("All: speak.<|im_end|>\n"))
+        XCTAssertEqual(
+            c.targets[0].filter { $0 >= 0 },
+            m.tokenizer.encode("Speak.<|im_end|>\n") + m.tokenizer.encode("All: speak.<|im_end|>\n"))
         // Evaluating the conversations scores exactly the trained positions (training graph loss).
         let r = try m.model.evaluate(examples: c)
         let graph = try TrainingGraph(config: m.config, weights: m.model.weights, batch: 1, seq: 64, rank: 1)
-        let g = try graph.loss(inputs: c.inputs[0], targets: c.targets[0], adapter: try LoRAAdapter(config: m.config, rank: 1))
+        let g = try graph.loss(
+            inputs: c.inputs[0], targets: c.targets[0], adapter: try LoRAAdapter(config: m.config, rank: 1))
         XCTAssertEqual(r.tokens, g.count)
         XCTAssertEqual(r.meanNLL, g.loss / Double(g.count), accuracy: 1e-4)
-        for bad in [#"{"messages": []}"#, #"{"messages": [{"role": "user", "content": "x"}]}"#, #"{"messages": [{"role": "bot", "content": "x"}]}"#] {
-            XCTAssertThrowsError(try TrainingData.jsonl(try write(bad + "\n", "x.jsonl"), tokenizer: m.tokenizer, seq: 64), bad)
+        for bad in [
+            #"{"messages": []}"#, #"{"messages": [{"role": "user", "content": "x"}]}"#,
+            #"{"messages": [{"role": "bot", "content": "x"}]}"#,
+        ] {
+            XCTAssertThrowsError(
+                try TrainingData.jsonl(try write(bad + "\n", "x.jsonl"), tokenizer: m.tokenizer, seq: 64), bad)
         }
-        XCTAssertThrowsError(try TrainingData.jsonl(try write("{\"prompt\": \"a\"}\n", "b.jsonl"), tokenizer: m.tokenizer, seq: 64))
-        XCTAssertThrowsError(try TrainingData.jsonl(try write("not json\n", "c.jsonl"), tokenizer: m.tokenizer, seq: 64))
+        XCTAssertThrowsError(
+            try TrainingData.jsonl(try write("{\"prompt\": \"a\"}\n", "b.jsonl"), tokenizer: m.tokenizer, seq: 64))
+        XCTAssertThrowsError(
+            try TrainingData.jsonl(try write("not json\n", "c.jsonl"), tokenizer: m.tokenizer, seq: 64))
     }
 
     func testBadDataIsRefused() throws {
@@ -231,7 +258,8 @@ final class FinetuneTests: XCTestCase {
         var rng = SplitMix64(seed: 9)
         for i in adapter.values.indices { adapter.values[i] = Float(rng.nextUnit() - 0.5) * 0.2 }
         let dir = try temporaryDirectory(self)
-        let manifest = AdapterManifest(baseFingerprint: "fp", base: "tiny.gguf", quantization: nil, rank: 3, alpha: 3, initialization: "zeros")
+        let manifest = AdapterManifest(
+            baseFingerprint: "fp", base: "tiny.gguf", quantization: nil, rank: 3, alpha: 3, initialization: "zeros")
         try AdapterStore.save(adapter, config: m.config, manifest: manifest, to: dir)
         XCTAssertEqual(try AdapterStore.load(dir, config: m.config, fingerprint: "fp").0, adapter)
         XCTAssertThrowsError(try AdapterStore.load(dir, config: m.config, fingerprint: "other"))
@@ -250,24 +278,32 @@ final class FinetuneTests: XCTestCase {
                     let h = AdapterStore.halfSplitRow(r, headDim: d)
                     for j in 0..<lin.inFeatures { out[h * lin.inFeatures + j] = w[r * lin.inFeatures + j] }
                 }
-                hfWeights.blocks[l][kind] = Linear(outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, weight: out)
+                hfWeights.blocks[l][kind] = Linear(
+                    outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, weight: out)
             }
         }
         let file = try SafeTensorsFile(path: "\(dir)/adapter_model.safetensors")
         var raw = try LoRAAdapter(config: hfConfig, rank: 3)
         for s in raw.slots {
-            raw.setFactors(s, a: try file.floats(AdapterStore.key(s, "A")), b: try file.floats(AdapterStore.key(s, "B")))
+            raw.setFactors(
+                s, a: try file.floats(AdapterStore.key(s, "A")), b: try file.floats(AdapterStore.key(s, "B")))
         }
         let tokens = [5, 17, 40, 2, 99, 3, 250]
         let a = try m.model.forward(tokens, cache: KVCache(config: m.config, capacity: 8), adapter: adapter)
         let b = try LlamaModel(config: hfConfig, weights: hfWeights)
             .forward(tokens, cache: KVCache(config: hfConfig, capacity: 8), adapter: raw)
         XCTAssertLessThan(maxRelativeDifference(a, b.map(Double.init)).0, 1e-4)
-        let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/adapter_config.json"))) as! [String: Any]
+        let cfg =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/adapter_config.json")))
+            as! [String: Any]
         XCTAssertEqual(cfg["peft_type"] as? String, "LORA")
         XCTAssertEqual(cfg["r"] as? Int, 3)
-        XCTAssertEqual(file.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]?.shape, [3, m.config.hiddenSize])
-        XCTAssertEqual(file.tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"]?.shape, [m.config.hiddenSize, 3])
+        XCTAssertEqual(
+            file.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]?.shape,
+            [3, m.config.hiddenSize])
+        XCTAssertEqual(
+            file.tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"]?.shape,
+            [m.config.hiddenSize, 3])
     }
 
     func testScheduleAndClipping() {

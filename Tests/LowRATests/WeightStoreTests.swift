@@ -18,7 +18,9 @@ final class WeightStoreTests: XCTestCase {
         let bias = (0..<out).map { _ in Float(rng.nextUnit()) }
         let dir = try temporaryDirectory(self)
         var writer = SafeTensorsWriter()
-        for dtype in [SafeTensorsDType.f16, .bf16, .f32] { try writer.add("w_\(dtype.rawValue)", floats: w, shape: [out, inF], dtype: dtype) }
+        for dtype in [SafeTensorsDType.f16, .bf16, .f32] {
+            try writer.add("w_\(dtype.rawValue)", floats: w, shape: [out, inF], dtype: dtype)
+        }
         try writer.write(to: "\(dir)/w.safetensors")
         let file = try SafeTensorsFile(path: "\(dir)/w.safetensors")
         for dtype in [SafeTensorsDType.f16, .bf16, .f32] {
@@ -53,9 +55,16 @@ final class WeightStoreTests: XCTestCase {
             guard case .stored(let s) = lin.storage else { return XCTFail("expanded at load") }
             XCTAssertEqual(s.type, .bf16)
         }
-        XCTAssertEqual(w.weightBytes, 2 * (w.embedding.parameterCount + w.head!.parameterCount
-            + w.blocks.flatMap(\.linears).reduce(0) { $0 + $1.outFeatures * $1.inFeatures })
-            + 4 * (w.finalNorm.count + w.blocks.reduce(0) { $0 + $1.attnNorm.count + $1.ffnNorm.count
-                + $1.linears.reduce(0) { $0 + ($1.bias?.count ?? 0) } }))
+        XCTAssertEqual(
+            w.weightBytes,
+            2
+                * (w.embedding.parameterCount + w.head!.parameterCount
+                    + w.blocks.flatMap(\.linears).reduce(0) { $0 + $1.outFeatures * $1.inFeatures })
+                + 4
+                * (w.finalNorm.count
+                    + w.blocks.reduce(0) {
+                        $0 + $1.attnNorm.count + $1.ffnNorm.count
+                            + $1.linears.reduce(0) { $0 + ($1.bias?.count ?? 0) }
+                    }))
     }
 }

@@ -89,7 +89,8 @@ public struct ChatTemplate: Sendable {
             if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
             return out
         case nil:
-            throw LowRAError(.unsupported, "this model's chat template is neither ChatML nor Llama 3's; LowRA supports those two")
+            throw LowRAError(
+                .unsupported, "this model's chat template is neither ChatML nor Llama 3's; LowRA supports those two")
         }
     }
 }

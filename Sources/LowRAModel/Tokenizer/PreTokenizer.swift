@@ -90,10 +90,16 @@ public struct WordPieceSplitter: PreTokenizer {
     }
 
     public var huggingFaceSpec: [String: Any] {
-        ["type": "Sequence", "pretokenizers": [
-            ["type": "Split", "pattern": ["Regex": Self.pattern(maxDigits: maxDigits)], "behavior": "Isolated", "invert": false],
-            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false],
-        ]]
+        [
+            "type": "Sequence",
+            "pretokenizers": [
+                [
+                    "type": "Split", "pattern": ["Regex": Self.pattern(maxDigits: maxDigits)], "behavior": "Isolated",
+                    "invert": false,
+                ],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false],
+            ],
+        ]
     }
 
     public func split(_ text: Substring) -> [Substring] {
@@ -177,7 +183,9 @@ func contractionEnd(_ s: [Unicode.Scalar], _ p: Int, caseInsensitive: Bool) -> I
 func whitespaceEnd(_ s: [Unicode.Scalar], _ p: Int, throughNewlines: Bool) -> Int {
     var e = p
     while e < s.count, isSpaceScalar(s[e]) { e += 1 }
-    if throughNewlines, let lastNewline = (p..<e).last(where: { s[$0] == "\r" || s[$0] == "\n" }) { return lastNewline + 1 }
+    if throughNewlines, let lastNewline = (p..<e).last(where: { s[$0] == "\r" || s[$0] == "\n" }) {
+        return lastNewline + 1
+    }
     return e == s.count || e - p == 1 ? e : e - 1
 }
 

@@ -75,7 +75,9 @@ public struct Tokenizer: Sendable {
         var i = 0
         while i < u.count {
             if let candidates = addedByFirstByte[u[i]],
-                let match = candidates.first(where: { i + $0.count <= u.count && u[i..<(i + $0.count)].elementsEqual($0) })
+                let match = candidates.first(where: {
+                    i + $0.count <= u.count && u[i..<(i + $0.count)].elementsEqual($0)
+                })
             {
                 encodePlain(u[start..<i])
                 ids.append(addedTokens[String(decoding: match, as: UTF8.self)]!)
@@ -119,9 +121,11 @@ extension Tokenizer {
         let m = gguf.metadata
         let model = m["tokenizer.ggml.model"]?.string ?? "(none)"
         guard model == "gpt2" else {
-            throw LowRAError(.unsupported, "\(file): tokenizer model '\(model)' is not supported (byte-level BPE 'gpt2' is)")
+            throw LowRAError(
+                .unsupported, "\(file): tokenizer model '\(model)' is not supported (byte-level BPE 'gpt2' is)")
         }
-        guard let tokenValues = m["tokenizer.ggml.tokens"]?.array, let mergeValues = m["tokenizer.ggml.merges"]?.array else {
+        guard let tokenValues = m["tokenizer.ggml.tokens"]?.array, let mergeValues = m["tokenizer.ggml.merges"]?.array
+        else {
             throw LowRAError.malformed(file, "tokenizer.ggml.tokens or tokenizer.ggml.merges missing")
         }
         let tokens = tokenValues.map { $0.string ?? "" }
@@ -141,7 +145,8 @@ extension Tokenizer {
         case "qwen2": preTokenizer = WordPieceSplitter(maxDigits: 1)
         case "llama-bpe", "llama3": preTokenizer = WordPieceSplitter(maxDigits: 3)
         default:
-            throw LowRAError(.unsupported, "\(file): pre-tokenizer '\(pre)' is not supported (smollm, gpt2, qwen2, llama-bpe are)")
+            throw LowRAError(
+                .unsupported, "\(file): pre-tokenizer '\(pre)' is not supported (smollm, gpt2, qwen2, llama-bpe are)")
         }
         var added = [String: Int]()
         if let types = m["tokenizer.ggml.token_type"]?.array {
@@ -199,7 +204,8 @@ extension Tokenizer {
         }
         let preTokenizer = try Tokenizer.preTokenizer(from: root["pre_tokenizer"], file: file)
         // tokenizer_config.json: chat template and eos token.
-        let configPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer_config.json")
+        let configPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
+            "tokenizer_config.json")
         var template: ChatTemplate?
         var eos: Int? = added["<|im_end|>"] ?? added["<|endoftext|>"] ?? added["</s>"]
         // A BOS the post-processor puts first (Llama 3's TemplateProcessing "$A" after it).
@@ -227,7 +233,8 @@ extension Tokenizer {
 
     static func preTokenizer(from spec: Any?, file: String) throws -> any PreTokenizer {
         guard let spec = spec as? [String: Any], let type = spec["type"] as? String else {
-            throw LowRAError(.unsupported, "\(file): a pre_tokenizer is required (ByteLevel, Digits or a Sequence of them)")
+            throw LowRAError(
+                .unsupported, "\(file): a pre_tokenizer is required (ByteLevel, Digits or a Sequence of them)")
         }
         switch type {
         case "Sequence":
@@ -235,7 +242,8 @@ extension Tokenizer {
             return SequencePreTokenizer(steps)
         case "Digits":
             guard spec["individual_digits"] as? Bool == true else {
-                throw LowRAError(.unsupported, "\(file): Digits pre-tokenizer without individual_digits is not supported")
+                throw LowRAError(
+                    .unsupported, "\(file): Digits pre-tokenizer without individual_digits is not supported")
             }
             return DigitSplitter()
         case "Split":
@@ -243,7 +251,9 @@ extension Tokenizer {
             guard spec["behavior"] as? String == "Isolated", spec["invert"] as? Bool != true,
                 let digits = [1, 3].first(where: { WordPieceSplitter.pattern(maxDigits: $0) == pattern })
             else {
-                throw LowRAError(.unsupported, "\(file): this Split pre-tokenizer is not supported (the Llama 3 and Qwen2 patterns are)")
+                throw LowRAError(
+                    .unsupported,
+                    "\(file): this Split pre-tokenizer is not supported (the Llama 3 and Qwen2 patterns are)")
             }
             return WordPieceSplitter(maxDigits: digits)
         case "ByteLevel":
@@ -252,7 +262,9 @@ extension Tokenizer {
             }
             return spec["use_regex"] as? Bool == false ? SequencePreTokenizer([]) : GPT2Splitter()
         default:
-            throw LowRAError(.unsupported, "\(file): pre-tokenizer \(type) is not supported (ByteLevel, Digits, Split, Sequence are)")
+            throw LowRAError(
+                .unsupported, "\(file): pre-tokenizer \(type) is not supported (ByteLevel, Digits, Split, Sequence are)"
+            )
         }
     }
 }
@@ -263,23 +275,29 @@ extension Tokenizer {
         var vocab = [String: Int]()
         for (i, t) in bpe.idToToken.enumerated() where vocab[t] == nil { vocab[t] = i }
         let added: [[String: Any]] = addedTokens.sorted { $0.value < $1.value }.map {
-            ["id": $0.value, "content": $0.key, "special": true, "single_word": false, "lstrip": false,
-             "rstrip": false, "normalized": false]
+            [
+                "id": $0.value, "content": $0.key, "special": true, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false,
+            ]
         }
         let root: [String: Any] = [
             "version": "1.0", "added_tokens": added, "normalizer": normalizesNFC ? ["type": "NFC"] : NSNull(),
             "post_processor": NSNull(),
             "pre_tokenizer": preTokenizer.huggingFaceSpec,
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
-            "model": ["type": "BPE", "vocab": vocab, "merges": bpe.mergeList.map { "\($0.0) \($0.1)" },
-                      "ignore_merges": ignoreMerges],
+            "model": [
+                "type": "BPE", "vocab": vocab, "merges": bpe.mergeList.map { "\($0.0) \($0.1)" },
+                "ignore_merges": ignoreMerges,
+            ],
         ]
         var config: [String: Any] = [:]
         if let t = chatTemplate { config["chat_template"] = t.source }
         if let e = eosTokenId { config["eos_token"] = tokenString(e) }
         if let b = bosTokenId { config["bos_token"] = tokenString(b) }
         config["add_bos_token"] = addBos
-        return (try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]),
-                try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]))
+        return (
+            try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]),
+            try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted])
+        )
     }
 }
