@@ -128,27 +128,52 @@ extension LlamaWeights {
         blocks.indices.flatMap { l in LinearKind.allCases.map { (WeightNaming.huggingFace.linear(l, $0), l, $0) } }
     }
 
-    /// Quantizes every block's linear layers; embeddings, norms and the head stay fp32.
-    /// progress(stage, done, total) with stage "analyze", "assign" (ILP) then "pack" (which
-    /// runs LoftQ when requested). With LoftQ, `loftq` holds each layer's initial factors, in
-    /// `quantizableLinears` order (an adapter's slot order).
+    /// Quantizes every block's linear layers, all in memory; embeddings, norms and the head stay
+    /// as they are. progress(stage, done, total) with stage "analyze", "assign" (ILP) then "pack"
+    /// (which runs LoftQ when requested). With LoftQ, `loftq` holds each layer's initial factors,
+    /// in `quantizableLinears` order (an adapter's slot order). `quantize` streams instead:
+    /// `quantizationPlan`, then `packLayer` one layer at a time straight into the output.
     public func quantized(
         _ request: QuantizeRequest, progress: ((String, Int, Int) -> Void)? = nil
     ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport, loftq: [(a: [Float], b: [Float])]) {
+        let plan = try quantizationPlan(request, progress: progress)
+        var out = self
+        var loftq = [(a: [Float], b: [Float])]()
+        for (i, l) in plan.layers.enumerated() {
+            progress?("pack", i, plan.layers.count)
+            let (packed, factors) = try packLayer(i, of: plan)
+            out.blocks[l.block][l.kind] = Linear(packed: packed, bias: blocks[l.block][l.kind].bias)
+            if let factors { loftq.append(factors) }
+        }
+        progress?("pack", plan.layers.count, plan.layers.count)
+        return (out, plan.map, plan.report(), loftq)
+    }
+
+    /// Pass 1 and the assignment: every layer analyzed one at a time (codebooks and per-channel
+    /// errors for each precision; the layer's fp32 copy and its file pages dropped afterwards),
+    /// then every channel's precision chosen under the budget.
+    public func quantizationPlan(
+        _ request: QuantizeRequest, progress: ((String, Int, Int) -> Void)? = nil
+    ) throws -> QuantizationPlan {
         let t0 = Date()
         let layers = quantizableLinears
         guard request.bits >= 1, request.bits <= 4 else {
             throw LowRAError(.invalidArgument, "--bits must be between 1 and 4, got \(request.bits)")
         }
         if request.method != .lowra && request.bits < 2 && request.precisionMap == nil {
-            throw LowRAError(.invalidArgument, "\(request.method.rawValue) supports budgets of 2 bits or more (it mixes whole layers at 2 and 4 bits); use --method lowra below 2 bits")
+            throw LowRAError(
+                .invalidArgument,
+                "\(request.method.rawValue) supports budgets of 2 bits or more (it mixes whole layers at 2 and 4 bits); "
+                    + "use --method lowra below 2 bits")
         }
         var options = request.options
         if let map = request.precisionMap {
             for l in layers {
                 let rows = blocks[l.block][l.kind].outFeatures
                 guard let b = map.layers[l.name], b.count == rows, b.allSatisfy({ [1, 2, 4].contains($0) }) else {
-                    throw LowRAError(.invalidArgument, "precision map: layer \(l.name) is missing or does not list \(rows) precisions from {1, 2, 4}")
+                    throw LowRAError(
+                        .invalidArgument,
+                        "precision map: layer \(l.name) is missing or does not list \(rows) precisions from {1, 2, 4}")
                 }
             }
             options.precisions = Array(Set(map.layers.values.flatMap { $0.map(Int.init) })).sorted()
@@ -167,7 +192,8 @@ extension LlamaWeights {
             if let cols, cols.count != lin.inFeatures {
                 throw LowRAError(.shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
             }
-            analyses.append(analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
+            analyses.append(
+                analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
         }
         progress?("analyze", layers.count, layers.count)
@@ -181,7 +207,9 @@ extension LlamaWeights {
             assignerName = "precision-map"
             for (l, a) in zip(layers, analyses) {
                 guard let b = map.layers[l.name], b.count == a.outFeatures else {
-                    throw LowRAError(.invalidArgument, "precision map: layer \(l.name) missing or has the wrong number of channels (model has \(a.outFeatures))")
+                    throw LowRAError(
+                        .invalidArgument,
+                        "precision map: layer \(l.name) missing or has the wrong number of channels (model has \(a.outFeatures))")
                 }
                 bits.append(b)
             }
@@ -195,9 +223,12 @@ extension LlamaWeights {
                     channels.append(ChannelErrors(parameters: a.inFeatures, errors: ps.map { a.errors[$0]![r] }))
                 }
             }
-            let result = kind == .exact
+            let result =
+                kind == .exact
                 ? try PrecisionAssigner.exact(channels, precisions: ps, budgetBits: budget)
-                : try PrecisionAssigner.twoLevelILP(channels, precisions: ps, budgetBits: budget, seed: request.seed) { progress?("assign", $0, $1) }
+                : try PrecisionAssigner.twoLevelILP(channels, precisions: ps, budgetBits: budget, seed: request.seed) {
+                    progress?("assign", $0, $1)
+                }
             lowerBound = result.lowerBound
             var at = 0
             for a in analyses {
@@ -211,64 +242,112 @@ extension LlamaWeights {
                 budgetBits: budget)
             bits = zip(perTensor, analyses).map { [UInt8](repeating: UInt8($0), count: $1.outFeatures) }
         }
+        return QuantizationPlan(
+            request: request, options: options, layers: layers, analyses: analyses, bits: bits, assigner: assignerName,
+            lowerBound: lowerBound, parameters: params, started: t0,
+            phaseSeconds: ["analyze": tAnalyzed.timeIntervalSince(t0), "assign": Date().timeIntervalSince(tAnalyzed)])
+    }
 
-        let tAssigned = Date()
-        var out = self
-        var reports = [LayerQuantReport]()
-        var loftq = [(a: [Float], b: [Float])]()
-        var codeBits = 0, stored = 0
-        var totalError = 0.0, totalEnergy = 0.0
-        for (i, (l, a)) in zip(layers, analyses).enumerated() {
-            progress?("pack", i, layers.count)
-            let lin = blocks[l.block][l.kind]
-            let packed: PackedLinear
-            var loftqErrors: (Double, Double)?
-            if let lq = request.loftq {
-                let w = lin.weight
-                let scale = lq.alpha / Float(lq.rank)
-                let r = try loftqInitialize(
-                    w, out: lin.outFeatures, in: lin.inFeatures, bits: bits[i], options: options, rank: lq.rank,
-                    steps: lq.steps, scale: scale, columnWeights: request.calibration?.columns[l.name],
-                    seed: request.seed &+ UInt64(i))
-                packed = r.packed
-                out.blocks[l.block][l.kind] = Linear(packed: packed, bias: lin.bias)
-                loftq.append((r.a, r.b))
-                let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-                loftqErrors = (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30))
-            } else {
-                packed = try a.pack(lin.weight, bits: bits[i])
-                out.blocks[l.block][l.kind] = Linear(packed: packed, bias: lin.bias)
-            }
-            lin.releaseStored()
-            var err = 0.0, energy = 0.0
-            for r in 0..<a.outFeatures {
-                err += a.errors[Int(bits[i][r])]![r]
-                energy += a.rowEnergy[r]
-            }
-            totalError += err
-            totalEnergy += energy
-            codeBits += packed.codeBits
-            stored += packed.storedBytes
-            var hist = [String: Int]()
-            for b in bits[i] { hist[String(b), default: 0] += 1 }
-            reports.append(LayerQuantReport(
-                name: l.name, outFeatures: a.outFeatures, inFeatures: a.inFeatures,
-                codeBitsPerParam: Double(packed.codeBits) / Double(a.outFeatures * a.inFeatures),
-                storedBytes: packed.storedBytes, relativeError: energy > 0 ? (err / energy).squareRoot() : 0,
-                channelsAt: hist, zeroInitError: loftqErrors?.0, loftqError: loftqErrors?.1))
+    /// Pass 2 for layer i of the plan: packs it at its precisions (through LoftQ's alternation
+    /// when asked, returning the initial factors), records its report row in the plan, and drops
+    /// its analysis and its file pages.
+    public func packLayer(_ i: Int, of plan: QuantizationPlan) throws -> (PackedLinear, (a: [Float], b: [Float])?) {
+        let l = plan.layers[i], request = plan.request
+        guard let a = plan.analyses[i] else { throw LowRAError(.invalidArgument, "layer \(l.name) was packed already") }
+        let lin = blocks[l.block][l.kind]
+        let bits = plan.bits[i]
+        if plan.packStarted == nil { plan.packStarted = Date() }
+        let packed: PackedLinear
+        var factors: (a: [Float], b: [Float])?
+        var loftqErrors: (Double, Double)?
+        if let lq = request.loftq {
+            let w = lin.weight
+            let r = try loftqInitialize(
+                w, out: lin.outFeatures, in: lin.inFeatures, bits: bits, options: plan.options, rank: lq.rank,
+                steps: lq.steps, scale: lq.alpha / Float(lq.rank), columnWeights: request.calibration?.columns[l.name],
+                seed: request.seed &+ UInt64(i))
+            packed = r.packed
+            factors = (r.a, r.b)
+            let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+            loftqErrors = (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30))
+        } else {
+            packed = try a.pack(lin.weight, bits: bits)
         }
-        progress?("pack", layers.count, layers.count)
-        let map = PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits)))
-        let report = QuantizeReport(
-            method: request.method, targetBits: request.bits, assigner: assignerName, options: options,
-            quantizedParameters: params, codeBitsPerParam: Double(codeBits) / Double(params),
-            storedBitsPerParam: Double(stored * 8) / Double(params), storedBytes: stored, totalSquaredError: totalError,
-            relativeError: totalEnergy > 0 ? (totalError / totalEnergy).squareRoot() : 0,
-            lowerBound: lowerBound, seconds: Date().timeIntervalSince(t0),
-            phaseSeconds: ["analyze": tAnalyzed.timeIntervalSince(t0), "assign": tAssigned.timeIntervalSince(tAnalyzed),
-                           "pack": Date().timeIntervalSince(tAssigned)],
-            layers: reports,
+        lin.releaseStored()
+        plan.record(i, packed: packed, analysis: a, loftqErrors: loftqErrors)
+        return (packed, factors)
+    }
+}
+
+/// What pass 1 and the assignment decided (see `LlamaWeights.quantizationPlan`), and the report
+/// rows pass 2 adds as it packs each layer.
+public final class QuantizationPlan: @unchecked Sendable {
+    public let request: QuantizeRequest
+    public let options: QuantizerOptions
+    public let layers: [(name: String, block: Int, kind: LinearKind)]
+    /// Per layer, each channel's precision.
+    public let bits: [[UInt8]]
+    public let assigner: String
+    public let lowerBound: Double?
+    public let parameters: Int
+    let started: Date
+    var phaseSeconds: [String: Double]
+    /// Dropped as each layer is packed.
+    var analyses: [TensorAnalysis?]
+    private var rows: [Int: LayerQuantReport] = [:]
+    private var codeBits = 0, stored = 0, totalError = 0.0, totalEnergy = 0.0
+    var packStarted: Date?
+
+    init(
+        request: QuantizeRequest, options: QuantizerOptions, layers: [(name: String, block: Int, kind: LinearKind)],
+        analyses: [TensorAnalysis], bits: [[UInt8]], assigner: String, lowerBound: Double?, parameters: Int,
+        started: Date, phaseSeconds: [String: Double]
+    ) {
+        self.request = request
+        self.options = options
+        self.layers = layers
+        self.analyses = analyses
+        self.bits = bits
+        self.assigner = assigner
+        self.lowerBound = lowerBound
+        self.parameters = parameters
+        self.started = started
+        self.phaseSeconds = phaseSeconds
+    }
+
+    public var map: PrecisionMap { PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits))) }
+
+    func record(_ i: Int, packed: PackedLinear, analysis a: TensorAnalysis, loftqErrors: (Double, Double)?) {
+        var err = 0.0, energy = 0.0
+        for r in 0..<a.outFeatures {
+            err += a.errors[Int(bits[i][r])]![r]
+            energy += a.rowEnergy[r]
+        }
+        totalError += err
+        totalEnergy += energy
+        codeBits += packed.codeBits
+        stored += packed.storedBytes
+        var hist = [String: Int]()
+        for b in bits[i] { hist[String(b), default: 0] += 1 }
+        rows[i] = LayerQuantReport(
+            name: layers[i].name, outFeatures: a.outFeatures, inFeatures: a.inFeatures,
+            codeBitsPerParam: Double(packed.codeBits) / Double(a.outFeatures * a.inFeatures),
+            storedBytes: packed.storedBytes, relativeError: energy > 0 ? (err / energy).squareRoot() : 0,
+            channelsAt: hist, zeroInitError: loftqErrors?.0, loftqError: loftqErrors?.1)
+        analyses[i] = nil
+    }
+
+    /// The report of every layer packed so far (all of them, once pass 2 is done).
+    public func report() -> QuantizeReport {
+        var phases = phaseSeconds
+        phases["pack"] = packStarted.map { Date().timeIntervalSince($0) } ?? 0
+        return QuantizeReport(
+            method: request.method, targetBits: request.bits, assigner: assigner, options: options,
+            quantizedParameters: parameters, codeBitsPerParam: Double(codeBits) / Double(parameters),
+            storedBitsPerParam: Double(stored * 8) / Double(parameters), storedBytes: stored,
+            totalSquaredError: totalError, relativeError: totalEnergy > 0 ? (totalError / totalEnergy).squareRoot() : 0,
+            lowerBound: lowerBound, seconds: Date().timeIntervalSince(started), phaseSeconds: phases,
+            layers: rows.keys.sorted().map { rows[$0]! },
             calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" }, seed: request.seed)
-        return (out, map, report, loftq)
     }
 }

@@ -6,7 +6,8 @@ import LowRATensor
 /// What `lowra_quant.json` records about how a quantized model directory was made.
 public struct QuantManifest: Codable, Sendable {
     /// v2: the embedding and head keep their source encoding (F16/BF16/ggml blocks) instead of fp32.
-    public var format = "lowra-packed-v2"
+    public static let currentFormat = "lowra-packed-v2"
+    public var format = currentFormat
     public var toolVersion = LowRAVersion.string
     public var source: String
     public var sourceSHA256: String
@@ -40,9 +41,52 @@ public enum QuantizedModelStore {
         FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(manifestFile))
     }
 
+    /// Saves a model whose linear layers are already packed (in memory).
     public static func save(
         to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
         manifest: QuantManifest
+    ) throws {
+        try save(to: dir, config: config, weights: weights, tokenizer: tokenizer, layer: { .linear(weights.blocks[$0][$1]) }) {
+            (map, manifest)
+        }
+    }
+
+    /// Quantizes and saves in one pass over the model (pass 2 of `quantize`): each layer is packed
+    /// from `plan` while its tensors are written and dropped right after, so peak memory holds
+    /// one layer, not the model. `manifest` receives the finished report. Returns LoftQ's initial
+    /// factors (slot order), if the plan asked for them.
+    public static func saveStreaming(
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, plan: QuantizationPlan,
+        progress: ((Int, Int) -> Void)? = nil, manifest: (QuantizeReport) -> QuantManifest
+    ) throws -> [(a: [Float], b: [Float])] {
+        let index = Dictionary(uniqueKeysWithValues: plan.layers.enumerated().map { ("\($1.block).\($1.kind.name)", $0) })
+        var factors = [(a: [Float], b: [Float])]()
+        try save(to: dir, config: config, weights: weights, tokenizer: tokenizer, layer: { l, kind in
+            guard let i = index["\(l).\(kind.name)"] else { return .linear(weights.blocks[l][kind]) }
+            return .planned(bits: plan.bits[i], options: plan.options) {
+                progress?(i, plan.layers.count)
+                let (packed, f) = try weights.packLayer(i, of: plan)
+                if let f { factors.append(f) }
+                return packed
+            }
+        }) {
+            progress?(plan.layers.count, plan.layers.count)
+            let report = plan.report()
+            return (plan.map, manifest(report))
+        }
+        return factors
+    }
+
+    /// Where a linear layer's tensors come from when the file is written: a layer in memory, or
+    /// one packed on demand at precisions already decided (its sizes known before it exists).
+    enum LayerSource {
+        case linear(Linear)
+        case planned(bits: [UInt8], options: QuantizerOptions, pack: () throws -> PackedLinear)
+    }
+
+    private static func save(
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer,
+        layer: (Int, LinearKind) -> LayerSource, finish: () throws -> (PrecisionMap, QuantManifest)
     ) throws {
         // Everything goes to a temporary sibling directory renamed into place at the end, so an
         // interrupted run never leaves a half-written model under `dir`.
@@ -51,15 +95,14 @@ public enum QuantizedModelStore {
         if fm.fileExists(atPath: dir, isDirectory: &isDir) {
             let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: dir))?.isEmpty ?? false)
             guard empty || isQuantizedDirectory(dir) else {
-                throw LowRAError(
-                    .invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
+                throw LowRAError(.invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
             }
         }
         let staging = dir + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         do {
-            try write(to: staging, config: config, weights: weights, tokenizer: tokenizer, map: map, manifest: manifest)
+            try write(to: staging, config: config, weights: weights, tokenizer: tokenizer, layer: layer, finish: finish)
             if fm.fileExists(atPath: dir) {
                 let old = dir + ".old-\(getpid())"
                 try fm.moveItem(atPath: dir, toPath: old)
@@ -75,14 +118,14 @@ public enum QuantizedModelStore {
     }
 
     private static func write(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
-        manifest: QuantManifest
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer,
+        layer: (Int, LinearKind) -> LayerSource, finish: () throws -> (PrecisionMap, QuantManifest)
     ) throws {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
         // Streamed: the header first, then each tensor straight from the arrays that hold it.
         var w = SafeTensorsPlan()
         w.metadata["format"] = "pt"
-        w.metadata["lowra_format"] = manifest.format
+        w.metadata["lowra_format"] = QuantManifest.currentFormat
         let names = WeightNaming.huggingFace
         addMatrix(&w, names.name(.embedding), weights.embedding)
         w.add(names.name(.finalNorm), shape: [config.hiddenSize]) { weights.finalNorm }
@@ -91,27 +134,29 @@ public enum QuantizedModelStore {
             w.add(names.name(.attentionNorm(layer: l)), shape: [config.hiddenSize]) { block.attnNorm }
             w.add(names.name(.mlpNorm(layer: l)), shape: [config.hiddenSize]) { block.ffnNorm }
             for kind in LinearKind.allCases {
-                let lin = block[kind]
                 let name = names.linear(l, kind)
-                if let bias = lin.bias { w.add(name + ".bias", shape: [bias.count]) { bias } }
-                guard let pk = lin.packed else {
-                    w.add(name + ".weight", shape: [lin.outFeatures, lin.inFeatures]) { lin.weight }
-                    continue
+                if let bias = block[kind].bias { w.add(name + ".bias", shape: [bias.count]) { bias } }
+                switch layer(l, kind) {
+                case .linear(let lin):
+                    guard let pk = lin.packed else {
+                        w.add(name + ".weight", shape: [lin.outFeatures, lin.inFeatures]) { lin.weight }
+                        continue
+                    }
+                    addPacked(&w, name, bits: pk.bits, inFeatures: pk.inFeatures, doubleQuant: pk.absmax.isDoubleQuant,
+                              scope: pk.scope) { pk }
+                case .planned(let bits, let options, let pack):
+                    // Packed when its codes are written; its other arrays come from the same value.
+                    var held: PackedLinear?
+                    addPacked(&w, name, bits: bits, inFeatures: block[kind].inFeatures, doubleQuant: options.doubleQuant,
+                              scope: options.scope) {
+                        if held == nil { held = try pack() }
+                        return held!
+                    } release: { held = nil }
                 }
-                w.add(name + ".bits", bytes: pk.bits)
-                w.add(name + ".codes", bytes: pk.codes)
-                w.add(name + ".levels", shape: [pk.levels.count]) { pk.levels }
-                switch pk.absmax {
-                case .plain(let v): w.add(name + ".absmax", shape: [v.count]) { v }
-                case .doubleQuant(let codes, let scales):
-                    w.add(name + ".absmax_codes", bytes: codes)
-                    w.add(name + ".absmax_scales", shape: [scales.count]) { scales }
-                }
-                w.metadata[name + ".in_features"] = String(pk.inFeatures)
-                w.metadata[name + ".scope"] = pk.scope.rawValue
             }
         }
         try w.write(to: p("model.safetensors"))
+        let (map, manifest) = try finish()
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(config), to: p("config.json"))
@@ -121,6 +166,42 @@ public enum QuantizedModelStore {
         try writeAtomically(try enc.encode(map), to: p("precision_map.json"))
         // The manifest last: a directory without it is not a finished quantized model.
         try writeAtomically(try enc.encode(manifest), to: p(manifestFile))
+    }
+
+    /// The tensors of one packed layer `NAME`: `.bits`, `.codes`, `.levels` and `.absmax` or
+    /// `.absmax_codes` + `.absmax_scales`, declared from its precisions; `packed()` gives the
+    /// layer when its arrays are written (the bits are known already) and `release` runs after
+    /// its last array.
+    private static func addPacked(
+        _ w: inout SafeTensorsPlan, _ name: String, bits: [UInt8], inFeatures: Int, doubleQuant: Bool,
+        scope: CodebookScope, packed: @escaping () throws -> PackedLinear, release: @escaping () -> Void = {}
+    ) {
+        let size = PackedLinear.arraySizes(
+            outFeatures: bits.count, inFeatures: inFeatures, bits: bits, doubleQuant: doubleQuant, scope: scope)
+        w.add(name + ".bits", bytes: bits)
+        w.add(name + ".codes", dtype: .u8, shape: [size.codes]) { wr in
+            try packed().codes.withUnsafeBytes { try wr.write(name + ".codes", bytes: $0) }
+        }
+        w.add(name + ".levels", shape: [size.levels]) { try packed().levels }
+        if doubleQuant {
+            w.add(name + ".absmax_codes", dtype: .u8, shape: [size.absmax]) { wr in
+                guard case .doubleQuant(let codes, _) = try packed().absmax else { throw LowRAError(.invalidArgument, "\(name): absmax") }
+                try codes.withUnsafeBytes { try wr.write(name + ".absmax_codes", bytes: $0) }
+            }
+            w.add(name + ".absmax_scales", shape: [size.absmaxScales]) {
+                guard case .doubleQuant(_, let scales) = try packed().absmax else { throw LowRAError(.invalidArgument, "\(name): absmax") }
+                release()
+                return scales
+            }
+        } else {
+            w.add(name + ".absmax", shape: [size.absmax]) {
+                guard case .plain(let v) = try packed().absmax else { throw LowRAError(.invalidArgument, "\(name): absmax") }
+                release()
+                return v
+            }
+        }
+        w.metadata[name + ".in_features"] = String(inFeatures)
+        w.metadata[name + ".scope"] = scope.rawValue
     }
 
     /// An unquantized matrix (embedding, head) in the encoding it was read in, so that nothing is

@@ -66,6 +66,18 @@ public struct PackedLinear: Sendable, Equatable {
         levelOffsets = lo
     }
 
+    /// Element counts of each stored array of a layer with these precisions, known before it is
+    /// packed (a streaming writer declares them in its header first): code bytes, block scales
+    /// (fp32 values, or uint8 codes when double-quantized), double-quantization scales, levels.
+    public static func arraySizes(
+        outFeatures: Int, inFeatures: Int, bits: [UInt8], doubleQuant: Bool, scope: CodebookScope
+    ) -> (codes: Int, absmax: Int, absmaxScales: Int, levels: Int) {
+        let codes = bits.reduce(0) { $0 + Int(lowra_row_bytes(UInt64(inFeatures), UInt32($1))) }
+        let blocks = outFeatures * ((inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block)
+        let levels = scope == .channel ? bits.reduce(0) { $0 + (1 << Int($1)) } : Int(LOWRA_TENSOR_LEVELS)
+        return (codes, blocks, doubleQuant ? (blocks + AbsmaxStorage.group - 1) / AbsmaxStorage.group : 0, levels)
+    }
+
     /// Σ in · bits[r]: the code bits the budget counts.
     public var codeBits: Int { bits.reduce(0) { $0 + Int($1) } * inFeatures }
 

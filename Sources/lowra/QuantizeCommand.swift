@@ -86,12 +86,22 @@ struct QuantizeCommand: ParsableCommand {
                 tokens: tokens, context: 512, source: (path as NSString).lastPathComponent) { bar.update($0, $1) }
         }
         let bars = ["analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   ")]
-        let (weights, map, report, loftq) = try loaded.model.weights.quantized(request) { stage, done, total in
+        // Pass 1 (analyze every layer) and the assignment, then pass 2 packs each layer while it is
+        // written into the output: the packed model is never held whole.
+        let plan = try loaded.model.weights.quantizationPlan(request) { stage, done, total in
             bars[stage]?.update(done, total)
         }
-        let manifest = QuantManifest(source: modelOptions.model, sourceSHA256: try fingerprint(modelOptions.model), report: report)
-        try QuantizedModelStore.save(
-            to: out, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer, map: map, manifest: manifest)
+        let sourceSHA256 = try fingerprint(modelOptions.model)
+        var finished: QuantManifest?
+        let loftq = try QuantizedModelStore.saveStreaming(
+            to: out, config: loaded.config, weights: loaded.model.weights, tokenizer: loaded.tokenizer, plan: plan,
+            progress: { bars["pack"]?.update($0, $1) }
+        ) { report in
+            finished = QuantManifest(source: modelOptions.model, sourceSHA256: sourceSHA256, report: report)
+            return finished!
+        }
+        let manifest = finished!
+        let report = manifest.report
         if var adapter {
             var adapterManifest = AdapterManifest(
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),

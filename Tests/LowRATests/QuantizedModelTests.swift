@@ -83,4 +83,38 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertTrue(($0 as! LowRAError).message.contains("model.layers.1.mlp.up_proj.codes"), "\($0)")
         }
     }
+
+    /// `quantize`'s streaming pass 2 (each layer packed while it is written) writes the same file
+    /// as packing everything in memory first, for mixed precisions, tensor codebooks, plain
+    /// absmax and LoftQ, and returns the same initial factors.
+    func testStreamingSaveEqualsInMemorySave() throws {
+        let src = try LoadedModel.load(Paths.fixture("tiny_qwen2.gguf"))
+        var tensorScope = QuantizeRequest(method: .qlora, bits: 3)
+        tensorScope.options.doubleQuant = false
+        var withLoftQ = QuantizeRequest(method: .lowra, bits: 2)
+        withLoftQ.loftq = LoftQRequest(rank: 2, alpha: 2, steps: 2)
+        for request in [QuantizeRequest(method: .lowra, bits: 1.75), tensorScope, withLoftQ] {
+            let dir = try temporaryDirectory(self)
+            let (w, map, report, loftq) = try src.model.weights.quantized(request)
+            try QuantizedModelStore.save(
+                to: "\(dir)/memory", config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
+                manifest: QuantManifest(source: "t", sourceSHA256: "-", report: report))
+            let plan = try src.model.weights.quantizationPlan(request)
+            var streamedReport: QuantizeReport?
+            let factors = try QuantizedModelStore.saveStreaming(
+                to: "\(dir)/stream", config: src.config, weights: src.model.weights, tokenizer: src.tokenizer, plan: plan
+            ) { r in
+                streamedReport = r
+                return QuantManifest(source: "t", sourceSHA256: "-", report: r)
+            }
+            let a = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/memory/model.safetensors"))
+            let b = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/stream/model.safetensors"))
+            XCTAssertEqual(a, b, "\(request.method) \(request.bits)")
+            XCTAssertEqual(streamedReport?.storedBytes, report.storedBytes)
+            XCTAssertEqual(streamedReport?.layers.count, report.layers.count)
+            XCTAssertEqual(factors.map(\.a), loftq.map(\.a))
+            XCTAssertEqual(factors.map(\.b), loftq.map(\.b))
+            XCTAssertEqual(factors.count, request.loftq == nil ? 0 : 14)
+        }
+    }
 }
