@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:?usage: scripts/scale.sh 7b|13b}
-LOWRA=$(pwd)/.build/release/lowra
+LOWRA=${LOWRA:-$(pwd)/.build/release/lowra}
 BIG=${BIG:-runs/big}
 STEPS=${STEPS:-synth quantize eval finetune generate}
 SRC=$BIG/llama2-$SIZE-synth
