@@ -42,6 +42,14 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     public var count: Int { bytes.count }
+
+    /// Drops every page of the file from the process's resident memory (they stay in the page
+    /// cache; what is read again maps back in): after copying what is needed out of it.
+    public func releaseAll() {
+        if mapped, let base = bytes.baseAddress {
+            madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, MADV_DONTNEED)
+        }
+    }
 }
 
 /// A 2-D tensor (rows, cols) as stored in a mapped file — F32, F16, BF16 or ggml blocks — converted

@@ -190,10 +190,12 @@ extension LlamaWeights {
             let lin = blocks[l.block][l.kind]
             let cols = request.calibration?.columns[l.name]
             if let cols, cols.count != lin.inFeatures {
-                throw LowRAError(.shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
+                throw LowRAError(
+                    .shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
             }
             analyses.append(
-                analyzeTensor(lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
+                analyzeTensor(
+                    lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
         }
         progress?("analyze", layers.count, layers.count)
@@ -209,7 +211,8 @@ extension LlamaWeights {
                 guard let b = map.layers[l.name], b.count == a.outFeatures else {
                     throw LowRAError(
                         .invalidArgument,
-                        "precision map: layer \(l.name) missing or has the wrong number of channels (model has \(a.outFeatures))")
+                        "precision map: layer \(l.name) missing or has the wrong number of channels (model has \(a.outFeatures))"
+                    )
                 }
                 bits.append(b)
             }
@@ -315,7 +318,9 @@ public final class QuantizationPlan: @unchecked Sendable {
         self.phaseSeconds = phaseSeconds
     }
 
-    public var map: PrecisionMap { PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits))) }
+    public var map: PrecisionMap {
+        PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits)))
+    }
 
     func record(_ i: Int, packed: PackedLinear, analysis a: TensorAnalysis, loftqErrors: (Double, Double)?) {
         var err = 0.0, energy = 0.0

@@ -46,7 +46,9 @@ public enum QuantizedModelStore {
         to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
         manifest: QuantManifest
     ) throws {
-        try save(to: dir, config: config, weights: weights, tokenizer: tokenizer, layer: { .linear(weights.blocks[$0][$1]) }) {
+        try save(
+            to: dir, config: config, weights: weights, tokenizer: tokenizer, layer: { .linear(weights.blocks[$0][$1]) }
+        ) {
             (map, manifest)
         }
     }
@@ -59,17 +61,21 @@ public enum QuantizedModelStore {
         to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, plan: QuantizationPlan,
         progress: ((Int, Int) -> Void)? = nil, manifest: (QuantizeReport) -> QuantManifest
     ) throws -> [(a: [Float], b: [Float])] {
-        let index = Dictionary(uniqueKeysWithValues: plan.layers.enumerated().map { ("\($1.block).\($1.kind.name)", $0) })
+        let index = Dictionary(
+            uniqueKeysWithValues: plan.layers.enumerated().map { ("\($1.block).\($1.kind.name)", $0) })
         var factors = [(a: [Float], b: [Float])]()
-        try save(to: dir, config: config, weights: weights, tokenizer: tokenizer, layer: { l, kind in
-            guard let i = index["\(l).\(kind.name)"] else { return .linear(weights.blocks[l][kind]) }
-            return .planned(bits: plan.bits[i], options: plan.options) {
-                progress?(i, plan.layers.count)
-                let (packed, f) = try weights.packLayer(i, of: plan)
-                if let f { factors.append(f) }
-                return packed
+        try save(
+            to: dir, config: config, weights: weights, tokenizer: tokenizer,
+            layer: { l, kind in
+                guard let i = index["\(l).\(kind.name)"] else { return .linear(weights.blocks[l][kind]) }
+                return .planned(bits: plan.bits[i], options: plan.options) {
+                    progress?(i, plan.layers.count)
+                    let (packed, f) = try weights.packLayer(i, of: plan)
+                    if let f { factors.append(f) }
+                    return packed
+                }
             }
-        }) {
+        ) {
             progress?(plan.layers.count, plan.layers.count)
             let report = plan.report()
             return (plan.map, manifest(report))
@@ -95,7 +101,8 @@ public enum QuantizedModelStore {
         if fm.fileExists(atPath: dir, isDirectory: &isDir) {
             let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: dir))?.isEmpty ?? false)
             guard empty || isQuantizedDirectory(dir) else {
-                throw LowRAError(.invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
+                throw LowRAError(
+                    .invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
             }
         }
         let staging = dir + ".tmp-\(getpid())"
@@ -142,16 +149,22 @@ public enum QuantizedModelStore {
                         w.add(name + ".weight", shape: [lin.outFeatures, lin.inFeatures]) { lin.weight }
                         continue
                     }
-                    addPacked(&w, name, bits: pk.bits, inFeatures: pk.inFeatures, doubleQuant: pk.absmax.isDoubleQuant,
-                              scope: pk.scope) { pk }
+                    addPacked(
+                        &w, name, bits: pk.bits, inFeatures: pk.inFeatures, doubleQuant: pk.absmax.isDoubleQuant,
+                        scope: pk.scope
+                    ) { pk }
                 case .planned(let bits, let options, let pack):
                     // Packed when its codes are written; its other arrays come from the same value.
                     var held: PackedLinear?
-                    addPacked(&w, name, bits: bits, inFeatures: block[kind].inFeatures, doubleQuant: options.doubleQuant,
-                              scope: options.scope) {
+                    addPacked(
+                        &w, name, bits: bits, inFeatures: block[kind].inFeatures, doubleQuant: options.doubleQuant,
+                        scope: options.scope
+                    ) {
                         if held == nil { held = try pack() }
                         return held!
-                    } release: { held = nil }
+                    } release: {
+                        held = nil
+                    }
                 }
             }
         }
@@ -185,17 +198,23 @@ public enum QuantizedModelStore {
         w.add(name + ".levels", shape: [size.levels]) { try packed().levels }
         if doubleQuant {
             w.add(name + ".absmax_codes", dtype: .u8, shape: [size.absmax]) { wr in
-                guard case .doubleQuant(let codes, _) = try packed().absmax else { throw LowRAError(.invalidArgument, "\(name): absmax") }
+                guard case .doubleQuant(let codes, _) = try packed().absmax else {
+                    throw LowRAError(.invalidArgument, "\(name): absmax")
+                }
                 try codes.withUnsafeBytes { try wr.write(name + ".absmax_codes", bytes: $0) }
             }
             w.add(name + ".absmax_scales", shape: [size.absmaxScales]) {
-                guard case .doubleQuant(_, let scales) = try packed().absmax else { throw LowRAError(.invalidArgument, "\(name): absmax") }
+                guard case .doubleQuant(_, let scales) = try packed().absmax else {
+                    throw LowRAError(.invalidArgument, "\(name): absmax")
+                }
                 release()
                 return scales
             }
         } else {
             w.add(name + ".absmax", shape: [size.absmax]) {
-                guard case .plain(let v) = try packed().absmax else { throw LowRAError(.invalidArgument, "\(name): absmax") }
+                guard case .plain(let v) = try packed().absmax else {
+                    throw LowRAError(.invalidArgument, "\(name): absmax")
+                }
                 release()
                 return v
             }
@@ -318,6 +337,9 @@ public enum QuantizedModelStore {
             }
             return Linear(stored: m)
         }
+        // The packed layers were copied out of the map: drop its pages (the embedding and head
+        // stay mapped and come back as they are read).
+        file.file.releaseAll()
         return LlamaWeights(
             embedding: try matrix(names.name(.embedding)), blocks: blocks,
             finalNorm: try tensor(names.name(.finalNorm), [c.hiddenSize]),

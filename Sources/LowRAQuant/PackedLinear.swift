@@ -47,13 +47,16 @@ public struct PackedLinear: Sendable, Equatable {
         case .doubleQuant(let c, let s):
             absCount = c.count
             guard s.count == (c.count + AbsmaxStorage.group - 1) / AbsmaxStorage.group else {
-                throw LowRAError(.malformedFile, "packed weight: \(s.count) double-quantization scales for \(c.count) blocks")
+                throw LowRAError(
+                    .malformedFile, "packed weight: \(s.count) double-quantization scales for \(c.count) blocks")
             }
         }
         guard codes.count == offsets.last!, absCount == outFeatures * nb,
             levels.count == (scope == .channel ? levelCount : Int(LOWRA_TENSOR_LEVELS))
         else {
-            throw LowRAError(.malformedFile, "packed weight \(outFeatures)x\(inFeatures): sizes of codes, scales or levels do not match its bits")
+            throw LowRAError(
+                .malformedFile,
+                "packed weight \(outFeatures)x\(inFeatures): sizes of codes, scales or levels do not match its bits")
         }
         self.outFeatures = outFeatures
         self.inFeatures = inFeatures
@@ -84,8 +87,10 @@ public struct PackedLinear: Sendable, Equatable {
     /// Exact stored size, by the header's formula.
     public var storedBytes: Int {
         bits.withUnsafeBufferPointer {
-            Int(lowra_packed_bytes(UInt64(outFeatures), UInt64(inFeatures), $0.baseAddress!,
-                                   absmax.isDoubleQuant ? 1 : 0, scope == .channel ? 0 : 1))
+            Int(
+                lowra_packed_bytes(
+                    UInt64(outFeatures), UInt64(inFeatures), $0.baseAddress!,
+                    absmax.isDoubleQuant ? 1 : 0, scope == .channel ? 0 : 1))
         }
     }
 
@@ -205,8 +210,9 @@ public struct PackedLinear: Sendable, Equatable {
         var y = [Float](repeating: 0, count: inFeatures)
         codes.withUnsafeBufferPointer { cb in
             levels.withUnsafeBufferPointer { lb in
-                lowra_dequantize_row_ref(cb.baseAddress! + rowOffsets[r], UInt32(bits[r]), UInt64(inFeatures),
-                                         scales, lb.baseAddress! + levelOffsets[r], &y)
+                lowra_dequantize_row_ref(
+                    cb.baseAddress! + rowOffsets[r], UInt32(bits[r]), UInt64(inFeatures),
+                    scales, lb.baseAddress! + levelOffsets[r], &y)
             }
         }
         return y

@@ -18,29 +18,40 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "lowra | qlora | loftq.") var method: QuantMethod = .lowra
     @Option(help: "Budget in code bits per quantized parameter, e.g. 1.75.") var bits: Double
     @Option(help: "Output directory.") var out: String
-    @Option(help: "Codebook scope: channel (default) | tensor (lowra; the baselines use NormalFloat levels).") var codebook: CodebookScope?
+    @Option(help: "Codebook scope: channel (default) | tensor (lowra; the baselines use NormalFloat levels).")
+    var codebook: CodebookScope?
     @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 below 2 bits, else 2,4).") var precisions: String?
     @Option(help: "Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels).") var lloydIters: Int?
     @Option(help: "Lloyd-Max point weight: absmax (the paper) | absmax2.") var weighting: LloydWeighting = .absmax
-    @Option(help: "Precision assigner: exact | ilp (the paper's two-level ILP) | layerwise (default: exact for lowra, layerwise for the baselines).")
+    @Option(
+        help:
+            "Precision assigner: exact | ilp (the paper's two-level ILP) | layerwise (default: exact for lowra, layerwise for the baselines)."
+    )
     var assigner: AssignerKind?
     @Option(help: "Reuse a precision map (precision_map.json) instead of assigning.") var precisionMap: String?
     @Flag(help: "Store block scales as fp32 instead of double-quantizing them.") var noDoubleQuant = false
-    @Option(help: "Text whose activations weigh the error (output error instead of the paper's data-free weight error).")
+    @Option(
+        help: "Text whose activations weigh the error (output error instead of the paper's data-free weight error).")
     var calibration: String?
     @Option(help: "Tokens of the calibration text to use.") var calibrationTokens: Int = 4096
     @Option(help: "Seed of the two-level ILP's K-Means (recorded in lowra_quant.json; the rest is deterministic).")
     var seed: UInt64 = 0
-    @Option(help: "Initial LoRA adapter stored beside the base: loftq | zeros | none (default: loftq for lowra and loftq, zeros for qlora).")
+    @Option(
+        help:
+            "Initial LoRA adapter stored beside the base: loftq | zeros | none (default: loftq for lowra and loftq, zeros for qlora)."
+    )
     var `init`: String?
-    @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank: Int?
+    @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank:
+        Int?
     @Option(help: "LoRA alpha (default: the rank).") var alpha: Float?
     @Option(help: "LoftQ alternating steps.") var loftqSteps: Int = 5
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
         let initKind = `init` ?? (method == .qlora ? "zeros" : "loftq")
-        guard ["loftq", "zeros", "none"].contains(initKind) else { throw ValidationError("--init takes loftq, zeros or none") }
+        guard ["loftq", "zeros", "none"].contains(initKind) else {
+            throw ValidationError("--init takes loftq, zeros or none")
+        }
         guard loftqSteps >= 1 else { throw ValidationError("--loftq-steps must be positive") }
         var request = QuantizeRequest(method: method, bits: bits)
         if let s = precisions {
@@ -64,28 +75,36 @@ struct QuantizeCommand: ParsableCommand {
         request.seed = seed
         if let path = precisionMap {
             do {
-                request.precisionMap = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+                request.precisionMap = try JSONDecoder().decode(
+                    PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
             } catch {
                 throw LowRAError(.invalidArgument, "\(path): not a precision map (\(error.localizedDescription))")
             }
         }
         let loaded = try modelOptions.load()
         guard loaded.quantManifest == nil else {
-            throw LowRAError(.invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
+            throw LowRAError(
+                .invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
         }
         var adapter: LoRAAdapter?
         if initKind != "none" {
-            adapter = try LoRAAdapter(config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)  // validates rank and alpha
-            if initKind == "loftq" { request.loftq = LoftQRequest(rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps) }
+            adapter = try LoRAAdapter(
+                config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)  // validates rank and alpha
+            if initKind == "loftq" {
+                request.loftq = LoftQRequest(rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps)
+            }
         }
         if let path = calibration {
             guard calibrationTokens >= 2 else { throw ValidationError("--calibration-tokens must be at least 2") }
             let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
             let bar = ProgressBar("calibrate")
             request.calibration = try loaded.model.calibrate(
-                tokens: tokens, context: 512, source: (path as NSString).lastPathComponent) { bar.update($0, $1) }
+                tokens: tokens, context: 512, source: (path as NSString).lastPathComponent
+            ) { bar.update($0, $1) }
         }
-        let bars = ["analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   ")]
+        let bars = [
+            "analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   "),
+        ]
         // Pass 1 (analyze every layer) and the assignment, then pass 2 packs each layer while it is
         // written into the output: the packed model is never held whole.
         let plan = try loaded.model.weights.quantizationPlan(request) { stage, done, total in
@@ -109,13 +128,15 @@ struct QuantizeCommand: ParsableCommand {
             if initKind == "loftq" {
                 for (s, f) in zip(adapter.slots, loftq) { adapter.setFactors(s, a: f.a, b: f.b) }
                 adapterManifest.loftq = report.layers.map {
-                    LoftQLayerReport(name: $0.name, zeroInitError: $0.zeroInitError ?? 0, loftqError: $0.loftqError ?? 0)
+                    LoftQLayerReport(
+                        name: $0.name, zeroInitError: $0.zeroInitError ?? 0, loftqError: $0.loftqError ?? 0)
                 }
             } else {
                 adapter.initializeKaiming(seed: seed)
             }
-            try AdapterStore.save(adapter, config: loaded.config, manifest: adapterManifest,
-                                  to: (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
+            try AdapterStore.save(
+                adapter, config: loaded.config, manifest: adapterManifest,
+                to: (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
         }
         if json {
             let data = try JSONEncoder().encode(report)
@@ -128,22 +149,35 @@ struct QuantizeCommand: ParsableCommand {
             return
         }
         printLayerTable(report)
-        print(String(format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs", report.phaseSeconds?["analyze"] ?? 0,
-                     report.phaseSeconds?["assign"] ?? 0, report.phaseSeconds?["pack"] ?? 0))
-        print(String(format: "%@ at %.2f bits: code %.4f bits/param, stored %.4f bits/param (%.1f MB for %.1fM quantized params), %.1fs",
-                     report.method.rawValue, report.targetBits, report.codeBitsPerParam, report.storedBitsPerParam,
-                     Double(report.storedBytes) / 1e6, Double(report.quantizedParameters) / 1e6, report.seconds))
+        print(
+            String(
+                format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs", report.phaseSeconds?["analyze"] ?? 0,
+                report.phaseSeconds?["assign"] ?? 0, report.phaseSeconds?["pack"] ?? 0))
+        print(
+            String(
+                format:
+                    "%@ at %.2f bits: code %.4f bits/param, stored %.4f bits/param (%.1f MB for %.1fM quantized params), %.1fs",
+                report.method.rawValue, report.targetBits, report.codeBitsPerParam, report.storedBitsPerParam,
+                Double(report.storedBytes) / 1e6, Double(report.quantizedParameters) / 1e6, report.seconds))
         if let lb = report.lowerBound {
-            print(String(format: "assigner %@: total squared error %.4g, LP lower bound %.4g (gap %.2e)", report.assigner,
-                         report.totalSquaredError, lb, (report.totalSquaredError - lb) / max(report.totalSquaredError, 1e-30)))
+            print(
+                String(
+                    format: "assigner %@: total squared error %.4g, LP lower bound %.4g (gap %.2e)", report.assigner,
+                    report.totalSquaredError, lb, (report.totalSquaredError - lb) / max(report.totalSquaredError, 1e-30)
+                ))
         }
         if initKind == "loftq" {
             let z = report.layers.compactMap(\.zeroInitError), q = report.layers.compactMap(\.loftqError)
-            print(String(format: "LoftQ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init (%.1f%% lower); initial adapter in %@/%@",
-                         adapter?.rank ?? 0, loftqSteps, q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
-                         100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
+            print(
+                String(
+                    format:
+                        "LoftQ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init (%.1f%% lower); initial adapter in %@/%@",
+                    adapter?.rank ?? 0, loftqSteps, q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
+                    100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
         } else if initKind == "zeros" {
-            print("initial adapter (rank \(adapter?.rank ?? 0), A Kaiming-uniform, B = 0) in \(out)/\(AdapterStore.initialAdapterDirectory)")
+            print(
+                "initial adapter (rank \(adapter?.rank ?? 0), A Kaiming-uniform, B = 0) in \(out)/\(AdapterStore.initialAdapterDirectory)"
+            )
         }
         print("saved \(out)")
     }
@@ -151,12 +185,18 @@ struct QuantizeCommand: ParsableCommand {
 
 func printLayerTable(_ report: QuantizeReport) {
     let loftq = report.layers.first?.loftqError != nil
-    print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  shape       code b/p  stored b/p  rel.err  channels 1/2/4 bit" + (loftq ? "  zero-init→LoftQ err" : ""))
+    print(
+        "layer".padding(toLength: 34, withPad: " ", startingAt: 0)
+            + "  shape       code b/p  stored b/p  rel.err  channels 1/2/4 bit" + (loftq ? "  zero-init→LoftQ err" : "")
+    )
     for l in report.layers {
         let stored = Double(l.storedBytes * 8) / Double(l.outFeatures * l.inFeatures)
         let ch = ["1", "2", "4"].map { String(l.channelsAt[$0] ?? 0) }.joined(separator: "/")
-        print(l.name.padding(toLength: 34, withPad: " ", startingAt: 0)
-              + String(format: "  %4dx%-5d  %8.3f  %10.3f  %7.4f  %@", l.outFeatures, l.inFeatures, l.codeBitsPerParam, stored, l.relativeError, ch)
-              + (loftq ? String(format: "  %.4f → %.4f", l.zeroInitError ?? 0, l.loftqError ?? 0) : ""))
+        print(
+            l.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                + String(
+                    format: "  %4dx%-5d  %8.3f  %10.3f  %7.4f  %@", l.outFeatures, l.inFeatures, l.codeBitsPerParam,
+                    stored, l.relativeError, ch)
+                + (loftq ? String(format: "  %.4f → %.4f", l.zeroInitError ?? 0, l.loftqError ?? 0) : ""))
     }
 }

@@ -15,23 +15,30 @@ final class QuantizedModelTests: XCTestCase {
         for (method, bits) in [(QuantMethod.lowra, 1.75), (.lowra, 2.5), (.qlora, 3.0)] {
             let (w, map, report, _) = try src.model.weights.quantized(QuantizeRequest(method: method, bits: bits))
             XCTAssertLessThanOrEqual(report.codeBitsPerParam, bits + 1e-12)
-            XCTAssertGreaterThanOrEqual(report.codeBitsPerParam, bits - (method == .lowra ? 0.01 : 0.6), "\(method) \(bits)")
+            XCTAssertGreaterThanOrEqual(
+                report.codeBitsPerParam, bits - (method == .lowra ? 0.01 : 0.6), "\(method) \(bits)")
             try QuantizedModelStore.save(
                 to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
-                manifest: QuantManifest(source: "tiny.gguf", sourceSHA256: try fingerprint(Paths.fixture("tiny.gguf")), report: report))
+                manifest: QuantManifest(
+                    source: "tiny.gguf", sourceSHA256: try fingerprint(Paths.fixture("tiny.gguf")), report: report))
             let q = try LoadedModel.load(dir)
             // The packed tensors in the file take exactly the reported (formula) size.
             let file = try SafeTensorsFile(path: "\(dir)/model.safetensors")
             let packedBytes = file.tensors.values.filter { t in
-                [".bits", ".codes", ".levels", ".absmax", ".absmax_codes", ".absmax_scales"].contains { t.name.hasSuffix($0) }
+                [".bits", ".codes", ".levels", ".absmax", ".absmax_codes", ".absmax_scales"].contains {
+                    t.name.hasSuffix($0)
+                }
             }.reduce(0) { $0 + $1.range.count }
             XCTAssertEqual(packedBytes, report.storedBytes)
             XCTAssertEqual(q.config, src.config)
             XCTAssertNotNil(q.model.weights.blocks[0][.q].packed)
             XCTAssertEqual(q.model.weights.blocks[1][.down].packed, w.blocks[1][.down].packed)
             let tokens = src.tokenizer.encode("First Citizen:\nBefore we proceed any further, hear me speak. 12 3")
-            XCTAssertEqual(q.tokenizer.encode("First Citizen: <|im_start|>user 42"), src.tokenizer.encode("First Citizen: <|im_start|>user 42"))
-            let a = try LlamaModel(config: src.config, weights: w).forward(tokens, cache: KVCache(config: src.config, capacity: 64))
+            XCTAssertEqual(
+                q.tokenizer.encode("First Citizen: <|im_start|>user 42"),
+                src.tokenizer.encode("First Citizen: <|im_start|>user 42"))
+            let a = try LlamaModel(config: src.config, weights: w).forward(
+                tokens, cache: KVCache(config: src.config, capacity: 64))
             let b = try q.model.forward(tokens, cache: KVCache(config: src.config, capacity: 64))
             XCTAssertEqual(a, b)
             // Decoding through the fused packed matvec agrees with the prefill's dequantize + sgemm.
@@ -42,10 +49,12 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertLessThanOrEqual(diff, 1e-4)
             XCTAssertLessThan(q.model.weights.weightBytes, src.model.weights.weightBytes)
             // The stored precision map reproduces the same model.
-            let reused = try JSONDecoder().decode(PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/precision_map.json")))
+            let reused = try JSONDecoder().decode(
+                PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/precision_map.json")))
             var req = QuantizeRequest(method: method, bits: bits)
             req.precisionMap = reused
-            XCTAssertEqual(try src.model.weights.quantized(req).weights.blocks[0][.gate].packed, w.blocks[0][.gate].packed)
+            XCTAssertEqual(
+                try src.model.weights.quantized(req).weights.blocks[0][.gate].packed, w.blocks[0][.gate].packed)
         }
     }
 
@@ -69,8 +78,9 @@ final class QuantizedModelTests: XCTestCase {
         let src = try LoadedModel.load(Paths.fixture("tiny_hf"))
         let dir = "\(try temporaryDirectory(self))/q"
         let (w, map, report, _) = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
-        try QuantizedModelStore.save(to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
-                                     manifest: QuantManifest(source: "x", sourceSHA256: "0", report: report))
+        try QuantizedModelStore.save(
+            to: dir, config: src.config, weights: w, tokenizer: src.tokenizer, map: map,
+            manifest: QuantManifest(source: "x", sourceSHA256: "0", report: report))
         // Drop one packed tensor.
         let file = try SafeTensorsFile(path: "\(dir)/model.safetensors")
         var out = SafeTensorsWriter()
@@ -102,7 +112,8 @@ final class QuantizedModelTests: XCTestCase {
             let plan = try src.model.weights.quantizationPlan(request)
             var streamedReport: QuantizeReport?
             let factors = try QuantizedModelStore.saveStreaming(
-                to: "\(dir)/stream", config: src.config, weights: src.model.weights, tokenizer: src.tokenizer, plan: plan
+                to: "\(dir)/stream", config: src.config, weights: src.model.weights, tokenizer: src.tokenizer,
+                plan: plan
             ) { r in
                 streamedReport = r
                 return QuantManifest(source: "t", sourceSHA256: "-", report: r)
