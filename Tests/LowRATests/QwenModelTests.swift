@@ -45,14 +45,7 @@ final class QwenModelTests: XCTestCase {
     }
 
     func testPerplexityMatchesNumpyReference() throws {
-        let ref = try loadJSON("qwen2_reference.json") as! [String: Any]
-        let text = try String(contentsOfFile: Paths.shakespeare, encoding: .utf8)
-        let tokens = Array(loaded.tokenizer.encode(text).prefix(512))
-        XCTAssertEqual(tokens, ref["tokens"] as? [Int])
-        let r = try loaded.model.evaluate(tokens: tokens, context: 512)
-        let want = ref["perplexity"] as! Double
-        XCTAssertEqual(r.perplexity, want, accuracy: want * 0.005, "perplexity \(r.perplexity) vs numpy \(want)")
-        XCTAssertEqual(r.accuracy, ref["accuracy"] as! Double, accuracy: 0.005)
+        try assertPerplexityMatchesReference(loaded, "qwen2_reference.json")
     }
 
     /// The chat answer's Python code runs and reverses a string.

@@ -18,15 +18,8 @@ final class RealModelTests: XCTestCase {
     }
 
     func testPerplexityMatchesNumpyReference() throws {
-        let ref = try loadJSON("smollm2_reference.json") as! [String: Any]
         let loaded = try LoadedModel.load(Paths.smolLM2)
-        let text = try String(contentsOfFile: Paths.shakespeare, encoding: .utf8)
-        let tokens = Array(loaded.tokenizer.encode(text).prefix(512))
-        XCTAssertEqual(tokens, ref["tokens"] as? [Int])
-        let r = try loaded.model.evaluate(tokens: tokens, context: 512)
-        let want = ref["perplexity"] as! Double
-        XCTAssertEqual(r.perplexity, want, accuracy: want * 0.005, "perplexity \(r.perplexity) vs numpy \(want)")
-        XCTAssertEqual(r.accuracy, ref["accuracy"] as! Double, accuracy: 0.005)
+        let (ref, tokens) = try assertPerplexityMatchesReference(loaded, "smollm2_reference.json")
         let logits = try loaded.model.forward(Array(tokens.prefix(1)), cache: KVCache(config: loaded.config, capacity: 1))
         let top = logits.indices.sorted { logits[$0] > logits[$1] }.prefix(5)
         XCTAssertEqual(Array(top), ref["first_row_top5"] as? [Int])

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 
+import LowRAModel
+
 /// Paths to committed fixtures and to the files setup fetches.
 enum Paths {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -67,4 +69,22 @@ func runProcess(_ path: String, _ args: [String]) throws -> (status: Int32, out:
     let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// The first 512 tokens of Tiny Shakespeare: their ids and the model's perplexity and accuracy
+/// (one window of 512) equal the numpy reference in `json` (perplexity within 0.5%). Returns the
+/// reference and the tokens.
+@discardableResult
+func assertPerplexityMatchesReference(
+    _ loaded: LoadedModel, _ json: String, file: StaticString = #filePath, line: UInt = #line
+) throws -> ([String: Any], [Int]) {
+    let ref = try loadJSON(json) as! [String: Any]
+    let text = try String(contentsOfFile: Paths.shakespeare, encoding: .utf8)
+    let tokens = Array(loaded.tokenizer.encode(text).prefix(512))
+    XCTAssertEqual(tokens, ref["tokens"] as? [Int], file: file, line: line)
+    let r = try loaded.model.evaluate(tokens: tokens, context: 512)
+    let want = ref["perplexity"] as! Double
+    XCTAssertEqual(r.perplexity, want, accuracy: want * 0.005, "perplexity \(r.perplexity) vs numpy \(want)", file: file, line: line)
+    XCTAssertEqual(r.accuracy, ref["accuracy"] as! Double, accuracy: 0.005, file: file, line: line)
+    return (ref, tokens)
 }
