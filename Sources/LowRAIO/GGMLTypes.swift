@@ -122,7 +122,9 @@ public func dequantizeGGML(
 /// The 16 signed levels of IQ4_NL (a non-uniform 4-bit grid), scaled by each block's d.
 private let iq4nlLevels: [Float] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
 
-@inline(__always) private func byte(_ p: UnsafeRawPointer, _ o: Int) -> Int { Int(p.load(fromByteOffset: o, as: UInt8.self)) }
+@inline(__always) private func byte(_ p: UnsafeRawPointer, _ o: Int) -> Int {
+    Int(p.load(fromByteOffset: o, as: UInt8.self))
+}
 @inline(__always) private func half(_ p: UnsafeRawPointer, _ o: Int) -> Float {
     floatFromHalf(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self)))
 }

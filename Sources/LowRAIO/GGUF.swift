@@ -36,8 +36,10 @@ public indirect enum GGUFValue: Sendable {
     /// A short rendering for `inspect`: arrays show their length and first items.
     public var summary: String {
         switch self {
-        case .string(let s): s.count > 60 ? "\"\(s.prefix(57).replacingOccurrences(of: "\n", with: "\\n"))...\"" : "\"\(s)\""
-        case .array(let a): "[\(a.count) items: \(a.prefix(3).map(\.summary).joined(separator: ", "))\(a.count > 3 ? ", ..." : "")]"
+        case .string(let s):
+            s.count > 60 ? "\"\(s.prefix(57).replacingOccurrences(of: "\n", with: "\\n"))...\"" : "\"\(s)\""
+        case .array(let a):
+            "[\(a.count) items: \(a.prefix(3).map(\.summary).joined(separator: ", "))\(a.count > 3 ? ", ..." : "")]"
         case .bool(let b): "\(b)"
         case .float32(let v): "\(v)"
         case .float64(let v): "\(v)"
@@ -112,7 +114,8 @@ public final class GGUFFile: @unchecked Sendable {
         }
         let start = dataOffset + info.offset
         guard start + byteCount <= self.file.count else {
-            throw LowRAError.malformed(file, "truncated: tensor \(name) needs bytes up to \(start + byteCount), file has \(self.file.count)")
+            throw LowRAError.malformed(
+                file, "truncated: tensor \(name) needs bytes up to \(start + byteCount), file has \(self.file.count)")
         }
         return try StoredMatrix(
             rows: info.elementCount / info.dims[0], cols: info.dims[0], type: type, file: self.file, offset: start)
@@ -120,7 +123,9 @@ public final class GGUFFile: @unchecked Sendable {
 
     static let magic: UInt32 = 0x4655_4747  // "GGUF" little-endian
 
-    private static func parse(_ raw: UnsafeRawBufferPointer, file: String) throws
+    private static func parse(
+        _ raw: UnsafeRawBufferPointer, file: String
+    ) throws
         -> (Int, [String: GGUFValue], [GGUFTensorInfo], Int)
     {
         var r = ByteReader(raw, file: file)
@@ -135,7 +140,8 @@ public final class GGUFFile: @unchecked Sendable {
         let kvCount = try r.read(UInt64.self, "metadata count")
         // Every entry takes at least 8 bytes; reject absurd counts before allocating.
         guard tensorCount < UInt64(raw.count / 8), kvCount < UInt64(raw.count / 8) else {
-            throw LowRAError.malformed(file, "truncated or corrupt: implausible counts (\(tensorCount) tensors, \(kvCount) metadata keys)")
+            throw LowRAError.malformed(
+                file, "truncated or corrupt: implausible counts (\(tensorCount) tensors, \(kvCount) metadata keys)")
         }
         var metadata = [String: GGUFValue]()
         for _ in 0..<kvCount {
@@ -165,7 +171,9 @@ public final class GGUFFile: @unchecked Sendable {
             let info = GGUFTensorInfo(
                 name: name, dims: dims, type: GGMLType(rawValue: rawType), rawType: rawType, offset: Int(offset))
             if let (qk, _) = info.type?.blockLayout, dims[0] % qk != 0 {
-                throw LowRAError.malformed(file, "tensor \(name): row length \(dims[0]) is not a multiple of the \(info.typeName) block (\(qk))")
+                throw LowRAError.malformed(
+                    file,
+                    "tensor \(name): row length \(dims[0]) is not a multiple of the \(info.typeName) block (\(qk))")
             }
             tensors.append(info)
         }
@@ -177,7 +185,8 @@ public final class GGUFFile: @unchecked Sendable {
         for t in tensors {
             if let n = t.byteCount, dataOffset + t.offset + n > raw.count {
                 throw LowRAError.malformed(
-                    file, "truncated: tensor \(t.name) needs bytes up to \(dataOffset + t.offset + n), file has \(raw.count)")
+                    file,
+                    "truncated: tensor \(t.name) needs bytes up to \(dataOffset + t.offset + n), file has \(raw.count)")
             }
         }
         return (version, metadata, tensors, dataOffset)

@@ -28,7 +28,8 @@ extension LlamaModel {
         for (w, start) in starts.enumerated() {
             progress?(w, starts.count)
             cache.reset()
-            _ = try forward(Array(tokens[start..<min(start + window, tokens.count)]), cache: cache, logits: .last) { l, site, x, t, n in
+            _ = try forward(Array(tokens[start..<min(start + window, tokens.count)]), cache: cache, logits: .last) {
+                l, site, x, t, n in
                 sums[l][site]!.withUnsafeMutableBufferPointer { acc in
                     for r in 0..<t {
                         for j in 0..<n { acc[j] += Double(x[r * n + j]) * Double(x[r * n + j]) }
@@ -40,7 +41,9 @@ extension LlamaModel {
         var columns = [String: [Float]]()
         for l in 0..<c.numLayers {
             for kind in LinearKind.allCases {
-                columns[WeightNaming.huggingFace.linear(l, kind)] = sums[l][kind.input]!.map { Float($0 / Double(tokens.count)) }
+                columns[WeightNaming.huggingFace.linear(l, kind)] = sums[l][kind.input]!.map {
+                    Float($0 / Double(tokens.count))
+                }
             }
         }
         return CalibrationStats(source: source, tokens: tokens.count, columns: columns)

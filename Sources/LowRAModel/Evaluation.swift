@@ -19,7 +19,8 @@ public struct EvalResult: Codable, Sendable {
     public var top1Agreement: Double? = nil
 
     public init(
-        perplexity: Double, accuracy: Double, tokens: Int, predictions: Int, meanNLL: Double, windows: Int, context: Int,
+        perplexity: Double, accuracy: Double, tokens: Int, predictions: Int, meanNLL: Double, windows: Int,
+        context: Int,
         seconds: Double, klDivergence: Double? = nil, top1Agreement: Double? = nil
     ) {
         self.perplexity = perplexity
@@ -44,7 +45,10 @@ extension LlamaModel {
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
         if let reference, reference.config.vocabSize != config.vocabSize {
-            throw LowRAError(.invalidArgument, "the reference model's vocabulary (\(reference.config.vocabSize)) differs from the model's (\(config.vocabSize))")
+            throw LowRAError(
+                .invalidArgument,
+                "the reference model's vocabulary (\(reference.config.vocabSize)) differs from the model's (\(config.vocabSize))"
+            )
         }
         var klSum = 0.0
         var agree = 0
@@ -53,7 +57,8 @@ extension LlamaModel {
         }
         guard context >= 2 else { throw LowRAError(.invalidArgument, "--context must be at least 2") }
         guard context <= config.maxPositions else {
-            throw LowRAError(.invalidArgument, "--context \(context) exceeds the model's context of \(config.maxPositions)")
+            throw LowRAError(
+                .invalidArgument, "--context \(context) exceeds the model's context of \(config.maxPositions)")
         }
         let t0 = Date()
         let cache = KVCache(config: config, capacity: context)

@@ -82,7 +82,9 @@ extension LlamaModel {
     ) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw LowRAError(.invalidArgument, "the prompt is empty") }
         guard prompt.count < config.maxPositions else {
-            throw LowRAError(.invalidArgument, "the prompt has \(prompt.count) tokens; the model's context is \(config.maxPositions)")
+            throw LowRAError(
+                .invalidArgument, "the prompt has \(prompt.count) tokens; the model's context is \(config.maxPositions)"
+            )
         }
         let capacity = min(config.maxPositions, prompt.count + maxNewTokens)
         let cache = KVCache(config: config, capacity: capacity)

@@ -40,7 +40,9 @@ public func attentionBackward(
         matmulTransB(dout + head * d, v + g * d, scratch, m: t, n: t, k: d, ldx: qDim, ldw: kvDim, ldy: t)
         softmaxRowsBackward(scratch, p, rows: t, cols: t, stride: t) { $0 + 1 }
         // dq_h += scale dS k_g ; dk_g += scale dS^T q_h
-        matmul(scratch, k + g * d, dq + head * d, m: t, n: d, k: t, alpha: scale, beta: 1, lda: t, ldb: kvDim, ldy: qDim)
-        matmulTransA(scratch, q + head * d, dk + g * d, m: t, n: d, k: t, alpha: scale, beta: 1, lda: t, ldb: qDim, ldy: kvDim)
+        matmul(
+            scratch, k + g * d, dq + head * d, m: t, n: d, k: t, alpha: scale, beta: 1, lda: t, ldb: kvDim, ldy: qDim)
+        matmulTransA(
+            scratch, q + head * d, dk + g * d, m: t, n: d, k: t, alpha: scale, beta: 1, lda: t, ldb: qDim, ldy: kvDim)
     }
 }

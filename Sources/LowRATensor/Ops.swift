@@ -55,8 +55,9 @@ public struct RopeTable: Sendable {
 
     /// Unscaled RoPE: frequency θ^(−2i/D) for pair i.
     public init(start: Int, count: Int, headDim: Int, base: Double) {
-        self.init(start: start, count: count,
-                  frequencies: (0..<(headDim / 2)).map { Foundation.pow(base, -Double(2 * $0) / Double(headDim)) })
+        self.init(
+            start: start, count: count,
+            frequencies: (0..<(headDim / 2)).map { Foundation.pow(base, -Double(2 * $0) / Double(headDim)) })
     }
 }
 

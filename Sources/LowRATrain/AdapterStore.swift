@@ -21,7 +21,10 @@ public struct AdapterManifest: Codable, Sendable {
     public var loftq: [LoftQLayerReport]?
     public var training: TrainingRecord?
 
-    public init(baseFingerprint: String, base: String, quantization: QuantSummary?, rank: Int, alpha: Float, initialization: String) {
+    public init(
+        baseFingerprint: String, base: String, quantization: QuantSummary?, rank: Int, alpha: Float,
+        initialization: String
+    ) {
         self.baseFingerprint = baseFingerprint
         self.base = base
         self.quantization = quantization
@@ -86,7 +89,8 @@ public struct TrainingRecord: Codable, Sendable {
     public var seconds: Double
 
     public init(
-        options: FinetuneOptions, trainFile: String, trainSHA256: String, validFile: String?, validSHA256: String?, steps: Int,
+        options: FinetuneOptions, trainFile: String, trainSHA256: String, validFile: String?, validSHA256: String?,
+        steps: Int,
         finalTrainLoss: Double?, validLossBefore: Double?, validLossAfter: Double?, seconds: Double
     ) {
         self.options = options
@@ -103,7 +107,8 @@ public struct TrainingRecord: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case options, trainFile = "train_file", trainSHA256 = "train_sha256", validFile = "valid_file"
-        case validSHA256 = "valid_sha256", steps, finalTrainLoss = "final_train_loss", validLossBefore = "valid_loss_before"
+        case validSHA256 = "valid_sha256", steps, finalTrainLoss = "final_train_loss", validLossBefore =
+            "valid_loss_before"
         case validLossAfter = "valid_loss_after", seconds
     }
 }
@@ -156,7 +161,9 @@ public enum AdapterStore {
         return out
     }
 
-    public static func save(_ adapter: LoRAAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String) throws {
+    public static func save(
+        _ adapter: LoRAAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String
+    ) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
         var w = SafeTensorsWriter()
@@ -165,7 +172,8 @@ public enum AdapterStore {
             let (a, b) = adapter.factors(s)
             try w.add(key(s, "A"), floats: Array(a), shape: [adapter.rank, s.inFeatures])
             let permuted = config.ropeLayout == .interleaved && [.q, .k].contains(s.kind)
-            let bOut = permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
+            let bOut =
+                permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
             try w.add(key(s, "B"), floats: bOut, shape: [s.outFeatures, adapter.rank])
         }
         try w.write(to: p("adapter_model.safetensors"))
@@ -173,9 +181,12 @@ public enum AdapterStore {
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": adapter.rank, "lora_alpha": Double(adapter.alpha),
             "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
             "target_modules": LinearKind.allCases.map(\.moduleName),
-            "base_model_name_or_path": manifest.base, "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,
+            "base_model_name_or_path": manifest.base,
+            "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,
         ]
-        try writeAtomically(try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]), to: p("adapter_config.json"))
+        try writeAtomically(
+            try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]),
+            to: p("adapter_config.json"))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(manifest), to: p(manifestFile))  // last: marks the adapter complete
@@ -195,19 +206,27 @@ public enum AdapterStore {
 
     /// Loads the adapter in `dir` for the base whose fingerprint is `fingerprint`; an adapter made
     /// for another base, or whose tensors do not fit the model, is refused.
-    public static func load(_ dir: String, config: LlamaConfig, fingerprint: String) throws -> (LoRAAdapter, AdapterManifest) {
+    public static func load(
+        _ dir: String, config: LlamaConfig, fingerprint: String
+    ) throws -> (LoRAAdapter, AdapterManifest) {
         let manifest = try loadManifest(dir)
         guard manifest.baseFingerprint == fingerprint else {
-            throw LowRAError(.invalidArgument, "\(dir): this adapter was made for another base (\(manifest.base), fingerprint \(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)")
+            throw LowRAError(
+                .invalidArgument,
+                "\(dir): this adapter was made for another base (\(manifest.base), fingerprint \(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)"
+            )
         }
         var adapter = try LoRAAdapter(config: config, rank: manifest.rank, alpha: manifest.alpha)
         let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))
         for s in adapter.slots {
             for (factor, shape) in [("A", [adapter.rank, s.inFeatures]), ("B", [s.outFeatures, adapter.rank])] {
                 let k = key(s, factor)
-                guard let info = file.tensors[k] else { throw LowRAError(.missingTensor, "\(dir): adapter tensor \(k) not found") }
+                guard let info = file.tensors[k] else {
+                    throw LowRAError(.missingTensor, "\(dir): adapter tensor \(k) not found")
+                }
                 guard info.shape == shape else {
-                    throw LowRAError(.shapeMismatch, "\(dir): adapter tensor \(k) has shape \(info.shape), expected \(shape)")
+                    throw LowRAError(
+                        .shapeMismatch, "\(dir): adapter tensor \(k) has shape \(info.shape), expected \(shape)")
                 }
             }
             let a = try file.floats(key(s, "A"))
@@ -217,7 +236,9 @@ public enum AdapterStore {
             }
             adapter.setFactors(s, a: a, b: b)
         }
-        guard adapter.values.allSatisfy(\.isFinite) else { throw LowRAError(.malformedFile, "\(dir): the adapter holds non-finite values") }
+        guard adapter.values.allSatisfy(\.isFinite) else {
+            throw LowRAError(.malformedFile, "\(dir): the adapter holds non-finite values")
+        }
         return (adapter, manifest)
     }
 }

@@ -7,7 +7,8 @@ extension LlamaModel {
     /// (the assistant turns of JSONL data): each example runs alone from an empty cache, cut
     /// after its last scored position. `tokens` in the result counts the scored targets.
     public func evaluate(
-        examples data: TrainingData, limit: Int? = nil, adapter: LoRAAdapter? = nil, progress: ((Int, Int) -> Void)? = nil
+        examples data: TrainingData, limit: Int? = nil, adapter: LoRAAdapter? = nil,
+        progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
         let t0 = Date()
         let n = min(data.count, limit ?? data.count)
@@ -33,7 +34,8 @@ extension LlamaModel {
         progress?(n, n)
         guard count > 0 else { throw LowRAError(.invalidArgument, "no scored (assistant) tokens to evaluate") }
         return EvalResult(
-            perplexity: exp(nll / Double(count)), accuracy: Double(correct) / Double(count), tokens: count, predictions: count,
+            perplexity: exp(nll / Double(count)), accuracy: Double(correct) / Double(count), tokens: count,
+            predictions: count,
             meanNLL: nll / Double(count), windows: n, context: data.seq, seconds: Date().timeIntervalSince(t0))
     }
 }

@@ -28,7 +28,11 @@ public struct MemoryModel: Sendable {
     }
 
     /// (out, in) of every linear layer of one block.
-    var blockLinears: [(Int, Int)] { LinearKind.allCases.map { let s = $0.shape(config); return (s.out, s.in) } }
+    var blockLinears: [(Int, Int)] {
+        LinearKind.allCases.map {
+            let s = $0.shape(config); return (s.out, s.in)
+        }
+    }
 
     public var linearParameters: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 * $1.1 } }
     public var linearRows: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 } }
@@ -41,7 +45,8 @@ public struct MemoryModel: Sendable {
         let params = Double(linearParameters)
         var out = [(String, Int)]()
         if let bits {
-            let blocks = Double(config.numLayers) * blockLinears.reduce(0.0) { $0 + Double($1.0) * ceil(Double($1.1) / 64) }
+            let blocks =
+                Double(config.numLayers) * blockLinears.reduce(0.0) { $0 + Double($1.0) * ceil(Double($1.1) / 64) }
             out.append(("packed codes", Int((bits * params / 8).rounded(.up)) + linearRows))  // + one precision byte per row
             let scales = doubleQuant ? blocks + 4 * ceil(blocks / 256) : 4 * blocks
             out.append(("block scales", Int(scales)))
@@ -67,9 +72,11 @@ public struct MemoryModel: Sendable {
         let perLayer = n * (4 * C + 2 * qD + 2 * kvD + 3 * F) + batch * c.numHeads * seq * seq + 7 * n * rank
         // Recomputing keeps every block's input (N, C) and one layer's activations, plus the
         // (N, C) residual the replayed block writes.
-        out.append(("saved activations", 4 * (recompute ? c.numLayers * n * C + perLayer + n * C : c.numLayers * perLayer)))
+        out.append(
+            ("saved activations", 4 * (recompute ? c.numLayers * n * C + perLayer + n * C : c.numLayers * perLayer)))
         let chunk = min(128, n)
-        let scratch = n * (6 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
+        let scratch =
+            n * (6 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
             + blockLinears.map { $0.0 * $0.1 }.max()!
         out.append(("step scratch", 4 * scratch))  // activation gradients, a logits chunk, one dequantized layer
         return out
@@ -92,14 +99,17 @@ public struct MemoryModel: Sendable {
 
     /// Published shapes for the paper's models (LLaMA-2 7B and 13B, LLaMA 33B).
     public static let presets: [String: LlamaConfig] = [
-        "llama-2-7b": LlamaConfig(vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32,
-                                  numKVHeads: 32, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
-                                  tieWordEmbeddings: false),
-        "llama-2-13b": LlamaConfig(vocabSize: 32000, hiddenSize: 5120, intermediateSize: 13824, numLayers: 40, numHeads: 40,
-                                   numKVHeads: 40, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
-                                   tieWordEmbeddings: false),
-        "llama-33b": LlamaConfig(vocabSize: 32000, hiddenSize: 6656, intermediateSize: 17920, numLayers: 60, numHeads: 52,
-                                 numKVHeads: 52, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 2048,
-                                 tieWordEmbeddings: false),
+        "llama-2-7b": LlamaConfig(
+            vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32,
+            numKVHeads: 32, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
+            tieWordEmbeddings: false),
+        "llama-2-13b": LlamaConfig(
+            vocabSize: 32000, hiddenSize: 5120, intermediateSize: 13824, numLayers: 40, numHeads: 40,
+            numKVHeads: 40, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
+            tieWordEmbeddings: false),
+        "llama-33b": LlamaConfig(
+            vocabSize: 32000, hiddenSize: 6656, intermediateSize: 17920, numLayers: 60, numHeads: 52,
+            numKVHeads: 52, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 2048,
+            tieWordEmbeddings: false),
     ]
 }

@@ -13,18 +13,21 @@ public enum TrainBenchmark {
         let linear = Double(c.numLayers) * Double(perBlock)
         let head = Double(c.vocabSize * c.hiddenSize)
         let tokens = Double(batch * seq)
-        return 4 * (linear + head) * tokens + 12 * Double(c.numLayers * c.numHeads * c.headDim) * Double(seq * seq) * Double(batch)
+        return 4 * (linear + head) * tokens + 12 * Double(c.numLayers * c.numHeads * c.headDim) * Double(seq * seq)
+            * Double(batch)
     }
 
     public static func run(
-        config c: LlamaConfig, weights: LlamaWeights, rank: Int, batch: Int, seq: Int, steps: Int, recompute: Bool = false,
+        config c: LlamaConfig, weights: LlamaWeights, rank: Int, batch: Int, seq: Int, steps: Int,
+        recompute: Bool = false,
         progress: ((String) -> Void)? = nil
     ) throws -> [String: Any] {
         guard steps >= 1 else { throw LowRAError(.invalidArgument, "--steps must be positive") }
         let n = batch * seq
         // sgemm at the step's shapes: forward (N, out, in) with W transposed, backward (N, in, out).
         progress?("sgemm")
-        let shapes = LinearKind.allCases.map { (out: $0.shape(c).out, in: $0.shape(c).in, count: c.numLayers) }
+        let shapes =
+            LinearKind.allCases.map { (out: $0.shape(c).out, in: $0.shape(c).in, count: c.numLayers) }
             + [(out: c.vocabSize, in: c.hiddenSize, count: 1)]
         var gemmFlops = 0.0, gemmSeconds = 0.0
         for s in shapes {
@@ -47,7 +50,8 @@ public enum TrainBenchmark {
         progress?("setup")
         var adapter = try LoRAAdapter(config: c, rank: rank)
         adapter.initializeKaiming(seed: 1)
-        let graph = try TrainingGraph(config: c, weights: weights, batch: batch, seq: seq, rank: rank, recompute: recompute)
+        let graph = try TrainingGraph(
+            config: c, weights: weights, batch: batch, seq: seq, rank: rank, recompute: recompute)
         var adam = AdamW(count: adapter.values.count)
         var grad = [Float](repeating: 0, count: adapter.values.count)
         let inputs = (0..<n).map { ($0 * 7919 + 13) % c.vocabSize }
@@ -72,7 +76,8 @@ public enum TrainBenchmark {
         let mem = MemoryStats.current()
         return [
             "batch": batch, "seq": seq, "rank": rank, "step_seconds": best, "tokens_per_s": Double(n) / best,
-            "step_gflop": flops / 1e9, "train_gflops": achieved, "sgemm_gflops": sgemm, "train_to_sgemm_ratio": achieved / sgemm,
+            "step_gflop": flops / 1e9, "train_gflops": achieved, "sgemm_gflops": sgemm,
+            "train_to_sgemm_ratio": achieved / sgemm,
             "peak_rss_bytes": mem.peakResidentBytes, "workspace_bytes": graph.workspaceBytes, "recompute": recompute,
             "resident_weight_bytes": weights.weightBytes, "adapter_parameters": adapter.parameterCount,
         ]

@@ -37,8 +37,12 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
         guard batch >= 1, gradAccum >= 1 else { throw bad("--batch and --grad-accum must be positive") }
         guard seq >= 2 else { throw bad("--seq must be at least 2") }
         guard (0..<1).contains(warmup) else { throw bad("--warmup is a fraction of the steps in [0, 1)") }
-        guard weightDecay >= 0, maxGradNorm >= 0 else { throw bad("--weight-decay and --max-grad-norm must not be negative") }
-        guard evalEvery >= 0, saveEvery >= 0, validSequences >= 1 else { throw bad("--eval-every, --save-every must not be negative") }
+        guard weightDecay >= 0, maxGradNorm >= 0 else {
+            throw bad("--weight-decay and --max-grad-norm must not be negative")
+        }
+        guard evalEvery >= 0, saveEvery >= 0, validSequences >= 1 else {
+            throw bad("--eval-every, --save-every must not be negative")
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -58,7 +62,8 @@ public struct TrainLogRow: Codable, Sendable, Equatable {
     public var validLoss: Double?
 
     enum CodingKeys: String, CodingKey {
-        case step, lr, trainLoss = "train_loss", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", validLoss = "valid_loss"
+        case step, lr, trainLoss = "train_loss", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", validLoss =
+            "valid_loss"
     }
 }
 
@@ -85,8 +90,10 @@ public struct FinetuneResult: Codable, Sendable {
     public var log: [TrainLogRow]
 
     enum CodingKeys: String, CodingKey {
-        case steps, resumedFrom = "resumed_from", finalTrainLoss = "final_train_loss", validLossBefore = "valid_loss_before"
-        case validLossAfter = "valid_loss_after", tokensPerSecond = "tokens_per_s", seconds, trainedTokens = "trained_tokens"
+        case steps, resumedFrom = "resumed_from", finalTrainLoss = "final_train_loss", validLossBefore =
+            "valid_loss_before"
+        case validLossAfter = "valid_loss_after", tokensPerSecond = "tokens_per_s", seconds, trainedTokens =
+            "trained_tokens"
         case adapterParameters = "adapter_parameters", workspaceBytes = "workspace_bytes", log
     }
 }
@@ -134,7 +141,8 @@ public final class Trainer {
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         let opts = String(decoding: try enc.encode(options), as: UTF8.self)
-        runKey = "base=\(baseFingerprint) train=\(train.sha256) valid=\(valid?.sha256 ?? "-") rank=\(adapter.rank) alpha=\(adapter.alpha) options=\(opts)"
+        runKey =
+            "base=\(baseFingerprint) train=\(train.sha256) valid=\(valid?.sha256 ?? "-") rank=\(adapter.rank) alpha=\(adapter.alpha) options=\(opts)"
     }
 
     public var workspaceBytes: Int { graph.workspaceBytes }
@@ -189,7 +197,10 @@ public final class Trainer {
             let state = try? JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8))
         else { throw LowRAError.malformed(file, "not a LowRA training checkpoint") }
         guard state.runKey == runKey else {
-            throw LowRAError(.invalidArgument, "\(file) belongs to another run (different base, data, rank or hyper-parameters); use another --out or drop --resume")
+            throw LowRAError(
+                .invalidArgument,
+                "\(file) belongs to another run (different base, data, rank or hyper-parameters); use another --out or drop --resume"
+            )
         }
         let values = try st.floats("adapter"), m = try st.floats("adam_m"), v = try st.floats("adam_v")
         guard values.count == adapter.values.count, m.count == values.count, v.count == values.count else {
@@ -208,7 +219,8 @@ public final class Trainer {
         func f(_ x: Double?) -> String { x.map { String(format: "%.6f", $0) } ?? "" }
         var csv = "step,lr,train_loss,grad_norm,tokens_per_s,valid_loss\n"
         for r in log {
-            csv += "\(r.step),\(String(format: "%.6g", r.lr)),\(f(r.trainLoss)),\(f(r.gradNorm)),\(r.tokensPerSecond.map { String(format: "%.1f", $0) } ?? ""),\(f(r.validLoss))\n"
+            csv +=
+                "\(r.step),\(String(format: "%.6g", r.lr)),\(f(r.trainLoss)),\(f(r.gradNorm)),\(r.tokensPerSecond.map { String(format: "%.1f", $0) } ?? ""),\(f(r.validLoss))\n"
         }
         try writeAtomically(Data(csv.utf8), to: path(Self.logFile))
     }
@@ -217,16 +229,21 @@ public final class Trainer {
 
     /// Trains to `options.steps` (or stops after step `until`, as an interrupted run would), from
     /// the checkpoint when `resume` is set and one exists.
-    public func run(resume: Bool = false, until: Int? = nil, progress: ((TrainProgress) -> Void)? = nil) throws -> FinetuneResult {
+    public func run(
+        resume: Bool = false, until: Int? = nil, progress: ((TrainProgress) -> Void)? = nil
+    ) throws -> FinetuneResult {
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         let resumedFrom = resume ? try self.resume() : nil
         if resumedFrom == nil {
             step = 0
             log = []
-            progress?(TrainProgress(step: 0, steps: options.steps, row: TrainLogRow(step: 0, lr: 0), elapsed: 0, phase: "valid"))
+            progress?(
+                TrainProgress(
+                    step: 0, steps: options.steps, row: TrainLogRow(step: 0, lr: 0), elapsed: 0, phase: "valid"))
             if let v = try validationLoss() { log.append(TrainLogRow(step: 0, lr: 0, validLoss: v)) }
         }
-        let schedule = LRSchedule(kind: options.schedule, peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps)
+        let schedule = LRSchedule(
+            kind: options.schedule, peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps)
         let t0 = Date()
         var trainedTokens = 0
         var grad = [Float](repeating: 0, count: adapter.values.count)
@@ -238,29 +255,37 @@ public final class Trainer {
                 let start = (step * options.gradAccum + micro) * options.batch
                 let (inp, tgt) = train.batch(start: start, size: options.batch, seed: options.seed)
                 let r = try graph.lossAndGradient(
-                    inputs: inp, targets: tgt, adapter: adapter, gradient: &grad, gradScale: 1 / Float(options.gradAccum))
+                    inputs: inp, targets: tgt, adapter: adapter, gradient: &grad,
+                    gradScale: 1 / Float(options.gradAccum))
                 lossSum += r.loss
                 count += r.count
             }
             let loss = count > 0 ? lossSum / Double(count) : 0
             let norm = clipGradientNorm(&grad, maxNorm: options.maxGradNorm)
             guard loss.isFinite, norm.isFinite else {
-                throw LowRAError(.diverged, "training diverged at step \(step + 1): loss \(loss), gradient norm \(norm)")
+                throw LowRAError(
+                    .diverged, "training diverged at step \(step + 1): loss \(loss), gradient norm \(norm)")
             }
             let lr = schedule.rate(at: step)
             adam.update(&adapter.values, gradient: grad, lr: lr)
             step += 1
             let tokens = options.batch * options.gradAccum * options.seq
             trainedTokens += tokens
-            var row = TrainLogRow(step: step, lr: lr, trainLoss: loss, gradNorm: norm,
-                                  tokensPerSecond: Double(tokens) / Date().timeIntervalSince(ts))
+            var row = TrainLogRow(
+                step: step, lr: lr, trainLoss: loss, gradNorm: norm,
+                tokensPerSecond: Double(tokens) / Date().timeIntervalSince(ts))
             let last = step == options.steps
             if options.evalEvery > 0 && step % options.evalEvery == 0 || last {
-                progress?(TrainProgress(step: step, steps: options.steps, row: row, elapsed: Date().timeIntervalSince(t0), phase: "valid"))
+                progress?(
+                    TrainProgress(
+                        step: step, steps: options.steps, row: row, elapsed: Date().timeIntervalSince(t0),
+                        phase: "valid"))
                 row.validLoss = try validationLoss()
             }
             log.append(row)
-            progress?(TrainProgress(step: step, steps: options.steps, row: row, elapsed: Date().timeIntervalSince(t0), phase: "train"))
+            progress?(
+                TrainProgress(
+                    step: step, steps: options.steps, row: row, elapsed: Date().timeIntervalSince(t0), phase: "train"))
             if options.saveEvery > 0 && step % options.saveEvery == 0 || last {
                 try saveCheckpoint()
                 try writeLog()
@@ -271,7 +296,8 @@ public final class Trainer {
         return FinetuneResult(
             steps: step, resumedFrom: resumedFrom, finalTrainLoss: trainRows.last?.trainLoss,
             validLossBefore: log.first { $0.step == 0 }?.validLoss, validLossAfter: log.last?.validLoss,
-            tokensPerSecond: seconds > 0 ? Double(trainedTokens) / seconds : 0, seconds: seconds, trainedTokens: trainedTokens,
+            tokensPerSecond: seconds > 0 ? Double(trainedTokens) / seconds : 0, seconds: seconds,
+            trainedTokens: trainedTokens,
             adapterParameters: adapter.parameterCount, workspaceBytes: graph.workspaceBytes, log: log)
     }
 }

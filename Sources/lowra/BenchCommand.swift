@@ -31,17 +31,22 @@ struct BenchForward: ParsableCommand {
             return
         }
         print(String(format: "sgemm at prefill shapes  %8.1f GFLOP/s", r.sgemmGflops))
-        print(String(format: "prefill %4d tokens      %8.1f GFLOP/s  (%.3fs, %.0f%% of sgemm)",
-                     r.prefillTokens, r.prefillGflops, r.prefillSeconds, 100 * r.prefillToSgemmRatio))
+        print(
+            String(
+                format: "prefill %4d tokens      %8.1f GFLOP/s  (%.3fs, %.0f%% of sgemm)",
+                r.prefillTokens, r.prefillGflops, r.prefillSeconds, 100 * r.prefillToSgemmRatio))
         print(String(format: "decode                   %8.1f tokens/s", r.decodeTokensPerS))
-        print(String(format: "memory bandwidth         %8.1f GB/s -> decode bound %.1f tokens/s (%.0f MB/token)",
-                     r.bandwidthGBs, r.decodeBoundTokensPerS, r.decodeBytesPerToken / 1e6))
+        print(
+            String(
+                format: "memory bandwidth         %8.1f GB/s -> decode bound %.1f tokens/s (%.0f MB/token)",
+                r.bandwidthGBs, r.decodeBoundTokensPerS, r.decodeBytesPerToken / 1e6))
     }
 }
 
 struct BenchTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "train", abstract: "LoRA training step throughput (GFLOP/s) beside sgemm at the same shapes, and peak memory.")
+        commandName: "train",
+        abstract: "LoRA training step throughput (GFLOP/s) beside sgemm at the same shapes, and peak memory.")
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "LoRA rank.") var rank: Int = 16
@@ -63,7 +68,8 @@ struct BenchTrain: ParsableCommand {
 
 struct BenchAssign: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "assign", abstract: "Time the exact precision assigner on a synthetic problem (default: LLaMA-2-7B's 1.36M channels).")
+        commandName: "assign",
+        abstract: "Time the exact precision assigner on a synthetic problem (default: LLaMA-2-7B's 1.36M channels).")
 
     @Option(help: "Output channels.") var channels: Int = 1_359_872
     @Option(help: "Budget in bits per parameter.") var bits: Double = 1.75

@@ -51,11 +51,14 @@ struct FinetuneCommand: ParsableCommand {
         try o.validate()
         let checkpoint = (out as NSString).appendingPathComponent(Trainer.checkpointFile)
         if !resume && FileManager.default.fileExists(atPath: checkpoint) {
-            throw LowRAError(.invalidArgument, "\(out) already holds a training run; pass --resume to continue it or choose another --out")
+            throw LowRAError(
+                .invalidArgument,
+                "\(out) already holds a training run; pass --resume to continue it or choose another --out")
         }
         let loaded = try modelOptions.load()
         guard seq <= loaded.config.maxPositions else {
-            throw LowRAError(.invalidArgument, "--seq \(seq) is above the model's context of \(loaded.config.maxPositions) tokens")
+            throw LowRAError(
+                .invalidArgument, "--seq \(seq) is above the model's context of \(loaded.config.maxPositions) tokens")
         }
         let trainData = try TrainingData.load(train, tokenizer: loaded.tokenizer, seq: seq)
         let validData = try valid.map { try TrainingData.load($0, tokenizer: loaded.tokenizer, seq: seq) }
@@ -68,14 +71,20 @@ struct FinetuneCommand: ParsableCommand {
         if let dir = adapter ?? (AdapterStore.isAdapterDirectory(initial) ? initial : nil) {
             (start, startManifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: fingerprint)
             if let r = rank, r != start.rank {
-                throw LowRAError(.invalidArgument, "--rank \(r) does not match the starting adapter's rank \(start.rank) (\(dir)); re-quantize with --rank \(r) or drop --rank")
+                throw LowRAError(
+                    .invalidArgument,
+                    "--rank \(r) does not match the starting adapter's rank \(start.rank) (\(dir)); re-quantize with --rank \(r) or drop --rank"
+                )
             }
             if let a = alpha, a != start.alpha {
-                throw LowRAError(.invalidArgument, "--alpha \(a) does not match the starting adapter's alpha \(start.alpha) (\(dir))")
+                throw LowRAError(
+                    .invalidArgument, "--alpha \(a) does not match the starting adapter's alpha \(start.alpha) (\(dir))"
+                )
             }
             printErr("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)")
         } else {
-            start = try LoRAAdapter(config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
+            start = try LoRAAdapter(
+                config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
             start.initializeKaiming(seed: seed)
             printErr("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)")
         }
@@ -84,10 +93,13 @@ struct FinetuneCommand: ParsableCommand {
             config: loaded.config, weights: loaded.model.weights, baseFingerprint: fingerprint, adapter: start,
             train: trainData, valid: validData, options: o, outDir: out)
         // Progress goes to stderr, also with --json (which only shapes stdout).
-        printErr(String(format: "train: %d sequences of %d tokens (%@, %d tokens)%@; adapter %.2fM parameters; workspace %.0f MB",
-                        trainData.count, seq, trainData.kind.rawValue, trainData.tokens,
-                        validData.map { String(format: "; valid: %d sequences", min($0.count, validSequences)) } ?? "",
-                        Double(start.parameterCount) / 1e6, Double(trainer.workspaceBytes) / 1e6))
+        printErr(
+            String(
+                format:
+                    "train: %d sequences of %d tokens (%@, %d tokens)%@; adapter %.2fM parameters; workspace %.0f MB",
+                trainData.count, seq, trainData.kind.rawValue, trainData.tokens,
+                validData.map { String(format: "; valid: %d sequences", min($0.count, validSequences)) } ?? "",
+                Double(start.parameterCount) / 1e6, Double(trainer.workspaceBytes) / 1e6))
         let bar = ProgressBar("finetune")
         var lastReport = Date.distantPast
         let result = try trainer.run(resume: resume) { p in
@@ -100,7 +112,9 @@ struct FinetuneCommand: ParsableCommand {
             if let v = r.validLoss { extra += String(format: " valid %.4f", v) }
             extra += String(format: " %.0f tok/s", r.tokensPerSecond ?? 0)
             bar.update(p.step, p.steps, extra)
-            if !bar.interactive && (Date().timeIntervalSince(lastReport) > 30 || p.step == p.steps || r.validLoss != nil) {
+            if !bar.interactive
+                && (Date().timeIntervalSince(lastReport) > 30 || p.step == p.steps || r.validLoss != nil)
+            {
                 lastReport = Date()
                 printErr("step \(p.step)/\(p.steps) \(extra)")
             }
@@ -113,13 +127,15 @@ struct FinetuneCommand: ParsableCommand {
             initialization: startManifest?.initialization ?? "zeros")
         manifest.loftq = startManifest?.loftq
         manifest.training = TrainingRecord(
-            options: o, trainFile: train, trainSHA256: trainData.sha256, validFile: valid, validSHA256: validData?.sha256,
+            options: o, trainFile: train, trainSHA256: trainData.sha256, validFile: valid,
+            validSHA256: validData?.sha256,
             steps: result.steps, finalTrainLoss: result.finalTrainLoss, validLossBefore: result.validLossBefore,
             validLossAfter: result.validLossAfter, seconds: result.seconds)
         try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
         let log = (out as NSString).appendingPathComponent(Trainer.logFile)
         if let csv = try? String(contentsOfFile: log, encoding: .utf8) {
-            let svg = try trainingCurves([((out as NSString).lastPathComponent, csv)], smooth: max(1, min(10, steps / 10)))
+            let svg = try trainingCurves(
+                [((out as NSString).lastPathComponent, csv)], smooth: max(1, min(10, steps / 10)))
             try writeAtomically(Data(svg.utf8), to: (out as NSString).appendingPathComponent("loss.svg"))
         }
         let mem = MemoryStats.current()
@@ -138,9 +154,13 @@ struct FinetuneCommand: ParsableCommand {
         } else if let a = result.validLossAfter {
             print(String(format: "valid loss %.4f (perplexity %.2f)", a, exp(a)))
         }
-        print(String(format: "%d steps%@, final train loss %.4f, %.0f tokens/s, %.1fs, peak RSS %.0f MB",
-                     result.steps, result.resumedFrom.map { " (resumed at \($0))" } ?? "", result.finalTrainLoss ?? .nan,
-                     result.tokensPerSecond, result.seconds, Double(mem.peakResidentBytes) / 1e6))
-        print("saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), \(Trainer.logFile), loss.svg)")
+        print(
+            String(
+                format: "%d steps%@, final train loss %.4f, %.0f tokens/s, %.1fs, peak RSS %.0f MB",
+                result.steps, result.resumedFrom.map { " (resumed at \($0))" } ?? "", result.finalTrainLoss ?? .nan,
+                result.tokensPerSecond, result.seconds, Double(mem.peakResidentBytes) / 1e6))
+        print(
+            "saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), \(Trainer.logFile), loss.svg)"
+        )
     }
 }

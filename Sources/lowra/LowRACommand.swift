@@ -11,7 +11,8 @@ struct LowRACommand: ParsableCommand {
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
         subcommands: [
             QuantizeCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self,
-            InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self, BenchCommand.self,
+            InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self,
+            BenchCommand.self,
         ])
 }
 
@@ -37,11 +38,16 @@ struct AdapterOptions: ParsableArguments {
         if adapter != nil && noAdapter { throw ValidationError("--adapter and --no-adapter exclude each other") }
         if noAdapter { return (nil, nil) }
         let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
-        guard let dir = adapter ?? (loaded.quantManifest != nil && AdapterStore.isAdapterDirectory(initial) ? initial : nil) else {
+        guard
+            let dir = adapter
+                ?? (loaded.quantManifest != nil && AdapterStore.isAdapterDirectory(initial) ? initial : nil)
+        else {
             return (nil, nil)
         }
-        let (a, manifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: try baseFingerprint(loaded.path))
-        let what = manifest.training.map { "fine-tuned \($0.steps) steps" } ?? "\(manifest.initialization) initialization"
+        let (a, manifest) = try AdapterStore.load(
+            dir, config: loaded.config, fingerprint: try baseFingerprint(loaded.path))
+        let what =
+            manifest.training.map { "fine-tuned \($0.steps) steps" } ?? "\(manifest.initialization) initialization"
         return (a, "adapter \(dir) (rank \(a.rank), \(what))")
     }
 }
@@ -50,18 +56,24 @@ func readText(_ path: String) throws -> String {
     guard FileManager.default.fileExists(atPath: path) else { throw LowRAError(.io, "\(path): no such file") }
     guard let data = FileManager.default.contents(atPath: path) else { throw LowRAError(.io, "\(path): cannot read") }
     guard !data.isEmpty else { throw LowRAError(.invalidArgument, "\(path): the file is empty") }
-    guard let text = String(data: data, encoding: .utf8) else { throw LowRAError(.invalidArgument, "\(path): not UTF-8 text") }
+    guard let text = String(data: data, encoding: .utf8) else {
+        throw LowRAError(.invalidArgument, "\(path): not UTF-8 text")
+    }
     return text
 }
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "eval", abstract: "Perplexity and next-token accuracy on a text file, or on the assistant turns of JSONL conversations.")
+        commandName: "eval",
+        abstract: "Perplexity and next-token accuracy on a text file, or on the assistant turns of JSONL conversations."
+    )
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var adapterOptions: AdapterOptions
-    @Option(help: "Text file to evaluate on, or .jsonl conversations (scored on the assistant turns only).") var data: String
-    @Option(help: "Evaluate the first N tokens (default: all); for .jsonl, the first N conversations.") var maxTokens: Int?
+    @Option(help: "Text file to evaluate on, or .jsonl conversations (scored on the assistant turns only).") var data:
+        String
+    @Option(help: "Evaluate the first N tokens (default: all); for .jsonl, the first N conversations.") var maxTokens:
+        Int?
     @Option(help: "Window length in tokens; windows do not overlap (default: 512, or the model's context if shorter).")
     var context: Int?
     @Option(help: "A reference model (e.g. the unquantized one): also report KL divergence and top-1 agreement.")
@@ -90,21 +102,32 @@ struct EvalCommand: ParsableCommand {
             var tokens = loaded.tokenizer.encode(text)
             if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
             let ref = try reference.map { try LoadedModel.load($0).model }
-            r = try loaded.model.evaluate(tokens: tokens, context: window, adapter: adapter, reference: ref) { bar.update($0, $1) }
+            r = try loaded.model.evaluate(tokens: tokens, context: window, adapter: adapter, reference: ref) {
+                bar.update($0, $1)
+            }
         }
         let mem = MemoryStats.current()
         if json {
-            printJSON([
-                "perplexity": r.perplexity, "accuracy": r.accuracy, "tokens": r.tokens, "predictions": r.predictions,
-                "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
-                "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
-                "model": modelOptions.model, "data": data, "adapter": adapterLine ?? "none",
-            ].merging(r.klDivergence.map { ["kl_divergence": $0, "top1_agreement": r.top1Agreement!] } ?? [:]) { a, _ in a })
+            printJSON(
+                [
+                    "perplexity": r.perplexity, "accuracy": r.accuracy, "tokens": r.tokens,
+                    "predictions": r.predictions,
+                    "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
+                    "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
+                    "model": modelOptions.model, "data": data, "adapter": adapterLine ?? "none",
+                ].merging(r.klDivergence.map { ["kl_divergence": $0, "top1_agreement": r.top1Agreement!] } ?? [:]) {
+                    a, _ in a
+                })
         } else {
-            print(String(format: "perplexity %.4f  accuracy %.4f  (%d tokens, %d windows of %d, %.1fs, %.0f tok/s)",
-                         r.perplexity, r.accuracy, r.tokens, r.windows, r.context, r.seconds, Double(r.tokens) / r.seconds))
+            print(
+                String(
+                    format: "perplexity %.4f  accuracy %.4f  (%d tokens, %d windows of %d, %.1fs, %.0f tok/s)",
+                    r.perplexity, r.accuracy, r.tokens, r.windows, r.context, r.seconds, Double(r.tokens) / r.seconds))
             if let kl = r.klDivergence {
-                print(String(format: "vs reference: KL divergence %.4f nats/token, top-1 agreement %.4f", kl, r.top1Agreement!))
+                print(
+                    String(
+                        format: "vs reference: KL divergence %.4f nats/token, top-1 agreement %.4f", kl,
+                        r.top1Agreement!))
             }
         }
     }
@@ -118,7 +141,9 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(help: "Print the ids as a JSON array.") var json = false
 
     func run() throws {
-        guard let data = FileManager.default.contents(atPath: file) else { throw LowRAError(.io, "\(file): no such file") }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw LowRAError(.io, "\(file): no such file")
+        }
         let tokenizer = try Tokenizer(modelPath: modelOptions.model)
         let ids = tokenizer.encode(String(decoding: data, as: UTF8.self))
         if json {
@@ -145,7 +170,9 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
-        guard topK >= 0, temperature >= 0 else { throw ValidationError("--top-k and --temperature must not be negative") }
+        guard topK >= 0, temperature >= 0 else {
+            throw ValidationError("--top-k and --temperature must not be negative")
+        }
         let loaded = try modelOptions.load()
         let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine { printErr(adapterLine) }
@@ -169,7 +196,9 @@ struct GenerateCommand: ParsableCommand {
             pending.append(id)
             let bytes = tok.decodeBytes(pending)
             var end = bytes.count
-            while end > printedBytes, end > bytes.count - 4, String(validating: bytes[printedBytes..<end], as: UTF8.self) == nil {
+            while end > printedBytes, end > bytes.count - 4,
+                String(validating: bytes[printedBytes..<end], as: UTF8.self) == nil
+            {
                 end -= 1
             }
             if end > printedBytes, let s = String(validating: bytes[printedBytes..<end], as: UTF8.self) {
@@ -182,9 +211,10 @@ struct GenerateCommand: ParsableCommand {
         if printedBytes < rest.count { FileHandle.standardOutput.write(Data(rest[printedBytes...])) }
         print("")
         fflush(nil)
-        printErr(String(format: "[%d prompt tokens, prefill %.2fs; %d new tokens, %.1f tokens/s%@]",
-                        result.promptTokens, result.prefillSeconds, result.tokens.count,
-                        result.decodeTokensPerSecond, result.stoppedAtEOS ? ", stopped at end of turn" : ""))
+        printErr(
+            String(
+                format: "[%d prompt tokens, prefill %.2fs; %d new tokens, %.1f tokens/s%@]",
+                result.promptTokens, result.prefillSeconds, result.tokens.count,
+                result.decodeTokensPerSecond, result.stoppedAtEOS ? ", stopped at end of turn" : ""))
     }
 }
-

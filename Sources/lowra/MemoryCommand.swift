@@ -9,17 +9,22 @@ import LowRATrain
 struct MemoryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memory",
-        abstract: "Modeled memory of fine-tuning or inference per bit budget (the paper's Appendix C, for LowRA's formats).",
-        discussion: "Give --model (a model whose shape to use) or --config (a Hugging Face config.json, or one of \(MemoryModel.presetNames)).")
+        abstract:
+            "Modeled memory of fine-tuning or inference per bit budget (the paper's Appendix C, for LowRA's formats).",
+        discussion:
+            "Give --model (a model whose shape to use) or --config (a Hugging Face config.json, or one of \(MemoryModel.presetNames))."
+    )
 
     @Option(help: "A model (GGUF, Hugging Face or quantized directory) whose shape to use.") var model: String?
     @Option(help: "A Hugging Face config.json, or a built-in shape: \(MemoryModel.presetNames).") var config: String?
-    @Option(help: "Comma-separated budgets in code bits/param; fp32 is always the first row.") var bits: String = "4,3,2,1.75,1.5,1.25,1.15"
+    @Option(help: "Comma-separated budgets in code bits/param; fp32 is always the first row.") var bits: String =
+        "4,3,2,1.75,1.5,1.25,1.15"
     @Option(help: "LoRA rank.") var rank: Int = 64
     @Option(help: "Sequences per step.") var batch: Int = 1
     @Option(help: "Tokens per sequence.") var seq: Int = 512
     @Flag(help: "Model inference instead of fine-tuning.") var inference = false
-    @Flag(help: "Fine-tuning with --recompute (block inputs saved, blocks recomputed in backward).") var recompute = false
+    @Flag(help: "Fine-tuning with --recompute (block inputs saved, blocks recomputed in backward).") var recompute =
+        false
     @Option(help: "Also draw the breakdown as stacked bars to this SVG file.") var svg: String?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
@@ -37,17 +42,22 @@ struct MemoryCommand: ParsableCommand {
                 guard FileManager.default.fileExists(atPath: c) else { throw LowRAError(.io, "\(c): no such file") }
                 config = try LoadedModel.readConfig(c)
             } else {
-                throw LowRAError(.invalidArgument, "--config takes a config.json or one of \(MemoryModel.presetNames), got \(c)")
+                throw LowRAError(
+                    .invalidArgument, "--config takes a config.json or one of \(MemoryModel.presetNames), got \(c)")
             }
             name = c
         default:
             throw LowRAError(.invalidArgument, "give exactly one of --model and --config")
         }
         let budgets = try bits.split(separator: ",").map { s -> Double in
-            guard let b = Double(s.trimmingCharacters(in: .whitespaces)), b >= 1, b <= 4 else { throw ValidationError("--bits takes budgets in [1, 4]") }
+            guard let b = Double(s.trimmingCharacters(in: .whitespaces)), b >= 1, b <= 4 else {
+                throw ValidationError("--bits takes budgets in [1, 4]")
+            }
             return b
         }
-        guard rank >= 1, batch >= 1, seq >= 1 else { throw ValidationError("--rank, --batch and --seq must be positive") }
+        guard rank >= 1, batch >= 1, seq >= 1 else {
+            throw ValidationError("--rank, --batch and --seq must be positive")
+        }
         let rows: [(String, [(String, Int)])] = ([nil] + budgets.map { Optional($0) }).map { b in
             var mm = MemoryModel(config: config, bits: b, rank: rank, batch: batch, seq: seq)
             mm.recompute = recompute
@@ -56,7 +66,8 @@ struct MemoryCommand: ParsableCommand {
         let components = MemoryModel.components.filter { c in rows.contains { $0.1.contains { $0.0 == c } } }
         if let svg {
             let chart = SVGStackedBars(
-                title: "\(inference ? "Inference" : "Fine-tuning") memory of \(name) (rank \(rank)\(inference ? "" : ", batch \(batch) × \(seq) tokens"))",
+                title:
+                    "\(inference ? "Inference" : "Fine-tuning") memory of \(name) (rank \(rank)\(inference ? "" : ", batch \(batch) × \(seq) tokens"))",
                 unit: "MB", components: components,
                 bars: rows.map { (label, parts) in
                     (label, components.map { c in Double(parts.first { $0.0 == c }?.1 ?? 0) / 1e6 })
@@ -67,18 +78,24 @@ struct MemoryCommand: ParsableCommand {
             printJSON([
                 "model": name, "rank": rank, "batch": batch, "seq": seq, "mode": inference ? "inference" : "finetune",
                 "rows": rows.map { (label, parts) in
-                    ["budget": label, "total_bytes": parts.reduce(0) { $0 + $1.1 },
-                     "components": Dictionary(uniqueKeysWithValues: parts.map { ($0.0, $0.1) })] as [String: Any]
+                    [
+                        "budget": label, "total_bytes": parts.reduce(0) { $0 + $1.1 },
+                        "components": Dictionary(uniqueKeysWithValues: parts.map { ($0.0, $0.1) }),
+                    ] as [String: Any]
                 },
             ])
             return
         }
-        print("\(inference ? "inference" : "fine-tuning") memory of \(name), MB" + (inference ? "" : " (rank \(rank), batch \(batch) x \(seq) tokens)"))
+        print(
+            "\(inference ? "inference" : "fine-tuning") memory of \(name), MB"
+                + (inference ? "" : " (rank \(rank), batch \(batch) x \(seq) tokens)"))
         let header = ["budget"] + components + ["total"]
         print(header.joined(separator: " | "))
         for (label, parts) in rows {
             let cells = components.map { c in String(format: "%.1f", Double(parts.first { $0.0 == c }?.1 ?? 0) / 1e6) }
-            print(([label] + cells + [String(format: "%.1f", Double(parts.reduce(0) { $0 + $1.1 }) / 1e6)]).joined(separator: " | "))
+            print(
+                ([label] + cells + [String(format: "%.1f", Double(parts.reduce(0) { $0 + $1.1 }) / 1e6)]).joined(
+                    separator: " | "))
         }
     }
 }

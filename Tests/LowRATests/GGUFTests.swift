@@ -38,7 +38,8 @@ final class GGUFTests: XCTestCase {
                 let want = (spec["values"] as! [NSNumber]).map(\.doubleValue)
                 let got = try f.floats(name)
                 let (diff, at) = maxRelativeDifference(got, want)
-                XCTAssertLessThanOrEqual(diff, 1e-6, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
+                XCTAssertLessThanOrEqual(
+                    diff, 1e-6, "\(name): largest difference \(diff) at \(at): \(got[at]) vs \(want[at])")
             }
         }
     }

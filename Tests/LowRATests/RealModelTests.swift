@@ -20,7 +20,8 @@ final class RealModelTests: XCTestCase {
     func testPerplexityMatchesNumpyReference() throws {
         let loaded = try LoadedModel.load(Paths.smolLM2)
         let (ref, tokens) = try assertPerplexityMatchesReference(loaded, "smollm2_reference.json")
-        let logits = try loaded.model.forward(Array(tokens.prefix(1)), cache: KVCache(config: loaded.config, capacity: 1))
+        let logits = try loaded.model.forward(
+            Array(tokens.prefix(1)), cache: KVCache(config: loaded.config, capacity: 1))
         let top = logits.indices.sorted { logits[$0] > logits[$1] }.prefix(5)
         XCTAssertEqual(Array(top), ref["first_row_top5"] as? [Int])
     }
@@ -56,7 +57,9 @@ final class RealModelTests: XCTestCase {
 
     func testChatAnswersParis() throws {
         let loaded = try LoadedModel.load(Paths.smolLM2)
-        let prompt = try loaded.tokenizer.chatTemplate!.render([ChatMessage(role: "user", content: "What is the capital of France?")])
+        let prompt = try loaded.tokenizer.chatTemplate!.render([
+            ChatMessage(role: "user", content: "What is the capital of France?")
+        ])
         let r = try loaded.model.generate(
             prompt: loaded.tokenizer.encode(prompt), maxNewTokens: 20, sampling: SamplingOptions(temperature: 0),
             eos: loaded.tokenizer.eosTokenId)

@@ -84,7 +84,9 @@ func assertPerplexityMatchesReference(
     XCTAssertEqual(tokens, ref["tokens"] as? [Int], file: file, line: line)
     let r = try loaded.model.evaluate(tokens: tokens, context: 512)
     let want = ref["perplexity"] as! Double
-    XCTAssertEqual(r.perplexity, want, accuracy: want * 0.005, "perplexity \(r.perplexity) vs numpy \(want)", file: file, line: line)
+    XCTAssertEqual(
+        r.perplexity, want, accuracy: want * 0.005, "perplexity \(r.perplexity) vs numpy \(want)", file: file,
+        line: line)
     XCTAssertEqual(r.accuracy, ref["accuracy"] as! Double, accuracy: 0.005, file: file, line: line)
     return (ref, tokens)
 }
