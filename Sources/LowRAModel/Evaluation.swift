@@ -37,6 +37,9 @@ public struct EvalResult: Codable, Sendable {
 }
 
 extension LlamaModel {
+    /// Rows of logits scored at once by `evaluate`.
+    static let scoreChunk = 64
+
     /// Cuts `tokens` into consecutive windows of `context` tokens (the last may be shorter), runs
     /// each from an empty cache, and scores every position's prediction of the next token, with
     /// `adapter` (if any) on the model and none on `reference`. `progress(done, total)` reports windows.
@@ -72,38 +75,46 @@ extension LlamaModel {
             progress?(w, starts.count)
             guard window.count >= 2 else { continue }
             cache.reset()
-            let logits = try forward(window, cache: cache, logits: .all, adapter: adapter)
-            let v = config.vocabSize
-            // Per-position scores, computed in parallel, summed in order (deterministic).
-            let n = window.count - 1
-            var rowNLL = [Double](repeating: 0, count: n)
-            var rowHit = [Bool](repeating: false, count: n)
-            logits.withUnsafeBufferPointer { lp in
-                rowNLL.withUnsafeMutableBufferPointer { nb in
-                    rowHit.withUnsafeMutableBufferPointer { hb in
-                        let out = UncheckedSendable((nb.baseAddress!, hb.baseAddress!))
-                        let base = UncheckedSendable(lp.baseAddress!)
-                        parallelFor(n, minPerChunk: 16) { range in
-                            for i in range {
-                                let row = base.value + i * v
-                                let (lse, arg) = logSumExpAndArgmax(row, count: v)
-                                out.value.0[i] = lse - Double(row[window[i + 1]])
-                                out.value.1[i] = arg == window[i + 1]
+            // Hidden states for the window, then logits a chunk of rows at a time: a (T, V) array
+            // of a large vocabulary (512 × 151,936 floats = 311 MB) is never held.
+            let hidden = try self.hidden(window, cache: cache, adapter: adapter)
+            let refHidden = try reference.map {
+                try $0.hidden(window, cache: KVCache(config: $0.config, capacity: window.count))
+            }
+            let v = config.vocabSize, c = config.hiddenSize
+            let n = window.count - 1  // scored positions
+            for r0 in stride(from: 0, to: n, by: Self.scoreChunk) {
+                let m = min(Self.scoreChunk, n - r0)
+                let logits = hidden.withUnsafeBufferPointer { self.logits($0.baseAddress! + r0 * c, rows: m) }
+                // Per-position scores, computed in parallel, summed in order (deterministic).
+                var rowNLL = [Double](repeating: 0, count: m)
+                var rowHit = [Bool](repeating: false, count: m)
+                logits.withUnsafeBufferPointer { lp in
+                    rowNLL.withUnsafeMutableBufferPointer { nb in
+                        rowHit.withUnsafeMutableBufferPointer { hb in
+                            let out = UncheckedSendable((nb.baseAddress!, hb.baseAddress!))
+                            let base = UncheckedSendable(lp.baseAddress!)
+                            parallelFor(m, minPerChunk: 16) { range in
+                                for i in range {
+                                    let row = base.value + i * v
+                                    let (lse, arg) = logSumExpAndArgmax(row, count: v)
+                                    out.value.0[i] = lse - Double(row[window[r0 + i + 1]])
+                                    out.value.1[i] = arg == window[r0 + i + 1]
+                                }
                             }
                         }
                     }
                 }
-            }
-            for i in 0..<n {
-                nll += rowNLL[i]
-                if rowHit[i] { correct += 1 }
-            }
-            if let reference {
-                let refCache = KVCache(config: reference.config, capacity: window.count)
-                let refLogits = try reference.forward(window, cache: refCache, logits: .all)
-                let (kl, same) = klAndAgreement(refLogits, logits, rows: n, vocab: v)
-                klSum += kl
-                agree += same
+                for i in 0..<m {
+                    nll += rowNLL[i]
+                    if rowHit[i] { correct += 1 }
+                }
+                if let reference, let refHidden {
+                    let refLogits = refHidden.withUnsafeBufferPointer { reference.logits($0.baseAddress! + r0 * c, rows: m) }
+                    let (kl, same) = klAndAgreement(refLogits, logits, rows: m, vocab: v)
+                    klSum += kl
+                    agree += same
+                }
             }
             count += n
             windows += 1

@@ -229,6 +229,23 @@ public final class LlamaModel: @unchecked Sendable {
         _ tokens: [Int], cache: KVCache, logits rows: LogitRows = .all, adapter: LoRAAdapter? = nil,
         observe: LinearInputObserver? = nil
     ) throws -> [Float] {
+        let h = try hidden(tokens, cache: cache, adapter: adapter, observe: observe)
+        let t = tokens.count, first = rows == .all ? 0 : t - 1
+        return h.withUnsafeBufferPointer { logits($0.baseAddress! + first * config.hiddenSize, rows: t - first) }
+    }
+
+    /// logits (rows, V) of final hidden states (rows, C) from `hidden`: a caller that scores long
+    /// windows asks for a few rows at a time instead of holding (T, V).
+    public func logits(_ hidden: UnsafePointer<Float>, rows: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * config.vocabSize)
+        out.withUnsafeMutableBufferPointer { weights.headForward(hidden, rows: rows, into: $0.baseAddress!) }
+        return out
+    }
+
+    /// The forward without the head: the final RMS-normed hidden states (T, C) of `tokens`.
+    public func hidden(
+        _ tokens: [Int], cache: KVCache, adapter: LoRAAdapter? = nil, observe: LinearInputObserver? = nil
+    ) throws -> [Float] {
         let c = config
         let t = tokens.count
         let pos0 = cache.length
@@ -253,18 +270,12 @@ public final class LlamaModel: @unchecked Sendable {
             weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)
         }
         if let adapter { adapter.withView(run) } else { run(nil) }
-
-        let first = rows == .all ? 0 : t - 1
-        let n = t - first
-        let normed = ws.allocate(n * c.hiddenSize)
-        weights.finalNorm.withUnsafeBufferPointer {
-            rmsnormForward(
-                normed, x + first * c.hiddenSize, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
+        var normed = [Float](repeating: 0, count: t * c.hiddenSize)
+        normed.withUnsafeMutableBufferPointer { out in
+            weights.finalNorm.withUnsafeBufferPointer {
+                rmsnormForward(out.baseAddress!, x, $0.baseAddress!, rows: t, cols: c.hiddenSize, eps: c.rmsNormEps)
+            }
         }
-        var logits = [Float](repeating: 0, count: n * c.vocabSize)
-        logits.withUnsafeMutableBufferPointer {
-            weights.headForward(normed, rows: n, into: $0.baseAddress!, scratch: ws.weightScratch)
-        }
-        return logits
+        return normed
     }
 }
