@@ -166,6 +166,37 @@ public struct Linear: Sendable {
     }
 }
 
+extension Linear {
+    /// dx (T, in) = dy (T, out) · W, or += with `accumulate`: the input gradient of y = x Wᵀ. W
+    /// is converted as in `forward` (a packed one whole into `scratch`, a stored one a chunk of
+    /// rows at a time).
+    public func backwardInput(
+        _ dy: UnsafePointer<Float>, rows t: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
+        scratch: UnsafeMutablePointer<Float>? = nil
+    ) {
+        let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchFloats(rows: 2))) : nil
+        defer { own?.deallocate() }
+        let buf = scratch ?? own!
+        var beta: Float = accumulate ? 1 : 0
+        switch storage {
+        case .dense(let w):
+            w.withUnsafeBufferPointer { matmul(dy, $0.baseAddress!, dx, m: t, n: inFeatures, k: outFeatures, beta: beta) }
+        case .packed(let p):
+            p.dequantize(into: buf)
+            matmul(dy, buf, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)
+        case .stored(let m):
+            var r0 = 0
+            while r0 < outFeatures {
+                let n = min(Self.storedChunkRows, outFeatures - r0)
+                m.dequantizeRows(r0..<(r0 + n), into: buf)
+                matmul(dy + r0, buf, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
+                beta = 1
+                r0 += n
+            }
+        }
+    }
+}
+
 /// The LoRA factors of one linear layer as the forward reads them: A (r, in), B (out, r) and
 /// scale = alpha / r.
 public struct LoRAFactors {

@@ -27,6 +27,14 @@ public struct MemoryModel: Sendable {
         self.seq = seq
     }
 
+    /// Floats of the one buffer weights are converted into: a whole packed layer, or a chunk of
+    /// rows of a layer (or of the head) kept in its file's encoding.
+    var dequantizationScratch: Int {
+        let chunk = Linear.storedChunkRows
+        let layers = bits == nil ? blockLinears.map { min($0.0, chunk) * $0.1 }.max()! : blockLinears.map { $0.0 * $0.1 }.max()!
+        return max(layers, min(config.vocabSize, chunk) * config.hiddenSize)
+    }
+
     /// (out, in) of every linear layer of one block.
     var blockLinears: [(Int, Int)] {
         LinearKind.allCases.map {
@@ -77,7 +85,7 @@ public struct MemoryModel: Sendable {
         let chunk = min(128, n)
         let scratch =
             n * (6 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
-            + blockLinears.map { $0.0 * $0.1 }.max()!
+            + dequantizationScratch
         out.append(("step scratch", 4 * scratch))  // activation gradients, a logits chunk, one dequantized layer
         return out
     }

@@ -29,8 +29,6 @@ public final class TrainingGraph: @unchecked Sendable {
     private let rope: RopeTable
     private let workspace: ForwardWorkspace
     private let x, normed, dnormed, logits, dlogits: UnsafeMutablePointer<Float>
-    /// The head (or tied embedding) in fp32, (V, C), converted once: every step multiplies it.
-    private let headWeight: [Float]
     private let dx, dxn, dq, dk, dv, datt, dact, dgate, dup, dyB, attnScratch: UnsafeMutablePointer<Float>
 
     /// Bytes of the buffers this graph holds (activations and scratch).
@@ -61,9 +59,8 @@ public final class TrainingGraph: @unchecked Sendable {
         let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim, V = c.vocabSize
         let ws = ForwardWorkspace(
             config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: !recompute, keepProbs: true,
-            weightScratch: weights.largestLinear)
+            weightScratch: weights.scratchFloats(rows: 2))
         workspace = ws
-        headWeight = weights.outputHead.weight
         layerInputs = recompute ? (0..<c.numLayers).map { _ in ws.allocate(n * C) } : nil
         replay = ws.allocate(recompute ? n * C : 0)
         x = ws.allocate(n * C); normed = ws.allocate(n * C); dnormed = ws.allocate(n * C)
@@ -143,12 +140,12 @@ public final class TrainingGraph: @unchecked Sendable {
         let C = config.hiddenSize, V = config.vocabSize
         var total = 0.0
         var count = 0
-        headWeight.withUnsafeBufferPointer { wb in
-            let w = wb.baseAddress!
+        let head = weights.outputHead  // multiplied from its stored form, a chunk of vocabulary at a time
+        do {
             var r0 = 0
             while r0 < n {
                 let rows = min(headChunk, n - r0)
-                matmulTransB(normed + r0 * C, w, logits, m: rows, n: V, k: C)
+                head.forward(normed + r0 * C, rows: rows, into: logits, scratch: workspace.weightScratch)
                 var rowLoss = [Double](repeating: 0, count: rows)
                 var rowCount = [Int](repeating: 0, count: rows)
                 let out = UncheckedSendable((logits, dlogits))
@@ -173,7 +170,8 @@ public final class TrainingGraph: @unchecked Sendable {
                     count += rowCount[i]
                 }
                 if gradScale != nil {
-                    matmul(dlogits, w, dnormed + r0 * C, m: rows, n: C, k: V)
+                    head.backwardInput(
+                        dlogits, rows: rows, into: dnormed + r0 * C, accumulate: false, scratch: workspace.weightScratch)
                 }
                 r0 += rows
             }
@@ -189,9 +187,7 @@ public final class TrainingGraph: @unchecked Sendable {
         scale: Float, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, xa: UnsafePointer<Float>,
         dxIn: UnsafeMutablePointer<Float>
     ) {
-        lin.withWeight(scratch: workspace.weightScratch) { w in
-            matmul(dy, w, dxIn, m: n, n: lin.inFeatures, k: lin.outFeatures, beta: 1)
-        }
+        lin.backwardInput(dy, rows: n, into: dxIn, accumulate: true, scratch: workspace.weightScratch)
         loraBackward(
             dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,
             a: params + slot.offsetA, b: params + slot.offsetB, rows: n, in: lin.inFeatures,
