@@ -92,23 +92,6 @@ public struct Linear: Sendable {
     /// is multiplied 4,096 rows at a time) while each sgemm is still large.
     public static let storedChunkRows = 4096
 
-    /// Calls `body` with W (out, in) in fp32: the dense storage itself, or the packed weight
-    /// dequantized into `scratch` (room for out·in floats).
-    public func withWeight<R>(
-        scratch: UnsafeMutablePointer<Float>, _ body: (UnsafePointer<Float>) throws -> R
-    ) rethrows -> R {
-        switch storage {
-        case .dense(let w):
-            return try w.withUnsafeBufferPointer { try body($0.baseAddress!) }
-        case .packed(let p):
-            p.dequantize(into: scratch)
-            return try body(scratch)
-        case .stored(let m):
-            m.dequantizeRows(0..<m.rows, into: scratch)
-            return try body(scratch)
-        }
-    }
-
     /// y (T, out) = x (T, in) · W^T + b, plus s · B A x when LoRA factors are given (xa (T, r)
     /// keeps x Aᵀ for backward). One row of a packed layer is multiplied straight from its codes;
     /// more rows dequantize W into `scratch` (out·in floats; allocated here when nil).
