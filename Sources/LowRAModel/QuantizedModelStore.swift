@@ -61,13 +61,13 @@ public enum QuantizedModelStore {
         to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, plan: QuantizationPlan,
         progress: ((Int, Int) -> Void)? = nil, manifest: (QuantizeReport) -> QuantManifest
     ) throws -> [(a: [Float], b: [Float])] {
-        let index = Dictionary(
-            uniqueKeysWithValues: plan.layers.enumerated().map { ("\($1.block).\($1.kind.name)", $0) })
+        // The plan lists every linear layer, layer by layer in `LinearKind` order.
+        precondition(plan.layers.count == weights.blocks.count * LinearKind.allCases.count)
         var factors = [(a: [Float], b: [Float])]()
         try save(
             to: dir, config: config, weights: weights, tokenizer: tokenizer,
             layer: { l, kind in
-                guard let i = index["\(l).\(kind.name)"] else { return .linear(weights.blocks[l][kind]) }
+                let i = l * LinearKind.allCases.count + kind.rawValue
                 return .planned(bits: plan.bits[i], options: plan.options) {
                     progress?(i, plan.layers.count)
                     let (packed, f) = try weights.packLayer(i, of: plan)

@@ -44,11 +44,7 @@ public struct GPT2Splitter: PreTokenizer {
         let n = s.count
         var out = [Substring]()
         var p = 0
-        func run(_ from: Int, _ pred: (Unicode.Scalar) -> Bool) -> Int {
-            var e = from
-            while e < n, pred(s[e]) { e += 1 }
-            return e
-        }
+        func run(_ from: Int, _ pred: (Unicode.Scalar) -> Bool) -> Int { scanRun(s, from, pred) }
         while p < n {
             var end = p
             let c = s[p]
@@ -107,9 +103,7 @@ public struct WordPieceSplitter: PreTokenizer {
         let (s, idx) = scalarArray(scalars)
         let n = s.count
         func run(_ from: Int, limit: Int = .max, _ pred: (Unicode.Scalar) -> Bool) -> Int {
-            var e = from
-            while e < n, e - from < limit, pred(s[e]) { e += 1 }
-            return e
+            scanRun(s, from, limit: limit, pred)
         }
         func isNewline(_ c: Unicode.Scalar) -> Bool { c == "\r" || c == "\n" }
         func isOther(_ c: Unicode.Scalar) -> Bool { !isSpaceScalar(c) && !isLetterScalar(c) && !isNumberScalar(c) }
@@ -164,6 +158,13 @@ func scalarArray(_ scalars: Substring.UnicodeScalarView) -> ([Unicode.Scalar], [
     return (s, idx)
 }
 
+/// End of the run of at most `limit` scalars from `from` that satisfy `pred`.
+func scanRun(_ s: [Unicode.Scalar], _ from: Int, limit: Int = .max, _ pred: (Unicode.Scalar) -> Bool) -> Int {
+    var e = from
+    while e < s.count, e - from < limit, pred(s[e]) { e += 1 }
+    return e
+}
+
 private let contractions: [[Unicode.Scalar]] = ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
 
 /// End of a contraction ('s, 't, 're, 've, 'm, 'll, 'd; with `caseInsensitive` also 'S, 'Re, …)
@@ -181,8 +182,7 @@ func contractionEnd(_ s: [Unicode.Scalar], _ p: Int, caseInsensitive: Bool) -> I
 /// character to prefix the next word — or, `throughNewlines`, first `\s*[\r\n]+` (through the
 /// run's last newline when it has one).
 func whitespaceEnd(_ s: [Unicode.Scalar], _ p: Int, throughNewlines: Bool) -> Int {
-    var e = p
-    while e < s.count, isSpaceScalar(s[e]) { e += 1 }
+    let e = scanRun(s, p, isSpaceScalar)
     if throughNewlines, let lastNewline = (p..<e).last(where: { s[$0] == "\r" || s[$0] == "\n" }) {
         return lastNewline + 1
     }
