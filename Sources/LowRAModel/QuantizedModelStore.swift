@@ -105,6 +105,7 @@ public enum QuantizedModelStore {
                     .invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
             }
         }
+        removeStaleStaging(of: dir)
         let staging = dir + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
@@ -121,6 +122,23 @@ public enum QuantizedModelStore {
         } catch {
             try? fm.removeItem(atPath: staging)
             throw error
+        }
+    }
+
+    /// Removes what a killed run left beside `dir`: `dir.tmp-PID` / `dir.old-PID` siblings whose
+    /// process no longer exists (a running quantize's staging directory is left alone).
+    static func removeStaleStaging(of dir: String) {
+        let url = URL(fileURLWithPath: dir).standardizedFileURL
+        let parent = url.deletingLastPathComponent().path
+        let base = url.lastPathComponent
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: parent) else { return }
+        for name in entries {
+            for marker in [".tmp-", ".old-"] where name.hasPrefix(base + marker) {
+                guard let pid = Int32(name.dropFirst(base.count + marker.count)), pid != getpid() else { continue }
+                if kill(pid, 0) != 0 && errno == ESRCH {
+                    try? FileManager.default.removeItem(atPath: (parent as NSString).appendingPathComponent(name))
+                }
+            }
         }
     }
 

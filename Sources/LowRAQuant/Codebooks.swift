@@ -55,10 +55,26 @@ public func midpointThresholds(_ levels: [Float]) -> [Float] {
     (0..<(levels.count - 1)).map { (levels[$0] + levels[$0 + 1]) / 2 }
 }
 
-/// Index of the bin of x given sorted thresholds: the number of thresholds below x.
+/// Index of the bin of x given sorted thresholds: the number of thresholds below x. For the
+/// precisions' threshold counts (1, 3, 15) a branch-free binary search; otherwise a scan.
 @inline(__always)
 public func binIndex(_ x: Float, _ thresholds: UnsafePointer<Float>, _ count: Int) -> Int {
-    var k = 0
-    while k < count && x > thresholds[k] { k += 1 }
-    return k
+    switch count {
+    case 1:
+        return x > thresholds[0] ? 1 : 0
+    case 3:
+        var k = x > thresholds[1] ? 2 : 0
+        k += x > thresholds[k] ? 1 : 0
+        return k
+    case 15:
+        var k = x > thresholds[7] ? 8 : 0
+        k += x > thresholds[k + 3] ? 4 : 0
+        k += x > thresholds[k + 1] ? 2 : 0
+        k += x > thresholds[k] ? 1 : 0
+        return k
+    default:
+        var k = 0
+        while k < count && x > thresholds[k] { k += 1 }
+        return k
+    }
 }

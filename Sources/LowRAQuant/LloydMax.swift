@@ -25,26 +25,34 @@ public func weightedLloydMax(
     let k = initialLevels.count
     var levels = initialLevels
     var thresholds = initialThresholds ?? midpointThresholds(levels)
-    var sumW = [Double](repeating: 0, count: k)
-    var sumWX = [Double](repeating: 0, count: k)
+    let sumW = UnsafeMutablePointer<Double>.allocate(capacity: k)
+    let sumWX = UnsafeMutablePointer<Double>.allocate(capacity: k)
+    let lv = UnsafeMutablePointer<Float>.allocate(capacity: k)
+    let th = UnsafeMutablePointer<Float>.allocate(capacity: max(1, k - 1))
+    defer {
+        sumW.deallocate()
+        sumWX.deallocate()
+        lv.deallocate()
+        th.deallocate()
+    }
 
     // Weighted MSE of (levels, thresholds), filling the per-bin sums for the next update.
     func evaluate() -> Double {
         for i in 0..<k {
             sumW[i] = 0
             sumWX[i] = 0
+            lv[i] = levels[i]
         }
+        for i in 0..<(k - 1) { th[i] = thresholds[i] }
         var err = 0.0, total = 0.0
-        thresholds.withUnsafeBufferPointer { th in
-            for j in 0..<n {
-                let x = points[j], w = Double(weights[j])
-                let b = binIndex(x, th.baseAddress!, k - 1)
-                let d = Double(x - levels[b])
-                err += w * d * d
-                total += w
-                sumW[b] += w
-                sumWX[b] += w * Double(x)
-            }
+        for j in 0..<n {
+            let x = points[j], w = Double(weights[j])
+            let b = binIndex(x, th, k - 1)
+            let d = Double(x - lv[b])
+            err += w * d * d
+            total += w
+            sumW[b] += w
+            sumWX[b] += w * Double(x)
         }
         return total > 0 ? err / total : 0
     }
@@ -54,12 +62,12 @@ public func weightedLloydMax(
         var next = levels
         for i in 0..<k where sumW[i] > 0 { next[i] = Float(sumWX[i] / sumW[i]) }
         next.sort()
-        let saved = (levels, thresholds, sumW, sumWX)
+        let saved = (levels, thresholds)
         levels = next
         thresholds = midpointThresholds(levels)
         let mse = evaluate()
         if mse >= history.last! {
-            (levels, thresholds, sumW, sumWX) = saved
+            (levels, thresholds) = saved
             break
         }
         history.append(mse)

@@ -29,10 +29,13 @@ public func loftqInitialize(
     var target = w
     var best: (PackedLinear, [Float], [Float])?
     var errors = [Double]()
+    // Buffers of the layer's size, reused across steps (each is a fresh mapping otherwise).
+    var residual = [Float](repeating: 0, count: out * inF)
+    var ba = [Float](repeating: 0, count: out * inF)
     for step in 0...steps {
         let analysis = analyzeTensor(target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights)
         let packed = try analysis.pack(target, bits: bits)
-        var residual = packed.dequantized()
+        residual.withUnsafeMutableBufferPointer { packed.dequantize(into: $0.baseAddress!) }
         for i in residual.indices { residual[i] = w[i] - residual[i] }  // W − Q
         if step == 0 { errors.append(frobenius(residual).squareRoot()) }
         if step == steps { break }
@@ -45,7 +48,6 @@ public func loftqInitialize(
         for i in 0..<r {
             for j in 0..<inF { a[i * inF + j] = svd.s[i].squareRoot() * svd.vt[i * inF + j] }
         }
-        var ba = [Float](repeating: 0, count: out * inF)
         matmul(b, a, &ba, m: out, n: inF, k: r, alpha: s)
         for i in residual.indices { residual[i] -= ba[i] }  // W − Q − sBA
         errors.append(frobenius(residual).squareRoot())

@@ -45,20 +45,28 @@ public struct TensorAnalysis: Sendable {
 public func analyzeTensor(
     _ w: [Float], out: Int, in inF: Int, options: QuantizerOptions, columnWeights: [Float]? = nil
 ) -> TensorAnalysis {
-    let colW = columnWeights ?? [Float](repeating: 1, count: inF)
     let nb = (inF + AbsmaxStorage.block - 1) / AbsmaxStorage.block
     let absmax = w.withUnsafeBufferPointer {
         AbsmaxStorage(raw: blockAbsmax($0.baseAddress!, out: out, in: inF), doubleQuant: options.doubleQuant)
     }
-    let scales = absmax.decoded(count: out * nb)
+    let scales = UnsafeMutablePointer<Float>.allocate(capacity: out * nb)
+    scales.initialize(from: absmax.decoded(count: out * nb), count: out * nb)
+    let colW = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+    colW.initialize(from: columnWeights ?? [Float](repeating: 1, count: inF), count: inF)
+    defer {
+        scales.deallocate()
+        colW.deallocate()
+    }
     var levels = [Int: [Float]]()
     var thresholds = [Int: [Float]]()
     var errors = [Int: [Double]]()
     var learner = [Int: [(before: Double, after: Double)]]()
     var energy = [Double](repeating: 0, count: out)
+    w.withUnsafeBufferPointer { wb in
+    let wp = wb.baseAddress!
     for r in 0..<out {
         var e = 0.0
-        for j in 0..<inF { e += Double(colW[j]) * Double(w[r * inF + j]) * Double(w[r * inF + j]) }
+        for j in 0..<inF { e += Double(colW[j]) * Double(wp[r * inF + j]) * Double(wp[r * inF + j]) }
         energy[r] = e
     }
     for p in options.precisions {
@@ -72,11 +80,17 @@ public func analyzeTensor(
             th.withUnsafeMutableBufferPointer { thb in
                 mse.withUnsafeMutableBufferPointer { mb in
                     let dst = UncheckedSendable((lvb.baseAddress!, thb.baseAddress!, mb.baseAddress!))
+                    let inputs = UncheckedSendable((wp, scales, colW))
                     parallelFor(out, minPerChunk: 4) { rows in
-                        var x = [Float](repeating: 0, count: inF)
-                        var wt = [Float](repeating: 0, count: inF)
+                        let (wp, scales, colW) = inputs.value
+                        let x = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+                        let wt = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+                        defer {
+                            x.deallocate()
+                            wt.deallocate()
+                        }
                         for r in rows {
-                            normalizeRow(w, scales, r, inF, nb, options.weighting, colW, &x, &wt)
+                            normalizeRow(wp, scales, r, inF, nb, options.weighting, colW, x, wt)
                             let res = weightedLloydMax(
                                 points: x, weights: wt, count: inF, initialLevels: initial,
                                 initialThresholds: initialT, iterations: options.lloydIterations)
@@ -106,14 +120,21 @@ public func analyzeTensor(
         learner[p] = mse
         var err = [Double](repeating: 0, count: out)
         err.withUnsafeMutableBufferPointer { eb in
-            let dst = UncheckedSendable(eb.baseAddress!)
-            parallelFor(out, minPerChunk: 8) { rows in
-                for r in rows {
-                    dst.value[r] = rowError(w, scales, r, inF, nb, levels: lv, thresholds: th, k: k, colW: colW)
+            lv.withUnsafeBufferPointer { lb in
+                th.withUnsafeBufferPointer { tb in
+                    let io = UncheckedSendable((eb.baseAddress!, wp, scales, colW, lb.baseAddress!, tb.baseAddress!))
+                    parallelFor(out, minPerChunk: 8) { rows in
+                        let (dst, wp, scales, colW, lv, th) = io.value
+                        for r in rows {
+                            dst[r] = rowError(wp, scales, r, inF, nb, levels: lv + r * k, thresholds: th + r * (k - 1), k: k,
+                                              colW: colW)
+                        }
+                    }
                 }
             }
         }
         errors[p] = err
+    }
     }
     return TensorAnalysis(
         outFeatures: out, inFeatures: inF, options: options, absmax: absmax, levels: levels,
@@ -123,31 +144,36 @@ public func analyzeTensor(
 /// x = w / scale of its block, clamped to [-1, 1]; wt = the learner weight of its block.
 @inline(__always)
 func normalizeRow(
-    _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, _ weighting: LloydWeighting,
-    _ colW: [Float], _ x: inout [Float], _ wt: inout [Float]
+    _ w: UnsafePointer<Float>, _ scales: UnsafePointer<Float>, _ r: Int, _ inF: Int, _ nb: Int,
+    _ weighting: LloydWeighting, _ colW: UnsafePointer<Float>, _ x: UnsafeMutablePointer<Float>,
+    _ wt: UnsafeMutablePointer<Float>
 ) {
-    for j in 0..<inF {
-        let s = scales[r * nb + j / AbsmaxStorage.block]
-        x[j] = s > 0 ? min(1, max(-1, w[r * inF + j] / s)) : 0
+    let row = w + r * inF
+    for blk in 0..<nb {
+        let s = scales[r * nb + blk]
         // A zero block carries no error; a tiny weight keeps the learner's sums well defined.
         let v = weighting == .absmax ? s : s * s
-        wt[j] = max(v * colW[j], 1e-30)
+        for j in (blk * AbsmaxStorage.block)..<min(inF, (blk + 1) * AbsmaxStorage.block) {
+            x[j] = s > 0 ? min(1, max(-1, row[j] / s)) : 0
+            wt[j] = max(v * colW[j], 1e-30)
+        }
     }
 }
 
+/// Σ_j colW_j (w_rj − q_rj)² for row r quantized with its levels (k) and thresholds (k − 1).
 @inline(__always)
 func rowError(
-    _ w: [Float], _ scales: [Float], _ r: Int, _ inF: Int, _ nb: Int, levels: [Float], thresholds: [Float], k: Int,
-    colW: [Float]
+    _ w: UnsafePointer<Float>, _ scales: UnsafePointer<Float>, _ r: Int, _ inF: Int, _ nb: Int,
+    levels: UnsafePointer<Float>, thresholds: UnsafePointer<Float>, k: Int, colW: UnsafePointer<Float>
 ) -> Double {
     var e = 0.0
-    thresholds.withUnsafeBufferPointer { th in
-        let t = th.baseAddress! + r * (k - 1)
-        for j in 0..<inF {
-            let s = scales[r * nb + j / AbsmaxStorage.block]
-            let v = w[r * inF + j]
+    let row = w + r * inF
+    for blk in 0..<nb {
+        let s = scales[r * nb + blk]
+        for j in (blk * AbsmaxStorage.block)..<min(inF, (blk + 1) * AbsmaxStorage.block) {
+            let v = row[j]
             let x = s > 0 ? min(1, max(-1, v / s)) : 0
-            let q = s * levels[r * k + binIndex(x, t, k - 1)]
+            let q = s * levels[binIndex(x, thresholds, k - 1)]
             e += Double(colW[j]) * Double(v - q) * Double(v - q)
         }
     }
@@ -168,19 +194,26 @@ extension TensorAnalysis {
         for b in bits { offsets.append(offsets.last! + (inF * Int(b) + 7) / 8) }
         var codes = [UInt8](repeating: 0, count: offsets.last!)
         codes.withUnsafeMutableBufferPointer { cb in
-            let dst = UncheckedSendable(cb.baseAddress!)
-            parallelFor(out, minPerChunk: 8) { rows in
-                for r in rows {
-                    let b = Int(bits[r]), k = 1 << b
-                    let th = thresholds[b]!
-                    th.withUnsafeBufferPointer { tb in
-                        let t = tb.baseAddress! + r * (k - 1)
-                        let row = dst.value + offsets[r]
-                        for j in 0..<inF {
-                            let s = scales[r * nb + j / AbsmaxStorage.block]
-                            let x = s > 0 ? min(1, max(-1, w[r * inF + j] / s)) : 0
-                            let code = UInt8(binIndex(x, t, k - 1))
-                            row[j * b / 8] |= code << UInt8((j * b) % 8)
+            w.withUnsafeBufferPointer { wb in
+                scales.withUnsafeBufferPointer { sb in
+                    let io = UncheckedSendable((cb.baseAddress!, wb.baseAddress!, sb.baseAddress!))
+                    parallelFor(out, minPerChunk: 8) { rows in
+                        let (dst, w, scales) = io.value
+                        for r in rows {
+                            let b = Int(bits[r]), k = 1 << b
+                            thresholds[b]!.withUnsafeBufferPointer { tb in
+                                let t = tb.baseAddress! + r * (k - 1)
+                                let row = dst + offsets[r]
+                                let wr = w + r * inF
+                                for blk in 0..<nb {
+                                    let s = scales[r * nb + blk]
+                                    for j in (blk * AbsmaxStorage.block)..<min(inF, (blk + 1) * AbsmaxStorage.block) {
+                                        let x = s > 0 ? min(1, max(-1, wr[j] / s)) : 0
+                                        let code = UInt8(binIndex(x, t, k - 1))
+                                        row[j * b / 8] |= code << UInt8((j * b) % 8)
+                                    }
+                                }
+                            }
                         }
                     }
                 }

@@ -26,6 +26,23 @@ final class QuantizerTests: XCTestCase {
 
     /// The weighted MSE never rises across iterations and ends below the NormalFloat codebook's,
     /// at every precision.
+    /// The branch-free bin search equals counting the thresholds below x, for every threshold
+    /// count a precision has (1, 3, 15), with ties and points exactly on a threshold.
+    func testBinIndexEqualsCountOfThresholdsBelow() {
+        var rng = SplitMix64(seed: 11)
+        for count in [1, 3, 15, 5] {
+            for _ in 0..<200 {
+                var t = (0..<count).map { _ in Float((rng.nextUnit() * 8).rounded() / 4 - 1) }
+                t.sort()
+                for _ in 0..<20 {
+                    let x = rng.nextUnit() < 0.3 ? t[Int(rng.next() % UInt64(count))] : Float(rng.nextUnit() * 2.4 - 1.2)
+                    let expected = t.filter { x > $0 }.count
+                    XCTAssertEqual(t.withUnsafeBufferPointer { binIndex(x, $0.baseAddress!, count) }, expected)
+                }
+            }
+        }
+    }
+
     func testLloydMaxNeverRisesAndBeatsNormalFloat() {
         let w = randomWeights(out: 16, in: 256, seed: 3)
         for weighting in LloydWeighting.allCases {

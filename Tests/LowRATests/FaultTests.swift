@@ -1,0 +1,154 @@
+import Foundation
+import XCTest
+
+/// Streaming `quantize` under bad input and faults: a truncated shard, a tensor whose dtype or
+/// shape disagrees with its bytes, a full disk, kill -9 in the middle. Each ends with one
+/// `Error:` line (or, killed, with no output directory), a non-zero exit, nothing half-written
+/// under --out, and a rerun that succeeds.
+final class FaultTests: XCTestCase {
+    private func quantize(_ model: String, _ out: String, _ extra: [String] = []) throws -> (
+        status: Int32, out: String, err: String
+    ) {
+        try runProcess(Paths.lowraBinary, ["quantize", "--model", model, "--bits", "2", "--out", out] + extra)
+    }
+
+    private func assertOneErrorLine(
+        _ r: (status: Int32, out: String, err: String), mentioning needle: String, line: UInt = #line
+    ) {
+        XCTAssertNotEqual(r.status, 0, line: line)
+        let lines = r.err.split(separator: "\n").filter { !$0.isEmpty }
+        XCTAssertTrue(lines.last?.hasPrefix("Error:") ?? false, "stderr: \(r.err)", line: line)
+        XCTAssertTrue(lines.last?.contains(needle) ?? false, "stderr: \(r.err)", line: line)
+        XCTAssertFalse(r.err.contains("Fatal error") || r.err.contains("Stack dump"), r.err, line: line)
+    }
+
+    /// Nothing named after `out` is left in its parent: no output, no staging directory.
+    private func assertNothingLeft(_ out: String, line: UInt = #line) throws {
+        let parent = (out as NSString).deletingLastPathComponent
+        let base = (out as NSString).lastPathComponent
+        let left = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(base) }
+        XCTAssertEqual(left, [], "left beside --out", line: line)
+    }
+
+    /// Rewrites a safetensors file's header with `edit`, keeping its data bytes.
+    private func editHeader(_ path: String, _ edit: (inout [String: Any]) -> Void) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian })
+        var header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as! [String: Any]
+        edit(&header)
+        var json = try JSONSerialization.data(withJSONObject: header)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Data($0) }
+        out.append(json)
+        out.append(data.subdata(in: (8 + n)..<data.count))
+        try out.write(to: URL(fileURLWithPath: path))
+    }
+
+    func testBadShardsAreRefusedAndTheRerunSucceeds() throws {
+        let dir = try temporaryDirectory(self)
+        let fm = FileManager.default
+        let shard = "model-00002-of-00002.safetensors"
+        func copy(_ name: String) throws -> String {
+            try fm.copyItem(atPath: Paths.fixture("tiny_qwen2_hf"), toPath: "\(dir)/\(name)")
+            return "\(dir)/\(name)"
+        }
+        // A shard cut short (a download that stopped).
+        let cut = try copy("cut")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: "\(cut)/\(shard)"))
+        try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: "\(cut)/\(shard)"))
+        assertOneErrorLine(try quantize(cut, "\(dir)/q"), mentioning: "truncated")
+        try assertNothingLeft("\(dir)/q")
+        // A tensor whose dtype, then whose shape, disagrees with the bytes its header gives it.
+        let named = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: "\(cut)/model.safetensors.index.json"))) as! [String: Any]
+        let inShard = (named["weight_map"] as! [String: String]).filter { $0.value == shard }.keys.sorted()
+        let victim = try XCTUnwrap(inShard.first { $0.hasSuffix("mlp.up_proj.weight") })
+        let dtype = try copy("dtype")
+        try editHeader("\(dtype)/\(shard)") { h in
+            var t = h[victim] as! [String: Any]
+            t["dtype"] = "F32"
+            h[victim] = t
+        }
+        assertOneErrorLine(try quantize(dtype, "\(dir)/q"), mentioning: victim)
+        try assertNothingLeft("\(dir)/q")
+        let shape = try copy("shape")
+        try editHeader("\(shape)/\(shard)") { h in
+            var t = h[victim] as! [String: Any]
+            let s = t["shape"] as! [Int]
+            t["shape"] = [s[0] / 2, s[1]]
+            h[victim] = t
+        }
+        assertOneErrorLine(try quantize(shape, "\(dir)/q"), mentioning: victim)
+        try assertNothingLeft("\(dir)/q")
+        // The intact checkpoint quantizes into the same --out.
+        let good = try quantize(try copy("good"), "\(dir)/q")
+        XCTAssertEqual(good.status, 0, good.err)
+        XCTAssertTrue(fm.fileExists(atPath: "\(dir)/q/model.safetensors"))
+    }
+
+    /// --out on a filesystem too small for the model (a 64 KiB tmpfs): one Error line naming the
+    /// full disk, and the filesystem is left empty. Needs root to mount; skipped otherwise.
+    func testFullDiskLeavesNothing() throws {
+        let dir = try temporaryDirectory(self)
+        let mnt = "\(dir)/small"
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt])
+        guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here: \(mount.err)") }
+        defer { _ = try? runProcess("/bin/umount", [mnt]) }
+        let model = Paths.fixture("tiny_qwen2_hf")
+        let r = try quantize(model, "\(mnt)/q", ["--init", "none"])
+        assertOneErrorLine(r, mentioning: "No space left on device")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), [])
+        let rerun = try quantize(model, "\(dir)/q", ["--init", "none"])
+        XCTAssertEqual(rerun.status, 0, rerun.err)
+    }
+
+    /// kill -9 while the output is being written: no --out directory; the rerun succeeds and
+    /// removes the killed run's staging directory.
+    func testKilledQuantizeLeavesNoOutput() throws {
+        try Paths.requireSmolLM2()
+        let dir = try temporaryDirectory(self)
+        let url = URL(fileURLWithPath: Paths.fixture("tiny_llama3_hf/config.json"))
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        config["hidden_size"] = 256
+        config["intermediate_size"] = 688
+        config["num_hidden_layers"] = 4
+        config["num_attention_heads"] = 4
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: "\(dir)/config.json"))
+        let synth = try runProcess(
+            Paths.lowraBinary,
+            ["synth", "--config", "\(dir)/config.json", "--out", "\(dir)/m", "--tokenizer", Paths.smolLM2])
+        XCTAssertEqual(synth.status, 0, synth.err)
+        let out = "\(dir)/q"
+        let args = ["quantize", "--model", "\(dir)/m", "--bits", "2", "--out", out, "--rank", "8", "--loftq-steps", "40"]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let staging = "\(out).tmp-\(p.processIdentifier)"
+        let deadline = Date().addingTimeInterval(120)
+        while p.isRunning && Date() < deadline {
+            if FileManager.default.fileExists(atPath: "\(staging)/model.safetensors") || (try? FileManager.default
+                .contentsOfDirectory(atPath: staging).contains { $0.hasSuffix(".tmp") }) == true
+            {
+                break
+            }
+            usleep(5_000)
+        }
+        XCTAssertTrue(p.isRunning, "quantize finished before it could be killed; make the model bigger")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "a killed quantize left --out")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: staging))
+        let rerun = try runProcess(Paths.lowraBinary, args.map { $0 == "40" ? "1" : $0 })
+        XCTAssertEqual(rerun.status, 0, rerun.err)
+        try assertNothingLeft(staging)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/model.safetensors"))
+        try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", out, "--data", "\(dir)/t.txt"])
+        XCTAssertEqual(ev.status, 0, ev.err)
+    }
+}
