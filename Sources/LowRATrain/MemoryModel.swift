@@ -3,8 +3,9 @@ import LowRAModel
 
 /// The modeled memory of fine-tuning and inference with LowRA's formats (the paper's Appendix C,
 /// done for this implementation): byte counts per component, from the model shape, the bit
-/// budget and the training shape. Everything LowRA keeps is fp32 except the packed codes and
-/// the double-quantized block scales; activations follow `TrainingGraph`'s buffers exactly.
+/// budget and the training shape. The embedding and head stay in their stored encoding, the
+/// packed codes and double-quantized block scales in theirs, everything else is fp32;
+/// activations follow `TrainingGraph`'s buffers exactly.
 public struct MemoryModel: Sendable {
     public var config: LlamaConfig
     /// Code bits per quantized parameter (nil: the linear layers stay fp32).
@@ -18,6 +19,14 @@ public struct MemoryModel: Sendable {
     public var channelCodebooks = true
     /// Fine-tuning with `--recompute`: only block inputs saved, one layer's activations live.
     public var recompute = false
+    /// Bytes per value of the embedding and the head as stored (they stay in their file's
+    /// encoding and are converted a row or a chunk at a time): 2 for a 16-bit checkpoint, the
+    /// model's own with `lowra memory --model`.
+    public var embeddingBytesPerValue: Double = 2
+    public var headBytesPerValue: Double = 2
+    /// Bytes per value of the linear layers of the unquantized model (`bits` nil), kept in their
+    /// file's encoding too: 2 for a 16-bit checkpoint, or the model's own.
+    public var unquantizedBytesPerValue: Double = 2
 
     public init(config: LlamaConfig, bits: Double?, rank: Int, batch: Int = 1, seq: Int = 512) {
         self.config = config
@@ -66,10 +75,16 @@ public struct MemoryModel: Sendable {
             let levels = channelCodebooks ? Double(linearRows) * perRow * 4 : Double(c.numLayers * 7) * 22 * 4
             out.append(("codebooks", Int(levels)))
         } else {
-            out.append(("fp32 linear weights", Int(4 * params)))
+            out.append(("unquantized linear weights", Int(unquantizedBytesPerValue * params)))
         }
-        let other = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize * (2 * c.numLayers + 1)
-        out.append(("embeddings, norms, head", 4 * other))
+        // The head is read whole for every logit; an untied embedding only in the rows of the
+        // tokens seen (one step's, bounded by the vocabulary), the rest of it never paged in.
+        let vc = Double(c.vocabSize * c.hiddenSize)
+        let head = c.tieWordEmbeddings ? vc * max(headBytesPerValue, embeddingBytesPerValue) : vc * headBytesPerValue
+        let rowsTouched = c.tieWordEmbeddings ? 0 : min(c.vocabSize, batch * seq)
+        let embedding = Double(rowsTouched * c.hiddenSize) * embeddingBytesPerValue
+        let norms = 4 * c.hiddenSize * (2 * c.numLayers + 1)
+        out.append(("embeddings, norms, head", Int(head + embedding) + norms))
         let adapter = c.numLayers * blockLinears.reduce(0) { $0 + rank * ($1.0 + $1.1) }
         out.append(("LoRA adapter", 4 * adapter))
         guard training else { return out }
@@ -92,7 +107,7 @@ public struct MemoryModel: Sendable {
 
     /// Every component name, in display order (base weights first).
     public static let components = [
-        "fp32 linear weights", "packed codes", "block scales", "codebooks", "embeddings, norms, head", "LoRA adapter",
+        "unquantized linear weights", "packed codes", "block scales", "codebooks", "embeddings, norms, head", "LoRA adapter",
         "adapter gradient", "AdamW moments", "saved activations", "step scratch",
     ]
 

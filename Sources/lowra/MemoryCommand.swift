@@ -17,7 +17,7 @@ struct MemoryCommand: ParsableCommand {
 
     @Option(help: "A model (GGUF, Hugging Face or quantized directory) whose shape to use.") var model: String?
     @Option(help: "A Hugging Face config.json, or a built-in shape: \(MemoryModel.presetNames).") var config: String?
-    @Option(help: "Comma-separated budgets in code bits/param; fp32 is always the first row.") var bits: String =
+    @Option(help: "Comma-separated budgets in code bits/param; the unquantized model (as stored) is always the first row.") var bits: String =
         "4,3,2,1.75,1.5,1.25,1.15"
     @Option(help: "LoRA rank.") var rank: Int = 64
     @Option(help: "Sequences per step.") var batch: Int = 1
@@ -31,10 +31,21 @@ struct MemoryCommand: ParsableCommand {
     func run() throws {
         let config: LlamaConfig
         let name: String
+        var stored: (embedding: Double, head: Double, linear: Double?)?
         switch (model, self.config) {
         case let (m?, nil):
-            config = try LoadedModel.load(m).config
+            let loaded = try LoadedModel.load(m)
+            config = loaded.config
             name = m
+            let w = loaded.model.weights
+            let values = Double(config.vocabSize * config.hiddenSize)
+            let linears = w.blocks.flatMap(\.linears)
+            let linear =
+                linears.contains { $0.packed != nil }
+                ? nil : Double(linears.reduce(0) { $0 + $1.weightBytes }) / Double(linears.reduce(0) { $0 + $1.outFeatures * $1.inFeatures })
+            stored = (
+                Double(w.embedding.weightBytes) / values, Double((w.head ?? w.embedding).weightBytes) / values, linear
+            )
         case let (nil, c?):
             if let preset = MemoryModel.preset(named: c) {
                 config = preset
@@ -61,7 +72,11 @@ struct MemoryCommand: ParsableCommand {
         let rows: [(String, [(String, Int)])] = ([nil] + budgets.map { Optional($0) }).map { b in
             var mm = MemoryModel(config: config, bits: b, rank: rank, batch: batch, seq: seq)
             mm.recompute = recompute
-            return (b.map { ExperimentReport.bitsLabel($0) + " bits" } ?? "fp32", mm.breakdown(training: !inference))
+            if let stored {
+                (mm.embeddingBytesPerValue, mm.headBytesPerValue) = (stored.embedding, stored.head)
+                if let linear = stored.linear { mm.unquantizedBytesPerValue = linear }
+            }
+            return (b.map { ExperimentReport.bitsLabel($0) + " bits" } ?? "unquantized", mm.breakdown(training: !inference))
         }
         let components = MemoryModel.components.filter { c in rows.contains { $0.1.contains { $0.0 == c } } }
         if let svg {

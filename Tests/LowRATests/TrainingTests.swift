@@ -336,5 +336,16 @@ final class FinetuneTests: XCTestCase {
         let packed = parts["packed codes"]! + parts["block scales"]! + parts["codebooks"]!
         XCTAssertEqual(Double(packed), Double(report.storedBytes), accuracy: 0.15 * Double(report.storedBytes))
         XCTAssertEqual(model.linearParameters, report.quantizedParameters)
+        // The embedding and head are counted as stored: the head whole, an untied embedding in the
+        // rows one step can touch.
+        let c = m.config
+        let values = Double(c.vocabSize * c.hiddenSize)
+        model.embeddingBytesPerValue = Double(w.embedding.weightBytes) / values
+        model.headBytesPerValue = Double((w.head ?? w.embedding).weightBytes) / values
+        let norms = 4 * c.hiddenSize * (2 * c.numLayers + 1)
+        let rows = c.tieWordEmbeddings ? 0 : min(c.vocabSize, 2 * 24)
+        let expected = (w.head ?? w.embedding).weightBytes + w.embedding.weightBytes * rows / c.vocabSize + norms
+        let stored = Dictionary(uniqueKeysWithValues: model.breakdown(training: true))
+        XCTAssertEqual(stored["embeddings, norms, head"]!, expected)
     }
 }
