@@ -123,6 +123,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return out
     }
 
+    /// A U8 or F32 tensor's elements straight from the map, never copied (copied only when the
+    /// file puts an F32 tensor at an offset not a multiple of 4).
+    public func held<T: BitwiseCopyable>(_ name: String, as: T.Type) throws -> HeldArray<T> {
+        guard let info = tensors[name] else {
+            throw LowRAError(.missingTensor, "\((path as NSString).lastPathComponent): tensor \(name) not found")
+        }
+        let expected: SafeTensorsDType = T.self == UInt8.self ? .u8 : T.self == Float.self ? .f32 : .i32
+        guard info.dtype == expected, MemoryLayout<T>.size == info.dtype.size else {
+            throw LowRAError(
+                .malformedFile,
+                "\((path as NSString).lastPathComponent): tensor \(name) is \(info.dtype.rawValue), expected \(expected.rawValue)")
+        }
+        let p = file.bytes.baseAddress! + dataStart + info.range.lowerBound
+        if Int(bitPattern: p) % MemoryLayout<T>.alignment != 0 {
+            return HeldArray((0..<info.elementCount).map { p.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.stride, as: T.self) })
+        }
+        return HeldArray(borrowing: p.assumingMemoryBound(to: T.self), count: info.elementCount, owner: file)
+    }
+
     /// The tensor's raw bytes.
     public func bytes(_ name: String) throws -> Data {
         guard let info = tensors[name] else {

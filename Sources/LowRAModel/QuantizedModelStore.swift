@@ -234,7 +234,7 @@ public enum QuantizedModelStore {
                     throw LowRAError(.invalidArgument, "\(name): absmax")
                 }
                 release()
-                return v
+                return Array(v)
             }
         }
         w.metadata[name + ".in_features"] = String(inFeatures)
@@ -286,11 +286,11 @@ public enum QuantizedModelStore {
             }
             return try file.floats(name)
         }
-        func bytes(_ name: String) throws -> [UInt8] {
+        func bytes(_ name: String) throws -> HeldArray<UInt8> {
             guard file.tensors[name]?.dtype == .u8 else {
                 throw LowRAError(.missingTensor, "\(desc): U8 tensor \(name) not found")
             }
-            return [UInt8](try file.bytes(name))
+            return try file.held(name, as: UInt8.self)
         }
         func linear(_ l: Int, _ kind: LinearKind) throws -> Linear {
             let (out, inF) = kind.shape(c)
@@ -307,12 +307,15 @@ public enum QuantizedModelStore {
             let scope = CodebookScope(rawValue: file.metadata[name + ".scope"] ?? "") ?? .channel
             let absmax: AbsmaxStorage
             if file.tensors[name + ".absmax"] != nil {
-                absmax = .plain(try file.floats(name + ".absmax"))
+                guard file.tensors[name + ".absmax"]?.dtype == .f32 else {
+                    throw LowRAError(.malformedFile, "\(desc): \(name).absmax is not F32")
+                }
+                absmax = .plain(try file.held(name + ".absmax", as: Float.self))
             } else {
                 absmax = .doubleQuant(
                     codes: try bytes(name + ".absmax_codes"), scales: try file.floats(name + ".absmax_scales"))
             }
-            let bits = try bytes(name + ".bits")
+            let bits = Array(try bytes(name + ".bits"))
             guard bits.count == out else {
                 throw LowRAError(.shapeMismatch, "\(desc): \(name).bits has \(bits.count) rows, expected \(out)")
             }

@@ -4,8 +4,8 @@ import LowRATensor
 /// Block scales of a packed weight: fp32 per block, or double-quantized (uint8 code per block,
 /// fp32 scale per 256 blocks, as QLoRA), see `lowra_packed.h`.
 public enum AbsmaxStorage: Sendable, Equatable {
-    case plain([Float])  // (out * nb)
-    case doubleQuant(codes: [UInt8], scales: [Float])  // (out * nb), (ceil(out * nb / 256))
+    case plain(HeldArray<Float>)  // (out * nb)
+    case doubleQuant(codes: HeldArray<UInt8>, scales: [Float])  // (out * nb), (ceil(out * nb / 256))
 
     public static let block = Int(LOWRA_BLOCK)
     public static let group = Int(LOWRA_DQ_GROUP)
@@ -14,7 +14,7 @@ public enum AbsmaxStorage: Sendable, Equatable {
     /// decoded scale is never below the block's true absmax and normalized weights stay in [-1, 1].
     public init(raw: [Float], doubleQuant: Bool) {
         guard doubleQuant else {
-            self = .plain(raw)
+            self = .plain(HeldArray(raw))
             return
         }
         let groups = (raw.count + Self.group - 1) / Self.group
@@ -31,7 +31,7 @@ public enum AbsmaxStorage: Sendable, Equatable {
                 codes[i] = UInt8(c)
             }
         }
-        self = .doubleQuant(codes: codes, scales: scales)
+        self = .doubleQuant(codes: HeldArray(codes), scales: scales)
     }
 
     public var isDoubleQuant: Bool { if case .doubleQuant = self { true } else { false } }

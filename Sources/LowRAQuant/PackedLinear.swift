@@ -15,7 +15,7 @@ public struct PackedLinear: Sendable, Equatable {
     public let outFeatures: Int
     public let inFeatures: Int
     public let bits: [UInt8]  // (out), each 1, 2 or 4
-    public let codes: [UInt8]  // rows packed LSB-first, each starting on a byte
+    public let codes: HeldArray<UInt8>  // rows packed LSB-first, each starting on a byte
     public let absmax: AbsmaxStorage
     public let levels: [Float]  // channel scope: concatenated per row; tensor scope: 22 levels
     public let scope: CodebookScope
@@ -25,6 +25,16 @@ public struct PackedLinear: Sendable, Equatable {
 
     public init(
         outFeatures: Int, inFeatures: Int, bits: [UInt8], codes: [UInt8], absmax: AbsmaxStorage,
+        levels: [Float], scope: CodebookScope
+    ) throws {
+        try self.init(
+            outFeatures: outFeatures, inFeatures: inFeatures, bits: bits, codes: HeldArray(codes), absmax: absmax,
+            levels: levels, scope: scope)
+    }
+
+    /// Codes held anywhere: a quantized model's are read straight from its mapped file.
+    public init(
+        outFeatures: Int, inFeatures: Int, bits: [UInt8], codes: HeldArray<UInt8>, absmax: AbsmaxStorage,
         levels: [Float], scope: CodebookScope
     ) throws {
         guard bits.count == outFeatures, bits.allSatisfy({ $0 == 1 || $0 == 2 || $0 == 4 }) else {

@@ -33,6 +33,13 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertEqual(q.config, src.config)
             XCTAssertNotNil(q.model.weights.blocks[0][.q].packed)
             XCTAssertEqual(q.model.weights.blocks[1][.down].packed, w.blocks[1][.down].packed)
+            // Packed codes (and double-quantized scale codes) are read from the mapped file, not copied.
+            for lin in q.model.weights.blocks.flatMap(\.linears) {
+                let p = try XCTUnwrap(lin.packed)
+                XCTAssertTrue(p.codes.isBorrowed)
+                if case .doubleQuant(let codes, _) = p.absmax { XCTAssertTrue(codes.isBorrowed) }
+                XCTAssertFalse(w.blocks[0][.q].packed!.codes.isBorrowed)
+            }
             let tokens = src.tokenizer.encode("First Citizen:\nBefore we proceed any further, hear me speak. 12 3")
             XCTAssertEqual(
                 q.tokenizer.encode("First Citizen: <|im_start|>user 42"),
