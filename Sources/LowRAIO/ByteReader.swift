@@ -57,6 +57,24 @@ public func mapFile(_ path: String) throws -> Data {
     }
 }
 
+/// Feeds a file's bytes to `hash` through a fixed buffer (`read`, not a map): hashing a model
+/// larger than memory adds nothing to the process's resident memory.
+public func hashFile(_ path: String, into hash: inout SHA256) throws {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw LowRAError(.io, "\(path): cannot open (\(String(cString: strerror(errno))))") }
+    defer { close(fd) }
+    let size = 8 << 20
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    defer { buffer.deallocate() }
+    while true {
+        let n = read(fd, buffer, size)
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { throw LowRAError(.io, "\(path): cannot read (\(String(cString: strerror(errno))))") }
+        if n == 0 { return }
+        hash.update(UnsafeRawBufferPointer(start: buffer, count: n))
+    }
+}
+
 /// Writes `data` to `path` atomically: a temporary file in the same folder, then a rename, so a
 /// killed process never leaves a half-written file under the real name.
 public func writeAtomically(_ data: Data, to path: String) throws {

@@ -250,6 +250,7 @@ public enum QuantizedModelStore {
         case .stored(let m) where m.type != .f32:
             let raw = { (writer: SafeTensorsStreamWriter) in
                 try writer.write(name, bytes: UnsafeRawBufferPointer(start: m.rawRows(0..<m.rows), count: m.byteCount))
+                m.release()  // its pages were read once, to be written
             }
             if [.f16, .bf16].contains(m.type) {
                 w.add(name, dtype: m.type == .f16 ? .f16 : .bf16, shape: shape, produce: raw)
@@ -383,7 +384,7 @@ public func fingerprint(_ path: String) throws -> String {
         : [path]
     for f in files {
         if isDir.boolValue { h.update(Array(((f as NSString).lastPathComponent).utf8)) }
-        try mapFile(f).withUnsafeBytes { h.update($0) }
+        try hashFile(f, into: &h)
     }
     return h.finalize()
 }

@@ -121,7 +121,7 @@ public func baseFingerprint(_ path: String) throws -> String {
     var h = SHA256()
     for f in ["config.json", "model.safetensors"] {
         h.update(Array(f.utf8))
-        try mapFile((path as NSString).appendingPathComponent(f)).withUnsafeBytes { h.update($0) }
+        try hashFile((path as NSString).appendingPathComponent(f), into: &h)
     }
     return h.finalize()
 }
