@@ -109,8 +109,8 @@ public struct Linear: Sendable {
         switch storage {
         case .dense(let w):
             w.withUnsafeBufferPointer { multiply($0.baseAddress!) }
-        case .packed(let p) where t == 1:
-            p.matvec(x, into: y)
+        case .packed(let p) where t <= PackedLinear.kernelColumns:
+            p.multiply(x, columns: t, into: y)  // straight from the codes
         case .packed(let p):
             let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures) : nil
             defer { own?.deallocate() }

@@ -171,42 +171,67 @@ public struct PackedLinear: Sendable, Equatable {
         }
     }
 
-    /// y (out) = W · x (in) without expanding W: each block's codes are looked up and summed
-    /// against x, then scaled once by the block's absmax (decode's fused kernel).
+    /// The kernel path `multiply` runs on this CPU: AVX-512, AVX2 or scalar (the environment
+    /// variable LOWRA_KERNEL=scalar|avx2 forces a slower one).
+    public static let kernelPath = Int(lowra_kernel_best_path())
+    public static func kernelPathName(_ path: Int = kernelPath) -> String {
+        String(cString: lowra_kernel_path_name(Int32(path)))
+    }
+    /// Whether this CPU runs `path` (0 scalar, 1 AVX2, 2 AVX-512).
+    public static func kernelPathSupported(_ path: Int) -> Bool { lowra_kernel_path_supported(Int32(path)) != 0 }
+    /// Columns one kernel call multiplies while decoding the codes once.
+    public static let kernelColumns = Int(LOWRA_MAX_COLUMNS)
+
+    /// Y (n, out) = X (n, in) · Wᵀ straight from the codes, W never expanded (decode, and small
+    /// batches): the kernels of `lowra_kernels.h`, rows split across the workers.
+    public func multiply(
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = kernelPath
+    ) {
+        withView { view in
+            let io = UncheckedSendable((view, x, y))
+            // Enough rows per worker to amortize the dispatch; a multiple of 16 keeps chunks aligned.
+            parallelFor(outFeatures, minPerChunk: 64) { rows in
+                lowra_packed_gemm(
+                    Int32(path), io.value.0, io.value.1, UInt64(n), io.value.2, UInt64(outFeatures),
+                    UInt64(rows.lowerBound), UInt64(rows.upperBound))
+            }
+        }
+    }
+
+    /// y (out) = W · x (in): `multiply` for one column.
     public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
-        let io = UncheckedSendable((x, y))
-        parallelFor(outFeatures, minPerChunk: 32) { rows in
+        multiply(x, columns: 1, into: y)
+    }
+
+    /// The C kernels' view of this weight, valid inside `body`.
+    func withView<R>(_ body: (UnsafePointer<lowra_packed_view>) -> R) -> R {
+        bits.withUnsafeBufferPointer { bb in
             codes.withUnsafeBufferPointer { cb in
-                levels.withUnsafeBufferPointer { lb in
-                    let x = io.value.0
-                    for r in rows {
-                        let b = Int(bits[r])
-                        let row = cb.baseAddress! + rowOffsets[r]
-                        let lv = lb.baseAddress! + levelOffsets[r]
-                        let mask = UInt8((1 << b) - 1)
-                        var acc: Float = 0
-                        for blk in 0..<nb {
-                            let j0 = blk * AbsmaxStorage.block
-                            let j1 = min(inFeatures, j0 + AbsmaxStorage.block)
-                            var dot: Float = 0
-                            switch b {
-                            case 4:
-                                var j = j0
-                                while j + 1 < j1 {
-                                    let v = row[j / 2]
-                                    dot += lv[Int(v & 15)] * x[j] + lv[Int(v >> 4)] * x[j + 1]
-                                    j += 2
-                                }
-                                if j < j1 { dot += lv[Int(row[j / 2] & 15)] * x[j] }
-                            default:
-                                for j in j0..<j1 {
-                                    dot += lv[Int((row[j * b / 8] >> UInt8((j * b) % 8)) & mask)] * x[j]
+                rowOffsets.withUnsafeBufferPointer { ro in
+                    levelOffsets.withUnsafeBufferPointer { lo in
+                        levels.withUnsafeBufferPointer { lb in
+                            func view(
+                                _ plain: UnsafePointer<Float>?, _ dqCodes: UnsafePointer<UInt8>?,
+                                _ dqScales: UnsafePointer<Float>?
+                            ) -> R {
+                                var v = lowra_packed_view(
+                                    out: UInt64(outFeatures), in: UInt64(inFeatures), bits: bb.baseAddress,
+                                    codes: cb.baseAddress,
+                                    row_offsets: UnsafeRawPointer(ro.baseAddress!).assumingMemoryBound(to: Int64.self),
+                                    levels: lb.baseAddress,
+                                    level_offsets: UnsafeRawPointer(lo.baseAddress!).assumingMemoryBound(to: Int64.self),
+                                    absmax: plain, absmax_codes: dqCodes, absmax_scales: dqScales)
+                                return withUnsafePointer(to: &v) { body($0) }
+                            }
+                            switch absmax {
+                            case .plain(let a):
+                                return a.withUnsafeBufferPointer { view($0.baseAddress, nil, nil) }
+                            case .doubleQuant(let c, let s):
+                                return c.withUnsafeBufferPointer { cp in
+                                    s.withUnsafeBufferPointer { view(nil, cp.baseAddress, $0.baseAddress) }
                                 }
                             }
-                            acc += absmax.value(r * nb + blk) * dot
                         }
-                        io.value.1[r] = acc
                     }
                 }
             }
