@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies run one way: LowRATensor (BLAS, kernels) <- LowRAIO (file formats),
+// Dependencies run one way: CLowRAPacked (packed format, C kernels) <- LowRATensor (BLAS, kernel
+// paths) <- LowRAIO (file formats),
 // LowRAQuant (packed format, quantizer) <- LowRAModel (config, tokenizer, Llama runtime)
 // <- LowRATrain (LoRA adapters, backward pass, optimizer, data, checkpoints) <- lowra (CLI).
 let package = Package(
@@ -17,9 +18,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CCbc", path: "Sources/CCbc"),
-        .target(name: "LowRATensor", dependencies: ["CBLAS"]),
         .target(name: "CLowRAPacked"),
-        .target(name: "LowRAIO", dependencies: ["LowRATensor"]),
+        .target(name: "LowRATensor", dependencies: ["CBLAS", "CLowRAPacked"]),
+        .target(name: "LowRAIO", dependencies: ["LowRATensor", "CLowRAPacked"]),
         .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
         .target(name: "LowRAReport"),

@@ -219,7 +219,7 @@ static gemm_fn kernel(int path) {
 static int cpu_supports(int path) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (path == LOWRA_PATH_AVX2) return avx2;
     if (path == LOWRA_PATH_AVX512)
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 import LowRATensor
 
@@ -97,6 +98,23 @@ public struct StoredMatrix: @unchecked Sendable {
     /// Rows `range` as fp32 into dst ((range.count, cols)).
     public func dequantizeRows(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
         dequantizeGGML(type, rawRows(range), dst, count: range.count * cols)
+    }
+
+    /// Whether `multiply` reads this encoding directly (F32, F16, BF16, Q4_0, Q4_1, Q8_0).
+    public var multipliesDirectly: Bool { lowra_stored_gemm_supports(type.rawValue) != 0 }
+
+    /// Y (n, rows) = X (n, cols) · Wᵀ straight from the stored encoding (decode, small batches),
+    /// rows split across the workers; requires `multipliesDirectly`.
+    public func multiply(
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
+    ) {
+        precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
+        let io = UncheckedSendable((rawRows(0..<rows).assumingMemoryBound(to: UInt8.self), x, y))
+        parallelFor(rows, minPerChunk: 64) { range in
+            lowra_stored_gemm(
+                Int32(path), type.rawValue, io.value.0, UInt64(rowBytes), UInt64(cols), io.value.1, UInt64(n),
+                io.value.2, UInt64(rows), UInt64(range.lowerBound), UInt64(range.upperBound))
+        }
     }
 
     /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,

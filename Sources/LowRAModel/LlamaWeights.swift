@@ -109,13 +109,15 @@ public struct Linear: Sendable {
         switch storage {
         case .dense(let w):
             w.withUnsafeBufferPointer { multiply($0.baseAddress!) }
-        case .packed(let p) where t <= PackedLinear.kernelColumns:
+        case .packed(let p) where t <= KernelPath.columns:
             p.multiply(x, columns: t, into: y)  // straight from the codes
         case .packed(let p):
             let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures) : nil
             defer { own?.deallocate() }
             p.dequantize(into: scratch ?? own!)
             multiply(scratch ?? own!)
+        case .stored(let m) where t <= KernelPath.columns && m.multipliesDirectly:
+            m.multiply(x, columns: t, into: y)  // straight from the file's encoding
         case .stored(let m):
             // A chunk of rows at a time: convert, then y[:, chunk] = x · chunkᵀ.
             let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: t)) : nil

@@ -171,21 +171,10 @@ public struct PackedLinear: Sendable, Equatable {
         }
     }
 
-    /// The kernel path `multiply` runs on this CPU: AVX-512, AVX2 or scalar (the environment
-    /// variable LOWRA_KERNEL=scalar|avx2 forces a slower one).
-    public static let kernelPath = Int(lowra_kernel_best_path())
-    public static func kernelPathName(_ path: Int = kernelPath) -> String {
-        String(cString: lowra_kernel_path_name(Int32(path)))
-    }
-    /// Whether this CPU runs `path` (0 scalar, 1 AVX2, 2 AVX-512).
-    public static func kernelPathSupported(_ path: Int) -> Bool { lowra_kernel_path_supported(Int32(path)) != 0 }
-    /// Columns one kernel call multiplies while decoding the codes once.
-    public static let kernelColumns = Int(LOWRA_MAX_COLUMNS)
-
     /// Y (n, out) = X (n, in) · Wᵀ straight from the codes, W never expanded (decode, and small
     /// batches): the kernels of `lowra_kernels.h`, rows split across the workers.
     public func multiply(
-        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = kernelPath
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
     ) {
         withView { view in
             let io = UncheckedSendable((view, x, y))

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 
+@testable import LowRAIO
 @testable import LowRAQuant
 @testable import LowRATensor
 
@@ -23,8 +24,8 @@ final class KernelTests: XCTestCase {
     }
 
     func testKernelsEqualDequantizeThenMultiply() throws {
-        let paths = (0...2).filter { PackedLinear.kernelPathSupported($0) }
-        XCTAssertTrue(paths.contains(PackedLinear.kernelPath))
+        let paths = KernelPath.all
+        XCTAssertTrue(paths.contains(KernelPath.best))
         var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970))  // fresh inputs every run
         let shapes: [(Int, Int)] = [(37, 64), (16, 192), (9, 100), (33, 7), (5, 1), (64, 576), (12, 130)]
         let widthSets: [[UInt8]] = [[1], [2], [4], [1, 2, 4], [2, 4]]
@@ -57,7 +58,7 @@ final class KernelTests: XCTestCase {
                                         // fp32 accumulation in another order: a few ulps of Σ|w x|.
                                         XCTAssertLessThanOrEqual(
                                             abs(got - ref), 2e-6 * mag + 1e-12,
-                                            "\(PackedLinear.kernelPathName(path)) \(out)x\(inF) widths \(widths) "
+                                            "\(KernelPath.name(path)) \(out)x\(inF) widths \(widths) "
                                                 + "\(scope) dq \(dq) column \(c) of \(n), row \(r)")
                                     }
                                 }
@@ -69,5 +70,62 @@ final class KernelTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(cases, 400)
+    }
+
+    /// Stored matrices multiplied in their file's encoding (F32, F16, BF16, Q8_0, Q4_0, Q4_1)
+    /// equal converting the rows to fp32 (`dequantizeGGML`) and multiplying, on every path.
+    func testStoredKernelsEqualConvertThenMultiply() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 1)
+        let dir = try temporaryDirectory(self)
+        var cases = 0
+        for type in [GGMLType.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1] {
+            let (qk, blockBytes) = type.blockLayout!
+            for (rows, cols) in [(13, 64), (70, 96), (5, qk == 1 ? 37 : 32), (3, qk == 1 ? 9 : 160)] {
+                // Random bytes, with every f16 scale (and the float types' values) a finite number.
+                var bytes = [UInt8]()
+                for _ in 0..<(rows * cols / qk) {
+                    switch type {
+                    case .f32: withUnsafeBytes(of: Float(rng.nextUnit() * 2 - 1)) { bytes += $0 }
+                    case .f16: withUnsafeBytes(of: halfFromFloat(Float(rng.nextUnit() * 2 - 1))) { bytes += $0 }
+                    case .bf16: withUnsafeBytes(of: bfloat16FromFloat(Float(rng.nextUnit() * 2 - 1))) { bytes += $0 }
+                    default:
+                        withUnsafeBytes(of: halfFromFloat(Float(rng.nextUnit() * 0.1))) { bytes += $0 }
+                        if type == .q4_1 { withUnsafeBytes(of: halfFromFloat(Float(rng.nextUnit() * 0.2 - 0.1))) { bytes += $0 } }
+                        for _ in 0..<(blockBytes - (type == .q4_1 ? 4 : 2)) { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
+                    }
+                }
+                let path = "\(dir)/\(type.name)-\(rows)x\(cols).bin"
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                let m = try StoredMatrix(rows: rows, cols: cols, type: type, file: try MappedFile(path: path), offset: 0)
+                XCTAssertTrue(m.multipliesDirectly)
+                let w = m.floats()
+                for n in [1, 3, 8, 10] {
+                    let x = (0..<(n * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+                    for kernel in KernelPath.all {
+                        var y = [Float](repeating: .nan, count: n * rows)
+                        x.withUnsafeBufferPointer { xb in
+                            y.withUnsafeMutableBufferPointer {
+                                m.multiply(xb.baseAddress!, columns: n, into: $0.baseAddress!, path: kernel)
+                            }
+                        }
+                        for c in 0..<n {
+                            for r in 0..<rows {
+                                var ref = 0.0, mag = 0.0
+                                for j in 0..<cols {
+                                    let t = Double(w[r * cols + j]) * Double(x[c * cols + j])
+                                    ref += t
+                                    mag += abs(t)
+                                }
+                                XCTAssertLessThanOrEqual(
+                                    abs(Double(y[c * rows + r]) - ref), 2e-6 * mag + 1e-12,
+                                    "\(KernelPath.name(kernel)) \(type.name) \(rows)x\(cols) column \(c) of \(n), row \(r)")
+                            }
+                        }
+                        cases += 1
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(cases, 90)
     }
 }

@@ -42,4 +42,11 @@ const char *lowra_kernel_path_name(int path);
 void lowra_packed_gemm(int path, const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                        uint64_t r0, uint64_t r1);
 
+/// Stored (unquantized) matrices in their file's encoding, by ggml type number: F32 (0), F16 (1),
+/// Q4_0 (2), Q4_1 (3), Q8_0 (8), BF16 (30). Rows are `row_bytes` apart starting at `rows`.
+int lowra_stored_gemm_supports(unsigned ggml_type);
+/// Y[c][r] = sum_j X[c][j] W[r][j] for rows r0 <= r < r1 of a stored matrix, as lowra_packed_gemm.
+void lowra_stored_gemm(int path, unsigned ggml_type, const uint8_t *rows, uint64_t row_bytes, uint64_t in,
+                       const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+
 #endif
