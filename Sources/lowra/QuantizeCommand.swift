@@ -121,6 +121,11 @@ struct QuantizeCommand: ParsableCommand {
         }
         let manifest = finished!
         let report = manifest.report
+        // The whole file, embedding and head included, per parameter of the model.
+        let fileBytes =
+            (try? FileManager.default.attributesOfItem(atPath: (out as NSString).appendingPathComponent("model.safetensors"))[
+                .size] as? Int) ?? 0
+        let fileBits = Double(fileBytes * 8) / Double(loaded.model.weights.parameterCount)
         if var adapter {
             var adapterManifest = AdapterManifest(
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),
@@ -144,11 +149,17 @@ struct QuantizeCommand: ParsableCommand {
             obj["out"] = out
             obj["source_sha256"] = manifest.sourceSHA256
             obj["init"] = initKind
+            obj["file_bytes"] = fileBytes
+            obj["file_bits_per_param"] = fileBits
             if let adapter { obj["rank"] = adapter.rank }
             printJSON(obj)
             return
         }
         printLayerTable(report)
+        print(
+            String(
+                format: "model.safetensors: %.1f MB, %.3f bits/param over all %.2fM parameters (embedding and head included)",
+                Double(fileBytes) / 1e6, fileBits, Double(loaded.model.weights.parameterCount) / 1e6))
         print(
             String(
                 format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs", report.phaseSeconds?["analyze"] ?? 0,

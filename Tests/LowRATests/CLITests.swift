@@ -99,6 +99,10 @@ final class CLITests: XCTestCase {
         let code = try XCTUnwrap(obj["code_bits_per_param"] as? Double)
         XCTAssertTrue(code <= 1.75 && code >= 1.74, "\(code)")
         XCTAssertGreaterThan(obj["stored_bits_per_param"] as? Double ?? 0, code)
+        let fileBytes = try XCTUnwrap(obj["file_bytes"] as? Int)
+        XCTAssertEqual(
+            fileBytes, try FileManager.default.attributesOfItem(atPath: "\(q)/model.safetensors")[.size] as? Int)
+        XCTAssertGreaterThan(obj["file_bits_per_param"] as? Double ?? 0, 0)
         XCTAssertNotNil(obj["seconds"] as? Double)
         try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
         let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json"])
