@@ -77,14 +77,15 @@ public struct Linear: Sendable {
         }
     }
 
-    /// Floats of scratch `forward` needs for `rows` rows: none for dense weights or one row of
-    /// a packed one (multiplied from its codes), all of W for more rows of a packed one, a chunk
-    /// of rows of a stored one.
+    /// Floats of scratch `forward` needs for `rows` rows (`backwardInput`: `rows: .max`): none for
+    /// dense weights or for the few rows the kernels multiply straight from a packed or stored
+    /// encoding, all of W for more rows of a packed one, a chunk of rows of a stored one.
     public func scratchFloats(rows: Int) -> Int {
         switch storage {
         case .dense: 0
-        case .packed: rows == 1 ? 0 : outFeatures * inFeatures
-        case .stored: min(outFeatures, Self.storedChunkRows) * inFeatures
+        case .packed: rows <= KernelPath.columns ? 0 : outFeatures * inFeatures
+        case .stored(let m):
+            rows <= KernelPath.columns && m.multipliesDirectly ? 0 : min(outFeatures, Self.storedChunkRows) * inFeatures
         }
     }
 
@@ -159,7 +160,7 @@ extension Linear {
         _ dy: UnsafePointer<Float>, rows t: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
         scratch: UnsafeMutablePointer<Float>? = nil
     ) {
-        let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchFloats(rows: 2))) : nil
+        let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchFloats(rows: .max))) : nil
         defer { own?.deallocate() }
         let buf = scratch ?? own!
         var beta: Float = accumulate ? 1 : 0

@@ -59,7 +59,7 @@ public final class TrainingGraph: @unchecked Sendable {
         let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim, V = c.vocabSize
         let ws = ForwardWorkspace(
             config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: !recompute, keepProbs: true,
-            weightScratch: weights.scratchFloats(rows: 2))
+            weightScratch: weights.scratchFloats(rows: .max))
         workspace = ws
         layerInputs = recompute ? (0..<c.numLayers).map { _ in ws.allocate(n * C) } : nil
         replay = ws.allocate(recompute ? n * C : 0)
