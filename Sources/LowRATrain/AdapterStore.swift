@@ -166,15 +166,16 @@ public enum AdapterStore {
     ) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
-        var w = SafeTensorsWriter()
+        // Streamed one factor at a time (no in-memory copy of the whole file).
+        var w = SafeTensorsPlan()
         w.metadata["format"] = "pt"
         for s in adapter.slots {
-            let (a, b) = adapter.factors(s)
-            try w.add(key(s, "A"), floats: Array(a), shape: [adapter.rank, s.inFeatures])
+            w.add(key(s, "A"), shape: [adapter.rank, s.inFeatures]) { Array(adapter.factors(s).a) }
             let permuted = config.ropeLayout == .interleaved && [.q, .k].contains(s.kind)
-            let bOut =
-                permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
-            try w.add(key(s, "B"), floats: bOut, shape: [s.outFeatures, adapter.rank])
+            w.add(key(s, "B"), shape: [s.outFeatures, adapter.rank]) {
+                let b = adapter.factors(s).b
+                return permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
+            }
         }
         try w.write(to: p("adapter_model.safetensors"))
         let peft: [String: Any] = [

@@ -178,14 +178,17 @@ public final class Trainer {
         var log: [TrainLogRow]
     }
 
+    /// Streamed from the arrays themselves (no in-memory copy of the file: at 7B the adapter and
+    /// its moments are 480 MB), into a temporary file renamed into place.
     private func saveCheckpoint() throws {
-        var w = SafeTensorsWriter()
+        var w = SafeTensorsPlan()
         let state = CheckpointState(runKey: runKey, step: step, adamStep: adam.step, log: log)
         w.metadata["lowra_checkpoint"] = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
-        try w.add("adapter", floats: adapter.values, shape: [adapter.values.count])
-        try w.add("adam_m", floats: adam.m, shape: [adam.m.count])
-        try w.add("adam_v", floats: adam.v, shape: [adam.v.count])
-        try w.write(to: path(Self.checkpointFile))  // temp file + rename
+        let (values, m, v) = (adapter.values, adam.m, adam.v)
+        w.add("adapter", shape: [values.count]) { values }
+        w.add("adam_m", shape: [m.count]) { m }
+        w.add("adam_v", shape: [v.count]) { v }
+        try w.write(to: path(Self.checkpointFile))
     }
 
     /// Restores the last checkpoint in the output directory; returns its step (nil: none).
