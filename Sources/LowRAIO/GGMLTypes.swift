@@ -119,6 +119,47 @@ public func dequantizeGGML(
     }
 }
 
+/// Encodes `count` floats (a multiple of 32) as ggml Q8_0 or Q4_0 blocks, by ggml's reference
+/// rules: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = m / −8 for m the value of largest
+/// magnitude, q = min(15, trunc(x / d + 8.5)). d is stored as f16 (rounded), the codes use
+/// the unrounded d, as ggml does.
+public func quantizeGGML(
+    _ type: GGMLType, _ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer
+) {
+    precondition((type == .q8_0 || type == .q4_0) && count % 32 == 0, "quantizeGGML: \(type.name) not written")
+    let bytes = type.blockLayout!.bytes
+    let io = UncheckedSendable((src, dst))
+    parallelFor(count / 32, minPerChunk: 1024) { range in
+        let (src, dst) = io.value
+        for b in range {
+            let x = src + 32 * b, p = dst + bytes * b
+            if type == .q8_0 {
+                var amax: Float = 0
+                for j in 0..<32 { amax = max(amax, abs(x[j])) }
+                let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
+                p.storeBytes(of: halfFromFloat(d).littleEndian, as: UInt16.self)
+                for j in 0..<32 {
+                    let v = (x[j] * id).rounded()
+                    p.storeBytes(of: Int8(v.isFinite ? max(-127, min(127, v)) : 0), toByteOffset: 2 + j, as: Int8.self)
+                }
+            } else {
+                var amax: Float = 0, m: Float = 0
+                for j in 0..<32 where abs(x[j]) > amax {
+                    amax = abs(x[j])
+                    m = x[j]
+                }
+                let d = m / -8, id: Float = d != 0 ? 1 / d : 0
+                p.storeBytes(of: halfFromFloat(d).littleEndian, as: UInt16.self)
+                for j in 0..<16 {
+                    func code(_ v: Float) -> UInt8 { v.isFinite ? UInt8(max(0, min(15, v))) : 8 }
+                    p.storeBytes(
+                        of: code(x[j] * id + 8.5) | code(x[j + 16] * id + 8.5) << 4, toByteOffset: 2 + j, as: UInt8.self)
+                }
+            }
+        }
+    }
+}
+
 /// The 16 signed levels of IQ4_NL (a non-uniform 4-bit grid), scaled by each block's d.
 private let iq4nlLevels: [Float] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
 

@@ -49,6 +49,9 @@ public struct Linear: Sendable {
         }
     }
 
+    /// The file encoding of a stored weight (nil for one held in memory).
+    public var storedType: GGMLType? { if case .stored(let m) = storage { m.type } else { nil } }
+
     /// Drops a stored weight's pages from resident memory (see `StoredMatrix.release`).
     public func releaseStored() {
         if case .stored(let m) = storage { m.release() }

@@ -1,4 +1,5 @@
 import Foundation
+import LowRAIO
 import LowRAQuant
 import LowRATensor
 
@@ -43,6 +44,9 @@ public struct QuantizeRequest: Sendable {
     /// LoftQ initialization (DESIGN §3): each layer's base becomes quantize(W − s·BA) after
     /// `steps` alternations and its initial LoRA factors are attached to the layer.
     public var loftq: LoftQRequest?
+    /// The head's encoding in the quantized directory (`--head-bits 8`: Q8_0, `4`: Q4_0; nil keeps
+    /// the source's). For a tied head, the embedding.
+    public var headEncoding: GGMLType?
 
     public init(method: QuantMethod, bits: Double) {
         self.method = method

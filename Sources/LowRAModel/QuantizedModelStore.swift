@@ -44,10 +44,11 @@ public enum QuantizedModelStore {
     /// Saves a model whose linear layers are already packed (in memory).
     public static func save(
         to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
-        manifest: QuantManifest
+        manifest: QuantManifest, headEncoding: GGMLType? = nil
     ) throws {
         try save(
-            to: dir, config: config, weights: weights, tokenizer: tokenizer, layer: { .linear(weights.blocks[$0][$1]) }
+            to: dir, config: config, weights: weights, tokenizer: tokenizer, head: headEncoding,
+            layer: { .linear(weights.blocks[$0][$1]) }
         ) {
             (map, manifest)
         }
@@ -65,7 +66,7 @@ public enum QuantizedModelStore {
         precondition(plan.layers.count == weights.blocks.count * LinearKind.allCases.count)
         var factors = [(a: [Float], b: [Float])]()
         try save(
-            to: dir, config: config, weights: weights, tokenizer: tokenizer,
+            to: dir, config: config, weights: weights, tokenizer: tokenizer, head: plan.request.headEncoding,
             layer: { l, kind in
                 let i = l * LinearKind.allCases.count + kind.rawValue
                 return .planned(bits: plan.bits[i], options: plan.options) {
@@ -91,7 +92,7 @@ public enum QuantizedModelStore {
     }
 
     private static func save(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer,
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, head: GGMLType?,
         layer: (Int, LinearKind) -> LayerSource, finish: () throws -> (PrecisionMap, QuantManifest)
     ) throws {
         // Everything goes to a temporary sibling directory renamed into place at the end, so an
@@ -110,7 +111,9 @@ public enum QuantizedModelStore {
         try? fm.removeItem(atPath: staging)
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         do {
-            try write(to: staging, config: config, weights: weights, tokenizer: tokenizer, layer: layer, finish: finish)
+            try write(
+                to: staging, config: config, weights: weights, tokenizer: tokenizer, head: head, layer: layer,
+                finish: finish)
             if fm.fileExists(atPath: dir) {
                 let old = dir + ".old-\(getpid())"
                 try fm.moveItem(atPath: dir, toPath: old)
@@ -143,7 +146,7 @@ public enum QuantizedModelStore {
     }
 
     private static func write(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer,
+        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, head: GGMLType?,
         layer: (Int, LinearKind) -> LayerSource, finish: () throws -> (PrecisionMap, QuantManifest)
     ) throws {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
@@ -152,9 +155,10 @@ public enum QuantizedModelStore {
         w.metadata["format"] = "pt"
         w.metadata["lowra_format"] = QuantManifest.currentFormat
         let names = WeightNaming.huggingFace
-        addMatrix(&w, names.name(.embedding), weights.embedding)
+        // The head in its own encoding when asked (`--head-bits`): the embedding when tied.
+        addMatrix(&w, names.name(.embedding), weights.embedding, encoding: weights.head == nil ? head : nil)
         w.add(names.name(.finalNorm), shape: [config.hiddenSize]) { weights.finalNorm }
-        if let head = weights.head { addMatrix(&w, names.name(.head), head) }
+        if let outputHead = weights.head { addMatrix(&w, names.name(.head), outputHead, encoding: head) }
         for (l, block) in weights.blocks.enumerated() {
             w.add(names.name(.attentionNorm(layer: l)), shape: [config.hiddenSize]) { block.attnNorm }
             w.add(names.name(.mlpNorm(layer: l)), shape: [config.hiddenSize]) { block.ffnNorm }
@@ -244,8 +248,32 @@ public enum QuantizedModelStore {
     /// An unquantized matrix (embedding, head) in the encoding it was read in, so that nothing is
     /// lost or expanded: F32/F16/BF16 as themselves, ggml blocks as their bytes (U8) with the
     /// type and row length in the metadata (`NAME.ggml_type`, `NAME.cols`).
-    private static func addMatrix(_ w: inout SafeTensorsPlan, _ name: String, _ linear: Linear) {
+    private static func addMatrix(
+        _ w: inout SafeTensorsPlan, _ name: String, _ linear: Linear, encoding: GGMLType? = nil
+    ) {
         let shape = [linear.outFeatures, linear.inFeatures]
+        if let encoding, encoding != linear.storedType {
+            // Re-encoded a chunk of rows at a time into ggml blocks (Q8_0 / Q4_0).
+            let rowBytes = linear.inFeatures / 32 * encoding.blockLayout!.bytes
+            w.add(name, dtype: .u8, shape: [linear.outFeatures * rowBytes]) { writer in
+                var out = [UInt8](repeating: 0, count: linear.outFeatures * rowBytes)
+                let chunk = min(linear.outFeatures, Linear.storedChunkRows)
+                let buf = UnsafeMutablePointer<Float>.allocate(capacity: chunk * linear.inFeatures)
+                defer { buf.deallocate() }
+                out.withUnsafeMutableBytes { ob in
+                    for r0 in stride(from: 0, to: linear.outFeatures, by: chunk) {
+                        let n = min(chunk, linear.outFeatures - r0)
+                        for r in 0..<n { linear.row(r0 + r, into: buf + r * linear.inFeatures) }
+                        quantizeGGML(encoding, buf, count: n * linear.inFeatures, into: ob.baseAddress! + r0 * rowBytes)
+                    }
+                }
+                linear.releaseStored()
+                try out.withUnsafeBytes { try writer.write(name, bytes: $0) }
+            }
+            w.metadata[name + ".ggml_type"] = encoding.name
+            w.metadata[name + ".cols"] = String(linear.inFeatures)
+            return
+        }
         switch linear.storage {
         case .stored(let m) where m.type != .f32:
             let raw = { (writer: SafeTensorsStreamWriter) in

@@ -45,6 +45,10 @@ struct QuantizeCommand: ParsableCommand {
         Int?
     @Option(help: "LoRA alpha (default: the rank).") var alpha: Float?
     @Option(help: "LoftQ alternating steps.") var loftqSteps: Int = 5
+    @Option(
+        help:
+            "The head's encoding (the embedding when tied): 8 (Q8_0 blocks), 4 (Q4_0) or 16 (keep the source's, the default)."
+    ) var headBits: Int = 16
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
@@ -81,7 +85,18 @@ struct QuantizeCommand: ParsableCommand {
                 throw LowRAError(.invalidArgument, "\(path): not a precision map (\(error.localizedDescription))")
             }
         }
+        guard [4, 8, 16].contains(headBits) else {
+            throw LowRAError(.invalidArgument, "--head-bits takes 4, 8 or 16, got \(headBits)")
+        }
         let loaded = try modelOptions.load()
+        if headBits != 16 {
+            guard loaded.config.hiddenSize % 32 == 0 else {
+                throw LowRAError(
+                    .invalidArgument,
+                    "--head-bits \(headBits) writes blocks of 32 values; hidden size \(loaded.config.hiddenSize) is not a multiple of 32")
+            }
+            request.headEncoding = headBits == 8 ? .q8_0 : .q4_0
+        }
         guard loaded.quantManifest == nil else {
             throw LowRAError(
                 .invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
@@ -126,6 +141,10 @@ struct QuantizeCommand: ParsableCommand {
             (try? FileManager.default.attributesOfItem(atPath: (out as NSString).appendingPathComponent("model.safetensors"))[
                 .size] as? Int) ?? 0
         let fileBits = Double(fileBytes * 8) / Double(loaded.model.weights.parameterCount)
+        let headLinear = loaded.model.weights.outputHead
+        let headValues = headLinear.outFeatures * headLinear.inFeatures
+        let headBytes = request.headEncoding.map { headValues / 32 * $0.blockLayout!.bytes } ?? headLinear.weightBytes
+        let headName = request.headEncoding?.name ?? headLinear.storedType?.name ?? "F32"
         if var adapter {
             var adapterManifest = AdapterManifest(
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),
@@ -151,6 +170,9 @@ struct QuantizeCommand: ParsableCommand {
             obj["init"] = initKind
             obj["file_bytes"] = fileBytes
             obj["file_bits_per_param"] = fileBits
+            obj["head_encoding"] = headName
+            obj["head_bytes"] = headBytes
+            obj["head_bits_per_param"] = Double(headBytes * 8) / Double(headValues)
             if let adapter { obj["rank"] = adapter.rank }
             printJSON(obj)
             return
@@ -158,8 +180,10 @@ struct QuantizeCommand: ParsableCommand {
         printLayerTable(report)
         print(
             String(
-                format: "model.safetensors: %.1f MB, %.3f bits/param over all %.2fM parameters (embedding and head included)",
-                Double(fileBytes) / 1e6, fileBits, Double(loaded.model.weights.parameterCount) / 1e6))
+                format:
+                    "model.safetensors: %.1f MB, %.3f bits/param over all %.2fM parameters (embedding and head included); head %@, %.2f bits/param (%.1f MB)",
+                Double(fileBytes) / 1e6, fileBits, Double(loaded.model.weights.parameterCount) / 1e6, headName,
+                Double(headBytes * 8) / Double(headValues), Double(headBytes) / 1e6))
         print(
             String(
                 format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs", report.phaseSeconds?["analyze"] ?? 0,

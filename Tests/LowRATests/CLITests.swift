@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 
+@testable import LowRAIO
 @testable import LowRAModel
 @testable import LowRATrain
 
@@ -124,6 +125,33 @@ final class CLITests: XCTestCase {
         try assertFails(
             ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "4.5", "--out", "\(dir)/q3"],
             mentioning: "between 1 and 4")
+        // --head-bits 4: the (tied) head written as Q4_0 blocks of the source rows, counted apart.
+        let h4 = try runProcess(
+            Paths.lowraBinary,
+            ["quantize", "--model", Paths.fixture("tiny_hf"), "--bits", "2", "--head-bits", "4", "--out", "\(dir)/h4", "--json"])
+        XCTAssertEqual(h4.status, 0, h4.err)
+        let h4obj = try JSONSerialization.jsonObject(with: Data(h4.out.utf8)) as! [String: Any]
+        XCTAssertEqual(h4obj["head_encoding"] as? String, "Q4_0")
+        XCTAssertEqual(h4obj["head_bits_per_param"] as? Double, 4.5)
+        let src = try LoadedModel.load(Paths.fixture("tiny_hf")).model.weights.embedding
+        let head = try LoadedModel.load("\(dir)/h4").model.weights.embedding
+        XCTAssertEqual(head.storedType, .q4_0)
+        var expected = [UInt8](repeating: 0, count: src.outFeatures * src.inFeatures / 32 * 18)
+        src.weight.withUnsafeBufferPointer { w in
+            expected.withUnsafeMutableBytes {
+                quantizeGGML(.q4_0, w.baseAddress!, count: src.outFeatures * src.inFeatures, into: $0.baseAddress!)
+            }
+        }
+        var decoded = [Float](repeating: 0, count: expected.count / 18 * 32)
+        expected.withUnsafeBytes { e in
+            decoded.withUnsafeMutableBufferPointer { dequantizeGGML(.q4_0, e.baseAddress!, $0.baseAddress!, count: $0.count) }
+        }
+        XCTAssertEqual(head.weight, decoded)
+        let ev4 = try runProcess(Paths.lowraBinary, ["eval", "--model", "\(dir)/h4", "--data", "\(dir)/t.txt"])
+        XCTAssertEqual(ev4.status, 0, ev4.err)
+        try assertFails(
+            ["quantize", "--model", Paths.fixture("tiny_hf"), "--bits", "2", "--head-bits", "6", "--out", "\(dir)/h6"],
+            mentioning: "--head-bits takes 4, 8 or 16")
         try assertFails(
             ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", dir],
             mentioning: "not a LowRA quantized model")

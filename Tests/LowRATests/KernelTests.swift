@@ -128,4 +128,43 @@ final class KernelTests: XCTestCase {
         }
         XCTAssertGreaterThan(cases, 90)
     }
+
+    /// `quantizeGGML` follows ggml's reference rules for Q8_0 and Q4_0 (checked code by code),
+    /// and its blocks decode within half a step of the input (a step for Q4_0's clipped side).
+    func testQuantizeGGMLFollowsTheReferenceRules() {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 2)
+        let n = 32 * 40
+        var x = (0..<n).map { _ in Float(rng.nextUnit() * 2 - 1) * (rng.nextUnit() < 0.05 ? 10 : 1) }
+        for j in 0..<32 { x[32 + j] = 0 }  // an all-zero block
+        for type in [GGMLType.q8_0, .q4_0] {
+            let bytes = type.blockLayout!.bytes
+            var q = [UInt8](repeating: 0, count: n / 32 * bytes)
+            var y = [Float](repeating: 0, count: n)
+            q.withUnsafeMutableBytes { qb in
+                x.withUnsafeBufferPointer { quantizeGGML(type, $0.baseAddress!, count: n, into: qb.baseAddress!) }
+                y.withUnsafeMutableBufferPointer { dequantizeGGML(type, qb.baseAddress!, $0.baseAddress!, count: n) }
+            }
+            for b in 0..<(n / 32) {
+                let block = Array(x[(32 * b)..<(32 * b + 32)])
+                let big = block.max { abs($0) < abs($1) }!
+                let d: Float = type == .q8_0 ? abs(big) / 127 : big / -8
+                let id: Float = d != 0 ? 1 / d : 0
+                XCTAssertEqual(floatFromHalf(UInt16(q[b * bytes]) | UInt16(q[b * bytes + 1]) << 8), floatFromHalf(halfFromFloat(d)))
+                for j in 0..<32 {
+                    let code: Int
+                    if type == .q8_0 {
+                        code = Int(Int8(bitPattern: q[b * bytes + 2 + j]))
+                        XCTAssertEqual(code, Int((block[j] * id).rounded()))
+                    } else {
+                        let byte = q[b * bytes + 2 + j % 16]
+                        code = Int(j < 16 ? byte & 15 : byte >> 4)
+                        XCTAssertEqual(code, min(15, Int(block[j] * id + 8.5)))
+                    }
+                    // Half a step; Q4_0 reaches only 7 steps on the side opposite its largest value.
+                    let step = abs(d) * (type == .q8_0 ? 0.5 : 1)
+                    XCTAssertLessThanOrEqual(abs(y[32 * b + j] - block[j]), step * 1.01 + abs(block[j]) * 2e-3)
+                }
+            }
+        }
+    }
 }
