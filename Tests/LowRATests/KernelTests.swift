@@ -8,6 +8,26 @@ import XCTest
 /// The packed kernels (`lowra_kernels.h`) against the reference — dequantize, then multiply in
 /// double precision — on fresh random weights, for every path this CPU runs.
 final class KernelTests: XCTestCase {
+    /// Y (n, out) from a kernel against W (out, in) · X (n, in) in double precision: fp32
+    /// accumulation in another order stays within a few ulps of Σ|w x|.
+    private func assertMatches(
+        _ y: [Float], w: [Float], x: [Float], n: Int, out: Int, in inF: Int, _ label: String, line: UInt = #line
+    ) {
+        for c in 0..<n {
+            for r in 0..<out {
+                var ref = 0.0, mag = 0.0
+                for j in 0..<inF {
+                    let t = Double(w[r * inF + j]) * Double(x[c * inF + j])
+                    ref += t
+                    mag += abs(t)
+                }
+                XCTAssertLessThanOrEqual(
+                    abs(Double(y[c * out + r]) - ref), 2e-6 * mag + 1e-12, "\(label), column \(c) of \(n), row \(r)",
+                    line: line)
+            }
+        }
+    }
+
     /// A random packed weight: codes, levels and scales drawn directly (every code pattern occurs).
     private func randomPacked(
         out: Int, in inF: Int, widths: [UInt8], scope: CodebookScope, doubleQuant: Bool, rng: inout SplitMix64
@@ -46,22 +66,9 @@ final class KernelTests: XCTestCase {
                                         p.multiply(xb.baseAddress!, columns: n, into: $0.baseAddress!, path: path)
                                     }
                                 }
-                                for c in 0..<n {
-                                    for r in 0..<out {
-                                        var ref = 0.0, mag = 0.0
-                                        for j in 0..<inF {
-                                            let t = Double(w[r * inF + j]) * Double(x[c * inF + j])
-                                            ref += t
-                                            mag += abs(t)
-                                        }
-                                        let got = Double(y[c * out + r])
-                                        // fp32 accumulation in another order: a few ulps of Σ|w x|.
-                                        XCTAssertLessThanOrEqual(
-                                            abs(got - ref), 2e-6 * mag + 1e-12,
-                                            "\(KernelPath.name(path)) \(out)x\(inF) widths \(widths) "
-                                                + "\(scope) dq \(dq) column \(c) of \(n), row \(r)")
-                                    }
-                                }
+                                assertMatches(
+                                    y, w: w, x: x, n: n, out: out, in: inF,
+                                    "\(KernelPath.name(path)) \(out)x\(inF) widths \(widths) \(scope) dq \(dq)")
                                 cases += 1
                             }
                         }
@@ -108,19 +115,9 @@ final class KernelTests: XCTestCase {
                                 m.multiply(xb.baseAddress!, columns: n, into: $0.baseAddress!, path: kernel)
                             }
                         }
-                        for c in 0..<n {
-                            for r in 0..<rows {
-                                var ref = 0.0, mag = 0.0
-                                for j in 0..<cols {
-                                    let t = Double(w[r * cols + j]) * Double(x[c * cols + j])
-                                    ref += t
-                                    mag += abs(t)
-                                }
-                                XCTAssertLessThanOrEqual(
-                                    abs(Double(y[c * rows + r]) - ref), 2e-6 * mag + 1e-12,
-                                    "\(KernelPath.name(kernel)) \(type.name) \(rows)x\(cols) column \(c) of \(n), row \(r)")
-                            }
-                        }
+                        assertMatches(
+                            y, w: w, x: x, n: n, out: rows, in: cols,
+                            "\(KernelPath.name(kernel)) \(type.name) \(rows)x\(cols)")
                         cases += 1
                     }
                 }
