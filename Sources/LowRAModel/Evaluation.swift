@@ -64,7 +64,6 @@ extension LlamaModel {
                 .invalidArgument, "--context \(context) exceeds the model's context of \(config.maxPositions)")
         }
         let t0 = Date()
-        let cache = KVCache(config: config, capacity: context)
         var nll = 0.0
         var correct = 0
         var count = 0
@@ -74,13 +73,11 @@ extension LlamaModel {
             let window = Array(tokens[start..<min(start + context, tokens.count)])
             progress?(w, starts.count)
             guard window.count >= 2 else { continue }
-            cache.reset()
-            // Hidden states for the window, then logits a chunk of rows at a time: a (T, V) array
-            // of a large vocabulary (512 × 151,936 floats = 311 MB) is never held.
-            let hidden = try self.hidden(window, cache: cache, adapter: adapter)
-            let refHidden = try reference.map {
-                try $0.hidden(window, cache: KVCache(config: $0.config, capacity: window.count))
-            }
+            // Hidden states for the window (no KV cache: nothing attends to these keys later), then
+            // logits a chunk of rows at a time: a (T, V) array of a large vocabulary (512 × 151,936
+            // floats = 311 MB) is never held.
+            let hidden = try self.hidden(window, cache: nil, adapter: adapter)
+            let refHidden = try reference.map { try $0.hidden(window, cache: nil) }
             let v = config.vocabSize, c = config.hiddenSize
             let n = window.count - 1  // scored positions
             for r0 in stride(from: 0, to: n, by: Self.scoreChunk) {

@@ -242,16 +242,19 @@ public final class LlamaModel: @unchecked Sendable {
         return out
     }
 
-    /// The forward without the head: the final RMS-normed hidden states (T, C) of `tokens`.
+    /// The forward without the head: the final RMS-normed hidden states (T, C) of `tokens`. With a
+    /// cache they continue it; without one (scoring a window, where no later token will need
+    /// these keys) they start at position 0 and attend to their own keys, and no cache is held.
     public func hidden(
-        _ tokens: [Int], cache: KVCache, adapter: LoRAAdapter? = nil, observe: LinearInputObserver? = nil
+        _ tokens: [Int], cache: KVCache?, adapter: LoRAAdapter? = nil, observe: LinearInputObserver? = nil
     ) throws -> [Float] {
         let c = config
         let t = tokens.count
-        let pos0 = cache.length
+        let pos0 = cache?.length ?? 0
+        let capacity = cache?.capacity ?? c.maxPositions
         guard t > 0 else { throw LowRAError(.invalidArgument, "forward: no tokens") }
-        guard pos0 + t <= cache.capacity else {
-            throw LowRAError(.invalidArgument, "\(pos0 + t) tokens do not fit the context of \(cache.capacity)")
+        guard pos0 + t <= capacity else {
+            throw LowRAError(.invalidArgument, "\(pos0 + t) tokens do not fit the context of \(capacity)")
         }
         if let bad = tokens.first(where: { $0 < 0 || $0 >= c.vocabSize }) {
             throw LowRAError(.invalidArgument, "token id \(bad) is outside the vocabulary (\(c.vocabSize))")
