@@ -2,11 +2,37 @@ import LowRATensor
 
 /// ggml tensor types LowRA knows by name. Those with `blockSize` can be dequantized here.
 public enum GGMLType: UInt32, Sendable, CaseIterable {
-    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q8_1 = 9
-    case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, q8_K = 15
-    case iq2_xxs = 16, iq2_xs = 17, iq3_xxs = 18, iq1_s = 19, iq4_nl = 20, iq3_s = 21, iq2_s = 22
-    case iq4_xs = 23, i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28, iq1_m = 29, bf16 = 30
-    case tq1_0 = 34, tq2_0 = 35
+    case f32 = 0
+    case f16 = 1
+    case q4_0 = 2
+    case q4_1 = 3
+    case q5_0 = 6
+    case q5_1 = 7
+    case q8_0 = 8
+    case q8_1 = 9
+    case q2_K = 10
+    case q3_K = 11
+    case q4_K = 12
+    case q5_K = 13
+    case q6_K = 14
+    case q8_K = 15
+    case iq2_xxs = 16
+    case iq2_xs = 17
+    case iq3_xxs = 18
+    case iq1_s = 19
+    case iq4_nl = 20
+    case iq3_s = 21
+    case iq2_s = 22
+    case iq4_xs = 23
+    case i8 = 24
+    case i16 = 25
+    case i32 = 26
+    case i64 = 27
+    case f64 = 28
+    case iq1_m = 29
+    case bf16 = 30
+    case tq1_0 = 34
+    case tq2_0 = 35
 
     public var name: String { "\(self)".uppercased() }
 
@@ -132,28 +158,33 @@ public func quantizeGGML(
     parallelFor(count / 32, minPerChunk: 1024) { range in
         let (src, dst) = io.value
         for b in range {
-            let x = src + 32 * b, p = dst + bytes * b
+            let x = src + 32 * b
+            let p = dst + bytes * b
             if type == .q8_0 {
                 var amax: Float = 0
                 for j in 0..<32 { amax = max(amax, abs(x[j])) }
-                let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
+                let d = amax / 127
+                let id: Float = d != 0 ? 1 / d : 0
                 p.storeBytes(of: halfFromFloat(d).littleEndian, as: UInt16.self)
                 for j in 0..<32 {
                     let v = (x[j] * id).rounded()
                     p.storeBytes(of: Int8(v.isFinite ? max(-127, min(127, v)) : 0), toByteOffset: 2 + j, as: Int8.self)
                 }
             } else {
-                var amax: Float = 0, m: Float = 0
+                var amax: Float = 0
+                var m: Float = 0
                 for j in 0..<32 where abs(x[j]) > amax {
                     amax = abs(x[j])
                     m = x[j]
                 }
-                let d = m / -8, id: Float = d != 0 ? 1 / d : 0
+                let d = m / -8
+                let id: Float = d != 0 ? 1 / d : 0
                 p.storeBytes(of: halfFromFloat(d).littleEndian, as: UInt16.self)
                 for j in 0..<16 {
                     func code(_ v: Float) -> UInt8 { v.isFinite ? UInt8(max(0, min(15, v))) : 8 }
                     p.storeBytes(
-                        of: code(x[j] * id + 8.5) | code(x[j + 16] * id + 8.5) << 4, toByteOffset: 2 + j, as: UInt8.self)
+                        of: code(x[j] * id + 8.5) | code(x[j + 16] * id + 8.5) << 4, toByteOffset: 2 + j, as: UInt8.self
+                    )
                 }
             }
         }
@@ -173,12 +204,14 @@ private let iq4nlLevels: [Float] = [-127, -104, -83, -65, -49, -35, -22, -10, 1,
 /// Q2_K: 16 sub-blocks of 16; sub-block s has scale d·(sc[s] & 15) and min dmin·(sc[s] >> 4).
 /// Codes are 2-bit, four per byte: byte l of half h holds weights 128h + 32j + l (+16) at bits 2j.
 private func dequantizeQ2K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
-    let d = half(p, 80), dmin = half(p, 82)
+    let d = half(p, 80)
+    let dmin = half(p, 82)
     for h in 0..<2 {
         for j in 0..<4 {
             for part in 0..<2 {
                 let sc = byte(p, h * 8 + j * 2 + part)
-                let dl = d * Float(sc & 15), ml = dmin * Float(sc >> 4)
+                let dl = d * Float(sc & 15)
+                let ml = dmin * Float(sc >> 4)
                 let out = y + h * 128 + j * 32 + part * 16
                 for l in 0..<16 { out[l] = dl * Float((byte(p, 16 + h * 32 + part * 16 + l) >> (2 * j)) & 3) - ml }
             }
@@ -222,13 +255,15 @@ private func dequantizeQ3K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Floa
 /// Q4_K / Q5_K: 8 sub-blocks of 32, weight = d·sc·q − dmin·m; 4-bit codes (low nibbles give
 /// sub-block 2i, high nibbles 2i+1), plus for Q5_K a fifth bit from `qh` (bit i of byte l).
 private func dequantizeQ45K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, fifthBit: Bool) {
-    let d = half(p, 0), dmin = half(p, 2)
+    let d = half(p, 0)
+    let dmin = half(p, 2)
     let scales = p + 4
     let qs = p + (fifthBit ? 48 : 16)
     for i in 0..<4 {
         for part in 0..<2 {
             let (sc, m) = scaleMinK4(2 * i + part, scales)
-            let dl = d * Float(sc), ml = dmin * Float(m)
+            let dl = d * Float(sc)
+            let ml = dmin * Float(m)
             let out = y + i * 64 + part * 32
             let bit = 1 << (2 * i + part)
             for l in 0..<32 {
@@ -245,7 +280,9 @@ private func dequantizeQ45K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Flo
 private func dequantizeQ6K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
     let d = half(p, 208)
     for h in 0..<2 {
-        let ql = p + h * 64, qh = p + 128 + h * 32, sc = p + 192 + h * 8
+        let ql = p + h * 64
+        let qh = p + 128 + h * 32
+        let sc = p + 192 + h * 8
         for l in 0..<32 {
             for quarter in 0..<4 {
                 let low = (byte(ql, l + (quarter & 1) * 32) >> (4 * (quarter >> 1))) & 15

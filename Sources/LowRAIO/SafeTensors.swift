@@ -3,7 +3,11 @@ import LowRATensor
 
 /// Element types LowRA reads and writes in safetensors files.
 public enum SafeTensorsDType: String, Sendable, CaseIterable {
-    case f32 = "F32", f16 = "F16", bf16 = "BF16", u8 = "U8", i32 = "I32"
+    case f32 = "F32"
+    case f16 = "F16"
+    case bf16 = "BF16"
+    case u8 = "U8"
+    case i32 = "I32"
 
     public var size: Int {
         switch self {
@@ -133,11 +137,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard info.dtype == expected, MemoryLayout<T>.size == info.dtype.size else {
             throw LowRAError(
                 .malformedFile,
-                "\((path as NSString).lastPathComponent): tensor \(name) is \(info.dtype.rawValue), expected \(expected.rawValue)")
+                "\((path as NSString).lastPathComponent): tensor \(name) is \(info.dtype.rawValue), expected \(expected.rawValue)"
+            )
         }
         let p = file.bytes.baseAddress! + dataStart + info.range.lowerBound
         if Int(bitPattern: p) % MemoryLayout<T>.alignment != 0 {
-            return HeldArray((0..<info.elementCount).map { p.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.stride, as: T.self) })
+            return HeldArray(
+                (0..<info.elementCount).map { p.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.stride, as: T.self) }
+            )
         }
         return HeldArray(borrowing: p.assumingMemoryBound(to: T.self), count: info.elementCount, owner: file)
     }

@@ -78,7 +78,8 @@ extension LlamaModel {
             // floats = 311 MB) is never held.
             let hidden = try self.hidden(window, cache: nil, adapter: adapter)
             let refHidden = try reference.map { try $0.hidden(window, cache: nil) }
-            let v = config.vocabSize, c = config.hiddenSize
+            let v = config.vocabSize
+            let c = config.hiddenSize
             let n = window.count - 1  // scored positions
             for r0 in stride(from: 0, to: n, by: Self.scoreChunk) {
                 let m = min(Self.scoreChunk, n - r0)
@@ -107,7 +108,9 @@ extension LlamaModel {
                     if rowHit[i] { correct += 1 }
                 }
                 if let reference, let refHidden {
-                    let refLogits = refHidden.withUnsafeBufferPointer { reference.logits($0.baseAddress! + r0 * c, rows: m) }
+                    let refLogits = refHidden.withUnsafeBufferPointer {
+                        reference.logits($0.baseAddress! + r0 * c, rows: m)
+                    }
                     let (kl, same) = klAndAgreement(refLogits, logits, rows: m, vocab: v)
                     klSum += kl
                     agree += same
@@ -139,7 +142,8 @@ func klAndAgreement(_ p: [Float], _ q: [Float], rows: Int, vocab v: Int) -> (Dou
                     let io = UncheckedSendable((pb.baseAddress!, qb.baseAddress!, kb.baseAddress!, sb.baseAddress!))
                     parallelFor(rows, minPerChunk: 8) { range in
                         for r in range {
-                            let pr = io.value.0 + r * v, qr = io.value.1 + r * v
+                            let pr = io.value.0 + r * v
+                            let qr = io.value.1 + r * v
                             let (lp, ap) = logSumExpAndArgmax(pr, count: v)
                             let (lq, aq) = logSumExpAndArgmax(qr, count: v)
                             var s = 0.0

@@ -90,7 +90,11 @@ public final class ForwardWorkspace: @unchecked Sendable {
         self.keys = keys
         savesEveryLayer = saveEveryLayer
         keepsProbs = keepProbs ?? saveEveryLayer
-        let n = batch * tokens, C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
+        let n = batch * tokens
+        let C = c.hiddenSize
+        let F = c.intermediateSize
+        let qD = c.qDim
+        let kvD = c.kvDim
         let probs = keepsProbs ? batch * c.numHeads * tokens * keys : tokens * keys
         for _ in 0..<(saveEveryLayer ? c.numLayers : 1) {
             layers.append(
@@ -148,8 +152,15 @@ extension LlamaWeights {
         _ l: Int, config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
         rope: RopeTable, cache: KVCache?, adapter: AdapterView?, observe: LinearInputObserver?
     ) {
-        let C = c.hiddenSize, F = c.intermediateSize, H = c.numHeads, KV = c.numKVHeads, D = c.headDim
-        let qD = c.qDim, kvD = c.kvDim, T = ws.tokens, n = ws.batch * T
+        let C = c.hiddenSize
+        let F = c.intermediateSize
+        let H = c.numHeads
+        let KV = c.numKVHeads
+        let D = c.headDim
+        let qD = c.qDim
+        let kvD = c.kvDim
+        let T = ws.tokens
+        let n = ws.batch * T
         let block = blocks[l]
         let a = ws.activations(l)
         func linear(_ kind: LinearKind, _ input: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
@@ -168,7 +179,10 @@ extension LlamaWeights {
         linear(.k, a.xn1, a.k)
         linear(.v, a.xn1, a.v)
         for b in 0..<ws.batch {
-            let q = a.q + b * T * qD, k = a.k + b * T * kvD, v = a.v + b * T * kvD, out = a.att + b * T * qD
+            let q = a.q + b * T * qD
+            let k = a.k + b * T * kvD
+            let v = a.v + b * T * kvD
+            let out = a.att + b * T * qD
             ropeForward(q, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
             ropeForward(k, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
             if let cache {
@@ -230,7 +244,8 @@ public final class LlamaModel: @unchecked Sendable {
         observe: LinearInputObserver? = nil
     ) throws -> [Float] {
         let h = try hidden(tokens, cache: cache, adapter: adapter, observe: observe)
-        let t = tokens.count, first = rows == .all ? 0 : t - 1
+        let t = tokens.count
+        let first = rows == .all ? 0 : t - 1
         return h.withUnsafeBufferPointer { logits($0.baseAddress! + first * config.hiddenSize, rows: t - first) }
     }
 

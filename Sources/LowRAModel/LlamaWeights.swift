@@ -163,13 +163,16 @@ extension Linear {
         _ dy: UnsafePointer<Float>, rows t: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
         scratch: UnsafeMutablePointer<Float>? = nil
     ) {
-        let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchFloats(rows: .max))) : nil
+        let own =
+            scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchFloats(rows: .max))) : nil
         defer { own?.deallocate() }
         let buf = scratch ?? own!
         var beta: Float = accumulate ? 1 : 0
         switch storage {
         case .dense(let w):
-            w.withUnsafeBufferPointer { matmul(dy, $0.baseAddress!, dx, m: t, n: inFeatures, k: outFeatures, beta: beta) }
+            w.withUnsafeBufferPointer {
+                matmul(dy, $0.baseAddress!, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)
+            }
         case .packed(let p):
             p.dequantize(into: buf)
             matmul(dy, buf, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)

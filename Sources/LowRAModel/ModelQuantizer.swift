@@ -87,9 +87,15 @@ public struct LayerQuantReport: Codable, Sendable {
     public var loftqError: Double? = nil
 
     enum CodingKeys: String, CodingKey {
-        case name, outFeatures = "out_features", inFeatures = "in_features", codeBitsPerParam = "code_bits_per_param"
-        case storedBytes = "stored_bytes", relativeError = "relative_error", channelsAt = "channels_at_bits"
-        case zeroInitError = "zero_init_error", loftqError = "loftq_error"
+        case name
+        case outFeatures = "out_features"
+        case inFeatures = "in_features"
+        case codeBitsPerParam = "code_bits_per_param"
+        case storedBytes = "stored_bytes"
+        case relativeError = "relative_error"
+        case channelsAt = "channels_at_bits"
+        case zeroInitError = "zero_init_error"
+        case loftqError = "loftq_error"
     }
 }
 
@@ -116,10 +122,17 @@ public struct QuantizeReport: Codable, Sendable {
     public var seed: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case calibration, seed, phaseSeconds = "phase_seconds"
-        case method, targetBits = "target_bits", assigner, options, quantizedParameters = "quantized_parameters"
-        case codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
-        case storedBytes = "stored_bytes", totalSquaredError = "total_squared_error", lowerBound = "lower_bound"
+        case calibration, seed
+        case phaseSeconds = "phase_seconds"
+        case method
+        case targetBits = "target_bits"
+        case assigner, options
+        case quantizedParameters = "quantized_parameters"
+        case codeBitsPerParam = "code_bits_per_param"
+        case storedBitsPerParam = "stored_bits_per_param"
+        case storedBytes = "stored_bytes"
+        case totalSquaredError = "total_squared_error"
+        case lowerBound = "lower_bound"
         case relativeError = "relative_error"
         case seconds, layers
     }
@@ -259,7 +272,8 @@ extension LlamaWeights {
     /// when asked, returning the initial factors), records its report row in the plan, and drops
     /// its analysis and its file pages.
     public func packLayer(_ i: Int, of plan: QuantizationPlan) throws -> (PackedLinear, (a: [Float], b: [Float])?) {
-        let l = plan.layers[i], request = plan.request
+        let l = plan.layers[i]
+        let request = plan.request
         guard let a = plan.analyses[i] else { throw LowRAError(.invalidArgument, "layer \(l.name) was packed already") }
         let lin = blocks[l.block][l.kind]
         let bits = plan.bits[i]
@@ -327,7 +341,8 @@ public final class QuantizationPlan: @unchecked Sendable {
     }
 
     func record(_ i: Int, packed: PackedLinear, analysis a: TensorAnalysis, loftqErrors: (Double, Double)?) {
-        var err = 0.0, energy = 0.0
+        var err = 0.0
+        var energy = 0.0
         for r in 0..<a.outFeatures {
             err += a.errors[Int(bits[i][r])]![r]
             energy += a.rowEnergy[r]

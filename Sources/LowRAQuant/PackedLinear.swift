@@ -155,7 +155,8 @@ public struct PackedLinear: Sendable, Equatable {
                             dst[4 * i + 3] = sl[Int(v >> 6)]
                         }
                     default:
-                        let l0 = sl[0], l1 = sl[1]
+                        let l0 = sl[0]
+                        let l1 = sl[1]
                         for i in 0..<full {
                             let v = src[i]
                             for k in 0..<8 { dst[8 * i + k] = (v >> UInt8(k)) & 1 == 0 ? l0 : l1 }
@@ -208,7 +209,8 @@ public struct PackedLinear: Sendable, Equatable {
                                     codes: cb.baseAddress,
                                     row_offsets: UnsafeRawPointer(ro.baseAddress!).assumingMemoryBound(to: Int64.self),
                                     levels: lb.baseAddress,
-                                    level_offsets: UnsafeRawPointer(lo.baseAddress!).assumingMemoryBound(to: Int64.self),
+                                    level_offsets: UnsafeRawPointer(lo.baseAddress!).assumingMemoryBound(
+                                        to: Int64.self),
                                     absmax: plain, absmax_codes: dqCodes, absmax_scales: dqScales)
                                 return withUnsafePointer(to: &v) { body($0) }
                             }

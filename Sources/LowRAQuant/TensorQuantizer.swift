@@ -14,7 +14,10 @@ public struct QuantizerOptions: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case precisions, lloydIterations = "lloyd_iterations", weighting, scope, doubleQuant = "double_quant"
+        case precisions
+        case lloydIterations = "lloyd_iterations"
+        case weighting, scope
+        case doubleQuant = "double_quant"
     }
 }
 
@@ -63,78 +66,80 @@ public func analyzeTensor(
     var learner = [Int: [(before: Double, after: Double)]]()
     var energy = [Double](repeating: 0, count: out)
     w.withUnsafeBufferPointer { wb in
-    let wp = wb.baseAddress!
-    for r in 0..<out {
-        var e = 0.0
-        for j in 0..<inF { e += Double(colW[j]) * Double(wp[r * inF + j]) * Double(wp[r * inF + j]) }
-        energy[r] = e
-    }
-    for p in options.precisions {
-        let k = 1 << p
-        let initial = NormalFloat.levels(bits: p)
-        let initialT = p == 2 ? NormalFloat.nf2Thresholds : midpointThresholds(initial)
-        var lv = [Float](repeating: 0, count: out * k)
-        var th = [Float](repeating: 0, count: out * (k - 1))
-        var mse = [(before: Double, after: Double)](repeating: (0, 0), count: out)
-        lv.withUnsafeMutableBufferPointer { lvb in
-            th.withUnsafeMutableBufferPointer { thb in
-                mse.withUnsafeMutableBufferPointer { mb in
-                    let dst = UncheckedSendable((lvb.baseAddress!, thb.baseAddress!, mb.baseAddress!))
-                    let inputs = UncheckedSendable((wp, scales, colW))
-                    parallelFor(out, minPerChunk: 4) { rows in
-                        let (wp, scales, colW) = inputs.value
-                        let x = UnsafeMutablePointer<Float>.allocate(capacity: inF)
-                        let wt = UnsafeMutablePointer<Float>.allocate(capacity: inF)
-                        defer {
-                            x.deallocate()
-                            wt.deallocate()
-                        }
-                        for r in rows {
-                            normalizeRow(wp, scales, r, inF, nb, options.weighting, colW, x, wt)
-                            let res = weightedLloydMax(
-                                points: x, weights: wt, count: inF, initialLevels: initial,
-                                initialThresholds: initialT, iterations: options.lloydIterations)
-                            for i in 0..<k { dst.value.0[r * k + i] = res.levels[i] }
-                            for i in 0..<(k - 1) { dst.value.1[r * (k - 1) + i] = res.thresholds[i] }
-                            dst.value.2[r] = (res.history.first!, res.history.last!)
-                        }
-                    }
-                }
-            }
+        let wp = wb.baseAddress!
+        for r in 0..<out {
+            var e = 0.0
+            for j in 0..<inF { e += Double(colW[j]) * Double(wp[r * inF + j]) * Double(wp[r * inF + j]) }
+            energy[r] = e
         }
-        if options.scope == .tensor {
-            // The paper's implementation: average the channels' levels and thresholds.
-            var avgL = [Double](repeating: 0, count: k)
-            var avgT = [Double](repeating: 0, count: k - 1)
-            for r in 0..<out {
-                for i in 0..<k { avgL[i] += Double(lv[r * k + i]) }
-                for i in 0..<(k - 1) { avgT[i] += Double(th[r * (k - 1) + i]) }
-            }
-            for r in 0..<out {
-                for i in 0..<k { lv[r * k + i] = Float(avgL[i] / Double(out)) }
-                for i in 0..<(k - 1) { th[r * (k - 1) + i] = Float(avgT[i] / Double(out)) }
-            }
-        }
-        levels[p] = lv
-        thresholds[p] = th
-        learner[p] = mse
-        var err = [Double](repeating: 0, count: out)
-        err.withUnsafeMutableBufferPointer { eb in
-            lv.withUnsafeBufferPointer { lb in
-                th.withUnsafeBufferPointer { tb in
-                    let io = UncheckedSendable((eb.baseAddress!, wp, scales, colW, lb.baseAddress!, tb.baseAddress!))
-                    parallelFor(out, minPerChunk: 8) { rows in
-                        let (dst, wp, scales, colW, lv, th) = io.value
-                        for r in rows {
-                            dst[r] = rowError(wp, scales, r, inF, nb, levels: lv + r * k, thresholds: th + r * (k - 1), k: k,
-                                              colW: colW)
+        for p in options.precisions {
+            let k = 1 << p
+            let initial = NormalFloat.levels(bits: p)
+            let initialT = p == 2 ? NormalFloat.nf2Thresholds : midpointThresholds(initial)
+            var lv = [Float](repeating: 0, count: out * k)
+            var th = [Float](repeating: 0, count: out * (k - 1))
+            var mse = [(before: Double, after: Double)](repeating: (0, 0), count: out)
+            lv.withUnsafeMutableBufferPointer { lvb in
+                th.withUnsafeMutableBufferPointer { thb in
+                    mse.withUnsafeMutableBufferPointer { mb in
+                        let dst = UncheckedSendable((lvb.baseAddress!, thb.baseAddress!, mb.baseAddress!))
+                        let inputs = UncheckedSendable((wp, scales, colW))
+                        parallelFor(out, minPerChunk: 4) { rows in
+                            let (wp, scales, colW) = inputs.value
+                            let x = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+                            let wt = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+                            defer {
+                                x.deallocate()
+                                wt.deallocate()
+                            }
+                            for r in rows {
+                                normalizeRow(wp, scales, r, inF, nb, options.weighting, colW, x, wt)
+                                let res = weightedLloydMax(
+                                    points: x, weights: wt, count: inF, initialLevels: initial,
+                                    initialThresholds: initialT, iterations: options.lloydIterations)
+                                for i in 0..<k { dst.value.0[r * k + i] = res.levels[i] }
+                                for i in 0..<(k - 1) { dst.value.1[r * (k - 1) + i] = res.thresholds[i] }
+                                dst.value.2[r] = (res.history.first!, res.history.last!)
+                            }
                         }
                     }
                 }
             }
+            if options.scope == .tensor {
+                // The paper's implementation: average the channels' levels and thresholds.
+                var avgL = [Double](repeating: 0, count: k)
+                var avgT = [Double](repeating: 0, count: k - 1)
+                for r in 0..<out {
+                    for i in 0..<k { avgL[i] += Double(lv[r * k + i]) }
+                    for i in 0..<(k - 1) { avgT[i] += Double(th[r * (k - 1) + i]) }
+                }
+                for r in 0..<out {
+                    for i in 0..<k { lv[r * k + i] = Float(avgL[i] / Double(out)) }
+                    for i in 0..<(k - 1) { th[r * (k - 1) + i] = Float(avgT[i] / Double(out)) }
+                }
+            }
+            levels[p] = lv
+            thresholds[p] = th
+            learner[p] = mse
+            var err = [Double](repeating: 0, count: out)
+            err.withUnsafeMutableBufferPointer { eb in
+                lv.withUnsafeBufferPointer { lb in
+                    th.withUnsafeBufferPointer { tb in
+                        let io = UncheckedSendable(
+                            (eb.baseAddress!, wp, scales, colW, lb.baseAddress!, tb.baseAddress!))
+                        parallelFor(out, minPerChunk: 8) { rows in
+                            let (dst, wp, scales, colW, lv, th) = io.value
+                            for r in rows {
+                                dst[r] = rowError(
+                                    wp, scales, r, inF, nb, levels: lv + r * k, thresholds: th + r * (k - 1), k: k,
+                                    colW: colW)
+                            }
+                        }
+                    }
+                }
+            }
+            errors[p] = err
         }
-        errors[p] = err
-    }
     }
     return TensorAnalysis(
         outFeatures: out, inFeatures: inF, options: options, absmax: absmax, levels: levels,
@@ -183,8 +188,11 @@ func rowError(
 extension TensorAnalysis {
     /// Packs w with the given per-row precisions (each must be one of the analyzed ones).
     public func pack(_ w: [Float], bits: [UInt8]) throws -> PackedLinear {
-        let out = outFeatures, inF = inFeatures
-        guard bits.count == out else { throw LowRAError(.shapeMismatch, "pack: \(bits.count) precisions for \(out) rows") }
+        let out = outFeatures
+        let inF = inFeatures
+        guard bits.count == out else {
+            throw LowRAError(.shapeMismatch, "pack: \(bits.count) precisions for \(out) rows")
+        }
         for b in Set(bits) where levels[Int(b)] == nil {
             throw LowRAError(.invalidArgument, "pack: precision \(b) was not analyzed (have \(options.precisions))")
         }
@@ -200,7 +208,8 @@ extension TensorAnalysis {
                     parallelFor(out, minPerChunk: 8) { rows in
                         let (dst, w, scales) = io.value
                         for r in rows {
-                            let b = Int(bits[r]), k = 1 << b
+                            let b = Int(bits[r])
+                            let k = 1 << b
                             thresholds[b]!.withUnsafeBufferPointer { tb in
                                 let t = tb.baseAddress! + r * (k - 1)
                                 let row = dst + offsets[r]

@@ -34,7 +34,10 @@ public struct AdapterManifest: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case format, toolVersion = "tool_version", baseFingerprint = "base_fingerprint", base, quantization, rank, alpha
+        case format
+        case toolVersion = "tool_version"
+        case baseFingerprint = "base_fingerprint"
+        case base, quantization, rank, alpha
         case initialization, loftq, training
     }
 }
@@ -55,8 +58,11 @@ public struct QuantSummary: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case method, targetBits = "target_bits", codeBitsPerParam = "code_bits_per_param"
-        case storedBitsPerParam = "stored_bits_per_param", assigner
+        case method
+        case targetBits = "target_bits"
+        case codeBitsPerParam = "code_bits_per_param"
+        case storedBitsPerParam = "stored_bits_per_param"
+        case assigner
     }
 }
 
@@ -72,7 +78,11 @@ public struct LoftQLayerReport: Codable, Sendable {
         self.loftqError = loftqError
     }
 
-    enum CodingKeys: String, CodingKey { case name, zeroInitError = "zero_init_error", loftqError = "loftq_error" }
+    enum CodingKeys: String, CodingKey {
+        case name
+        case zeroInitError = "zero_init_error"
+        case loftqError = "loftq_error"
+    }
 }
 
 /// How an adapter was trained.
@@ -106,10 +116,17 @@ public struct TrainingRecord: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case options, trainFile = "train_file", trainSHA256 = "train_sha256", validFile = "valid_file"
-        case validSHA256 = "valid_sha256", steps, finalTrainLoss = "final_train_loss", validLossBefore =
+        case options
+        case trainFile = "train_file"
+        case trainSHA256 = "train_sha256"
+        case validFile = "valid_file"
+        case validSHA256 = "valid_sha256"
+        case steps
+        case finalTrainLoss = "final_train_loss"
+        case validLossBefore =
             "valid_loss_before"
-        case validLossAfter = "valid_loss_after", seconds
+        case validLossAfter = "valid_loss_after"
+        case seconds
     }
 }
 
@@ -146,7 +163,8 @@ public enum AdapterStore {
 
     /// Row `r` of a q/k projection in GGUF's interleaved order comes from this row in HF order.
     static func halfSplitRow(_ r: Int, headDim d: Int) -> Int {
-        let head = r / d, j = r % d
+        let head = r / d
+        let j = r % d
         return head * d + (j % 2) * (d / 2) + j / 2
     }
 
@@ -174,7 +192,8 @@ public enum AdapterStore {
             let permuted = config.ropeLayout == .interleaved && [.q, .k].contains(s.kind)
             w.add(key(s, "B"), shape: [s.outFeatures, adapter.rank]) {
                 let b = adapter.factors(s).b
-                return permuted ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
+                return permuted
+                    ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
             }
         }
         try w.write(to: p("adapter_model.safetensors"))

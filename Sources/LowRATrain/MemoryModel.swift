@@ -40,14 +40,16 @@ public struct MemoryModel: Sendable {
     /// rows of a layer (or of the head) kept in its file's encoding.
     var dequantizationScratch: Int {
         let chunk = Linear.storedChunkRows
-        let layers = bits == nil ? blockLinears.map { min($0.0, chunk) * $0.1 }.max()! : blockLinears.map { $0.0 * $0.1 }.max()!
+        let layers =
+            bits == nil ? blockLinears.map { min($0.0, chunk) * $0.1 }.max()! : blockLinears.map { $0.0 * $0.1 }.max()!
         return max(layers, min(config.vocabSize, chunk) * config.hiddenSize)
     }
 
     /// (out, in) of every linear layer of one block.
     var blockLinears: [(Int, Int)] {
         LinearKind.allCases.map {
-            let s = $0.shape(config); return (s.out, s.in)
+            let s = $0.shape(config)
+            return (s.out, s.in)
         }
     }
 
@@ -91,7 +93,10 @@ public struct MemoryModel: Sendable {
         out.append(("adapter gradient", 4 * adapter))
         out.append(("AdamW moments", 8 * adapter))
         let n = batch * seq
-        let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim
+        let C = c.hiddenSize
+        let F = c.intermediateSize
+        let qD = c.qDim
+        let kvD = c.kvDim
         let perLayer = n * (4 * C + 2 * qD + 2 * kvD + 3 * F) + batch * c.numHeads * seq * seq + 7 * n * rank
         // Recomputing keeps every block's input (N, C) and one layer's activations, plus the
         // (N, C) residual the replayed block writes.
@@ -107,7 +112,8 @@ public struct MemoryModel: Sendable {
 
     /// Every component name, in display order (base weights first).
     public static let components = [
-        "unquantized linear weights", "packed codes", "block scales", "codebooks", "embeddings, norms, head", "LoRA adapter",
+        "unquantized linear weights", "packed codes", "block scales", "codebooks", "embeddings, norms, head",
+        "LoRA adapter",
         "adapter gradient", "AdamW moments", "saved activations", "step scratch",
     ]
 

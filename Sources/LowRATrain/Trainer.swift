@@ -46,9 +46,15 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case steps, lr, batch, gradAccum = "grad_accum", seq, schedule, warmup, weightDecay = "weight_decay"
-        case maxGradNorm = "max_grad_norm", evalEvery = "eval_every", saveEvery = "save_every"
-        case validSequences = "valid_sequences", seed
+        case steps, lr, batch
+        case gradAccum = "grad_accum"
+        case seq, schedule, warmup
+        case weightDecay = "weight_decay"
+        case maxGradNorm = "max_grad_norm"
+        case evalEvery = "eval_every"
+        case saveEvery = "save_every"
+        case validSequences = "valid_sequences"
+        case seed
     }
 }
 
@@ -62,7 +68,11 @@ public struct TrainLogRow: Codable, Sendable, Equatable {
     public var validLoss: Double?
 
     enum CodingKeys: String, CodingKey {
-        case step, lr, trainLoss = "train_loss", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s", validLoss =
+        case step, lr
+        case trainLoss = "train_loss"
+        case gradNorm = "grad_norm"
+        case tokensPerSecond = "tokens_per_s"
+        case validLoss =
             "valid_loss"
     }
 }
@@ -90,11 +100,19 @@ public struct FinetuneResult: Codable, Sendable {
     public var log: [TrainLogRow]
 
     enum CodingKeys: String, CodingKey {
-        case steps, resumedFrom = "resumed_from", finalTrainLoss = "final_train_loss", validLossBefore =
+        case steps
+        case resumedFrom = "resumed_from"
+        case finalTrainLoss = "final_train_loss"
+        case validLossBefore =
             "valid_loss_before"
-        case validLossAfter = "valid_loss_after", tokensPerSecond = "tokens_per_s", seconds, trainedTokens =
+        case validLossAfter = "valid_loss_after"
+        case tokensPerSecond = "tokens_per_s"
+        case seconds
+        case trainedTokens =
             "trained_tokens"
-        case adapterParameters = "adapter_parameters", workspaceBytes = "workspace_bytes", log
+        case adapterParameters = "adapter_parameters"
+        case workspaceBytes = "workspace_bytes"
+        case log
     }
 }
 
@@ -153,7 +171,8 @@ public final class Trainer {
     public func validationLoss() throws -> Double? {
         guard let valid else { return nil }
         let n = min(valid.count, options.validSequences)
-        var total = 0.0, count = 0
+        var total = 0.0
+        var count = 0
         var start = 0
         while start < n {
             var (inp, tgt) = valid.batch(start: start, size: min(options.batch, n - start), seed: 0, shuffle: false)
@@ -205,7 +224,9 @@ public final class Trainer {
                 "\(file) belongs to another run (different base, data, rank or hyper-parameters); use another --out or drop --resume"
             )
         }
-        let values = try st.floats("adapter"), m = try st.floats("adam_m"), v = try st.floats("adam_v")
+        let values = try st.floats("adapter")
+        let m = try st.floats("adam_m")
+        let v = try st.floats("adam_v")
         guard values.count == adapter.values.count, m.count == values.count, v.count == values.count else {
             throw LowRAError(.shapeMismatch, "\(file): checkpoint tensors do not fit the adapter")
         }
@@ -253,7 +274,8 @@ public final class Trainer {
         while step < min(options.steps, until ?? options.steps) {
             let ts = Date()
             for i in grad.indices { grad[i] = 0 }
-            var lossSum = 0.0, count = 0
+            var lossSum = 0.0
+            var count = 0
             for micro in 0..<options.gradAccum {
                 let start = (step * options.gradAccum + micro) * options.batch
                 let (inp, tgt) = train.batch(start: start, size: options.batch, seed: options.seed)

@@ -52,22 +52,38 @@ public final class TrainingGraph: @unchecked Sendable {
         self.rank = rank
         self.headChunk = min(headChunk, batch * seq)
         self.recompute = recompute
-        let n = batch * seq, chunk = min(headChunk, batch * seq)
+        let n = batch * seq
+        let chunk = min(headChunk, batch * seq)
         self.n = n
         rope = RopeTable(start: 0, count: seq, frequencies: config.ropeFrequencies)
         let c = config
-        let C = c.hiddenSize, F = c.intermediateSize, qD = c.qDim, kvD = c.kvDim, V = c.vocabSize
+        let C = c.hiddenSize
+        let F = c.intermediateSize
+        let qD = c.qDim
+        let kvD = c.kvDim
+        let V = c.vocabSize
         let ws = ForwardWorkspace(
             config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: !recompute, keepProbs: true,
             weightScratch: weights.scratchFloats(rows: .max))
         workspace = ws
         layerInputs = recompute ? (0..<c.numLayers).map { _ in ws.allocate(n * C) } : nil
         replay = ws.allocate(recompute ? n * C : 0)
-        x = ws.allocate(n * C); normed = ws.allocate(n * C); dnormed = ws.allocate(n * C)
-        logits = ws.allocate(chunk * V); dlogits = ws.allocate(chunk * V)
-        dx = ws.allocate(n * C); dxn = ws.allocate(n * C); dq = ws.allocate(n * qD); dk = ws.allocate(n * kvD)
-        dv = ws.allocate(n * kvD); datt = ws.allocate(n * qD); dact = ws.allocate(n * F); dgate = ws.allocate(n * F)
-        dup = ws.allocate(n * F); dyB = ws.allocate(n * rank); attnScratch = ws.allocate(seq * seq)
+        x = ws.allocate(n * C)
+        normed = ws.allocate(n * C)
+        dnormed = ws.allocate(n * C)
+        logits = ws.allocate(chunk * V)
+        dlogits = ws.allocate(chunk * V)
+        dx = ws.allocate(n * C)
+        dxn = ws.allocate(n * C)
+        dq = ws.allocate(n * qD)
+        dk = ws.allocate(n * kvD)
+        dv = ws.allocate(n * kvD)
+        datt = ws.allocate(n * qD)
+        dact = ws.allocate(n * F)
+        dgate = ws.allocate(n * F)
+        dup = ws.allocate(n * F)
+        dyB = ws.allocate(n * rank)
+        attnScratch = ws.allocate(seq * seq)
     }
 
     private func check(_ inputs: [Int], _ targets: [Int], _ adapter: LoRAAdapter) throws {
@@ -137,7 +153,8 @@ public final class TrainingGraph: @unchecked Sendable {
 
     /// Logits chunk by chunk, cross-entropy, and (when gradScale is set) ∂L/∂normed into dnormed.
     private func head(_ targets: [Int], gradScale: Float?) -> (loss: Double, count: Int) {
-        let C = config.hiddenSize, V = config.vocabSize
+        let C = config.hiddenSize
+        let V = config.vocabSize
         var total = 0.0
         var count = 0
         let head = weights.outputHead  // multiplied from its stored form, a chunk of vocabulary at a time
@@ -151,7 +168,8 @@ public final class TrainingGraph: @unchecked Sendable {
                 let out = UncheckedSendable((logits, dlogits))
                 rowLoss.withUnsafeMutableBufferPointer { lossB in
                     rowCount.withUnsafeMutableBufferPointer { countB in
-                        let lb = UncheckedSendable(lossB), cb = UncheckedSendable(countB)
+                        let lb = UncheckedSendable(lossB)
+                        let cb = UncheckedSendable(countB)
                         parallelFor(rows, minPerChunk: 4) { range in
                             for i in range {
                                 let (lg, dl) = out.value
@@ -171,7 +189,8 @@ public final class TrainingGraph: @unchecked Sendable {
                 }
                 if gradScale != nil {
                     head.backwardInput(
-                        dlogits, rows: rows, into: dnormed + r0 * C, accumulate: false, scratch: workspace.weightScratch)
+                        dlogits, rows: rows, into: dnormed + r0 * C, accumulate: false, scratch: workspace.weightScratch
+                    )
                 }
                 r0 += rows
             }
@@ -196,8 +215,14 @@ public final class TrainingGraph: @unchecked Sendable {
 
     private func backward(_ params: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>, _ adapter: LoRAAdapter) {
         let c = config
-        let C = c.hiddenSize, F = c.intermediateSize, H = c.numHeads, KV = c.numKVHeads, D = c.headDim
-        let qD = c.qDim, kvD = c.kvDim, T = seq
+        let C = c.hiddenSize
+        let F = c.intermediateSize
+        let H = c.numHeads
+        let KV = c.numKVHeads
+        let D = c.headDim
+        let qD = c.qDim
+        let kvD = c.kvDim
+        let T = seq
         let s = adapter.scale
         dx.update(repeating: 0, count: n * C)
         weights.finalNorm.withUnsafeBufferPointer {

@@ -17,7 +17,9 @@ struct MemoryCommand: ParsableCommand {
 
     @Option(help: "A model (GGUF, Hugging Face or quantized directory) whose shape to use.") var model: String?
     @Option(help: "A Hugging Face config.json, or a built-in shape: \(MemoryModel.presetNames).") var config: String?
-    @Option(help: "Comma-separated budgets in code bits/param; the unquantized model (as stored) is always the first row.") var bits: String =
+    @Option(
+        help: "Comma-separated budgets in code bits/param; the unquantized model (as stored) is always the first row.")
+    var bits: String =
         "4,3,2,1.75,1.5,1.25,1.15"
     @Option(help: "LoRA rank.") var rank: Int = 64
     @Option(help: "Sequences per step.") var batch: Int = 1
@@ -33,7 +35,7 @@ struct MemoryCommand: ParsableCommand {
         let name: String
         var stored: (embedding: Double, head: Double, linear: Double?)?
         switch (model, self.config) {
-        case let (m?, nil):
+        case (let m?, nil):
             let loaded = try LoadedModel.load(m)
             config = loaded.config
             name = m
@@ -42,11 +44,13 @@ struct MemoryCommand: ParsableCommand {
             let linears = w.blocks.flatMap(\.linears)
             let linear =
                 linears.contains { $0.packed != nil }
-                ? nil : Double(linears.reduce(0) { $0 + $1.weightBytes }) / Double(linears.reduce(0) { $0 + $1.outFeatures * $1.inFeatures })
+                ? nil
+                : Double(linears.reduce(0) { $0 + $1.weightBytes })
+                    / Double(linears.reduce(0) { $0 + $1.outFeatures * $1.inFeatures })
             stored = (
                 Double(w.embedding.weightBytes) / values, Double((w.head ?? w.embedding).weightBytes) / values, linear
             )
-        case let (nil, c?):
+        case (nil, let c?):
             if let preset = MemoryModel.preset(named: c) {
                 config = preset
             } else if c.hasSuffix(".json") || FileManager.default.fileExists(atPath: c) {
@@ -76,7 +80,9 @@ struct MemoryCommand: ParsableCommand {
                 (mm.embeddingBytesPerValue, mm.headBytesPerValue) = (stored.embedding, stored.head)
                 if let linear = stored.linear { mm.unquantizedBytesPerValue = linear }
             }
-            return (b.map { ExperimentReport.bitsLabel($0) + " bits" } ?? "unquantized", mm.breakdown(training: !inference))
+            return (
+                b.map { ExperimentReport.bitsLabel($0) + " bits" } ?? "unquantized", mm.breakdown(training: !inference)
+            )
         }
         let components = MemoryModel.components.filter { c in rows.contains { $0.1.contains { $0.0 == c } } }
         if let svg {

@@ -93,7 +93,8 @@ struct QuantizeCommand: ParsableCommand {
             guard loaded.config.hiddenSize % 32 == 0 else {
                 throw LowRAError(
                     .invalidArgument,
-                    "--head-bits \(headBits) writes blocks of 32 values; hidden size \(loaded.config.hiddenSize) is not a multiple of 32")
+                    "--head-bits \(headBits) writes blocks of 32 values; hidden size \(loaded.config.hiddenSize) is not a multiple of 32"
+                )
             }
             request.headEncoding = headBits == 8 ? .q8_0 : .q4_0
         }
@@ -138,8 +139,9 @@ struct QuantizeCommand: ParsableCommand {
         let report = manifest.report
         // The whole file, embedding and head included, per parameter of the model.
         let fileBytes =
-            (try? FileManager.default.attributesOfItem(atPath: (out as NSString).appendingPathComponent("model.safetensors"))[
-                .size] as? Int) ?? 0
+            (try? FileManager.default.attributesOfItem(
+                atPath: (out as NSString).appendingPathComponent("model.safetensors"))[
+                    .size] as? Int) ?? 0
         let fileBits = Double(fileBytes * 8) / Double(loaded.model.weights.parameterCount)
         let headLinear = loaded.model.weights.outputHead
         let headValues = headLinear.outFeatures * headLinear.inFeatures
@@ -202,7 +204,8 @@ struct QuantizeCommand: ParsableCommand {
                 ))
         }
         if initKind == "loftq" {
-            let z = report.layers.compactMap(\.zeroInitError), q = report.layers.compactMap(\.loftqError)
+            let z = report.layers.compactMap(\.zeroInitError)
+            let q = report.layers.compactMap(\.loftqError)
             print(
                 String(
                     format:

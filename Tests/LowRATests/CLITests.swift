@@ -128,7 +128,10 @@ final class CLITests: XCTestCase {
         // --head-bits 4: the (tied) head written as Q4_0 blocks of the source rows, counted apart.
         let h4 = try runProcess(
             Paths.lowraBinary,
-            ["quantize", "--model", Paths.fixture("tiny_hf"), "--bits", "2", "--head-bits", "4", "--out", "\(dir)/h4", "--json"])
+            [
+                "quantize", "--model", Paths.fixture("tiny_hf"), "--bits", "2", "--head-bits", "4", "--out",
+                "\(dir)/h4", "--json",
+            ])
         XCTAssertEqual(h4.status, 0, h4.err)
         let h4obj = try JSONSerialization.jsonObject(with: Data(h4.out.utf8)) as! [String: Any]
         XCTAssertEqual(h4obj["head_encoding"] as? String, "Q4_0")
@@ -144,7 +147,9 @@ final class CLITests: XCTestCase {
         }
         var decoded = [Float](repeating: 0, count: expected.count / 18 * 32)
         expected.withUnsafeBytes { e in
-            decoded.withUnsafeMutableBufferPointer { dequantizeGGML(.q4_0, e.baseAddress!, $0.baseAddress!, count: $0.count) }
+            decoded.withUnsafeMutableBufferPointer {
+                dequantizeGGML(.q4_0, e.baseAddress!, $0.baseAddress!, count: $0.count)
+            }
         }
         XCTAssertEqual(head.weight, decoded)
         let ev4 = try runProcess(Paths.lowraBinary, ["eval", "--model", "\(dir)/h4", "--data", "\(dir)/t.txt"])

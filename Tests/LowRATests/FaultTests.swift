@@ -59,8 +59,9 @@ final class FaultTests: XCTestCase {
         assertOneErrorLine(try quantize(cut, "\(dir)/q"), mentioning: "truncated")
         try assertNothingLeft("\(dir)/q")
         // A tensor whose dtype, then whose shape, disagrees with the bytes its header gives it.
-        let named = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: "\(cut)/model.safetensors.index.json"))) as! [String: Any]
+        let named =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(cut)/model.safetensors.index.json"))) as! [String: Any]
         let inShard = (named["weight_map"] as! [String: String]).filter { $0.value == shard }.keys.sorted()
         let victim = try XCTUnwrap(inShard.first { $0.hasSuffix("mlp.up_proj.weight") })
         let dtype = try copy("dtype")
@@ -120,7 +121,9 @@ final class FaultTests: XCTestCase {
             ["synth", "--config", "\(dir)/config.json", "--out", "\(dir)/m", "--tokenizer", Paths.smolLM2])
         XCTAssertEqual(synth.status, 0, synth.err)
         let out = "\(dir)/q"
-        let args = ["quantize", "--model", "\(dir)/m", "--bits", "2", "--out", out, "--rank", "8", "--loftq-steps", "40"]
+        let args = [
+            "quantize", "--model", "\(dir)/m", "--bits", "2", "--out", out, "--rank", "8", "--loftq-steps", "40",
+        ]
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
         p.arguments = args
@@ -130,8 +133,9 @@ final class FaultTests: XCTestCase {
         let staging = "\(out).tmp-\(p.processIdentifier)"
         let deadline = Date().addingTimeInterval(120)
         while p.isRunning && Date() < deadline {
-            if FileManager.default.fileExists(atPath: "\(staging)/model.safetensors") || (try? FileManager.default
-                .contentsOfDirectory(atPath: staging).contains { $0.hasSuffix(".tmp") }) == true
+            if FileManager.default.fileExists(atPath: "\(staging)/model.safetensors")
+                || (try? FileManager.default
+                    .contentsOfDirectory(atPath: staging).contains { $0.hasSuffix(".tmp") }) == true
             {
                 break
             }

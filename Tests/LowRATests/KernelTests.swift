@@ -15,7 +15,8 @@ final class KernelTests: XCTestCase {
     ) {
         for c in 0..<n {
             for r in 0..<out {
-                var ref = 0.0, mag = 0.0
+                var ref = 0.0
+                var mag = 0.0
                 for j in 0..<inF {
                     let t = Double(w[r * inF + j]) * Double(x[c * inF + j])
                     ref += t
@@ -97,13 +98,18 @@ final class KernelTests: XCTestCase {
                     case .bf16: withUnsafeBytes(of: bfloat16FromFloat(Float(rng.nextUnit() * 2 - 1))) { bytes += $0 }
                     default:
                         withUnsafeBytes(of: halfFromFloat(Float(rng.nextUnit() * 0.1))) { bytes += $0 }
-                        if type == .q4_1 { withUnsafeBytes(of: halfFromFloat(Float(rng.nextUnit() * 0.2 - 0.1))) { bytes += $0 } }
-                        for _ in 0..<(blockBytes - (type == .q4_1 ? 4 : 2)) { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
+                        if type == .q4_1 {
+                            withUnsafeBytes(of: halfFromFloat(Float(rng.nextUnit() * 0.2 - 0.1))) { bytes += $0 }
+                        }
+                        for _ in 0..<(blockBytes - (type == .q4_1 ? 4 : 2)) {
+                            bytes.append(UInt8(truncatingIfNeeded: rng.next()))
+                        }
                     }
                 }
                 let path = "\(dir)/\(type.name)-\(rows)x\(cols).bin"
                 try Data(bytes).write(to: URL(fileURLWithPath: path))
-                let m = try StoredMatrix(rows: rows, cols: cols, type: type, file: try MappedFile(path: path), offset: 0)
+                let m = try StoredMatrix(
+                    rows: rows, cols: cols, type: type, file: try MappedFile(path: path), offset: 0)
                 XCTAssertTrue(m.multipliesDirectly)
                 let w = m.floats()
                 for n in [1, 3, 8, 10] {
@@ -146,7 +152,9 @@ final class KernelTests: XCTestCase {
                 let big = block.max { abs($0) < abs($1) }!
                 let d: Float = type == .q8_0 ? abs(big) / 127 : big / -8
                 let id: Float = d != 0 ? 1 / d : 0
-                XCTAssertEqual(floatFromHalf(UInt16(q[b * bytes]) | UInt16(q[b * bytes + 1]) << 8), floatFromHalf(halfFromFloat(d)))
+                XCTAssertEqual(
+                    floatFromHalf(UInt16(q[b * bytes]) | UInt16(q[b * bytes + 1]) << 8), floatFromHalf(halfFromFloat(d))
+                )
                 for j in 0..<32 {
                     let code: Int
                     if type == .q8_0 {

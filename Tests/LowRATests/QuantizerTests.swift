@@ -10,15 +10,20 @@ final class QuantizerTests: XCTestCase {
     private func randomWeights(out: Int, in inF: Int, seed: UInt64) -> [Float] {
         var rng = SplitMix64(seed: seed)
         return (0..<(out * inF)).map { _ in
-            let u1 = max(1e-12, rng.nextUnit()), u2 = rng.nextUnit()
+            let u1 = max(1e-12, rng.nextUnit())
+            let u2 = rng.nextUnit()
             let g = (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
             return Float(g * (rng.nextUnit() < 0.02 ? 6 : 1) * 0.05)
         }
     }
 
     func testGeneratedNormalFloatEqualsPinnedLiterals() {
-        for (got, want) in zip(NormalFloat.generate(bits: 4), NormalFloat.nf4) { XCTAssertEqual(got, want, accuracy: 1e-6) }
-        for (got, want) in zip(NormalFloat.generate(bits: 2), NormalFloat.nf2) { XCTAssertEqual(got, want, accuracy: 1e-4) }
+        for (got, want) in zip(NormalFloat.generate(bits: 4), NormalFloat.nf4) {
+            XCTAssertEqual(got, want, accuracy: 1e-6)
+        }
+        for (got, want) in zip(NormalFloat.generate(bits: 2), NormalFloat.nf2) {
+            XCTAssertEqual(got, want, accuracy: 1e-4)
+        }
         for (got, want) in zip(midpointThresholds(NormalFloat.generate(bits: 2)), NormalFloat.nf2Thresholds) {
             XCTAssertEqual(got, want, accuracy: 1e-6)
         }
@@ -35,7 +40,8 @@ final class QuantizerTests: XCTestCase {
                 var t = (0..<count).map { _ in Float((rng.nextUnit() * 8).rounded() / 4 - 1) }
                 t.sort()
                 for _ in 0..<20 {
-                    let x = rng.nextUnit() < 0.3 ? t[Int(rng.next() % UInt64(count))] : Float(rng.nextUnit() * 2.4 - 1.2)
+                    let x =
+                        rng.nextUnit() < 0.3 ? t[Int(rng.next() % UInt64(count))] : Float(rng.nextUnit() * 2.4 - 1.2)
                     let expected = t.filter { x > $0 }.count
                     XCTAssertEqual(t.withUnsafeBufferPointer { binIndex(x, $0.baseAddress!, count) }, expected)
                 }
@@ -88,7 +94,8 @@ final class QuantizerTests: XCTestCase {
             // Unpacking gives back exactly the codes the reference quantizer (the thresholds) chose.
             let nbk = (inF + 63) / 64
             for r in 0..<out {
-                let b = Int(bits[r]), k = 1 << b
+                let b = Int(bits[r])
+                let k = 1 << b
                 let th = Array(a.thresholds[b]![(r * (k - 1))..<((r + 1) * (k - 1))])
                 for j in 0..<inF {
                     let s = a.absmax.value(r * nbk + j / 64)
@@ -131,7 +138,9 @@ final class QuantizerTests: XCTestCase {
         let q = try a.pack(w, bits: bits).dequantized()
         for r in 0..<out {
             var e = 0.0
-            for j in 0..<inF { e += Double(cols[j]) * Double(w[r * inF + j] - q[r * inF + j]) * Double(w[r * inF + j] - q[r * inF + j]) }
+            for j in 0..<inF {
+                e += Double(cols[j]) * Double(w[r * inF + j] - q[r * inF + j]) * Double(w[r * inF + j] - q[r * inF + j])
+            }
             XCTAssertEqual(a.errors[Int(bits[r])]![r], e, accuracy: 1e-9 * max(1, e))
         }
     }
@@ -144,7 +153,8 @@ final class QuantizerTests: XCTestCase {
         XCTAssertEqual(stats.columns["model.layers.0.mlp.down_proj"]?.count, m.config.intermediateSize)
         XCTAssertEqual(stats.columns["model.layers.1.self_attn.o_proj"]?.count, m.config.qDim)
         // q, k and v read the same normalized input.
-        XCTAssertEqual(stats.columns["model.layers.1.self_attn.q_proj"], stats.columns["model.layers.1.self_attn.v_proj"])
+        XCTAssertEqual(
+            stats.columns["model.layers.1.self_attn.q_proj"], stats.columns["model.layers.1.self_attn.v_proj"])
         XCTAssertTrue(stats.columns.values.allSatisfy { $0.allSatisfy { $0 > 0 && $0.isFinite } })
         var req = QuantizeRequest(method: .lowra, bits: 1.75)
         req.calibration = stats
@@ -183,7 +193,10 @@ final class QuantizerTests: XCTestCase {
             var choice = [Int](repeating: 0, count: n)
             func enumerate(_ i: Int, _ bits: Int, _ err: Double) {
                 if bits > budget { return }
-                if i == n { best = min(best, err); return }
+                if i == n {
+                    best = min(best, err)
+                    return
+                }
                 for k in ps.indices {
                     choice[i] = k
                     enumerate(i + 1, bits + ps[k] * channels[i].parameters, err + channels[i].errors[k])
@@ -198,23 +211,29 @@ final class QuantizerTests: XCTestCase {
                 XCTAssertLessThanOrEqual(a.totalError, channels.reduce(0) { $0 + $1.errors[k] } + 1e-9)
             }
         }
-        XCTAssertThrowsError(try PrecisionAssigner.exact([ChannelErrors(parameters: 64, errors: [1, 0.5])], precisions: [2, 4], budgetBits: 100))
+        XCTAssertThrowsError(
+            try PrecisionAssigner.exact(
+                [ChannelErrors(parameters: 64, errors: [1, 0.5])], precisions: [2, 4], budgetBits: 100))
     }
 
     func testLayerwiseGivesEarlyLayersMoreBits() throws {
-        let bits = try PrecisionAssigner.layerwise(tensorParameters: [100, 100, 100, 100], precisions: [2, 4], budgetBits: 1200)
+        let bits = try PrecisionAssigner.layerwise(
+            tensorParameters: [100, 100, 100, 100], precisions: [2, 4], budgetBits: 1200)
         XCTAssertEqual(bits, [4, 4, 2, 2])
-        XCTAssertThrowsError(try PrecisionAssigner.layerwise(tensorParameters: [100], precisions: [2, 4], budgetBits: 150))
+        XCTAssertThrowsError(
+            try PrecisionAssigner.layerwise(tensorParameters: [100], precisions: [2, 4], budgetBits: 150))
     }
 
     func testSHA256KnownVectors() {
         XCTAssertEqual(SHA256.hex(Array("".utf8)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(
+            SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         let long = [UInt8](repeating: 0x61, count: 1000)
         let want = SHA256.hex(long)
         long.withUnsafeBytes { XCTAssertEqual(SHA256.hex(data: $0), want) }
-        XCTAssertEqual(SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
-                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        XCTAssertEqual(
+            SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
         [UInt8](repeating: 0x61, count: 1_000_000).withUnsafeBytes {
             XCTAssertEqual(SHA256.hex(data: $0), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
         }
@@ -239,7 +258,9 @@ final class TwoLevelILPTests: XCTestCase {
         var ilp = IntegerProgram()
         let x = ch.map { c in ps.indices.map { ilp.addVariable(upper: 1, cost: c.errors[$0]) } }
         for xi in x { ilp.addConstraint(xi.map { ($0, 1) }, .equal, 1) }
-        ilp.addConstraint(zip(x, ch).flatMap { xi, c in ps.indices.map { (xi[$0], Double(ps[$0] * c.parameters)) } }, .lessEqual, Double(budget))
+        ilp.addConstraint(
+            zip(x, ch).flatMap { xi, c in ps.indices.map { (xi[$0], Double(ps[$0] * c.parameters)) } }, .lessEqual,
+            Double(budget))
         let s = try ilp.solve(seconds: 60)
         XCTAssertTrue(s.optimal)
         return s.objective
@@ -248,7 +269,9 @@ final class TwoLevelILPTests: XCTestCase {
     func testTwoLevelWithinOnePercentOfOptimumAndExactBeatsIt() throws {
         for (seed, bpp) in [(UInt64(1), 1.75), (2, 2.5), (3, 1.5)] {
             let ps = bpp < 2 ? [1, 2, 4] : [2, 4]  // the paper's sets (footnote 4)
-            let ch = instance(2000, seed: seed).map { ps.count == 3 ? $0 : ChannelErrors(parameters: $0.parameters, errors: Array($0.errors.dropFirst())) }
+            let ch = instance(2000, seed: seed).map {
+                ps.count == 3 ? $0 : ChannelErrors(parameters: $0.parameters, errors: Array($0.errors.dropFirst()))
+            }
             let params = ch.reduce(0) { $0 + $1.parameters }
             let budget = Int(Double(params) * bpp)
             let best = try optimum(ch, ps, budget)
@@ -257,14 +280,17 @@ final class TwoLevelILPTests: XCTestCase {
             XCTAssertLessThanOrEqual(two.usedBits, budget)
             XCTAssertLessThanOrEqual(exact.usedBits, budget)
             XCTAssertGreaterThanOrEqual(Double(two.usedBits), Double(budget) - 0.01 * Double(params))
-            XCTAssertLessThanOrEqual(two.totalError, best * 1.01, "seed \(seed): two-level \(two.totalError) vs optimum \(best)")
+            XCTAssertLessThanOrEqual(
+                two.totalError, best * 1.01, "seed \(seed): two-level \(two.totalError) vs optimum \(best)")
             XCTAssertLessThanOrEqual(exact.totalError, two.totalError * (1 + 1e-9), "seed \(seed)")
-            XCTAssertLessThanOrEqual(exact.totalError, best * 1.001, "seed \(seed): exact \(exact.totalError) vs optimum \(best)")
+            XCTAssertLessThanOrEqual(
+                exact.totalError, best * 1.001, "seed \(seed): exact \(exact.totalError) vs optimum \(best)")
             XCTAssertLessThanOrEqual(exact.lowerBound!, best + 1e-6)
             // Never above the best layer-wise allocation (tensors of 100 channels, one precision each).
             let tensors = stride(from: 0, to: ch.count, by: 100).map { Array(ch[$0..<min(ch.count, $0 + 100)]) }
             let perTensor = try PrecisionAssigner.layerwise(
-                tensorParameters: tensors.map { $0.reduce(0) { $0 + $1.parameters } }, precisions: ps, budgetBits: budget)
+                tensorParameters: tensors.map { $0.reduce(0) { $0 + $1.parameters } }, precisions: ps,
+                budgetBits: budget)
             let layerwiseError = zip(tensors, perTensor).reduce(0.0) { acc, tp in
                 acc + tp.0.reduce(0.0) { $0 + $1.errors[ps.firstIndex(of: tp.1)!] }
             }

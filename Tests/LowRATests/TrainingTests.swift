@@ -60,7 +60,8 @@ final class TrainingTests: XCTestCase {
             }
             var probe = adapter
             let eps: Float = 1e-2
-            var d = 0.0, norm = 0.0
+            var d = 0.0
+            var norm = 0.0
             for i in indices {
                 let keep = probe.values[i]
                 probe.values[i] = keep + eps
