@@ -84,11 +84,22 @@ public struct Linear: Sendable {
     /// dense weights or for the few rows the kernels multiply straight from a packed or stored
     /// encoding, all of W for more rows of a packed one, a chunk of rows of a stored one.
     public func scratchFloats(rows: Int) -> Int {
+        if multipliesDirectly(rows: rows) { return 0 }
         switch storage {
-        case .dense: 0
-        case .packed: rows <= KernelPath.columns ? 0 : outFeatures * inFeatures
-        case .stored(let m):
-            rows <= KernelPath.columns && m.multipliesDirectly ? 0 : min(outFeatures, Self.storedChunkRows) * inFeatures
+        case .dense: return 0
+        case .packed: return outFeatures * inFeatures
+        case .stored: return min(outFeatures, Self.storedChunkRows) * inFeatures
+        }
+    }
+
+    /// Whether `forward` multiplies `rows` rows straight from the weight's packed or stored encoding
+    /// (the kernels of `lowra_kernels.h`) rather than converting it into scratch first.
+    func multipliesDirectly(rows: Int) -> Bool {
+        guard rows <= KernelPath.columns else { return false }
+        switch storage {
+        case .dense: return false
+        case .packed: return true
+        case .stored(let m): return m.multipliesDirectly
         }
     }
 
@@ -113,14 +124,14 @@ public struct Linear: Sendable {
         switch storage {
         case .dense(let w):
             w.withUnsafeBufferPointer { multiply($0.baseAddress!) }
-        case .packed(let p) where t <= KernelPath.columns:
+        case .packed(let p) where multipliesDirectly(rows: t):
             p.multiply(x, columns: t, into: y)  // straight from the codes
         case .packed(let p):
             let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures) : nil
             defer { own?.deallocate() }
             p.dequantize(into: scratch ?? own!)
             multiply(scratch ?? own!)
-        case .stored(let m) where t <= KernelPath.columns && m.multipliesDirectly:
+        case .stored(let m) where multipliesDirectly(rows: t):
             m.multiply(x, columns: t, into: y)  // straight from the file's encoding
         case .stored(let m):
             // A chunk of rows at a time: convert, then y[:, chunk] = x · chunkᵀ.

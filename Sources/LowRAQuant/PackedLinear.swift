@@ -188,11 +188,6 @@ public struct PackedLinear: Sendable, Equatable {
         }
     }
 
-    /// y (out) = W · x (in): `multiply` for one column.
-    public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        multiply(x, columns: 1, into: y)
-    }
-
     /// The C kernels' view of this weight, valid inside `body`.
     func withView<R>(_ body: (UnsafePointer<lowra_packed_view>) -> R) -> R {
         bits.withUnsafeBufferPointer { bb in

@@ -8,25 +8,39 @@ import XCTest
 /// The packed kernels (`lowra_kernels.h`) against the reference — dequantize, then multiply in
 /// double precision — on fresh random weights, for every path this CPU runs.
 final class KernelTests: XCTestCase {
-    /// Y (n, out) from a kernel against W (out, in) · X (n, in) in double precision: fp32
-    /// accumulation in another order stays within a few ulps of Σ|w x|.
-    private func assertMatches(
-        _ y: [Float], w: [Float], x: [Float], n: Int, out: Int, in inF: Int, _ label: String, line: UInt = #line
-    ) {
-        for c in 0..<n {
-            for r in 0..<out {
-                var ref = 0.0
-                var mag = 0.0
-                for j in 0..<inF {
-                    let t = Double(w[r * inF + j]) * Double(x[c * inF + j])
-                    ref += t
-                    mag += abs(t)
+    /// For each column count in `columns`, fresh X (n, in); `multiply(x, n, y, path)` on every
+    /// path this CPU runs must give W (out, in) · X in double precision: fp32 accumulation in
+    /// another order stays within a few ulps of Σ|w x|. Returns the cases checked.
+    private func checkEveryPath(
+        w: [Float], out: Int, in inF: Int, columns: [Int], rng: inout SplitMix64, _ label: String,
+        line: UInt = #line,
+        multiply: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void
+    ) -> Int {
+        var cases = 0
+        for n in columns {
+            let x = (0..<(n * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+            for path in KernelPath.all {
+                var y = [Float](repeating: .nan, count: n * out)
+                x.withUnsafeBufferPointer { xb in
+                    y.withUnsafeMutableBufferPointer { multiply(xb.baseAddress!, n, $0.baseAddress!, path) }
                 }
-                XCTAssertLessThanOrEqual(
-                    abs(Double(y[c * out + r]) - ref), 2e-6 * mag + 1e-12, "\(label), column \(c) of \(n), row \(r)",
-                    line: line)
+                for c in 0..<n {
+                    for r in 0..<out {
+                        var ref = 0.0, mag = 0.0
+                        for j in 0..<inF {
+                            let t = Double(w[r * inF + j]) * Double(x[c * inF + j])
+                            ref += t
+                            mag += abs(t)
+                        }
+                        XCTAssertLessThanOrEqual(
+                            abs(Double(y[c * out + r]) - ref), 2e-6 * mag + 1e-12,
+                            "\(KernelPath.name(path)) \(label), column \(c) of \(n), row \(r)", line: line)
+                    }
+                }
+                cases += 1
             }
         }
+        return cases
     }
 
     /// A random packed weight: codes, levels and scales drawn directly (every code pattern occurs).
@@ -45,8 +59,7 @@ final class KernelTests: XCTestCase {
     }
 
     func testKernelsEqualDequantizeThenMultiply() throws {
-        let paths = KernelPath.all
-        XCTAssertTrue(paths.contains(KernelPath.best))
+        XCTAssertTrue(KernelPath.all.contains(KernelPath.best))
         var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970))  // fresh inputs every run
         let shapes: [(Int, Int)] = [(37, 64), (16, 192), (9, 100), (33, 7), (5, 1), (64, 576), (12, 130)]
         let widthSets: [[UInt8]] = [[1], [2], [4], [1, 2, 4], [2, 4]]
@@ -58,21 +71,10 @@ final class KernelTests: XCTestCase {
                         let p = try randomPacked(
                             out: out, in: inF, widths: widths, scope: scope, doubleQuant: dq, rng: &rng)
                         let w = p.dequantized()
-                        for n in [1, 2, 3, 5, 8, 11] {
-                            let x = (0..<(n * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) }
-                            for path in paths {
-                                var y = [Float](repeating: .nan, count: n * out)
-                                x.withUnsafeBufferPointer { xb in
-                                    y.withUnsafeMutableBufferPointer {
-                                        p.multiply(xb.baseAddress!, columns: n, into: $0.baseAddress!, path: path)
-                                    }
-                                }
-                                assertMatches(
-                                    y, w: w, x: x, n: n, out: out, in: inF,
-                                    "\(KernelPath.name(path)) \(out)x\(inF) widths \(widths) \(scope) dq \(dq)")
-                                cases += 1
-                            }
-                        }
+                        cases += checkEveryPath(
+                            w: w, out: out, in: inF, columns: [1, 2, 3, 5, 8, 11], rng: &rng,
+                            "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)"
+                        ) { p.multiply($0, columns: $1, into: $2, path: $3) }
                     }
                 }
             }
@@ -112,21 +114,9 @@ final class KernelTests: XCTestCase {
                     rows: rows, cols: cols, type: type, file: try MappedFile(path: path), offset: 0)
                 XCTAssertTrue(m.multipliesDirectly)
                 let w = m.floats()
-                for n in [1, 3, 8, 10] {
-                    let x = (0..<(n * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) }
-                    for kernel in KernelPath.all {
-                        var y = [Float](repeating: .nan, count: n * rows)
-                        x.withUnsafeBufferPointer { xb in
-                            y.withUnsafeMutableBufferPointer {
-                                m.multiply(xb.baseAddress!, columns: n, into: $0.baseAddress!, path: kernel)
-                            }
-                        }
-                        assertMatches(
-                            y, w: w, x: x, n: n, out: rows, in: cols,
-                            "\(KernelPath.name(kernel)) \(type.name) \(rows)x\(cols)")
-                        cases += 1
-                    }
-                }
+                cases += checkEveryPath(
+                    w: w, out: rows, in: cols, columns: [1, 3, 8, 10], rng: &rng, "\(type.name) \(rows)x\(cols)"
+                ) { m.multiply($0, columns: $1, into: $2, path: $3) }
             }
         }
         XCTAssertGreaterThan(cases, 90)

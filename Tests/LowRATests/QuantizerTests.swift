@@ -106,10 +106,10 @@ final class QuantizerTests: XCTestCase {
                 }
             }
             for r in 0..<out { XCTAssertEqual(Array(fast[(r * inF)..<((r + 1) * inF)]), pk.dequantizeRowReference(r)) }
-            // The fused matvec equals the product with the dequantized weight.
+            // The kernel's product (one column) equals the product with the dequantized weight.
             let x: [Float] = (0..<inF).map { _ in Float.random(in: -1...1) }
             var y = [Float](repeating: 0, count: out)
-            pk.matvec(x, into: &y)
+            pk.multiply(x, columns: 1, into: &y)
             for r in 0..<out {
                 var want: Float = 0
                 for j in 0..<inF { want += fast[r * inF + j] * x[j] }
