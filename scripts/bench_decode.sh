@@ -7,14 +7,18 @@ cd "$(dirname "$0")/.."
 L=${LOWRA:-.build/release/lowra}
 SRC=models/SmolLM2-135M-Instruct.Q4_1.gguf
 for b in 1.5 2 4; do
-    [ -f "runs/bq$b/lowra_quant.json" ] || "$L" quantize --model "$SRC" --bits "$b" --init none --out "runs/bq$b" --json >/dev/null
+    [ -f "runs/bq$b/lowra_quant.json" ] ||
+        "$L" quantize --model "$SRC" --bits "$b" --init none --out "runs/bq$b" --json >/dev/null
 done
 for round in 1 2 3; do
     for m in runs/bq1.5 runs/bq2 runs/bq4 "$SRC"; do
-        echo "$round $m $("$L" generate --model "$m" --prompt "ROMEO:" --max-new-tokens 128 --temperature 0 2>&1 >/dev/null | tail -1)"
+        stats=$("$L" generate --model "$m" --prompt "ROMEO:" --max-new-tokens 128 --temperature 0 2>&1 >/dev/null |
+            tail -1)
+        echo "$round $m $stats"
     done
 done
 for k in avx2 scalar; do
-    echo "LOWRA_KERNEL=$k runs/bq2 $(LOWRA_KERNEL=$k "$L" generate --model runs/bq2 --prompt "ROMEO:" --max-new-tokens 32 \
-        --temperature 0 2>&1 >/dev/null | tail -1)"
+    stats=$(LOWRA_KERNEL=$k "$L" generate --model runs/bq2 --prompt "ROMEO:" --max-new-tokens 32 --temperature 0 \
+        2>&1 >/dev/null | tail -1)
+    echo "LOWRA_KERNEL=$k runs/bq2 $stats"
 done

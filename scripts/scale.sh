@@ -26,12 +26,14 @@ measure() {  # measure LABEL CMD...: runs CMD under GNU time, records peak RSS a
 }
 for step in $STEPS; do
     case $step in
-    synth) [ -f "$SRC/config.json" ] || measure "synth-$SIZE" "$LOWRA" synth --config "llama2-$SIZE" --out "$SRC" --json ;;
+    synth)
+        [ -f "$SRC/config.json" ] || measure "synth-$SIZE" "$LOWRA" synth --config "llama2-$SIZE" --out "$SRC" --json ;;
     quantize)
         [ -f "$Q/lowra_quant.json" ] || measure "quantize-$SIZE-2bit-$INIT" "$LOWRA" quantize --model "$SRC" --bits 2 \
             --init "$INIT" --rank 16 --json --out "$Q" ;;
     eval)
-        measure "eval-$SIZE-2bit-512" "$LOWRA" eval --model "$Q" --data data/test.txt --max-tokens 512 --context 512 --json ;;
+        measure "eval-$SIZE-2bit-512" "$LOWRA" eval --model "$Q" --data data/test.txt --max-tokens 512 --context 512 \
+            --json ;;
     finetune)
         for mode in "" --recompute; do
             rm -rf "$BIG/ft$mode"
@@ -40,7 +42,8 @@ for step in $STEPS; do
             "$LOWRA" memory --model "$Q" --bits 2 --rank 16 --batch 1 --seq 256 $mode --json > "$BIG/memory$mode.json"
         done ;;
     generate)
-        measure "generate-$SIZE-16" "$LOWRA" generate --model "$Q" --prompt "ROMEO:" --max-new-tokens 16 --temperature 0 ;;
+        measure "generate-$SIZE-16" "$LOWRA" generate --model "$Q" --prompt "ROMEO:" --max-new-tokens 16 \
+            --temperature 0 ;;
     esac
 done
 echo "| step | peak RSS | wall time |"

@@ -73,7 +73,8 @@ AVX512 static inline __attribute__((always_inline)) __m512i codes16_avx512(const
         uint32_t lo, hi;
         memcpy(&lo, p, 4);
         memcpy(&hi, p + 4, 4);
-        __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32((int)lo)), _mm256_set1_epi32((int)hi), 1);
+        const __m512i v =
+            _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32((int)lo)), _mm256_set1_epi32((int)hi), 1);
         const __m512i sh = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
         return _mm512_and_si512(_mm512_srlv_epi32(v, sh), _mm512_set1_epi32(15));
     } else if (b == 2) {

@@ -113,6 +113,7 @@ AVX512 INLINE void row_avx512(unsigned t, const uint8_t *row, uint64_t in, const
         for (; j + 32 <= in; j += 32) {
             const uint8_t *p = row + (j / 32) * bytes;
             const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(p)));
+            const __m512 m = _mm512_set1_ps(t == T_Q4_1 ? _cvtsh_ss(load_u16(p + 2)) : 0);  // Q4_1's block minimum
             __m512 lo, hi;
             if (t == T_Q8_0) {
                 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
@@ -126,7 +127,7 @@ AVX512 INLINE void row_avx512(unsigned t, const uint8_t *row, uint64_t in, const
             for (uint64_t c = 0; c < n; c++) {
                 const __m512 xl = _mm512_loadu_ps(x + c * in + j), xh = _mm512_loadu_ps(x + c * in + j + 16);
                 acc[c] = _mm512_fmadd_ps(_mm512_fmadd_ps(lo, xl, _mm512_mul_ps(hi, xh)), d, acc[c]);
-                if (t == T_Q4_1) acc[c] = _mm512_fmadd_ps(_mm512_add_ps(xl, xh), _mm512_set1_ps(_cvtsh_ss(load_u16(p + 2))), acc[c]);
+                if (t == T_Q4_1) acc[c] = _mm512_fmadd_ps(_mm512_add_ps(xl, xh), m, acc[c]);
             }
         }
     }
@@ -164,6 +165,7 @@ AVX2 INLINE void row_avx2(unsigned t, const uint8_t *row, uint64_t in, const flo
         for (; j + 32 <= in; j += 32) {
             const uint8_t *p = row + (j / 32) * bytes;
             const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(p)));
+            const __m256 m = _mm256_set1_ps(t == T_Q4_1 ? _cvtsh_ss(load_u16(p + 2)) : 0);  // Q4_1's block minimum
             __m256 q[4];  // elements 0-7, 8-15, 16-23, 24-31
             if (t == T_Q8_0) {
                 for (int k = 0; k < 4; k++) {
@@ -188,7 +190,7 @@ AVX2 INLINE void row_avx2(unsigned t, const uint8_t *row, uint64_t in, const flo
                 acc[c] = _mm256_fmadd_ps(p0, d, acc[c]);
                 if (t == T_Q4_1) {
                     const __m256 sx = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-                    acc[c] = _mm256_fmadd_ps(sx, _mm256_set1_ps(_cvtsh_ss(load_u16(p + 2))), acc[c]);
+                    acc[c] = _mm256_fmadd_ps(sx, m, acc[c]);
                 }
             }
         }
