@@ -1,4 +1,4 @@
-#include "lowra_kernels.h"
+#include "lowra_kernels_internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -8,16 +8,13 @@
 #include <immintrin.h>
 #endif
 
-// code / 255 for every double-quantization code: the quotients the Swift side computes, looked
-// up instead of divided.
-static float dq_fraction[256];
-static void init_dq_fraction(void) {
-    for (int c = 0; c < 256; c++) dq_fraction[c] = (float)c / 255.0f;
+float lowra_dq_fraction[256];  // code / 255: the quotients the Swift side computes, looked up
+static void fill_dq_fraction(void) {
+    for (int c = 0; c < 256; c++) lowra_dq_fraction[c] = (float)c / 255.0f;
 }
-
-// The scale of flattened block i, as the Swift side decodes it.
-static inline float block_scale(const lowra_packed_view *w, uint64_t i) {
-    return w->absmax ? w->absmax[i] : dq_fraction[w->absmax_codes[i]] * w->absmax_scales[i / LOWRA_DQ_GROUP];
+void lowra_kernels_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fill_dq_fraction);
 }
 
 // Row r's levels, zero-padded to 16 (so vector loads never read past the codebook).
@@ -45,7 +42,7 @@ static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, 
         float tab[16], sl[16], acc[LOWRA_MAX_COLUMNS] = {0};
         row_levels(w, r, tab);
         for (uint64_t blk = 0; blk < nb; blk++) {
-            const float s = block_scale(w, r * nb + blk);
+            const float s = lowra_block_scale(w, r * nb + blk);
             for (unsigned i = 0; i < 16; i++) sl[i] = s * tab[i];
             const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
             float part[LOWRA_MAX_COLUMNS] = {0};
@@ -106,7 +103,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(const lowra
         tail[c] = 0;
     }
     for (uint64_t blk = 0; blk < nb; blk++) {
-        const float s = block_scale(w, r * nb + blk);
+        const float s = lowra_block_scale(w, r * nb + blk);
         const __m512 t = _mm512_mul_ps(table, _mm512_set1_ps(s));
         const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
         uint64_t j = j0;
@@ -197,7 +194,7 @@ AVX2 static inline __attribute__((always_inline)) void rows_avx2(const lowra_pac
         tail[c] = 0;
     }
     for (uint64_t blk = 0; blk < nb; blk++) {
-        const float s = block_scale(w, r * nb + blk);
+        const float s = lowra_block_scale(w, r * nb + blk);
         const __m256 sv = _mm256_set1_ps(s);
         const __m256 tlo = _mm256_mul_ps(lo, sv), thi = _mm256_mul_ps(hi, sv);
         const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
@@ -260,6 +257,16 @@ static int cpu_supports(int path) {
     return path == LOWRA_PATH_SCALAR;
 }
 
+int lowra_cpu_has_vnni(void) {
+#if defined(__x86_64__)
+    static int known = -1;
+    if (known < 0) known = lowra_kernel_path_supported(LOWRA_PATH_AVX512) && __builtin_cpu_supports("avx512vnni");
+    return known;
+#else
+    return 0;
+#endif
+}
+
 int lowra_kernel_path_supported(int path) {
     static int known[3] = {-1, -1, -1};  // racing first calls compute the same answer
     if (path < LOWRA_PATH_SCALAR || path > LOWRA_PATH_AVX512) return 0;
@@ -290,8 +297,7 @@ int lowra_kernel_best_path(void) {
 
 void lowra_packed_gemm(int path, const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                        uint64_t r0, uint64_t r1) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_dq_fraction);
+    lowra_kernels_init();
     if (n == 0 || r0 >= r1) return;
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
     while (n > LOWRA_MAX_COLUMNS) {  // more columns: in groups of the most a kernel takes

@@ -1,7 +1,7 @@
 // Multiplying stored (unquantized) matrices in their file's encoding — the head and embedding of
 // a quantized model, every layer of an unquantized one — without converting them to fp32 first.
 // Same paths as the packed kernels (lowra_kernels.h).
-#include "lowra_kernels.h"
+#include "lowra_kernels_internal.h"
 
 #include <string.h>
 
@@ -21,19 +21,6 @@ static inline uint16_t load_u16(const uint8_t *p) {
     return v;
 }
 
-static inline float half_to_float(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        const float f = (float)mant * 5.9604644775390625e-8f;  // subnormal: mant * 2^-24
-        return sign ? -f : f;
-    }
-    bits = exp == 31 ? sign | 0x7f800000u | (mant << 13) : sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 static inline float bf16_to_float(uint16_t v) {
     const uint32_t bits = (uint32_t)v << 16;
     float f;
@@ -45,18 +32,18 @@ static inline float bf16_to_float(uint16_t v) {
 static void decode(unsigned t, const uint8_t *row, uint64_t j0, uint64_t count, float *out) {
     switch (t) {
     case T_F32: memcpy(out, row + 4 * j0, 4 * count); return;
-    case T_F16: for (uint64_t i = 0; i < count; i++) out[i] = half_to_float(load_u16(row + 2 * (j0 + i))); return;
+    case T_F16: for (uint64_t i = 0; i < count; i++) out[i] = lowra_half_to_float(load_u16(row + 2 * (j0 + i))); return;
     case T_BF16: for (uint64_t i = 0; i < count; i++) out[i] = bf16_to_float(load_u16(row + 2 * (j0 + i))); return;
     default: break;
     }
     const uint64_t bytes = t == T_Q8_0 ? 34 : t == T_Q4_1 ? 20 : 18;
     const uint8_t *p = row + (j0 / 32) * bytes;
-    const float d = half_to_float(load_u16(p));
+    const float d = lowra_half_to_float(load_u16(p));
     if (t == T_Q8_0) {
         for (uint64_t i = 0; i < 32; i++) out[i] = d * (float)(int8_t)p[2 + i];
         return;
     }
-    const float m = t == T_Q4_1 ? half_to_float(load_u16(p + 2)) : 0;
+    const float m = t == T_Q4_1 ? lowra_half_to_float(load_u16(p + 2)) : 0;
     const uint8_t *qs = p + (t == T_Q4_1 ? 4 : 2);
     const int offset = t == T_Q4_0 ? 8 : 0;
     for (uint64_t i = 0; i < 16; i++) {

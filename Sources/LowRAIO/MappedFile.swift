@@ -105,11 +105,25 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// Y (n, rows) = X (n, cols) · Wᵀ straight from the stored encoding (decode, small batches),
     /// rows split across the workers; requires `multipliesDirectly`.
+    /// Q8_0 rows with `activations` .int8 use the integer kernel (`lowra_q8_0_gemm_q8`).
     public func multiply(
-        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
+        activations: KernelActivations = .default
     ) {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
-        let io = UncheckedSendable((rawRows(0..<rows).assumingMemoryBound(to: UInt8.self), x, y))
+        let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
+        if type == .q8_0 && activations == .int8 {
+            withQuantizedActivations(x, columns: n, inFeatures: cols) { q in
+                let io = UncheckedSendable((base, q, y))
+                parallelFor(rows, minPerChunk: 64) { range in
+                    lowra_q8_0_gemm_q8(
+                        Int32(path), io.value.0, UInt64(rowBytes), io.value.1, io.value.2, UInt64(rows),
+                        UInt64(range.lowerBound), UInt64(range.upperBound))
+                }
+            }
+            return
+        }
+        let io = UncheckedSendable((base, x, y))
         parallelFor(rows, minPerChunk: 64) { range in
             lowra_stored_gemm(
                 Int32(path), type.rawValue, io.value.0, UInt64(rowBytes), UInt64(cols), io.value.1, UInt64(n),

@@ -22,6 +22,13 @@ public struct PackedLinear: Sendable, Equatable {
     /// Derived: byte offset of each row in `codes` (out + 1), and each row's first level.
     public let rowOffsets: [Int]
     public let levelOffsets: [Int]
+    /// Derived for the integer kernels: each row's levels as uint8 codes (out, 16), with
+    /// level ≈ levelMin[r] + levelStep[r] · code (`lowra_integer_levels_row`).
+    let levelCodes: [UInt8]
+    let levelMin: [Float]
+    let levelStep: [Float]
+    /// `lowra_q8_order` of every width present: the activation orders its kernel reads.
+    let activationOrders: UInt32
 
     public init(
         outFeatures: Int, inFeatures: Int, bits: [UInt8], codes: [UInt8], absmax: AbsmaxStorage,
@@ -77,6 +84,22 @@ public struct PackedLinear: Sendable, Equatable {
         self.scope = scope
         rowOffsets = offsets
         levelOffsets = lo
+        var codes16 = [UInt8](repeating: 0, count: 16 * outFeatures)
+        var mins = [Float](repeating: 0, count: outFeatures)
+        var steps = [Float](repeating: 0, count: outFeatures)
+        levels.withUnsafeBufferPointer { lb in
+            codes16.withUnsafeMutableBufferPointer { cb in
+                for r in 0..<outFeatures {
+                    lowra_integer_levels_row(
+                        lb.baseAddress! + lo[r], UInt32(1 << Int(bits[r])), cb.baseAddress! + 16 * r, &mins[r],
+                        &steps[r])
+                }
+            }
+        }
+        levelCodes = codes16
+        levelMin = mins
+        levelStep = steps
+        activationOrders = Set(bits).reduce(0) { $0 | lowra_q8_order(UInt32($1)) }
     }
 
     /// Element counts of each stored array of a layer with these precisions, known before it is
@@ -174,23 +197,39 @@ public struct PackedLinear: Sendable, Equatable {
 
     /// Y (n, out) = X (n, in) · Wᵀ straight from the codes, W never expanded (decode, and small
     /// batches): the kernels of `lowra_kernels.h`, rows split across the workers.
+    /// `activations` .int8 quantizes X per block of 64 once and multiplies with integer dot
+    /// products (`lowra_packed_gemm_q8`); .float runs the fp32 kernels.
     public func multiply(
-        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
+        activations: KernelActivations = .default
     ) {
         withView { view in
-            let io = UncheckedSendable((view, x, y))
             // Enough rows per worker to amortize the dispatch; a multiple of 16 keeps chunks aligned.
-            parallelFor(outFeatures, minPerChunk: 64) { rows in
-                lowra_packed_gemm(
-                    Int32(path), io.value.0, io.value.1, UInt64(n), io.value.2, UInt64(outFeatures),
-                    UInt64(rows.lowerBound), UInt64(rows.upperBound))
+            switch activations {
+            case .float:
+                let io = UncheckedSendable((view, x, y))
+                parallelFor(outFeatures, minPerChunk: 64) { rows in
+                    lowra_packed_gemm(
+                        Int32(path), io.value.0, io.value.1, UInt64(n), io.value.2, UInt64(outFeatures),
+                        UInt64(rows.lowerBound), UInt64(rows.upperBound))
+                }
+            case .int8:
+                withQuantizedActivations(x, columns: n, inFeatures: inFeatures, orders: activationOrders) { q in
+                    let io = UncheckedSendable((view, q, y))
+                    parallelFor(outFeatures, minPerChunk: 64) { rows in
+                        lowra_packed_gemm_q8(
+                            Int32(path), io.value.0, io.value.1, io.value.2, UInt64(outFeatures),
+                            UInt64(rows.lowerBound), UInt64(rows.upperBound))
+                    }
+                }
             }
         }
     }
 
     /// The C kernels' view of this weight, valid inside `body`.
     func withView<R>(_ body: (UnsafePointer<lowra_packed_view>) -> R) -> R {
-        bits.withUnsafeBufferPointer { bb in
+        let integer = (levelCodes, levelMin, levelStep)
+        return bits.withUnsafeBufferPointer { bb in
             codes.withUnsafeBufferPointer { cb in
                 rowOffsets.withUnsafeBufferPointer { ro in
                     levelOffsets.withUnsafeBufferPointer { lo in
@@ -206,8 +245,18 @@ public struct PackedLinear: Sendable, Equatable {
                                     levels: lb.baseAddress,
                                     level_offsets: UnsafeRawPointer(lo.baseAddress!).assumingMemoryBound(
                                         to: Int64.self),
-                                    absmax: plain, absmax_codes: dqCodes, absmax_scales: dqScales)
-                                return withUnsafePointer(to: &v) { body($0) }
+                                    absmax: plain, absmax_codes: dqCodes, absmax_scales: dqScales,
+                                    levels_u8: nil, level_min: nil, level_step: nil)
+                                return integer.0.withUnsafeBufferPointer { u in
+                                    integer.1.withUnsafeBufferPointer { mn in
+                                        integer.2.withUnsafeBufferPointer { st in
+                                            v.levels_u8 = u.baseAddress
+                                            v.level_min = mn.baseAddress
+                                            v.level_step = st.baseAddress
+                                            return withUnsafePointer(to: &v) { body($0) }
+                                        }
+                                    }
+                                }
                             }
                             switch absmax {
                             case .plain(let a):

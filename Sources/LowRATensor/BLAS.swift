@@ -1,3 +1,4 @@
+import Foundation
 import CBLAS
 
 /// y (M, N) = alpha * x (M, K) · W^T + beta * y, with W stored row-major as (N, K): the layout
@@ -36,6 +37,25 @@ public func matvec(
 
 /// Threads OpenBLAS uses.
 public var blasThreadCount: Int { Int(openblas_get_num_threads()) }
+
+/// The CPU core type OpenBLAS chose its kernels for ("SkylakeX", "Haswell", …).
+public var blasCoreName: String { String(cString: openblas_get_corename()) }
+
+/// A better OpenBLAS core type for this CPU than the one it detected, or nil. OpenBLAS picks its
+/// kernels once, when it loads, from the CPU's model number; a CPU newer than the library (a
+/// Xeon it does not know, as on this project's build machines) falls back to "Prescott", SSE3
+/// kernels that run sgemm 2-3x slower than the AVX-512 ones the CPU has. Only an environment
+/// variable read at load (OPENBLAS_CORETYPE) changes that choice, so the CLI re-executes itself
+/// with it (`LowRACommand.main`). nil when the variable is already set or the choice is fine.
+public func betterBLASCore(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    guard environment["OPENBLAS_CORETYPE"] == nil, KernelPath.supported(1) else { return nil }
+    let preAVX2 = [
+        "katmai", "coppermine", "northwood", "prescott", "banias", "atom", "core2", "penryn", "dunnington",
+        "nehalem", "sandybridge", "unknown",
+    ]
+    guard preAVX2.contains(blasCoreName.lowercased()) else { return nil }
+    return KernelPath.supported(2) ? "SkylakeX" : "Haswell"
+}
 
 /// y (M, N) = alpha * a^T · b + beta * y, with a stored (K, M) and b stored (K, N), row-major.
 @inline(__always)

@@ -1,4 +1,5 @@
 import CLowRAPacked
+import Foundation
 
 /// The C kernels' instruction-set paths (`lowra_kernels.h`): the one this CPU runs, by name.
 public enum KernelPath {
@@ -11,4 +12,27 @@ public enum KernelPath {
     public static var all: [Int] { (0...2).filter(supported) }
     /// Columns one kernel call multiplies while reading the weights once.
     public static let columns = Int(LOWRA_MAX_COLUMNS)
+}
+
+/// The activations the decode kernels multiply: int8 per block of 64 inputs with exact integer
+/// dot products (`lowra_q8_*`, the fast default), or fp32 as the reference computes.
+public enum KernelActivations: String, Sendable, CaseIterable {
+    case int8, float
+    /// int8, unless the environment variable LOWRA_ACTIVATIONS=float asks for fp32.
+    public static let `default`: KernelActivations =
+        ProcessInfo.processInfo.environment["LOWRA_ACTIVATIONS"] == "float" ? .float : .int8
+}
+
+/// X (n, in) quantized for the integer kernels, valid inside `body`; `orders` as
+/// `lowra_q8_quantize` takes them (the code widths to be multiplied; 0 for Q8_0).
+public func withQuantizedActivations<R>(
+    _ x: UnsafePointer<Float>, columns n: Int, inFeatures: Int, orders: UInt32 = 0,
+    _ body: (UnsafePointer<lowra_q8_activations>) -> R
+) -> R {
+    let bytes = Int(lowra_q8_activation_bytes(UInt64(n), UInt64(inFeatures)))
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
+    defer { buffer.deallocate() }
+    var a = lowra_q8_activations()
+    lowra_q8_quantize(x, UInt64(n), UInt64(inFeatures), orders, buffer, &a)
+    return withUnsafePointer(to: &a) { body($0) }
 }

@@ -1,11 +1,12 @@
-import Dispatch
-import Foundation
+import CLowRAPacked
 
-/// Number of worker threads for LowRA's own loops (BLAS manages its own threads).
-public let workerCount: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
+/// Number of threads LowRA's own loops run on, the caller included (BLAS manages its own):
+/// LOWRA_THREADS if set, else the processors online.
+public let workerCount: Int = Int(lowra_pool_threads())
 
-/// Runs `body` over `0..<n` split into contiguous chunks, one per worker, in parallel.
-/// Falls back to a single call when the work is too small to be worth the threads.
+/// Runs `body` over `0..<n` split into contiguous chunks, one per worker, on the persistent
+/// pool (`lowra_pool.h`). Falls back to a single call when the work is too small to be worth
+/// the threads; a call from inside another `parallelFor` runs on its caller.
 public func parallelFor(_ n: Int, minPerChunk: Int = 1, _ body: (Range<Int>) -> Void) {
     guard n > 0 else { return }
     let chunks = min(workerCount, max(1, n / max(1, minPerChunk)))
@@ -14,13 +15,24 @@ public func parallelFor(_ n: Int, minPerChunk: Int = 1, _ body: (Range<Int>) -> 
         return
     }
     withoutActuallyEscaping(body) { escapable in
-        let work = UncheckedSendable(escapable)
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let lo = n * c / chunks
-            let hi = n * (c + 1) / chunks
-            if lo < hi { work.value(lo..<hi) }
+        var job = ChunkedJob(n: n, chunks: chunks, body: escapable)
+        withUnsafeMutablePointer(to: &job) { p in
+            lowra_pool_run(Int64(chunks), { ctx, c in
+                let job = ctx!.assumingMemoryBound(to: ChunkedJob.self)
+                let n = job.pointee.n
+                let chunks = job.pointee.chunks
+                let lo = n * Int(c) / chunks
+                let hi = n * (Int(c) + 1) / chunks
+                if lo < hi { job.pointee.body(lo..<hi) }
+            }, p)
         }
     }
+}
+
+private struct ChunkedJob {
+    let n: Int
+    let chunks: Int
+    let body: (Range<Int>) -> Void
 }
 
 /// Carries a value across threads where the caller guarantees the accesses do not race

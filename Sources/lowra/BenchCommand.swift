@@ -2,12 +2,13 @@ import ArgumentParser
 import Foundation
 import LowRAModel
 import LowRAQuant
+import LowRATensor
 import LowRATrain
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (ratios measured in one run).",
-        subcommands: [BenchForward.self, BenchTrain.self, BenchAssign.self, BenchDequant.self])
+        subcommands: [BenchDecode.self, BenchForward.self, BenchTrain.self, BenchAssign.self, BenchDequant.self])
 }
 
 struct BenchForward: ParsableCommand {
@@ -101,4 +102,150 @@ func printMeasurements(_ r: [String: Any], json: Bool) {
     } else {
         for (k, v) in r.sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
     }
+}
+
+struct BenchDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decode",
+        abstract: "Decode and prefill tokens/s of each model, bytes read per token, and llama.cpp beside them.",
+        discussion: """
+            Every model is measured in each round, rounds alternating, so drift hits all alike; \
+            then llama.cpp's llama-bench (--llama-bench) runs on each --gguf in the same process tree. \
+            Prefill computes the logits of the last position only, as generation does.
+            """)
+
+    @Option(name: .customLong("model"), help: "A model to measure (repeat for several).") var models: [String] = []
+    @Option(help: "A model to measure expanded to fp32: the fp32 runtime's baseline (repeatable).")
+    var fp32: [String] = []
+    @Option(help: "Prompt tokens for prefill.") var prefill: Int = 512
+    @Option(help: "Tokens decoded per measurement.") var decode: Int = 128
+    @Option(help: "Rounds; mean and standard deviation are reported.") var rounds: Int = 3
+    @Option(help: "Path of llama.cpp's llama-bench (scripts/build_llamacpp.sh builds it).") var llamaBench: String?
+    @Option(help: "A GGUF file for llama-bench (repeatable).") var gguf: [String] = []
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func validate() throws {
+        if models.isEmpty && fp32.isEmpty { throw ValidationError("give at least one --model or --fp32") }
+        if rounds < 1 { throw ValidationError("--rounds must be at least 1") }
+        if llamaBench != nil && gguf.isEmpty { throw ValidationError("--llama-bench needs at least one --gguf") }
+        if llamaBench == nil && !gguf.isEmpty { throw ValidationError("--gguf needs --llama-bench") }
+    }
+
+    func run() throws {
+        struct Entry {
+            let label: String
+            let model: LlamaModel
+            let fileBits: Double
+            var runs: [DecodeMeasurement] = []
+        }
+        var entries = [Entry]()
+        for path in models {
+            printErr("bench: loading \(path)")
+            let m = try LoadedModel.load(path)
+            let params = Double(m.model.weights.parameterCount)
+            entries.append(Entry(label: path, model: m.model, fileBits: 8 * Double(m.fileBytes) / params))
+        }
+        for path in fp32 {
+            printErr("bench: loading \(path) as fp32")
+            let m = try LoadedModel.load(path)
+            let expanded = try LlamaModel(config: m.config, weights: m.model.weights.expandedToFP32())
+            entries.append(Entry(label: "\(path) (fp32)", model: expanded, fileBits: 32))
+        }
+        for round in 1...rounds {
+            for i in entries.indices {
+                printErr("bench: round \(round)/\(rounds) \(entries[i].label)")
+                entries[i].runs.append(try DecodeBenchmark.measure(model: entries[i].model, prefill: prefill, decode: decode))
+            }
+        }
+        printErr("bench: memory bandwidth")
+        let bandwidth = DequantBenchmark.copyBandwidth()
+        var peers = [[String: Any]]()
+        if let llamaBench {
+            for g in gguf {
+                printErr("bench: llama-bench \(g)")
+                peers += try runLlamaBench(llamaBench, gguf: g)
+            }
+        }
+        let fp32Decode = entries.first { $0.label.hasSuffix("(fp32)") }.map { mean($0.runs.map(\.decodeTokensPerS)) }
+        let peerDecode = peers.filter { ($0["test"] as? String) == "tg" }.compactMap { $0["tokens_per_s"] as? Double }
+        let peerPrefill = peers.filter { ($0["test"] as? String) == "pp" }.compactMap { $0["tokens_per_s"] as? Double }
+        var rows = [[String: Any]]()
+        for e in entries {
+            let d = e.runs.map(\.decodeTokensPerS)
+            let p = e.runs.map(\.prefillTokensPerS)
+            let bytes = e.runs[0].bytesPerToken
+            var row: [String: Any] = [
+                "model": e.label, "file_bits_per_param": e.fileBits, "decode_tokens_per_s": mean(d),
+                "decode_sd": sd(d), "prefill_tokens_per_s": mean(p), "prefill_sd": sd(p), "bytes_per_token": bytes,
+                "bound_tokens_per_s": bandwidth * 1e9 / Double(bytes),
+            ]
+            if let fp32Decode { row["decode_vs_fp32"] = mean(d) / fp32Decode }
+            if let best = peerDecode.max() { row["decode_vs_llamacpp_best_tg"] = mean(d) / best }
+            if let best = peerPrefill.max() { row["prefill_vs_llamacpp_best_pp"] = mean(p) / best }
+            rows.append(row)
+        }
+        let setup: [String: Any] = [
+            "kernel_path": KernelPath.name(), "threads": workerCount, "blas_core": blasCoreName,
+            "blas_threads": blasThreadCount, "bandwidth_gbs": bandwidth, "prefill_tokens": prefill,
+            "decode_tokens": decode, "rounds": rounds,
+        ]
+        if json {
+            printJSON(["setup": setup, "models": rows, "llamacpp": peers])
+            return
+        }
+        print(
+            "kernels \(KernelPath.name()), \(workerCount) threads; OpenBLAS \(blasCoreName), \(blasThreadCount) threads; "
+                + String(format: "copy bandwidth %.1f GB/s; %d rounds", bandwidth, rounds))
+        print("| model | file bits/param | decode tok/s | prefill \(prefill) tok/s | MB/token | bound tok/s | vs fp32 | vs llama.cpp tg |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows {
+            func f(_ k: String, _ fmt: String) -> String { (r[k] as? Double).map { String(format: fmt, $0) } ?? "-" }
+            print(
+                "| \(r["model"]!) | \(f("file_bits_per_param", "%.2f")) | \(f("decode_tokens_per_s", "%.1f")) ± "
+                    + "\(f("decode_sd", "%.1f")) | \(f("prefill_tokens_per_s", "%.0f")) ± \(f("prefill_sd", "%.0f")) | "
+                    + String(format: "%.1f", Double(r["bytes_per_token"] as! Int) / 1e6)
+                    + " | \(f("bound_tokens_per_s", "%.0f")) | \(f("decode_vs_fp32", "%.2f")) | "
+                    + "\(f("decode_vs_llamacpp_best_tg", "%.2f")) |")
+        }
+        for p in peers {
+            print(
+                "llama.cpp \(p["gguf"]!) (\(p["type"]!)) \(p["test"]!)\(p["tokens"]!): "
+                    + String(format: "%.1f ± %.1f tokens/s", p["tokens_per_s"] as! Double, p["sd"] as! Double))
+        }
+    }
+
+    /// llama-bench's pp and tg results on `gguf`, with this run's threads, lengths and rounds.
+    func runLlamaBench(_ path: String, gguf: String) throws -> [[String: Any]] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = [
+            "-m", gguf, "-t", "\(workerCount)", "-p", "\(prefill)", "-n", "\(decode)", "-r", "\(rounds)", "-o", "json",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { throw LowRAError(.io, "\(path): cannot run llama-bench (\(error))") }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+            let results = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]]
+        else {
+            throw LowRAError(.io, "llama-bench on \(gguf) failed (exit \(process.terminationStatus))")
+        }
+        return results.compactMap { r in
+            guard let ts = r["avg_ts"] as? Double, let nPrompt = r["n_prompt"] as? Int, let nGen = r["n_gen"] as? Int
+            else { return nil }
+            return [
+                "gguf": gguf, "type": r["model_type"] as? String ?? "?", "test": nGen > 0 ? "tg" : "pp",
+                "tokens": nGen > 0 ? nGen : nPrompt, "tokens_per_s": ts, "sd": r["stddev_ts"] as? Double ?? 0,
+            ]
+        }
+    }
+}
+
+private func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(max(1, v.count)) }
+private func sd(_ v: [Double]) -> Double {
+    guard v.count > 1 else { return 0 }
+    let m = mean(v)
+    return (v.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(v.count - 1)).squareRoot()
 }

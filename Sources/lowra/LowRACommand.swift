@@ -14,6 +14,18 @@ struct LowRACommand: ParsableCommand {
             InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self,
             BenchCommand.self,
         ])
+
+    /// Re-executes once with OPENBLAS_CORETYPE set when OpenBLAS chose kernels far below this
+    /// CPU's (`betterBLASCore`), then parses the arguments and runs.
+    static func main() {
+        #if os(Linux)
+            if let core = betterBLASCore() {
+                setenv("OPENBLAS_CORETYPE", core, 1)
+                execv("/proc/self/exe", CommandLine.unsafeArgv)  // returns only on failure: run as we are
+            }
+        #endif
+        main(nil)
+    }
 }
 
 struct ModelOptions: ParsableArguments {

@@ -74,7 +74,7 @@ final class KernelTests: XCTestCase {
                         cases += checkEveryPath(
                             w: w, out: out, in: inF, columns: [1, 2, 3, 5, 8, 11], rng: &rng,
                             "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)"
-                        ) { p.multiply($0, columns: $1, into: $2, path: $3) }
+                        ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: .float) }
                     }
                 }
             }
@@ -116,10 +116,107 @@ final class KernelTests: XCTestCase {
                 let w = m.floats()
                 cases += checkEveryPath(
                     w: w, out: rows, in: cols, columns: [1, 3, 8, 10], rng: &rng, "\(type.name) \(rows)x\(cols)"
-                ) { m.multiply($0, columns: $1, into: $2, path: $3) }
+                ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: .float) }
             }
         }
         XCTAssertGreaterThan(cases, 90)
+    }
+
+    /// The integer kernels (`lowra_q8_*`) on every path against (1) the scalar path, which sums
+    /// the same integers: equal up to fp32 rounding of the per-block scaling; and (2) W · X in
+    /// double precision: within the bound the two roundings allow, summed over the row,
+    /// Σ_j |w_j| s_b/2 + (|x_j| + s_b/2) e_j, where s_b = max|x| / 127 of x_j's block and e_j the
+    /// most w_j's level moved (half a level step times its block scale; 0 for Q8_0's weights).
+    /// X has a zero block and outliers, as real activations do. Returns the cases checked.
+    private func checkIntegerPaths(
+        w: [Float], out: Int, in inF: Int, columns: [Int], rng: inout SplitMix64, _ label: String,
+        levelError: (Int, Int) -> Double, line: UInt = #line,
+        multiply: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void
+    ) -> Int {
+        var cases = 0
+        for n in columns {
+            var x = (0..<(n * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) * (rng.nextUnit() < 0.02 ? 20 : 1) }
+            for j in 0..<min(64, inF) { x[j] = 0 }  // column 0's first block is all zero
+            func run(_ path: Int) -> [Float] {
+                var y = [Float](repeating: .nan, count: n * out)
+                x.withUnsafeBufferPointer { xb in
+                    y.withUnsafeMutableBufferPointer { multiply(xb.baseAddress!, n, $0.baseAddress!, path) }
+                }
+                return y
+            }
+            let scalar = run(0)
+            let nb = (inF + 63) / 64
+            for c in 0..<n {
+                let s = (0..<nb).map { b in Double(x[(c * inF + 64 * b)..<(c * inF + min(inF, 64 * b + 64))].map(abs).max()!) / 127 }
+                for r in 0..<out {
+                    var ref = 0.0, mag = 0.0, bound = 0.0
+                    for j in 0..<inF {
+                        let wj = Double(w[r * inF + j]), xj = Double(x[c * inF + j])
+                        ref += wj * xj
+                        mag += abs(wj * xj)
+                        let e = levelError(r, j)
+                        bound += abs(wj) * s[j / 64] / 2 + (abs(xj) + s[j / 64] / 2) * e
+                    }
+                    XCTAssertLessThanOrEqual(
+                        abs(Double(scalar[c * out + r]) - ref), bound * 1.001 + 1e-5 * mag + 1e-9,
+                        "scalar int8 \(label), column \(c) of \(n), row \(r)", line: line)
+                }
+            }
+            for path in KernelPath.all where path != 0 {
+                let y = run(path)
+                for i in 0..<(n * out) {
+                    let r = i % out, c = i / out
+                    var mag = 0.0
+                    for j in 0..<inF { mag += abs(Double(w[r * inF + j]) * Double(x[c * inF + j])) }
+                    XCTAssertLessThanOrEqual(
+                        abs(Double(y[i]) - Double(scalar[i])), 1e-5 * mag + 1e-9,
+                        "\(KernelPath.name(path)) int8 \(label), column \(c) of \(n), row \(r)", line: line)
+                }
+                cases += 1
+            }
+            cases += 1
+        }
+        return cases
+    }
+
+    func testIntegerKernelsEqualTheScalarPathAndStayWithinTheRoundingBound() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 3)
+        var cases = 0
+        let shapes: [(Int, Int)] = [(37, 64), (16, 192), (9, 100), (33, 7), (5, 1), (40, 576), (12, 130)]
+        for (out, inF) in shapes {
+            for widths in [[1], [2], [4], [1, 2, 4]] as [[UInt8]] {
+                for scope in CodebookScope.allCases {
+                    for dq in [false, true] {
+                        let p = try randomPacked(
+                            out: out, in: inF, widths: widths, scope: scope, doubleQuant: dq, rng: &rng)
+                        let w = p.dequantized()
+                        let nb = (inF + 63) / 64
+                        cases += checkIntegerPaths(
+                            w: w, out: out, in: inF, columns: [1, 2, 4, 8], rng: &rng,
+                            "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)",
+                            levelError: { r, j in Double(p.levelStep[r]) / 2 * Double(p.absmax.value(r * nb + j / 64)) }
+                        ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: .int8) }
+                    }
+                }
+            }
+        }
+        // Q8_0 rows (the head), an even and an odd number of 32-blocks.
+        let dir = try temporaryDirectory(self)
+        for (rows, cols) in [(21, 128), (10, 96), (3, 576)] {
+            let v = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
+            var q = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
+            q.withUnsafeMutableBytes { qb in
+                v.withUnsafeBufferPointer { quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!) }
+            }
+            let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
+            try Data(q).write(to: URL(fileURLWithPath: path))
+            let m = try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
+            cases += checkIntegerPaths(
+                w: m.floats(), out: rows, in: cols, columns: [1, 3, 8], rng: &rng, "Q8_0 \(rows)x\(cols)",
+                levelError: { _, _ in 0 }
+            ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: .int8) }
+        }
+        XCTAssertGreaterThan(cases, 400)
     }
 
     /// `quantizeGGML` follows ggml's reference rules for Q8_0 and Q4_0 (checked code by code),

@@ -28,6 +28,10 @@ typedef struct {
     const float *absmax;           // plain block scales (out * nb), or NULL when double-quantized
     const uint8_t *absmax_codes;   // double-quantized: (out * nb) codes
     const float *absmax_scales;    // double-quantized: one scale per LOWRA_DQ_GROUP blocks
+    // For the integer kernels (lowra_packed_gemm_q8), from lowra_integer_levels_row:
+    const uint8_t *levels_u8;      // (out, 16) each row's levels as codes
+    const float *level_min;        // (out)
+    const float *level_step;       // (out)
 } lowra_packed_view;
 
 /// The fastest path this CPU runs (honouring LOWRA_KERNEL=scalar|avx2|avx512 to force a slower one).
@@ -48,5 +52,47 @@ int lowra_stored_gemm_supports(unsigned ggml_type);
 /// Y[c][r] = sum_j X[c][j] W[r][j] for rows r0 <= r < r1 of a stored matrix, as lowra_packed_gemm.
 void lowra_stored_gemm(int path, unsigned ggml_type, const uint8_t *rows, uint64_t row_bytes, uint64_t in,
                        const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+
+// ---------------------------------------------------------------------------------------------
+// Integer kernels (lowra_q8_kernels.c): activations quantized to int8 per block of 64 inputs and
+// each row's levels to uint8, multiplied with integer dot products (AVX-512 VNNI, or AVX2
+// widening multiply-adds; the AVX-512 path falls back to the AVX2 code on CPUs without VNNI)
+// into exact int32 block sums, then scaled in fp32. Every path computes the same integers, so
+// they agree with the scalar path to fp32 rounding; against the fp32 kernels they differ by the
+// two roundings (activations: 1/254 of a block's largest value; levels: 1/510 of a row's range).
+
+/// Activations quantized for the integer kernels: per column c and block b of 64 inputs,
+/// v = round(x * 127 / max|x|) in [-127, 127], scale s = max|x| / 127, inputs past `in` zero.
+typedef struct {
+    uint64_t n, in, nb;        // columns, inputs, blocks of 64
+    const int8_t *q;           // (n, 4, nb * 64): natural order, then the unpacking orders of 1-, 2- and
+                               // 4-bit codes (lowra_q8_kernels.c), so codes need no reordering
+    const float *scale;        // (n, nb)
+    const int32_t *sum;        // (n, nb): Σ v over the block
+    const int32_t *offset;     // (n, nb, 16): 128 · Σ v over each 4 consecutive inputs (for Q8_0)
+} lowra_q8_activations;
+
+/// The bit of lowra_q8_quantize's `orders` for codes of `bits` (1, 2 or 4) bits.
+static inline unsigned lowra_q8_order(unsigned bits) { return bits == 1 ? 2u : bits == 2 ? 4u : 8u; }
+
+/// Bytes of the buffer lowra_q8_quantize fills.
+uint64_t lowra_q8_activation_bytes(uint64_t n, uint64_t in);
+/// Quantizes X (n, in) into `buffer` (lowra_q8_activation_bytes long, 64-byte aligned) and
+/// describes it in `a`. `orders`: lowra_q8_order(bits) OR'ed over the code widths to be
+/// multiplied (0 for Q8_0 only); the natural order is always filled.
+void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, void *buffer,
+                       lowra_q8_activations *a);
+
+/// One row's `count` levels as uint8 codes: u[k] = round((levels[k] - min) / step), step =
+/// (max - min) / 255, so levels[k] ≈ min + step * u[k]; u[k] = 0 for count <= k < 16.
+void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16], float *min, float *step);
+
+/// Y[c][r] ≈ sum_j X[c][j] W[r][j] as lowra_packed_gemm, from quantized activations and the
+/// view's integer levels.
+void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_activations *x, float *y,
+                          uint64_t ldy, uint64_t r0, uint64_t r1);
+/// The same for a stored Q8_0 matrix (`in` a multiple of 32).
+void lowra_q8_0_gemm_q8(int path, const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                        uint64_t ldy, uint64_t r0, uint64_t r1);
 
 #endif

@@ -1,0 +1,35 @@
+// Helpers the kernel files share (not part of the public header).
+#ifndef LOWRA_KERNELS_INTERNAL_H
+#define LOWRA_KERNELS_INTERNAL_H
+
+#include "lowra_kernels.h"
+
+#include <string.h>
+
+/// code / 255 for every double-quantization code, filled by lowra_kernels_init.
+extern float lowra_dq_fraction[256];
+/// Fills the shared tables once (safe to call from any thread, any number of times).
+void lowra_kernels_init(void);
+/// Whether this CPU has AVX-512 VNNI (the integer kernels' fastest code).
+int lowra_cpu_has_vnni(void);
+
+// The scale of flattened block i, as the Swift side decodes it.
+static inline float lowra_block_scale(const lowra_packed_view *w, uint64_t i) {
+    return w->absmax ? w->absmax[i]
+                     : lowra_dq_fraction[w->absmax_codes[i]] * w->absmax_scales[i / LOWRA_DQ_GROUP];
+}
+
+/// IEEE binary16 to fp32 (subnormals, infinities and NaNs included).
+static inline float lowra_half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    if (exp == 0) {
+        const float f = (float)mant * 5.9604644775390625e-8f;  // subnormal: mant * 2^-24
+        return sign ? -f : f;
+    }
+    const uint32_t bits = exp == 31 ? sign | 0x7f800000u | (mant << 13) : sign | ((exp + 112) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+#endif
