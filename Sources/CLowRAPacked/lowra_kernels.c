@@ -56,6 +56,17 @@ static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, 
     }
 }
 
+static void dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
+    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
+    for (uint64_t r = r0; r < r1; r++, out += in) {
+        const unsigned b = w->bits[r];
+        const uint8_t *row = w->codes + w->row_offsets[r];
+        float tab[16];
+        row_levels(w, r, tab);
+        for (uint64_t j = 0; j < in; j++) out[j] = lowra_block_scale(w, r * nb + j / LOWRA_BLOCK) * tab[code_at(row, j, b)];
+    }
+}
+
 #if defined(__x86_64__)
 
 // ---------------------------------------------------------------------------------------------
@@ -149,6 +160,26 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(const lowra
     default: ROWS_N(8, FN) break;                                                                       \
     }
 
+AVX512 static void dequantize_avx512(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
+    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
+    for (uint64_t r = r0; r < r1; r++, out += in) {
+        const unsigned b = w->bits[r];
+        const uint8_t *row = w->codes + w->row_offsets[r];
+        float tab[16];
+        row_levels(w, r, tab);
+        const __m512 table = _mm512_loadu_ps(tab);
+        for (uint64_t blk = 0; blk < nb; blk++) {
+            const float s = lowra_block_scale(w, r * nb + blk);
+            const __m512 t = _mm512_mul_ps(table, _mm512_set1_ps(s));
+            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
+            uint64_t j = j0;
+            for (; j + 16 <= j1; j += 16)
+                _mm512_storeu_ps(out + j, _mm512_permutexvar_ps(codes16_avx512(row + j * b / 8, b), t));
+            for (; j < j1; j++) out[j] = s * tab[code_at(row, j, b)];
+        }
+    }
+}
+
 AVX512 static void gemm_avx512(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                                uint64_t r0, uint64_t r1) {
     DISPATCH_COLUMNS(rows_avx512)
@@ -221,6 +252,26 @@ AVX2 static inline __attribute__((always_inline)) void rows_avx2(const lowra_pac
         const __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
         y[c * ldy + r] = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1))) + tail[c];
+    }
+}
+
+AVX2 static void dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
+    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
+    for (uint64_t r = r0; r < r1; r++, out += in) {
+        const unsigned b = w->bits[r];
+        const uint8_t *row = w->codes + w->row_offsets[r];
+        float tab[16];
+        row_levels(w, r, tab);
+        const __m256 lo = _mm256_loadu_ps(tab), hi = _mm256_loadu_ps(tab + 8);
+        for (uint64_t blk = 0; blk < nb; blk++) {
+            const float s = lowra_block_scale(w, r * nb + blk);
+            const __m256 sv = _mm256_set1_ps(s);
+            const __m256 tlo = _mm256_mul_ps(lo, sv), thi = _mm256_mul_ps(hi, sv);
+            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
+            uint64_t j = j0;
+            for (; j + 8 <= j1; j += 8) _mm256_storeu_ps(out + j, lookup8_avx2(row + j * b / 8, b, tlo, thi));
+            for (; j < j1; j++) out[j] = s * tab[code_at(row, j, b)];
+        }
     }
 }
 
@@ -307,4 +358,14 @@ void lowra_packed_gemm(int path, const lowra_packed_view *w, const float *x, uin
         n -= LOWRA_MAX_COLUMNS;
     }
     kernel(path)(w, x, n, y, ldy, r0, r1);
+}
+
+void lowra_packed_dequantize(int path, const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
+    lowra_kernels_init();
+    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
+#if defined(__x86_64__)
+    if (path == LOWRA_PATH_AVX512) return dequantize_avx512(w, r0, r1, out);
+    if (path == LOWRA_PATH_AVX2) return dequantize_avx2(w, r0, r1, out);
+#endif
+    dequantize_scalar(w, r0, r1, out);
 }

@@ -1,6 +1,7 @@
 #include "lowra_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -30,6 +31,7 @@ static struct {
     _Atomic int sleepers;         // workers asleep (or about to be) on `wake`
     _Atomic int64_t next;         // the next task to take
     _Atomic int checked_in;       // workers done with the current job
+    _Atomic int parked;           // set by lowra_pool_park: idle workers sleep now instead of spinning
     int64_t tasks;                // the current job, written before `generation` is bumped
     lowra_task_fn fn;
     void *ctx;
@@ -64,7 +66,8 @@ static void *worker(void *unused) {
             CPU_RELAX();
             if (++spins % 256) continue;
             if (spin_start == 0) spin_start = now_ns();
-            if (now_ns() - spin_start < SPIN_NANOSECONDS) continue;
+            if (now_ns() - spin_start < SPIN_NANOSECONDS && !atomic_load_explicit(&pool.parked, memory_order_relaxed))
+                continue;
             // Sleep. The publisher bumps `generation` then reads `sleepers`; this thread counts
             // itself in `sleepers` then reads `generation` (both sequentially consistent), so at
             // least one of the two sees the other: no job is missed.
@@ -117,6 +120,7 @@ void lowra_pool_run(int64_t tasks, lowra_task_fn fn, void *ctx) {
         for (int64_t i = 0; i < tasks; i++) fn(ctx, i);
         return;
     }
+    atomic_store_explicit(&pool.parked, 0, memory_order_relaxed);
     pool.tasks = tasks;
     pool.fn = fn;
     pool.ctx = ctx;
@@ -131,6 +135,16 @@ void lowra_pool_run(int64_t tasks, lowra_task_fn fn, void *ctx) {
     inside_job = 1;
     take_tasks();
     inside_job = 0;
-    while (atomic_load_explicit(&pool.checked_in, memory_order_acquire) < threads - 1) CPU_RELAX();
+    // Wait for the workers; yield now and then, so that on an oversubscribed machine a worker
+    // that lost its core gets it back instead of this thread spinning out its time slice.
+    for (unsigned spins = 1; atomic_load_explicit(&pool.checked_in, memory_order_acquire) < threads - 1; spins++) {
+        if (spins % 1024) CPU_RELAX();
+        else sched_yield();
+    }
     pthread_mutex_unlock(&pool.run_lock);
+}
+
+void lowra_pool_park(void) {
+    if (!atomic_load_explicit(&pool.parked, memory_order_relaxed))
+        atomic_store_explicit(&pool.parked, 1, memory_order_relaxed);
 }

@@ -43,8 +43,10 @@ extension LlamaModel {
     /// Cuts `tokens` into consecutive windows of `context` tokens (the last may be shorter), runs
     /// each from an empty cache, and scores every position's prediction of the next token, with
     /// `adapter` (if any) on the model and none on `reference`. `progress(done, total)` reports windows.
+    /// `stepwise` runs the generation path instead: each token decoded alone through a KV cache and
+    /// its logits computed alone, so the decode kernels (and their `activations`) are what is scored.
     public func evaluate(
-        tokens: [Int], context: Int, adapter: LoRAAdapter? = nil, reference: LlamaModel? = nil,
+        tokens: [Int], context: Int, adapter: LoRAAdapter? = nil, reference: LlamaModel? = nil, stepwise: Bool = false,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
         if let reference, reference.config.vocabSize != config.vocabSize {
@@ -76,13 +78,18 @@ extension LlamaModel {
             // Hidden states for the window (no KV cache: nothing attends to these keys later), then
             // logits a chunk of rows at a time: a (T, V) array of a large vocabulary (512 × 151,936
             // floats = 311 MB) is never held.
-            let hidden = try self.hidden(window, cache: nil, adapter: adapter)
-            let refHidden = try reference.map { try $0.hidden(window, cache: nil) }
+            func states(_ model: LlamaModel, _ adapter: LoRAAdapter?) throws -> [Float] {
+                guard stepwise else { return try model.hidden(window, cache: nil, adapter: adapter) }
+                let cache = KVCache(config: model.config, capacity: window.count)
+                return try window.flatMap { try model.hidden([$0], cache: cache, adapter: adapter) }
+            }
+            let hidden = try states(self, adapter)
+            let refHidden = try reference.map { try states($0, nil) }
             let v = config.vocabSize
             let c = config.hiddenSize
             let n = window.count - 1  // scored positions
-            for r0 in stride(from: 0, to: n, by: Self.scoreChunk) {
-                let m = min(Self.scoreChunk, n - r0)
+            for r0 in stride(from: 0, to: n, by: stepwise ? 1 : Self.scoreChunk) {
+                let m = stepwise ? 1 : min(Self.scoreChunk, n - r0)
                 let logits = hidden.withUnsafeBufferPointer { self.logits($0.baseAddress! + r0 * c, rows: m) }
                 // Per-position scores, computed in parallel, summed in order (deterministic).
                 var rowNLL = [Double](repeating: 0, count: m)

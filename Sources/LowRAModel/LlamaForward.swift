@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 import LowRATensor
 
@@ -7,27 +8,45 @@ import LowRATensor
 // reused set of activations. An adapter is passed in, never merged into the weights, so one
 // base serves any number of adapters.
 
-/// Keys and values of every layer for positions [0, length), with room for `capacity`.
+/// Keys and values of every layer for positions [0, length), with room for `capacity`, stored as
+/// IEEE half (half the memory of fp32; decode attention reads them directly, F16C on x86-64).
 public final class KVCache: @unchecked Sendable {
     public let capacity: Int
     public private(set) var length = 0
     private let kvDim: Int
-    private let storage: UnsafeMutablePointer<Float>  // (L, 2, capacity, KV*D)
+    private let storage: UnsafeMutablePointer<UInt16>  // (L, 2, capacity, KV*D)
 
     public init(config: LlamaConfig, capacity: Int) {
         self.capacity = capacity
         kvDim = config.kvDim
         let count = max(1, config.numLayers * 2 * capacity * config.kvDim)
+        bytes = 2 * count
         storage = .allocate(capacity: count)
         storage.initialize(repeating: 0, count: count)
     }
 
     deinit { storage.deallocate() }
 
+    /// Bytes the cache holds.
+    public let bytes: Int
+
     /// Layer l's keys (capacity, KV*D), after RoPE.
-    public func keys(_ l: Int) -> UnsafeMutablePointer<Float> { storage + (2 * l) * capacity * kvDim }
+    public func keys(_ l: Int) -> UnsafeMutablePointer<UInt16> { storage + (2 * l) * capacity * kvDim }
     /// Layer l's values (capacity, KV*D).
-    public func values(_ l: Int) -> UnsafeMutablePointer<Float> { storage + (2 * l + 1) * capacity * kvDim }
+    public func values(_ l: Int) -> UnsafeMutablePointer<UInt16> { storage + (2 * l + 1) * capacity * kvDim }
+
+    /// Stores `rows` keys and values (rows, KV*D) of layer l at positions length…
+    func append(layer l: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {
+        let n = UInt64(rows * kvDim)
+        lowra_floats_to_halves(Int32(KernelPath.best), k, keys(l) + length * kvDim, n)
+        lowra_floats_to_halves(Int32(KernelPath.best), v, values(l) + length * kvDim, n)
+    }
+
+    /// Layer l's first `count` keys and values as fp32 (count, KV*D), for a batch of queries.
+    func load(layer l: Int, count: Int, keys k: UnsafeMutablePointer<Float>, values v: UnsafeMutablePointer<Float>) {
+        lowra_halves_to_floats(Int32(KernelPath.best), keys(l), k, UInt64(count * kvDim))
+        lowra_halves_to_floats(Int32(KernelPath.best), values(l), v, UInt64(count * kvDim))
+    }
 
     public func reset() { length = 0 }
     func advance(_ n: Int) { length += n }
@@ -77,13 +96,20 @@ public final class ForwardWorkspace: @unchecked Sendable {
     public private(set) var proj: UnsafeMutablePointer<Float>!
     /// W of the largest linear layer, for packed layers run on more than one row.
     public private(set) var weightScratch: UnsafeMutablePointer<Float>!
+    /// With a KV cache: one layer's cached keys and values in fp32 (keys, KV*D) each, for a batch
+    /// of queries; nil without one.
+    public private(set) var cachedKeys: UnsafeMutablePointer<Float>?
+    public private(set) var cachedValues: UnsafeMutablePointer<Float>?
+    /// The activations the decode kernels take (`KernelActivations`).
+    public var activations = KernelActivations.default
 
     /// `rank` 0: no adapter. `weightScratch`: floats of dequantization scratch (0 for none).
+    /// `cached`: the forward reads a KV cache (inference), whose layers batches of queries read in fp32.
     /// Training saves every layer (`saveEveryLayer`) or, recomputing, keeps one set with the
     /// probabilities backward needs (`keepProbs`); inference keeps one set and one head's scores.
     public init(
         config c: LlamaConfig, batch: Int, tokens: Int, keys: Int, rank: Int, saveEveryLayer: Bool,
-        keepProbs: Bool? = nil, weightScratch: Int
+        keepProbs: Bool? = nil, weightScratch: Int, cached: Bool = false
     ) {
         self.batch = batch
         self.tokens = tokens
@@ -95,7 +121,9 @@ public final class ForwardWorkspace: @unchecked Sendable {
         let F = c.intermediateSize
         let qD = c.qDim
         let kvD = c.kvDim
-        let probs = keepsProbs ? batch * c.numHeads * tokens * keys : tokens * keys
+        // Per head (saved), or one (T, Tk) buffer reused by every head; a decode step scores every
+        // head at once (H, Tk).
+        let probs = keepsProbs ? batch * c.numHeads * tokens * keys : max(tokens, c.numHeads) * keys
         for _ in 0..<(saveEveryLayer ? c.numLayers : 1) {
             layers.append(
                 BlockActivations(
@@ -106,6 +134,10 @@ public final class ForwardWorkspace: @unchecked Sendable {
         }
         proj = allocate(n * C)
         self.weightScratch = allocate(weightScratch)
+        if cached && tokens > 1 {
+            cachedKeys = allocate(keys * kvD)
+            cachedValues = allocate(keys * kvD)
+        }
     }
 
     deinit { for p in allocations { p.deallocate() } }
@@ -166,7 +198,7 @@ extension LlamaWeights {
         func linear(_ kind: LinearKind, _ input: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
             block[kind].forward(
                 input, rows: n, into: y, scratch: ws.weightScratch, lora: adapter?.factors(layer: l, kind: kind),
-                xa: adapter == nil ? nil : a.xa[kind.rawValue])
+                xa: adapter == nil ? nil : a.xa[kind.rawValue], activations: ws.activations)
         }
 
         // Attention.
@@ -186,12 +218,24 @@ extension LlamaWeights {
             ropeForward(q, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
             ropeForward(k, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
             if let cache {
+                // Keys and values go to the f16 cache. One query (decode) reads them all from there;
+                // a batch reads the past ones converted to fp32 and its own in fp32, so a prompt
+                // prefilled from an empty cache computes exactly what a cache-less forward does.
                 let past = cache.length
-                (cache.keys(l) + past * kvD).update(from: k, count: T * kvD)
-                (cache.values(l) + past * kvD).update(from: v, count: T * kvD)
-                attentionForward(
-                    out, a.probs, q, cache.keys(l), cache.values(l), tokens: T, past: past, heads: H,
-                    kvHeads: KV, headDim: D, probsPerHead: ws.keepsProbs)
+                cache.append(layer: l, keys: k, values: v, rows: T)
+                if T == 1 {
+                    attentionDecode(
+                        out, q, cache.keys(l), cache.values(l), keys: past + 1, heads: H, kvHeads: KV, headDim: D,
+                        scores: a.probs)
+                } else {
+                    let keys = ws.cachedKeys!, values = ws.cachedValues!
+                    cache.load(layer: l, count: past, keys: keys, values: values)
+                    (keys + past * kvD).update(from: k, count: T * kvD)
+                    (values + past * kvD).update(from: v, count: T * kvD)
+                    attentionForward(
+                        out, a.probs, q, keys, values, tokens: T, past: past, heads: H, kvHeads: KV, headDim: D,
+                        probsPerHead: ws.keepsProbs)
+                }
             } else {
                 attentionForward(
                     out, a.probs + (ws.keepsProbs ? b * H * T * T : 0), q, k, v, tokens: T, heads: H,
@@ -219,9 +263,9 @@ extension LlamaWeights {
     /// logits (rows, V) = normed (rows, C) · Wᵀ, W the head or, when tied, the embedding.
     public func headForward(
         _ normed: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>? = nil
+        scratch: UnsafeMutablePointer<Float>? = nil, activations: KernelActivations = .default
     ) {
-        outputHead.forward(normed, rows: rows, into: logits, scratch: scratch)
+        outputHead.forward(normed, rows: rows, into: logits, scratch: scratch, activations: activations)
     }
 }
 
@@ -229,6 +273,8 @@ extension LlamaWeights {
 public final class LlamaModel: @unchecked Sendable {
     public let config: LlamaConfig
     public let weights: LlamaWeights
+    /// The activations the decode kernels take: int8 by default (fast), fp32 to compare.
+    public var activations = KernelActivations.default
 
     public init(config: LlamaConfig, weights: LlamaWeights) throws {
         try config.validate()
@@ -253,7 +299,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// windows asks for a few rows at a time instead of holding (T, V).
     public func logits(_ hidden: UnsafePointer<Float>, rows: Int) -> [Float] {
         var out = [Float](repeating: 0, count: rows * config.vocabSize)
-        out.withUnsafeMutableBufferPointer { weights.headForward(hidden, rows: rows, into: $0.baseAddress!) }
+        out.withUnsafeMutableBufferPointer {
+            weights.headForward(hidden, rows: rows, into: $0.baseAddress!, activations: activations)
+        }
         return out
     }
 
@@ -282,7 +330,8 @@ public final class LlamaModel: @unchecked Sendable {
         }
         let ws = ForwardWorkspace(
             config: c, batch: 1, tokens: t, keys: pos0 + t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
-            weightScratch: weights.scratchFloats(rows: t))
+            weightScratch: weights.scratchFloats(rows: t), cached: cache != nil)
+        ws.activations = activations
         let x = ws.allocate(t * c.hiddenSize)  // (T, C) residual stream
         func run(_ view: AdapterView?) {
             weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)

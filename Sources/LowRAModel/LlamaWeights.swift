@@ -82,13 +82,13 @@ public struct Linear: Sendable {
 
     /// Floats of scratch `forward` needs for `rows` rows (`backwardInput`: `rows: .max`): none for
     /// dense weights or for the few rows the kernels multiply straight from a packed or stored
-    /// encoding, all of W for more rows of a packed one, a chunk of rows of a stored one.
+    /// encoding, a cache-sized panel of rows of a packed one, a chunk of rows of a stored one.
     public func scratchFloats(rows: Int) -> Int {
         if multipliesDirectly(rows: rows) { return 0 }
         switch storage {
         case .dense: return 0
-        case .packed: return outFeatures * inFeatures
-        case .stored: return min(outFeatures, Self.storedChunkRows) * inFeatures
+        case .packed: return min(outFeatures, Self.panelRows(inFeatures: inFeatures)) * inFeatures
+        case .stored: return min(outFeatures, Self.panelRows(inFeatures: inFeatures)) * inFeatures
         }
     }
 
@@ -103,16 +103,18 @@ public struct Linear: Sendable {
         }
     }
 
-    /// Rows of a stored weight converted at once: its scratch stays small (a head of 151,936 rows
-    /// is multiplied 4,096 rows at a time) while each sgemm is still large.
-    public static let storedChunkRows = 4096
+    /// Rows of a packed or stored weight converted to fp32 per sgemm: about 1 MB, so the panel is
+    /// still in the core's cache when sgemm reads it; a multiple of 16, at least 64.
+    public static func panelRows(inFeatures: Int) -> Int { max(64, (1 << 18) / max(1, inFeatures) / 16 * 16) }
 
     /// y (T, out) = x (T, in) · W^T + b, plus s · B A x when LoRA factors are given (xa (T, r)
-    /// keeps x Aᵀ for backward). One row of a packed layer is multiplied straight from its codes;
-    /// more rows dequantize W into `scratch` (out·in floats; allocated here when nil).
+    /// keeps x Aᵀ for backward). A few rows of a packed layer are multiplied straight from its
+    /// codes (with `activations` int8 or fp32); more rows dequantize W into `scratch` (out·in
+    /// floats; allocated here when nil).
     public func forward(
         _ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>? = nil, lora: LoRAFactors? = nil, xa: UnsafeMutablePointer<Float>? = nil
+        scratch: UnsafeMutablePointer<Float>? = nil, lora: LoRAFactors? = nil, xa: UnsafeMutablePointer<Float>? = nil,
+        activations: KernelActivations = .default
     ) {
         func multiply(_ w: UnsafePointer<Float>) {
             if t == 1 {
@@ -125,29 +127,36 @@ public struct Linear: Sendable {
         case .dense(let w):
             w.withUnsafeBufferPointer { multiply($0.baseAddress!) }
         case .packed(let p) where multipliesDirectly(rows: t):
-            p.multiply(x, columns: t, into: y)  // straight from the codes
+            p.multiply(x, columns: t, into: y, activations: activations)  // straight from the codes
         case .packed(let p):
-            let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures) : nil
+            // A panel of rows at a time, sized to stay in cache between being written and being
+            // read by sgemm: y[:, panel] = x · panelᵀ. Panels are dequantized on this thread: the
+            // workers are parked while sgemm runs, and waking them costs more than a panel.
+            let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: t)) : nil
             defer { own?.deallocate() }
-            p.dequantize(into: scratch ?? own!)
-            multiply(scratch ?? own!)
+            let buf = scratch ?? own!
+            let panel = Self.panelRows(inFeatures: inFeatures)
+            for r0 in stride(from: 0, to: outFeatures, by: panel) {
+                let n = min(panel, outFeatures - r0)
+                p.dequantizeRows(r0..<(r0 + n), into: buf, parallel: false)
+                matmulTransB(x, buf, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
+            }
         case .stored(let m) where multipliesDirectly(rows: t):
-            m.multiply(x, columns: t, into: y)  // straight from the file's encoding
+            m.multiply(x, columns: t, into: y, activations: activations)  // straight from the file's encoding
         case .stored(let m):
             // A chunk of rows at a time: convert, then y[:, chunk] = x · chunkᵀ.
             let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: t)) : nil
             defer { own?.deallocate() }
             let buf = scratch ?? own!
-            var r0 = 0
-            while r0 < outFeatures {
-                let n = min(Self.storedChunkRows, outFeatures - r0)
+            let panel = Self.panelRows(inFeatures: inFeatures)
+            for r0 in stride(from: 0, to: outFeatures, by: panel) {
+                let n = min(panel, outFeatures - r0)
                 m.dequantizeRows(r0..<(r0 + n), into: buf)
                 if t == 1 {
                     matvec(buf, x, y + r0, n: n, k: inFeatures)
                 } else {
                     matmulTransB(x, buf, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
                 }
-                r0 += n
             }
         }
         if let bias {
@@ -168,8 +177,7 @@ public struct Linear: Sendable {
 
 extension Linear {
     /// dx (T, in) = dy (T, out) · W, or += with `accumulate`: the input gradient of y = x Wᵀ. W
-    /// is converted as in `forward` (a packed one whole into `scratch`, a stored one a chunk of
-    /// rows at a time).
+    /// is converted as in `forward`, a panel (packed) or chunk (stored) of rows at a time.
     public func backwardInput(
         _ dy: UnsafePointer<Float>, rows t: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
         scratch: UnsafeMutablePointer<Float>? = nil
@@ -185,16 +193,20 @@ extension Linear {
                 matmul(dy, $0.baseAddress!, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)
             }
         case .packed(let p):
-            p.dequantize(into: buf)
-            matmul(dy, buf, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)
+            let panel = Self.panelRows(inFeatures: inFeatures)
+            for r0 in stride(from: 0, to: outFeatures, by: panel) {
+                let n = min(panel, outFeatures - r0)
+                p.dequantizeRows(r0..<(r0 + n), into: buf)
+                matmul(dy + r0, buf, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
+                beta = 1
+            }
         case .stored(let m):
-            var r0 = 0
-            while r0 < outFeatures {
-                let n = min(Self.storedChunkRows, outFeatures - r0)
+            let panel = Self.panelRows(inFeatures: inFeatures)
+            for r0 in stride(from: 0, to: outFeatures, by: panel) {
+                let n = min(panel, outFeatures - r0)
                 m.dequantizeRows(r0..<(r0 + n), into: buf)
                 matmul(dy + r0, buf, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
                 beta = 1
-                r0 += n
             }
         }
     }

@@ -257,7 +257,7 @@ public enum QuantizedModelStore {
             let rowBytes = linear.inFeatures / 32 * encoding.blockLayout!.bytes
             w.add(name, dtype: .u8, shape: [linear.outFeatures * rowBytes]) { writer in
                 var out = [UInt8](repeating: 0, count: linear.outFeatures * rowBytes)
-                let chunk = min(linear.outFeatures, Linear.storedChunkRows)
+                let chunk = min(linear.outFeatures, 4096)
                 let buf = UnsafeMutablePointer<Float>.allocate(capacity: chunk * linear.inFeatures)
                 defer { buf.deallocate() }
                 out.withUnsafeMutableBytes { ob in

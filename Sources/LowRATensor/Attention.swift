@@ -1,3 +1,5 @@
+import CLowRAPacked
+
 // Causal grouped-query attention as a forward/backward pair over flat buffers. Head h reads
 // key/value head h / (H / KV). The forward serves training (keys = the T queries' own) and
 // KV-cached inference (keys = the cache's `past` positions followed by the T new ones).
@@ -18,6 +20,21 @@ public func attentionForward(
         matmulTransB(q + head * d, k + g * d, p, m: t, n: tk, k: d, alpha: scale, ldx: qDim, ldw: kvDim, ldy: tk)
         softmaxRowsForward(p, rows: t, cols: tk, stride: tk) { past + $0 + 1 }
         matmul(p, v + g * d, out + head * d, m: t, n: d, k: tk, lda: tk, ldb: kvDim, ldy: qDim)
+    }
+}
+
+/// out (H*D) = one query's attention over `keys` cached positions: keys and values (keys, KV*D)
+/// in IEEE half, scores (H, keys) scratch. Heads run in parallel once the cache is long enough.
+public func attentionDecode(
+    _ out: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Float>, _ k: UnsafePointer<UInt16>,
+    _ v: UnsafePointer<UInt16>, keys tk: Int, heads h: Int, kvHeads kv: Int, headDim d: Int,
+    scores: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
+) {
+    let io = UncheckedSendable((out, q, k, v, scores))
+    parallelFor(h, minPerChunk: max(1, 16_384 / max(1, tk * d))) { range in
+        lowra_attention_decode_f16(
+            Int32(path), io.value.1, io.value.2, io.value.3, UInt64(tk), UInt64(h), UInt64(kv), UInt64(d),
+            io.value.4, io.value.0, UInt64(range.lowerBound), UInt64(range.upperBound))
     }
 }
 

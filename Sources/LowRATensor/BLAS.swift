@@ -1,5 +1,6 @@
 import Foundation
 import CBLAS
+import CLowRAPacked
 
 /// y (M, N) = alpha * x (M, K) · W^T + beta * y, with W stored row-major as (N, K): the layout
 /// of every linear weight in LowRA (out x in). Leading dimensions default to dense rows.
@@ -9,6 +10,7 @@ public func matmulTransB(
     m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0,
     ldx: Int? = nil, ldw: Int? = nil, ldy: Int? = nil
 ) {
+    lowra_pool_park()
     cblas_sgemm(
         CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), alpha,
         x, Int32(ldx ?? k), w, Int32(ldw ?? k), beta, y, Int32(ldy ?? n))
@@ -21,6 +23,7 @@ public func matmul(
     m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0,
     lda: Int? = nil, ldb: Int? = nil, ldy: Int? = nil
 ) {
+    lowra_pool_park()
     cblas_sgemm(
         CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha,
         a, Int32(lda ?? k), b, Int32(ldb ?? n), beta, y, Int32(ldy ?? n))
@@ -32,6 +35,7 @@ public func matvec(
     _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
     n: Int, k: Int, beta: Float = 0
 ) {
+    lowra_pool_park()
     cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, w, Int32(k), x, 1, beta, y, 1)
 }
 
@@ -41,20 +45,28 @@ public var blasThreadCount: Int { Int(openblas_get_num_threads()) }
 /// The CPU core type OpenBLAS chose its kernels for ("SkylakeX", "Haswell", …).
 public var blasCoreName: String { String(cString: openblas_get_corename()) }
 
-/// A better OpenBLAS core type for this CPU than the one it detected, or nil. OpenBLAS picks its
-/// kernels once, when it loads, from the CPU's model number; a CPU newer than the library (a
-/// Xeon it does not know, as on this project's build machines) falls back to "Prescott", SSE3
-/// kernels that run sgemm 2-3x slower than the AVX-512 ones the CPU has. Only an environment
-/// variable read at load (OPENBLAS_CORETYPE) changes that choice, so the CLI re-executes itself
-/// with it (`LowRACommand.main`). nil when the variable is already set or the choice is fine.
-public func betterBLASCore(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-    guard environment["OPENBLAS_CORETYPE"] == nil, KernelPath.supported(1) else { return nil }
+/// Environment variables OpenBLAS should have been started with, or [:] when it was. OpenBLAS
+/// reads its settings once, when it loads, so only a process started with them gets them; the
+/// CLI re-executes itself once with these set (`LowRACommand.main`).
+/// - OPENBLAS_CORETYPE: OpenBLAS picks its kernels from the CPU's model number; a CPU newer than
+///   the library (a Xeon it does not know, as on this project's build machines) falls back to
+///   "Prescott", SSE3 kernels that run sgemm 2-3x slower than the AVX-512 ones the CPU has.
+/// - OPENBLAS_THREAD_TIMEOUT: after each call OpenBLAS's threads spin and yield for 2^28 cycles
+///   (~0.1 s) by default, taking the cores from LowRA's own workers between two sgemm calls;
+///   2^16 cycles (~20 µs) keeps them warm across back-to-back calls only (eval 4-10% faster).
+public func preferredBLASEnvironment(
+    environment: [String: String] = ProcessInfo.processInfo.environment
+) -> [String: String] {
+    var out = [String: String]()
+    if environment["OPENBLAS_THREAD_TIMEOUT"] == nil { out["OPENBLAS_THREAD_TIMEOUT"] = "16" }
     let preAVX2 = [
         "katmai", "coppermine", "northwood", "prescott", "banias", "atom", "core2", "penryn", "dunnington",
         "nehalem", "sandybridge", "unknown",
     ]
-    guard preAVX2.contains(blasCoreName.lowercased()) else { return nil }
-    return KernelPath.supported(2) ? "SkylakeX" : "Haswell"
+    if environment["OPENBLAS_CORETYPE"] == nil, KernelPath.supported(1), preAVX2.contains(blasCoreName.lowercased()) {
+        out["OPENBLAS_CORETYPE"] = KernelPath.supported(2) ? "SkylakeX" : "Haswell"
+    }
+    return out
 }
 
 /// y (M, N) = alpha * a^T · b + beta * y, with a stored (K, M) and b stored (K, N), row-major.
@@ -64,6 +76,7 @@ public func matmulTransA(
     m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0,
     lda: Int? = nil, ldb: Int? = nil, ldy: Int? = nil
 ) {
+    lowra_pool_park()
     cblas_sgemm(
         CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha,
         a, Int32(lda ?? m), b, Int32(ldb ?? n), beta, y, Int32(ldy ?? n))

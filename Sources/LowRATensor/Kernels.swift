@@ -16,7 +16,7 @@ public enum KernelPath {
 
 /// The activations the decode kernels multiply: int8 per block of 64 inputs with exact integer
 /// dot products (`lowra_q8_*`, the fast default), or fp32 as the reference computes.
-public enum KernelActivations: String, Sendable, CaseIterable {
+public enum KernelActivations: String, Sendable, CaseIterable, Codable {
     case int8, float
     /// int8, unless the environment variable LOWRA_ACTIVATIONS=float asks for fp32.
     public static let `default`: KernelActivations =

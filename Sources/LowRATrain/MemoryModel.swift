@@ -36,13 +36,11 @@ public struct MemoryModel: Sendable {
         self.seq = seq
     }
 
-    /// Floats of the one buffer weights are converted into: a whole packed layer, or a chunk of
-    /// rows of a layer (or of the head) kept in its file's encoding.
+    /// Floats of the one buffer weights are converted into: a panel of rows of a packed layer, or
+    /// a chunk of rows of a layer (or of the head) kept in its file's encoding.
     var dequantizationScratch: Int {
-        let chunk = Linear.storedChunkRows
-        let layers =
-            bits == nil ? blockLinears.map { min($0.0, chunk) * $0.1 }.max()! : blockLinears.map { $0.0 * $0.1 }.max()!
-        return max(layers, min(config.vocabSize, chunk) * config.hiddenSize)
+        let layers = blockLinears.map { out, inF in min(out, Linear.panelRows(inFeatures: inF)) * inF }.max()!
+        return max(layers, min(config.vocabSize, Linear.panelRows(inFeatures: config.hiddenSize)) * config.hiddenSize)
     }
 
     /// (out, in) of every linear layer of one block.

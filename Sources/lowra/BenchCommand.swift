@@ -50,6 +50,7 @@ struct BenchTrain: ParsableCommand {
         abstract: "LoRA training step throughput (GFLOP/s) beside sgemm at the same shapes, and peak memory.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var runtimeOptions: RuntimeOptions
     @Option(help: "LoRA rank.") var rank: Int = 16
     @Option(help: "Sequences per step.") var batch: Int = 4
     @Option(help: "Tokens per sequence.") var seq: Int = 256
@@ -58,7 +59,8 @@ struct BenchTrain: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
-        let loaded = try modelOptions.load()
+        var loaded = try modelOptions.load()
+        try runtimeOptions.apply(to: &loaded)
         let r = try TrainBenchmark.run(
             config: loaded.config, weights: loaded.model.weights, rank: rank, batch: batch, seq: seq, steps: steps,
             recompute: recompute

@@ -4,6 +4,8 @@ import LowRAModel
 import LowRATensor
 import LowRATrain
 
+extension KernelActivations: ExpressibleByArgument {}
+
 @main
 struct LowRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,12 +17,13 @@ struct LowRACommand: ParsableCommand {
             BenchCommand.self,
         ])
 
-    /// Re-executes once with OPENBLAS_CORETYPE set when OpenBLAS chose kernels far below this
-    /// CPU's (`betterBLASCore`), then parses the arguments and runs.
+    /// Re-executes once with the OpenBLAS settings it lacks (`preferredBLASEnvironment`), then
+    /// parses the arguments and runs.
     static func main() {
         #if os(Linux)
-            if let core = betterBLASCore() {
-                setenv("OPENBLAS_CORETYPE", core, 1)
+            let missing = preferredBLASEnvironment()
+            if !missing.isEmpty {
+                for (k, v) in missing { setenv(k, v, 1) }
                 execv("/proc/self/exe", CommandLine.unsafeArgv)  // returns only on failure: run as we are
             }
         #endif
@@ -36,6 +39,17 @@ struct ModelOptions: ParsableArguments {
         let bar = ProgressBar("loading")
         let m = try LoadedModel.load(model) { done, total in if !quiet { bar.update(done, total) } }
         return m
+    }
+}
+
+/// The runtime a loaded model runs on, for comparisons (eval, generate, bench train).
+struct RuntimeOptions: ParsableArguments {
+    @Flag(help: "Expand every matrix to fp32 after loading: the fp32 runtime's baseline, for comparisons.")
+    var fp32 = false
+
+    func apply(to loaded: inout LoadedModel) throws {
+        guard fp32 else { return }
+        loaded.model = try LlamaModel(config: loaded.config, weights: loaded.model.weights.expandedToFP32())
     }
 }
 
@@ -81,6 +95,7 @@ struct EvalCommand: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var runtimeOptions: RuntimeOptions
     @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "Text file to evaluate on, or .jsonl conversations (scored on the assistant turns only).") var data:
         String
@@ -90,13 +105,26 @@ struct EvalCommand: ParsableCommand {
     var context: Int?
     @Option(help: "A reference model (e.g. the unquantized one): also report KL divergence and top-1 agreement.")
     var reference: String?
+    @Flag(
+        help: """
+            Score through the generation path: each token decoded alone with a KV cache, its logits alone \
+            (the decode kernels, with --activations).
+            """)
+    var stepwise = false
+    @Option(help: "Activations of the decode kernels: int8 (fast, default) or float.")
+    var activations: KernelActivations = .default
     @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    var conversationsData: Bool { data.lowercased().hasSuffix(".jsonl") }
 
     func run() throws {
         if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
+        if stepwise && conversationsData { throw ValidationError("--stepwise applies to plain text data") }
         let conversations = data.lowercased().hasSuffix(".jsonl")
         let text = try readText(data)
-        let loaded = try modelOptions.load()
+        var loaded = try modelOptions.load()
+        try runtimeOptions.apply(to: &loaded)
+        loaded.model.activations = activations
         let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine, !json { printErr(adapterLine) }
         let bar = ProgressBar("eval")
@@ -114,9 +142,10 @@ struct EvalCommand: ParsableCommand {
             var tokens = loaded.tokenizer.encode(text)
             if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
             let ref = try reference.map { try LoadedModel.load($0).model }
-            r = try loaded.model.evaluate(tokens: tokens, context: window, adapter: adapter, reference: ref) {
-                bar.update($0, $1)
-            }
+            ref?.activations = activations
+            r = try loaded.model.evaluate(
+                tokens: tokens, context: window, adapter: adapter, reference: ref, stepwise: stepwise
+            ) { bar.update($0, $1) }
         }
         let mem = MemoryStats.current()
         if json {
@@ -127,6 +156,7 @@ struct EvalCommand: ParsableCommand {
                     "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
                     "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
                     "model": modelOptions.model, "data": data, "adapter": adapterLine ?? "none",
+                    "stepwise": stepwise, "activations": activations.rawValue,
                 ].merging(r.klDivergence.map { ["kl_divergence": $0, "top1_agreement": r.top1Agreement!] } ?? [:]) {
                     a, _ in a
                 })
@@ -170,6 +200,7 @@ struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "generate", abstract: "Generate text from a prompt.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var runtimeOptions: RuntimeOptions
     @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "The prompt.") var prompt: String
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
@@ -185,7 +216,8 @@ struct GenerateCommand: ParsableCommand {
         guard topK >= 0, temperature >= 0 else {
             throw ValidationError("--top-k and --temperature must not be negative")
         }
-        let loaded = try modelOptions.load()
+        var loaded = try modelOptions.load()
+        try runtimeOptions.apply(to: &loaded)
         let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine { printErr(adapterLine) }
         let tok = loaded.tokenizer

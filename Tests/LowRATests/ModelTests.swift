@@ -91,16 +91,23 @@ final class ModelTests: XCTestCase {
         }
     }
 
-    /// Decoding one token at a time through the KV cache gives the prefill's logits.
+    /// Decoding one token at a time through the KV cache gives the prefill's logits, up to the
+    /// cache's f16 rounding of keys and values (2⁻¹¹ relative; 4·10⁻³ of the logits at most on
+    /// this random model). fp32 activations: the tiny model's weights are F32/F16, not Q8_0.
     func testIncrementalDecodeMatchesPrefill() throws {
         let loaded = try LoadedModel.load(Paths.fixture("tiny.gguf"))
+        loaded.model.activations = .float
         let (tokens, vocab, _) = try expectedLogits("tiny.gguf")
         let full = try loaded.model.forward(tokens, cache: KVCache(config: loaded.config, capacity: 32), logits: .all)
         let cache = KVCache(config: loaded.config, capacity: 32)
         var rows = try loaded.model.forward(Array(tokens.prefix(5)), cache: cache, logits: .all)
         for t in tokens.dropFirst(5) { rows += try loaded.model.forward([t], cache: cache, logits: .last) }
         let (diff, at) = maxRelativeDifference(rows, full.map(Double.init))
-        XCTAssertLessThanOrEqual(diff, 1e-5, "largest difference \(diff) at row \(at / vocab)")
+        XCTAssertLessThanOrEqual(diff, 1e-2, "largest difference \(diff) at row \(at / vocab)")
+        XCTAssertLessThanOrEqual(relativeL2(rows, full), 1e-3)
+        // The first 5 rows, prefilled from an empty cache, read no f16 keys: fp32 agreement.
+        XCTAssertLessThanOrEqual(
+            maxRelativeDifference(Array(rows.prefix(5 * vocab)), full.prefix(5 * vocab).map(Double.init)).0, 1e-5)
     }
 
     func testGreedyGenerationIsDeterministicAndSeededSamplingReproducible() throws {
@@ -157,7 +164,7 @@ final class ModelTests: XCTestCase {
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
                         let lora = LoRAFactors(a: ap.baseAddress!, b: bp.baseAddress!, rank: r, scale: 0.5)
-                        base.forward(x, rows: rows, into: &y, lora: lora)
+                        base.forward(x, rows: rows, into: &y, lora: lora, activations: .float)
                     }
                 }
                 ref.forward(x, rows: rows, into: &want)

@@ -109,7 +109,7 @@ final class QuantizerTests: XCTestCase {
             // The kernel's product (one column) equals the product with the dequantized weight.
             let x: [Float] = (0..<inF).map { _ in Float.random(in: -1...1) }
             var y = [Float](repeating: 0, count: out)
-            pk.multiply(x, columns: 1, into: &y)
+            pk.multiply(x, columns: 1, into: &y, activations: .float)
             for r in 0..<out {
                 var want: Float = 0
                 for j in 0..<inF { want += fast[r * inF + j] * x[j] }

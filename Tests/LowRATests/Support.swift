@@ -43,6 +43,16 @@ func temporaryDirectory(_ test: XCTestCase) throws -> String {
 }
 
 /// Largest |a - b| / max(1, |b|), with the index where it happens.
+/// ‖a − b‖ / ‖b‖.
+func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+    var err = 0.0, norm = 0.0
+    for i in 0..<min(a.count, b.count) {
+        err += Double(a[i] - b[i]) * Double(a[i] - b[i])
+        norm += Double(b[i]) * Double(b[i])
+    }
+    return (err / max(norm, .leastNormalMagnitude)).squareRoot()
+}
+
 func maxRelativeDifference(_ a: [Float], _ b: [Double]) -> (Double, Int) {
     var worst = 0.0
     var at = 0

@@ -6,13 +6,13 @@ import XCTest
 @testable import LowRATensor
 
 /// The weight store: tensors stay in their file's dtype behind a memory map and are converted
-/// to fp32 a chunk of rows at a time; results equal the dense fp32 path.
+/// to fp32 a panel of rows at a time; results equal the dense fp32 path.
 final class WeightStoreTests: XCTestCase {
-    /// A stored F16 / BF16 / F32 matrix taller than one conversion chunk multiplies like its
-    /// dense fp32 copy, for one row (decode) and several (prefill), with and without bias; an
+    /// A stored F16 / BF16 / F32 matrix taller than one conversion panel multiplies like its
+    /// dense fp32 copy, for a few rows (decode) and more (prefill), with and without bias; an
     /// embedding row equals the dense row; releasing its pages changes nothing.
     func testStoredLinearEqualsDense() throws {
-        let (out, inF) = (Linear.storedChunkRows + 37, 24)
+        let (out, inF) = (Linear.panelRows(inFeatures: 24) + 37, 24)
         var rng = SplitMix64(seed: 5)
         let w = (0..<(out * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) }
         let bias = (0..<out).map { _ in Float(rng.nextUnit()) }
@@ -29,7 +29,7 @@ final class WeightStoreTests: XCTestCase {
             let dense = Linear(outFeatures: out, inFeatures: inF, weight: m.floats(), bias: bias)
             let stored = Linear(stored: m, bias: bias)
             XCTAssertEqual(stored.weightBytes, out * inF * dtype.size)
-            for rows in [1, 3] {
+            for rows in [1, 3, 12] {
                 let x = (0..<(rows * inF)).map { _ in Float(rng.nextUnit() - 0.5) }
                 var want = [Float](repeating: 0, count: rows * out), got = want
                 dense.forward(x, rows: rows, into: &want)

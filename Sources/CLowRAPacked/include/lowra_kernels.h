@@ -46,6 +46,10 @@ const char *lowra_kernel_path_name(int path);
 void lowra_packed_gemm(int path, const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                        uint64_t r0, uint64_t r1);
 
+/// Rows r0 <= r < r1 of W in fp32 into out ((r1 - r0), in): a panel for sgemm when a batch is too
+/// large for the kernels above. Same values as lowra_dequantize_row_ref.
+void lowra_packed_dequantize(int path, const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
+
 /// Stored (unquantized) matrices in their file's encoding, by ggml type number: F32 (0), F16 (1),
 /// Q4_0 (2), Q4_1 (3), Q8_0 (8), BF16 (30). Rows are `row_bytes` apart starting at `rows`.
 int lowra_stored_gemm_supports(unsigned ggml_type);
@@ -94,5 +98,19 @@ void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_a
 /// The same for a stored Q8_0 matrix (`in` a multiple of 32).
 void lowra_q8_0_gemm_q8(int path, const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1);
+
+// ---------------------------------------------------------------------------------------------
+// Decode attention over an f16 KV cache (lowra_attention.c), same paths.
+
+/// For heads h0 <= h < h1: out[h*D ..< (h+1)*D] = softmax(q_h · K_g^T / sqrt(D)) V_g over the `tk`
+/// cached positions, g = h / (heads / kv_heads); q (heads * D) fp32; keys and values (tk, kv_heads * D)
+/// IEEE half; scores: tk floats of scratch per head (scores + h * tk).
+void lowra_attention_decode_f16(int path, const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
+                                uint64_t heads, uint64_t kv_heads, uint64_t head_dim, float *scores, float *out,
+                                uint64_t h0, uint64_t h1);
+
+/// fp32 <-> IEEE half for n values (round to nearest even), F16C where the path has it.
+void lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n);
+void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t n);
 
 #endif

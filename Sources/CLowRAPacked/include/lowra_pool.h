@@ -13,6 +13,10 @@ typedef void (*lowra_task_fn)(void *ctx, int64_t task);
 /// Called from inside a task, or while another thread's job runs, the tasks run on the caller.
 void lowra_pool_run(int64_t tasks, lowra_task_fn fn, void *ctx);
 
+/// Tells idle workers to sleep now rather than spin until the next job: called before handing the
+/// cores to another pool of threads (OpenBLAS), so the two do not fight over them.
+void lowra_pool_park(void);
+
 /// Threads a job runs on, the caller included: LOWRA_THREADS if set, else the processors online.
 int lowra_pool_threads(void);
 
