@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 
+import CLowRAPacked
 @testable import LowRAIO
 @testable import LowRAQuant
 @testable import LowRATensor
@@ -217,6 +218,60 @@ final class KernelTests: XCTestCase {
             ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: .int8) }
         }
         XCTAssertGreaterThan(cases, 400)
+    }
+
+    /// `lowra_packed_dequantize` (the panels prefill and training multiply) gives exactly the
+    /// reference's values (`lowra_dequantize_row_ref`) on every path, for any row range.
+    func testDequantizeKernelsEqualTheReference() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 4)
+        for (out, inF) in [(37, 64), (9, 100), (33, 7), (20, 576)] {
+            for dq in [false, true] {
+                let p = try randomPacked(
+                    out: out, in: inF, widths: [1, 2, 4], scope: .channel, doubleQuant: dq, rng: &rng)
+                let want = (0..<out).flatMap { p.dequantizeRowReference($0) }
+                for path in KernelPath.all {
+                    let lo = Int(rng.next() % UInt64(out)), hi = lo + 1 + Int(rng.next() % UInt64(out - lo))
+                    var got = [Float](repeating: .nan, count: (hi - lo) * inF)
+                    got.withUnsafeMutableBufferPointer { p.dequantizeRows(lo..<hi, into: $0.baseAddress!, path: path) }
+                    XCTAssertEqual(got, Array(want[(lo * inF)..<(hi * inF)]), "\(KernelPath.name(path)) \(out)x\(inF)")
+                }
+            }
+        }
+    }
+
+    /// One query's attention over an f16 cache (`lowra_attention_decode_f16`, every path) equals
+    /// `attentionForward` on the same keys and values in fp32; the f16 conversions round to
+    /// nearest even on every path, as Swift's Float16 does.
+    func testDecodeAttentionEqualsTheBatchAttention() {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 5)
+        for (h, kv, d, tk) in [(9, 3, 64, 1), (9, 3, 64, 37), (4, 4, 8, 100), (6, 2, 12, 5)] {
+            let q = (0..<(h * d)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+            let kf = (0..<(tk * kv * d)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+            let vf = (0..<(tk * kv * d)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+            let k16 = kf.map(halfFromFloat), v16 = vf.map(halfFromFloat)
+            var want = [Float](repeating: 0, count: h * d)
+            var probs = [Float](repeating: 0, count: tk)
+            attentionForward(
+                &want, &probs, q, k16.map(floatFromHalf), v16.map(floatFromHalf), tokens: 1, past: tk - 1, heads: h,
+                kvHeads: kv, headDim: d, probsPerHead: false)
+            for path in KernelPath.all {
+                var got = [Float](repeating: .nan, count: h * d)
+                var scores = [Float](repeating: 0, count: h * tk)
+                attentionDecode(
+                    &got, q, k16, v16, keys: tk, heads: h, kvHeads: kv, headDim: d, scores: &scores, path: path)
+                for i in got.indices {
+                    XCTAssertEqual(got[i], want[i], accuracy: 1e-5 * max(1, abs(want[i])), "\(KernelPath.name(path))")
+                }
+                // Ties, subnormals, overflow to infinity, signed zero.
+                let values = kf + [0, -0.0, 65504, 65520, 1e-8, 6.1e-5, -3.0e-7, .infinity, 2049, 2051]
+                var halves = [UInt16](repeating: 0, count: values.count)
+                lowra_floats_to_halves(Int32(path), values, &halves, UInt64(values.count))
+                XCTAssertEqual(halves, values.map(halfFromFloat), KernelPath.name(path))
+                var back = [Float](repeating: 0, count: values.count)
+                lowra_halves_to_floats(Int32(path), halves, &back, UInt64(values.count))
+                XCTAssertEqual(back, halves.map(floatFromHalf), KernelPath.name(path))
+            }
+        }
     }
 
     /// `quantizeGGML` follows ggml's reference rules for Q8_0 and Q4_0 (checked code by code),
