@@ -272,31 +272,65 @@ extension LlamaWeights {
     /// when asked, returning the initial factors), records its report row in the plan, and drops
     /// its analysis and its file pages.
     public func packLayer(_ i: Int, of plan: QuantizationPlan) throws -> (PackedLinear, (a: [Float], b: [Float])?) {
+        try packLayers(i..<(i + 1), of: plan)[0]
+    }
+
+    /// Layers at most this large (out · in) are packed several at a time, one per core, each with
+    /// its own loops and BLAS on one thread: their parallel sections are too short to keep the
+    /// cores busy (SmolLM2's LoftQ spends a third of its time handing work between threads
+    /// otherwise). Larger layers keep the memory of one layer in flight.
+    public static let concurrentPackElements = 8 << 20
+
+    /// `packLayer` for consecutive layers `range`, packed concurrently (see `concurrentPackElements`)
+    /// and recorded in order; results are the same as packing them one by one.
+    public func packLayers(
+        _ range: Range<Int>, of plan: QuantizationPlan
+    ) throws -> [(PackedLinear, (a: [Float], b: [Float])?)] {
+        if plan.packStarted == nil { plan.packStarted = Date() }
+        typealias Packed = (packed: PackedLinear, factors: (a: [Float], b: [Float])?, errors: (Double, Double)?)
+        var results = [Result<Packed, Error>?](repeating: nil, count: range.count)
+        results.withUnsafeMutableBufferPointer { buf in
+            let out = UncheckedSendable(buf.baseAddress!)
+            let work = { (k: Int) in out.value[k] = Result { try self.computePacked(range.lowerBound + k, of: plan) } }
+            if range.count == 1 {
+                work(0)
+            } else {
+                // Largest first, so that no thread is left with a big layer while the others idle.
+                let order = (0..<range.count).sorted { a, b in
+                    let (la, lb) = (plan.layers[range.lowerBound + a], plan.layers[range.lowerBound + b])
+                    let (wa, wb) = (blocks[la.block][la.kind], blocks[lb.block][lb.kind])
+                    return (wa.outFeatures * wa.inFeatures, b) > (wb.outFeatures * wb.inFeatures, a)
+                }
+                withBLASThreads(1) { parallelTasks(range.count) { work(order[$0]) } }
+            }
+        }
+        return try (0..<range.count).map { k in
+            let i = range.lowerBound + k
+            let r = try results[k]!.get()
+            blocks[plan.layers[i].block][plan.layers[i].kind].releaseStored()
+            plan.record(i, packed: r.packed, analysis: plan.analyses[i]!, loftqErrors: r.errors)
+            return (r.packed, r.factors)
+        }
+    }
+
+    /// Packs layer i (LoftQ when asked) without touching the plan's records: safe to run for two
+    /// layers at once.
+    private func computePacked(
+        _ i: Int, of plan: QuantizationPlan
+    ) throws -> (packed: PackedLinear, factors: (a: [Float], b: [Float])?, errors: (Double, Double)?) {
         let l = plan.layers[i]
         let request = plan.request
         guard let a = plan.analyses[i] else { throw LowRAError(.invalidArgument, "layer \(l.name) was packed already") }
         let lin = blocks[l.block][l.kind]
         let bits = plan.bits[i]
-        if plan.packStarted == nil { plan.packStarted = Date() }
-        let packed: PackedLinear
-        var factors: (a: [Float], b: [Float])?
-        var loftqErrors: (Double, Double)?
-        if let lq = request.loftq {
-            let w = lin.weight
-            let r = try loftqInitialize(
-                w, out: lin.outFeatures, in: lin.inFeatures, bits: bits, options: plan.options, rank: lq.rank,
-                steps: lq.steps, scale: lq.alpha / Float(lq.rank), columnWeights: request.calibration?.columns[l.name],
-                seed: request.seed &+ UInt64(i))
-            packed = r.packed
-            factors = (r.a, r.b)
-            let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-            loftqErrors = (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30))
-        } else {
-            packed = try a.pack(lin.weight, bits: bits)
-        }
-        lin.releaseStored()
-        plan.record(i, packed: packed, analysis: a, loftqErrors: loftqErrors)
-        return (packed, factors)
+        guard let lq = request.loftq else { return (try a.pack(lin.weight, bits: bits), nil, nil) }
+        let w = lin.weight
+        let r = try loftqInitialize(
+            w, out: lin.outFeatures, in: lin.inFeatures, bits: bits, options: plan.options, rank: lq.rank,
+            steps: lq.steps, scale: lq.alpha / Float(lq.rank), columnWeights: request.calibration?.columns[l.name],
+            seed: request.seed &+ UInt64(i))
+        let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        return (r.packed, (r.a, r.b), (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30)))
     }
 }
 

@@ -65,13 +65,29 @@ public enum QuantizedModelStore {
         // The plan lists every linear layer, layer by layer in `LinearKind` order.
         precondition(plan.layers.count == weights.blocks.count * LinearKind.allCases.count)
         var factors = [(a: [Float], b: [Float])]()
+        // Small layers are packed a block's worth at a time (`LlamaWeights.packLayers`); those
+        // packed ahead wait here for their turn in the file.
+        var ahead = [Int: (PackedLinear, (a: [Float], b: [Float])?)]()
+        func small(_ i: Int) -> Bool {
+            let l = plan.layers[i]
+            let lin = weights.blocks[l.block][l.kind]
+            return lin.outFeatures * lin.inFeatures <= LlamaWeights.concurrentPackElements
+        }
         try save(
             to: dir, config: config, weights: weights, tokenizer: tokenizer, head: plan.request.headEncoding,
             layer: { l, kind in
                 let i = l * LinearKind.allCases.count + kind.rawValue
                 return .planned(bits: plan.bits[i], options: plan.options) {
                     progress?(i, plan.layers.count)
-                    let (packed, f) = try weights.packLayer(i, of: plan)
+                    if ahead[i] == nil {
+                        var end = i + 1
+                        while small(i), end < min(plan.layers.count, i + LinearKind.allCases.count), small(end) {
+                            end += 1
+                        }
+                        let packed = try weights.packLayers(i..<end, of: plan)
+                        for (k, p) in packed.enumerated() { ahead[i + k] = p }
+                    }
+                    let (packed, f) = ahead.removeValue(forKey: i)!
                     if let f { factors.append(f) }
                     return packed
                 }

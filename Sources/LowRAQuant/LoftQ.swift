@@ -33,7 +33,8 @@ public func loftqInitialize(
     var residual = [Float](repeating: 0, count: out * inF)
     var ba = [Float](repeating: 0, count: out * inF)
     for step in 0...steps {
-        let analysis = analyzeTensor(target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights)
+        let analysis = analyzeTensor(
+            target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights, rowBits: bits)
         let packed = try analysis.pack(target, bits: bits)
         residual.withUnsafeMutableBufferPointer { packed.dequantize(into: $0.baseAddress!) }
         for i in residual.indices { residual[i] = w[i] - residual[i] }  // W − Q

@@ -41,13 +41,18 @@ public struct TensorAnalysis: Sendable {
     public var rowEnergy: [Double]
 }
 
-/// Learns codebooks for each precision and measures each row's error at each precision.
+/// Learns codebooks for each precision and measures each row's error at each precision (with
+/// `rowBits` and channel codebooks: only at each row's own precision, as LoftQ needs).
 /// w: (out, in) row-major. `columnWeights` (in), when given, weighs each input column's squared
 /// error (E[x_j²] from calibration: the error becomes that of the layer's output); without it the
 /// error is the plain squared weight error, as in the paper.
 public func analyzeTensor(
-    _ w: [Float], out: Int, in inF: Int, options: QuantizerOptions, columnWeights: [Float]? = nil
+    _ w: [Float], out: Int, in inF: Int, options: QuantizerOptions, columnWeights: [Float]? = nil,
+    rowBits: [UInt8]? = nil
 ) -> TensorAnalysis {
+    // With channel codebooks and the rows' precisions known (LoftQ re-quantizing a layer), each
+    // row is fitted and scored at its own precision only; the other entries stay zero.
+    let only = options.scope == .channel ? rowBits : nil
     let nb = (inF + AbsmaxStorage.block - 1) / AbsmaxStorage.block
     let absmax = w.withUnsafeBufferPointer {
         AbsmaxStorage(raw: blockAbsmax($0.baseAddress!, out: out, in: inF), doubleQuant: options.doubleQuant)
@@ -92,7 +97,7 @@ public func analyzeTensor(
                                 x.deallocate()
                                 wt.deallocate()
                             }
-                            for r in rows {
+                            for r in rows where only == nil || Int(only![r]) == p {
                                 normalizeRow(wp, scales, r, inF, nb, options.weighting, colW, x, wt)
                                 let res = weightedLloydMax(
                                     points: x, weights: wt, count: inF, initialLevels: initial,
@@ -129,7 +134,7 @@ public func analyzeTensor(
                             (eb.baseAddress!, wp, scales, colW, lb.baseAddress!, tb.baseAddress!))
                         parallelFor(out, minPerChunk: 8) { rows in
                             let (dst, wp, scales, colW, lv, th) = io.value
-                            for r in rows {
+                            for r in rows where only == nil || Int(only![r]) == p {
                                 dst[r] = rowError(
                                     wp, scales, r, inF, nb, levels: lv + r * k, thresholds: th + r * (k - 1), k: k,
                                     colW: colW)

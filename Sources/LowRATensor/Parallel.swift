@@ -29,6 +29,20 @@ public func parallelFor(_ n: Int, minPerChunk: Int = 1, _ body: (Range<Int>) -> 
     }
 }
 
+/// Runs `body(i)` for every i in 0..<n, each task taken by whichever thread is free: for a few
+/// tasks of uneven size. A call from inside another parallel loop runs on its caller.
+public func parallelTasks(_ n: Int, _ body: (Int) -> Void) {
+    guard n > 0 else { return }
+    withoutActuallyEscaping(body) { escapable in
+        var job = escapable
+        withUnsafeMutablePointer(to: &job) { p in
+            lowra_pool_run(Int64(n), { ctx, i in
+                ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
+            }, p)
+        }
+    }
+}
+
 private struct ChunkedJob {
     let n: Int
     let chunks: Int

@@ -272,8 +272,13 @@ extension Tokenizer {
 extension Tokenizer {
     /// This tokenizer as Hugging Face `tokenizer.json` and `tokenizer_config.json` contents.
     public func huggingFaceFiles() throws -> (tokenizer: Data, config: Data) {
-        var vocab = [String: Int]()
-        for (i, t) in bpe.idToToken.enumerated() where vocab[t] == nil { vocab[t] = i }
+        // The vocabulary (tens of thousands of entries) is written by hand in id order: sorting
+        // its keys through JSONSerialization took seconds.
+        var seen = Set<String>()
+        var entries = [String]()
+        for (i, t) in bpe.idToToken.enumerated() where seen.insert(t).inserted { entries.append(jsonQuoted(t) + ":\(i)") }
+        let vocab = "{" + entries.joined(separator: ",") + "}"
+        let placeholder = "lowra-vocabulary-placeholder"
         let added: [[String: Any]] = addedTokens.sorted { $0.value < $1.value }.map {
             [
                 "id": $0.value, "content": $0.key, "special": true, "single_word": false, "lstrip": false,
@@ -286,7 +291,7 @@ extension Tokenizer {
             "pre_tokenizer": preTokenizer.huggingFaceSpec,
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "model": [
-                "type": "BPE", "vocab": vocab, "merges": bpe.mergeList.map { "\($0.0) \($0.1)" },
+                "type": "BPE", "vocab": placeholder, "merges": bpe.mergeList.map { "\($0.0) \($0.1)" },
                 "ignore_merges": ignoreMerges,
             ],
         ]
@@ -295,9 +300,30 @@ extension Tokenizer {
         if let e = eosTokenId { config["eos_token"] = tokenString(e) }
         if let b = bosTokenId { config["bos_token"] = tokenString(b) }
         config["add_bos_token"] = addBos
+        let json = String(
+            decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
+        let parts = json.components(separatedBy: jsonQuoted(placeholder))
+        guard parts.count == 2 else { throw LowRAError(.invalidArgument, "tokenizer.json: cannot place the vocabulary") }
         return (
-            try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]),
+            Data((parts[0] + vocab + parts[1]).utf8),
             try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted])
         )
     }
+}
+
+/// `s` as a JSON string literal (RFC 8259: quote, backslash and control characters escaped).
+func jsonQuoted(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
 }
