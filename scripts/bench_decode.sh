@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# Decode tokens/s of SmolLM2 at 1.5 / 2 / 4 bits and of the source GGUF, three alternating rounds
-# in one run (a benchmark, not a test), then the 2-bit model on the slower kernel paths.
-# Quantized directories (--init none) are made under runs/ when missing.
+# Issue 12's decode benchmark in one run (a benchmark, not a test): SmolLM2 at 1.5 / 2 / 4 bits
+# (quantized with --init none under runs/ when missing), the source GGUF, the same expanded to
+# fp32, and llama.cpp's llama-bench on the source file and on the Q4_0 / Q2_K / Q8_0 files its
+# llama-quantize makes from it. Usage: scripts/bench_decode.sh [ROUNDS]   (needs a release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L=${LOWRA:-.build/release/lowra}
 SRC=models/SmolLM2-135M-Instruct.Q4_1.gguf
+ROUNDS=${1:-5}
+BENCH=$(scripts/build_llamacpp.sh)
+QUANT=$(dirname "$BENCH")/llama-quantize
 for b in 1.5 2 4; do
     [ -f "runs/bq$b/lowra_quant.json" ] ||
         "$L" quantize --model "$SRC" --bits "$b" --init none --out "runs/bq$b" --json >/dev/null
 done
-for round in 1 2 3; do
-    for m in runs/bq1.5 runs/bq2 runs/bq4 "$SRC"; do
-        stats=$("$L" generate --model "$m" --prompt "ROMEO:" --max-new-tokens 128 --temperature 0 2>&1 >/dev/null |
-            tail -1)
-        echo "$round $m $stats"
-    done
+for t in Q4_0 Q2_K Q8_0; do
+    [ -f "runs/smollm2-$t.gguf" ] || "$QUANT" --allow-requantize "$SRC" "runs/smollm2-$t.gguf" "$t" 2 >/dev/null 2>&1
 done
+"$L" bench decode --model runs/bq1.5 --model runs/bq2 --model runs/bq4 --model "$SRC" --fp32 "$SRC" \
+    --rounds "$ROUNDS" --llama-bench "$BENCH" --gguf "$SRC" --gguf runs/smollm2-Q4_0.gguf \
+    --gguf runs/smollm2-Q2_K.gguf --gguf runs/smollm2-Q8_0.gguf
 for k in avx2 scalar; do
-    stats=$(LOWRA_KERNEL=$k "$L" generate --model runs/bq2 --prompt "ROMEO:" --max-new-tokens 32 --temperature 0 \
-        2>&1 >/dev/null | tail -1)
-    echo "LOWRA_KERNEL=$k runs/bq2 $stats"
+    echo "LOWRA_KERNEL=$k: $(LOWRA_KERNEL=$k "$L" bench decode --model runs/bq2 --rounds 1 --decode 64 --prefill 128 \
+        --json | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]; print("decode %.1f tok/s" % m["decode_tokens_per_s"])')"
 done
