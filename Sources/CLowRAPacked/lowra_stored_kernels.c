@@ -250,3 +250,34 @@ void lowra_stored_gemm(int path, unsigned t, const uint8_t *rows, uint64_t row_b
         n -= k;
     }
 }
+
+#if defined(__x86_64__)
+// Q8_0 rows to fp32, 32 values per block: d * q, as decode() computes them.
+AVX512 static void q8_0_rows_avx512(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
+                                    float *out) {
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *row = rows + r * row_bytes;
+        for (uint64_t j = 0; j < in; j += 32, out += 32) {
+            const uint8_t *p = row + (j / 32) * 34;
+            const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(p)));
+            const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2))));
+            const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18))));
+            _mm512_storeu_ps(out, _mm512_mul_ps(d, lo));
+            _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, hi));
+        }
+    }
+}
+#endif
+
+void lowra_stored_dequantize(int path, unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0,
+                             uint64_t r1, float *out) {
+    if (!lowra_stored_gemm_supports(t)) return;
+#if defined(__x86_64__)
+    if (t == T_Q8_0 && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path))
+        return q8_0_rows_avx512(rows, row_bytes, in, r0, r1, out);
+#endif
+    (void)path;
+    for (uint64_t r = r0; r < r1; r++, out += in) {
+        for (uint64_t j = 0; j < in; j += 32) decode(t, rows + r * row_bytes, j, in - j < 32 ? in - j : 32, out + j);
+    }
+}

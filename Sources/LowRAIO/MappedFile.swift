@@ -100,6 +100,15 @@ public struct StoredMatrix: @unchecked Sendable {
         dequantizeGGML(type, rawRows(range), dst, count: range.count * cols)
     }
 
+    /// `dequantizeRows` on the calling thread, by the C kernels for the types they read (a panel
+    /// for sgemm, while the workers are parked); the same values.
+    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best) {
+        guard multipliesDirectly else { return dequantizeRows(range, into: dst) }
+        lowra_stored_dequantize(
+            Int32(path), type.rawValue, rawRows(0..<rows).assumingMemoryBound(to: UInt8.self), UInt64(rowBytes),
+            UInt64(cols), UInt64(range.lowerBound), UInt64(range.upperBound), dst)
+    }
+
     /// Whether `multiply` reads this encoding directly (F32, F16, BF16, Q4_0, Q4_1, Q8_0).
     public var multipliesDirectly: Bool { lowra_stored_gemm_supports(type.rawValue) != 0 }
 

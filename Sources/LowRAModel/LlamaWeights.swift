@@ -151,7 +151,7 @@ public struct Linear: Sendable {
             let panel = Self.panelRows(inFeatures: inFeatures)
             for r0 in stride(from: 0, to: outFeatures, by: panel) {
                 let n = min(panel, outFeatures - r0)
-                m.dequantizeRows(r0..<(r0 + n), into: buf)
+                m.dequantizePanel(r0..<(r0 + n), into: buf)
                 if t == 1 {
                     matvec(buf, x, y + r0, n: n, k: inFeatures)
                 } else {
@@ -204,7 +204,7 @@ extension Linear {
             let panel = Self.panelRows(inFeatures: inFeatures)
             for r0 in stride(from: 0, to: outFeatures, by: panel) {
                 let n = min(panel, outFeatures - r0)
-                m.dequantizeRows(r0..<(r0 + n), into: buf)
+                m.dequantizePanel(r0..<(r0 + n), into: buf)
                 matmul(dy + r0, buf, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
                 beta = 1
             }

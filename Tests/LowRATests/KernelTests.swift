@@ -115,6 +115,11 @@ final class KernelTests: XCTestCase {
                     rows: rows, cols: cols, type: type, file: try MappedFile(path: path), offset: 0)
                 XCTAssertTrue(m.multipliesDirectly)
                 let w = m.floats()
+                for path in KernelPath.all {  // the panels prefill converts: the same values
+                    var panel = [Float](repeating: .nan, count: (rows - 1) * cols)
+                    panel.withUnsafeMutableBufferPointer { m.dequantizePanel(1..<rows, into: $0.baseAddress!, path: path) }
+                    XCTAssertEqual(panel, Array(w[cols...]), "\(KernelPath.name(path)) \(type.name) panel")
+                }
                 cases += checkEveryPath(
                     w: w, out: rows, in: cols, columns: [1, 3, 8, 10], rng: &rng, "\(type.name) \(rows)x\(cols)"
                 ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: .float) }

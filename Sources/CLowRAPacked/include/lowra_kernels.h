@@ -53,6 +53,10 @@ void lowra_packed_dequantize(int path, const lowra_packed_view *w, uint64_t r0, 
 /// Stored (unquantized) matrices in their file's encoding, by ggml type number: F32 (0), F16 (1),
 /// Q4_0 (2), Q4_1 (3), Q8_0 (8), BF16 (30). Rows are `row_bytes` apart starting at `rows`.
 int lowra_stored_gemm_supports(unsigned ggml_type);
+/// Rows r0 <= r < r1 of a stored matrix (a type lowra_stored_gemm_supports) in fp32 into out
+/// ((r1 - r0), in), the values dequantizeGGML gives: the panels of prefill and training.
+void lowra_stored_dequantize(int path, unsigned ggml_type, const uint8_t *rows, uint64_t row_bytes, uint64_t in,
+                             uint64_t r0, uint64_t r1, float *out);
 /// Y[c][r] = sum_j X[c][j] W[r][j] for rows r0 <= r < r1 of a stored matrix, as lowra_packed_gemm.
 void lowra_stored_gemm(int path, unsigned ggml_type, const uint8_t *rows, uint64_t row_bytes, uint64_t in,
                        const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
