@@ -63,7 +63,8 @@ static void dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t 
         const uint8_t *row = w->codes + w->row_offsets[r];
         float tab[16];
         row_levels(w, r, tab);
-        for (uint64_t j = 0; j < in; j++) out[j] = lowra_block_scale(w, r * nb + j / LOWRA_BLOCK) * tab[code_at(row, j, b)];
+        for (uint64_t j = 0; j < in; j++)
+            out[j] = lowra_block_scale(w, r * nb + j / LOWRA_BLOCK) * tab[code_at(row, j, b)];
     }
 }
 

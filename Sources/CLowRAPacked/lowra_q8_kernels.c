@@ -340,7 +340,8 @@ VNNI INLINE void packed_row_q8_vnni(const lowra_packed_view *w, const lowra_q8_a
     }
     uint8_t pad[32];
     for (uint64_t blk = 0; blk < nb; blk++) {
-        const __m512i u = _mm512_shuffle_epi8(table, unpack64_vnni(block_codes(row, w->in, blk, b, pad), b));
+        const __m512i codes = unpack64_vnni(block_codes(row, w->in, blk, b, pad), b);
+        const __m512i u = _mm512_shuffle_epi8(table, codes);
         const float a = lowra_block_scale(w, r * nb + blk);
         for (uint64_t c = 0; c < n; c++) {
             const __m512i v = _mm512_load_si512((const void *)(v0 + (c * 4 * nb + blk) * LOWRA_BLOCK));

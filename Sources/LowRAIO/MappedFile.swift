@@ -102,7 +102,8 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// `dequantizeRows` on the calling thread, by the C kernels for the types they read (a panel
     /// for sgemm, while the workers are parked); the same values.
-    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best) {
+    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best)
+    {
         guard multipliesDirectly else { return dequantizeRows(range, into: dst) }
         lowra_stored_dequantize(
             Int32(path), type.rawValue, rawRows(0..<rows).assumingMemoryBound(to: UInt8.self), UInt64(rowBytes),
@@ -145,8 +146,10 @@ public struct StoredMatrix: @unchecked Sendable {
     public func release() {
         guard byteCount > 0, let base = file.bytes.baseAddress else { return }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = Int(bitPattern: base + offset), end = start + byteCount
-        let lo = (start + page - 1) / page * page, hi = end / page * page  // whole pages inside the tensor
+        let start = Int(bitPattern: base + offset)
+        let end = start + byteCount
+        let lo = (start + page - 1) / page * page
+        let hi = end / page * page  // whole pages inside the tensor
         if hi > lo { madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED) }
     }
 

@@ -6,8 +6,9 @@ import LowRATensor
 /// style: flat buffers, one hand-written backward per forward op). The forward is the model's
 /// own (`LlamaWeights.forwardBlocks`, shared with evaluation and generation), run over the batch
 /// with every layer's activations saved; this class adds the head's loss and the backward pass.
-/// The base weights are frozen; a packed layer is dequantized a cache-sized panel of rows at a time
-/// into one shared scratch buffer, in forward and again in backward, and never kept expanded. Gradients flow only to A and B.
+/// The base weights are frozen; a packed layer is dequantized a cache-sized panel of rows at a
+/// time into one shared scratch buffer, in forward and again in backward, and never kept expanded.
+/// Gradients flow only to A and B.
 ///
 /// All buffers for a batch of `batch` sequences of `seq` tokens are allocated once, here, and
 /// reused by every step. With `recompute` (activation checkpointing) only each block's input is

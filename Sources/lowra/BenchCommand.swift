@@ -156,7 +156,8 @@ struct BenchDecode: ParsableCommand {
         for round in 1...rounds {
             for i in entries.indices {
                 printErr("bench: round \(round)/\(rounds) \(entries[i].label)")
-                entries[i].runs.append(try DecodeBenchmark.measure(model: entries[i].model, prefill: prefill, decode: decode))
+                entries[i].runs.append(
+                    try DecodeBenchmark.measure(model: entries[i].model, prefill: prefill, decode: decode))
             }
         }
         printErr("bench: memory bandwidth")
@@ -196,9 +197,13 @@ struct BenchDecode: ParsableCommand {
             return
         }
         print(
-            "kernels \(KernelPath.name()), \(workerCount) threads; OpenBLAS \(blasCoreName), \(blasThreadCount) threads; "
+            "kernels \(KernelPath.name()), \(workerCount) threads; "
+                + "OpenBLAS \(blasCoreName), \(blasThreadCount) threads; "
                 + String(format: "copy bandwidth %.1f GB/s; %d rounds", bandwidth, rounds))
-        print("| model | file bits/param | decode tok/s | prefill \(prefill) tok/s | MB/token | bound tok/s | vs fp32 | vs llama.cpp tg |")
+        print(
+            "| model | file bits/param | decode tok/s | prefill \(prefill) tok/s | MB/token | bound tok/s | vs fp32 "
+                + "| vs llama.cpp tg |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows {
             func f(_ k: String, _ fmt: String) -> String { (r[k] as? Double).map { String(format: fmt, $0) } ?? "-" }

@@ -1,7 +1,7 @@
+import CLowRAPacked
 import Foundation
 import XCTest
 
-import CLowRAPacked
 @testable import LowRAIO
 @testable import LowRAQuant
 @testable import LowRATensor
@@ -27,7 +27,8 @@ final class KernelTests: XCTestCase {
                 }
                 for c in 0..<n {
                     for r in 0..<out {
-                        var ref = 0.0, mag = 0.0
+                        var ref = 0.0
+                        var mag = 0.0
                         for j in 0..<inF {
                             let t = Double(w[r * inF + j]) * Double(x[c * inF + j])
                             ref += t
@@ -117,7 +118,9 @@ final class KernelTests: XCTestCase {
                 let w = m.floats()
                 for path in KernelPath.all {  // the panels prefill converts: the same values
                     var panel = [Float](repeating: .nan, count: (rows - 1) * cols)
-                    panel.withUnsafeMutableBufferPointer { m.dequantizePanel(1..<rows, into: $0.baseAddress!, path: path) }
+                    panel.withUnsafeMutableBufferPointer {
+                        m.dequantizePanel(1..<rows, into: $0.baseAddress!, path: path)
+                    }
                     XCTAssertEqual(panel, Array(w[cols...]), "\(KernelPath.name(path)) \(type.name) panel")
                 }
                 cases += checkEveryPath(
@@ -153,11 +156,16 @@ final class KernelTests: XCTestCase {
             let scalar = run(0)
             let nb = (inF + 63) / 64
             for c in 0..<n {
-                let s = (0..<nb).map { b in Double(x[(c * inF + 64 * b)..<(c * inF + min(inF, 64 * b + 64))].map(abs).max()!) / 127 }
+                let s = (0..<nb).map { b in
+                    Double(x[(c * inF + 64 * b)..<(c * inF + min(inF, 64 * b + 64))].map(abs).max()!) / 127
+                }
                 for r in 0..<out {
-                    var ref = 0.0, mag = 0.0, bound = 0.0
+                    var ref = 0.0
+                    var mag = 0.0
+                    var bound = 0.0
                     for j in 0..<inF {
-                        let wj = Double(w[r * inF + j]), xj = Double(x[c * inF + j])
+                        let wj = Double(w[r * inF + j])
+                        let xj = Double(x[c * inF + j])
                         ref += wj * xj
                         mag += abs(wj * xj)
                         let e = levelError(r, j)
@@ -171,7 +179,8 @@ final class KernelTests: XCTestCase {
             for path in KernelPath.all where path != 0 {
                 let y = run(path)
                 for i in 0..<(n * out) {
-                    let r = i % out, c = i / out
+                    let r = i % out
+                    let c = i / out
                     var mag = 0.0
                     for j in 0..<inF { mag += abs(Double(w[r * inF + j]) * Double(x[c * inF + j])) }
                     XCTAssertLessThanOrEqual(
@@ -212,7 +221,9 @@ final class KernelTests: XCTestCase {
             let v = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
             var q = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
             q.withUnsafeMutableBytes { qb in
-                v.withUnsafeBufferPointer { quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!) }
+                v.withUnsafeBufferPointer {
+                    quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!)
+                }
             }
             let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
             try Data(q).write(to: URL(fileURLWithPath: path))
@@ -235,7 +246,8 @@ final class KernelTests: XCTestCase {
                     out: out, in: inF, widths: [1, 2, 4], scope: .channel, doubleQuant: dq, rng: &rng)
                 let want = (0..<out).flatMap { p.dequantizeRowReference($0) }
                 for path in KernelPath.all {
-                    let lo = Int(rng.next() % UInt64(out)), hi = lo + 1 + Int(rng.next() % UInt64(out - lo))
+                    let lo = Int(rng.next() % UInt64(out))
+                    let hi = lo + 1 + Int(rng.next() % UInt64(out - lo))
                     var got = [Float](repeating: .nan, count: (hi - lo) * inF)
                     got.withUnsafeMutableBufferPointer { p.dequantizeRows(lo..<hi, into: $0.baseAddress!, path: path) }
                     XCTAssertEqual(got, Array(want[(lo * inF)..<(hi * inF)]), "\(KernelPath.name(path)) \(out)x\(inF)")
@@ -253,7 +265,8 @@ final class KernelTests: XCTestCase {
             let q = (0..<(h * d)).map { _ in Float(rng.nextUnit() * 4 - 2) }
             let kf = (0..<(tk * kv * d)).map { _ in Float(rng.nextUnit() * 4 - 2) }
             let vf = (0..<(tk * kv * d)).map { _ in Float(rng.nextUnit() * 4 - 2) }
-            let k16 = kf.map(halfFromFloat), v16 = vf.map(halfFromFloat)
+            let k16 = kf.map(halfFromFloat)
+            let v16 = vf.map(halfFromFloat)
             var want = [Float](repeating: 0, count: h * d)
             var probs = [Float](repeating: 0, count: tk)
             attentionForward(

@@ -276,7 +276,9 @@ extension Tokenizer {
         // its keys through JSONSerialization took seconds.
         var seen = Set<String>()
         var entries = [String]()
-        for (i, t) in bpe.idToToken.enumerated() where seen.insert(t).inserted { entries.append(jsonQuoted(t) + ":\(i)") }
+        for (i, t) in bpe.idToToken.enumerated() where seen.insert(t).inserted {
+            entries.append(jsonQuoted(t) + ":\(i)")
+        }
         let vocab = "{" + entries.joined(separator: ",") + "}"
         let placeholder = "lowra-vocabulary-placeholder"
         let added: [[String: Any]] = addedTokens.sorted { $0.value < $1.value }.map {
@@ -303,7 +305,9 @@ extension Tokenizer {
         let json = String(
             decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
         let parts = json.components(separatedBy: jsonQuoted(placeholder))
-        guard parts.count == 2 else { throw LowRAError(.invalidArgument, "tokenizer.json: cannot place the vocabulary") }
+        guard parts.count == 2 else {
+            throw LowRAError(.invalidArgument, "tokenizer.json: cannot place the vocabulary")
+        }
         return (
             Data((parts[0] + vocab + parts[1]).utf8),
             try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted])
