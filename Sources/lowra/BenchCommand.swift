@@ -131,6 +131,12 @@ struct BenchDecode: ParsableCommand {
         if rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         if llamaBench != nil && gguf.isEmpty { throw ValidationError("--llama-bench needs at least one --gguf") }
         if llamaBench == nil && !gguf.isEmpty { throw ValidationError("--gguf needs --llama-bench") }
+        if let llamaBench, !FileManager.default.isExecutableFile(atPath: llamaBench) {
+            throw ValidationError("\(llamaBench): not an executable (scripts/build_llamacpp.sh builds llama-bench)")
+        }
+        if let missing = (models + fp32 + gguf).first(where: { !FileManager.default.fileExists(atPath: $0) }) {
+            throw ValidationError("\(missing): no such file or directory")
+        }
     }
 
     func run() throws {
