@@ -53,12 +53,6 @@ static void head_scalar(const float *q, const uint16_t *keys, const uint16_t *va
 #if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
-AVX2 static float hsum8(__m256 a) {
-    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
-}
-
 // head_dim a multiple of 8 (every model's is); others take the scalar path.
 AVX2 static void head_avx2(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk, uint64_t stride,
                            uint64_t d, float scale, float *scores, float *out) {
@@ -69,7 +63,7 @@ AVX2 static void head_avx2(const float *q, const uint16_t *keys, const uint16_t 
         for (uint64_t i = 0; i < d; i += 8)
             acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))),
                                   acc);
-        scores[t] = hsum8(acc) * scale;
+        scores[t] = lowra_hsum8(acc) * scale;
         m = fmaxf(m, scores[t]);
     }
     float sum = 0;

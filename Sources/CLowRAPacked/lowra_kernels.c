@@ -140,25 +140,16 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(const lowra
 }
 
 // One instantiation per (columns, width): the compiler keeps the accumulators in registers.
-#define ROWS_N(N, FN)                                                                                   \
-    for (uint64_t r = r0; r < r1; r++) {                                                                \
-        switch (w->bits[r]) {                                                                           \
-        case 4: FN(w, x, N, y, ldy, r, 4); break;                                                       \
-        case 2: FN(w, x, N, y, ldy, r, 2); break;                                                       \
-        default: FN(w, x, N, y, ldy, r, 1); break;                                                      \
-        }                                                                                               \
-    }
-
 #define DISPATCH_COLUMNS(FN)                                                                            \
     switch (n) {                                                                                        \
-    case 1: ROWS_N(1, FN) break;                                                                        \
-    case 2: ROWS_N(2, FN) break;                                                                        \
-    case 3: ROWS_N(3, FN) break;                                                                        \
-    case 4: ROWS_N(4, FN) break;                                                                        \
-    case 5: ROWS_N(5, FN) break;                                                                        \
-    case 6: ROWS_N(6, FN) break;                                                                        \
-    case 7: ROWS_N(7, FN) break;                                                                        \
-    default: ROWS_N(8, FN) break;                                                                       \
+    case 1: LOWRA_ROWS_BY_WIDTH(1, FN) break;                                                                        \
+    case 2: LOWRA_ROWS_BY_WIDTH(2, FN) break;                                                                        \
+    case 3: LOWRA_ROWS_BY_WIDTH(3, FN) break;                                                                        \
+    case 4: LOWRA_ROWS_BY_WIDTH(4, FN) break;                                                                        \
+    case 5: LOWRA_ROWS_BY_WIDTH(5, FN) break;                                                                        \
+    case 6: LOWRA_ROWS_BY_WIDTH(6, FN) break;                                                                        \
+    case 7: LOWRA_ROWS_BY_WIDTH(7, FN) break;                                                                        \
+    default: LOWRA_ROWS_BY_WIDTH(8, FN) break;                                                                       \
     }
 
 AVX512 static void dequantize_avx512(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
@@ -248,12 +239,7 @@ AVX2 static inline __attribute__((always_inline)) void rows_avx2(const lowra_pac
             for (uint64_t c = 0; c < n; c++) tail[c] += v * x[c * in + j];
         }
     }
-    for (uint64_t c = 0; c < n; c++) {
-        const __m256 a = _mm256_add_ps(acc[c], acc2[c]);
-        const __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        y[c * ldy + r] = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1))) + tail[c];
-    }
+    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = lowra_hsum8(_mm256_add_ps(acc[c], acc2[c])) + tail[c];
 }
 
 AVX2 static void dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {

@@ -6,6 +6,28 @@
 
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/// The sum of a register's 8 lanes (the AVX2 kernels' final reduction).
+__attribute__((target("avx2"))) static inline float lowra_hsum8(__m256 a) {
+    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+#endif
+
+/// FN(w, x, N, y, ldy, r, bits) for every row r0 <= r < r1 of packed weight w, with the row's
+/// width a constant in each call: one instantiation of the kernel per (columns, width).
+#define LOWRA_ROWS_BY_WIDTH(N, FN)                                                                      \
+    for (uint64_t r = r0; r < r1; r++) {                                                                \
+        switch (w->bits[r]) {                                                                           \
+        case 4: FN(w, x, N, y, ldy, r, 4); break;                                                       \
+        case 2: FN(w, x, N, y, ldy, r, 2); break;                                                       \
+        default: FN(w, x, N, y, ldy, r, 1); break;                                                      \
+        }                                                                                               \
+    }
+
 /// code / 255 for every double-quantization code, filled by lowra_kernels_init.
 extern float lowra_dq_fraction[256];
 /// Fills the shared tables once (safe to call from any thread, any number of times).

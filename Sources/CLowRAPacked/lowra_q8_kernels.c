@@ -249,12 +249,6 @@ AVX2 INLINE __m256i dot32_avx2(__m256i u, const int8_t *v) {
     return _mm256_add_epi32(a, b);
 }
 
-AVX2 INLINE float hsum_avx2(__m256 a) {
-    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
-}
-
 AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, const uint64_t n,
                                     float *y, uint64_t ldy, uint64_t r, const unsigned b) {
     const uint64_t nb = x->nb;
@@ -282,7 +276,8 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
             off[c] += sc * (float)x->sum[c * nb + blk];
         }
     }
-    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = w->level_step[r] * hsum_avx2(acc[c]) + w->level_min[r] * off[c];
+    for (uint64_t c = 0; c < n; c++)
+        y[c * ldy + r] = w->level_step[r] * lowra_hsum8(acc[c]) + w->level_min[r] * off[c];
 }
 
 // Q8_0: |w| times v with w's sign (llama.cpp's arrangement for maddubs: |w| <= 128, |v| <= 127).
@@ -303,7 +298,7 @@ AVX2 INLINE void q8_0_row_avx2(const uint8_t *row, const lowra_q8_activations *x
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x->scale[c * nb + k / 2]), acc[c]);
         }
     }
-    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = hsum_avx2(acc[c]);
+    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = lowra_hsum8(acc[c]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,8 +366,10 @@ VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x
             _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
                                _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1),
             flip);
-        const __m512 d = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(q8_0_scale_f16c(b0))),
-                                                              _mm256_castps_pd(_mm256_set1_ps(q8_0_scale_f16c(b1))), 1));
+        // Lanes 0-7 scale block b0's sums, lanes 8-15 block b1's.
+        const __m512d d0 = _mm512_castps_pd(_mm512_set1_ps(q8_0_scale_f16c(b0)));
+        const __m512 d = _mm512_castpd_ps(
+            _mm512_insertf64x4(d0, _mm256_castps_pd(_mm256_set1_ps(q8_0_scale_f16c(b1))), 1));
         for (uint64_t c = 0; c < n; c++) {
             const uint64_t blk = k / 2;
             const __m512i v = _mm512_load_si512((const void *)(x->q + c * 4 * nb * LOWRA_BLOCK + 32 * k));
@@ -395,14 +392,6 @@ VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x
 }
 
 // One instantiation per (columns, width), as in lowra_kernels.c.
-#define PACKED_ROWS(N, FN)                                                                              \
-    for (uint64_t r = r0; r < r1; r++) {                                                                \
-        switch (w->bits[r]) {                                                                           \
-        case 4: FN(w, x, N, y, ldy, r, 4); break;                                                       \
-        case 2: FN(w, x, N, y, ldy, r, 2); break;                                                       \
-        default: FN(w, x, N, y, ldy, r, 1); break;                                                      \
-        }                                                                                               \
-    }
 #define Q8_0_ROWS(N, FN)                                                                                \
     for (uint64_t r = r0; r < r1; r++) FN(rows + r * row_bytes, x, N, y, ldy, r);
 
@@ -417,11 +406,11 @@ VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x
 
 AVX2 static void packed_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(PACKED_ROWS, packed_row_q8_avx2)
+    BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_avx2)
 }
 VNNI static void packed_q8_vnni(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(PACKED_ROWS, packed_row_q8_vnni)
+    BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_vnni)
 }
 AVX2 static void q8_0_avx2(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {

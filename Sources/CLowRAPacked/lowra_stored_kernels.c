@@ -184,9 +184,7 @@ AVX2 INLINE void row_avx2(unsigned t, const uint8_t *row, uint64_t in, const flo
     }
     float buf[32];
     for (uint64_t c = 0; c < n; c++) {
-        const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
-        const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        float s = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        float s = lowra_hsum8(acc[c]);
         for (uint64_t j1 = j; j1 < in; j1 += 32) {
             const uint64_t count = in - j1 < 32 ? in - j1 : 32;
             decode(t, row, j1, count, buf);
