@@ -108,54 +108,34 @@ public struct Linear: Sendable {
     public static func panelRows(inFeatures: Int) -> Int { max(64, (1 << 18) / max(1, inFeatures) / 16 * 16) }
 
     /// y (T, out) = x (T, in) · W^T + b, plus s · B A x when LoRA factors are given (xa (T, r)
-    /// keeps x Aᵀ for backward). A few rows of a packed layer are multiplied straight from its
-    /// codes (with `activations` int8 or fp32); more rows dequantize W into `scratch` (out·in
-    /// floats; allocated here when nil).
+    /// keeps x Aᵀ for backward). A few rows are multiplied straight from a packed or stored
+    /// encoding (with `activations` int8 or fp32); more rows convert W a panel of rows at a time
+    /// into `scratch` (`forEachPanel`).
     public func forward(
         _ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>,
         scratch: UnsafeMutablePointer<Float>? = nil, lora: LoRAFactors? = nil, xa: UnsafeMutablePointer<Float>? = nil,
         activations: KernelActivations = .default
     ) {
-        func multiply(_ w: UnsafePointer<Float>) {
-            if t == 1 {
-                matvec(w, x, y, n: outFeatures, k: inFeatures)
-            } else {
-                matmulTransB(x, w, y, m: t, n: outFeatures, k: inFeatures)
-            }
-        }
         switch storage {
         case .dense(let w):
-            w.withUnsafeBufferPointer { multiply($0.baseAddress!) }
+            w.withUnsafeBufferPointer {
+                if t == 1 {
+                    matvec($0.baseAddress!, x, y, n: outFeatures, k: inFeatures)
+                } else {
+                    matmulTransB(x, $0.baseAddress!, y, m: t, n: outFeatures, k: inFeatures)
+                }
+            }
         case .packed(let p) where multipliesDirectly(rows: t):
             p.multiply(x, columns: t, into: y, activations: activations)  // straight from the codes
-        case .packed(let p):
-            // A panel of rows at a time, sized to stay in cache between being written and being
-            // read by sgemm: y[:, panel] = x · panelᵀ. Panels are dequantized on this thread: the
-            // workers are parked while sgemm runs, and waking them costs more than a panel.
-            let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: t)) : nil
-            defer { own?.deallocate() }
-            let buf = scratch ?? own!
-            let panel = Self.panelRows(inFeatures: inFeatures)
-            for r0 in stride(from: 0, to: outFeatures, by: panel) {
-                let n = min(panel, outFeatures - r0)
-                p.dequantizeRows(r0..<(r0 + n), into: buf, parallel: false)
-                matmulTransB(x, buf, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
-            }
         case .stored(let m) where multipliesDirectly(rows: t):
             m.multiply(x, columns: t, into: y, activations: activations)  // straight from the file's encoding
-        case .stored(let m):
-            // A chunk of rows at a time: convert, then y[:, chunk] = x · chunkᵀ.
-            let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: t)) : nil
-            defer { own?.deallocate() }
-            let buf = scratch ?? own!
-            let panel = Self.panelRows(inFeatures: inFeatures)
-            for r0 in stride(from: 0, to: outFeatures, by: panel) {
-                let n = min(panel, outFeatures - r0)
-                m.dequantizePanel(r0..<(r0 + n), into: buf)
+        case .packed, .stored:
+            // A panel of rows at a time: convert, then y[:, panel] = x · panelᵀ.
+            forEachPanel(scratch: scratch) { r0, n, w in
                 if t == 1 {
-                    matvec(buf, x, y + r0, n: n, k: inFeatures)
+                    matvec(w, x, y + r0, n: n, k: inFeatures)
                 } else {
-                    matmulTransB(x, buf, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
+                    matmulTransB(x, w, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
                 }
             }
         }
@@ -182,32 +162,39 @@ extension Linear {
         _ dy: UnsafePointer<Float>, rows t: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
         scratch: UnsafeMutablePointer<Float>? = nil
     ) {
-        let own =
-            scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchFloats(rows: .max))) : nil
-        defer { own?.deallocate() }
-        let buf = scratch ?? own!
         var beta: Float = accumulate ? 1 : 0
         switch storage {
         case .dense(let w):
             w.withUnsafeBufferPointer {
                 matmul(dy, $0.baseAddress!, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)
             }
-        case .packed(let p):
-            let panel = Self.panelRows(inFeatures: inFeatures)
-            for r0 in stride(from: 0, to: outFeatures, by: panel) {
-                let n = min(panel, outFeatures - r0)
-                p.dequantizeRows(r0..<(r0 + n), into: buf)
-                matmul(dy + r0, buf, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
+        case .packed, .stored:
+            forEachPanel(scratch: scratch) { r0, n, w in
+                matmul(dy + r0, w, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
                 beta = 1
             }
-        case .stored(let m):
-            let panel = Self.panelRows(inFeatures: inFeatures)
-            for r0 in stride(from: 0, to: outFeatures, by: panel) {
-                let n = min(panel, outFeatures - r0)
-                m.dequantizePanel(r0..<(r0 + n), into: buf)
-                matmul(dy + r0, buf, dx, m: t, n: inFeatures, k: n, beta: beta, lda: outFeatures)
-                beta = 1
+        }
+    }
+
+    /// body(r0, n, panel) for consecutive panels of `panelRows` rows of a packed or stored W,
+    /// each converted to fp32 into `scratch` (`scratchFloats(rows: .max)` floats; allocated here
+    /// when nil) on this thread: the workers are parked while sgemm runs between panels, and
+    /// waking them costs more than converting a panel.
+    func forEachPanel(
+        scratch: UnsafeMutablePointer<Float>?, _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void
+    ) {
+        let own = scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats(rows: .max)) : nil
+        defer { own?.deallocate() }
+        let buf = scratch ?? own!
+        let panel = Self.panelRows(inFeatures: inFeatures)
+        for r0 in stride(from: 0, to: outFeatures, by: panel) {
+            let n = min(panel, outFeatures - r0)
+            switch storage {
+            case .dense: preconditionFailure("dense weights are multiplied whole")
+            case .packed(let p): p.dequantizePanel(r0..<(r0 + n), into: buf)
+            case .stored(let m): m.dequantizePanel(r0..<(r0 + n), into: buf)
             }
+            body(r0, n, buf)
         }
     }
 }

@@ -127,24 +127,20 @@ public struct PackedLinear: Sendable, Equatable {
         }
     }
 
-    /// W (out, in) in fp32, rows in parallel.
+    /// W (out, in) in fp32, rows split across the workers (`lowra_packed_dequantize`: the same
+    /// values as `dequantizeRow`).
     public func dequantize(into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best) {
-        dequantizeRows(0..<outFeatures, into: dst, path: path)
+        let out = UncheckedSendable(dst)
+        parallelFor(outFeatures, minPerChunk: 16) { rows in
+            dequantizePanel(rows, into: out.value + rows.lowerBound * inFeatures, path: path)
+        }
     }
 
-    /// Rows `range` of W in fp32 into dst (range.count, in) (`lowra_packed_dequantize`: the same
-    /// values as `dequantizeRow`), split across the workers unless `parallel` is false.
-    public func dequantizeRows(
-        _ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best, parallel: Bool = true
-    ) {
-        withView { view in
-            let io = UncheckedSendable((view, dst))
-            parallelFor(range.count, minPerChunk: parallel ? 16 : range.count) { rows in
-                lowra_packed_dequantize(
-                    Int32(path), io.value.0, UInt64(range.lowerBound + rows.lowerBound),
-                    UInt64(range.lowerBound + rows.upperBound), io.value.1 + rows.lowerBound * inFeatures)
-            }
-        }
+    /// Rows `range` of W in fp32 into dst (range.count, in), on the calling thread: a panel for
+    /// sgemm (`Linear.forEachPanel`), as `StoredMatrix.dequantizePanel` is for stored weights.
+    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best)
+    {
+        withView { lowra_packed_dequantize(Int32(path), $0, UInt64(range.lowerBound), UInt64(range.upperBound), dst) }
     }
 
     public func dequantized() -> [Float] {

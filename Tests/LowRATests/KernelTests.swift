@@ -249,7 +249,7 @@ final class KernelTests: XCTestCase {
                     let lo = Int(rng.next() % UInt64(out))
                     let hi = lo + 1 + Int(rng.next() % UInt64(out - lo))
                     var got = [Float](repeating: .nan, count: (hi - lo) * inF)
-                    got.withUnsafeMutableBufferPointer { p.dequantizeRows(lo..<hi, into: $0.baseAddress!, path: path) }
+                    got.withUnsafeMutableBufferPointer { p.dequantizePanel(lo..<hi, into: $0.baseAddress!, path: path) }
                     XCTAssertEqual(got, Array(want[(lo * inF)..<(hi * inF)]), "\(KernelPath.name(path)) \(out)x\(inF)")
                 }
             }
