@@ -8,27 +8,6 @@
 #include <immintrin.h>
 #endif
 
-// fp32 to IEEE half, round to nearest even (as F16C's _mm256_cvtps_ph with rounding mode 0).
-static uint16_t float_to_half(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    const uint32_t sign = (x >> 16) & 0x8000;
-    const uint32_t abs = x & 0x7fffffff;
-    if (abs >= 0x7f800000) return (uint16_t)(sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 | ((abs >> 13) & 0x3ff) : 0));
-    if (abs >= 0x477ff000) return (uint16_t)(sign | 0x7c00);  // rounds to infinity
-    if (abs < 0x38800000) {                                      // subnormal or zero in half
-        // value = abs as float; half subnormal units of 2^-24: round(value * 2^24) to even.
-        float v;
-        memcpy(&v, &abs, 4);
-        return (uint16_t)(sign | (uint32_t)lrintf(v * 16777216.0f));
-    }
-    const uint32_t mant = abs & 0x7fffff, exp = (abs >> 23) - 112;
-    uint32_t h = (exp << 10) | (mant >> 13);
-    const uint32_t rest = mant & 0x1fff;
-    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;  // carries into the exponent correctly
-    return (uint16_t)(sign | h);
-}
-
 static void head_scalar(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk, uint64_t stride,
                         uint64_t d, float scale, float *scores, float *out) {
     float m = -INFINITY;
@@ -83,7 +62,12 @@ AVX2 static void head_avx2(const float *q, const uint16_t *keys, const uint16_t 
 AVX2 static void to_halves_f16c(const float *src, uint16_t *dst, uint64_t n) {
     uint64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), 0));
-    for (; i < n; i++) dst[i] = float_to_half(src[i]);
+    if (i == n) return;
+    float in[8] = {0};  // the last n % 8 values, through the same instruction
+    uint16_t out[8];
+    memcpy(in, src + i, (n - i) * sizeof(float));
+    _mm_storeu_si128((__m128i *)out, _mm256_cvtps_ph(_mm256_loadu_ps(in), 0));
+    memcpy(dst + i, out, (n - i) * sizeof(uint16_t));
 }
 
 AVX2 static void to_floats_f16c(const uint16_t *src, float *dst, uint64_t n) {
@@ -113,12 +97,15 @@ void lowra_attention_decode_f16(int path, const float *q, const uint16_t *keys, 
     }
 }
 
-void lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n) {
+int lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n) {
 #if defined(__x86_64__)
-    if (path >= LOWRA_PATH_AVX2 && lowra_kernel_path_supported(path)) return to_halves_f16c(src, dst, n);
+    if (path >= LOWRA_PATH_AVX2 && lowra_kernel_path_supported(path)) {
+        to_halves_f16c(src, dst, n);
+        return 1;
+    }
 #endif
-    (void)path;
-    for (uint64_t i = 0; i < n; i++) dst[i] = float_to_half(src[i]);
+    (void)path, (void)src, (void)dst, (void)n;
+    return 0;
 }
 
 void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t n) {

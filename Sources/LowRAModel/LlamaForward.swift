@@ -1,4 +1,3 @@
-import CLowRAPacked
 import Foundation
 import LowRATensor
 
@@ -37,15 +36,14 @@ public final class KVCache: @unchecked Sendable {
 
     /// Stores `rows` keys and values (rows, KV*D) of layer l at positions length…
     func append(layer l: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {
-        let n = UInt64(rows * kvDim)
-        lowra_floats_to_halves(Int32(KernelPath.best), k, keys(l) + length * kvDim, n)
-        lowra_floats_to_halves(Int32(KernelPath.best), v, values(l) + length * kvDim, n)
+        halvesFromFloats(k, into: keys(l) + length * kvDim, count: rows * kvDim)
+        halvesFromFloats(v, into: values(l) + length * kvDim, count: rows * kvDim)
     }
 
     /// Layer l's first `count` keys and values as fp32 (count, KV*D), for a batch of queries.
     func load(layer l: Int, count: Int, keys k: UnsafeMutablePointer<Float>, values v: UnsafeMutablePointer<Float>) {
-        lowra_halves_to_floats(Int32(KernelPath.best), keys(l), k, UInt64(count * kvDim))
-        lowra_halves_to_floats(Int32(KernelPath.best), values(l), v, UInt64(count * kvDim))
+        floatsFromHalves(keys(l), into: k, count: count * kvDim)
+        floatsFromHalves(values(l), into: v, count: count * kvDim)
     }
 
     public func reset() { length = 0 }

@@ -1,4 +1,3 @@
-import CLowRAPacked
 import Foundation
 import XCTest
 
@@ -283,10 +282,10 @@ final class KernelTests: XCTestCase {
                 // Ties, subnormals, overflow to infinity, signed zero.
                 let values = kf + [0, -0.0, 65504, 65520, 1e-8, 6.1e-5, -3.0e-7, .infinity, 2049, 2051]
                 var halves = [UInt16](repeating: 0, count: values.count)
-                lowra_floats_to_halves(Int32(path), values, &halves, UInt64(values.count))
+                halvesFromFloats(values, into: &halves, count: values.count, path: path)
                 XCTAssertEqual(halves, values.map(halfFromFloat), KernelPath.name(path))
                 var back = [Float](repeating: 0, count: values.count)
-                lowra_halves_to_floats(Int32(path), halves, &back, UInt64(values.count))
+                floatsFromHalves(halves, into: &back, count: values.count, path: path)
                 XCTAssertEqual(back, halves.map(floatFromHalf), KernelPath.name(path))
             }
         }

@@ -113,8 +113,10 @@ void lowra_attention_decode_f16(int path, const float *q, const uint16_t *keys, 
                                 uint64_t heads, uint64_t kv_heads, uint64_t head_dim, float *scores, float *out,
                                 uint64_t h0, uint64_t h1);
 
-/// fp32 <-> IEEE half for n values (round to nearest even), F16C where the path has it.
-void lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n);
+/// fp32 -> IEEE half for n values with F16C (round to nearest even): 1 when `path` has F16C, else 0
+/// and nothing written (the caller converts: Swift's Float16, `halvesFromFloats`).
+int lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n);
+/// IEEE half -> fp32 for n values, F16C where the path has it.
 void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t n);
 
 #endif
