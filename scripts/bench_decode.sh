@@ -22,6 +22,7 @@ done
     --gguf runs/smollm2-Q2_K.gguf --gguf runs/smollm2-Q8_0.gguf
 rate='import json,sys; m=json.load(sys.stdin)["models"][0]; print("decode %.1f tok/s" % m["decode_tokens_per_s"])'
 for k in avx2 scalar; do
-    r=$(LOWRA_KERNEL=$k "$L" bench decode --model runs/bq2 --rounds 1 --decode 64 --prefill 128 --json | python3 -c "$rate")
+    r=$(LOWRA_KERNEL=$k "$L" bench decode --model runs/bq2 --rounds 1 --decode 64 --prefill 128 --json |
+        python3 -c "$rate")
     echo "LOWRA_KERNEL=$k: $r"
 done

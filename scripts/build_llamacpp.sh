@@ -12,7 +12,8 @@ mkdir -p "$DIR"
 if [ ! -d "$DIR/vendor/llama.cpp" ]; then
     # The sdist's link and sha256 from PyPI's simple index.
     link=$(curl -sf https://pypi.org/simple/llama-cpp-python/ |
-        grep -o "href=\"[^\"]*llama_cpp_python-$VERSION.tar.gz#sha256=[0-9a-f]*\"" | head -1 | sed 's/^href="//; s/"$//')
+        grep -o "href=\"[^\"]*llama_cpp_python-$VERSION.tar.gz#sha256=[0-9a-f]*\"" | head -1 |
+        sed 's/^href="//; s/"$//')
     [ -n "$link" ] || { echo "llama-cpp-python $VERSION has no sdist on PyPI" >&2; exit 1; }
     set -- "${link%%#*}" "${link##*sha256=}"
     curl -sfL "$1" -o "$DIR/sdist.tar.gz"

@@ -137,7 +137,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard info.dtype == expected, MemoryLayout<T>.size == info.dtype.size else {
             throw LowRAError(
                 .malformedFile,
-                "\((path as NSString).lastPathComponent): tensor \(name) is \(info.dtype.rawValue), expected \(expected.rawValue)"
+                "\((path as NSString).lastPathComponent): tensor \(name) is \(info.dtype.rawValue), "
+                    + "expected \(expected.rawValue)"
             )
         }
         let p = file.bytes.baseAddress! + dataStart + info.range.lowerBound

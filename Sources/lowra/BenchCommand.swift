@@ -215,7 +215,8 @@ struct BenchDecode: ParsableCommand {
             func f(_ k: String, _ fmt: String) -> String { (r[k] as? Double).map { String(format: fmt, $0) } ?? "-" }
             print(
                 "| \(r["model"]!) | \(f("file_bits_per_param", "%.2f")) | \(f("decode_tokens_per_s", "%.1f")) ± "
-                    + "\(f("decode_sd", "%.1f")) | \(f("prefill_tokens_per_s", "%.0f")) ± \(f("prefill_sd", "%.0f")) | "
+                    + "\(f("decode_sd", "%.1f")) | \(f("prefill_tokens_per_s", "%.0f")) ± "
+                    + "\(f("prefill_sd", "%.0f")) | "
                     + String(format: "%.1f", Double(r["bytes_per_token"] as! Int) / 1e6)
                     + " | \(f("bound_tokens_per_s", "%.0f")) | \(f("decode_vs_fp32", "%.2f")) | "
                     + "\(f("decode_vs_llamacpp_best_tg", "%.2f")) |")

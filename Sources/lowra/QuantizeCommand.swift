@@ -46,8 +46,10 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "LoRA alpha (default: the rank).") var alpha: Float?
     @Option(help: "LoftQ alternating steps.") var loftqSteps: Int = 5
     @Option(
-        help:
-            "The head's encoding (the embedding when tied): 8 (Q8_0 blocks), 4 (Q4_0) or 16 (keep the source's, the default)."
+        help: """
+            The head's encoding (the embedding when tied): 8 (Q8_0 blocks), 4 (Q4_0) or 16 \
+            (keep the source's, the default).
+            """
     ) var headBits: Int = 16
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
@@ -93,7 +95,8 @@ struct QuantizeCommand: ParsableCommand {
             guard loaded.config.hiddenSize % 32 == 0 else {
                 throw LowRAError(
                     .invalidArgument,
-                    "--head-bits \(headBits) writes blocks of 32 values; hidden size \(loaded.config.hiddenSize) is not a multiple of 32"
+                    "--head-bits \(headBits) writes blocks of 32 values; hidden size \(loaded.config.hiddenSize) "
+                        + "is not a multiple of 32"
                 )
             }
             request.headEncoding = headBits == 8 ? .q8_0 : .q4_0
@@ -183,7 +186,8 @@ struct QuantizeCommand: ParsableCommand {
         print(
             String(
                 format:
-                    "model.safetensors: %.1f MB, %.3f bits/param over all %.2fM parameters (embedding and head included); head %@, %.2f bits/param (%.1f MB)",
+                    "model.safetensors: %.1f MB, %.3f bits/param over all %.2fM parameters "
+                    + "(embedding and head included); head %@, %.2f bits/param (%.1f MB)",
                 Double(fileBytes) / 1e6, fileBits, Double(loaded.model.weights.parameterCount) / 1e6, headName,
                 Double(headBytes * 8) / Double(headValues), Double(headBytes) / 1e6))
         print(
