@@ -32,7 +32,7 @@ public enum DecodeBenchmark {
             throw LowRAError(
                 .invalidArgument, "prefill and 16 + decode tokens must each fit the context (\(c.maxPositions))")
         }
-        let tokens = (0..<max(prefill, 16)).map { ($0 * 7919 + 13) % c.vocabSize }
+        let tokens = benchmarkTokens(max(prefill, 16), vocabulary: c.vocabSize)
         let prefillCache = KVCache(config: c, capacity: prefill)
         let t0 = Date()
         _ = try model.forward(Array(tokens.prefix(prefill)), cache: prefillCache, logits: .last)
@@ -51,6 +51,9 @@ public enum DecodeBenchmark {
             bytesPerToken: bytesPerToken(model.weights))
     }
 }
+
+/// A fixed pseudo-random token sequence, so that benchmark runs compare.
+public func benchmarkTokens(_ count: Int, vocabulary: Int) -> [Int] { (0..<count).map { ($0 * 7919 + 13) % vocabulary } }
 
 extension LlamaWeights {
     /// The same model with every matrix expanded to fp32 (the fp32 runtime's baseline).

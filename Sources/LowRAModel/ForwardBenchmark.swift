@@ -67,7 +67,7 @@ public struct ForwardBenchmark: Codable, Sendable {
         let sgemm = gemmFlops / gemmSeconds / 1e9
 
         progress?("prefill")
-        let tokens = (0..<t).map { ($0 * 7919 + 13) % c.vocabSize }
+        let tokens = benchmarkTokens(t, vocabulary: c.vocabSize)
         let cache = KVCache(config: c, capacity: t + decodeTokens)
         _ = try model.forward(tokens, cache: cache, logits: .all)  // warm-up
         let prefill = try best {

@@ -19,15 +19,12 @@ public final class KVCache: @unchecked Sendable {
         self.capacity = capacity
         kvDim = config.kvDim
         let count = max(1, config.numLayers * 2 * capacity * config.kvDim)
-        bytes = 2 * count
         storage = .allocate(capacity: count)
         storage.initialize(repeating: 0, count: count)
     }
 
     deinit { storage.deallocate() }
 
-    /// Bytes the cache holds.
-    public let bytes: Int
 
     /// Layer l's keys (capacity, KV*D), after RoPE.
     public func keys(_ l: Int) -> UnsafeMutablePointer<UInt16> { storage + (2 * l) * capacity * kvDim }

@@ -54,7 +54,7 @@ public enum TrainBenchmark {
             config: c, weights: weights, batch: batch, seq: seq, rank: rank, recompute: recompute)
         var adam = AdamW(count: adapter.values.count)
         var grad = [Float](repeating: 0, count: adapter.values.count)
-        let inputs = (0..<n).map { ($0 * 7919 + 13) % c.vocabSize }
+        let inputs = benchmarkTokens(n, vocabulary: c.vocabSize)
         let targets = (0..<n).map { ($0 * 104_729 + 7) % c.vocabSize }
         func step() throws {
             for i in grad.indices { grad[i] = 0 }
