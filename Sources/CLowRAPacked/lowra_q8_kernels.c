@@ -1,8 +1,10 @@
-// Integer kernels (lowra_kernels.h): int8 activations times uint8 levels (packed rows) or int8
-// weights (Q8_0), summed exactly in int32 per block of 64 inputs, then scaled in fp32.
+// Integer kernels (lowra_kernels.h): int8 activations, or 16-bit ones as two int8 halves
+// t = 256 h + l, times uint8 levels (packed rows) or int8 weights (Q8_0), summed exactly in int32
+// per block of 64 inputs, then scaled in fp32. A split block costs a second dot product per
+// column: Σ u t = 256 Σ u h + Σ u l.
 //
 // For a packed row r with levels L ≈ min_r + step_r · u and block scales a_rb, and activations
-// x ≈ s_cb · v:   y = Σ_b a_rb s_cb (step_r · Σ_j u[code_j] v_j + min_r · Σ_j v_j).
+// x ≈ s_cb · t:   y = Σ_b a_rb s_cb (step_r · Σ_j u[code_j] t_j + min_r · Σ_j t_j).
 //
 // Unpacking orders. A block of 64 codes is unpacked with whole-register shifts, which leaves the
 // codes in an order of their own; the activations are stored once in each width's order so that
@@ -38,13 +40,23 @@ static inline uint64_t align64(uint64_t n) { return (n + 63) & ~(uint64_t)63; }
 
 uint64_t lowra_q8_activation_bytes(uint64_t n, uint64_t in) {
     const uint64_t nb = lowra_blocks_per_row(in);
-    return align64(n * 4 * nb * 64) + align64(n * nb * 4) + align64(n * nb * 4) + n * nb * 64;
+    return 2 * align64(n * 4 * nb * 64) + align64(n * nb * 4) + align64(n * nb * 4) + n * nb * 64;
 }
 
-// v = round(x * inv) for `count` inputs (lrintf: nearest, ties to even), the rest of 64 zero.
-static void round_block_scalar(const float *x, uint64_t count, float inv, int8_t v[LOWRA_BLOCK]) {
-    memset(v, 0, LOWRA_BLOCK);
-    for (uint64_t j = 0; j < count; j++) v[j] = (int8_t)lrintf(x[j] * inv);
+// h = round(x * inv) for `count` inputs (lrintf: nearest, ties to even) and, when l is given,
+// l = round(256 * (x * inv - h)) clamped to [-127, 127]; the rest of 64 zero.
+static void round_block_scalar(const float *x, uint64_t count, float inv, int8_t h[LOWRA_BLOCK],
+                               int8_t *l) {
+    memset(h, 0, LOWRA_BLOCK);
+    if (l) memset(l, 0, LOWRA_BLOCK);
+    for (uint64_t j = 0; j < count; j++) {
+        const float t = x[j] * inv, r = rintf(t);
+        h[j] = (int8_t)r;
+        if (l) {
+            const float e = rintf(256.0f * (t - r));
+            l[j] = (int8_t)(e > 127 ? 127 : e < -127 ? -127 : e);
+        }
+    }
 }
 
 static float max_abs_scalar(const float *x, uint64_t count) {
@@ -54,7 +66,7 @@ static float max_abs_scalar(const float *x, uint64_t count) {
 }
 
 #if defined(__x86_64__)
-// The same two steps 8 lanes at a time (cvtps rounds to nearest even, as lrintf does).
+// The same two steps 8 lanes at a time (cvtps and round_ps round to nearest even, as rintf does).
 __attribute__((target("avx2,fma"))) static float max_abs_avx2(const float *x, uint64_t count) {
     if (count < LOWRA_BLOCK) return max_abs_scalar(x, count);
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -65,67 +77,85 @@ __attribute__((target("avx2,fma"))) static float max_abs_avx2(const float *x, ui
     return _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 
+// 32 int32 lanes (in four registers) to 32 bytes in order: packs interleave 128-bit lanes, the
+// permute puts them back.
+__attribute__((target("avx2,fma"))) static inline void store32_avx2(__m256i a, __m256i b, __m256i c, __m256i d,
+                                                                    int8_t *dst) {
+    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    const __m256i bytes =
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, bytes);
+}
+
 __attribute__((target("avx2,fma"))) static void round_block_avx2(const float *x, uint64_t count, float inv,
-                                                                 int8_t v[LOWRA_BLOCK]) {
-    if (count < LOWRA_BLOCK) return round_block_scalar(x, count, inv, v);
-    const __m256 s = _mm256_set1_ps(inv);
+                                                                 int8_t h[LOWRA_BLOCK], int8_t *l) {
+    if (count < LOWRA_BLOCK) return round_block_scalar(x, count, inv, h, l);
+    const __m256 s = _mm256_set1_ps(inv), k256 = _mm256_set1_ps(256.0f);
+    const __m256i top = _mm256_set1_epi32(127), bottom = _mm256_set1_epi32(-127);
     for (unsigned j = 0; j < LOWRA_BLOCK; j += 32) {
-        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j), s));
-        const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), s));
-        const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), s));
-        const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), s));
-        // packs interleave 128-bit lanes; the permute puts the 32 bytes back in order.
-        const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
-        const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
-                                                          _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(v + j), bytes);
+        __m256i hi[4], lo[4];
+        for (unsigned i = 0; i < 4; i++) {
+            const __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * i), s);
+            const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            hi[i] = _mm256_cvtps_epi32(r);
+            const __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(t, r), k256));
+            lo[i] = _mm256_max_epi32(bottom, _mm256_min_epi32(top, e));
+        }
+        store32_avx2(hi[0], hi[1], hi[2], hi[3], h + j);
+        if (l) store32_avx2(lo[0], lo[1], lo[2], lo[3], l + j);
     }
 }
 #endif
 
-void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, void *buffer,
+void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, int split, void *buffer,
                        lowra_q8_activations *a) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, fill_element);
 #if defined(__x86_64__)
     const int avx2 = lowra_kernel_path_supported(LOWRA_PATH_AVX2);
 #endif
-    const uint64_t nb = lowra_blocks_per_row(in);
+    const uint64_t nb = lowra_blocks_per_row(in), copy = align64(n * 4 * nb * 64);
     uint8_t *base = buffer;
-    int8_t *q = (int8_t *)base;
-    float *scale = (float *)(base + align64(n * 4 * nb * 64));
+    int8_t *q = (int8_t *)base, *lo = split ? (int8_t *)(base + copy) : NULL;
+    float *scale = (float *)(base + 2 * copy);
     int32_t *sum = (int32_t *)((uint8_t *)scale + align64(n * nb * 4));
     int32_t *offset = (int32_t *)((uint8_t *)sum + align64(n * nb * 4));
+    const int32_t unit = split ? 256 : 1;
     for (uint64_t c = 0; c < n; c++) {
         for (uint64_t b = 0; b < nb; b++) {
             const float *xb = x + c * in + b * LOWRA_BLOCK;
             const uint64_t count = in - b * LOWRA_BLOCK < LOWRA_BLOCK ? in - b * LOWRA_BLOCK : LOWRA_BLOCK;
-            int8_t *v = q + (c * 4 * nb + b) * LOWRA_BLOCK;  // the natural order, always filled
+            const uint64_t at = (c * 4 * nb + b) * LOWRA_BLOCK;  // the natural order, always filled
+            int8_t *v = q + at, *w = split ? lo + at : NULL;
 #if defined(__x86_64__)
             const float m = avx2 ? max_abs_avx2(xb, count) : max_abs_scalar(xb, count);
             const float inv = m > 0 ? 127.0f / m : 0;
-            if (avx2) round_block_avx2(xb, count, inv, v);
-            else round_block_scalar(xb, count, inv, v);
+            if (avx2) round_block_avx2(xb, count, inv, v, w);
+            else round_block_scalar(xb, count, inv, v, w);
 #else
             const float m = max_abs_scalar(xb, count);
-            round_block_scalar(xb, count, m > 0 ? 127.0f / m : 0, v);
+            round_block_scalar(xb, count, m > 0 ? 127.0f / m : 0, v, w);
 #endif
             int32_t s = 0;
-            for (unsigned l = 0; l < 16; l++) {
-                const int32_t four = v[4 * l] + v[4 * l + 1] + v[4 * l + 2] + v[4 * l + 3];
-                offset[(c * nb + b) * 16 + l] = 128 * four;
+            for (unsigned g = 0; g < 16; g++) {
+                int32_t four = 0;
+                for (unsigned i = 4 * g; i < 4 * g + 4; i++) four += unit * v[i] + (w ? w[i] : 0);
+                offset[(c * nb + b) * 16 + g] = 128 * four;
                 s += four;
             }
-            scale[c * nb + b] = m / 127.0f;
+            scale[c * nb + b] = m / 127.0f / (float)unit;
             sum[c * nb + b] = s;
             for (unsigned o = 1; o < 4; o++) {
                 if (!(orders & (1u << o))) continue;  // lowra_q8_order(width) == 1 << order_of(width)
-                int8_t *dst = q + ((c * 4 + o) * nb + b) * LOWRA_BLOCK;
-                for (unsigned p = 0; p < LOWRA_BLOCK; p++) dst[p] = v[element[o][p]];
+                const uint64_t to = ((c * 4 + o) * nb + b) * LOWRA_BLOCK;
+                for (unsigned p = 0; p < LOWRA_BLOCK; p++) q[to + p] = v[element[o][p]];
+                if (w)
+                    for (unsigned p = 0; p < LOWRA_BLOCK; p++) lo[to + p] = w[element[o][p]];
             }
         }
     }
-    *a = (lowra_q8_activations){.n = n, .in = in, .nb = nb, .q = q, .scale = scale, .sum = sum, .offset = offset};
+    *a = (lowra_q8_activations){
+        .n = n, .in = in, .nb = nb, .q = q, .lo = lo, .scale = scale, .sum = sum, .offset = offset};
 }
 
 void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16], float *min, float *step) {
@@ -164,14 +194,15 @@ static void packed_q8_scalar(const lowra_packed_view *w, const lowra_q8_activati
         const unsigned b = w->bits[r];
         const uint8_t *row = w->codes + w->row_offsets[r], *u = w->levels_u8 + 16 * r;
         for (uint64_t c = 0; c < x->n; c++) {
-            const int8_t *v = x->q + c * 4 * nb * LOWRA_BLOCK;
+            const uint64_t at = c * 4 * nb * LOWRA_BLOCK;
+            const int8_t *v = x->q + at, *l = x->lo ? x->lo + at : NULL;
             float acc = 0, off = 0;
             for (uint64_t blk = 0; blk < nb; blk++) {
                 int32_t s = 0;
                 const uint64_t j1 = (blk + 1) * LOWRA_BLOCK < in ? (blk + 1) * LOWRA_BLOCK : in;
                 for (uint64_t j = blk * LOWRA_BLOCK; j < j1; j++) {
                     const uint64_t bit = j * b;
-                    s += u[(row[bit / 8] >> (bit % 8)) & ((1u << b) - 1)] * v[j];
+                    s += u[(row[bit / 8] >> (bit % 8)) & ((1u << b) - 1)] * (l ? 256 * v[j] + l[j] : v[j]);
                 }
                 const float sc = lowra_block_scale(w, r * nb + blk) * x->scale[c * nb + blk];
                 acc += sc * (float)s;
@@ -195,12 +226,16 @@ static void q8_0_scalar(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_
     const uint64_t nb = x->nb, n32 = x->in / 32;
     for (uint64_t r = r0; r < r1; r++) {
         for (uint64_t c = 0; c < x->n; c++) {
-            const int8_t *v = x->q + c * 4 * nb * LOWRA_BLOCK;
+            const uint64_t at = c * 4 * nb * LOWRA_BLOCK;
+            const int8_t *v = x->q + at, *l = x->lo ? x->lo + at : NULL;
             float acc = 0;
             for (uint64_t k = 0; k < n32; k++) {
                 const uint8_t *blk = rows + r * row_bytes + k * Q8_0_BYTES;
                 int32_t s = 0;
-                for (unsigned i = 0; i < 32; i++) s += (int8_t)blk[2 + i] * v[32 * k + i];
+                for (unsigned i = 0; i < 32; i++) {
+                    const uint64_t j = 32 * k + i;
+                    s += (int8_t)blk[2 + i] * (l ? 256 * v[j] + l[j] : v[j]);
+                }
                 acc += q8_0_scale(blk) * x->scale[c * nb + k / 2] * (float)s;
             }
             y[c * ldy + r] = acc;
@@ -255,6 +290,7 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
     const uint8_t *row = w->codes + w->row_offsets[r];
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->levels_u8 + 16 * r)));
     const int8_t *v0 = x->q + order_of(b) * nb * LOWRA_BLOCK;
+    const int8_t *l0 = x->lo ? x->lo + order_of(b) * nb * LOWRA_BLOCK : NULL;
     __m256 acc[LOWRA_MAX_COLUMNS];
     float off[LOWRA_MAX_COLUMNS];
     for (uint64_t c = 0; c < n; c++) {
@@ -269,8 +305,13 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
         hi = _mm256_shuffle_epi8(table, hi);
         const float a = lowra_block_scale(w, r * nb + blk);
         for (uint64_t c = 0; c < n; c++) {
-            const int8_t *v = v0 + (c * 4 * nb + blk) * LOWRA_BLOCK;
-            const __m256i s = _mm256_add_epi32(dot32_avx2(lo, v), dot32_avx2(hi, v + 32));
+            const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;
+            const int8_t *v = v0 + at;
+            __m256i s = _mm256_add_epi32(dot32_avx2(lo, v), dot32_avx2(hi, v + 32));
+            if (l0) {  // t = 256 h + l
+                const __m256i sl = _mm256_add_epi32(dot32_avx2(lo, l0 + at), dot32_avx2(hi, l0 + at + 32));
+                s = _mm256_add_epi32(_mm256_slli_epi32(s, 8), sl);
+            }
             const float sc = a * x->scale[c * nb + blk];
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), acc[c]);
             off[c] += sc * (float)x->sum[c * nb + blk];
@@ -293,8 +334,14 @@ AVX2 INLINE void q8_0_row_avx2(const uint8_t *row, const lowra_q8_activations *x
         const __m256i aw = _mm256_abs_epi8(wq);
         const float d = q8_0_scale_f16c(blk);
         for (uint64_t c = 0; c < n; c++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(x->q + c * 4 * nb * LOWRA_BLOCK + 32 * k));
-            const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(v, wq)), ones);
+            const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * k;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(x->q + at));
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(v, wq)), ones);
+            if (x->lo) {  // t = 256 h + l (|l| <= 127, so the sign trick holds)
+                const __m256i l = _mm256_loadu_si256((const __m256i *)(x->lo + at));
+                const __m256i sl = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(l, wq)), ones);
+                s = _mm256_add_epi32(_mm256_slli_epi32(s, 8), sl);
+            }
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x->scale[c * nb + k / 2]), acc[c]);
         }
     }
@@ -327,6 +374,7 @@ VNNI INLINE void packed_row_q8_vnni(const lowra_packed_view *w, const lowra_q8_a
     const uint8_t *row = w->codes + w->row_offsets[r];
     const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(w->levels_u8 + 16 * r)));
     const int8_t *v0 = x->q + order_of(b) * nb * LOWRA_BLOCK;
+    const int8_t *l0 = x->lo ? x->lo + order_of(b) * nb * LOWRA_BLOCK : NULL;
     __m512 acc[LOWRA_MAX_COLUMNS];
     float off[LOWRA_MAX_COLUMNS];
     for (uint64_t c = 0; c < n; c++) {
@@ -339,8 +387,10 @@ VNNI INLINE void packed_row_q8_vnni(const lowra_packed_view *w, const lowra_q8_a
         const __m512i u = _mm512_shuffle_epi8(table, codes);
         const float a = lowra_block_scale(w, r * nb + blk);
         for (uint64_t c = 0; c < n; c++) {
-            const __m512i v = _mm512_load_si512((const void *)(v0 + (c * 4 * nb + blk) * LOWRA_BLOCK));
-            const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, v);
+            const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)(v0 + at)));
+            if (l0)  // t = 256 h + l
+                s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)(l0 + at)));
             const float sc = a * x->scale[c * nb + blk];
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(sc), acc[c]);
             off[c] += sc * (float)x->sum[c * nb + blk];
@@ -372,9 +422,11 @@ VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x
             _mm512_insertf64x4(d0, _mm256_castps_pd(_mm256_set1_ps(q8_0_scale_f16c(b1))), 1));
         for (uint64_t c = 0; c < n; c++) {
             const uint64_t blk = k / 2;
-            const __m512i v = _mm512_load_si512((const void *)(x->q + c * 4 * nb * LOWRA_BLOCK + 32 * k));
-            const __m512i s = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, v),
-                                               _mm512_loadu_si512((const void *)(x->offset + (c * nb + blk) * 16)));
+            const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * k;
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)(x->q + at)));
+            if (x->lo)  // t = 256 h + l
+                s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)(x->lo + at)));
+            s = _mm512_sub_epi32(s, _mm512_loadu_si512((const void *)(x->offset + (c * nb + blk) * 16)));
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(x->scale[c * nb + blk])),
                                      acc[c]);
         }
@@ -382,9 +434,10 @@ VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x
     if (k < n32) {  // an odd last block of 32
         const uint8_t *blk = row + k * Q8_0_BYTES;
         for (uint64_t c = 0; c < n; c++) {
-            const int8_t *v = x->q + c * 4 * nb * LOWRA_BLOCK + 32 * k;
+            const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * k;
+            const int8_t *v = x->q + at, *l = x->lo ? x->lo + at : NULL;
             int32_t s = 0;
-            for (unsigned i = 0; i < 32; i++) s += (int8_t)blk[2 + i] * v[i];
+            for (unsigned i = 0; i < 32; i++) s += (int8_t)blk[2 + i] * (l ? 256 * v[i] + l[i] : v[i]);
             tail[c] = q8_0_scale_f16c(blk) * x->scale[c * nb + k / 2] * (float)s;
         }
     }

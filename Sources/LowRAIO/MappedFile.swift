@@ -115,15 +115,15 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// Y (n, rows) = X (n, cols) · Wᵀ straight from the stored encoding (decode, small batches),
     /// rows split across the workers; requires `multipliesDirectly`.
-    /// Q8_0 rows with `activations` .int8 use the integer kernel (`lowra_q8_0_gemm_q8`).
+    /// Q8_0 rows with integer `activations` (.int16, .int8) use the integer kernel (`lowra_q8_0_gemm_q8`).
     public func multiply(
         _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
         activations: KernelActivations = .default
     ) {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
         let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
-        if type == .q8_0 && activations == .int8 {
-            withQuantizedActivations(x, columns: n, inFeatures: cols) { q in
+        if type == .q8_0 && activations != .float {
+            withQuantizedActivations(x, columns: n, inFeatures: cols, as: activations) { q in
                 let io = UncheckedSendable((base, q, y))
                 parallelFor(rows, minPerChunk: 64) { range in
                     lowra_q8_0_gemm_q8(

@@ -205,7 +205,7 @@ public struct PackedLinear: Sendable, Equatable {
 
     /// Y (n, out) = X (n, in) · Wᵀ straight from the codes, W never expanded (decode, and small
     /// batches): the kernels of `lowra_kernels.h`, rows split across the workers.
-    /// `activations` .int8 quantizes X per block of 64 once and multiplies with integer dot
+    /// `activations` .int16/.int8 quantizes X per block of 64 once and multiplies with integer dot
     /// products (`lowra_packed_gemm_q8`); .float runs the fp32 kernels.
     public func multiply(
         _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
@@ -221,8 +221,10 @@ public struct PackedLinear: Sendable, Equatable {
                         Int32(path), io.value.0, io.value.1, UInt64(n), io.value.2, UInt64(outFeatures),
                         UInt64(rows.lowerBound), UInt64(rows.upperBound))
                 }
-            case .int8:
-                withQuantizedActivations(x, columns: n, inFeatures: inFeatures, orders: activationOrders) { q in
+            case .int16, .int8:
+                withQuantizedActivations(
+                    x, columns: n, inFeatures: inFeatures, orders: activationOrders, as: activations
+                ) { q in
                     let io = UncheckedSendable((view, q, y))
                     parallelFor(outFeatures, minPerChunk: 64) { rows in
                         lowra_packed_gemm_q8(

@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 import LowRATensor
 
@@ -123,6 +124,9 @@ public func analyzeTensor(
                     for i in 0..<(k - 1) { th[r * (k - 1) + i] = Float(avgT[i] / Double(out)) }
                 }
             }
+            lv.withUnsafeMutableBufferPointer { lb in
+                for r in 0..<out { snapToIntegerLevels(lb.baseAddress! + r * k, count: k) }
+            }
             levels[p] = lv
             thresholds[p] = th
             learner[p] = mse
@@ -149,6 +153,17 @@ public func analyzeTensor(
     return TensorAnalysis(
         outFeatures: out, inFeatures: inF, options: options, absmax: absmax, levels: levels,
         thresholds: thresholds, errors: errors, learnerMSE: learner, rowEnergy: energy)
+}
+
+/// Moves a row's `count` levels onto its uint8 grid min + step · u (`lowra_integer_levels_row`),
+/// so the integer kernels multiply exactly the levels the model stores: each level moves by at
+/// most 1/510 of the row's range, the extremes not at all.
+public func snapToIntegerLevels(_ levels: UnsafeMutablePointer<Float>, count: Int) {
+    var u = [UInt8](repeating: 0, count: 16)
+    var lo: Float = 0
+    var step: Float = 0
+    lowra_integer_levels_row(levels, UInt32(count), &u, &lo, &step)
+    for k in 0..<count { levels[k] = lo + step * Float(u[k]) }
 }
 
 /// x = w / scale of its block, clamped to [-1, 1]; wt = the learner weight of its block.

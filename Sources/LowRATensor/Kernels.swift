@@ -14,25 +14,28 @@ public enum KernelPath {
     public static let columns = Int(LOWRA_MAX_COLUMNS)
 }
 
-/// The activations the decode kernels multiply: int8 per block of 64 inputs with exact integer
-/// dot products (`lowra_q8_*`, the fast default), or fp32 as the reference computes.
+/// The activations the decode kernels multiply, with exact integer dot products (`lowra_q8_*`):
+/// 16 bits per value as two int8 halves (the default: both roundings within fp32 noise), int8
+/// per block of 64 inputs (one dot product instead of two; perplexity moves by up to ~1% on the
+/// least robust models), or fp32 as the reference computes.
 public enum KernelActivations: String, Sendable, CaseIterable, Codable {
-    case int8, float
-    /// int8, unless the environment variable LOWRA_ACTIVATIONS=float asks for fp32.
+    case int16, int8, float
+    /// int16, unless the environment variable LOWRA_ACTIVATIONS names another.
     public static let `default`: KernelActivations =
-        ProcessInfo.processInfo.environment["LOWRA_ACTIVATIONS"] == "float" ? .float : .int8
+        ProcessInfo.processInfo.environment["LOWRA_ACTIVATIONS"].flatMap(KernelActivations.init) ?? .int16
 }
 
-/// X (n, in) quantized for the integer kernels, valid inside `body`; `orders` as
-/// `lowra_q8_quantize` takes them (the code widths to be multiplied; 0 for Q8_0).
+/// X (n, in) quantized for the integer kernels (`.int16` or `.int8`), valid inside `body`;
+/// `orders` as `lowra_q8_quantize` takes them (the code widths to be multiplied; 0 for Q8_0).
 public func withQuantizedActivations<R>(
-    _ x: UnsafePointer<Float>, columns n: Int, inFeatures: Int, orders: UInt32 = 0,
+    _ x: UnsafePointer<Float>, columns n: Int, inFeatures: Int, orders: UInt32 = 0, as kind: KernelActivations,
     _ body: (UnsafePointer<lowra_q8_activations>) -> R
 ) -> R {
+    precondition(kind != .float, "fp32 activations are not quantized")
     let bytes = Int(lowra_q8_activation_bytes(UInt64(n), UInt64(inFeatures)))
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
     defer { buffer.deallocate() }
     var a = lowra_q8_activations()
-    lowra_q8_quantize(x, UInt64(n), UInt64(inFeatures), orders, buffer, &a)
+    lowra_q8_quantize(x, UInt64(n), UInt64(inFeatures), orders, kind == .int16 ? 1 : 0, buffer, &a)
     return withUnsafePointer(to: &a) { body($0) }
 }

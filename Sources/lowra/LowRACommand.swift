@@ -111,7 +111,7 @@ struct EvalCommand: ParsableCommand {
             (the decode kernels, with --activations).
             """)
     var stepwise = false
-    @Option(help: "Activations of the decode kernels: int8 (fast, default) or float.")
+    @Option(help: "Activations of the decode kernels: int16 (two int8 halves, default), int8 (faster) or float.")
     var activations: KernelActivations = .default
     @Flag(help: "Print one JSON object on stdout.") var json = false
 

@@ -133,12 +133,13 @@ final class KernelTests: XCTestCase {
     /// The integer kernels (`lowra_q8_*`) on every path against (1) the scalar path, which sums
     /// the same integers: equal up to fp32 rounding of the per-block scaling; and (2) W · X in
     /// double precision: within the bound the two roundings allow, summed over the row,
-    /// Σ_j |w_j| s_b/2 + (|x_j| + s_b/2) e_j, where s_b = max|x| / 127 of x_j's block and e_j the
-    /// most w_j's level moved (half a level step times its block scale; 0 for Q8_0's weights).
+    /// Σ_j |w_j| d_b + (|x_j| + d_b) e_j, where d_b is the most x_j moved (int8: half of
+    /// max|x| / 127 over its block; int16: 1/256 of that, the low half's clamp included) and e_j
+    /// the most w_j's level moved (half a level step times its block scale; 0 for Q8_0's weights).
     /// X has a zero block and outliers, as real activations do. Returns the cases checked.
     private func checkIntegerPaths(
         w: [Float], out: Int, in inF: Int, columns: [Int], rng: inout SplitMix64, _ label: String,
-        levelError: (Int, Int) -> Double, line: UInt = #line,
+        activations kind: KernelActivations, levelError: (Int, Int) -> Double, line: UInt = #line,
         multiply: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void
     ) -> Int {
         var cases = 0
@@ -157,6 +158,7 @@ final class KernelTests: XCTestCase {
             for c in 0..<n {
                 let s = (0..<nb).map { b in
                     Double(x[(c * inF + 64 * b)..<(c * inF + min(inF, 64 * b + 64))].map(abs).max()!) / 127
+                        * (kind == .int8 ? 0.5 : 1.0 / 256)
                 }
                 for r in 0..<out {
                     var ref = 0.0
@@ -168,11 +170,11 @@ final class KernelTests: XCTestCase {
                         ref += wj * xj
                         mag += abs(wj * xj)
                         let e = levelError(r, j)
-                        bound += abs(wj) * s[j / 64] / 2 + (abs(xj) + s[j / 64] / 2) * e
+                        bound += abs(wj) * s[j / 64] + (abs(xj) + s[j / 64]) * e
                     }
                     XCTAssertLessThanOrEqual(
                         abs(Double(scalar[c * out + r]) - ref), bound * 1.001 + 1e-5 * mag + 1e-9,
-                        "scalar int8 \(label), column \(c) of \(n), row \(r)", line: line)
+                        "scalar \(kind) \(label), column \(c) of \(n), row \(r)", line: line)
                 }
             }
             for path in KernelPath.all where path != 0 {
@@ -184,7 +186,7 @@ final class KernelTests: XCTestCase {
                     for j in 0..<inF { mag += abs(Double(w[r * inF + j]) * Double(x[c * inF + j])) }
                     XCTAssertLessThanOrEqual(
                         abs(Double(y[i]) - Double(scalar[i])), 1e-5 * mag + 1e-9,
-                        "\(KernelPath.name(path)) int8 \(label), column \(c) of \(n), row \(r)", line: line)
+                        "\(KernelPath.name(path)) \(kind) \(label), column \(c) of \(n), row \(r)", line: line)
                 }
                 cases += 1
             }
@@ -205,11 +207,15 @@ final class KernelTests: XCTestCase {
                             out: out, in: inF, widths: widths, scope: scope, doubleQuant: dq, rng: &rng)
                         let w = p.dequantized()
                         let nb = (inF + 63) / 64
-                        cases += checkIntegerPaths(
-                            w: w, out: out, in: inF, columns: [1, 2, 4, 8], rng: &rng,
-                            "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)",
-                            levelError: { r, j in Double(p.levelStep[r]) / 2 * Double(p.absmax.value(r * nb + j / 64)) }
-                        ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: .int8) }
+                        for kind in [KernelActivations.int8, .int16] {
+                            cases += checkIntegerPaths(
+                                w: w, out: out, in: inF, columns: [1, 2, 4, 8], rng: &rng,
+                                "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)", activations: kind,
+                                levelError: { r, j in
+                                    Double(p.levelStep[r]) / 2 * Double(p.absmax.value(r * nb + j / 64))
+                                }
+                            ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: kind) }
+                        }
                     }
                 }
             }
@@ -227,12 +233,42 @@ final class KernelTests: XCTestCase {
             let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
             try Data(q).write(to: URL(fileURLWithPath: path))
             let m = try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
-            cases += checkIntegerPaths(
-                w: m.floats(), out: rows, in: cols, columns: [1, 3, 8], rng: &rng, "Q8_0 \(rows)x\(cols)",
-                levelError: { _, _ in 0 }
-            ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: .int8) }
+            for kind in [KernelActivations.int8, .int16] {
+                cases += checkIntegerPaths(
+                    w: m.floats(), out: rows, in: cols, columns: [1, 3, 8], rng: &rng, "Q8_0 \(rows)x\(cols)",
+                    activations: kind, levelError: { _, _ in 0 }
+                ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: kind) }
+            }
         }
-        XCTAssertGreaterThan(cases, 400)
+        XCTAssertGreaterThan(cases, 800)
+    }
+
+    /// Quantizing leaves every row's levels on its uint8 grid, so the int16 kernels multiply the
+    /// stored levels exactly: against W · X they differ only by the activations' 1/65024 rounding.
+    func testQuantizedLevelsAreExactForTheIntegerKernels() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 6)
+        var cases = 0
+        for (out, inF) in [(24, 192), (10, 100)] {
+            let w = (0..<(out * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
+            for scope in CodebookScope.allCases {
+                var options = QuantizerOptions()
+                options.scope = scope
+                let bits = (0..<out).map { [1, 2, 4][$0 % 3] as UInt8 }
+                let p = try analyzeTensor(w, out: out, in: inF, options: options).pack(w, bits: bits)
+                for r in 0..<out {
+                    let stored = p.levels[p.levelOffsets[r]..<(p.levelOffsets[r] + (1 << Int(bits[r])))]
+                    for (k, level) in stored.enumerated() {
+                        let integer = p.levelMin[r] + p.levelStep[r] * Float(p.levelCodes[16 * r + k])
+                        XCTAssertEqual(integer, level, accuracy: 2e-7 * max(1, abs(level)), "\(scope) row \(r)")
+                    }
+                }
+                cases += checkIntegerPaths(
+                    w: p.dequantized(), out: out, in: inF, columns: [1, 3], rng: &rng, "quantized \(scope)",
+                    activations: .int16, levelError: { _, _ in 0 }
+                ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: .int16) }
+            }
+        }
+        XCTAssertGreaterThan(cases, 4)
     }
 
     /// `lowra_packed_dequantize` (the panels prefill and training multiply) gives exactly the

@@ -62,33 +62,39 @@ void lowra_stored_gemm(int path, unsigned ggml_type, const uint8_t *rows, uint64
                        const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
 
 // ---------------------------------------------------------------------------------------------
-// Integer kernels (lowra_q8_kernels.c): activations quantized to int8 per block of 64 inputs and
-// each row's levels to uint8, multiplied with integer dot products (AVX-512 VNNI, or AVX2
-// widening multiply-adds; the AVX-512 path falls back to the AVX2 code on CPUs without VNNI)
-// into exact int32 block sums, then scaled in fp32. Every path computes the same integers, so
-// they agree with the scalar path to fp32 rounding; against the fp32 kernels they differ by the
-// two roundings (activations: 1/254 of a block's largest value; levels: 1/510 of a row's range).
+// Integer kernels (lowra_q8_kernels.c): activations quantized per block of 64 inputs to int8, or
+// to 16 bits held as two int8 halves, and each row's levels to uint8, multiplied with integer dot
+// products (AVX-512 VNNI, or AVX2 widening multiply-adds; the AVX-512 path falls back to the AVX2
+// code on CPUs without VNNI) into exact int32 block sums, then scaled in fp32. Every path
+// computes the same integers, so they agree with the scalar path to fp32 rounding. Against the
+// fp32 kernels they differ by the activations' rounding (int8: 1/254 of a block's largest value;
+// split: 1/65024) and the levels' (none when the levels lie on the row's uint8 grid, as
+// quantize leaves them; else up to 1/510 of a row's range).
 
 /// Activations quantized for the integer kernels: per column c and block b of 64 inputs,
-/// v = round(x * 127 / max|x|) in [-127, 127], scale s = max|x| / 127, inputs past `in` zero.
+/// h = round(x * 127 / m) in [-127, 127] (m = max|x| over the block) and, when split,
+/// l = round(256 * (x * 127 / m - h)) clamped to [-127, 127]; inputs past `in` are zero.
+/// Every kernel reads t = h (int8) or t = 256 h + l (split), with x ≈ scale * t.
 typedef struct {
     uint64_t n, in, nb;        // columns, inputs, blocks of 64
-    const int8_t *q;           // (n, 4, nb * 64): natural order, then the unpacking orders of 1-, 2- and
+    const int8_t *q;           // h (n, 4, nb * 64): natural order, then the unpacking orders of 1-, 2- and
                                // 4-bit codes (lowra_q8_kernels.c), so codes need no reordering
-    const float *scale;        // (n, nb)
-    const int32_t *sum;        // (n, nb): Σ v over the block
-    const int32_t *offset;     // (n, nb, 16): 128 · Σ v over each 4 consecutive inputs (for Q8_0)
+    const int8_t *lo;          // l in the same layout when split, else NULL
+    const float *scale;        // (n, nb): m / 127, or m / (127 * 256) when split
+    const int32_t *sum;        // (n, nb): Σ t over the block
+    const int32_t *offset;     // (n, nb, 16): 128 · Σ t over each 4 consecutive inputs (for Q8_0)
 } lowra_q8_activations;
 
 /// The bit of lowra_q8_quantize's `orders` for codes of `bits` (1, 2 or 4) bits.
 static inline unsigned lowra_q8_order(unsigned bits) { return bits == 1 ? 2u : bits == 2 ? 4u : 8u; }
 
-/// Bytes of the buffer lowra_q8_quantize fills.
+/// Bytes of the buffer lowra_q8_quantize fills (split or not).
 uint64_t lowra_q8_activation_bytes(uint64_t n, uint64_t in);
 /// Quantizes X (n, in) into `buffer` (lowra_q8_activation_bytes long, 64-byte aligned) and
 /// describes it in `a`. `orders`: lowra_q8_order(bits) OR'ed over the code widths to be
-/// multiplied (0 for Q8_0 only); the natural order is always filled.
-void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, void *buffer,
+/// multiplied (0 for Q8_0 only); the natural order is always filled. `split`: 16 bits as two
+/// int8 halves (nonzero) or int8.
+void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, int split, void *buffer,
                        lowra_q8_activations *a);
 
 /// One row's `count` levels as uint8 codes: u[k] = round((levels[k] - min) / step), step =
