@@ -195,6 +195,13 @@ extension LlamaWeights {
                 input, rows: n, into: y, scratch: ws.weightScratch, lora: adapter?.factors(layer: l, kind: kind),
                 xa: adapter == nil ? nil : a.xa[kind.rawValue], activations: ws.activations)
         }
+        // Layers that share their input: one product (`Linear.forward(_:_:rows:into:...)`).
+        func linears(_ kinds: [LinearKind], _ input: UnsafePointer<Float>, _ ys: [UnsafeMutablePointer<Float>]) {
+            Linear.forward(
+                kinds.map { block[$0] }, input, rows: n, into: ys, scratch: ws.weightScratch,
+                lora: kinds.map { adapter?.factors(layer: l, kind: $0) },
+                xa: kinds.map { adapter == nil ? nil : a.xa[$0.rawValue] }, activations: ws.activations)
+        }
 
         // Attention.
         a.xIn.update(from: x, count: n * C)
@@ -202,9 +209,7 @@ extension LlamaWeights {
             rmsnormForward(a.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
         }
         observe?(l, .attention, a.xn1, n, C)
-        linear(.q, a.xn1, a.q)
-        linear(.k, a.xn1, a.k)
-        linear(.v, a.xn1, a.v)
+        linears([.q, .k, .v], a.xn1, [a.q, a.k, a.v])
         for b in 0..<ws.batch {
             let q = a.q + b * T * qD
             let k = a.k + b * T * kvD
@@ -247,8 +252,7 @@ extension LlamaWeights {
             rmsnormForward(a.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
         }
         observe?(l, .mlp, a.xn2, n, C)
-        linear(.gate, a.xn2, a.gate)
-        linear(.up, a.xn2, a.up)
+        linears([.gate, .up], a.xn2, [a.gate, a.up])
         swigluForward(a.act, a.gate, a.up, count: n * F)
         observe?(l, .down, a.act, n, F)
         linear(.down, a.act, ws.proj)

@@ -129,6 +129,22 @@ public struct Linear: Sendable {
             p.multiply(x, columns: t, into: y, activations: activations)  // straight from the codes
         case .stored(let m) where multipliesDirectly(rows: t):
             m.multiply(x, columns: t, into: y, activations: activations)  // straight from the file's encoding
+        case .packed, .stored where t >= Self.parallelPanelRows && workerCount > 1:
+            // Batches (prefill, eval, training): each worker converts its own panels and
+            // multiplies them with single-threaded sgemm, so conversion runs on every core too.
+            let panels = Self.panels(outFeatures: outFeatures, inFeatures: inFeatures)
+            let io = UncheckedSendable((x, y))
+            withBLASThreads(1) {
+                parallelTasks(panels.count) { i in
+                    let rows = panels[i]
+                    let w = UnsafeMutablePointer<Float>.allocate(capacity: rows.count * inFeatures)
+                    defer { w.deallocate() }
+                    convertPanel(rows, into: w)
+                    matmulTransB(
+                        io.value.0, w, io.value.1 + rows.lowerBound, m: t, n: rows.count, k: inFeatures,
+                        ldy: outFeatures)
+                }
+            }
         case .packed, .stored:
             // A panel of rows at a time: convert, then y[:, panel] = x · panelᵀ.
             forEachPanel(scratch: scratch) { r0, n, w in
@@ -139,6 +155,33 @@ public struct Linear: Sendable {
                 }
             }
         }
+        addBiasAndLoRA(x, rows: t, into: y, lora: lora, xa: xa)
+    }
+
+    /// The products of several layers that share their input x (q, k and v; gate and up), each
+    /// as `forward` computes it; packed weights multiplied straight from their codes take x
+    /// quantized once, in one dispatch (`PackedLinear.multiply(_:_:columns:into:)`).
+    public static func forward(
+        _ layers: [Linear], _ x: UnsafePointer<Float>, rows t: Int, into ys: [UnsafeMutablePointer<Float>],
+        scratch: UnsafeMutablePointer<Float>? = nil, lora: [LoRAFactors?], xa: [UnsafeMutablePointer<Float>?],
+        activations: KernelActivations = .default
+    ) {
+        let packed = layers.compactMap { $0.multipliesDirectly(rows: t) ? $0.packed : nil }
+        guard packed.count == layers.count, layers.count > 1, activations != .float else {
+            for i in layers.indices {
+                layers[i].forward(
+                    x, rows: t, into: ys[i], scratch: scratch, lora: lora[i], xa: xa[i], activations: activations)
+            }
+            return
+        }
+        PackedLinear.multiply(packed, x, columns: t, into: ys, activations: activations)
+        for i in layers.indices { layers[i].addBiasAndLoRA(x, rows: t, into: ys[i], lora: lora[i], xa: xa[i]) }
+    }
+
+    private func addBiasAndLoRA(
+        _ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>, lora: LoRAFactors?,
+        xa: UnsafeMutablePointer<Float>?
+    ) {
         if let bias {
             for r in 0..<t {
                 let yr = y + r * outFeatures
@@ -176,6 +219,27 @@ extension Linear {
         }
     }
 
+    /// Rows from which `forward` splits a packed or stored weight's panels across the workers.
+    static let parallelPanelRows = 32
+
+    /// Panels of about `panelRows` rows, at least two per worker and a multiple of their number,
+    /// of near-equal size (multiples of 16 rows): the tasks of a parallel batch product.
+    static func panels(outFeatures: Int, inFeatures: Int) -> [Range<Int>] {
+        let byCache = (outFeatures + panelRows(inFeatures: inFeatures) - 1) / panelRows(inFeatures: inFeatures)
+        let count = (max(byCache, 2 * workerCount) + workerCount - 1) / workerCount * workerCount
+        let size = max(16, (outFeatures + count - 1) / count + 15) / 16 * 16
+        return stride(from: 0, to: outFeatures, by: size).map { $0..<min(outFeatures, $0 + size) }
+    }
+
+    /// Rows `range` of a packed or stored W in fp32 into dst, on the calling thread.
+    func convertPanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .dense: preconditionFailure("dense weights are multiplied whole")
+        case .packed(let p): p.dequantizePanel(range, into: dst)
+        case .stored(let m): m.dequantizePanel(range, into: dst)
+        }
+    }
+
     /// body(r0, n, panel) for consecutive panels of `panelRows` rows of a packed or stored W,
     /// each converted to fp32 into `scratch` (`scratchFloats(rows: .max)` floats; allocated here
     /// when nil) on this thread: the workers are parked while sgemm runs between panels, and
@@ -189,11 +253,7 @@ extension Linear {
         let panel = Self.panelRows(inFeatures: inFeatures)
         for r0 in stride(from: 0, to: outFeatures, by: panel) {
             let n = min(panel, outFeatures - r0)
-            switch storage {
-            case .dense: preconditionFailure("dense weights are multiplied whole")
-            case .packed(let p): p.dequantizePanel(r0..<(r0 + n), into: buf)
-            case .stored(let m): m.dequantizePanel(r0..<(r0 + n), into: buf)
-            }
+            convertPanel(r0..<(r0 + n), into: buf)
             body(r0, n, buf)
         }
     }

@@ -22,13 +22,10 @@ public struct PackedLinear: Sendable, Equatable {
     /// Derived: byte offset of each row in `codes` (out + 1), and each row's first level.
     public let rowOffsets: [Int]
     public let levelOffsets: [Int]
-    /// Derived for the integer kernels: each row's levels as uint8 codes (out, 16), with
-    /// level ≈ levelMin[r] + levelStep[r] · code (`lowra_integer_levels_row`).
-    let levelCodes: [UInt8]
-    let levelMin: [Float]
-    let levelStep: [Float]
     /// `lowra_q8_order` of every width present: the activation orders its kernel reads.
     let activationOrders: UInt32
+    /// What the C kernels read, built once (`PackedKernelView`).
+    let kernel: PackedKernelView
 
     public init(
         outFeatures: Int, inFeatures: Int, bits: [UInt8], codes: [UInt8], absmax: AbsmaxStorage,
@@ -84,23 +81,22 @@ public struct PackedLinear: Sendable, Equatable {
         self.scope = scope
         rowOffsets = offsets
         levelOffsets = lo
-        var codes16 = [UInt8](repeating: 0, count: 16 * outFeatures)
-        var mins = [Float](repeating: 0, count: outFeatures)
-        var steps = [Float](repeating: 0, count: outFeatures)
-        levels.withUnsafeBufferPointer { lb in
-            codes16.withUnsafeMutableBufferPointer { cb in
-                for r in 0..<outFeatures {
-                    lowra_integer_levels_row(
-                        lb.baseAddress! + lo[r], UInt32(1 << Int(bits[r])), cb.baseAddress! + 16 * r, &mins[r],
-                        &steps[r])
-                }
-            }
-        }
-        levelCodes = codes16
-        levelMin = mins
-        levelStep = steps
         activationOrders = Set(bits).reduce(0) { $0 | lowra_q8_order(UInt32($1)) }
+        kernel = PackedKernelView(
+            out: outFeatures, in: inFeatures, bits: bits, codes: codes, rowOffsets: offsets, levels: levels,
+            levelOffsets: lo, absmax: absmax)
     }
+
+    public static func == (a: PackedLinear, b: PackedLinear) -> Bool {
+        a.outFeatures == b.outFeatures && a.inFeatures == b.inFeatures && a.bits == b.bits && a.codes == b.codes
+            && a.absmax == b.absmax && a.levels == b.levels && a.scope == b.scope
+    }
+
+    /// Each row's levels as uint8 codes (out, 16), with level ≈ levelMin[r] + levelStep[r] · code
+    /// (`lowra_integer_levels_row`): what the integer kernels multiply.
+    var levelCodes: [UInt8] { Array(UnsafeBufferPointer(start: kernel.view.levels_u8, count: 16 * outFeatures)) }
+    var levelMin: [Float] { Array(UnsafeBufferPointer(start: kernel.view.level_min, count: outFeatures)) }
+    var levelStep: [Float] { Array(UnsafeBufferPointer(start: kernel.view.level_step, count: outFeatures)) }
 
     /// Element counts of each stored array of a layer with these precisions, known before it is
     /// packed (a streaming writer declares them in its header first): code bytes, block scales
@@ -236,51 +232,42 @@ public struct PackedLinear: Sendable, Equatable {
         }
     }
 
-    /// The C kernels' view of this weight, valid inside `body`.
-    func withView<R>(_ body: (UnsafePointer<lowra_packed_view>) -> R) -> R {
-        let integer = (levelCodes, levelMin, levelStep)
-        return bits.withUnsafeBufferPointer { bb in
-            codes.withUnsafeBufferPointer { cb in
-                rowOffsets.withUnsafeBufferPointer { ro in
-                    levelOffsets.withUnsafeBufferPointer { lo in
-                        levels.withUnsafeBufferPointer { lb in
-                            func view(
-                                _ plain: UnsafePointer<Float>?, _ dqCodes: UnsafePointer<UInt8>?,
-                                _ dqScales: UnsafePointer<Float>?
-                            ) -> R {
-                                var v = lowra_packed_view(
-                                    out: UInt64(outFeatures), in: UInt64(inFeatures), bits: bb.baseAddress,
-                                    codes: cb.baseAddress,
-                                    row_offsets: UnsafeRawPointer(ro.baseAddress!).assumingMemoryBound(to: Int64.self),
-                                    levels: lb.baseAddress,
-                                    level_offsets: UnsafeRawPointer(lo.baseAddress!).assumingMemoryBound(
-                                        to: Int64.self),
-                                    absmax: plain, absmax_codes: dqCodes, absmax_scales: dqScales,
-                                    levels_u8: nil, level_min: nil, level_step: nil)
-                                return integer.0.withUnsafeBufferPointer { u in
-                                    integer.1.withUnsafeBufferPointer { mn in
-                                        integer.2.withUnsafeBufferPointer { st in
-                                            v.levels_u8 = u.baseAddress
-                                            v.level_min = mn.baseAddress
-                                            v.level_step = st.baseAddress
-                                            return withUnsafePointer(to: &v) { body($0) }
-                                        }
-                                    }
-                                }
-                            }
-                            switch absmax {
-                            case .plain(let a):
-                                return a.withUnsafeBufferPointer { view($0.baseAddress, nil, nil) }
-                            case .doubleQuant(let c, let s):
-                                return c.withUnsafeBufferPointer { cp in
-                                    s.withUnsafeBufferPointer { view(nil, cp.baseAddress, $0.baseAddress) }
-                                }
-                            }
-                        }
+    /// Y_i (n, out_i) = X (n, in) · W_iᵀ for weights that share their input (q, k and v; gate and
+    /// up): as `multiply` on each, but X is quantized once and the rows of all are split across
+    /// the workers in one dispatch.
+    public static func multiply(
+        _ weights: [PackedLinear], _ x: UnsafePointer<Float>, columns n: Int, into ys: [UnsafeMutablePointer<Float>],
+        path: Int = KernelPath.best, activations: KernelActivations = .default
+    ) {
+        precondition(weights.count == ys.count && weights.allSatisfy { $0.inFeatures == weights[0].inFeatures })
+        guard activations != .float, weights.count > 1 else {
+            for (w, y) in zip(weights, ys) { w.multiply(x, columns: n, into: y, path: path, activations: activations) }
+            return
+        }
+        let starts = weights.reduce(into: [0]) { $0.append($0.last! + $1.outFeatures) }
+        let orders = weights.reduce(0) { $0 | $1.activationOrders }
+        withExtendedLifetime(weights) {
+            withQuantizedActivations(
+                x, columns: n, inFeatures: weights[0].inFeatures, orders: orders, as: activations
+            ) { q in
+                let io = UncheckedSendable((weights.map { $0.kernel.pointer }, ys, starts, q))
+                parallelFor(starts.last!, minPerChunk: 64) { rows in
+                    let (views, ys, starts, q) = io.value
+                    for i in views.indices where starts[i] < rows.upperBound && rows.lowerBound < starts[i + 1] {
+                        let lo = max(rows.lowerBound, starts[i]) - starts[i]
+                        let hi = min(rows.upperBound, starts[i + 1]) - starts[i]
+                        lowra_packed_gemm_q8(
+                            Int32(path), views[i], q, ys[i], UInt64(starts[i + 1] - starts[i]), UInt64(lo), UInt64(hi))
                     }
                 }
             }
         }
+    }
+
+    /// The C kernels' view of this weight, valid inside `body`.
+    @inline(__always)
+    func withView<R>(_ body: (UnsafePointer<lowra_packed_view>) -> R) -> R {
+        withExtendedLifetime(kernel) { body(kernel.pointer) }
     }
 
     /// The plain C reference (`lowra_dequantize_row_ref`) for row r.
@@ -296,5 +283,61 @@ public struct PackedLinear: Sendable, Equatable {
             }
         }
         return y
+    }
+}
+
+/// Everything the C kernels read of one packed weight, in memory that does not move, and the
+/// `lowra_packed_view` pointing into it: built once per weight, so a product sets nothing up.
+/// The codes stay where they are (their owner, often a mapped file, is kept alive); the small
+/// arrays (precisions, offsets, levels, block scales, integer levels) are copied here.
+final class PackedKernelView: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<lowra_packed_view>
+    var view: lowra_packed_view { pointer.pointee }
+    private var memory = [UnsafeMutableRawPointer]()
+    private let codes: HeldArray<UInt8>
+
+    init(
+        out: Int, in inF: Int, bits: [UInt8], codes: HeldArray<UInt8>, rowOffsets: [Int], levels: [Float],
+        levelOffsets: [Int], absmax: AbsmaxStorage
+    ) {
+        self.codes = codes
+        pointer = .allocate(capacity: 1)
+        func copy<T>(_ a: [T]) -> UnsafeMutablePointer<T>? {
+            guard !a.isEmpty else { return nil }
+            let p = UnsafeMutablePointer<T>.allocate(capacity: a.count)
+            a.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: a.count) }
+            memory.append(UnsafeMutableRawPointer(p))
+            return p
+        }
+        func copy<T>(_ a: HeldArray<T>) -> UnsafeMutablePointer<T>? { copy(Array(a)) }
+        var u = [UInt8](repeating: 0, count: 16 * out)
+        var mins = [Float](repeating: 0, count: out)
+        var steps = [Float](repeating: 0, count: out)
+        levels.withUnsafeBufferPointer { lb in
+            u.withUnsafeMutableBufferPointer { ub in
+                for r in 0..<out {
+                    lowra_integer_levels_row(
+                        lb.baseAddress! + levelOffsets[r], UInt32(1 << Int(bits[r])), ub.baseAddress! + 16 * r,
+                        &mins[r], &steps[r])
+                }
+            }
+        }
+        var v = lowra_packed_view(
+            out: UInt64(out), in: UInt64(inF), bits: copy(bits), codes: codes.base,
+            row_offsets: copy(rowOffsets.map(Int64.init)), levels: copy(levels),
+            level_offsets: copy(levelOffsets.map(Int64.init)), absmax: nil, absmax_codes: nil, absmax_scales: nil,
+            levels_u8: copy(u), level_min: copy(mins), level_step: copy(steps))
+        switch absmax {
+        case .plain(let a): v.absmax = UnsafePointer(copy(a))
+        case .doubleQuant(let c, let s):
+            v.absmax_codes = UnsafePointer(copy(c))
+            v.absmax_scales = UnsafePointer(copy(s))
+        }
+        pointer.initialize(to: v)
+    }
+
+    deinit {
+        for m in memory { m.deallocate() }
+        pointer.deallocate()
     }
 }

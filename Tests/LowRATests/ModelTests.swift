@@ -144,9 +144,14 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try loaded.model.evaluate(tokens: tokens, context: 12).predictions, tokens.count - 2)
     }
 
-    /// A linear layer with LoRA factors computes (W + s·BA) x, for prefill and decode, dense and packed.
+    /// A linear layer with LoRA factors computes (W + s·BA) x, for prefill and decode, dense and
+    /// packed: decode through the kernels, a few rows through one panel loop, a batch through
+    /// panels split across the workers (which cover every row once).
     func testLinearWithLoRAEqualsMergedWeight() throws {
-        let (out, inF, r, t) = (6, 64, 3, 4)
+        let (out, inF, r, t) = (70, 64, 3, 40)
+        let panels = Linear.panels(outFeatures: out, inFeatures: inF)
+        XCTAssertEqual(panels.flatMap { Array($0) }, Array(0..<out))
+        XCTAssertGreaterThanOrEqual(panels.count, 2)
         let w = (0..<(out * inF)).map { _ in Float.random(in: -1...1) }
         let a = (0..<(r * inF)).map { _ in Float.random(in: -1...1) }
         let b = (0..<(out * r)).map { _ in Float.random(in: -1...1) }
@@ -159,7 +164,7 @@ final class ModelTests: XCTestCase {
             matmul(b, a, &ba, m: out, n: inF, k: r, alpha: 0.5)
             for i in merged.indices { merged[i] += ba[i] }
             let ref = Linear(outFeatures: out, inFeatures: inF, weight: merged)
-            for rows in [t, 1] {
+            for rows in [t, 1, 12] {
                 var y = [Float](repeating: 0, count: rows * out), want = y
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in

@@ -31,7 +31,10 @@ final class RealModelTests: XCTestCase {
     /// left quantized SmolLM2 unchanged: every tensor but the embedding is byte-identical to what
     /// the code before them wrote (commit 2aa9b71: `lowra quantize --bits 2 --init none`), the
     /// embedding now keeps the source's Q8_0 blocks (values identical to the GGUF's), and the
-    /// perplexity is the same (`eval --max-tokens 512 --context 512`).
+    /// perplexity is the same (`eval --max-tokens 512 --context 512`). Pinned again after issue 12
+    /// moved each row's levels onto the integer kernels' uint8 grid (each by at most 1/510 of the
+    /// row's range): perplexity 171,128 → 177,624 on this base, which without LoftQ or fine-tuning
+    /// is so broken that any change moves it by percents (the 4-bit base moved 30.31 → 30.36).
     func testQuantizedSmolLM2Unchanged() throws {
         let loaded = try LoadedModel.load(Paths.smolLM2)
         let (w, map, report, _) = try loaded.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))
@@ -46,14 +49,14 @@ final class RealModelTests: XCTestCase {
             sha.update(Array(try file.bytes(name)))
         }
         XCTAssertEqual(file.tensors.count, 1112)
-        XCTAssertEqual(sha.finalize(), "e28e670d86e31affc34f878565c9bceb81297c9f4347253888e53818c44ed59d")
+        XCTAssertEqual(sha.finalize(), "03066edbb238adca05b80badbc24b26c4c88df86be19661c5a40770c0ca5647a")
         XCTAssertEqual(file.metadata["model.embed_tokens.weight.ggml_type"], "Q8_0")
         let embedding = try LoadedModel.load(dir).model.weights.embedding.weight
         XCTAssertEqual(embedding, try GGUFFile(path: Paths.smolLM2).floats("token_embd.weight"))
         let text = try String(contentsOfFile: Paths.shakespeare, encoding: .utf8)
         let tokens = Array(loaded.tokenizer.encode(text).prefix(512))
         let r = try LoadedModel.load(dir).model.evaluate(tokens: tokens, context: 512)
-        XCTAssertEqual(r.perplexity, 171_127.55, accuracy: 171_127.55 * 1e-3)
+        XCTAssertEqual(r.perplexity, 177_624.16, accuracy: 177_624.16 * 1e-3)
     }
 
     func testChatAnswersParis() throws {
