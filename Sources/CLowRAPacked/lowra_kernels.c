@@ -36,7 +36,8 @@ static inline unsigned code_at(const uint8_t *row, uint64_t j, unsigned b) {
 static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0,
                         uint64_t r1) {
     const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
-    for (uint64_t r = r0; r < r1; r++) {
+    for (uint64_t i = r0; i < r1; i++) {
+        const uint64_t r = lowra_row_at(w, i);
         const unsigned b = w->bits[r];
         const uint8_t *row = w->codes + w->row_offsets[r];
         float tab[16], sl[16], acc[LOWRA_MAX_COLUMNS] = {0};

@@ -17,10 +17,16 @@ __attribute__((target("avx2"))) static inline float lowra_hsum8(__m256 a) {
 }
 #endif
 
+/// The row a product visits at position i (lowra_packed_view.order).
+static inline uint64_t lowra_row_at(const lowra_packed_view *w, uint64_t i) {
+    return w->order ? (uint64_t)w->order[i] : i;
+}
+
 /// FN(w, x, N, y, ldy, r, bits) for every row r0 <= r < r1 of packed weight w, with the row's
 /// width a constant in each call: one instantiation of the kernel per (columns, width).
 #define LOWRA_ROWS_BY_WIDTH(N, FN)                                                                      \
-    for (uint64_t r = r0; r < r1; r++) {                                                                \
+    for (uint64_t i = r0; i < r1; i++) {                                                                \
+        const uint64_t r = lowra_row_at(w, i);                                                          \
         switch (w->bits[r]) {                                                                           \
         case 4: FN(w, x, N, y, ldy, r, 4); break;                                                       \
         case 2: FN(w, x, N, y, ldy, r, 2); break;                                                       \

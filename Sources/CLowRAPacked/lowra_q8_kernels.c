@@ -105,7 +105,36 @@ __attribute__((target("avx2,fma"))) static void round_block_avx2(const float *x,
         if (l) store32_avx2(lo[0], lo[1], lo[2], lo[3], l + j);
     }
 }
+
+// Σ of 64 int8.
+__attribute__((target("avx2,fma"))) static int32_t block_sum_avx2(const int8_t *v) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)v), b = _mm256_loadu_si256((const __m256i *)(v + 32));
+    const __m256i w = _mm256_add_epi16(
+        _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1))),
+        _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(b)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1))));
+    const __m256i d = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
+    const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+    const __m128i h = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1)));
+}
+
+// A block in order o with one byte permute (AVX-512 VBMI).
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void reorder_vbmi(const int8_t *v, unsigned o,
+                                                                               int8_t *dst) {
+    const __m512i idx = _mm512_loadu_si512((const void *)element[o]);
+    _mm512_storeu_si512((void *)dst, _mm512_permutexvar_epi8(idx, _mm512_loadu_si512((const void *)v)));
+}
 #endif
+
+static int32_t block_sum_scalar(const int8_t *v) {
+    int32_t s = 0;
+    for (unsigned j = 0; j < LOWRA_BLOCK; j++) s += v[j];
+    return s;
+}
+
+static void reorder_scalar(const int8_t *v, unsigned o, int8_t *dst) {
+    for (unsigned p = 0; p < LOWRA_BLOCK; p++) dst[p] = v[element[o][p]];
+}
 
 void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, int split, void *buffer,
                        lowra_q8_activations *a) {
@@ -113,6 +142,11 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
     pthread_once(&once, fill_element);
 #if defined(__x86_64__)
     const int avx2 = lowra_kernel_path_supported(LOWRA_PATH_AVX2);
+    const int vbmi = lowra_kernel_path_supported(LOWRA_PATH_AVX512) && __builtin_cpu_supports("avx512vbmi");
+#else
+    const int avx2 = 0, vbmi = 0;
+    (void)avx2;
+    (void)vbmi;
 #endif
     const uint64_t nb = lowra_blocks_per_row(in), copy = align64(n * 4 * nb * 64);
     uint8_t *base = buffer;
@@ -137,20 +171,34 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
             round_block_scalar(xb, count, m > 0 ? 127.0f / m : 0, v, w);
 #endif
             int32_t s = 0;
-            for (unsigned g = 0; g < 16; g++) {
-                int32_t four = 0;
-                for (unsigned i = 4 * g; i < 4 * g + 4; i++) four += unit * v[i] + (w ? w[i] : 0);
-                offset[(c * nb + b) * 16 + g] = 128 * four;
-                s += four;
+            if (orders == 0) {  // Q8_0: the sums of each 4 inputs
+                for (unsigned g = 0; g < 16; g++) {
+                    int32_t four = 0;
+                    for (unsigned i = 4 * g; i < 4 * g + 4; i++) four += unit * v[i] + (w ? w[i] : 0);
+                    offset[(c * nb + b) * 16 + g] = 128 * four;
+                    s += four;
+                }
+            } else {
+#if defined(__x86_64__)
+                if (avx2) s = unit * block_sum_avx2(v) + (w ? block_sum_avx2(w) : 0);
+                else
+#endif
+                    s = unit * block_sum_scalar(v) + (w ? block_sum_scalar(w) : 0);
             }
             scale[c * nb + b] = m / 127.0f / (float)unit;
             sum[c * nb + b] = s;
             for (unsigned o = 1; o < 4; o++) {
                 if (!(orders & (1u << o))) continue;  // lowra_q8_order(width) == 1 << order_of(width)
                 const uint64_t to = ((c * 4 + o) * nb + b) * LOWRA_BLOCK;
-                for (unsigned p = 0; p < LOWRA_BLOCK; p++) q[to + p] = v[element[o][p]];
-                if (w)
-                    for (unsigned p = 0; p < LOWRA_BLOCK; p++) lo[to + p] = w[element[o][p]];
+#if defined(__x86_64__)
+                if (vbmi) {
+                    reorder_vbmi(v, o, q + to);
+                    if (w) reorder_vbmi(w, o, lo + to);
+                    continue;
+                }
+#endif
+                reorder_scalar(v, o, q + to);
+                if (w) reorder_scalar(w, o, lo + to);
             }
         }
     }
@@ -190,7 +238,8 @@ static inline const uint8_t *block_codes(const uint8_t *row, uint64_t in, uint64
 static void packed_q8_scalar(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                              uint64_t r0, uint64_t r1) {
     const uint64_t in = w->in, nb = x->nb;
-    for (uint64_t r = r0; r < r1; r++) {
+    for (uint64_t i = r0; i < r1; i++) {
+        const uint64_t r = lowra_row_at(w, i);
         const unsigned b = w->bits[r];
         const uint8_t *row = w->codes + w->row_offsets[r], *u = w->levels_u8 + 16 * r;
         for (uint64_t c = 0; c < x->n; c++) {

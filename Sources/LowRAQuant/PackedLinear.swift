@@ -326,7 +326,15 @@ final class PackedKernelView: @unchecked Sendable {
             out: UInt64(out), in: UInt64(inF), bits: copy(bits), codes: codes.base,
             row_offsets: copy(rowOffsets.map(Int64.init)), levels: copy(levels),
             level_offsets: copy(levelOffsets.map(Int64.init)), absmax: nil, absmax_codes: nil, absmax_scales: nil,
-            levels_u8: copy(u), level_min: copy(mins), level_step: copy(steps))
+            levels_u8: copy(u), level_min: copy(mins), level_step: copy(steps), order: nil)
+        // Mixed widths: each stretch of 64 rows visited grouped by width (a stable sort), so the
+        // kernels' width branch predicts; stretches keep every part of a split the same mix.
+        if Set(bits).count > 1 {
+            let order = stride(from: 0, to: out, by: 64).flatMap { start in
+                (start..<min(out, start + 64)).sorted { (bits[$0], $0) < (bits[$1], $1) }.map(Int64.init)
+            }
+            v.order = UnsafePointer(copy(order))
+        }
         switch absmax {
         case .plain(let a): v.absmax = UnsafePointer(copy(a))
         case .doubleQuant(let c, let s):

@@ -32,6 +32,11 @@ typedef struct {
     const uint8_t *levels_u8;      // (out, 16) each row's levels as codes
     const float *level_min;        // (out)
     const float *level_step;       // (out)
+    // Optional (NULL: natural order): the products (lowra_packed_gemm, lowra_packed_gemm_q8)
+    // visit positions r0 <= i < r1 as rows order[i]. A permutation that groups each stretch of
+    // rows by width keeps the kernels' width branch predictable; any partition of [0, out) still
+    // computes every row once. Panels (lowra_packed_dequantize) always take rows in order.
+    const int64_t *order;          // (out)
 } lowra_packed_view;
 
 /// The fastest path this CPU runs (honouring LOWRA_KERNEL=scalar|avx2|avx512 to force a slower one).
@@ -82,7 +87,8 @@ typedef struct {
     const int8_t *lo;          // l in the same layout when split, else NULL
     const float *scale;        // (n, nb): m / 127, or m / (127 * 256) when split
     const int32_t *sum;        // (n, nb): Σ t over the block
-    const int32_t *offset;     // (n, nb, 16): 128 · Σ t over each 4 consecutive inputs (for Q8_0)
+    const int32_t *offset;     // (n, nb, 16): 128 · Σ t over each 4 consecutive inputs, for Q8_0
+                               // (filled only when lowra_q8_quantize's `orders` is 0)
 } lowra_q8_activations;
 
 /// The bit of lowra_q8_quantize's `orders` for codes of `bits` (1, 2 or 4) bits.
