@@ -109,9 +109,11 @@ __attribute__((target("avx2,fma"))) static void round_block_avx2(const float *x,
 // Σ of 64 int8.
 __attribute__((target("avx2,fma"))) static int32_t block_sum_avx2(const int8_t *v) {
     const __m256i a = _mm256_loadu_si256((const __m256i *)v), b = _mm256_loadu_si256((const __m256i *)(v + 32));
-    const __m256i w = _mm256_add_epi16(
-        _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1))),
-        _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(b)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1))));
+    const __m256i a0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(a));
+    const __m256i a1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1));
+    const __m256i b0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b));
+    const __m256i b1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1));
+    const __m256i w = _mm256_add_epi16(_mm256_add_epi16(a0, a1), _mm256_add_epi16(b0, b1));
     const __m256i d = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
     const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
     const __m128i h = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0x4e));

@@ -25,7 +25,6 @@ public final class KVCache: @unchecked Sendable {
 
     deinit { storage.deallocate() }
 
-
     /// Layer l's keys (capacity, KV*D), after RoPE.
     public func keys(_ l: Int) -> UnsafeMutablePointer<UInt16> { storage + (2 * l) * capacity * kvDim }
     /// Layer l's values (capacity, KV*D).
@@ -228,7 +227,8 @@ extension LlamaWeights {
                         out, q, cache.keys(l), cache.values(l), keys: past + 1, heads: H, kvHeads: KV, headDim: D,
                         scores: a.probs)
                 } else {
-                    let keys = ws.cachedKeys!, values = ws.cachedValues!
+                    let keys = ws.cachedKeys!
+                    let values = ws.cachedValues!
                     cache.load(layer: l, count: past, keys: keys, values: values)
                     (keys + past * kvD).update(from: k, count: T * kvD)
                     (values + past * kvD).update(from: v, count: T * kvD)
@@ -272,7 +272,7 @@ extension LlamaWeights {
 public final class LlamaModel: @unchecked Sendable {
     public let config: LlamaConfig
     public let weights: LlamaWeights
-    /// The activations the decode kernels take: int8 by default (fast), fp32 to compare.
+    /// The activations the decode kernels take: int16 by default, int8 (faster) or fp32 to compare.
     public var activations = KernelActivations.default
 
     public init(config: LlamaConfig, weights: LlamaWeights) throws {

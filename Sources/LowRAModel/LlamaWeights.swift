@@ -129,29 +129,31 @@ public struct Linear: Sendable {
             p.multiply(x, columns: t, into: y, activations: activations)  // straight from the codes
         case .stored(let m) where multipliesDirectly(rows: t):
             m.multiply(x, columns: t, into: y, activations: activations)  // straight from the file's encoding
-        case .packed, .stored where t >= Self.parallelPanelRows && workerCount > 1:
-            // Batches (prefill, eval, training): each worker converts its own panels and
-            // multiplies them with single-threaded sgemm, so conversion runs on every core too.
-            let panels = Self.panels(outFeatures: outFeatures, inFeatures: inFeatures)
-            let io = UncheckedSendable((x, y))
-            withBLASThreads(1) {
-                parallelTasks(panels.count) { i in
-                    let rows = panels[i]
-                    let w = UnsafeMutablePointer<Float>.allocate(capacity: rows.count * inFeatures)
-                    defer { w.deallocate() }
-                    convertPanel(rows, into: w)
-                    matmulTransB(
-                        io.value.0, w, io.value.1 + rows.lowerBound, m: t, n: rows.count, k: inFeatures,
-                        ldy: outFeatures)
-                }
-            }
         case .packed, .stored:
-            // A panel of rows at a time: convert, then y[:, panel] = x · panelᵀ.
-            forEachPanel(scratch: scratch) { r0, n, w in
-                if t == 1 {
-                    matvec(w, x, y + r0, n: n, k: inFeatures)
-                } else {
-                    matmulTransB(x, w, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
+            if t >= Self.parallelPanelRows && workerCount > 1 {
+                // Batches (prefill, eval, training): each worker converts its own panels and
+                // multiplies them with single-threaded sgemm, so conversion runs on every core too.
+                let panels = Self.panels(outFeatures: outFeatures, inFeatures: inFeatures)
+                let io = UncheckedSendable((x, y))
+                withBLASThreads(1) {
+                    parallelTasks(panels.count) { i in
+                        let rows = panels[i]
+                        let w = UnsafeMutablePointer<Float>.allocate(capacity: rows.count * inFeatures)
+                        defer { w.deallocate() }
+                        convertPanel(rows, into: w)
+                        matmulTransB(
+                            io.value.0, w, io.value.1 + rows.lowerBound, m: t, n: rows.count, k: inFeatures,
+                            ldy: outFeatures)
+                    }
+                }
+            } else {
+                // A panel of rows at a time: convert, then y[:, panel] = x · panelᵀ.
+                forEachPanel(scratch: scratch) { r0, n, w in
+                    if t == 1 {
+                        matvec(w, x, y + r0, n: n, k: inFeatures)
+                    } else {
+                        matmulTransB(x, w, y + r0, m: t, n: n, k: inFeatures, ldy: outFeatures)
+                    }
                 }
             }
         }

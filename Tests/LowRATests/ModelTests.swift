@@ -165,7 +165,8 @@ final class ModelTests: XCTestCase {
             for i in merged.indices { merged[i] += ba[i] }
             let ref = Linear(outFeatures: out, inFeatures: inF, weight: merged)
             for rows in [t, 1, 12] {
-                var y = [Float](repeating: 0, count: rows * out), want = y
+                var y = [Float](repeating: 0, count: rows * out)
+                var want = y
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
                         let lora = LoRAFactors(a: ap.baseAddress!, b: bp.baseAddress!, rank: r, scale: 0.5)

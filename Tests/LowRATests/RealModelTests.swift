@@ -82,7 +82,8 @@ final class RealModelTests: XCTestCase {
         var rng = SplitMix64(seed: 2)
         for i in adapter.values.indices { adapter.values[i] = Float(rng.nextUnit() - 0.5) * 0.02 }
         let graph = try TrainingGraph(config: c, weights: loaded.model.weights, batch: 1, seq: 128, rank: 4)
-        let inputs = Array(ids.prefix(128)), targets = Array(ids.dropFirst())
+        let inputs = Array(ids.prefix(128))
+        let targets = Array(ids.dropFirst())
         let trained = try graph.loss(inputs: inputs, targets: targets, adapter: adapter)
         let logits = try loaded.model.forward(inputs, cache: KVCache(config: c, capacity: 128), adapter: adapter)
         let ref = logits.withUnsafeBufferPointer {
