@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 
 // Plain forward kernels over flat row-major buffers. Shapes are given explicitly; each
@@ -121,16 +122,15 @@ public func softmaxRowsForward(
     }
 }
 
-/// out (N) = silu(gate) * up, elementwise: the SwiGLU activation.
+/// out (N) = silu(gate) * up, elementwise: the SwiGLU activation (`lowra_swiglu`; its vector
+/// paths' exp is within 1e-6 relative of expf's).
 public func swigluForward(
     _ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
-    count n: Int
+    count n: Int, path: Int = KernelPath.best
 ) {
-    parallelFor(n, minPerChunk: 4096) { range in
-        for i in range {
-            let g = gate[i]
-            out[i] = g / (1 + expf(-g)) * up[i]
-        }
+    parallelFor(n, minPerChunk: 16384) { range in
+        lowra_swiglu(
+            Int32(path), gate + range.lowerBound, up + range.lowerBound, out + range.lowerBound, UInt64(range.count))
     }
 }
 

@@ -131,4 +131,12 @@ int lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n
 /// IEEE half -> fp32 for n values, F16C where the path has it.
 void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t n);
 
+// ---------------------------------------------------------------------------------------------
+// Elementwise (lowra_elementwise.c), same paths.
+
+/// out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. The scalar path calls
+/// expf; the vector paths evaluate exp by range reduction and a degree-7 polynomial (relative
+/// error a few fp32 ulps, below 1e-6).
+void lowra_swiglu(int path, const float *gate, const float *up, float *out, uint64_t n);
+
 #endif
