@@ -4,7 +4,7 @@ SWIFT ?= swift
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 LOWRA := .build/release/lowra
 
-.PHONY: setup setup-qwen build demo quick test test-debug fixtures bench clean
+.PHONY: setup setup-qwen build demo quick test test-debug fixtures bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -42,3 +42,7 @@ bench: build
 
 clean:
 	rm -rf .build
+
+# The parsers under libFuzzer + AddressSanitizer, FUZZ_SECONDS each (scripts/fuzz.sh); not in CI.
+fuzz: setup
+	bash scripts/fuzz.sh

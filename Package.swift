@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "lowra", targets: ["lowra"]),
         .library(name: "LowRAModel", targets: ["LowRAModel"]),
+        .library(name: "LowRAIO", targets: ["LowRAIO"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

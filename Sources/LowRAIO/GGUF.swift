@@ -163,6 +163,14 @@ public final class GGUFFile: @unchecked Sendable {
                 guard d > 0, d < 1 << 40 else { throw LowRAError.malformed(file, "tensor \(name) has dimension \(d)") }
                 dims.append(Int(d))
             }
+            var count = 1
+            for d in dims {
+                let (product, overflow) = count.multipliedReportingOverflow(by: d)
+                guard !overflow, product < 1 << 48 else {
+                    throw LowRAError.malformed(file, "tensor \(name) has shape \(dims): too many elements")
+                }
+                count = product
+            }
             let rawType = try r.read(UInt32.self, "type of \(name)")
             let offset = try r.read(UInt64.self, "offset of \(name)")
             guard offset < UInt64(raw.count) else {

@@ -59,6 +59,17 @@ final class GGUFTests: XCTestCase {
         }
     }
 
+    /// Inputs the fuzzer found (scripts/fuzz.sh, Tests/Fixtures/fuzz/): each is refused with a
+    /// clear error instead of trapping. gguf-shape-overflow: dimensions whose product overflows.
+    func testInputsTheFuzzerFoundAreRefused() throws {
+        let cases = [("gguf-shape-overflow.gguf", "too many elements")]
+        for (name, message) in cases {
+            XCTAssertThrowsError(try GGUFFile(path: Paths.fixture("fuzz/\(name)")), name) { error in
+                XCTAssertTrue((error as! LowRAError).message.contains(message), "\(name): \(error)")
+            }
+        }
+    }
+
     func testBadMagicAndVersion() throws {
         let dir = try temporaryDirectory(self)
         var bytes = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("types.gguf")))

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 15's libFuzzer harnesses (Fuzz/, a package of their own), built with AddressSanitizer and
+# run one after another for FUZZ_SECONDS each (default 180), seeded from the test fixtures. Fails
+# on any crash, hang (> 10 s) or allocation over 2 GB; the crashing input is left in runs/fuzz/.
+# Usage: scripts/fuzz.sh [HARNESS...]   (default: every harness)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+SECONDS_EACH=${FUZZ_SECONDS:-180}
+swift build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address
+BIN=$(swift build --package-path Fuzz -c release --show-bin-path)
+declare -A seeds=([FuzzGGUF]="Tests/Fixtures/*.gguf")
+for h in "${@:-${!seeds[@]}}"; do
+    dir="runs/fuzz/$h"
+    mkdir -p "$dir/corpus"
+    # shellcheck disable=SC2086
+    cp -n ${seeds[$h]} "$dir/corpus/" 2>/dev/null || true
+    echo "== $h: $SECONDS_EACH s"
+    "$BIN/$h" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="$dir/" "$dir/corpus" 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::|==|SUMMARY|Done)" || true
+    if ls "$dir"/crash-* "$dir"/timeout-* "$dir"/oom-* >/dev/null 2>&1; then
+        echo "$h: failing inputs in $dir" >&2
+        exit 1
+    fi
+done
