@@ -9,6 +9,9 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "FuzzGGUF", dependencies: [.product(name: "LowRAIO", package: "LowRA")],
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        .executableTarget(
+            name: "FuzzSafeTensors", dependencies: [.product(name: "LowRAIO", package: "LowRA")],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     ]
 )

@@ -9,12 +9,16 @@ export PATH="/opt/swift/usr/bin:$PATH"
 SECONDS_EACH=${FUZZ_SECONDS:-180}
 swift build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address
 BIN=$(swift build --package-path Fuzz -c release --show-bin-path)
-declare -A seeds=([FuzzGGUF]="Tests/Fixtures/*.gguf")
+declare -A seeds=([FuzzGGUF]="Tests/Fixtures/*.gguf" [FuzzSafeTensors]="Tests/Fixtures/tiny_hf*/*.safetensors")
 for h in "${@:-${!seeds[@]}}"; do
     dir="runs/fuzz/$h"
     mkdir -p "$dir/corpus"
+    i=0
     # shellcheck disable=SC2086
-    cp -n ${seeds[$h]} "$dir/corpus/" 2>/dev/null || true
+    for f in ${seeds[$h]}; do
+        i=$((i + 1))
+        cp "$f" "$dir/corpus/seed-$i-$(basename "$f")"
+    done
     echo "== $h: $SECONDS_EACH s"
     "$BIN/$h" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$dir/" "$dir/corpus" 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::|==|SUMMARY|Done)" || true
