@@ -3,15 +3,14 @@
 // never links them: scripts/fuzz.sh builds them with -sanitize=fuzzer,address and runs each.
 import PackageDescription
 
+let io = Target.Dependency.product(name: "LowRAIO", package: "LowRA")
+func harness(_ name: String) -> Target {
+    .executableTarget(
+        name: name, dependencies: ["FuzzSupport", io], swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+}
+
 let package = Package(
     name: "LowRAFuzz",
     dependencies: [.package(name: "LowRA", path: "..")],
-    targets: [
-        .executableTarget(
-            name: "FuzzGGUF", dependencies: [.product(name: "LowRAIO", package: "LowRA")],
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
-        .executableTarget(
-            name: "FuzzSafeTensors", dependencies: [.product(name: "LowRAIO", package: "LowRA")],
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
-    ]
+    targets: [.target(name: "FuzzSupport"), harness("FuzzGGUF"), harness("FuzzSafeTensors")]
 )

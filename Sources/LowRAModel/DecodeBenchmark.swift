@@ -53,7 +53,9 @@ public enum DecodeBenchmark {
 }
 
 /// A fixed pseudo-random token sequence, so that benchmark runs compare.
-public func benchmarkTokens(_ count: Int, vocabulary: Int) -> [Int] { (0..<count).map { ($0 * 7919 + 13) % vocabulary } }
+public func benchmarkTokens(_ count: Int, vocabulary: Int) -> [Int] {
+    (0..<count).map { ($0 * 7919 + 13) % vocabulary }
+}
 
 extension LlamaWeights {
     /// The same model with every matrix expanded to fp32 (the fp32 runtime's baseline).

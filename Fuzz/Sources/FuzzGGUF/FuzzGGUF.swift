@@ -1,15 +1,12 @@
-// The GGUF reader under libFuzzer: each input is written to a file in memory (/dev/shm), opened
-// as a GGUF file, and every tensor it lists is read as the runtime would (bounded in size).
-// Bad input must end in a thrown LowRAError, never a trap, a hang or an unbounded allocation.
-import Foundation
+// The GGUF reader under libFuzzer: each input is opened as a GGUF file and every tensor it lists
+// is read as the runtime would (bounded in size). Bad input must end in a thrown LowRAError,
+// never a trap, a hang or an unbounded allocation.
+import FuzzSupport
 import LowRAIO
-
-private let path = "/dev/shm/lowra-fuzz-gguf-\(getpid()).gguf"
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzGGUF(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    guard FileManager.default.createFile(atPath: path, contents: Data(bytes: data, count: size)) else { return 0 }
-    guard let file = try? GGUFFile(path: path) else { return 0 }
+    guard let path = inputFile(data, size, suffix: "gguf"), let file = try? GGUFFile(path: path) else { return 0 }
     for t in file.tensors {
         guard let matrix = try? file.matrix(t.name), matrix.rows * matrix.cols <= 1 << 20 else { continue }
         _ = matrix.floats()
@@ -17,18 +14,7 @@ public func fuzzGGUF(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
-// SwiftPM links an executable's entry point as `<Target>_main`; it hands over to libFuzzer's
-// driver (libFuzzer's own `main` is not the one linked).
-@_silgen_name("LLVMFuzzerRunDriver")
-private func runDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
-) -> CInt
-
 @_cdecl("FuzzGGUF_main")
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return runDriver(&argc, &argv) { fuzzGGUF($0, $1) }
+    runFuzzer(argc, argv) { fuzzGGUF($0, $1) }
 }
