@@ -335,6 +335,17 @@ AVX2 INLINE __m256i dot32_avx2(__m256i u, const int8_t *v) {
     return _mm256_add_epi32(a, b);
 }
 
+// A partial last block's codes copied into pad by a loop (a memcpy call inside the row loop
+// makes the compiler keep the sums in memory).
+AVX2 INLINE const uint8_t *block_codes_avx2(const uint8_t *row, uint64_t in, uint64_t blk, unsigned b,
+                                            uint8_t pad[32]) {
+    const uint64_t start = blk * 8 * b;
+    if ((blk + 1) * LOWRA_BLOCK <= in) return row + start;
+    _mm256_storeu_si256((__m256i *)pad, _mm256_setzero_si256());
+    for (uint64_t k = start; k < lowra_row_bytes(in, b); k++) pad[k - start] = row[k];
+    return pad;
+}
+
 AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, const uint64_t n,
                                     float *y, uint64_t ldy, uint64_t r, const unsigned b) {
     const uint64_t nb = x->nb;
@@ -351,7 +362,7 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
     uint8_t pad[32];
     for (uint64_t blk = 0; blk < nb; blk++) {
         __m256i lo, hi;
-        unpack64_avx2(block_codes(row, w->in, blk, b, pad), b, &lo, &hi);
+        unpack64_avx2(block_codes_avx2(row, w->in, blk, b, pad), b, &lo, &hi);
         lo = _mm256_shuffle_epi8(table, lo);
         hi = _mm256_shuffle_epi8(table, hi);
         const float a = lowra_block_scale(w, r * nb + blk);
@@ -419,81 +430,230 @@ VNNI INLINE __m512i unpack64_vnni(const uint8_t *p, unsigned b) {
     }
 }
 
-VNNI INLINE void packed_row_q8_vnni(const lowra_packed_view *w, const lowra_q8_activations *x, const uint64_t n,
-                                    float *y, uint64_t ldy, uint64_t r, const unsigned b) {
-    const uint64_t nb = x->nb;
-    const uint8_t *row = w->codes + w->row_offsets[r];
-    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(w->levels_u8 + 16 * r)));
-    const int8_t *v0 = x->q + order_of(b) * nb * LOWRA_BLOCK;
-    const int8_t *l0 = x->lo ? x->lo + order_of(b) * nb * LOWRA_BLOCK : NULL;
-    __m512 acc[LOWRA_MAX_COLUMNS];
-    float off[LOWRA_MAX_COLUMNS];
-    for (uint64_t c = 0; c < n; c++) {
-        acc[c] = _mm512_setzero_ps();
-        off[c] = 0;
-    }
-    uint8_t pad[32];
-    for (uint64_t blk = 0; blk < nb; blk++) {
-        const __m512i codes = unpack64_vnni(block_codes(row, w->in, blk, b, pad), b);
-        const __m512i u = _mm512_shuffle_epi8(table, codes);
-        const float a = lowra_block_scale(w, r * nb + blk);
-        for (uint64_t c = 0; c < n; c++) {
-            const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)(v0 + at)));
-            if (l0)  // t = 256 h + l
-                s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)(l0 + at)));
-            const float sc = a * x->scale[c * nb + blk];
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(sc), acc[c]);
-            off[c] += sc * (float)x->sum[c * nb + blk];
-        }
-    }
-    for (uint64_t c = 0; c < n; c++)
-        y[c * ldy + r] = w->level_step[r] * _mm512_reduce_add_ps(acc[c]) + w->level_min[r] * off[c];
+// The block scales a_rb of blocks i0 ..< i0 + count (count <= 16) of the flattened (out * nb)
+// array, lanes past count zero: the values lowra_block_scale gives (code / 255 divided, as the
+// table holds it, then times the group's scale), 16 at a time instead of one per block.
+VNNI INLINE __m512 block_scales16(const lowra_packed_view *w, uint64_t i0, unsigned count) {
+    const __mmask16 m = (__mmask16)((1u << count) - 1);
+    if (w->absmax) return _mm512_maskz_loadu_ps(m, w->absmax + i0);
+    const __m512i codes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, w->absmax_codes + i0));
+    const __m512 fraction = _mm512_div_ps(_mm512_cvtepi32_ps(codes), _mm512_set1_ps(255.0f));
+    const uint64_t g0 = i0 / LOWRA_DQ_GROUP, g1 = (i0 + count - 1) / LOWRA_DQ_GROUP;
+    __m512 g = _mm512_set1_ps(w->absmax_scales[g0]);
+    if (g1 != g0)  // the lanes from the next group's first block on
+        g = _mm512_mask_blend_ps((__mmask16)(0xffffu << (g1 * LOWRA_DQ_GROUP - i0)), g,
+                                 _mm512_set1_ps(w->absmax_scales[g1]));
+    return _mm512_mul_ps(fraction, g);
 }
 
-// Q8_0, two blocks of 32 per register: w + 128 is unsigned, and the offset 128 · Σ v (per lane,
-// precomputed with the activations) is subtracted from the exact int32 sums.
-VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x, const uint64_t n, float *y,
-                               uint64_t ldy, uint64_t r) {
-    const uint64_t nb = x->nb, n32 = x->in / 32;
-    __m512 acc[LOWRA_MAX_COLUMNS];
-    float tail[LOWRA_MAX_COLUMNS] = {0};
-    for (uint64_t c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    uint64_t k = 0;
-    for (; k + 2 <= n32; k += 2) {
-        const uint8_t *b0 = row + k * Q8_0_BYTES, *b1 = b0 + Q8_0_BYTES;
-        const __m512i u = _mm512_xor_si512(
-            _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
-                               _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1),
-            flip);
-        // Lanes 0-7 scale block b0's sums, lanes 8-15 block b1's.
-        const __m512d d0 = _mm512_castps_pd(_mm512_set1_ps(q8_0_scale_f16c(b0)));
-        const __m512 d = _mm512_castpd_ps(
-            _mm512_insertf64x4(d0, _mm256_castps_pd(_mm256_set1_ps(q8_0_scale_f16c(b1))), 1));
-        for (uint64_t c = 0; c < n; c++) {
-            const uint64_t blk = k / 2;
-            const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * k;
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)(x->q + at)));
-            if (x->lo)  // t = 256 h + l
-                s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)(x->lo + at)));
-            s = _mm512_sub_epi32(s, _mm512_loadu_si512((const void *)(x->offset + (c * nb + blk) * 16)));
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(x->scale[c * nb + blk])),
-                                     acc[c]);
-        }
-    }
-    if (k < n32) {  // an odd last block of 32
-        const uint8_t *blk = row + k * Q8_0_BYTES;
-        for (uint64_t c = 0; c < n; c++) {
-            const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * k;
-            const int8_t *v = x->q + at, *l = x->lo ? x->lo + at : NULL;
-            int32_t s = 0;
-            for (unsigned i = 0; i < 32; i++) s += (int8_t)blk[2 + i] * (l ? 256 * v[i] + l[i] : v[i]);
-            tail[c] = q8_0_scale_f16c(blk) * x->scale[c * nb + k / 2] * (float)s;
-        }
-    }
-    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = _mm512_reduce_add_ps(acc[c]) + tail[c];
+// The row's levels as a lookup table and a block's 64 levels from its codes, two ways, and the
+// activation order each reads for a width.
+typedef struct {
+    __m512i t0, t1;
+} row_table_512;
+
+// VNNI: variable shifts and a mask unpack the codes, vpshufb looks them up in the 16 levels.
+VNNI INLINE row_table_512 row_table_vnni(const lowra_packed_view *w, uint64_t r, unsigned b) {
+    (void)b;
+    const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(w->levels_u8 + 16 * r)));
+    return (row_table_512){t, t};
 }
+VNNI INLINE __m512i block_levels_vnni(row_table_512 table, const uint8_t *p, unsigned b) {
+    return _mm512_shuffle_epi8(table.t0, unpack64_vnni(p, b));
+}
+static inline unsigned order_vnni(unsigned b) { return order_of(b); }
+
+// VBMI: one vpmultishiftqb moves each code to the bottom of its byte (in the same unpacking
+// order) and vpermb looks it up by the byte's low 6 bits, so the bits of the next codes above it
+// need no mask: the 64-byte table repeats the row's 2^b levels. One-bit codes are a byte mask
+// already: a masked move picks the row's second level where the bit is set (natural order).
+#define VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+VBMI INLINE row_table_512 row_table_vbmi(const lowra_packed_view *w, uint64_t r, unsigned b) {
+    const uint8_t *u = w->levels_u8 + 16 * r;
+    if (b == 1) return (row_table_512){_mm512_set1_epi8((char)u[0]), _mm512_set1_epi8((char)u[1])};
+    const __m512i t = b == 2 ? _mm512_set1_epi32((int)((uint32_t)u[0] | (uint32_t)u[1] << 8 |
+                                                       (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24))
+                             : _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)u));
+    return (row_table_512){t, t};
+}
+// Byte j of qword lane q takes the bits from offset shift[q][j] of its qword: the orders above.
+static int8_t multishift[2][64];
+static void fill_multishift(void) {
+    for (unsigned q = 0; q < 8; q++)
+        for (unsigned j = 0; j < 8; j++) {
+            multishift[0][8 * q + j] = (int8_t)(8 * j + 2 * (q / 2));      // 2 bits: qwords 0, 1, 0, 1, ...
+            multishift[1][8 * q + j] = (int8_t)(8 * j + (q < 4 ? 0 : 4));  // 4 bits: qwords 0-3 twice
+        }
+}
+VBMI INLINE __m512i block_levels_vbmi(row_table_512 table, const uint8_t *p, unsigned b) {
+    if (b == 1) {
+        uint64_t bits;
+        memcpy(&bits, p, 8);
+        return _mm512_mask_mov_epi8(table.t0, _cvtu64_mask64(bits), table.t1);
+    }
+    const __m512i v = b == 2 ? _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p))
+                             : _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+    const __m512i shift = _mm512_loadu_si512((const void *)multishift[b == 2 ? 0 : 1]);
+    return _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(shift, v), table.t0);
+}
+static inline unsigned order_vbmi(unsigned b) { return b == 1 ? 0 : order_of(b); }
+
+// A partial last block's codes, zero-padded (a masked load: a call to memcpy inside the row loop
+// makes the compiler keep the sums in memory).
+VNNI INLINE const uint8_t *partial_codes_512(const uint8_t *row, uint64_t in, uint64_t blk, unsigned b,
+                                             uint8_t pad[32]) {
+    const uint64_t start = blk * 8 * b, bytes = lowra_row_bytes(in, b) - start;  // < 8 b <= 32
+    _mm256_storeu_si256((__m256i *)pad, _mm256_maskz_loadu_epi8((__mmask32)((1ull << bytes) - 1), row + start));
+    return pad;
+}
+
+// One block: the exact int32 sums Σ u t (t = h, or 256 h + l when SPLIT) added to acc scaled by sc.
+VNNI INLINE __m512 block_q8_512(__m512i u, const int8_t *h, const int8_t *l, const int split, const float *sc,
+                                __m512 acc) {
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)h));
+    if (split) s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)l));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(*sc), acc);
+}
+
+// Block k of the stretch, its codes at CODES, into the sums ACC[c] of every column.
+#define BLOCK_Q8_512(LEVELS, K, CODES, ACC)                                                             \
+    do {                                                                                                \
+        const uint64_t blk = b0 + (K);                                                                  \
+        const __m512i u = LEVELS(table, CODES, b);                                                      \
+        for (uint64_t c = 0; c < columns; c++) {                                                        \
+            const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;                                       \
+            ACC[c] = block_q8_512(u, v0 + at, l0 + at, split, &sc[c][K], ACC[c]);                       \
+        }                                                                                               \
+    } while (0)
+
+// Per stretch of up to 16 blocks: the scales a_rb · s_cb in one vector product (kept in sc), the
+// offset term Σ sc · Σt in a vector, then per block the integer dot products and one fused
+// multiply-add, even and odd blocks into two sums (one chain of fused multiply-adds would wait
+// out each one's latency). No scalar float work per block: with 512-bit instructions in flight
+// only port 0 runs vector and scalar float alike, so each scalar operation costs a cycle. Whole
+// blocks read their codes straight from the row (a broadcast load), a partial last block through
+// a padded copy. ONE: the one-column (decode) instance, whose arrays of one the compiler keeps in
+// registers (with arrays indexed by a column count it keeps them on the stack); SPLIT: 16-bit
+// activations. Each step is the same, in the same order, so a column's result does not depend on
+// how many columns share the call.
+#define PACKED_ROW_Q8_512(TARGET, NAME, TABLE, LEVELS, ORDER, ONE, SPLIT)                               \
+    TARGET INLINE void NAME(const lowra_packed_view *w, const lowra_q8_activations *x, const uint64_t n,  \
+                            float *y, uint64_t ldy, uint64_t r, const unsigned b) {                       \
+        const uint64_t nb = x->nb, full = w->in / LOWRA_BLOCK, columns = ONE ? 1 : n;                   \
+        const int split = SPLIT;                                                                        \
+        const uint8_t *row = w->codes + w->row_offsets[r];                                              \
+        const row_table_512 table = TABLE(w, r, b);                                                     \
+        const int8_t *v0 = x->q + ORDER(b) * nb * LOWRA_BLOCK;                                          \
+        const int8_t *l0 = SPLIT ? x->lo + ORDER(b) * nb * LOWRA_BLOCK : v0;                            \
+        __m512 acc0[ONE ? 1 : LOWRA_MAX_COLUMNS], acc1[ONE ? 1 : LOWRA_MAX_COLUMNS];                    \
+        __m512 off[ONE ? 1 : LOWRA_MAX_COLUMNS];                                                        \
+        float sc[ONE ? 1 : LOWRA_MAX_COLUMNS][16] __attribute__((aligned(64)));                         \
+        for (uint64_t c = 0; c < columns; c++) acc0[c] = acc1[c] = off[c] = _mm512_setzero_ps();        \
+        for (uint64_t b0 = 0; b0 < nb; b0 += 16) {                                                      \
+            const unsigned count = nb - b0 < 16 ? (unsigned)(nb - b0) : 16;                             \
+            const unsigned whole = full - b0 < count ? (unsigned)(full - b0) : count;                   \
+            const __mmask16 m = (__mmask16)((1u << count) - 1);                                         \
+            const __m512 a = block_scales16(w, r * nb + b0, count);                                     \
+            for (uint64_t c = 0; c < columns; c++) {                                                    \
+                const __m512 s = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, x->scale + c * nb + b0));    \
+                _mm512_store_ps(sc[c], s);                                                              \
+                const __m512i sums = _mm512_maskz_loadu_epi32(m, x->sum + c * nb + b0);                 \
+                off[c] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(sums), off[c]);                          \
+            }                                                                                           \
+            const uint8_t *codes = row + b0 * 8 * b;                                                    \
+            unsigned k = 0;                                                                             \
+            for (; k + 2 <= whole; k += 2) {                                                            \
+                BLOCK_Q8_512(LEVELS, k, codes + k * 8 * b, acc0);                                       \
+                BLOCK_Q8_512(LEVELS, k + 1, codes + (k + 1) * 8 * b, acc1);                             \
+            }                                                                                           \
+            if (k < whole) BLOCK_Q8_512(LEVELS, k, codes + k * 8 * b, acc0);                            \
+            if (whole < count) { /* the partial last block */                                           \
+                uint8_t pad[32];                                                                        \
+                BLOCK_Q8_512(LEVELS, whole, partial_codes_512(row, w->in, b0 + whole, b, pad), acc1);   \
+            }                                                                                           \
+        }                                                                                               \
+        const __m512 step = _mm512_set1_ps(w->level_step[r]), min = _mm512_set1_ps(w->level_min[r]);    \
+        for (uint64_t c = 0; c < columns; c++)                                                          \
+            y[c * ldy + r] = _mm512_reduce_add_ps(                                                      \
+                _mm512_fmadd_ps(step, _mm512_add_ps(acc0[c], acc1[c]), _mm512_mul_ps(min, off[c])));    \
+    }
+
+// Instances: (VNNI, VBMI) × (columns, one column) × (int8, split).
+PACKED_ROW_Q8_512(VNNI, packed_row_q8_vnni, row_table_vnni, block_levels_vnni, order_vnni, 0, 0)
+PACKED_ROW_Q8_512(VBMI, packed_row_q8_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 0, 0)
+PACKED_ROW_Q8_512(VNNI, packed_row1_q8_vnni, row_table_vnni, block_levels_vnni, order_vnni, 1, 0)
+PACKED_ROW_Q8_512(VBMI, packed_row1_q8_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 1, 0)
+PACKED_ROW_Q8_512(VNNI, packed_row_q8s_vnni, row_table_vnni, block_levels_vnni, order_vnni, 0, 1)
+PACKED_ROW_Q8_512(VBMI, packed_row_q8s_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 0, 1)
+PACKED_ROW_Q8_512(VNNI, packed_row1_q8s_vnni, row_table_vnni, block_levels_vnni, order_vnni, 1, 1)
+PACKED_ROW_Q8_512(VBMI, packed_row1_q8s_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 1, 1)
+
+// Q8_0, two blocks of 32 per register: w + 128 is unsigned, and the offset 128 · Σ v (per lane,
+// precomputed with the activations) is subtracted from the exact int32 sums. Per stretch of 16
+// blocks the scales d_k (one gather of the halves, one conversion) times the activations' scales
+// in one vector product; per pair of blocks a permute spreads the two scales over the lanes.
+// ONE as in PACKED_ROW_Q8_512.
+#define Q8_0_ROW_512(NAME, ONE)                                                                         \
+    VNNI INLINE void NAME(const uint8_t *row, const lowra_q8_activations *x, const uint64_t n, float *y,  \
+                          uint64_t ldy, uint64_t r) {                                                     \
+        const uint64_t nb = x->nb, n32 = x->in / 32, columns = ONE ? 1 : n;                             \
+        __m512 acc[ONE ? 1 : LOWRA_MAX_COLUMNS];                                                        \
+        float sc[ONE ? 1 : LOWRA_MAX_COLUMNS][16] __attribute__((aligned(64)));                         \
+        for (uint64_t c = 0; c < columns; c++) acc[c] = _mm512_setzero_ps();                            \
+        const __m512i flip = _mm512_set1_epi8((char)0x80);                                              \
+        const __m512i at34 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, \
+                                                                  15), _mm512_set1_epi32(Q8_0_BYTES));   \
+        const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);        \
+        for (uint64_t k0 = 0; k0 < n32; k0 += 16) {                                                     \
+            const unsigned count = n32 - k0 < 16 ? (unsigned)(n32 - k0) : 16;                           \
+            const __mmask16 m = (__mmask16)((1u << count) - 1);                                         \
+            const __m512i halves = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, at34,         \
+                                                               row + k0 * Q8_0_BYTES, 1);               \
+            const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(halves));                            \
+            for (uint64_t c = 0; c < columns; c++) { /* block k of 32 has the scale of block k / 2 */    \
+                const __m512 xs = _mm512_maskz_loadu_ps((__mmask16)((1u << ((count + 1) / 2)) - 1),     \
+                                                        x->scale + c * nb + k0 / 2);                    \
+                _mm512_store_ps(sc[c], _mm512_mul_ps(d, _mm512_permutexvar_ps(pairs, xs)));             \
+            }                                                                                           \
+            unsigned k = 0;                                                                             \
+            for (; k + 2 <= count; k += 2) {                                                            \
+                const uint8_t *b0 = row + (k0 + k) * Q8_0_BYTES, *b1 = b0 + Q8_0_BYTES;                 \
+                const __m512i u = _mm512_xor_si512(                                                     \
+                    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))), \
+                                       _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1),               \
+                    flip);                                                                              \
+                const uint64_t blk = (k0 + k) / 2;                                                      \
+                /* lanes 0-7 take block k's scale, lanes 8-15 block k + 1's */                          \
+                const __m512i spread = _mm512_setr_epi32(k, k, k, k, k, k, k, k, k + 1, k + 1, k + 1, k + 1, \
+                                                         k + 1, k + 1, k + 1, k + 1);                   \
+                for (uint64_t c = 0; c < columns; c++) {                                                \
+                    const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * (k0 + k);                       \
+                    const __m512i h = _mm512_load_si512((const void *)(x->q + at));                     \
+                    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, h);                      \
+                    if (x->lo) /* t = 256 h + l */                                                      \
+                        s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u,                             \
+                                                _mm512_load_si512((const void *)(x->lo + at)));         \
+                    s = _mm512_sub_epi32(s, _mm512_loadu_si512((const void *)(x->offset + (c * nb + blk) * 16))); \
+                    const __m512 scale = _mm512_permutexvar_ps(spread, _mm512_load_ps(sc[c]));          \
+                    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[c]);                     \
+                }                                                                                       \
+            }                                                                                           \
+            if (k < count) { /* an odd last block of 32 */                                              \
+                const uint8_t *blk = row + (k0 + k) * Q8_0_BYTES;                                       \
+                for (uint64_t c = 0; c < columns; c++) {                                                \
+                    const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * (k0 + k);                       \
+                    const int8_t *v = x->q + at, *l = x->lo ? x->lo + at : NULL;                        \
+                    int32_t s = 0;                                                                      \
+                    for (unsigned i = 0; i < 32; i++) s += (int8_t)blk[2 + i] * (l ? 256 * v[i] + l[i] : v[i]); \
+                    acc[c] = _mm512_add_ps(acc[c], _mm512_maskz_mov_ps(1, _mm512_set1_ps(sc[c][k] * (float)s))); \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+        for (uint64_t c = 0; c < columns; c++) y[c * ldy + r] = _mm512_reduce_add_ps(acc[c]);           \
+    }
+
+Q8_0_ROW_512(q8_0_row_vnni, 0)
+Q8_0_ROW_512(q8_0_row1_vnni, 1)
 
 // One instantiation per (columns, width), as in lowra_kernels.c.
 #define Q8_0_ROWS(N, FN)                                                                                \
@@ -508,21 +668,56 @@ VNNI INLINE void q8_0_row_vnni(const uint8_t *row, const lowra_q8_activations *x
     default: ROWS(x->n, FN) break;                                                                      \
     }
 
+// One column (decode): the kernels above with their sums in registers.
+#define ONE_COLUMN_BY_WIDTH(FN)                                                                         \
+    for (uint64_t i = r0; i < r1; i++) {                                                                \
+        const uint64_t r = lowra_row_at(w, i);                                                          \
+        switch (w->bits[r]) {                                                                           \
+        case 4: FN(w, x, 1, y, 1, r, 4); break;                                                         \
+        case 2: FN(w, x, 1, y, 1, r, 2); break;                                                         \
+        default: FN(w, x, 1, y, 1, r, 1); break;                                                        \
+        }                                                                                               \
+    }
+
 AVX2 static void packed_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t r0, uint64_t r1) {
     BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_avx2)
 }
 VNNI static void packed_q8_vnni(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_vnni)
+    if (x->n == 1 && x->lo) {
+        ONE_COLUMN_BY_WIDTH(packed_row1_q8s_vnni)
+    } else if (x->n == 1) {
+        ONE_COLUMN_BY_WIDTH(packed_row1_q8_vnni)
+    } else if (x->lo) {
+        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_vnni)
+    } else {
+        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_vnni)
+    }
 }
 AVX2 static void q8_0_avx2(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {
     BY_COLUMNS(Q8_0_ROWS, q8_0_row_avx2)
 }
+VBMI static void packed_q8_vbmi(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                                uint64_t r0, uint64_t r1) {
+    if (x->n == 1 && x->lo) {
+        ONE_COLUMN_BY_WIDTH(packed_row1_q8s_vbmi)
+    } else if (x->n == 1) {
+        ONE_COLUMN_BY_WIDTH(packed_row1_q8_vbmi)
+    } else if (x->lo) {
+        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_vbmi)
+    } else {
+        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_vbmi)
+    }
+}
 VNNI static void q8_0_vnni(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(Q8_0_ROWS, q8_0_row_vnni)
+    if (x->n == 1) {
+        Q8_0_ROWS(1, q8_0_row1_vnni)
+    } else {
+        BY_COLUMNS(Q8_0_ROWS, q8_0_row_vnni)
+    }
 }
 
 #endif
@@ -536,7 +731,11 @@ void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_a
     if (x->n == 0 || r0 >= r1) return;
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
 #if defined(__x86_64__)
-    if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) return packed_q8_vnni(w, x, y, ldy, r0, r1);
+    if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        pthread_once(&once, fill_multishift);
+        return lowra_kernel_vbmi() ? packed_q8_vbmi(w, x, y, ldy, r0, r1) : packed_q8_vnni(w, x, y, ldy, r0, r1);
+    }
     if (path >= LOWRA_PATH_AVX2) return packed_q8_avx2(w, x, y, ldy, r0, r1);
 #endif
     packed_q8_scalar(w, x, y, ldy, r0, r1);

@@ -7,6 +7,20 @@ public enum KernelPath {
     /// LOWRA_KERNEL=scalar|avx2 forces a slower one.
     public static let best = Int(lowra_kernel_best_path())
     public static func name(_ path: Int = best) -> String { String(cString: lowra_kernel_path_name(Int32(path))) }
+    /// The path's name with the instructions its integer kernels use ("avx512 vnni vbmi", ...).
+    public static func variant(_ path: Int = best) -> String {
+        String(cString: lowra_kernel_variant_name(Int32(path)))
+    }
+    /// The AVX-512 integer kernels with and without VBMI on CPUs that have it (`[true]` or `[false]`
+    /// elsewhere): `body` runs once per variant with that variant switched on.
+    public static func eachVBMIVariant(_ body: () throws -> Void) rethrows {
+        let has = lowra_kernel_vbmi() != 0
+        defer { lowra_kernel_set_vbmi(has ? 1 : 0) }
+        for on in has ? [false, true] : [false] {
+            lowra_kernel_set_vbmi(on ? 1 : 0)
+            try body()
+        }
+    }
     /// Whether this CPU runs `path` (0 scalar, 1 AVX2, 2 AVX-512).
     public static func supported(_ path: Int) -> Bool { lowra_kernel_path_supported(Int32(path)) != 0 }
     public static var all: [Int] { (0...2).filter(supported) }

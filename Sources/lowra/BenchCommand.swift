@@ -194,7 +194,7 @@ struct BenchDecode: ParsableCommand {
             rows.append(row)
         }
         let setup: [String: Any] = [
-            "kernel_path": KernelPath.name(), "threads": workerCount, "blas_core": blasCoreName,
+            "kernel_path": KernelPath.variant(), "threads": workerCount, "blas_core": blasCoreName,
             "blas_threads": blasThreadCount, "bandwidth_gbs": bandwidth, "prefill_tokens": prefill,
             "decode_tokens": decode, "rounds": rounds,
         ]
@@ -203,7 +203,7 @@ struct BenchDecode: ParsableCommand {
             return
         }
         print(
-            "kernels \(KernelPath.name()), \(workerCount) threads; "
+            "kernels \(KernelPath.variant()), \(workerCount) threads; "
                 + "OpenBLAS \(blasCoreName), \(blasThreadCount) threads; "
                 + String(format: "copy bandwidth %.1f GB/s; %d rounds", bandwidth, rounds))
         print(

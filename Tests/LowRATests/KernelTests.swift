@@ -136,7 +136,9 @@ final class KernelTests: XCTestCase {
     /// Σ_j |w_j| d_b + (|x_j| + d_b) e_j, where d_b is the most x_j moved (int8: half of
     /// max|x| / 127 over its block; int16: 1/256 of that, the low half's clamp included) and e_j
     /// the most w_j's level moved (half a level step times its block scale; 0 for Q8_0's weights).
-    /// X has a zero block and outliers, as real activations do. Returns the cases checked.
+    /// X has a zero block and outliers, as real activations do. (3) Each column multiplied alone
+    /// gives bit for bit its result among n (what batching sequences of several requests relies
+    /// on). Every AVX-512 variant is run (with and without VBMI). Returns the cases checked.
     private func checkIntegerPaths(
         w: [Float], out: Int, in inF: Int, columns: [Int], rng: inout SplitMix64, _ label: String,
         activations kind: KernelActivations, levelError: (Int, Int) -> Double, line: UInt = #line,
@@ -178,17 +180,28 @@ final class KernelTests: XCTestCase {
                 }
             }
             for path in KernelPath.all where path != 0 {
-                let y = run(path)
-                for i in 0..<(n * out) {
-                    let r = i % out
-                    let c = i / out
-                    var mag = 0.0
-                    for j in 0..<inF { mag += abs(Double(w[r * inF + j]) * Double(x[c * inF + j])) }
-                    XCTAssertLessThanOrEqual(
-                        abs(Double(y[i]) - Double(scalar[i])), 1e-5 * mag + 1e-9,
-                        "\(KernelPath.name(path)) \(kind) \(label), column \(c) of \(n), row \(r)", line: line)
+                KernelPath.eachVBMIVariant {
+                    let y = run(path)
+                    let name = "\(KernelPath.variant(path)) \(kind) \(label)"
+                    for i in 0..<(n * out) {
+                        let r = i % out
+                        let c = i / out
+                        var mag = 0.0
+                        for j in 0..<inF { mag += abs(Double(w[r * inF + j]) * Double(x[c * inF + j])) }
+                        XCTAssertLessThanOrEqual(
+                            abs(Double(y[i]) - Double(scalar[i])), 1e-5 * mag + 1e-9,
+                            "\(name), column \(c) of \(n), row \(r)", line: line)
+                    }
+                    // Batch invariance: each column alone gives bit for bit what it gave among n.
+                    for c in 0..<n where n > 1 {
+                        var alone = [Float](repeating: .nan, count: out)
+                        x[(c * inF)..<((c + 1) * inF)].withUnsafeBufferPointer { xb in
+                            alone.withUnsafeMutableBufferPointer { multiply(xb.baseAddress!, 1, $0.baseAddress!, path) }
+                        }
+                        XCTAssertEqual(alone, Array(y[(c * out)..<((c + 1) * out)]), "\(name), column \(c) alone")
+                    }
+                    cases += 1
                 }
-                cases += 1
             }
             cases += 1
         }

@@ -45,6 +45,14 @@ int lowra_kernel_best_path(void);
 int lowra_kernel_path_supported(int path);
 /// "scalar", "avx2" or "avx512".
 const char *lowra_kernel_path_name(int path);
+/// The path's name with the instructions its integer kernels use: "avx512 vnni vbmi", "avx512 vnni",
+/// "avx512 (integer kernels: avx2)" on AVX-512 CPUs without VNNI; else as lowra_kernel_path_name.
+const char *lowra_kernel_variant_name(int path);
+/// Whether the AVX-512 integer kernels unpack with VBMI (vpmultishiftqb, vpermb): when the CPU has
+/// it, unless the environment variable LOWRA_VBMI=0 says otherwise.
+int lowra_kernel_vbmi(void);
+/// Turns the VBMI code off (0) or back on where the CPU has it (tests cover both variants).
+void lowra_kernel_set_vbmi(int enabled);
 
 /// Y[c][r] = sum_j X[c][j] W[r][j] for rows r0 <= r < r1 and columns c < n (1...LOWRA_MAX_COLUMNS);
 /// X is (n, in) row-major, Y has leading dimension ldy (Y[c][r] at y[c * ldy + r]).
