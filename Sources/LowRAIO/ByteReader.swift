@@ -75,20 +75,45 @@ public func hashFile(_ path: String, into hash: inout SHA256) throws {
     }
 }
 
-/// Writes `data` to `path` atomically: a temporary file in the same folder, then a rename, so a
-/// killed process never leaves a half-written file under the real name.
+/// Writes `data` to `path` atomically and durably: a temporary file in the same folder, flushed
+/// to disk (fsync), renamed over the real name, then the folder flushed, so neither a killed
+/// process nor a crash of the machine leaves a half-written file under the real name. A failed
+/// write (a full disk) throws and leaves the previous file as it was.
 public func writeAtomically(_ data: Data, to path: String) throws {
     let url = URL(fileURLWithPath: path)
-    let dir = url.deletingLastPathComponent()
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-    do {
-        try data.write(to: tmp)
-        guard rename(tmp.path, path) == 0 else {
-            throw LowRAError(.io, "rename failed: \(String(cString: strerror(errno)))")
-        }
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        throw LowRAError(.io, "\(path): cannot write (\(error.localizedDescription))")
+    let dir = url.deletingLastPathComponent().path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let tmp = (dir as NSString).appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    func failure(_ what: String) -> LowRAError {
+        LowRAError(.io, "\(path): cannot \(what) (\(String(cString: strerror(errno))))")
     }
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw failure("create a temporary file beside it") }
+    var renamed = false
+    defer { if !renamed { unlink(tmp) } }
+    do {
+        defer { close(fd) }
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            var done = 0
+            while done < raw.count {
+                let n = write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw failure("write") }
+                done += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw failure("flush to disk") }
+    }
+    guard rename(tmp, path) == 0 else { throw failure("rename into place") }
+    renamed = true
+    syncDirectory(dir)
+}
+
+/// Flushes a folder's entries (a rename into it) to disk. Best effort: some file systems refuse
+/// fsync on a directory, and the rename has happened either way.
+public func syncDirectory(_ dir: String) {
+    let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    _ = fsync(fd)
+    close(fd)
 }

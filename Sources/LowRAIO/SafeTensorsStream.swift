@@ -98,6 +98,8 @@ public final class SafeTensorsStreamWriter {
         fd = -1
         guard rename(temporary, path) == 0 else { throw ioError("cannot rename into place") }
         finished = true
+        let parent = (path as NSString).deletingLastPathComponent
+        syncDirectory(parent.isEmpty ? "." : parent)
     }
 
     private func ioError(_ what: String) -> LowRAError {

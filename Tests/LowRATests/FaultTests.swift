@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 
+@testable import LowRAIO
+
 /// Streaming `quantize` under bad input and faults: a truncated shard, a tensor whose dtype or
 /// shape disagrees with its bytes, a full disk, kill -9 in the middle. Each ends with one
 /// `Error:` line (or, killed, with no output directory), a non-zero exit, nothing half-written
@@ -102,6 +104,25 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), [])
         let rerun = try quantize(model, "\(dir)/q", ["--init", "none"])
         XCTAssertEqual(rerun.status, 0, rerun.err)
+    }
+
+    /// `writeAtomically` (cards, configs, checkpoints' small files) on a full disk (a 64 KiB tmpfs):
+    /// a clear error naming the full disk, the previous file as it was, no temporary file left.
+    func testAtomicWriteOnAFullDiskKeepsThePreviousFile() throws {
+        let dir = try temporaryDirectory(self)
+        let mnt = "\(dir)/small"
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt])
+        guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here: \(mount.err)") }
+        defer { _ = try? runProcess("/bin/umount", [mnt]) }
+        let path = "\(mnt)/card.json"
+        let before = Data("{\"version\": 1}".utf8)
+        try writeAtomically(before, to: path)
+        XCTAssertThrowsError(try writeAtomically(Data(repeating: 7, count: 256 << 10), to: path)) { error in
+            XCTAssertTrue("\(error)".contains("No space left on device"), "\(error)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), ["card.json"])
     }
 
     /// kill -9 while the output is being written: no --out directory; the rerun succeeds and
