@@ -147,7 +147,8 @@ public enum QuantizedModelStore {
     }
 
     /// Removes what a killed run left beside `dir`: `dir.tmp-PID` / `dir.old-PID` siblings whose
-    /// process no longer exists (a running quantize's staging directory is left alone).
+    /// process no longer exists (a running quantize's staging directory is left alone). A
+    /// `dir.old-PID` with no `dir` (killed between the two renames) is moved back to `dir`.
     static func removeStaleStaging(of dir: String) {
         let url = URL(fileURLWithPath: dir).standardizedFileURL
         let parent = url.deletingLastPathComponent().path
@@ -157,7 +158,13 @@ public enum QuantizedModelStore {
             for marker in [".tmp-", ".old-"] where name.hasPrefix(base + marker) {
                 guard let pid = Int32(name.dropFirst(base.count + marker.count)), pid != getpid() else { continue }
                 if kill(pid, 0) != 0 && errno == ESRCH {
-                    try? FileManager.default.removeItem(atPath: (parent as NSString).appendingPathComponent(name))
+                    let path = (parent as NSString).appendingPathComponent(name)
+                    // Killed between moving the previous directory aside and the new one in:
+                    // the previous one is the only copy, so it goes back.
+                    if marker == ".old-" && !FileManager.default.fileExists(atPath: url.path) {
+                        if rename(path, url.path) == 0 { continue }
+                    }
+                    try? FileManager.default.removeItem(atPath: path)
                 }
             }
         }

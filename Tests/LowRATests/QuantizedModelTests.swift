@@ -118,6 +118,25 @@ final class QuantizedModelTests: XCTestCase {
     /// `quantize`'s streaming pass 2 (each layer packed while it is written) writes the same file
     /// as packing everything in memory first, for mixed precisions, tensor codebooks, plain
     /// absmax and LoftQ, and returns the same initial factors.
+    /// A run killed between moving the previous directory aside (`DIR.old-PID`) and the new one
+    /// in leaves no DIR: the next run puts the previous one back instead of deleting the only copy;
+    /// a dead run's staging directory is removed.
+    func testKilledReplacementRestoresThePreviousDirectory() throws {
+        let parent = try temporaryDirectory(self)
+        let dir = "\(parent)/q"
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()  // a process id that no longer runs
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(dir).old-\(gone.processIdentifier)", withIntermediateDirectories: true)
+        try Data("previous".utf8).write(to: URL(fileURLWithPath: "\(dir).old-\(gone.processIdentifier)/marker"))
+        try fm.createDirectory(atPath: "\(dir).tmp-\(gone.processIdentifier)", withIntermediateDirectories: true)
+        QuantizedModelStore.removeStaleStaging(of: dir)
+        XCTAssertEqual(try String(contentsOfFile: "\(dir)/marker", encoding: .utf8), "previous")
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: parent), ["q"])
+    }
+
     func testStreamingSaveEqualsInMemorySave() throws {
         let src = try LoadedModel.load(Paths.fixture("tiny_qwen2.gguf"))
         var tensorScope = QuantizeRequest(method: .qlora, bits: 3)
