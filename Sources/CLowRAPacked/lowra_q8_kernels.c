@@ -27,14 +27,23 @@ static inline unsigned order_of(unsigned bits) { return bits == 1 ? 1 : bits == 
 
 // element[o][p]: the input at position p of a block in order o (natural, 1-, 2-, 4-bit).
 static uint8_t element[4][LOWRA_BLOCK];
-static void fill_element(void) {
+// multishift[0 (2 bits) or 1 (4 bits)][8 q + j]: the bit offset in qword lane q that byte j of an
+// unpacked block takes its code from (vpmultishiftqb, the VBMI kernels), giving the same orders.
+static int8_t multishift[2][64];
+static void fill_tables(void) {
     for (unsigned p = 0; p < LOWRA_BLOCK; p++) {
         element[0][p] = (uint8_t)p;
         element[1][p] = (uint8_t)(8 * (p % 8) + p / 8);
         element[2][p] = (uint8_t)(4 * (p % 16) + p / 16);
         element[3][p] = (uint8_t)(p < 32 ? 2 * p : 2 * (p - 32) + 1);
     }
+    for (unsigned q = 0; q < 8; q++)
+        for (unsigned j = 0; j < 8; j++) {
+            multishift[0][8 * q + j] = (int8_t)(8 * j + 2 * (q / 2));      // 2 bits: qwords 0, 1, 0, 1, ...
+            multishift[1][8 * q + j] = (int8_t)(8 * j + (q < 4 ? 0 : 4));  // 4 bits: qwords 0-3 twice
+        }
 }
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 static inline uint64_t align64(uint64_t n) { return (n + 63) & ~(uint64_t)63; }
 
@@ -140,8 +149,7 @@ static void reorder_scalar(const int8_t *v, unsigned o, int8_t *dst) {
 
 void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, int split, void *buffer,
                        lowra_q8_activations *a) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, fill_element);
+    pthread_once(&tables_once, fill_tables);
 #if defined(__x86_64__)
     const int avx2 = lowra_kernel_path_supported(LOWRA_PATH_AVX2);
     const int vbmi = lowra_kernel_path_supported(LOWRA_PATH_AVX512) && __builtin_cpu_supports("avx512vbmi");
@@ -225,12 +233,13 @@ void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16]
 }
 
 // A block's codes: straight from the row, or, for a partial last block, copied into `pad` so
-// the vector loads never read past the row.
+// the vector loads never read past the row. A byte loop, not memcpy: a call inside a kernel's
+// row loop makes the compiler keep its sums in memory.
 static inline const uint8_t *block_codes(const uint8_t *row, uint64_t in, uint64_t blk, unsigned b, uint8_t pad[32]) {
     const uint64_t start = blk * 8 * b;
     if ((blk + 1) * LOWRA_BLOCK <= in) return row + start;
-    memset(pad, 0, 32);
-    memcpy(pad, row + start, lowra_row_bytes(in, b) - start);
+    const uint64_t end = lowra_row_bytes(in, b);
+    for (uint64_t k = 0; k < 32; k++) pad[k] = start + k < end ? row[start + k] : 0;
     return pad;
 }
 
@@ -337,15 +346,6 @@ AVX2 INLINE __m256i dot32_avx2(__m256i u, const int8_t *v) {
 
 // A partial last block's codes copied into pad by a loop (a memcpy call inside the row loop
 // makes the compiler keep the sums in memory).
-AVX2 INLINE const uint8_t *block_codes_avx2(const uint8_t *row, uint64_t in, uint64_t blk, unsigned b,
-                                            uint8_t pad[32]) {
-    const uint64_t start = blk * 8 * b;
-    if ((blk + 1) * LOWRA_BLOCK <= in) return row + start;
-    _mm256_storeu_si256((__m256i *)pad, _mm256_setzero_si256());
-    for (uint64_t k = start; k < lowra_row_bytes(in, b); k++) pad[k - start] = row[k];
-    return pad;
-}
-
 AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, const uint64_t n,
                                     float *y, uint64_t ldy, uint64_t r, const unsigned b) {
     const uint64_t nb = x->nb;
@@ -362,7 +362,7 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
     uint8_t pad[32];
     for (uint64_t blk = 0; blk < nb; blk++) {
         __m256i lo, hi;
-        unpack64_avx2(block_codes_avx2(row, w->in, blk, b, pad), b, &lo, &hi);
+        unpack64_avx2(block_codes(row, w->in, blk, b, pad), b, &lo, &hi);
         lo = _mm256_shuffle_epi8(table, lo);
         hi = _mm256_shuffle_epi8(table, hi);
         const float a = lowra_block_scale(w, r * nb + blk);
@@ -476,15 +476,6 @@ VBMI INLINE row_table_512 row_table_vbmi(const lowra_packed_view *w, uint64_t r,
                              : _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)u));
     return (row_table_512){t, t};
 }
-// Byte j of qword lane q takes the bits from offset shift[q][j] of its qword: the orders above.
-static int8_t multishift[2][64];
-static void fill_multishift(void) {
-    for (unsigned q = 0; q < 8; q++)
-        for (unsigned j = 0; j < 8; j++) {
-            multishift[0][8 * q + j] = (int8_t)(8 * j + 2 * (q / 2));      // 2 bits: qwords 0, 1, 0, 1, ...
-            multishift[1][8 * q + j] = (int8_t)(8 * j + (q < 4 ? 0 : 4));  // 4 bits: qwords 0-3 twice
-        }
-}
 VBMI INLINE __m512i block_levels_vbmi(row_table_512 table, const uint8_t *p, unsigned b) {
     if (b == 1) {
         uint64_t bits;
@@ -498,31 +489,25 @@ VBMI INLINE __m512i block_levels_vbmi(row_table_512 table, const uint8_t *p, uns
 }
 static inline unsigned order_vbmi(unsigned b) { return b == 1 ? 0 : order_of(b); }
 
-// A partial last block's codes, zero-padded (a masked load: a call to memcpy inside the row loop
-// makes the compiler keep the sums in memory).
-VNNI INLINE const uint8_t *partial_codes_512(const uint8_t *row, uint64_t in, uint64_t blk, unsigned b,
-                                             uint8_t pad[32]) {
-    const uint64_t start = blk * 8 * b, bytes = lowra_row_bytes(in, b) - start;  // < 8 b <= 32
-    _mm256_storeu_si256((__m256i *)pad, _mm256_maskz_loadu_epi8((__mmask32)((1ull << bytes) - 1), row + start));
-    return pad;
+// The exact int32 sums of 64 products u · t in 16 lanes: t = h, or 256 h + l when l is given.
+VNNI INLINE __m512i exact_sums_512(__m512i u, const int8_t *h, const int8_t *l) {
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)h));
+    return l ? _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)l)) : s;
 }
 
-// One block: the exact int32 sums Σ u t (t = h, or 256 h + l when SPLIT) added to acc scaled by sc.
-VNNI INLINE __m512 block_q8_512(__m512i u, const int8_t *h, const int8_t *l, const int split, const float *sc,
-                                __m512 acc) {
-    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_load_si512((const void *)h));
-    if (split) s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u, _mm512_load_si512((const void *)l));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(*sc), acc);
+// One block: its exact sums added to acc scaled by sc.
+VNNI INLINE __m512 block_q8_512(__m512i u, const int8_t *h, const int8_t *l, const float *sc, __m512 acc) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact_sums_512(u, h, l)), _mm512_set1_ps(*sc), acc);
 }
 
 // Block k of the stretch, its codes at CODES, into the sums ACC[c] of every column.
-#define BLOCK_Q8_512(LEVELS, K, CODES, ACC)                                                             \
+#define BLOCK_Q8_512(LEVELS, SPLIT, K, CODES, ACC)                                                      \
     do {                                                                                                \
         const uint64_t blk = b0 + (K);                                                                  \
         const __m512i u = LEVELS(table, CODES, b);                                                      \
         for (uint64_t c = 0; c < columns; c++) {                                                        \
             const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;                                       \
-            ACC[c] = block_q8_512(u, v0 + at, l0 + at, split, &sc[c][K], ACC[c]);                       \
+            ACC[c] = block_q8_512(u, v0 + at, SPLIT ? l0 + at : NULL, &sc[c][K], ACC[c]);               \
         }                                                                                               \
     } while (0)
 
@@ -540,11 +525,10 @@ VNNI INLINE __m512 block_q8_512(__m512i u, const int8_t *h, const int8_t *l, con
     TARGET INLINE void NAME(const lowra_packed_view *w, const lowra_q8_activations *x, const uint64_t n,  \
                             float *y, uint64_t ldy, uint64_t r, const unsigned b) {                       \
         const uint64_t nb = x->nb, full = w->in / LOWRA_BLOCK, columns = ONE ? 1 : n;                   \
-        const int split = SPLIT;                                                                        \
         const uint8_t *row = w->codes + w->row_offsets[r];                                              \
         const row_table_512 table = TABLE(w, r, b);                                                     \
         const int8_t *v0 = x->q + ORDER(b) * nb * LOWRA_BLOCK;                                          \
-        const int8_t *l0 = SPLIT ? x->lo + ORDER(b) * nb * LOWRA_BLOCK : v0;                            \
+        const int8_t *l0 = SPLIT ? x->lo + ORDER(b) * nb * LOWRA_BLOCK : NULL;                          \
         __m512 acc0[ONE ? 1 : LOWRA_MAX_COLUMNS], acc1[ONE ? 1 : LOWRA_MAX_COLUMNS];                    \
         __m512 off[ONE ? 1 : LOWRA_MAX_COLUMNS];                                                        \
         float sc[ONE ? 1 : LOWRA_MAX_COLUMNS][16] __attribute__((aligned(64)));                         \
@@ -563,13 +547,13 @@ VNNI INLINE __m512 block_q8_512(__m512i u, const int8_t *h, const int8_t *l, con
             const uint8_t *codes = row + b0 * 8 * b;                                                    \
             unsigned k = 0;                                                                             \
             for (; k + 2 <= whole; k += 2) {                                                            \
-                BLOCK_Q8_512(LEVELS, k, codes + k * 8 * b, acc0);                                       \
-                BLOCK_Q8_512(LEVELS, k + 1, codes + (k + 1) * 8 * b, acc1);                             \
+                BLOCK_Q8_512(LEVELS, SPLIT, k, codes + k * 8 * b, acc0);                                       \
+                BLOCK_Q8_512(LEVELS, SPLIT, k + 1, codes + (k + 1) * 8 * b, acc1);                             \
             }                                                                                           \
-            if (k < whole) BLOCK_Q8_512(LEVELS, k, codes + k * 8 * b, acc0);                            \
+            if (k < whole) BLOCK_Q8_512(LEVELS, SPLIT, k, codes + k * 8 * b, acc0);                            \
             if (whole < count) { /* the partial last block */                                           \
                 uint8_t pad[32];                                                                        \
-                BLOCK_Q8_512(LEVELS, whole, partial_codes_512(row, w->in, b0 + whole, b, pad), acc1);   \
+                BLOCK_Q8_512(LEVELS, SPLIT, whole, block_codes(row, w->in, b0 + whole, b, pad), acc1);         \
             }                                                                                           \
         }                                                                                               \
         const __m512 step = _mm512_set1_ps(w->level_step[r]), min = _mm512_set1_ps(w->level_min[r]);    \
@@ -577,16 +561,6 @@ VNNI INLINE __m512 block_q8_512(__m512i u, const int8_t *h, const int8_t *l, con
             y[c * ldy + r] = _mm512_reduce_add_ps(                                                      \
                 _mm512_fmadd_ps(step, _mm512_add_ps(acc0[c], acc1[c]), _mm512_mul_ps(min, off[c])));    \
     }
-
-// Instances: (VNNI, VBMI) × (columns, one column) × (int8, split).
-PACKED_ROW_Q8_512(VNNI, packed_row_q8_vnni, row_table_vnni, block_levels_vnni, order_vnni, 0, 0)
-PACKED_ROW_Q8_512(VBMI, packed_row_q8_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 0, 0)
-PACKED_ROW_Q8_512(VNNI, packed_row1_q8_vnni, row_table_vnni, block_levels_vnni, order_vnni, 1, 0)
-PACKED_ROW_Q8_512(VBMI, packed_row1_q8_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 1, 0)
-PACKED_ROW_Q8_512(VNNI, packed_row_q8s_vnni, row_table_vnni, block_levels_vnni, order_vnni, 0, 1)
-PACKED_ROW_Q8_512(VBMI, packed_row_q8s_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 0, 1)
-PACKED_ROW_Q8_512(VNNI, packed_row1_q8s_vnni, row_table_vnni, block_levels_vnni, order_vnni, 1, 1)
-PACKED_ROW_Q8_512(VBMI, packed_row1_q8s_vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi, 1, 1)
 
 // Q8_0, two blocks of 32 per register: w + 128 is unsigned, and the offset 128 · Σ v (per lane,
 // precomputed with the activations) is subtracted from the exact int32 sums. Per stretch of 16
@@ -604,6 +578,7 @@ PACKED_ROW_Q8_512(VBMI, packed_row1_q8s_vbmi, row_table_vbmi, block_levels_vbmi,
         const __m512i at34 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, \
                                                                   15), _mm512_set1_epi32(Q8_0_BYTES));   \
         const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);        \
+        const __m512i upper = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);        \
         for (uint64_t k0 = 0; k0 < n32; k0 += 16) {                                                     \
             const unsigned count = n32 - k0 < 16 ? (unsigned)(n32 - k0) : 16;                           \
             const __mmask16 m = (__mmask16)((1u << count) - 1);                                         \
@@ -624,16 +599,12 @@ PACKED_ROW_Q8_512(VBMI, packed_row1_q8s_vbmi, row_table_vbmi, block_levels_vbmi,
                     flip);                                                                              \
                 const uint64_t blk = (k0 + k) / 2;                                                      \
                 /* lanes 0-7 take block k's scale, lanes 8-15 block k + 1's */                          \
-                const __m512i spread = _mm512_setr_epi32(k, k, k, k, k, k, k, k, k + 1, k + 1, k + 1, k + 1, \
-                                                         k + 1, k + 1, k + 1, k + 1);                   \
+                const __m512i spread = _mm512_add_epi32(upper, _mm512_set1_epi32((int)k));              \
                 for (uint64_t c = 0; c < columns; c++) {                                                \
                     const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * (k0 + k);                       \
-                    const __m512i h = _mm512_load_si512((const void *)(x->q + at));                     \
-                    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, h);                      \
-                    if (x->lo) /* t = 256 h + l */                                                      \
-                        s = _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), u,                             \
-                                                _mm512_load_si512((const void *)(x->lo + at)));         \
-                    s = _mm512_sub_epi32(s, _mm512_loadu_si512((const void *)(x->offset + (c * nb + blk) * 16))); \
+                    const int32_t *offset = x->offset + (c * nb + blk) * 16;                            \
+                    const __m512i s = _mm512_sub_epi32(exact_sums_512(u, x->q + at, x->lo ? x->lo + at : NULL), \
+                                                       _mm512_loadu_si512((const void *)offset));       \
                     const __m512 scale = _mm512_permutexvar_ps(spread, _mm512_load_ps(sc[c]));          \
                     acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[c]);                     \
                 }                                                                                       \
@@ -668,48 +639,36 @@ Q8_0_ROW_512(q8_0_row1_vnni, 1)
     default: ROWS(x->n, FN) break;                                                                      \
     }
 
-// One column (decode): the kernels above with their sums in registers.
-#define ONE_COLUMN_BY_WIDTH(FN)                                                                         \
-    for (uint64_t i = r0; i < r1; i++) {                                                                \
-        const uint64_t r = lowra_row_at(w, i);                                                          \
-        switch (w->bits[r]) {                                                                           \
-        case 4: FN(w, x, 1, y, 1, r, 4); break;                                                         \
-        case 2: FN(w, x, 1, y, 1, r, 2); break;                                                         \
-        default: FN(w, x, 1, y, 1, r, 1); break;                                                        \
+// An AVX-512 variant's product: its row kernel instantiated (columns, one column) × (int8,
+// 16-bit) and the dispatch between them; one column keeps its sums in registers (decode).
+#define PACKED_Q8_512(TARGET, SUFFIX, TABLE, LEVELS, ORDER)                                             \
+    PACKED_ROW_Q8_512(TARGET, packed_row_q8_##SUFFIX, TABLE, LEVELS, ORDER, 0, 0)                       \
+    PACKED_ROW_Q8_512(TARGET, packed_row_q8s_##SUFFIX, TABLE, LEVELS, ORDER, 0, 1)                      \
+    PACKED_ROW_Q8_512(TARGET, packed_row1_q8_##SUFFIX, TABLE, LEVELS, ORDER, 1, 0)                      \
+    PACKED_ROW_Q8_512(TARGET, packed_row1_q8s_##SUFFIX, TABLE, LEVELS, ORDER, 1, 1)                     \
+    TARGET static void packed_q8_##SUFFIX(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, \
+                                          uint64_t ldy, uint64_t r0, uint64_t r1) {                     \
+        if (x->n == 1 && x->lo) {                                                                       \
+            LOWRA_ROWS_BY_WIDTH(1, packed_row1_q8s_##SUFFIX)                                            \
+        } else if (x->n == 1) {                                                                         \
+            LOWRA_ROWS_BY_WIDTH(1, packed_row1_q8_##SUFFIX)                                             \
+        } else if (x->lo) {                                                                             \
+            BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_##SUFFIX)                                    \
+        } else {                                                                                        \
+            BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_##SUFFIX)                                     \
         }                                                                                               \
     }
+
+PACKED_Q8_512(VNNI, vnni, row_table_vnni, block_levels_vnni, order_vnni)
+PACKED_Q8_512(VBMI, vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi)
 
 AVX2 static void packed_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t r0, uint64_t r1) {
     BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_avx2)
 }
-VNNI static void packed_q8_vnni(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
-                                uint64_t r0, uint64_t r1) {
-    if (x->n == 1 && x->lo) {
-        ONE_COLUMN_BY_WIDTH(packed_row1_q8s_vnni)
-    } else if (x->n == 1) {
-        ONE_COLUMN_BY_WIDTH(packed_row1_q8_vnni)
-    } else if (x->lo) {
-        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_vnni)
-    } else {
-        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_vnni)
-    }
-}
 AVX2 static void q8_0_avx2(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {
     BY_COLUMNS(Q8_0_ROWS, q8_0_row_avx2)
-}
-VBMI static void packed_q8_vbmi(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
-                                uint64_t r0, uint64_t r1) {
-    if (x->n == 1 && x->lo) {
-        ONE_COLUMN_BY_WIDTH(packed_row1_q8s_vbmi)
-    } else if (x->n == 1) {
-        ONE_COLUMN_BY_WIDTH(packed_row1_q8_vbmi)
-    } else if (x->lo) {
-        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_vbmi)
-    } else {
-        BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_vbmi)
-    }
 }
 VNNI static void q8_0_vnni(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {
@@ -732,8 +691,7 @@ void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_a
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
 #if defined(__x86_64__)
     if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) {
-        static pthread_once_t once = PTHREAD_ONCE_INIT;
-        pthread_once(&once, fill_multishift);
+        pthread_once(&tables_once, fill_tables);
         return lowra_kernel_vbmi() ? packed_q8_vbmi(w, x, y, ldy, r0, r1) : packed_q8_vnni(w, x, y, ldy, r0, r1);
     }
     if (path >= LOWRA_PATH_AVX2) return packed_q8_avx2(w, x, y, ldy, r0, r1);

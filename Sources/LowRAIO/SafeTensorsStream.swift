@@ -3,9 +3,8 @@ import LowRATensor
 
 /// Writes a safetensors file whose tensors arrive one at a time, so that no more than one of them
 /// is ever in memory: the header (names, dtypes, shapes and precomputed offsets) is written
-/// first, then each tensor's bytes in the declared order. The file is built under a temporary
-/// name beside its destination, flushed to disk and renamed into place by `finish()`; a writer
-/// dropped before that removes its temporary file, so a failed run leaves nothing half-written.
+/// first, then each tensor's bytes in the declared order, into an `AtomicFileWriter`: `finish()`
+/// puts the file in place; a writer dropped before that leaves nothing half-written.
 public final class SafeTensorsStreamWriter {
     public struct Entry: Sendable {
         public let name: String
@@ -19,12 +18,10 @@ public final class SafeTensorsStreamWriter {
         public var byteCount: Int { shape.reduce(1, *) * dtype.size }
     }
 
-    public let path: String
+    public var path: String { file.path }
     private let entries: [Entry]
-    private let temporary: String
-    private var fd: Int32
+    private let file: AtomicFileWriter
     private var next = 0
-    private var finished = false
 
     /// Total bytes of the file: 8 + header + data.
     public let fileSize: Int
@@ -50,26 +47,13 @@ public final class SafeTensorsStreamWriter {
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }
-        self.path = path
         self.entries = entries
         fileSize = 8 + json.count + offset
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        temporary =
-            url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
-        fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else {
-            throw LowRAError(.io, "\(temporary): cannot create (\(String(cString: strerror(errno))))")
-        }
+        file = try AtomicFileWriter(path: path)
         var prefix = Data()
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.append(contentsOf: $0) }
         prefix.append(json)
-        try prefix.withUnsafeBytes { try writeAll($0) }
-    }
-
-    deinit {
-        if fd >= 0 { close(fd) }
-        if !finished { unlink(temporary) }
+        try prefix.withUnsafeBytes { try file.write($0) }
     }
 
     /// The next declared tensor's name, or nil when all are written.
@@ -84,40 +68,18 @@ public final class SafeTensorsStreamWriter {
             throw LowRAError(
                 .shapeMismatch, "tensor \(name): \(bytes.count) bytes, declared \(entries[next].byteCount)")
         }
-        try writeAll(bytes)
+        try file.write(bytes)
         next += 1
     }
 
-    /// Checks every tensor was written, flushes the file to disk and renames it into place.
+    /// Checks every tensor was written and puts the file in place (`AtomicFileWriter.commit`).
     public func finish() throws {
         guard next == entries.count else {
             throw LowRAError(.invalidArgument, "\(path): \(entries.count - next) declared tensors were not written")
         }
-        guard fsync(fd) == 0 else { throw ioError("cannot flush") }
-        close(fd)
-        fd = -1
-        guard rename(temporary, path) == 0 else { throw ioError("cannot rename into place") }
-        finished = true
-        let parent = (path as NSString).deletingLastPathComponent
-        syncDirectory(parent.isEmpty ? "." : parent)
-    }
-
-    private func ioError(_ what: String) -> LowRAError {
-        LowRAError(.io, "\(path): \(what) (\(String(cString: strerror(errno))))")
-    }
-
-    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = posixWrite(fd, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw ioError("cannot write") }
-            done += n
-        }
+        try file.commit()
     }
 }
-
-private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }
 
 /// A safetensors file declared tensor by tensor, each with a closure that produces its bytes
 /// when the file is written: only the tensor being written is ever materialized (an fp32

@@ -138,8 +138,7 @@ public enum QuantizedModelStore {
             } else {
                 try fm.moveItem(atPath: staging, toPath: dir)
             }
-            let parent = (dir as NSString).deletingLastPathComponent
-            syncDirectory(parent.isEmpty ? "." : parent)  // the renames, on disk
+            syncDirectory((dir as NSString).deletingLastPathComponent)  // the renames, on disk
         } catch {
             try? fm.removeItem(atPath: staging)
             throw error

@@ -92,37 +92,41 @@ final class FaultTests: XCTestCase {
     /// --out on a filesystem too small for the model (a 64 KiB tmpfs): one Error line naming the
     /// full disk, and the filesystem is left empty. Needs root to mount; skipped otherwise.
     func testFullDiskLeavesNothing() throws {
-        let dir = try temporaryDirectory(self)
-        let mnt = "\(dir)/small"
-        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt])
-        guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here: \(mount.err)") }
-        defer { _ = try? runProcess("/bin/umount", [mnt]) }
-        let model = Paths.fixture("tiny_qwen2_hf")
-        let r = try quantize(model, "\(mnt)/q", ["--init", "none"])
-        assertOneErrorLine(r, mentioning: "No space left on device")
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), [])
-        let rerun = try quantize(model, "\(dir)/q", ["--init", "none"])
-        XCTAssertEqual(rerun.status, 0, rerun.err)
+        try withSmallDisk { dir, mnt in
+            let model = Paths.fixture("tiny_qwen2_hf")
+            let r = try quantize(model, "\(mnt)/q", ["--init", "none"])
+            assertOneErrorLine(r, mentioning: "No space left on device")
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), [])
+            let rerun = try quantize(model, "\(dir)/q", ["--init", "none"])
+            XCTAssertEqual(rerun.status, 0, rerun.err)
+        }
     }
 
     /// `writeAtomically` (cards, configs, checkpoints' small files) on a full disk (a 64 KiB tmpfs):
     /// a clear error naming the full disk, the previous file as it was, no temporary file left.
     func testAtomicWriteOnAFullDiskKeepsThePreviousFile() throws {
+        try withSmallDisk { _, mnt in
+            let path = "\(mnt)/card.json"
+            let before = Data("{\"version\": 1}".utf8)
+            try writeAtomically(before, to: path)
+            XCTAssertThrowsError(try writeAtomically(Data(repeating: 7, count: 256 << 10), to: path)) { error in
+                XCTAssertTrue("\(error)".contains("No space left on device"), "\(error)")
+            }
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), ["card.json"])
+        }
+    }
+
+    /// `body(dir, mnt)`: a fresh temporary folder and, mounted at `mnt` inside it, a 64 KiB tmpfs
+    /// (a full disk after a few writes). Needs root to mount; the test is skipped otherwise.
+    private func withSmallDisk(_ body: (_ dir: String, _ mnt: String) throws -> Void) throws {
         let dir = try temporaryDirectory(self)
         let mnt = "\(dir)/small"
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt])
         guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here: \(mount.err)") }
         defer { _ = try? runProcess("/bin/umount", [mnt]) }
-        let path = "\(mnt)/card.json"
-        let before = Data("{\"version\": 1}".utf8)
-        try writeAtomically(before, to: path)
-        XCTAssertThrowsError(try writeAtomically(Data(repeating: 7, count: 256 << 10), to: path)) { error in
-            XCTAssertTrue("\(error)".contains("No space left on device"), "\(error)")
-        }
-        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), ["card.json"])
+        try body(dir, mnt)
     }
 
     /// kill -9 while the output is being written: no --out directory; the rerun succeeds and

@@ -1,0 +1,73 @@
+import Foundation
+import LowRATensor
+
+/// A file written under a temporary name beside its destination (`.NAME.PID.tmp`) and put in
+/// place by `commit()`: flushed to disk (fsync), renamed over the real name, then the folder
+/// flushed, so neither a killed process nor a crash of the machine leaves a half-written file
+/// under the real name. Dropped before `commit()` (an error, a full disk), it removes its
+/// temporary file and leaves the previous file as it was.
+public final class AtomicFileWriter {
+    public let path: String
+    private let temporary: String
+    private var fd: Int32
+    private var committed = false
+
+    public init(path: String) throws {
+        self.path = path
+        let url = URL(fileURLWithPath: path)
+        let dir = url.deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        temporary = (dir as NSString).appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+        fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Self.failure(path, "create a temporary file beside it") }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !committed { unlink(temporary) }
+    }
+
+    /// Appends `bytes`.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = posixWrite(fd, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw Self.failure(path, "write") }
+            done += n
+        }
+    }
+
+    /// Flushes the file to disk, renames it into place and flushes the folder.
+    public func commit() throws {
+        guard fsync(fd) == 0 else { throw Self.failure(path, "flush to disk") }
+        close(fd)
+        fd = -1
+        guard rename(temporary, path) == 0 else { throw Self.failure(path, "rename into place") }
+        committed = true
+        syncDirectory((path as NSString).deletingLastPathComponent)
+    }
+
+    private static func failure(_ path: String, _ what: String) -> LowRAError {
+        LowRAError(.io, "\(path): cannot \(what) (\(String(cString: strerror(errno))))")
+    }
+}
+
+private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }
+
+/// Writes `data` to `path` atomically and durably (`AtomicFileWriter`): a failed write (a full
+/// disk) throws and leaves the previous file as it was.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let file = try AtomicFileWriter(path: path)
+    try data.withUnsafeBytes { try file.write($0) }
+    try file.commit()
+}
+
+/// Flushes a folder's entries (a rename into it) to disk; "" is the current folder. Best effort:
+/// some file systems refuse fsync on a directory, and the rename has happened either way.
+public func syncDirectory(_ dir: String) {
+    let fd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    _ = fsync(fd)
+    close(fd)
+}
