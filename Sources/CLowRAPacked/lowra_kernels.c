@@ -306,25 +306,24 @@ int lowra_cpu_has_vnni(void) {
 #endif
 }
 
-static int vbmi_enabled = -1;  // -1: not yet decided
-int lowra_kernel_vbmi(void) {
+static int cpu_has_vbmi(void) {
 #if defined(__x86_64__)
-    if (vbmi_enabled < 0) {
-        const char *env = getenv("LOWRA_VBMI");
-        vbmi_enabled = lowra_cpu_has_vnni() && __builtin_cpu_supports("avx512vbmi") && !(env && strcmp(env, "0") == 0);
-    }
-    return vbmi_enabled;
+    return lowra_cpu_has_vnni() && __builtin_cpu_supports("avx512vbmi");
 #else
     return 0;
 #endif
 }
 
-void lowra_kernel_set_vbmi(int enabled) {
-    vbmi_enabled = 0;
-#if defined(__x86_64__)
-    vbmi_enabled = enabled && lowra_cpu_has_vnni() && __builtin_cpu_supports("avx512vbmi");
-#endif
+static int vbmi_enabled = -1;  // -1: not yet decided
+int lowra_kernel_vbmi(void) {
+    if (vbmi_enabled < 0) {
+        const char *env = getenv("LOWRA_VBMI");
+        vbmi_enabled = cpu_has_vbmi() && !(env && strcmp(env, "0") == 0);
+    }
+    return vbmi_enabled;
 }
+
+void lowra_kernel_set_vbmi(int enabled) { vbmi_enabled = enabled && cpu_has_vbmi(); }
 
 const char *lowra_kernel_variant_name(int path) {
     if (path != LOWRA_PATH_AVX512 || !lowra_kernel_path_supported(path)) return lowra_kernel_path_name(path);

@@ -93,7 +93,8 @@ public struct PackedLinear: Sendable, Equatable {
     }
 
     /// Each row's levels as uint8 codes (out, 16), with level ≈ levelMin[r] + levelStep[r] · code
-    /// (`lowra_integer_levels_row`): what the integer kernels multiply.
+    /// (`lowra_integer_levels_row`): what the integer kernels multiply. Copies of the kernel view's
+    /// arrays, made on each access.
     var levelCodes: [UInt8] { Array(UnsafeBufferPointer(start: kernel.view.levels_u8, count: 16 * outFeatures)) }
     var levelMin: [Float] { Array(UnsafeBufferPointer(start: kernel.view.level_min, count: outFeatures)) }
     var levelStep: [Float] { Array(UnsafeBufferPointer(start: kernel.view.level_step, count: outFeatures)) }

@@ -220,12 +220,13 @@ final class KernelTests: XCTestCase {
                             out: out, in: inF, widths: widths, scope: scope, doubleQuant: dq, rng: &rng)
                         let w = p.dequantized()
                         let nb = (inF + 63) / 64
+                        let steps = p.levelStep  // a copy: taken once, not per element
                         for kind in [KernelActivations.int8, .int16] {
                             cases += checkIntegerPaths(
                                 w: w, out: out, in: inF, columns: [1, 2, 4, 8], rng: &rng,
                                 "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)", activations: kind,
                                 levelError: { r, j in
-                                    Double(p.levelStep[r]) / 2 * Double(p.absmax.value(r * nb + j / 64))
+                                    Double(steps[r]) / 2 * Double(p.absmax.value(r * nb + j / 64))
                                 }
                             ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: kind) }
                         }
@@ -268,10 +269,11 @@ final class KernelTests: XCTestCase {
                 options.scope = scope
                 let bits = (0..<out).map { [1, 2, 4][$0 % 3] as UInt8 }
                 let p = try analyzeTensor(w, out: out, in: inF, options: options).pack(w, bits: bits)
+                let (mins, steps, codes) = (p.levelMin, p.levelStep, p.levelCodes)
                 for r in 0..<out {
                     let stored = p.levels[p.levelOffsets[r]..<(p.levelOffsets[r] + (1 << Int(bits[r])))]
                     for (k, level) in stored.enumerated() {
-                        let integer = p.levelMin[r] + p.levelStep[r] * Float(p.levelCodes[16 * r + k])
+                        let integer = mins[r] + steps[r] * Float(codes[16 * r + k])
                         XCTAssertEqual(integer, level, accuracy: 2e-7 * max(1, abs(level)), "\(scope) row \(r)")
                     }
                 }
