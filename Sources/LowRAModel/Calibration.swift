@@ -1,51 +1,128 @@
 import Foundation
+import LowRAQuant
 import LowRATensor
 
-/// Second moments E[x_j²] of every linear layer's inputs over a calibration text: with them the
-/// quantizer weighs each weight's error by how strongly its input column is used, so the error
-/// it minimizes is that of the layer's output rather than of the weights alone.
-public struct CalibrationStats: Codable, Sendable {
+/// What calibrated quantization reads: a generic text (neither the task's data nor the drift
+/// text, so the base stays task-agnostic) cut into windows, and which of its uses are on.
+public struct CalibrationRequest: Sendable {
+    public var config: LlamaConfig
+    public var tokens: [Int]
+    /// Tokens per window; each window starts at position 0. Whole windows only.
+    public var window: Int
+    /// Named in the report: "file (N tokens)".
     public var source: String
-    public var tokens: Int
-    /// Hugging Face linear name -> E[x_j²] for each input column j.
-    public var columns: [String: [Float]]
+    /// GPTQ-style error feedback on each row's codebook through the full H, with H gathered
+    /// sequentially (layer l sees the already-quantized layers before it) and each channel's
+    /// cost in the precision assignment its output error. Off: the diagonal E[x_j²] only weighs
+    /// Lloyd-Max and the error table (`--calibration-method diag`).
+    public var errorFeedback: Bool = true
+    /// H + λI with λ this fraction of H's mean diagonal.
+    public var damping: Float = 0.01
+
+    public init(config: LlamaConfig, tokens: [Int], window: Int, source: String) throws {
+        guard window >= 2, tokens.count >= window else {
+            throw LowRAError(
+                .invalidArgument,
+                "calibration needs at least one window of \(max(window, 2)) tokens, got \(tokens.count) tokens")
+        }
+        self.config = config
+        self.tokens = tokens
+        self.window = window
+        self.source = source
+    }
+
+    /// Tokens actually used: whole windows.
+    public var usedTokens: Int { tokens.count / window * window }
+    public var description: String {
+        "\(source) (\(usedTokens) tokens; " + (errorFeedback ? "error feedback, damping \(damping))" : "diagonal)")
+    }
 }
 
-extension LlamaModel {
-    /// Runs `tokens` in windows of `context` and averages x² per input column of every linear.
-    public func calibrate(
-        tokens: [Int], context: Int, source: String, progress: ((Int, Int) -> Void)? = nil
-    ) throws -> CalibrationStats {
-        guard tokens.count >= 2 else { throw LowRAError(.invalidArgument, "calibration needs at least 2 tokens") }
-        let c = config
-        var sums = [[LinearInput: [Double]]](repeating: [:], count: c.numLayers)
-        for l in 0..<c.numLayers {
-            for kind in LinearKind.allCases { sums[l][kind.input] = [Double](repeating: 0, count: kind.shape(c).in) }
-        }
-        let window = min(context, c.maxPositions)
-        let cache = KVCache(config: c, capacity: window)
-        let starts = Array(stride(from: 0, to: tokens.count, by: window))
-        for (w, start) in starts.enumerated() {
-            progress?(w, starts.count)
-            cache.reset()
-            _ = try forward(Array(tokens[start..<min(start + window, tokens.count)]), cache: cache, logits: .last) {
-                l, site, x, t, n in
-                sums[l][site]!.withUnsafeMutableBufferPointer { acc in
-                    for r in 0..<t {
-                        for j in 0..<n { acc[j] += Double(x[r * n + j]) * Double(x[r * n + j]) }
-                    }
-                }
+/// The calibration windows' residual stream, carried through the model one block at a time:
+/// `run` passes it through a block (the original one, or its quantized replacement with the
+/// initial adapter), gathering the second moments H = E[x xᵀ] of the block's four linear inputs.
+/// Holds (tokens, hidden) floats, never the model's activations for more than a few windows.
+public final class BlockCalibrator: @unchecked Sendable {
+    public let request: CalibrationRequest
+    /// The block the carried stream enters next.
+    public private(set) var block = 0
+    private let weights: LlamaWeights
+    private var x: [Float]  // (windows · window, C)
+    private let windows: Int
+
+    public init(_ request: CalibrationRequest, weights: LlamaWeights) {
+        self.request = request
+        self.weights = weights
+        let c = request.config
+        windows = request.tokens.count / request.window
+        x = [Float](repeating: 0, count: windows * request.window * c.hiddenSize)
+        x.withUnsafeMutableBufferPointer { xb in
+            for (r, tok) in request.tokens.prefix(windows * request.window).enumerated() {
+                weights.embedding.row(tok, into: xb.baseAddress! + r * c.hiddenSize)
             }
         }
-        progress?(starts.count, starts.count)
-        var columns = [String: [Float]]()
-        for l in 0..<c.numLayers {
+    }
+
+    /// Runs `blk` (in place of block `block`; its LoRA factors per kind, if any, at scale
+    /// `loraScale`) on every window. Returns H per linear input when `statistics`; with `advance`
+    /// the carried stream becomes the block's output and `block` moves on.
+    public func run(
+        _ blk: LlamaBlock, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1,
+        statistics: Bool, advance: Bool
+    ) throws -> [LinearInput: InputCovariance] {
+        let c = request.config
+        var one = weights
+        one.blocks = [blk]
+        var c1 = c
+        c1.numLayers = 1
+        var adapter: LoRAAdapter?
+        if !lora.isEmpty {
+            adapter = try LoRAAdapter(config: c1, rank: rank, alpha: alpha)
+            for (kind, f) in lora { adapter!.setFactors(adapter!.slot(layer: 0, kind: kind), a: f.a, b: f.b) }
+        }
+        let t = request.window
+        // Windows per forward: about 2048 rows, a divisor of the window count.
+        var chunk = max(1, min(windows, 2048 / t))
+        while windows % chunk != 0 { chunk -= 1 }
+        let ws = ForwardWorkspace(
+            config: c1, batch: chunk, tokens: t, keys: t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
+            weightScratch: one.scratchFloats(rows: chunk * t))
+        let rows = chunk * t
+        let buffer = ws.allocate(rows * c.hiddenSize)
+        let rope = RopeTable(start: 0, count: t, frequencies: c.ropeFrequencies)
+        var sums = [LinearInput: [Float]]()
+        if statistics {
             for kind in LinearKind.allCases {
-                columns[WeightNaming.huggingFace.linear(l, kind)] = sums[l][kind.input]!.map {
-                    Float($0 / Double(tokens.count))
+                let n = kind.shape(c).in
+                sums[kind.input] = [Float](repeating: 0, count: n * n)
+            }
+        }
+        let observe: LinearInputObserver? =
+            statistics
+            ? { _, site, input, rows, n in
+                sums[site]!.withUnsafeMutableBufferPointer {
+                    matmulTransA(input, input, $0.baseAddress!, m: n, n: n, k: rows, beta: 1)
+                }
+            } : nil
+        for first in stride(from: 0, to: windows, by: chunk) {
+            let span = (first * t * c.hiddenSize)..<((first + chunk) * t * c.hiddenSize)
+            x.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress! + span.lowerBound, count: span.count) }
+            func forward(_ view: AdapterView?) {
+                one.blockForward(
+                    0, config: c1, x: buffer, workspace: ws, rope: rope, cache: nil, adapter: view, observe: observe)
+            }
+            if let adapter { adapter.withView(forward) } else { forward(nil) }
+            if advance {
+                x.withUnsafeMutableBufferPointer {
+                    ($0.baseAddress! + span.lowerBound).update(from: buffer, count: span.count)
                 }
             }
         }
-        return CalibrationStats(source: source, tokens: tokens.count, columns: columns)
+        if advance { block += 1 }
+        let tokens = windows * t
+        return sums.mapValues { s in
+            let n = Int(Double(s.count).squareRoot().rounded())
+            return InputCovariance(n: n, values: s.map { $0 / Float(tokens) }, tokens: tokens)
+        }
     }
 }

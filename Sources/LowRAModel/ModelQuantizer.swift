@@ -37,8 +37,9 @@ public struct QuantizeRequest: Sendable {
     public var options = QuantizerOptions()
     public var assigner: AssignerKind?
     public var precisionMap: PrecisionMap?
-    /// Input statistics that turn the error into the layers' output error (nil: data-free).
-    public var calibration: CalibrationStats?
+    /// A calibration text whose input statistics turn the error into the layers' output error
+    /// (nil: data-free, the paper's recipe).
+    public var calibration: CalibrationRequest?
     /// Seeds the K-Means of the two-level ILP and LoftQ's randomized SVD.
     public var seed: UInt64 = 0
     /// LoftQ initialization (DESIGN §3): each layer's base becomes quantize(W − s·BA) after
@@ -63,11 +64,15 @@ public struct LoftQRequest: Sendable, Codable, Equatable {
     public var rank: Int
     public var alpha: Float
     public var steps: Int = 5
+    /// CLoQ: each low-rank fit minimizes the output error through the calibration's H (closed
+    /// form, `calibratedLowRank`) instead of the plain weight error. Needs error feedback.
+    public var calibrated = false
 
-    public init(rank: Int, alpha: Float, steps: Int = 5) {
+    public init(rank: Int, alpha: Float, steps: Int = 5, calibrated: Bool = false) {
         self.rank = rank
         self.alpha = alpha
         self.steps = steps
+        self.calibrated = calibrated
     }
 }
 
@@ -201,18 +206,46 @@ extension LlamaWeights {
         let params = layers.reduce(0) { $0 + blocks[$1.block][$1.kind].parameterCount }
         let budget = Int((request.bits * Double(params)).rounded(.down))
 
+        if let cal = request.calibration {
+            guard cal.config.numLayers == blocks.count else {
+                throw LowRAError(.shapeMismatch, "calibration: its config has \(cal.config.numLayers) layers, the model \(blocks.count)")
+            }
+            if request.loftq?.calibrated == true && !cal.errorFeedback {
+                throw LowRAError(.invalidArgument, "the calibrated initialization (cloq) needs error feedback")
+            }
+        } else if request.loftq?.calibrated == true {
+            throw LowRAError(.invalidArgument, "the calibrated initialization (cloq) needs a calibration text")
+        }
+        // With calibration, each block's input statistics come from the full-precision model,
+        // one block at a time (pass 2 gathers them again, sequentially, where error feedback is on).
+        let calibrator = request.calibration.map { BlockCalibrator($0, weights: self) }
+        var stats = [LinearInput: InputCovariance]()
+        var columnWeights = [[Float]?]()
         var analyses = [TensorAnalysis]()
         for (i, l) in layers.enumerated() {
             progress?("analyze", i, layers.count)
-            let lin = blocks[l.block][l.kind]
-            let cols = request.calibration?.columns[l.name]
-            if let cols, cols.count != lin.inFeatures {
-                throw LowRAError(
-                    .shapeMismatch, "calibration for \(l.name) has \(cols.count) columns, the layer \(lin.inFeatures)")
+            if let calibrator, calibrator.block == l.block {
+                stats = try calibrator.run(blocks[l.block], statistics: true, advance: true)
             }
-            analyses.append(
-                analyzeTensor(
-                    lin.weight, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: cols))
+            let lin = blocks[l.block][l.kind]
+            let w = lin.weight
+            let h = stats[l.kind.input]
+            var a = analyzeTensor(
+                w, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: h?.diagonal)
+            if let h, request.calibration!.errorFeedback {
+                // Each channel's cost at each precision: its output error after error feedback.
+                let damped = h.damped(request.calibration!.damping)
+                let u = try inverseCholeskyUpper(damped.values, n: damped.n)
+                for p in options.precisions {
+                    let bits = [UInt8](repeating: UInt8(p), count: lin.outFeatures)
+                    a.errors[p] = errorFeedbackQuantize(
+                        w, out: lin.outFeatures, in: lin.inFeatures, inverseFactor: u, codebooks: a.codebooks(bits)
+                    ).rowErrors
+                }
+                a.rowEnergy = damped.rowErrors(w, rows: lin.outFeatures)
+            }
+            analyses.append(a)
+            columnWeights.append(h?.diagonal)
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
         }
         progress?("analyze", layers.count, layers.count)
@@ -263,8 +296,8 @@ extension LlamaWeights {
             bits = zip(perTensor, analyses).map { [UInt8](repeating: UInt8($0), count: $1.outFeatures) }
         }
         return QuantizationPlan(
-            request: request, options: options, layers: layers, analyses: analyses, bits: bits, assigner: assignerName,
-            lowerBound: lowerBound, parameters: params, started: t0,
+            request: request, options: options, layers: layers, analyses: analyses, columnWeights: columnWeights,
+            bits: bits, assigner: assignerName, lowerBound: lowerBound, parameters: params, started: t0,
             phaseSeconds: ["analyze": tAnalyzed.timeIntervalSince(t0), "assign": Date().timeIntervalSince(tAnalyzed)])
     }
 
@@ -282,13 +315,17 @@ extension LlamaWeights {
     public static let concurrentPackElements = 8 << 20
 
     /// `packLayer` for consecutive layers `range`, packed concurrently (see `concurrentPackElements`)
-    /// and recorded in order; results are the same as packing them one by one.
+    /// and recorded in order; results are the same as packing them one by one. With error
+    /// feedback, layers must come in model order (the calibration stream passes through each
+    /// block once all its layers are packed).
     public func packLayers(
         _ range: Range<Int>, of plan: QuantizationPlan
     ) throws -> [(PackedLinear, (a: [Float], b: [Float])?)] {
         if plan.packStarted == nil { plan.packStarted = Date() }
-        typealias Packed = (packed: PackedLinear, factors: (a: [Float], b: [Float])?, errors: (Double, Double)?)
-        var results = [Result<Packed, Error>?](repeating: nil, count: range.count)
+        let block = plan.layers[range.lowerBound].block
+        precondition(range.allSatisfy { plan.layers[$0].block == block })
+        if plan.sequential { try plan.prepareBlock(block, weights: self) }
+        var results = [Result<PackedLayer, Error>?](repeating: nil, count: range.count)
         results.withUnsafeMutableBufferPointer { buf in
             let out = UncheckedSendable(buf.baseAddress!)
             let work = { (k: Int) in out.value[k] = Result { try self.computePacked(range.lowerBound + k, of: plan) } }
@@ -308,30 +345,78 @@ extension LlamaWeights {
             let i = range.lowerBound + k
             let r = try results[k]!.get()
             blocks[plan.layers[i].block][plan.layers[i].kind].releaseStored()
-            plan.record(i, packed: r.packed, analysis: plan.analyses[i]!, loftqErrors: r.errors)
+            plan.record(i, r)
             return (r.packed, r.factors)
         }
     }
 
-    /// Packs layer i (LoftQ when asked) without touching the plan's records: safe to run for two
+    /// Packs layer i (LoftQ or CLoQ when asked; with error feedback through its input's H from
+    /// the sequential calibration) without touching the plan's records: safe to run for two
     /// layers at once.
-    private func computePacked(
-        _ i: Int, of plan: QuantizationPlan
-    ) throws -> (packed: PackedLinear, factors: (a: [Float], b: [Float])?, errors: (Double, Double)?) {
+    private func computePacked(_ i: Int, of plan: QuantizationPlan) throws -> PackedLayer {
         let l = plan.layers[i]
         let request = plan.request
         guard let a = plan.analyses[i] else { throw LowRAError(.invalidArgument, "layer \(l.name) was packed already") }
         let lin = blocks[l.block][l.kind]
+        let (out, inF) = (lin.outFeatures, lin.inFeatures)
         let bits = plan.bits[i]
-        guard let lq = request.loftq else { return (try a.pack(lin.weight, bits: bits), nil, nil) }
         let w = lin.weight
-        let r = try loftqInitialize(
-            w, out: lin.outFeatures, in: lin.inFeatures, bits: bits, options: plan.options, rank: lq.rank,
-            steps: lq.steps, scale: lq.alpha / Float(lq.rank), columnWeights: request.calibration?.columns[l.name],
-            seed: request.seed &+ UInt64(i))
+        let site = plan.sequential ? plan.siteFactors[l.kind.input] : nil
+        guard let lq = request.loftq else {
+            guard let site else { return PackedLayer(packed: try a.pack(w, bits: bits)) }
+            let r = try a.packWithErrorFeedback(w, bits: bits, inverseFactor: site.u)
+            return PackedLayer(packed: r.packed, rowErrors: r.rowErrors)
+        }
+        let scale = lq.alpha / Float(lq.rank)
+        let seed = request.seed &+ UInt64(i)
+        let r: LoftQResult
+        if let site {
+            var options = plan.options
+            options.precisions = Array(Set(bits.map(Int.init))).sorted()
+            r = try alternatingLowRankInitialize(
+                w, out: out, in: inF, rank: lq.rank, steps: lq.steps, scale: scale,
+                quantize: { target in
+                    let ta = analyzeTensor(
+                        target, out: out, in: inF, options: options, columnWeights: site.diagonal, rowBits: bits)
+                    return try ta.packWithErrorFeedback(target, bits: bits, inverseFactor: site.u).packed
+                },
+                lowRank: { residual, step in
+                    if let lower = site.lower {
+                        return try calibratedLowRank(
+                            residual, out: out, in: inF, lower: lower, rank: lq.rank, seed: seed &+ UInt64(step))
+                    }
+                    return try plainLowRank(residual, out: out, in: inF, rank: lq.rank, seed: seed &+ UInt64(step))
+                })
+        } else {
+            r = try loftqInitialize(
+                w, out: out, in: inF, bits: bits, options: plan.options, rank: lq.rank, steps: lq.steps, scale: scale,
+                columnWeights: plan.columnWeights[i], seed: seed)
+        }
         let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        return (r.packed, (r.a, r.b), (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30)))
+        return PackedLayer(
+            packed: r.packed, factors: (r.a, r.b),
+            loftqErrors: (r.errors.first! / max(norm, 1e-30), r.errors.last! / max(norm, 1e-30)))
     }
+}
+
+/// One layer as pass 2 leaves it: packed, its initial LoRA factors (LoftQ, CLoQ), the relative
+/// errors of zero and low-rank initialization, and its rows' output errors when error feedback
+/// measured them.
+struct PackedLayer {
+    var packed: PackedLinear
+    var factors: (a: [Float], b: [Float])? = nil
+    var loftqErrors: (Double, Double)? = nil
+    var rowErrors: [Double]? = nil
+}
+
+/// The factors of one linear input's damped H for error feedback and CLoQ.
+struct SiteFactors {
+    /// Upper Cholesky factor of H⁻¹.
+    var u: [Float]
+    /// Lower Cholesky factor of H (CLoQ only).
+    var lower: [Float]?
+    /// E[x_j²], Lloyd-Max's column weights.
+    var diagonal: [Float]
 }
 
 /// What pass 1 and the assignment decided (see `LlamaWeights.quantizationPlan`), and the report
@@ -349,19 +434,30 @@ public final class QuantizationPlan: @unchecked Sendable {
     var phaseSeconds: [String: Double]
     /// Dropped as each layer is packed.
     var analyses: [TensorAnalysis?]
+    /// Per layer, E[x_j²] of its input from pass 1's calibration (nil: data-free).
+    let columnWeights: [[Float]?]
+    /// Error feedback: pass 2 carries the calibration stream through the packed blocks.
+    var sequential: Bool { request.calibration?.errorFeedback == true }
+    private var calibrator: BlockCalibrator?
+    /// The block whose inputs `siteFactors` describe, and the packed layers of blocks the stream
+    /// has not passed yet.
+    private var factorsBlock = -1
+    private(set) var siteFactors = [LinearInput: SiteFactors]()
+    private var packedBlocks = [Int: [LinearKind: PackedLayer]]()
     private var rows: [Int: LayerQuantReport] = [:]
     private var codeBits = 0, stored = 0, totalError = 0.0, totalEnergy = 0.0
     var packStarted: Date?
 
     init(
         request: QuantizeRequest, options: QuantizerOptions, layers: [(name: String, block: Int, kind: LinearKind)],
-        analyses: [TensorAnalysis], bits: [[UInt8]], assigner: String, lowerBound: Double?, parameters: Int,
+        analyses: [TensorAnalysis], columnWeights: [[Float]?], bits: [[UInt8]], assigner: String, lowerBound: Double?, parameters: Int,
         started: Date, phaseSeconds: [String: Double]
     ) {
         self.request = request
         self.options = options
         self.layers = layers
         self.analyses = analyses
+        self.columnWeights = columnWeights
         self.bits = bits
         self.assigner = assigner
         self.lowerBound = lowerBound
@@ -374,15 +470,53 @@ public final class QuantizationPlan: @unchecked Sendable {
         PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits)))
     }
 
-    func record(_ i: Int, packed: PackedLinear, analysis a: TensorAnalysis, loftqErrors: (Double, Double)?) {
+    /// Sequential calibration up to block l: the stream passes through every block before l (all
+    /// packed by now, with their initial adapter), then H of block l's inputs is gathered with
+    /// its original weights and factored.
+    func prepareBlock(_ l: Int, weights: LlamaWeights) throws {
+        let cal = request.calibration!
+        if calibrator == nil { calibrator = BlockCalibrator(cal, weights: weights) }
+        let stream = calibrator!
+        while stream.block < l {
+            let b = stream.block
+            guard let done = packedBlocks[b], done.count == LinearKind.allCases.count else {
+                throw LowRAError(.invalidArgument, "sequential calibration packs layers in order; block \(b) is incomplete")
+            }
+            var blk = weights.blocks[b]
+            var lora = [LinearKind: (a: [Float], b: [Float])]()
+            for (kind, p) in done {
+                blk[kind] = Linear(packed: p.packed, bias: blk[kind].bias)
+                if let f = p.factors { lora[kind] = f }
+            }
+            _ = try stream.run(
+                blk, lora: lora, rank: request.loftq?.rank ?? 0, alpha: request.loftq?.alpha ?? 1, statistics: false,
+                advance: true)
+            packedBlocks[b] = nil
+        }
+        guard factorsBlock != l else { return }
+        let stats = try stream.run(weights.blocks[l], statistics: true, advance: false)
+        siteFactors = try stats.mapValues { h in
+            let d = h.damped(cal.damping)
+            return SiteFactors(
+                u: try inverseCholeskyUpper(d.values, n: d.n),
+                lower: request.loftq?.calibrated == true ? try choleskyFactor(d.values, n: d.n) : nil,
+                diagonal: h.diagonal)
+        }
+        factorsBlock = l
+    }
+
+    func record(_ i: Int, _ p: PackedLayer) {
+        let a = analyses[i]!
+        if sequential { packedBlocks[layers[i].block, default: [:]][layers[i].kind] = p }
         var err = 0.0
         var energy = 0.0
         for r in 0..<a.outFeatures {
-            err += a.errors[Int(bits[i][r])]![r]
+            err += p.rowErrors?[r] ?? a.errors[Int(bits[i][r])]![r]
             energy += a.rowEnergy[r]
         }
         totalError += err
         totalEnergy += energy
+        let packed = p.packed
         codeBits += packed.codeBits
         stored += packed.storedBytes
         var hist = [String: Int]()
@@ -391,7 +525,7 @@ public final class QuantizationPlan: @unchecked Sendable {
             name: layers[i].name, outFeatures: a.outFeatures, inFeatures: a.inFeatures,
             codeBitsPerParam: Double(packed.codeBits) / Double(a.outFeatures * a.inFeatures),
             storedBytes: packed.storedBytes, relativeError: energy > 0 ? (err / energy).squareRoot() : 0,
-            channelsAt: hist, zeroInitError: loftqErrors?.0, loftqError: loftqErrors?.1)
+            channelsAt: hist, zeroInitError: p.loftqErrors?.0, loftqError: p.loftqErrors?.1)
         analyses[i] = nil
     }
 
@@ -406,6 +540,6 @@ public final class QuantizationPlan: @unchecked Sendable {
             totalSquaredError: totalError, relativeError: totalEnergy > 0 ? (totalError / totalEnergy).squareRoot() : 0,
             lowerBound: lowerBound, seconds: Date().timeIntervalSince(started), phaseSeconds: phases,
             layers: rows.keys.sorted().map { rows[$0]! },
-            calibration: request.calibration.map { "\($0.source) (\($0.tokens) tokens)" }, seed: request.seed)
+            calibration: request.calibration?.description, seed: request.seed)
     }
 }

@@ -18,46 +18,71 @@ public func loftqInitialize(
     _ w: [Float], out: Int, in inF: Int, bits: [UInt8], options: QuantizerOptions, rank r: Int,
     steps: Int = 5, scale s: Float = 1, columnWeights: [Float]? = nil, seed: UInt64 = 0
 ) throws -> LoftQResult {
+    var layerOptions = options
+    layerOptions.precisions = Array(Set(bits.map(Int.init))).sorted()
+    return try alternatingLowRankInitialize(
+        w, out: out, in: inF, rank: r, steps: steps, scale: s,
+        quantize: { target in
+            let analysis = analyzeTensor(
+                target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights, rowBits: bits)
+            return try analysis.pack(target, bits: bits)
+        },
+        lowRank: { residual, step in
+            try plainLowRank(residual, out: out, in: inF, rank: r, seed: seed &+ UInt64(step))
+        })
+}
+
+/// The rank-r truncated SVD of `residual` (out, in) split as √σ between B (out, r) and A (r, in)
+/// (randomized for large layers): LoftQ's factors, unweighted.
+public func plainLowRank(
+    _ residual: [Float], out: Int, in inF: Int, rank r: Int, seed: UInt64
+) throws -> (a: [Float], b: [Float]) {
+    let svd =
+        inF * out > 64 * 64 && r < min(out, inF) / 4
+        ? try truncatedSVDRandomized(residual, rows: out, cols: inF, rank: r, seed: seed)
+        : try truncatedSVDExact(residual, rows: out, cols: inF, rank: r)
+    var a = [Float](repeating: 0, count: r * inF)
+    var b = [Float](repeating: 0, count: out * r)
+    for i in 0..<out {
+        for j in 0..<r { b[i * r + j] = svd.u[i * r + j] * svd.s[j].squareRoot() }
+    }
+    for i in 0..<r {
+        for j in 0..<inF { a[i * inF + j] = svd.s[i].squareRoot() * svd.vt[i * inF + j] }
+    }
+    return (a, b)
+}
+
+/// LoftQ's alternation with its two halves given: for `steps` steps, Q = quantize(W − s·BA), then
+/// B A = lowRank(W − Q, step) (the product B·A, before the LoRA scale s). Returns the last step's
+/// Q and factors (B divided by s so that s·BA is the fitted product).
+public func alternatingLowRankInitialize(
+    _ w: [Float], out: Int, in inF: Int, rank r: Int, steps: Int, scale s: Float,
+    quantize: ([Float]) throws -> PackedLinear, lowRank: ([Float], Int) throws -> (a: [Float], b: [Float])
+) throws -> LoftQResult {
     guard r >= 1, r <= min(out, inF) else {
         throw LowRAError(.invalidArgument, "LoRA rank \(r) must be in 1...\(min(out, inF)) for a \(out)x\(inF) layer")
     }
-    var layerOptions = options
-    layerOptions.precisions = Array(Set(bits.map(Int.init))).sorted()
+    guard steps >= 1 else { throw LowRAError(.invalidArgument, "LoftQ needs at least one step, got \(steps)") }
     func frobenius(_ x: [Float]) -> Double { x.reduce(0.0) { $0 + Double($1) * Double($1) } }
     var a = [Float](repeating: 0, count: r * inF)
     var b = [Float](repeating: 0, count: out * r)
     var target = w
-    var best: (PackedLinear, [Float], [Float])?
+    var packed: PackedLinear!
     var errors = [Double]()
     // Buffers of the layer's size, reused across steps (each is a fresh mapping otherwise).
     var residual = [Float](repeating: 0, count: out * inF)
     var ba = [Float](repeating: 0, count: out * inF)
-    for step in 0...steps {
-        let analysis = analyzeTensor(
-            target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights, rowBits: bits)
-        let packed = try analysis.pack(target, bits: bits)
+    for step in 0..<steps {
+        packed = try quantize(target)
         residual.withUnsafeMutableBufferPointer { packed.dequantize(into: $0.baseAddress!) }
         for i in residual.indices { residual[i] = w[i] - residual[i] }  // W − Q
         if step == 0 { errors.append(frobenius(residual).squareRoot()) }
-        if step == steps { break }
-        let svd = inF * out > 64 * 64 && r < min(out, inF) / 4
-            ? try truncatedSVDRandomized(residual, rows: out, cols: inF, rank: r, seed: seed &+ UInt64(step))
-            : try truncatedSVDExact(residual, rows: out, cols: inF, rank: r)
-        for i in 0..<out {
-            for j in 0..<r { b[i * r + j] = svd.u[i * r + j] * svd.s[j].squareRoot() / s }
-        }
-        for i in 0..<r {
-            for j in 0..<inF { a[i * inF + j] = svd.s[i].squareRoot() * svd.vt[i * inF + j] }
-        }
-        matmul(b, a, &ba, m: out, n: inF, k: r, alpha: s)
+        (a, b) = try lowRank(residual, step)
+        matmul(b, a, &ba, m: out, n: inF, k: r)
+        for i in b.indices { b[i] /= s }
         for i in residual.indices { residual[i] -= ba[i] }  // W − Q − sBA
         errors.append(frobenius(residual).squareRoot())
-        best = (packed, a, b)
-        for i in target.indices { target[i] = w[i] - ba[i] }  // next step quantizes W − sBA
+        for i in target.indices { target[i] = w[i] - ba[i] }  // the next step quantizes W − sBA
     }
-    guard let (packed, fa, fb) = best else {
-        let analysis = analyzeTensor(w, out: out, in: inF, options: layerOptions, columnWeights: columnWeights)
-        return LoftQResult(packed: try analysis.pack(w, bits: bits), a: a, b: b, errors: errors)
-    }
-    return LoftQResult(packed: packed, a: fa, b: fb, errors: errors)
+    return LoftQResult(packed: packed, a: a, b: b, errors: errors)
 }

@@ -206,21 +206,15 @@ func rowError(
 }
 
 extension TensorAnalysis {
-    /// Packs w with the given per-row precisions (each must be one of the analyzed ones).
+    /// Packs w with the given per-row precisions (each must be one of the analyzed ones), each
+    /// weight rounded to its bin (round to nearest, the paper's quantizer).
     public func pack(_ w: [Float], bits: [UInt8]) throws -> PackedLinear {
+        try checkPrecisions(bits)
         let out = outFeatures
         let inF = inFeatures
-        guard bits.count == out else {
-            throw LowRAError(.shapeMismatch, "pack: \(bits.count) precisions for \(out) rows")
-        }
-        for b in Set(bits) where levels[Int(b)] == nil {
-            throw LowRAError(.invalidArgument, "pack: precision \(b) was not analyzed (have \(options.precisions))")
-        }
         let nb = (inF + AbsmaxStorage.block - 1) / AbsmaxStorage.block
         let scales = absmax.decoded(count: out * nb)
-        var offsets = [0]
-        for b in bits { offsets.append(offsets.last! + (inF * Int(b) + 7) / 8) }
-        var codes = [UInt8](repeating: 0, count: offsets.last!)
+        var codes = [UInt8](repeating: 0, count: out * inF)
         codes.withUnsafeMutableBufferPointer { cb in
             w.withUnsafeBufferPointer { wb in
                 scales.withUnsafeBufferPointer { sb in
@@ -232,18 +226,74 @@ extension TensorAnalysis {
                             let k = 1 << b
                             thresholds[b]!.withUnsafeBufferPointer { tb in
                                 let t = tb.baseAddress! + r * (k - 1)
-                                let row = dst + offsets[r]
                                 let wr = w + r * inF
                                 for blk in 0..<nb {
                                     let s = scales[r * nb + blk]
                                     for j in (blk * AbsmaxStorage.block)..<min(inF, (blk + 1) * AbsmaxStorage.block) {
                                         let x = s > 0 ? min(1, max(-1, wr[j] / s)) : 0
-                                        let code = UInt8(binIndex(x, t, k - 1))
-                                        row[j * b / 8] |= code << UInt8((j * b) % 8)
+                                        dst[r * inF + j] = UInt8(binIndex(x, t, k - 1))
                                     }
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+        return try pack(codes: codes, bits: bits)
+    }
+
+    /// Packs w at the given per-row precisions with error feedback (`errorFeedbackQuantize`)
+    /// through `inverseFactor`, the upper Cholesky factor of the damped H⁻¹; returns each row's
+    /// output error tr(D H Dᵀ) too.
+    public func packWithErrorFeedback(
+        _ w: [Float], bits: [UInt8], inverseFactor u: [Float]
+    ) throws -> (packed: PackedLinear, rowErrors: [Double]) {
+        try checkPrecisions(bits)
+        let r = errorFeedbackQuantize(w, out: outFeatures, in: inFeatures, inverseFactor: u, codebooks: codebooks(bits))
+        return (try pack(codes: r.codes, bits: bits), r.rowErrors)
+    }
+
+    /// Each row's codebook at its precision, in units of its blocks' absmax.
+    public func codebooks(_ bits: [UInt8]) -> RowCodebooks {
+        var lv = [Float]()
+        var offsets = [0]
+        for r in 0..<outFeatures {
+            let k = 1 << Int(bits[r])
+            lv += levels[Int(bits[r])]![(r * k)..<((r + 1) * k)]
+            offsets.append(lv.count)
+        }
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        return RowCodebooks(
+            rows: outFeatures, columns: inFeatures, blockSize: AbsmaxStorage.block, levels: lv, offsets: offsets,
+            scales: absmax.decoded(count: outFeatures * nb))
+    }
+
+    private func checkPrecisions(_ bits: [UInt8]) throws {
+        guard bits.count == outFeatures else {
+            throw LowRAError(.shapeMismatch, "pack: \(bits.count) precisions for \(outFeatures) rows")
+        }
+        for b in Set(bits) where levels[Int(b)] == nil {
+            throw LowRAError(.invalidArgument, "pack: precision \(b) was not analyzed (have \(options.precisions))")
+        }
+    }
+
+    /// Packs per-weight codes (out, in), each an index into its row's levels at its precision.
+    public func pack(codes: [UInt8], bits: [UInt8]) throws -> PackedLinear {
+        let out = outFeatures
+        let inF = inFeatures
+        var offsets = [0]
+        for b in bits { offsets.append(offsets.last! + (inF * Int(b) + 7) / 8) }
+        var packedCodes = [UInt8](repeating: 0, count: offsets.last!)
+        packedCodes.withUnsafeMutableBufferPointer { pb in
+            codes.withUnsafeBufferPointer { cb in
+                let io = UncheckedSendable((pb.baseAddress!, cb.baseAddress!))
+                parallelFor(out, minPerChunk: 8) { rows in
+                    let (dst, codes) = io.value
+                    for r in rows {
+                        let b = Int(bits[r])
+                        let row = dst + offsets[r]
+                        for j in 0..<inF { row[j * b / 8] |= codes[r * inF + j] << UInt8((j * b) % 8) }
                     }
                 }
             }
@@ -260,7 +310,7 @@ extension TensorAnalysis {
             }
         }
         return try PackedLinear(
-            outFeatures: out, inFeatures: inF, bits: bits, codes: codes, absmax: absmax, levels: lv,
+            outFeatures: out, inFeatures: inF, bits: bits, codes: packedCodes, absmax: absmax, levels: lv,
             scope: options.scope)
     }
 }

@@ -31,14 +31,24 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Reuse a precision map (precision_map.json) instead of assigning.") var precisionMap: String?
     @Flag(help: "Store block scales as fp32 instead of double-quantizing them.") var noDoubleQuant = false
     @Option(
-        help: "Text whose activations weigh the error (output error instead of the paper's data-free weight error).")
+        help: """
+            A generic text whose activations turn the error into the layers' output error (e.g. \
+            data/calibration.txt; default: none, the paper's data-free recipe).
+            """)
     var calibration: String?
-    @Option(help: "Tokens of the calibration text to use.") var calibrationTokens: Int = 4096
+    @Option(help: "Tokens of the calibration text to use (whole windows of 512).") var calibrationTokens: Int = 4096
+    @Option(
+        help: """
+            gptq: error feedback through each layer's input covariance, gathered sequentially, and output-error \
+            costs in the assignment (default) | diag: E[x²] weighs Lloyd-Max and the error table only.
+            """)
+    var calibrationMethod: String = "gptq"
+    @Option(help: "Damping of the input covariance, as a fraction of its mean diagonal.") var damping: Float = 0.01
     @Option(help: "Seed of the two-level ILP's K-Means (recorded in lowra_quant.json; the rest is deterministic).")
     var seed: UInt64 = 0
     @Option(
         help:
-            "Initial LoRA adapter stored beside the base: loftq | zeros | none (default: loftq for lowra and loftq, zeros for qlora)."
+            "Initial LoRA adapter stored beside the base: loftq | cloq (output-error fit, needs --calibration) | zeros | none (default: loftq for lowra and loftq, zeros for qlora)."
     )
     var `init`: String?
     @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank:
@@ -55,8 +65,15 @@ struct QuantizeCommand: ParsableCommand {
 
     func run() throws {
         let initKind = `init` ?? (method == .qlora ? "zeros" : "loftq")
-        guard ["loftq", "zeros", "none"].contains(initKind) else {
-            throw ValidationError("--init takes loftq, zeros or none")
+        guard ["loftq", "cloq", "zeros", "none"].contains(initKind) else {
+            throw ValidationError("--init takes loftq, cloq, zeros or none")
+        }
+        guard ["gptq", "diag"].contains(calibrationMethod) else {
+            throw ValidationError("--calibration-method takes gptq or diag")
+        }
+        guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
+        if initKind == "cloq" && (calibration == nil || calibrationMethod != "gptq") {
+            throw ValidationError("--init cloq needs --calibration with --calibration-method gptq")
         }
         guard loftqSteps >= 1 else { throw ValidationError("--loftq-steps must be positive") }
         var request = QuantizeRequest(method: method, bits: bits)
@@ -109,17 +126,18 @@ struct QuantizeCommand: ParsableCommand {
         if initKind != "none" {
             adapter = try LoRAAdapter(
                 config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)  // validates rank and alpha
-            if initKind == "loftq" {
-                request.loftq = LoftQRequest(rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps)
+            if initKind == "loftq" || initKind == "cloq" {
+                request.loftq = LoftQRequest(
+                    rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps, calibrated: initKind == "cloq")
             }
         }
         if let path = calibration {
-            guard calibrationTokens >= 2 else { throw ValidationError("--calibration-tokens must be at least 2") }
             let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
-            let bar = ProgressBar("calibrate")
-            request.calibration = try loaded.model.calibrate(
-                tokens: tokens, context: 512, source: (path as NSString).lastPathComponent
-            ) { bar.update($0, $1) }
+            request.calibration = try CalibrationRequest(
+                config: loaded.config, tokens: tokens, window: min(512, tokens.count, loaded.config.maxPositions),
+                source: (path as NSString).lastPathComponent)
+            request.calibration!.errorFeedback = calibrationMethod == "gptq"
+            request.calibration!.damping = damping
         }
         let bars = [
             "analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   "),
@@ -154,7 +172,7 @@ struct QuantizeCommand: ParsableCommand {
             var adapterManifest = AdapterManifest(
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),
                 rank: adapter.rank, alpha: adapter.alpha, initialization: initKind)
-            if initKind == "loftq" {
+            if initKind == "loftq" || initKind == "cloq" {
                 for (s, f) in zip(adapter.slots, loftq) { adapter.setFactors(s, a: f.a, b: f.b) }
                 adapterManifest.loftq = report.layers.map {
                     LoftQLayerReport(
@@ -207,7 +225,7 @@ struct QuantizeCommand: ParsableCommand {
                     report.totalSquaredError, lb, (report.totalSquaredError - lb) / max(report.totalSquaredError, 1e-30)
                 ))
         }
-        if initKind == "loftq" {
+        if initKind == "loftq" || initKind == "cloq" {
             let z = report.layers.compactMap(\.zeroInitError)
             let q = report.layers.compactMap(\.loftqError)
             print(

@@ -145,22 +145,60 @@ final class QuantizerTests: XCTestCase {
         }
     }
 
+    /// The block-by-block calibration stream sees what the whole model's forward sees: H of block
+    /// 1's inputs equals the one gathered from `hidden`'s observer, window by window.
     func testCalibrationCollectsEveryLinearInput() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny_hf")).model
-        let tokens = Array(0..<40).map { ($0 * 7) % m.config.vocabSize }
-        let stats = try m.calibrate(tokens: tokens, context: 16, source: "test")
-        XCTAssertEqual(stats.columns.count, 7 * m.config.numLayers)
-        XCTAssertEqual(stats.columns["model.layers.0.mlp.down_proj"]?.count, m.config.intermediateSize)
-        XCTAssertEqual(stats.columns["model.layers.1.self_attn.o_proj"]?.count, m.config.qDim)
-        // q, k and v read the same normalized input.
-        XCTAssertEqual(
-            stats.columns["model.layers.1.self_attn.q_proj"], stats.columns["model.layers.1.self_attn.v_proj"])
-        XCTAssertTrue(stats.columns.values.allSatisfy { $0.allSatisfy { $0 > 0 && $0.isFinite } })
-        var req = QuantizeRequest(method: .lowra, bits: 1.75)
-        req.calibration = stats
-        let r = try m.weights.quantized(req).report
-        XCTAssertLessThanOrEqual(r.codeBitsPerParam, 1.75)
-        XCTAssertEqual(r.calibration, "test (40 tokens)")
+        let c = m.config
+        let tokens = Array(0..<40).map { ($0 * 7) % c.vocabSize }
+        let request = try CalibrationRequest(config: c, tokens: tokens, window: 16, source: "test")
+        XCTAssertEqual(request.usedTokens, 32)
+        let stream = BlockCalibrator(request, weights: m.weights)
+        _ = try stream.run(m.weights.blocks[0], statistics: true, advance: true)
+        let stats = try stream.run(m.weights.blocks[1], statistics: true, advance: false)
+        XCTAssertEqual(stats[.down]?.n, c.intermediateSize)
+        XCTAssertEqual(stats[.output]?.n, c.qDim)
+        var expected = [LinearInput: [Double]]()
+        for w in 0..<2 {
+            _ = try m.hidden(Array(tokens[(w * 16)..<(w * 16 + 16)]), cache: nil) { l, site, x, rows, n in
+                guard l == 1 else { return }
+                var acc = expected[site] ?? [Double](repeating: 0, count: n * n)
+                for r in 0..<rows {
+                    for i in 0..<n { for j in 0..<n { acc[i * n + j] += Double(x[r * n + i]) * Double(x[r * n + j]) } }
+                }
+                expected[site] = acc
+            }
+        }
+        XCTAssertEqual(Set(stats.keys), Set(LinearInput.allCases))
+        for (site, h) in stats {
+            let e = expected[site]!.map { Float($0 / 32) }
+            let scale = e.map(abs).max()!
+            XCTAssertTrue(zip(h.values, e).allSatisfy { abs($0 - $1) <= 1e-4 * scale }, "\(site)")
+        }
+        for method in ["diag", "gptq"] {
+            var req = QuantizeRequest(method: .lowra, bits: 1.75)
+            req.calibration = request
+            req.calibration!.errorFeedback = method == "gptq"
+            let r = try m.weights.quantized(req).report
+            XCTAssertLessThanOrEqual(r.codeBitsPerParam, 1.75)
+            XCTAssertEqual(r.calibration?.hasPrefix("test (32 tokens; "), true)
+            XCTAssertTrue(r.totalSquaredError.isFinite && r.totalSquaredError > 0)
+        }
+    }
+
+    /// CLoQ end to end on a tiny model: sequential error feedback, then the calibrated low-rank
+    /// fit, which leaves a smaller output error than the zero-initialized adapter in every layer.
+    func testCLoQInitializationLowersEveryLayersError() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf")).model
+        let tokens = Array(0..<64).map { ($0 * 11 + 3) % m.config.vocabSize }
+        var req = QuantizeRequest(method: .lowra, bits: 2)
+        req.calibration = try CalibrationRequest(config: m.config, tokens: tokens, window: 32, source: "test")
+        XCTAssertThrowsError(try m.weights.quantized({ var r = req; r.calibration!.errorFeedback = false
+            r.loftq = LoftQRequest(rank: 4, alpha: 4, calibrated: true); return r }()))
+        req.loftq = LoftQRequest(rank: 4, alpha: 4, steps: 1, calibrated: true)
+        let q = try m.weights.quantized(req)
+        XCTAssertEqual(q.loftq.count, m.weights.quantizableLinears.count)
+        for l in q.report.layers { XCTAssertLessThan(l.loftqError!, l.zeroInitError!, l.name) }
     }
 
     func testDoubleQuantizedScalesNeverUnderestimate() {

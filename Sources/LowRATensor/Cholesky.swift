@@ -1,0 +1,45 @@
+import CBLAS
+
+// Symmetric positive definite matrices (a layer's input covariance H) by LAPACK: the factors that
+// calibrated quantization (error feedback) and calibrated LoRA initialization need.
+
+/// The Cholesky factor of a symmetric positive definite (n, n) row-major matrix: lower L with
+/// A = L Lᵀ, or upper U with A = Uᵀ U; the other triangle is zero.
+public func choleskyFactor(_ a: [Float], n: Int, upper: Bool = false) throws -> [Float] {
+    precondition(a.count == n * n)
+    var f = a
+    let uplo = CChar(UInt8(ascii: upper ? "U" : "L"))
+    let info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, uplo, Int32(n), &f, Int32(n))
+    guard info == 0 else {
+        throw LowRAError(
+            .invalidArgument,
+            "matrix of order \(n) is not positive definite (Cholesky failed at column \(info)); raise the damping")
+    }
+    for i in 0..<n {
+        for j in 0..<n where upper ? j < i : j > i { f[i * n + j] = 0 }
+    }
+    return f
+}
+
+/// The upper Cholesky factor U of A⁻¹ (A⁻¹ = Uᵀ U) of a symmetric positive definite (n, n)
+/// matrix: GPTQ's factor, whose row j carries column j's quantization error onto the columns
+/// after it.
+public func inverseCholeskyUpper(_ a: [Float], n: Int) throws -> [Float] {
+    var inv = try choleskyFactor(a, n: n)
+    guard LAPACKE_spotri(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), Int32(n), &inv, Int32(n)) == 0 else {
+        throw LowRAError(.invalidArgument, "matrix of order \(n) could not be inverted")
+    }
+    for i in 0..<n {
+        for j in (i + 1)..<n { inv[i * n + j] = inv[j * n + i] }  // spotri fills the lower triangle
+    }
+    return try choleskyFactor(inv, n: n, upper: true)
+}
+
+/// x (rows, n) ← x · L⁻¹ for lower-triangular L (n, n): un-whitens factors found in the space
+/// x · L (calibrated LoRA initialization).
+public func solveRightLowerTriangular(_ x: inout [Float], rows: Int, lower l: [Float], n: Int) {
+    precondition(x.count == rows * n && l.count == n * n)
+    cblas_strsm(
+        CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(rows), Int32(n), 1, l, Int32(n),
+        &x, Int32(n))
+}
