@@ -130,25 +130,33 @@ public enum QuantizedModelStore {
             try write(
                 to: staging, config: config, weights: weights, tokenizer: tokenizer, head: head, layer: layer,
                 finish: finish)
-            if fm.fileExists(atPath: dir) {
-                let old = dir + ".old-\(getpid())"
-                try fm.moveItem(atPath: dir, toPath: old)
-                try fm.moveItem(atPath: staging, toPath: dir)
-                try? fm.removeItem(atPath: old)
-            } else {
-                try fm.moveItem(atPath: staging, toPath: dir)
-            }
-            syncDirectory((dir as NSString).deletingLastPathComponent)  // the renames, on disk
+            try replaceDirectory(dir, with: staging)
         } catch {
             try? fm.removeItem(atPath: staging)
             throw error
         }
     }
 
+    /// Puts the finished directory `staging` in place of `dir` (moved aside to `dir.old-PID`
+    /// first, removed after; `removeStaleStaging` restores it when killed in between) and flushes
+    /// the renames to disk.
+    public static func replaceDirectory(_ dir: String, with staging: String) throws {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: dir) {
+            let old = dir + ".old-\(getpid())"
+            try fm.moveItem(atPath: dir, toPath: old)
+            try fm.moveItem(atPath: staging, toPath: dir)
+            try? fm.removeItem(atPath: old)
+        } else {
+            try fm.moveItem(atPath: staging, toPath: dir)
+        }
+        syncDirectory((dir as NSString).deletingLastPathComponent)
+    }
+
     /// Removes what a killed run left beside `dir`: `dir.tmp-PID` / `dir.old-PID` siblings whose
     /// process no longer exists (a running quantize's staging directory is left alone). A
     /// `dir.old-PID` with no `dir` (killed between the two renames) is moved back to `dir`.
-    static func removeStaleStaging(of dir: String) {
+    public static func removeStaleStaging(of dir: String) {
         let url = URL(fileURLWithPath: dir).standardizedFileURL
         let parent = url.deletingLastPathComponent().path
         let base = url.lastPathComponent

@@ -99,6 +99,12 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var drift: String?
     /// Drift tokens for a 4-bit cell; a cell at b bits is tested on `driftTokens(bits:)`.
     public var driftTokens: Int?
+    /// The generic calibration text of the calibrated methods (lowra-diag … lowra-distill), its
+    /// tokens, the repair's steps on it and the distillation weight of lowra-distill's fine-tuning.
+    public var calibration: String?
+    public var calibrationTokens: Int?
+    public var repairSteps: Int?
+    public var distillWeight: Double?
 
     public init(model: String, train: String, valid: String, test: String, methods: [String], bits: [Double], steps: Int, rank: Int,
                 seq: Int, batch: Int, lr: Double, seed: UInt64, evalTokens: Int, drift: String? = nil, driftTokens: Int? = nil) {
@@ -131,6 +137,8 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case model, train, valid, test, methods, bits, steps, rank, seq, batch, lr, seed, evalTokens = "eval_tokens"
         case drift, driftTokens = "drift_tokens"
+        case calibration, calibrationTokens = "calibration_tokens", repairSteps = "repair_steps"
+        case distillWeight = "distill_weight"
     }
 }
 

@@ -93,3 +93,29 @@ public func crossEntropyForwardBackward(
     }
     return (loss, count)
 }
+
+/// Distillation on one row of logits (V): loss = (1 − w)·CE(target) + w·KL(p_teacher ‖ p_student)
+/// with p = softmax(logits), and its gradient (scaled by `scale`) written into dlogits (not
+/// accumulated): softmax(student) − (1 − w)·onehot(target) − w·p_teacher. A negative target masks
+/// the row (no loss, zero gradient). Returns (loss, count) as `crossEntropyForwardBackward`.
+public func distillationForwardBackward(
+    _ dlogits: UnsafeMutablePointer<Float>?, _ logits: UnsafePointer<Float>, teacher: UnsafePointer<Float>,
+    target: Int, vocab v: Int, weight w: Float, scale: Float = 1
+) -> (loss: Double, count: Int) {
+    guard target >= 0 else {
+        dlogits?.update(repeating: 0, count: v)
+        return (0, 0)
+    }
+    let (lse, _) = logSumExpAndArgmax(logits, count: v)
+    let (tlse, _) = logSumExpAndArgmax(teacher, count: v)
+    let wd = Double(w)
+    var kl = 0.0
+    for i in 0..<v {
+        let logPt = Double(teacher[i]) - tlse
+        let pt = exp(logPt)
+        kl += pt * (logPt - (Double(logits[i]) - lse))
+        if let d = dlogits { d[i] = Float(exp(Double(logits[i]) - lse) - wd * pt) * scale }
+    }
+    if let d = dlogits { d[target] -= (1 - w) * scale }
+    return ((1 - wd) * (lse - Double(logits[target])) + wd * kl, 1)
+}

@@ -97,6 +97,8 @@ public struct TrainingRecord: Codable, Sendable {
     public var validLossBefore: Double?
     public var validLossAfter: Double?
     public var seconds: Double
+    /// The teacher model distillation matched (with `options.distillWeight`).
+    public var teacher: String?
 
     public init(
         options: FinetuneOptions, trainFile: String, trainSHA256: String, validFile: String?, validSHA256: String?,
@@ -123,10 +125,9 @@ public struct TrainingRecord: Codable, Sendable {
         case validSHA256 = "valid_sha256"
         case steps
         case finalTrainLoss = "final_train_loss"
-        case validLossBefore =
-            "valid_loss_before"
+        case validLossBefore = "valid_loss_before"
         case validLossAfter = "valid_loss_after"
-        case seconds
+        case seconds, teacher
     }
 }
 

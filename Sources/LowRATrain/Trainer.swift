@@ -25,6 +25,9 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
     /// Recompute each block in backward instead of saving its activations. It does not change
     /// the numbers, so it is not part of a checkpoint's identity (not encoded).
     public var recompute = false
+    /// Distillation weight w: the loss is (1 − w)·CE + w·KL(teacher ‖ model) against a teacher
+    /// model's logits (nil: plain cross-entropy; 1: distillation alone, the generic repair).
+    public var distillWeight: Float?
 
     public init() {}
 
@@ -43,6 +46,7 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
         guard evalEvery >= 0, saveEvery >= 0, validSequences >= 1 else {
             throw bad("--eval-every, --save-every must not be negative")
         }
+        if let w = distillWeight, !(w > 0 && w <= 1) { throw bad("--distill-weight must be in (0, 1]") }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -55,6 +59,7 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
         case saveEvery = "save_every"
         case validSequences = "valid_sequences"
         case seed
+        case distillWeight = "distill_weight"
     }
 }
 
@@ -132,6 +137,8 @@ public final class Trainer {
     /// Identifies the run a checkpoint belongs to (base, data, options, initial adapter shape).
     public let runKey: String
     private let graph: TrainingGraph
+    /// With distillation: the model whose logits the adapter learns to match.
+    private let teacher: LlamaModel?
 
     public private(set) var adapter: LoRAAdapter
     private var adam: AdamW
@@ -140,9 +147,19 @@ public final class Trainer {
 
     public init(
         config: LlamaConfig, weights: LlamaWeights, baseFingerprint: String, adapter: LoRAAdapter, train: TrainingData,
-        valid: TrainingData?, options: FinetuneOptions, outDir: String
+        valid: TrainingData?, options: FinetuneOptions, outDir: String, teacher: (model: LlamaModel, fingerprint: String)? = nil
     ) throws {
         try options.validate()
+        guard (options.distillWeight != nil) == (teacher != nil) else {
+            throw LowRAError(.invalidArgument, "distillation needs both a weight and a teacher model")
+        }
+        if let t = teacher?.model.config {
+            guard t.vocabSize == config.vocabSize, t.hiddenSize == config.hiddenSize else {
+                throw LowRAError(
+                    .shapeMismatch, "the teacher (vocabulary \(t.vocabSize), hidden \(t.hiddenSize)) does not match the model")
+            }
+        }
+        self.teacher = teacher?.model
         guard train.seq == options.seq, valid.map({ $0.seq == options.seq }) ?? true else {
             throw LowRAError(.invalidArgument, "training data was cut for another sequence length")
         }
@@ -155,12 +172,13 @@ public final class Trainer {
         adam = AdamW(count: adapter.values.count, weightDecay: options.weightDecay)
         graph = try TrainingGraph(
             config: config, weights: weights, batch: options.batch, seq: options.seq, rank: adapter.rank,
-            recompute: options.recompute)
+            recompute: options.recompute, distill: teacher != nil)
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         let opts = String(decoding: try enc.encode(options), as: UTF8.self)
         runKey =
             "base=\(baseFingerprint) train=\(train.sha256) valid=\(valid?.sha256 ?? "-") rank=\(adapter.rank) alpha=\(adapter.alpha) options=\(opts)"
+            + (teacher.map { " teacher=\($0.fingerprint)" } ?? "")
     }
 
     public var workspaceBytes: Int { graph.workspaceBytes }
@@ -249,6 +267,18 @@ public final class Trainer {
         try writeAtomically(Data(csv.utf8), to: path(Self.logFile))
     }
 
+    /// The teacher's final normed hidden states for a batch of inputs (each sequence from
+    /// position 0), for the distillation loss; nil without a teacher.
+    private func teacherTarget(_ inputs: [Int]) throws -> TrainingGraph.Teacher? {
+        guard let teacher, let w = options.distillWeight else { return nil }
+        var hidden = [Float]()
+        hidden.reserveCapacity(inputs.count * config.hiddenSize)
+        for b in 0..<options.batch {
+            hidden += try teacher.hidden(Array(inputs[(b * options.seq)..<((b + 1) * options.seq)]), cache: nil)
+        }
+        return TrainingGraph.Teacher(hidden: hidden, head: teacher.weights.outputHead, weight: w)
+    }
+
     // MARK: - The loop
 
     /// Trains to `options.steps` (or stops after step `until`, as an interrupted run would), from
@@ -281,7 +311,7 @@ public final class Trainer {
                 let (inp, tgt) = train.batch(start: start, size: options.batch, seed: options.seed)
                 let r = try graph.lossAndGradient(
                     inputs: inp, targets: tgt, adapter: adapter, gradient: &grad,
-                    gradScale: 1 / Float(options.gradAccum))
+                    gradScale: 1 / Float(options.gradAccum), teacher: try teacherTarget(inp))
                 lossSum += r.loss
                 count += r.count
             }

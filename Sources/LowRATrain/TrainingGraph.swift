@@ -30,6 +30,7 @@ public final class TrainingGraph: @unchecked Sendable {
     private let rope: RopeTable
     private let workspace: ForwardWorkspace
     private let x, normed, dnormed, logits, dlogits: UnsafeMutablePointer<Float>
+    private let teacherLogits: UnsafeMutablePointer<Float>?  // (headChunk, V), with distillation
     private let dx, dxn, dq, dk, dv, datt, dact, dgate, dup, dyB, attnScratch: UnsafeMutablePointer<Float>
 
     /// Bytes of the buffers this graph holds (activations and scratch).
@@ -37,7 +38,7 @@ public final class TrainingGraph: @unchecked Sendable {
 
     public init(
         config: LlamaConfig, weights: LlamaWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
-        recompute: Bool = false
+        recompute: Bool = false, distill: Bool = false
     ) throws {
         guard batch >= 1, seq >= 1 else {
             throw LowRAError(.invalidArgument, "batch and sequence length must be positive")
@@ -74,6 +75,7 @@ public final class TrainingGraph: @unchecked Sendable {
         dnormed = ws.allocate(n * C)
         logits = ws.allocate(chunk * V)
         dlogits = ws.allocate(chunk * V)
+        teacherLogits = distill ? ws.allocate(chunk * V) : nil
         dx = ws.allocate(n * C)
         dxn = ws.allocate(n * C)
         dq = ws.allocate(n * qD)
@@ -106,12 +108,41 @@ public final class TrainingGraph: @unchecked Sendable {
         }
     }
 
-    /// Mean cross-entropy over the unmasked targets (target < 0 is masked) without backward.
-    public func loss(inputs: [Int], targets: [Int], adapter: LoRAAdapter) throws -> (loss: Double, count: Int) {
+    /// What the model learns from besides the targets: a teacher's final normed hidden states
+    /// (N, C) for the batch's inputs and its head, at weight w of the loss
+    /// (1 − w)·CE + w·KL(teacher ‖ model) (`distillationForwardBackward`).
+    public struct Teacher {
+        public var hidden: [Float]
+        public var head: Linear
+        public var weight: Float
+
+        public init(hidden: [Float], head: Linear, weight: Float) {
+            self.hidden = hidden
+            self.head = head
+            self.weight = weight
+        }
+    }
+
+    private func check(_ teacher: Teacher?) throws {
+        guard let teacher else { return }
+        guard teacherLogits != nil else {
+            throw LowRAError(.invalidArgument, "this training graph was built without distillation")
+        }
+        guard teacher.hidden.count == n * config.hiddenSize, teacher.head.outFeatures == config.vocabSize,
+            teacher.head.inFeatures == config.hiddenSize
+        else { throw LowRAError(.shapeMismatch, "the teacher's hidden states or head do not fit this batch") }
+    }
+
+    /// Mean loss over the unmasked targets (target < 0 is masked) without backward: cross-entropy,
+    /// or with a teacher the distillation loss.
+    public func loss(
+        inputs: [Int], targets: [Int], adapter: LoRAAdapter, teacher: Teacher? = nil
+    ) throws -> (loss: Double, count: Int) {
         try check(inputs, targets, adapter)
+        try check(teacher)
         return adapter.values.withUnsafeBufferPointer { p in
             forward(inputs, p.baseAddress!, adapter)
-            return head(targets, gradScale: nil)
+            return head(targets, gradScale: nil, teacher: teacher)
         }
     }
 
@@ -119,9 +150,11 @@ public final class TrainingGraph: @unchecked Sendable {
     /// adapter's values), where L is the mean cross-entropy over this batch's unmasked targets.
     /// Returns the summed loss and the number of targets.
     public func lossAndGradient(
-        inputs: [Int], targets: [Int], adapter: LoRAAdapter, gradient: inout [Float], gradScale: Float = 1
+        inputs: [Int], targets: [Int], adapter: LoRAAdapter, gradient: inout [Float], gradScale: Float = 1,
+        teacher: Teacher? = nil
     ) throws -> (loss: Double, count: Int) {
         try check(inputs, targets, adapter)
+        try check(teacher)
         guard gradient.count == adapter.values.count else {
             throw LowRAError(
                 .shapeMismatch, "gradient has \(gradient.count) entries, the adapter \(adapter.values.count)")
@@ -131,7 +164,7 @@ public final class TrainingGraph: @unchecked Sendable {
         return adapter.values.withUnsafeBufferPointer { p in
             gradient.withUnsafeMutableBufferPointer { g in
                 forward(inputs, p.baseAddress!, adapter)
-                let r = head(targets, gradScale: gradScale / Float(count))
+                let r = head(targets, gradScale: gradScale / Float(count), teacher: teacher)
                 backward(p.baseAddress!, g.baseAddress!, adapter)
                 return r
             }
@@ -152,8 +185,9 @@ public final class TrainingGraph: @unchecked Sendable {
         }
     }
 
-    /// Logits chunk by chunk, cross-entropy, and (when gradScale is set) ∂L/∂normed into dnormed.
-    private func head(_ targets: [Int], gradScale: Float?) -> (loss: Double, count: Int) {
+    /// Logits chunk by chunk, cross-entropy (or distillation), and (when gradScale is set)
+    /// ∂L/∂normed into dnormed.
+    private func head(_ targets: [Int], gradScale: Float?, teacher: Teacher?) -> (loss: Double, count: Int) {
         let C = config.hiddenSize
         let V = config.vocabSize
         var total = 0.0
@@ -164,6 +198,13 @@ public final class TrainingGraph: @unchecked Sendable {
             while r0 < n {
                 let rows = min(headChunk, n - r0)
                 head.forward(normed + r0 * C, rows: rows, into: logits, scratch: workspace.weightScratch)
+                if let teacher, let tl = teacherLogits {
+                    teacher.hidden.withUnsafeBufferPointer {
+                        teacher.head.forward(
+                            $0.baseAddress! + r0 * C, rows: rows, into: tl, scratch: workspace.weightScratch)
+                    }
+                }
+                let soft = teacher.map { UncheckedSendable(($0.weight, teacherLogits!)) }
                 var rowLoss = [Double](repeating: 0, count: rows)
                 var rowCount = [Int](repeating: 0, count: rows)
                 let out = UncheckedSendable((logits, dlogits))
@@ -174,10 +215,15 @@ public final class TrainingGraph: @unchecked Sendable {
                         parallelFor(rows, minPerChunk: 4) { range in
                             for i in range {
                                 let (lg, dl) = out.value
-                                let r = crossEntropyForwardBackward(
-                                    gradScale == nil ? nil : dl + i * V, lg + i * V, targets: [targets[r0 + i]],
-                                    vocab: V,
-                                    scale: gradScale ?? 1)
+                                let r =
+                                    soft.map {
+                                        distillationForwardBackward(
+                                            gradScale == nil ? nil : dl + i * V, lg + i * V, teacher: $0.value.1 + i * V,
+                                            target: targets[r0 + i], vocab: V, weight: $0.value.0, scale: gradScale ?? 1)
+                                    }
+                                    ?? crossEntropyForwardBackward(
+                                        gradScale == nil ? nil : dl + i * V, lg + i * V, targets: [targets[r0 + i]],
+                                        vocab: V, scale: gradScale ?? 1)
                                 lb.value[i] = r.loss
                                 cb.value[i] = r.count
                             }

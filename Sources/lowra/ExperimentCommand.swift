@@ -13,7 +13,12 @@ struct ExperimentCommand: ParsableCommand {
         abstract: "Quantize, evaluate, fine-tune and re-evaluate every (method, bit budget): the paper's Table 2.",
         discussion: """
             Methods: none (the unquantized base with the same LoRA training: the ceiling row), qlora, loftq, lowra, \
-            and the ablation lowra-pa (precision assigner with NormalFloat levels, no Lloyd-Max). Budgets below 2 bits \
+            and the ablation lowra-pa (precision assigner with NormalFloat levels, no Lloyd-Max). Calibrated \
+            methods, each adding one step to the one before (all need --calibration): lowra-diag (E[x²] weighs \
+            Lloyd-Max and the error table), lowra-gptq (sequential error feedback, output-error costs, LoftQ), \
+            lowra-cloq (the calibrated low-rank fit), lowra-repair (the initial adapter distilled from the \
+            unquantized model on the calibration text for --repair-steps), lowra-distill (fine-tuning adds \
+            --distill-weight of KL to the unquantized model). Budgets below 2 bits \
             are recorded as unsupported for the baselines; a run whose loss turns non-finite or ends above where it \
             started is recorded as "did not converge". With --drift, every cell before and after fine-tuning is \
             compared with the unquantized base on that text (KL divergence, top-1 agreement), on more tokens the fewer \
@@ -41,6 +46,11 @@ struct ExperimentCommand: ParsableCommand {
     @Option(name: .customLong("drift-tokens"),
             help: "Drift tokens for the fp32 and 4-bit cells; a cell at b bits gets N × 4 / b: fewer bits, more testing (default: 2048; --quick: 512).")
     var driftTokensArg: Int?
+    @Option(help: "Generic calibration text of the calibrated methods (lowra-diag … lowra-distill).")
+    var calibration: String?
+    @Option(help: "Tokens of the calibration text.") var calibrationTokens: Int = 4096
+    @Option(help: "Repair steps of lowra-repair and lowra-distill.") var repairSteps: Int = 40
+    @Option(help: "Distillation weight of lowra-distill's fine-tuning.") var distillWeight: Double = 0.5
     @Option(help: "Seed (data order, fresh adapters, K-Means).") var seed: UInt64 = 0
     @Option(help: "Output directory.") var out: String = "runs/experiment"
     @Flag(help: "Continue the sweep in --out, keeping finished cells.") var resume = false
@@ -53,7 +63,11 @@ struct ExperimentCommand: ParsableCommand {
     var evalTokens: Int { evalTokensArg ?? (quick ? 1024 : 8192) }
     var driftTokens: Int { driftTokensArg ?? (quick ? 512 : 2048) }
 
-    static let knownMethods = ["none", "qlora", "loftq", "lowra", "lowra-pa"]
+    static let knownMethods = [
+        "none", "qlora", "loftq", "lowra", "lowra-pa", "lowra-diag", "lowra-gptq", "lowra-cloq", "lowra-repair",
+        "lowra-distill",
+    ]
+    static let calibratedMethods: Set = ["lowra-diag", "lowra-gptq", "lowra-cloq", "lowra-repair", "lowra-distill"]
 
     func run() throws {
         let methodList = methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -70,12 +84,22 @@ struct ExperimentCommand: ParsableCommand {
             throw ValidationError("--steps, --rank, --batch must be positive, --seq and --eval-tokens at least 2")
         }
         guard driftTokens >= 2 else { throw ValidationError("--drift-tokens must be at least 2") }
+        let calibrated = !Self.calibratedMethods.isDisjoint(with: methodList)
+        if calibrated && calibration == nil { throw ValidationError("the calibrated methods need --calibration") }
+        guard calibrationTokens >= 2, repairSteps >= 1, distillWeight > 0, distillWeight <= 1 else {
+            throw ValidationError("--calibration-tokens, --repair-steps must be positive, --distill-weight in (0, 1]")
+        }
         if let d = drift, d.lowercased().hasSuffix(".jsonl") { throw ValidationError("--drift takes a plain text file") }
         for f in [train, valid, test] + (drift.map { [$0] } ?? []) { _ = try readText(f) }  // fail early on a missing or empty file
         guard FileManager.default.fileExists(atPath: model) else { throw LowRAError(.io, "\(model): no such file or directory") }
-        let spec = ExperimentSpec(
+        var spec = ExperimentSpec(
             model: model, train: train, valid: valid, test: test, methods: methodList, bits: budgets, steps: steps, rank: rank,
             seq: seq, batch: batch, lr: lr, seed: seed, evalTokens: evalTokens, drift: drift, driftTokens: drift == nil ? nil : driftTokens)
+        if calibrated {
+            (spec.calibration, spec.calibrationTokens) = (calibration, calibrationTokens)
+            if !Set(["lowra-repair", "lowra-distill"]).isDisjoint(with: methodList) { spec.repairSteps = repairSteps }
+            if methodList.contains("lowra-distill") { spec.distillWeight = distillWeight }
+        }
 
         let fm = FileManager.default
         func p(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
@@ -89,6 +113,12 @@ struct ExperimentCommand: ParsableCommand {
             // The grid and the drift check may grow or change; the recipe may not.
             (a.methods, a.bits, b.methods, b.bits) = ([], [], [], [])
             (a.drift, a.driftTokens, b.drift, b.driftTokens) = (nil, nil, nil, nil)
+            // Settings only some methods use may appear when those methods join the grid.
+            if a.calibration == nil || b.calibration == nil {
+                (a.calibration, a.calibrationTokens, b.calibration, b.calibrationTokens) = (nil, nil, nil, nil)
+            }
+            if a.repairSteps == nil || b.repairSteps == nil { (a.repairSteps, b.repairSteps) = (nil, nil) }
+            if a.distillWeight == nil || b.distillWeight == nil { (a.distillWeight, b.distillWeight) = (nil, nil) }
             guard a == b else {
                 throw LowRAError(.invalidArgument, "\(out) holds an experiment with other settings (\(specFile)); use another --out")
             }
@@ -246,7 +276,14 @@ struct ExperimentCommand: ParsableCommand {
             case "qlora": args += ["--method", "qlora", "--init", "zeros"]
             case "loftq": args += ["--method", "loftq", "--init", "loftq"]
             case "lowra-pa": args += ["--method", "lowra", "--lloyd-iters", "0", "--init", "loftq"]
-            default: args += ["--method", "lowra", "--init", "loftq"]
+            case "lowra": args += ["--method", "lowra", "--init", "loftq"]
+            default:
+                let cal = ["--calibration", spec.calibration!, "--calibration-tokens", String(spec.calibrationTokens!)]
+                switch cell.method {
+                case "lowra-diag": args += cal + ["--calibration-method", "diag", "--init", "loftq"]
+                case "lowra-gptq": args += cal + ["--init", "loftq"]
+                default: args += cal + ["--init", "cloq"]
+                }
             }
             let s = try step(args, cache: p("quantize.json"), log: log)
             cell.seconds["quantize"] = s.seconds
@@ -256,16 +293,32 @@ struct ExperimentCommand: ParsableCommand {
             base = q
         }
 
+        // 1b. The generic repair: the initial adapter distilled from the unquantized model.
+        var start = [String]()
+        if ["lowra-repair", "lowra-distill"].contains(cell.method) {
+            let repaired = p("repair")
+            let s = try step(
+                ["finetune", "--model", base, "--train", spec.calibration!, "--out", repaired, "--distill-weight", "1",
+                 "--steps", String(spec.repairSteps!), "--batch", String(batch), "--seq", String(seq), "--lr", String(lr),
+                 "--seed", String(seed), "--save-every", String(max(10, spec.repairSteps! / 4)), "--resume", "--json"],
+                cache: p("repair.json"), log: log)
+            cell.seconds["repair"] = s.seconds
+            guard s.json != nil else { return failed(s, marker: "diverged", means: .didNotConverge) }
+            start = ["--adapter", repaired]
+        }
+
         // 2. Before fine-tuning, 3. fine-tune, 4. after.
-        guard let before = try eval(base, [], "eval_before") else { return cell }
+        guard let before = try eval(base, start, "eval_before") else { return cell }
         cell.before = before
-        guard let driftBefore = try driftCheck(base, [], "drift_before") else { return cell }
+        guard let driftBefore = try driftCheck(base, start, "drift_before") else { return cell }
         cell.driftBefore = driftBefore
         let adapter = p("adapter")
         var ftArgs = ["finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
                   "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
                   "--save-every", String(max(10, steps / 10)), "--resume", "--json"]
         if cell.bits == nil { ftArgs += ["--rank", String(rank)] }
+        ftArgs += start
+        if cell.method == "lowra-distill" { ftArgs += ["--distill-weight", String(spec.distillWeight!)] }
         let ft = try step(ftArgs, cache: p("finetune.json"), log: log)
         cell.seconds["finetune"] = ft.seconds
         guard let j = ft.json else { return failed(ft, marker: "diverged", means: .didNotConverge) }

@@ -40,6 +40,13 @@ struct FinetuneCommand: ParsableCommand {
     @Flag(help: "Continue from the checkpoint in --out.") var resume = false
     @Flag(help: "Save only each block's input and recompute the block in backward (less memory, ~1/3 more compute).")
     var recompute = false
+    @Option(
+        help: """
+            Distillation weight w in (0, 1]: loss (1 − w)·CE + w·KL(teacher ‖ model) against the teacher's logits \
+            (default: none, plain cross-entropy; 1: distillation alone).
+            """)
+    var distillWeight: Float?
+    @Option(help: "The teacher for --distill-weight (default: the quantized model's source model).") var teacher: String?
     @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
 
     func run() throws {
@@ -48,7 +55,9 @@ struct FinetuneCommand: ParsableCommand {
         (o.schedule, o.warmup, o.weightDecay, o.maxGradNorm) = (schedule, warmup, weightDecay, maxGradNorm)
         (o.evalEvery, o.saveEvery, o.validSequences, o.seed) = (evalEvery, saveEvery, validSequences, seed)
         o.recompute = recompute
+        o.distillWeight = distillWeight
         try o.validate()
+        if teacher != nil && distillWeight == nil { throw ValidationError("--teacher needs --distill-weight") }
         let checkpoint = (out as NSString).appendingPathComponent(Trainer.checkpointFile)
         if !resume && FileManager.default.fileExists(atPath: checkpoint) {
             throw LowRAError(
@@ -63,6 +72,17 @@ struct FinetuneCommand: ParsableCommand {
         let trainData = try TrainingData.load(train, tokenizer: loaded.tokenizer, seq: seq)
         let validData = try valid.map { try TrainingData.load($0, tokenizer: loaded.tokenizer, seq: seq) }
         let fingerprint = try baseFingerprint(modelOptions.model)
+        var teacherModel: (model: LlamaModel, fingerprint: String)?
+        var teacherPath: String?
+        if distillWeight != nil {
+            guard let path = teacher ?? loaded.quantManifest?.source else {
+                throw ValidationError("--distill-weight needs --teacher (the model is not a quantized directory)")
+            }
+            let sha = teacher == nil ? loaded.quantManifest!.sourceSHA256 : try LowRAModel.fingerprint(path)
+            teacherModel = (try LoadedModel.load(path).model, sha)
+            teacherPath = path
+            printErr("distilling from \(path) (weight \(distillWeight!))")
+        }
 
         // The starting adapter.
         let initial = (modelOptions.model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
@@ -91,7 +111,7 @@ struct FinetuneCommand: ParsableCommand {
 
         let trainer = try Trainer(
             config: loaded.config, weights: loaded.model.weights, baseFingerprint: fingerprint, adapter: start,
-            train: trainData, valid: validData, options: o, outDir: out)
+            train: trainData, valid: validData, options: o, outDir: out, teacher: teacherModel)
         // Progress goes to stderr, also with --json (which only shapes stdout).
         printErr(
             String(
@@ -131,6 +151,7 @@ struct FinetuneCommand: ParsableCommand {
             validSHA256: validData?.sha256,
             steps: result.steps, finalTrainLoss: result.finalTrainLoss, validLossBefore: result.validLossBefore,
             validLossAfter: result.validLossAfter, seconds: result.seconds)
+        manifest.training?.teacher = teacherPath
         try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
         let log = (out as NSString).appendingPathComponent(Trainer.logFile)
         if let csv = try? String(contentsOfFile: log, encoding: .utf8) {

@@ -73,7 +73,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
         if initKind == "cloq" && (calibration == nil || calibrationMethod != "gptq") {
-            throw ValidationError("--init cloq needs --calibration with --calibration-method gptq")
+            throw LowRAError(.invalidArgument, "--init cloq needs --calibration (with --calibration-method gptq)")
         }
         guard loftqSteps >= 1 else { throw ValidationError("--loftq-steps must be positive") }
         var request = QuantizeRequest(method: method, bits: bits)

@@ -89,6 +89,48 @@ final class CLITests: XCTestCase {
         XCTAssertNotNil(obj["accuracy"] as? Double)
     }
 
+    /// The calibrated pipeline from the command line: quantize with a calibration text and CLoQ,
+    /// then `repair`, which installs an initial adapter closer to the source model (lower KL on the
+    /// repair text) and says so in its manifest.
+    func testCalibratedQuantizeAndRepair() throws {
+        let dir = try temporaryDirectory(self)
+        let q = "\(dir)/q"
+        let text = (0..<40).map { "line \($0): the quick brown fox jumps over the lazy dog." }.joined(separator: "\n")
+        try text.write(toFile: "\(dir)/cal.txt", atomically: true, encoding: .utf8)
+        let r = try runProcess(
+            Paths.lowraBinary,
+            [
+                "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--calibration",
+                "\(dir)/cal.txt", "--init", "cloq", "--rank", "4", "--loftq-steps", "2", "--json",
+            ])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual((obj["calibration"] as? String)?.contains("error feedback"), true)
+        func kl() throws -> Double {
+            let ev = try runProcess(
+                Paths.lowraBinary,
+                [
+                    "eval", "--model", q, "--data", "\(dir)/cal.txt", "--reference", Paths.fixture("tiny.gguf"),
+                    "--context", "32", "--json",
+                ])
+            XCTAssertEqual(ev.status, 0, ev.err)
+            return try XCTUnwrap(
+                (try JSONSerialization.jsonObject(with: Data(ev.out.utf8)) as! [String: Any])["kl_divergence"]
+                    as? Double)
+        }
+        let before = try kl()
+        let rep = try runProcess(
+            Paths.lowraBinary,
+            ["repair", "--model", q, "--data", "\(dir)/cal.txt", "--steps", "8", "--seq", "32", "--lr", "0.01"])
+        XCTAssertEqual(rep.status, 0, rep.err)
+        XCTAssertLessThan(try kl(), before)
+        let manifest = try String(contentsOfFile: "\(q)/adapter/lowra_manifest.json", encoding: .utf8)
+        XCTAssertTrue(manifest.contains("cloq+repair"), manifest)
+        try assertFails(
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "\(dir)/q2", "--init", "cloq"],
+            mentioning: "--calibration")
+    }
+
     func testQuantizeThenEvalAndInspect() throws {
         let dir = try temporaryDirectory(self)
         let q = "\(dir)/q"

@@ -112,6 +112,34 @@ final class GradientTests: XCTestCase {
         XCTAssertGreaterThan(loss, 0)
     }
 
+    /// Distillation (1 − w)·CE + w·KL(teacher ‖ student) against central differences, at w = 0
+    /// (cross-entropy exactly), 0.5 and 1; KL is zero when the student is the teacher.
+    func testDistillationLoss() {
+        let v = 13
+        let logits = randoms(v, -3...3)
+        let teacher = randoms(v, -3...3)
+        for w: Float in [0, 0.5, 1] {
+            var d = [Float](repeating: 9, count: v)
+            let r = distillationForwardBackward(&d, logits, teacher: teacher, target: 4, vocab: v, weight: w)
+            XCTAssertEqual(r.count, 1)
+            let num = numeric(logits, [1]) { x in
+                [Float(distillationForwardBackward(nil, x, teacher: teacher, target: 4, vocab: v, weight: w).loss)]
+            }
+            assertClose(num, d, "distillation w \(w)")
+            if w == 0 {
+                let ce = crossEntropyForwardBackward(nil, logits, targets: [4], vocab: v).loss
+                XCTAssertEqual(r.loss, ce, accuracy: 1e-9)
+            }
+        }
+        XCTAssertEqual(
+            distillationForwardBackward(nil, teacher, teacher: teacher, target: 0, vocab: v, weight: 1).loss, 0,
+            accuracy: 1e-9)
+        var d = [Float](repeating: 9, count: v)
+        XCTAssertEqual(
+            distillationForwardBackward(&d, logits, teacher: teacher, target: -1, vocab: v, weight: 0.5).count, 0)
+        XCTAssertEqual(d, [Float](repeating: 0, count: v))
+    }
+
     /// LoRA linear: gradients of A, B and x through y = W x + s B A x.
     func testLoRALinear() {
         let (t, inF, out, r) = (3, 10, 7, 4)

@@ -29,6 +29,47 @@ final class TrainingTests: XCTestCase {
         return (inputs, targets)
     }
 
+    /// Distillation through the whole model: the LoRA gradient of (1 − w)·CE + w·KL(teacher ‖ model)
+    /// against central differences, a packed 2-bit student and its fp32 source as the teacher.
+    func testDistillationGradientMatchesFiniteDifferences() throws {
+        let source = try LoadedModel.load(Paths.fixture("tiny_hf")).model
+        let (config, weights, adapter) = try setup(Paths.fixture("tiny_hf"), quantize: 2)
+        let graph = try TrainingGraph(
+            config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5, distill: true)
+        let (inputs, targets) = randomBatch(12, vocab: config.vocabSize, seed: 8)
+        var hidden = [Float]()
+        for b in 0..<2 { hidden += try source.hidden(Array(inputs[(b * 6)..<(b * 6 + 6)]), cache: nil) }
+        let teacher = TrainingGraph.Teacher(hidden: hidden, head: source.weights.outputHead, weight: 0.7)
+        var grad = [Float](repeating: 0, count: adapter.values.count)
+        let (sum, count) = try graph.lossAndGradient(
+            inputs: inputs, targets: targets, adapter: adapter, gradient: &grad, teacher: teacher)
+        XCTAssertEqual(try graph.loss(inputs: inputs, targets: targets, adapter: adapter, teacher: teacher).loss, sum)
+        XCTAssertNotEqual(try graph.loss(inputs: inputs, targets: targets, adapter: adapter).loss, sum)
+        var rng = SplitMix64(seed: 5)
+        var probe = adapter
+        let eps: Float = 1e-2
+        var d = 0.0
+        var norm = 0.0
+        for s in adapter.slots {
+            for i in [
+                s.offsetA + Int(rng.next() % UInt64(adapter.rank * s.inFeatures)),
+                s.offsetB + Int(rng.next() % UInt64(adapter.rank * s.outFeatures)),
+            ] {
+                let keep = probe.values[i]
+                probe.values[i] = keep + eps
+                let plus = try graph.loss(inputs: inputs, targets: targets, adapter: probe, teacher: teacher).loss
+                probe.values[i] = keep - eps
+                let minus = try graph.loss(inputs: inputs, targets: targets, adapter: probe, teacher: teacher).loss
+                probe.values[i] = keep
+                let num = (plus - minus) / Double(count) / Double(2 * eps)
+                d += (num - Double(grad[i])) * (num - Double(grad[i]))
+                norm += (num + Double(grad[i])) * (num + Double(grad[i]))
+            }
+        }
+        XCTAssertLessThanOrEqual((d / norm).squareRoot(), 2e-3)
+        XCTAssertGreaterThan(norm, 1e-6)
+    }
+
     /// The whole model's LoRA gradient against central differences of its mean loss, for an fp32
     /// and a packed 2-bit base, both RoPE layouts (HF half-split and GGUF interleaved), GQA, and
     /// q/k/v bias, with saved activations and with recomputation (activation checkpointing).

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import LowRAModel
+import LowRATensor
+import LowRATrain
+
+/// The generic repair (RILQ's idea): before any task, the quantized model's initial adapter is
+/// trained on a generic text to match the unquantized source model's next-token distribution
+/// (KL only: `finetune --distill-weight 1`), and replaces the initial adapter, so every task
+/// adapter starts from a repaired base.
+struct RepairCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repair",
+        abstract: "Distill a quantized model's initial adapter from its unquantized source on a generic text.",
+        discussion: """
+            Trains the initial adapter (quantize --init cloq or loftq) by KL(source ‖ quantized) on --data, the same \
+            loop as finetune (its log, checkpoints and --resume in MODEL/repair), then installs the result as \
+            MODEL/adapter, recorded in its manifest ("+repair").
+            """)
+
+    @Option(help: "A quantized model directory with an initial adapter.") var model: String
+    @Option(help: "Generic text to repair on (not the task's data).") var data: String = "data/calibration.txt"
+    @Option(help: "Optimizer steps.") var steps: Int = 40
+    @Option(help: "Sequences per step.") var batch: Int = 2
+    @Option(help: "Tokens per sequence.") var seq: Int = 256
+    @Option(help: "Peak learning rate.") var lr: Float = 1e-3
+    @Option(help: "Seed of the data order.") var seed: UInt64 = 0
+    @Flag(help: "Continue an interrupted repair.") var resume = false
+
+    func run() throws {
+        guard QuantizedModelStore.isQuantizedDirectory(model) else {
+            throw LowRAError(.invalidArgument, "\(model) is not a quantized model directory (lowra quantize writes one)")
+        }
+        let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+        let before = try AdapterStore.loadManifest(initial)
+        let work = (model as NSString).appendingPathComponent("repair")
+        var finetune = try FinetuneCommand.parse([
+            "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
+            "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
+            "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
+        ] + (resume ? ["--resume"] : []))
+        try finetune.run()
+        var manifest = try AdapterStore.loadManifest(work)
+        manifest.initialization = before.initialization + "+repair"
+        manifest.loftq = before.loftq
+        let config = try LoadedModel.load(model).config
+        let (adapter, _) = try AdapterStore.load(work, config: config, fingerprint: manifest.baseFingerprint)
+        QuantizedModelStore.removeStaleStaging(of: initial)
+        let staging = initial + ".tmp-\(getpid())"
+        try? FileManager.default.removeItem(atPath: staging)
+        try AdapterStore.save(adapter, config: config, manifest: manifest, to: staging)
+        try QuantizedModelStore.replaceDirectory(initial, with: staging)
+        print("repaired initial adapter installed in \(initial) (the run's log and checkpoint stay in \(work))")
+    }
+}
