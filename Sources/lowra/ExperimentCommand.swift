@@ -85,7 +85,9 @@ struct ExperimentCommand: ParsableCommand {
         }
         guard driftTokens >= 2 else { throw ValidationError("--drift-tokens must be at least 2") }
         let calibrated = !Self.calibratedMethods.isDisjoint(with: methodList)
-        if calibrated && calibration == nil { throw ValidationError("the calibrated methods need --calibration") }
+        if calibrated && calibration == nil {
+            throw LowRAError(.invalidArgument, "the calibrated methods need --calibration (a generic text)")
+        }
         guard calibrationTokens >= 2, repairSteps >= 1, distillWeight > 0, distillWeight <= 1 else {
             throw ValidationError("--calibration-tokens, --repair-steps must be positive, --distill-weight in (0, 1]")
         }

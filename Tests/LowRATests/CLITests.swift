@@ -131,6 +131,45 @@ final class CLITests: XCTestCase {
             mentioning: "--calibration")
     }
 
+    /// The calibrated ablation's cells end to end on a tiny model: each method's quantize, the
+    /// repair before fine-tuning (lowra-repair, lowra-distill) and distillation in it.
+    func testCalibratedExperimentCells() throws {
+        let dir = try temporaryDirectory(self)
+        let text = (0..<60).map { "verse \($0): what light through yonder window breaks" }.joined(separator: "\n")
+        for f in ["train", "valid", "test", "cal"] {
+            try text.write(toFile: "\(dir)/\(f).txt", atomically: true, encoding: .utf8)
+        }
+        let methods = ["lowra-diag", "lowra-gptq", "lowra-cloq", "lowra-repair", "lowra-distill"]
+        let r = try runProcess(
+            Paths.lowraBinary,
+            [
+                "experiment", "--model", Paths.fixture("tiny.gguf"), "--methods", methods.joined(separator: ","),
+                "--bits", "2", "--steps", "2", "--rank", "2", "--seq", "16", "--batch", "1", "--eval-tokens", "64",
+                "--train", "\(dir)/train.txt", "--valid", "\(dir)/valid.txt", "--test", "\(dir)/test.txt",
+                "--calibration", "\(dir)/cal.txt", "--calibration-tokens", "256", "--repair-steps", "2",
+                "--out", "\(dir)/x",
+            ])
+        XCTAssertEqual(r.status, 0, r.err)
+        let results = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/x/results.json"))) as! [String: Any]
+        let cells = try XCTUnwrap(results["cells"] as? [[String: Any]])
+        XCTAssertEqual(cells.map { $0["method"] as? String }, methods)
+        for c in cells { XCTAssertEqual(c["status"] as? String, "ok", "\(c)") }
+        for m in ["lowra-repair", "lowra-distill"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/x/cells/\(m)-2/repair/adapter_model.safetensors"))
+        }
+        let distilled = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/x/cells/lowra-distill-2/adapter/lowra_manifest.json")))
+        let training = (distilled as? [String: Any])?["training"] as? [String: Any]
+        XCTAssertEqual((training?["options"] as? [String: Any])?["distill_weight"] as? Double, 0.5)
+        XCTAssertNotNil(training?["teacher"] as? String)
+        try assertFails(
+            [
+                "experiment", "--model", Paths.fixture("tiny.gguf"), "--methods", "lowra-cloq", "--train",
+                "\(dir)/train.txt", "--valid", "\(dir)/valid.txt", "--test", "\(dir)/test.txt", "--out", "\(dir)/y",
+            ], mentioning: "--calibration")
+    }
+
     func testQuantizeThenEvalAndInspect() throws {
         let dir = try temporaryDirectory(self)
         let q = "\(dir)/q"
