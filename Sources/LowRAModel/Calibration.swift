@@ -46,6 +46,8 @@ public final class BlockCalibrator: @unchecked Sendable {
     public let request: CalibrationRequest
     /// The block the carried stream enters next.
     public private(set) var block = 0
+    /// Wall time spent in `run` so far.
+    public private(set) var seconds = 0.0
     private let weights: LlamaWeights
     private var x: [Float]  // (windows · window, C)
     private let windows: Int
@@ -70,6 +72,8 @@ public final class BlockCalibrator: @unchecked Sendable {
         _ blk: LlamaBlock, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1,
         statistics: Bool, advance: Bool
     ) throws -> [LinearInput: InputCovariance] {
+        let started = Date()
+        defer { seconds += Date().timeIntervalSince(started) }
         let c = request.config
         var one = weights
         one.blocks = [blk]

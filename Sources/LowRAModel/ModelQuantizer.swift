@@ -40,6 +40,10 @@ public struct QuantizeRequest: Sendable {
     /// A calibration text whose input statistics turn the error into the layers' output error
     /// (nil: data-free, the paper's recipe).
     public var calibration: CalibrationRequest?
+    /// Per layer (Hugging Face name), each output channel's sensitivity E[(∂L/∂y_r)²] (the
+    /// output-channel Fisher, `outputSensitivity` in LowRATrain): the assignment weighs each
+    /// channel's error by it (nil: every channel counts the same).
+    public var sensitivity: [String: [Float]]?
     /// Seeds the K-Means of the two-level ILP and LoftQ's randomized SVD.
     public var seed: UInt64 = 0
     /// LoftQ initialization (DESIGN §3): each layer's base becomes quantize(W − s·BA) after
@@ -271,9 +275,15 @@ extension LlamaWeights {
             assignerName = kind.rawValue
             let ps = options.precisions.sorted()
             var channels = [ChannelErrors]()
-            for a in analyses {
+            for (l, a) in zip(layers, analyses) {
+                let weight = request.sensitivity?[l.name]
+                if let weight, weight.count != a.outFeatures {
+                    throw LowRAError(
+                        .shapeMismatch, "sensitivity of \(l.name) has \(weight.count) channels, the layer \(a.outFeatures)")
+                }
                 for r in 0..<a.outFeatures {
-                    channels.append(ChannelErrors(parameters: a.inFeatures, errors: ps.map { a.errors[$0]![r] }))
+                    let s = Double(weight?[r] ?? 1)
+                    channels.append(ChannelErrors(parameters: a.inFeatures, errors: ps.map { s * a.errors[$0]![r] }))
                 }
             }
             let result =
@@ -282,7 +292,11 @@ extension LlamaWeights {
                 : try PrecisionAssigner.twoLevelILP(channels, precisions: ps, budgetBits: budget, seed: request.seed) {
                     progress?("assign", $0, $1)
                 }
-            lowerBound = result.lowerBound
+            // Certified for the error the plan assigned with; error feedback's sequential pass and
+            // the sensitivity weighting measure another one.
+            if request.calibration?.errorFeedback != true && request.sensitivity == nil {
+                lowerBound = result.lowerBound
+            }
             var at = 0
             for a in analyses {
                 bits.append(Array(result.bits[at..<(at + a.outFeatures)]))
@@ -298,7 +312,10 @@ extension LlamaWeights {
         return QuantizationPlan(
             request: request, options: options, layers: layers, analyses: analyses, columnWeights: columnWeights,
             bits: bits, assigner: assignerName, lowerBound: lowerBound, parameters: params, started: t0,
-            phaseSeconds: ["analyze": tAnalyzed.timeIntervalSince(t0), "assign": Date().timeIntervalSince(tAnalyzed)])
+            phaseSeconds: [
+                "analyze": tAnalyzed.timeIntervalSince(t0), "assign": Date().timeIntervalSince(tAnalyzed),
+                "calibrate": calibrator?.seconds ?? 0,
+            ])
     }
 
     /// Pass 2 for layer i of the plan: packs it at its precisions (through LoftQ's alternation
@@ -533,6 +550,8 @@ public final class QuantizationPlan: @unchecked Sendable {
     public func report() -> QuantizeReport {
         var phases = phaseSeconds
         phases["pack"] = packStarted.map { Date().timeIntervalSince($0) } ?? 0
+        // The calibration forwards of both passes (inside analyze and pack).
+        phases["calibrate", default: 0] += calibrator?.seconds ?? 0
         return QuantizeReport(
             method: request.method, targetBits: request.bits, assigner: assigner, options: options,
             quantizedParameters: parameters, codeBitsPerParam: Double(codeBits) / Double(parameters),
@@ -540,6 +559,8 @@ public final class QuantizationPlan: @unchecked Sendable {
             totalSquaredError: totalError, relativeError: totalEnergy > 0 ? (totalError / totalEnergy).squareRoot() : 0,
             lowerBound: lowerBound, seconds: Date().timeIntervalSince(started), phaseSeconds: phases,
             layers: rows.keys.sorted().map { rows[$0]! },
-            calibration: request.calibration?.description, seed: request.seed)
+            calibration: request.calibration.map {
+                $0.description + (request.sensitivity == nil ? "" : "; Fisher-weighted assignment")
+            }, seed: request.seed)
     }
 }

@@ -33,6 +33,10 @@ public final class TrainingGraph: @unchecked Sendable {
     private let teacherLogits: UnsafeMutablePointer<Float>?  // (headChunk, V), with distillation
     private let dx, dxn, dq, dk, dv, datt, dact, dgate, dup, dyB, attnScratch: UnsafeMutablePointer<Float>
 
+    /// Sees ∂L/∂y (rows, out) of every linear layer's output in backward: (layer, kind, dy, rows,
+    /// out). The output-channel Fisher (`outputSensitivity`) sums its squares.
+    public var observeOutputGradient: ((Int, LinearKind, UnsafePointer<Float>, Int, Int) -> Void)?
+
     /// Bytes of the buffers this graph holds (activations and scratch).
     public var workspaceBytes: Int { workspace.bytes }
 
@@ -253,6 +257,7 @@ public final class TrainingGraph: @unchecked Sendable {
         scale: Float, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, xa: UnsafePointer<Float>,
         dxIn: UnsafeMutablePointer<Float>
     ) {
+        observeOutputGradient?(slot.layer, slot.kind, dy, n, lin.outFeatures)
         lin.backwardInput(dy, rows: n, into: dxIn, accumulate: true, scratch: workspace.weightScratch)
         loraBackward(
             dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,

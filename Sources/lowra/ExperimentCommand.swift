@@ -16,7 +16,8 @@ struct ExperimentCommand: ParsableCommand {
             and the ablation lowra-pa (precision assigner with NormalFloat levels, no Lloyd-Max). Calibrated \
             methods, each adding one step to the one before (all need --calibration): lowra-diag (E[x²] weighs \
             Lloyd-Max and the error table), lowra-gptq (sequential error feedback, output-error costs, LoftQ), \
-            lowra-cloq (the calibrated low-rank fit), lowra-repair (the initial adapter distilled from the \
+            lowra-fisher (each channel's cost weighted by its output-channel Fisher, precisions 1/2/4 at every \
+            budget), lowra-cloq (the calibrated low-rank fit), lowra-repair (the initial adapter distilled from the \
             unquantized model on the calibration text for --repair-steps), lowra-distill (fine-tuning adds \
             --distill-weight of KL to the unquantized model). Budgets below 2 bits \
             are recorded as unsupported for the baselines; a run whose loss turns non-finite or ends above where it \
@@ -64,10 +65,12 @@ struct ExperimentCommand: ParsableCommand {
     var driftTokens: Int { driftTokensArg ?? (quick ? 512 : 2048) }
 
     static let knownMethods = [
-        "none", "qlora", "loftq", "lowra", "lowra-pa", "lowra-diag", "lowra-gptq", "lowra-cloq", "lowra-repair",
-        "lowra-distill",
+        "none", "qlora", "loftq", "lowra", "lowra-pa", "lowra-diag", "lowra-gptq", "lowra-fisher", "lowra-cloq",
+        "lowra-repair", "lowra-distill",
     ]
-    static let calibratedMethods: Set = ["lowra-diag", "lowra-gptq", "lowra-cloq", "lowra-repair", "lowra-distill"]
+    static let calibratedMethods: Set = [
+        "lowra-diag", "lowra-gptq", "lowra-fisher", "lowra-cloq", "lowra-repair", "lowra-distill",
+    ]
 
     func run() throws {
         let methodList = methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -281,10 +284,12 @@ struct ExperimentCommand: ParsableCommand {
             case "lowra": args += ["--method", "lowra", "--init", "loftq"]
             default:
                 let cal = ["--calibration", spec.calibration!, "--calibration-tokens", String(spec.calibrationTokens!)]
+                let fisher = ["--precisions", "1,2,4", "--sensitivity", "fisher"]
                 switch cell.method {
                 case "lowra-diag": args += cal + ["--calibration-method", "diag", "--init", "loftq"]
                 case "lowra-gptq": args += cal + ["--init", "loftq"]
-                default: args += cal + ["--init", "cloq"]
+                case "lowra-fisher": args += cal + fisher + ["--init", "loftq"]
+                default: args += cal + fisher + ["--init", "cloq"]
                 }
             }
             let s = try step(args, cache: p("quantize.json"), log: log)

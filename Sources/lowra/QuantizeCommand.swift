@@ -44,6 +44,12 @@ struct QuantizeCommand: ParsableCommand {
             """)
     var calibrationMethod: String = "gptq"
     @Option(help: "Damping of the input covariance, as a fraction of its mean diagonal.") var damping: Float = 0.01
+    @Option(
+        help: """
+            fisher: weigh each channel's error in the assignment by its output-channel Fisher E[(dL/dy)²] on the \
+            calibration text | none (default).
+            """)
+    var sensitivity: String = "none"
     @Option(help: "Seed of the two-level ILP's K-Means (recorded in lowra_quant.json; the rest is deterministic).")
     var seed: UInt64 = 0
     @Option(
@@ -72,6 +78,11 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
         guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
+        guard ["fisher", "none"].contains(sensitivity) else { throw ValidationError("--sensitivity takes fisher or none") }
+        if sensitivity == "fisher" && calibration == nil {
+            throw LowRAError(.invalidArgument, "--sensitivity fisher needs --calibration (the text it is measured on)")
+        }
+        var sensitivitySeconds: Double?
         if initKind == "cloq" && (calibration == nil || calibrationMethod != "gptq") {
             throw LowRAError(.invalidArgument, "--init cloq needs --calibration (with --calibration-method gptq)")
         }
@@ -138,6 +149,15 @@ struct QuantizeCommand: ParsableCommand {
                 source: (path as NSString).lastPathComponent)
             request.calibration!.errorFeedback = calibrationMethod == "gptq"
             request.calibration!.damping = damping
+            if sensitivity == "fisher" {
+                let bar = ProgressBar("fisher ")
+                let t0 = Date()
+                request.sensitivity = try outputSensitivity(
+                    config: loaded.config, weights: loaded.model.weights, tokens: tokens,
+                    seq: min(256, tokens.count - 1, loaded.config.maxPositions)
+                ) { bar.update($0, $1) }
+                sensitivitySeconds = Date().timeIntervalSince(t0)
+            }
         }
         let bars = [
             "analyze": ProgressBar("analyze"), "assign": ProgressBar("assign "), "pack": ProgressBar("pack   "),
@@ -196,6 +216,7 @@ struct QuantizeCommand: ParsableCommand {
             obj["head_encoding"] = headName
             obj["head_bytes"] = headBytes
             obj["head_bits_per_param"] = Double(headBytes * 8) / Double(headValues)
+            if let s = sensitivitySeconds { obj["sensitivity_seconds"] = s }
             if let adapter { obj["rank"] = adapter.rank }
             printJSON(obj)
             return
@@ -210,8 +231,13 @@ struct QuantizeCommand: ParsableCommand {
                 Double(headBytes * 8) / Double(headValues), Double(headBytes) / 1e6))
         print(
             String(
-                format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs", report.phaseSeconds?["analyze"] ?? 0,
-                report.phaseSeconds?["assign"] ?? 0, report.phaseSeconds?["pack"] ?? 0))
+                format: "phases: analyze %.1fs, assign %.1fs, pack %.1fs%@", report.phaseSeconds?["analyze"] ?? 0,
+                report.phaseSeconds?["assign"] ?? 0, report.phaseSeconds?["pack"] ?? 0,
+                request.calibration == nil
+                    ? ""
+                    : String(
+                        format: " (of which calibration forwards %.1fs; %@)", report.phaseSeconds?["calibrate"] ?? 0,
+                        request.calibration!.description)))
         print(
             String(
                 format:
@@ -231,8 +257,9 @@ struct QuantizeCommand: ParsableCommand {
             print(
                 String(
                     format:
-                        "LoftQ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init (%.1f%% lower); initial adapter in %@/%@",
-                    adapter?.rank ?? 0, loftqSteps, q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
+                        "%@ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init (%.1f%% lower); initial adapter in %@/%@",
+                    initKind == "cloq" ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, loftqSteps, q.reduce(0, +) / Double(q.count),
+                    z.reduce(0, +) / Double(z.count),
                     100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
         } else if initKind == "zeros" {
             print(

@@ -139,7 +139,7 @@ final class CLITests: XCTestCase {
         for f in ["train", "valid", "test", "cal"] {
             try text.write(toFile: "\(dir)/\(f).txt", atomically: true, encoding: .utf8)
         }
-        let methods = ["lowra-diag", "lowra-gptq", "lowra-cloq", "lowra-repair", "lowra-distill"]
+        let methods = ["lowra-diag", "lowra-gptq", "lowra-fisher", "lowra-cloq", "lowra-repair", "lowra-distill"]
         let r = try runProcess(
             Paths.lowraBinary,
             [

@@ -70,6 +70,42 @@ final class TrainingTests: XCTestCase {
         XCTAssertGreaterThan(norm, 1e-6)
     }
 
+    /// The output-channel Fisher against finite differences: with one-token sequences ∂L/∂y_r is
+    /// ∂L/∂bias_r, so E[(∂L/∂y_r)²] of a biased v_proj (a lone query's attention copies v) is the mean square of central differences of
+    /// the loss in its bias, up to the common scale `outputSensitivity` normalizes away.
+    func testOutputSensitivityMatchesFiniteDifferences() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf_bias_f16")).model
+        let config = m.config
+        let tokens = [3, 17, 5, 29, 11, 2, 8]
+        let sens = try outputSensitivity(config: config, weights: m.weights, tokens: tokens, seq: 1)
+        let name = WeightNaming.huggingFace.linear(1, .v)
+        let got = try XCTUnwrap(sens[name])
+        XCTAssertEqual(got.count, config.kvDim)
+        let adapter = try LoRAAdapter(config: config, rank: 1)
+        func loss(_ weights: LlamaWeights, _ s: Int) throws -> Double {
+            let graph = try TrainingGraph(config: config, weights: weights, batch: 1, seq: 1, rank: 1)
+            return try graph.loss(inputs: [tokens[s]], targets: [tokens[s + 1]], adapter: adapter).loss
+        }
+        let eps: Float = 1e-2
+        var expected = [Double](repeating: 0, count: config.kvDim)
+        for r in 0..<config.kvDim {
+            for s in 0..<(tokens.count - 1) {
+                var plus = m.weights
+                plus.blocks[1][.v].bias![r] += eps
+                var minus = m.weights
+                minus.blocks[1][.v].bias![r] -= eps
+                let g = (try loss(plus, s) - loss(minus, s)) / Double(2 * eps)
+                expected[r] += g * g
+            }
+        }
+        // Same direction: got = c · expected for one c > 0.
+        let dot = zip(got, expected).reduce(0.0) { $0 + Double($1.0) * $1.1 }
+        let ng = got.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        let ne = expected.reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+        XCTAssertGreaterThan(dot / (ng * ne), 0.999)
+        XCTAssertGreaterThan(ne, 0)
+    }
+
     /// The whole model's LoRA gradient against central differences of its mean loss, for an fp32
     /// and a packed 2-bit base, both RoPE layouts (HF half-split and GGUF interleaved), GQA, and
     /// q/k/v bias, with saved activations and with recomputation (activation checkpointing).

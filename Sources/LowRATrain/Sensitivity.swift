@@ -1,0 +1,54 @@
+import Foundation
+import LowRAModel
+import LowRATensor
+
+/// The output-channel Fisher of every linear layer: E[(∂L/∂y_r)²] per output channel r, L the
+/// next-token cross-entropy of the unquantized model on `tokens` (a generic text), gathered by
+/// backward passes in sequences of `seq`. A channel's quantization cost in the precision
+/// assignment then becomes E[(∂L/∂y_r)²] · E[Δy_r²] — its estimated loss increase — instead of its
+/// output error alone, so error goes where the loss feels it least. By Hugging Face layer name;
+/// scaled so that the mean over all channels is 1.
+public func outputSensitivity(
+    config: LlamaConfig, weights: LlamaWeights, tokens: [Int], seq: Int, progress: ((Int, Int) -> Void)? = nil
+) throws -> [String: [Float]] {
+    let sequences = (tokens.count - 1) / seq
+    guard sequences >= 1 else {
+        throw LowRAError(.invalidArgument, "sensitivity needs more than \(seq) tokens, got \(tokens.count)")
+    }
+    let graph = try TrainingGraph(config: config, weights: weights, batch: 1, seq: seq, rank: 1)
+    let adapter = try LoRAAdapter(config: config, rank: 1)  // B = 0: the model itself
+    var sums = [[Double]](repeating: [], count: config.numLayers * LinearKind.allCases.count)
+    for l in 0..<config.numLayers {
+        for kind in LinearKind.allCases {
+            sums[l * LinearKind.allCases.count + kind.rawValue] = [Double](repeating: 0, count: kind.shape(config).out)
+        }
+    }
+    graph.observeOutputGradient = { l, kind, dy, rows, out in
+        sums[l * LinearKind.allCases.count + kind.rawValue].withUnsafeMutableBufferPointer { acc in
+            for r in 0..<rows {
+                for j in 0..<out { acc[j] += Double(dy[r * out + j]) * Double(dy[r * out + j]) }
+            }
+        }
+    }
+    var gradient = [Float](repeating: 0, count: adapter.values.count)
+    for s in 0..<sequences {
+        progress?(s, sequences)
+        let window = Array(tokens[(s * seq)...(s * seq + seq)])
+        _ = try graph.lossAndGradient(
+            inputs: Array(window.dropLast()), targets: Array(window.dropFirst()), adapter: adapter,
+            gradient: &gradient)
+    }
+    progress?(sequences, sequences)
+    let total = sums.reduce(0.0) { $0 + $1.reduce(0, +) }
+    let count = sums.reduce(0) { $0 + $1.count }
+    let mean = max(total / Double(count), 1e-300)
+    var out = [String: [Float]]()
+    for l in 0..<config.numLayers {
+        for kind in LinearKind.allCases {
+            out[WeightNaming.huggingFace.linear(l, kind)] = sums[l * LinearKind.allCases.count + kind.rawValue].map {
+                Float($0 / mean)
+            }
+        }
+    }
+    return out
+}
