@@ -212,7 +212,9 @@ extension LlamaWeights {
 
         if let cal = request.calibration {
             guard cal.config.numLayers == blocks.count else {
-                throw LowRAError(.shapeMismatch, "calibration: its config has \(cal.config.numLayers) layers, the model \(blocks.count)")
+                throw LowRAError(
+                    .shapeMismatch,
+                    "calibration: its config has \(cal.config.numLayers) layers, the model \(blocks.count)")
             }
             if request.loftq?.calibrated == true && !cal.errorFeedback {
                 throw LowRAError(.invalidArgument, "the calibrated initialization (cloq) needs error feedback")
@@ -279,7 +281,8 @@ extension LlamaWeights {
                 let weight = request.sensitivity?[l.name]
                 if let weight, weight.count != a.outFeatures {
                     throw LowRAError(
-                        .shapeMismatch, "sensitivity of \(l.name) has \(weight.count) channels, the layer \(a.outFeatures)")
+                        .shapeMismatch,
+                        "sensitivity of \(l.name) has \(weight.count) channels, the layer \(a.outFeatures)")
                 }
                 for r in 0..<a.outFeatures {
                     let s = Double(weight?[r] ?? 1)
@@ -467,7 +470,8 @@ public final class QuantizationPlan: @unchecked Sendable {
 
     init(
         request: QuantizeRequest, options: QuantizerOptions, layers: [(name: String, block: Int, kind: LinearKind)],
-        analyses: [TensorAnalysis], columnWeights: [[Float]?], bits: [[UInt8]], assigner: String, lowerBound: Double?, parameters: Int,
+        analyses: [TensorAnalysis], columnWeights: [[Float]?], bits: [[UInt8]], assigner: String, lowerBound: Double?,
+        parameters: Int,
         started: Date, phaseSeconds: [String: Double]
     ) {
         self.request = request
@@ -497,7 +501,8 @@ public final class QuantizationPlan: @unchecked Sendable {
         while stream.block < l {
             let b = stream.block
             guard let done = packedBlocks[b], done.count == LinearKind.allCases.count else {
-                throw LowRAError(.invalidArgument, "sequential calibration packs layers in order; block \(b) is incomplete")
+                throw LowRAError(
+                    .invalidArgument, "sequential calibration packs layers in order; block \(b) is incomplete")
             }
             var blk = weights.blocks[b]
             var lora = [LinearKind: (a: [Float], b: [Float])]()

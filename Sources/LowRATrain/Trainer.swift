@@ -147,7 +147,8 @@ public final class Trainer {
 
     public init(
         config: LlamaConfig, weights: LlamaWeights, baseFingerprint: String, adapter: LoRAAdapter, train: TrainingData,
-        valid: TrainingData?, options: FinetuneOptions, outDir: String, teacher: (model: LlamaModel, fingerprint: String)? = nil
+        valid: TrainingData?, options: FinetuneOptions, outDir: String,
+        teacher: (model: LlamaModel, fingerprint: String)? = nil
     ) throws {
         try options.validate()
         guard (options.distillWeight != nil) == (teacher != nil) else {
@@ -156,7 +157,8 @@ public final class Trainer {
         if let t = teacher?.model.config {
             guard t.vocabSize == config.vocabSize, t.hiddenSize == config.hiddenSize else {
                 throw LowRAError(
-                    .shapeMismatch, "the teacher (vocabulary \(t.vocabSize), hidden \(t.hiddenSize)) does not match the model")
+                    .shapeMismatch,
+                    "the teacher (vocabulary \(t.vocabSize), hidden \(t.hiddenSize)) does not match the model")
             }
         }
         self.teacher = teacher?.model

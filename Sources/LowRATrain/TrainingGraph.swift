@@ -222,8 +222,9 @@ public final class TrainingGraph: @unchecked Sendable {
                                 let r =
                                     soft.map {
                                         distillationForwardBackward(
-                                            gradScale == nil ? nil : dl + i * V, lg + i * V, teacher: $0.value.1 + i * V,
-                                            target: targets[r0 + i], vocab: V, weight: $0.value.0, scale: gradScale ?? 1)
+                                            gradScale == nil ? nil : dl + i * V, lg + i * V,
+                                            teacher: $0.value.1 + i * V, target: targets[r0 + i], vocab: V,
+                                            weight: $0.value.0, scale: gradScale ?? 1)
                                     }
                                     ?? crossEntropyForwardBackward(
                                         gradScale == nil ? nil : dl + i * V, lg + i * V, targets: [targets[r0 + i]],

@@ -306,7 +306,8 @@ struct ExperimentCommand: ParsableCommand {
             let repaired = p("repair")
             let s = try step(
                 ["finetune", "--model", base, "--train", spec.calibration!, "--out", repaired, "--distill-weight", "1",
-                 "--steps", String(spec.repairSteps!), "--batch", String(batch), "--seq", String(seq), "--lr", String(lr),
+                 "--steps", String(spec.repairSteps!), "--batch", String(batch), "--seq", String(seq),
+                 "--lr", String(lr),
                  "--seed", String(seed), "--save-every", String(max(10, spec.repairSteps! / 4)), "--resume", "--json"],
                 cache: p("repair.json"), log: log)
             cell.seconds["repair"] = s.seconds

@@ -46,7 +46,8 @@ struct FinetuneCommand: ParsableCommand {
             (default: none, plain cross-entropy; 1: distillation alone).
             """)
     var distillWeight: Float?
-    @Option(help: "The teacher for --distill-weight (default: the quantized model's source model).") var teacher: String?
+    @Option(help: "The teacher for --distill-weight (default: the quantized model's source model).")
+    var teacher: String?
     @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
 
     func run() throws {

@@ -12,7 +12,8 @@ struct LowRACommand: ParsableCommand {
         commandName: "lowra",
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
         subcommands: [
-            QuantizeCommand.self, RepairCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self, TokenizeCommand.self,
+            QuantizeCommand.self, RepairCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self,
+            TokenizeCommand.self,
             InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self,
             BenchCommand.self,
         ])

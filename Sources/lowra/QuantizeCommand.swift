@@ -33,7 +33,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(
         help: """
             A generic text whose activations turn the error into the layers' output error (e.g. \
-            data/calibration.txt; default: none, the paper's data-free recipe).
+            data/calibration.txt; default or `none`: the paper's data-free recipe).
             """)
     var calibration: String?
     @Option(help: "Tokens of the calibration text to use (whole windows of 512).") var calibrationTokens: Int = 4096
@@ -54,7 +54,10 @@ struct QuantizeCommand: ParsableCommand {
     var seed: UInt64 = 0
     @Option(
         help:
-            "Initial LoRA adapter stored beside the base: loftq | cloq (output-error fit, needs --calibration) | zeros | none (default: loftq for lowra and loftq, zeros for qlora)."
+            """
+            Initial LoRA adapter stored beside the base: loftq | cloq (output-error fit, needs --calibration) | zeros \
+            | none (default: loftq for lowra and loftq, zeros for qlora).
+            """
     )
     var `init`: String?
     @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank:
@@ -78,12 +81,15 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
         guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
-        guard ["fisher", "none"].contains(sensitivity) else { throw ValidationError("--sensitivity takes fisher or none") }
-        if sensitivity == "fisher" && calibration == nil {
+        guard ["fisher", "none"].contains(sensitivity) else {
+            throw ValidationError("--sensitivity takes fisher or none")
+        }
+        let calibrated = calibration != nil && calibration != "none"
+        if sensitivity == "fisher" && !calibrated {
             throw LowRAError(.invalidArgument, "--sensitivity fisher needs --calibration (the text it is measured on)")
         }
         var sensitivitySeconds: Double?
-        if initKind == "cloq" && (calibration == nil || calibrationMethod != "gptq") {
+        if initKind == "cloq" && (calibration == nil || calibration == "none" || calibrationMethod != "gptq") {
             throw LowRAError(.invalidArgument, "--init cloq needs --calibration (with --calibration-method gptq)")
         }
         guard loftqSteps >= 1 else { throw ValidationError("--loftq-steps must be positive") }
@@ -142,7 +148,7 @@ struct QuantizeCommand: ParsableCommand {
                     rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps, calibrated: initKind == "cloq")
             }
         }
-        if let path = calibration {
+        if let path = calibration, path != "none" {
             let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
             request.calibration = try CalibrationRequest(
                 config: loaded.config, tokens: tokens, window: min(512, tokens.count, loaded.config.maxPositions),
@@ -217,6 +223,7 @@ struct QuantizeCommand: ParsableCommand {
             obj["head_bytes"] = headBytes
             obj["head_bits_per_param"] = Double(headBytes * 8) / Double(headValues)
             if let s = sensitivitySeconds { obj["sensitivity_seconds"] = s }
+            obj["peak_rss_bytes"] = MemoryStats.current().peakResidentBytes
             if let adapter { obj["rank"] = adapter.rank }
             printJSON(obj)
             return
@@ -257,9 +264,10 @@ struct QuantizeCommand: ParsableCommand {
             print(
                 String(
                     format:
-                        "%@ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init (%.1f%% lower); initial adapter in %@/%@",
-                    initKind == "cloq" ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, loftqSteps, q.reduce(0, +) / Double(q.count),
-                    z.reduce(0, +) / Double(z.count),
+                        "%@ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init "
+                        + "(%.1f%% lower); initial adapter in %@/%@",
+                    initKind == "cloq" ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, loftqSteps,
+                    q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
                     100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
         } else if initKind == "zeros" {
             print(

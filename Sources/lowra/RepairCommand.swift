@@ -29,7 +29,8 @@ struct RepairCommand: ParsableCommand {
 
     func run() throws {
         guard QuantizedModelStore.isQuantizedDirectory(model) else {
-            throw LowRAError(.invalidArgument, "\(model) is not a quantized model directory (lowra quantize writes one)")
+            throw LowRAError(
+                .invalidArgument, "\(model) is not a quantized model directory (lowra quantize writes one)")
         }
         let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
         let before = try AdapterStore.loadManifest(initial)

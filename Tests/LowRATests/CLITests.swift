@@ -156,7 +156,8 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(cells.map { $0["method"] as? String }, methods)
         for c in cells { XCTAssertEqual(c["status"] as? String, "ok", "\(c)") }
         for m in ["lowra-repair", "lowra-distill"] {
-            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/x/cells/\(m)-2/repair/adapter_model.safetensors"))
+            XCTAssertTrue(
+                FileManager.default.fileExists(atPath: "\(dir)/x/cells/\(m)-2/repair/adapter_model.safetensors"))
         }
         let distilled = try JSONSerialization.jsonObject(
             with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/x/cells/lowra-distill-2/adapter/lowra_manifest.json")))

@@ -71,8 +71,9 @@ final class TrainingTests: XCTestCase {
     }
 
     /// The output-channel Fisher against finite differences: with one-token sequences ∂L/∂y_r is
-    /// ∂L/∂bias_r, so E[(∂L/∂y_r)²] of a biased v_proj (a lone query's attention copies v) is the mean square of central differences of
-    /// the loss in its bias, up to the common scale `outputSensitivity` normalizes away.
+    /// ∂L/∂bias_r, so E[(∂L/∂y_r)²] of a biased v_proj (a lone query's attention copies v) is the
+    /// mean square of central differences of the loss in its bias, up to the common scale
+    /// `outputSensitivity` normalizes away.
     func testOutputSensitivityMatchesFiniteDifferences() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny_hf_bias_f16")).model
         let config = m.config
