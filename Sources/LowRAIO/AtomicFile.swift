@@ -71,3 +71,36 @@ public func syncDirectory(_ dir: String) {
     _ = fsync(fd)
     close(fd)
 }
+
+/// An exclusive claim on an output path for as long as this process holds it: an advisory
+/// `flock` on the hidden sibling file `.NAME.lock`, which the kernel releases when the process
+/// ends in any way (kill -9 included), so a lock never outlives its writer. A second writer into
+/// the same output gets a clear error instead of interleaving its files with the first's.
+public final class OutputLock {
+    public let path: String
+    private let fd: Int32
+
+    public init(_ output: String) throws {
+        let url = URL(fileURLWithPath: output).standardizedFileURL
+        let dir = url.deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        path = (dir as NSString).appendingPathComponent(".\(url.lastPathComponent).lock")
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw LowRAError(.io, "\(path): cannot create a lock file (\(String(cString: strerror(errno))))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let owner = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            close(fd)
+            throw LowRAError(
+                .invalidArgument,
+                "\(output) is being written by another lowra process\(owner.map { $0.isEmpty ? "" : " (pid \($0))" } ?? ""); "
+                    + "wait for it or choose another output")
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    deinit { close(fd) }  // releases the lock
+}

@@ -106,6 +106,8 @@ struct ExperimentCommand: ParsableCommand {
             if methodList.contains("lowra-distill") { spec.distillWeight = distillWeight }
         }
 
+        let lock = try OutputLock(out)
+        defer { withExtendedLifetime(lock) {} }
         let fm = FileManager.default
         func p(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
         let specFile = p("experiment.json")

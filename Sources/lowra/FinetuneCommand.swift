@@ -59,6 +59,8 @@ struct FinetuneCommand: ParsableCommand {
         o.distillWeight = distillWeight
         try o.validate()
         if teacher != nil && distillWeight == nil { throw ValidationError("--teacher needs --distill-weight") }
+        let lock = try OutputLock(out)
+        defer { withExtendedLifetime(lock) {} }
         let checkpoint = (out as NSString).appendingPathComponent(Trainer.checkpointFile)
         if !resume && FileManager.default.fileExists(atPath: checkpoint) {
             throw LowRAError(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LowRAIO
 import LowRAModel
 import LowRAQuant
 import LowRATensor
@@ -124,6 +125,8 @@ struct QuantizeCommand: ParsableCommand {
         guard [4, 8, 16].contains(headBits) else {
             throw LowRAError(.invalidArgument, "--head-bits takes 4, 8 or 16, got \(headBits)")
         }
+        let lock = try OutputLock(out)
+        defer { withExtendedLifetime(lock) {} }
         let loaded = try modelOptions.load()
         if headBits != 16 {
             guard loaded.config.hiddenSize % 32 == 0 else {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
@@ -32,6 +33,8 @@ struct RepairCommand: ParsableCommand {
             throw LowRAError(
                 .invalidArgument, "\(model) is not a quantized model directory (lowra quantize writes one)")
         }
+        let lock = try OutputLock(model)
+        defer { withExtendedLifetime(lock) {} }
         let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
         let before = try AdapterStore.loadManifest(initial)
         let work = (model as NSString).appendingPathComponent("repair")

@@ -91,12 +91,38 @@ final class FaultTests: XCTestCase {
 
     /// --out on a filesystem too small for the model (a 64 KiB tmpfs): one Error line naming the
     /// full disk, and the filesystem is left empty. Needs root to mount; skipped otherwise.
+    /// One writer per output: a second claim on a held output fails with a clear error (in this
+    /// process, and for the `quantize` and `finetune` commands), and the claim ends with its holder.
+    func testOutputLockRefusesASecondWriter() throws {
+        let dir = try temporaryDirectory(self)
+        let out = "\(dir)/q"
+        var first: OutputLock? = try OutputLock(out)
+        XCTAssertThrowsError(try OutputLock(out)) { error in
+            XCTAssertTrue("\(error)".contains("being written by another lowra process (pid \(getpid()))"), "\(error)")
+        }
+        assertOneErrorLine(try quantize(Paths.fixture("tiny.gguf"), out), mentioning: "being written by another")
+        try assertNothingLeft(out)
+        let adapter = "\(dir)/a"
+        let held = try OutputLock(adapter)
+        try "some text to train on, long enough.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        assertOneErrorLine(
+            try runProcess(
+                Paths.lowraBinary,
+                ["finetune", "--model", Paths.fixture("tiny.gguf"), "--train", "\(dir)/t.txt", "--out", adapter]),
+            mentioning: "being written by another")
+        withExtendedLifetime(held) {}
+        withExtendedLifetime(first) {}
+        first = nil
+        XCTAssertEqual(try quantize(Paths.fixture("tiny.gguf"), out).status, 0)
+    }
+
     func testFullDiskLeavesNothing() throws {
         try withSmallDisk { dir, mnt in
             let model = Paths.fixture("tiny_qwen2_hf")
             let r = try quantize(model, "\(mnt)/q", ["--init", "none"])
             assertOneErrorLine(r, mentioning: "No space left on device")
-            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), [])
+            // Only the (empty-ish) lock file, which stays so that a lock never changes inode.
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mnt), [".q.lock"])
             let rerun = try quantize(model, "\(dir)/q", ["--init", "none"])
             XCTAssertEqual(rerun.status, 0, rerun.err)
         }
