@@ -3,6 +3,7 @@ import XCTest
 
 @testable import LowRAIO
 @testable import LowRAModel
+@testable import LowRATensor
 @testable import LowRATrain
 
 /// The `lowra` binary turns bad input into one clear line and a non-zero exit.
@@ -289,6 +290,31 @@ final class CLITests: XCTestCase {
             p.terminationReason, .uncaughtSignal, "the run finished before it could be killed; make it longer")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/adapter_model.safetensors"))
         try assertFails(args + ["--out", out], mentioning: "--resume")
+        // More kill points, each on a resumed run: just after a newer checkpoint landed, and at
+        // random moments (mid-step, mid-checkpoint write); every one must leave a resumable state.
+        var rng = SplitMix64(seed: 11)
+        for round in 0..<4 {
+            let checkpoint = "\(out)/checkpoint.safetensors"
+            let before = try FileManager.default.attributesOfItem(atPath: checkpoint)[.modificationDate] as? Date
+            let again = Process()
+            again.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
+            again.arguments = args + ["--out", out, "--resume"]
+            again.standardOutput = FileHandle.nullDevice
+            again.standardError = FileHandle.nullDevice
+            try again.run()
+            if round == 0 {
+                while again.isRunning,
+                    (try? FileManager.default.attributesOfItem(atPath: checkpoint)[.modificationDate] as? Date) == before
+                {
+                    usleep(1000)
+                }
+            } else {
+                usleep(UInt32(50_000 + rng.next() % 250_000))
+            }
+            kill(again.processIdentifier, SIGKILL)
+            again.waitUntilExit()
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/adapter_model.safetensors"), "round \(round)")
+        }
         let resumed = try runProcess(Paths.lowraBinary, args + ["--out", out, "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
         let a = try JSONSerialization.jsonObject(with: Data(whole.out.utf8)) as! [String: Any]
