@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 
 @testable import LowRAIO
+@testable import LowRATensor
 
 /// Streaming `quantize` under bad input and faults: a truncated shard, a tensor whose dtype or
 /// shape disagrees with its bytes, a full disk, kill -9 in the middle. Each ends with one
@@ -205,5 +206,48 @@ final class FaultTests: XCTestCase {
         try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
         let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", out, "--data", "\(dir)/t.txt"])
         XCTAssertEqual(ev.status, 0, ev.err)
+    }
+    /// kill -9 at random moments of a `quantize` that replaces an existing model: afterwards --out
+    /// is always a whole model (the previous one, or the new one when the kill came after the
+    /// rename), and the rerun writes byte for byte what an uninterrupted run writes.
+    func testQuantizeKilledAtRandomMomentsKeepsAWholeModel() throws {
+        let dir = try temporaryDirectory(self)
+        let model = Paths.fixture("tiny_qwen2_hf")
+        let out = "\(dir)/q"
+        func args(_ bits: String, _ to: String) -> [String] {
+            ["quantize", "--model", model, "--bits", bits, "--out", to, "--rank", "4", "--loftq-steps", "3"]
+        }
+        XCTAssertEqual(try runProcess(Paths.lowraBinary, args("2", out)).status, 0)
+        let started = Date()
+        XCTAssertEqual(try runProcess(Paths.lowraBinary, args("1.75", "\(dir)/reference")).status, 0)
+        let duration = Date().timeIntervalSince(started)
+        var rng = SplitMix64(seed: 5)
+        var killed = 0
+        for _ in 0..<8 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
+            p.arguments = args("1.75", out)
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            usleep(UInt32(rng.nextUnit() * duration * 1e6))
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            if p.terminationReason == .uncaughtSignal { killed += 1 }
+            let manifest = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(out)/lowra_quant.json"))) as! [String: Any]
+            let bits = (manifest["report"] as? [String: Any])?["target_bits"] as? Double
+            XCTAssertTrue(bits == 2 || bits == 1.75, "\(String(describing: bits))")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/model.safetensors"))
+        }
+        XCTAssertGreaterThan(killed, 0, "no run was killed before it finished")
+        let rerun = try runProcess(Paths.lowraBinary, args("1.75", out))
+        XCTAssertEqual(rerun.status, 0, rerun.err)
+        try assertNothingLeft("\(out).")
+        for f in ["model.safetensors", "precision_map.json", "adapter/adapter_model.safetensors"] {
+            XCTAssertEqual(
+                try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(f)")),
+                try Data(contentsOf: URL(fileURLWithPath: "\(dir)/reference/\(f)")), f)
+        }
     }
 }
