@@ -250,4 +250,55 @@ final class FaultTests: XCTestCase {
                 try Data(contentsOf: URL(fileURLWithPath: "\(dir)/reference/\(f)")), f)
         }
     }
+    /// kill -9 at random moments of `experiment` (in quantize, eval, fine-tuning or the report),
+    /// each time continued with --resume: the finished sweep reports the same numbers as an
+    /// uninterrupted one.
+    func testExperimentKilledAtRandomMomentsResumesToTheSameResults() throws {
+        let dir = try temporaryDirectory(self)
+        let text = (0..<60).map { "verse \($0): what light through yonder window breaks" }.joined(separator: "\n")
+        try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        func args(_ out: String) -> [String] {
+            [
+                "experiment", "--model", Paths.fixture("tiny.gguf"), "--methods", "none,lowra", "--bits", "2,1.5",
+                "--steps", "6", "--rank", "2", "--seq", "16", "--batch", "1", "--eval-tokens", "64", "--train",
+                "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--test", "\(dir)/t.txt", "--out", out, "--resume",
+            ]
+        }
+        func numbers(_ out: String) throws -> [String] {
+            let r = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+            return (r["cells"] as! [[String: Any]]).map { c in
+                let before = (c["before"] as? [String: Any])?["perplexity"] as? Double
+                let after = (c["after"] as? [String: Any])?["perplexity"] as? Double
+                return "\(c["method"]!) \(c["bits"] ?? "-") \(c["status"]!) \(before ?? -1) \(after ?? -1)"
+            }
+        }
+        let started = Date()
+        let whole = try runProcess(Paths.lowraBinary, args("\(dir)/whole"))
+        XCTAssertEqual(whole.status, 0, whole.err)
+        let duration = Date().timeIntervalSince(started)
+        var rng = SplitMix64(seed: 9)
+        var killed = 0
+        for _ in 0..<5 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
+            p.arguments = args("\(dir)/killed")
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            usleep(UInt32((0.1 + 0.5 * rng.nextUnit()) * duration * 1e6))
+            // The experiment and the step it is running (a power cut takes both).
+            let children = (try? String(
+                contentsOfFile: "/proc/\(p.processIdentifier)/task/\(p.processIdentifier)/children", encoding: .utf8))?
+                .split(separator: " ").compactMap { Int32($0) } ?? []
+            kill(p.processIdentifier, SIGKILL)
+            for c in children { kill(c, SIGKILL) }
+            p.waitUntilExit()
+            if p.terminationReason == .uncaughtSignal { killed += 1 }
+        }
+        XCTAssertGreaterThan(killed, 0)
+        let resumed = try runProcess(Paths.lowraBinary, args("\(dir)/killed"))
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertEqual(try numbers("\(dir)/killed"), try numbers("\(dir)/whole"))
+    }
 }
