@@ -59,25 +59,31 @@ for name, part in parts.items():
         os.replace(path + ".tmp", path)
     print(f"[setup] {path}: {len(part)} lines, {len(data)} bytes, sha256 {digest}", file=sys.stderr)
 PY
-# The drift text: three fortune files from Debian's `fortunes`, "%" separators as blank lines.
-python3 - <<'PY'
+# Writes stdin to $1 (temporary file + rename) when its sha256 is $2 and the file differs; fails otherwise.
+write_checked() {
+  python3 -c '
 import hashlib, os, sys
-parts = []
-for name in ["science", "wisdom", "computers"]:
-    data = open("/usr/share/games/fortunes/" + name, "rb").read()
-    lines = [b"" if l == b"%" else l for l in data.split(b"\n")]
-    parts.append(b"\n".join(lines).strip(b"\n") + b"\n")
-data = b"\n".join(parts)
-expected = "75e0019b3c86abbfd48f0da4fbc9bd136bc82315d835eec20931104d3eda5910"
+path, expected = sys.argv[1], sys.argv[2]
+data = sys.stdin.buffer.read()
 digest = hashlib.sha256(data).hexdigest()
 if digest != expected:
-    sys.exit(f"[setup] data/fortunes.txt: sha256 {digest} != {expected}")
-path = "data/fortunes.txt"
+    sys.exit(f"[setup] {path}: sha256 {digest} != {expected}")
 if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdigest() == digest):
     with open(path + ".tmp", "wb") as f:
         f.write(data)
     os.replace(path + ".tmp", path)
 print(f"[setup] {path}: {len(data)} bytes, sha256 {digest}", file=sys.stderr)
+' "$1" "$2"
+}
+# The drift text: three fortune files from Debian's `fortunes`, "%" separators as blank lines.
+python3 - <<'PY' | write_checked data/fortunes.txt 75e0019b3c86abbfd48f0da4fbc9bd136bc82315d835eec20931104d3eda5910
+import sys
+parts = []
+for name in ["science", "wisdom", "computers"]:
+    data = open("/usr/share/games/fortunes/" + name, "rb").read()
+    lines = [b"" if l == b"%" else l for l in data.split(b"\n")]
+    parts.append(b"\n".join(lines).strip(b"\n") + b"\n")
+sys.stdout.buffer.write(b"\n".join(parts))
 PY
 # The synthetic GGUF test fixtures (random tiny Llama, Qwen2 and Llama 3; one tensor per ggml type;
 # k-quants) are not
@@ -99,8 +105,8 @@ if ! gguf_fixtures_ok; then
 fi
 # The calibration text: the prose paragraphs (30+ words, mostly letters, no section numbers) of the
 # Debian Reference (Debian `debian-reference-en`): generic English, neither the task nor the drift text.
-python3 - <<'PY'
-import gzip, hashlib, os, re, sys
+python3 - <<'PY' | write_checked data/calibration.txt 0488a2f16a94b2a0bea6c602c89493b42422e9b61a55c5a4c08ae49ff107d6da
+import gzip, re, sys
 raw = gzip.open("/usr/share/debian-reference/debian-reference.en.txt.gz").read().decode("utf-8")
 paras = []
 for block in re.split(r"\n\s*\n", raw):
@@ -108,16 +114,6 @@ for block in re.split(r"\n\s*\n", raw):
     if len(p.split()) >= 30 and sum(c.isalpha() or c == " " for c in p) / len(p) > 0.9 \
             and not re.search(r"\d+\.\d+\. ", p):
         paras.append(p)
-data = ("\n\n".join(paras) + "\n").encode()
-expected = "0488a2f16a94b2a0bea6c602c89493b42422e9b61a55c5a4c08ae49ff107d6da"
-digest = hashlib.sha256(data).hexdigest()
-if digest != expected:
-    sys.exit(f"[setup] data/calibration.txt: sha256 {digest} != {expected}")
-path = "data/calibration.txt"
-if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdigest() == digest):
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
-print(f"[setup] {path}: {len(paras)} paragraphs, {len(data)} bytes, sha256 {digest}", file=sys.stderr)
+sys.stdout.buffer.write(("\n\n".join(paras) + "\n").encode())
 PY
 log "ready: $MODEL_FILE, data/{train,valid,test,fortunes,calibration}.txt, Tests/Fixtures/*.gguf"

@@ -90,11 +90,12 @@ public final class OutputLock {
             throw LowRAError(.io, "\(path): cannot create a lock file (\(String(cString: strerror(errno))))")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let owner = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let owner = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
             close(fd)
             throw LowRAError(
                 .invalidArgument,
-                "\(output) is being written by another lowra process\(owner.map { $0.isEmpty ? "" : " (pid \($0))" } ?? ""); "
+                "\(output) is being written by another lowra process\(owner.isEmpty ? "" : " (pid \(owner))"); "
                     + "wait for it or choose another output")
         }
         let pid = Array("\(getpid())\n".utf8)

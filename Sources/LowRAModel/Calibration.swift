@@ -95,11 +95,10 @@ public final class BlockCalibrator: @unchecked Sendable {
         let buffer = ws.allocate(rows * c.hiddenSize)
         let rope = RopeTable(start: 0, count: t, frequencies: c.ropeFrequencies)
         var sums = [LinearInput: [Float]]()
+        var columns = [LinearInput: Int]()
         if statistics {
-            for kind in LinearKind.allCases {
-                let n = kind.shape(c).in
-                sums[kind.input] = [Float](repeating: 0, count: n * n)
-            }
+            for kind in LinearKind.allCases { columns[kind.input] = kind.shape(c).in }
+            for (site, n) in columns { sums[site] = [Float](repeating: 0, count: n * n) }
         }
         let observe: LinearInputObserver? =
             statistics
@@ -124,9 +123,9 @@ public final class BlockCalibrator: @unchecked Sendable {
         }
         if advance { block += 1 }
         let tokens = windows * t
-        return sums.mapValues { s in
-            let n = Int(Double(s.count).squareRoot().rounded())
-            return InputCovariance(n: n, values: s.map { $0 / Float(tokens) }, tokens: tokens)
+        return sums.reduce(into: [:]) { out, entry in
+            out[entry.key] = InputCovariance(
+                n: columns[entry.key]!, values: entry.value.map { $0 / Float(tokens) }, tokens: tokens)
         }
     }
 }

@@ -391,8 +391,7 @@ extension LlamaWeights {
         let seed = request.seed &+ UInt64(i)
         let r: LoftQResult
         if let site {
-            var options = plan.options
-            options.precisions = Array(Set(bits.map(Int.init))).sorted()
+            let options = plan.options.restricted(to: bits)
             r = try alternatingLowRankInitialize(
                 w, out: out, in: inF, rank: lq.rank, steps: lq.steps, scale: scale,
                 quantize: { target in

@@ -18,8 +18,7 @@ public func loftqInitialize(
     _ w: [Float], out: Int, in inF: Int, bits: [UInt8], options: QuantizerOptions, rank r: Int,
     steps: Int = 5, scale s: Float = 1, columnWeights: [Float]? = nil, seed: UInt64 = 0
 ) throws -> LoftQResult {
-    var layerOptions = options
-    layerOptions.precisions = Array(Set(bits.map(Int.init))).sorted()
+    let layerOptions = options.restricted(to: bits)
     return try alternatingLowRankInitialize(
         w, out: out, in: inF, rank: r, steps: steps, scale: s,
         quantize: { target in

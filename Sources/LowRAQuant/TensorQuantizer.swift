@@ -14,6 +14,14 @@ public struct QuantizerOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
+    /// These options with only the precisions that `bits` (one per row) use: a layer re-fitted
+    /// at precisions already assigned (LoftQ, CLoQ).
+    public func restricted(to bits: [UInt8]) -> QuantizerOptions {
+        var o = self
+        o.precisions = Array(Set(bits.map(Int.init))).sorted()
+        return o
+    }
+
     enum CodingKeys: String, CodingKey {
         case precisions
         case lloydIterations = "lloyd_iterations"

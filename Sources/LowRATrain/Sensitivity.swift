@@ -17,14 +17,14 @@ public func outputSensitivity(
     }
     let graph = try TrainingGraph(config: config, weights: weights, batch: 1, seq: seq, rank: 1)
     let adapter = try LoRAAdapter(config: config, rank: 1)  // B = 0: the model itself
-    var sums = [[Double]](repeating: [], count: config.numLayers * LinearKind.allCases.count)
+    var sums = [String: [Double]]()
     for l in 0..<config.numLayers {
         for kind in LinearKind.allCases {
-            sums[l * LinearKind.allCases.count + kind.rawValue] = [Double](repeating: 0, count: kind.shape(config).out)
+            sums[WeightNaming.huggingFace.linear(l, kind)] = [Double](repeating: 0, count: kind.shape(config).out)
         }
     }
     graph.observeOutputGradient = { l, kind, dy, rows, out in
-        sums[l * LinearKind.allCases.count + kind.rawValue].withUnsafeMutableBufferPointer { acc in
+        sums[WeightNaming.huggingFace.linear(l, kind)]!.withUnsafeMutableBufferPointer { acc in
             for r in 0..<rows {
                 for j in 0..<out { acc[j] += Double(dy[r * out + j]) * Double(dy[r * out + j]) }
             }
@@ -39,16 +39,9 @@ public func outputSensitivity(
             gradient: &gradient)
     }
     progress?(sequences, sequences)
-    let total = sums.reduce(0.0) { $0 + $1.reduce(0, +) }
-    let count = sums.reduce(0) { $0 + $1.count }
+    // Summed in a fixed order (a dictionary's is not), so that the weights are the same each run.
+    let total = sums.keys.sorted().reduce(0.0) { $0 + sums[$1]!.reduce(0, +) }
+    let count = sums.values.reduce(0) { $0 + $1.count }
     let mean = max(total / Double(count), 1e-300)
-    var out = [String: [Float]]()
-    for l in 0..<config.numLayers {
-        for kind in LinearKind.allCases {
-            out[WeightNaming.huggingFace.linear(l, kind)] = sums[l * LinearKind.allCases.count + kind.rawValue].map {
-                Float($0 / mean)
-            }
-        }
-    }
-    return out
+    return sums.mapValues { $0.map { Float($0 / mean) } }
 }

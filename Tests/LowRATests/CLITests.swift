@@ -277,12 +277,7 @@ final class CLITests: XCTestCase {
 
         // Kill -9 as soon as the first checkpoint is on disk.
         let out = "\(dir)/killed"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
-        p.arguments = args + ["--out", out]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try startLowra(args + ["--out", out])
         while p.isRunning && !FileManager.default.fileExists(atPath: "\(out)/checkpoint.safetensors") { usleep(1000) }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
@@ -296,16 +291,12 @@ final class CLITests: XCTestCase {
         for round in 0..<4 {
             let checkpoint = "\(out)/checkpoint.safetensors"
             let before = try FileManager.default.attributesOfItem(atPath: checkpoint)[.modificationDate] as? Date
-            let again = Process()
-            again.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
-            again.arguments = args + ["--out", out, "--resume"]
-            again.standardOutput = FileHandle.nullDevice
-            again.standardError = FileHandle.nullDevice
-            try again.run()
+            let again = try startLowra(args + ["--out", out, "--resume"])
             if round == 0 {
-                while again.isRunning,
-                    (try? FileManager.default.attributesOfItem(atPath: checkpoint)[.modificationDate] as? Date) == before
-                {
+                func modified() -> Date? {
+                    try? FileManager.default.attributesOfItem(atPath: checkpoint)[.modificationDate] as? Date
+                }
+                while again.isRunning, modified() == before {
                     usleep(1000)
                 }
             } else {

@@ -176,12 +176,7 @@ final class FaultTests: XCTestCase {
         let args = [
             "quantize", "--model", "\(dir)/m", "--bits", "2", "--out", out, "--rank", "8", "--loftq-steps", "40",
         ]
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try startLowra(args)
         let staging = "\(out).tmp-\(p.processIdentifier)"
         let deadline = Date().addingTimeInterval(120)
         while p.isRunning && Date() < deadline {
@@ -224,12 +219,7 @@ final class FaultTests: XCTestCase {
         var rng = SplitMix64(seed: 5)
         var killed = 0
         for _ in 0..<8 {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
-            p.arguments = args("1.75", out)
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let p = try startLowra(args("1.75", out))
             usleep(UInt32(rng.nextUnit() * duration * 1e6))
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
@@ -280,12 +270,7 @@ final class FaultTests: XCTestCase {
         var rng = SplitMix64(seed: 9)
         var killed = 0
         for _ in 0..<5 {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
-            p.arguments = args("\(dir)/killed")
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let p = try startLowra(args("\(dir)/killed"))
             usleep(UInt32((0.1 + 0.5 * rng.nextUnit()) * duration * 1e6))
             // The experiment and the step it is running (a power cut takes both).
             let children = (try? String(

@@ -81,6 +81,17 @@ func runProcess(_ path: String, _ args: [String]) throws -> (status: Int32, out:
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
 
+/// Starts `lowra args` in the background with its output discarded: for tests that kill it.
+func startLowra(_ args: [String]) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: Paths.lowraBinary)
+    p.arguments = args
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    return p
+}
+
 /// The first 512 tokens of Tiny Shakespeare: their ids and the model's perplexity and accuracy
 /// (one window of 512) equal the numpy reference in `json` (perplexity within 0.5%). Returns the
 /// reference and the tokens.
