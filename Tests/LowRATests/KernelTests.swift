@@ -141,7 +141,8 @@ final class KernelTests: XCTestCase {
     /// on). Every AVX-512 variant is run (with and without VBMI). Returns the cases checked.
     private func checkIntegerPaths(
         w: [Float], out: Int, in inF: Int, columns: [Int], rng: inout SplitMix64, _ label: String,
-        activations kind: KernelActivations, levelError: (Int, Int) -> Double, line: UInt = #line,
+        activations kind: KernelActivations, levelError: (Int, Int) -> Double,
+        blockScale: (Int, Int) -> Double = { _, _ in 0 }, line: UInt = #line,
         multiply: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void
     ) -> Int {
         var cases = 0
@@ -186,8 +187,13 @@ final class KernelTests: XCTestCase {
                     for i in 0..<(n * out) {
                         let r = i % out
                         let c = i / out
+                        // The kernels sum terms as large as |block scale · x| (a row's lowest level
+                        // times Σx), whatever the weights: their rounding is relative to those.
                         var mag = 0.0
-                        for j in 0..<inF { mag += abs(Double(w[r * inF + j]) * Double(x[c * inF + j])) }
+                        for j in 0..<inF {
+                            let xj = abs(Double(x[c * inF + j]))
+                            mag += abs(Double(w[r * inF + j])) * xj + blockScale(r, j) * xj
+                        }
                         XCTAssertLessThanOrEqual(
                             abs(Double(y[i]) - Double(scalar[i])), 1e-5 * mag + 1e-9,
                             "\(name), column \(c) of \(n), row \(r)", line: line)
@@ -227,7 +233,8 @@ final class KernelTests: XCTestCase {
                                 "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)", activations: kind,
                                 levelError: { r, j in
                                     Double(steps[r]) / 2 * Double(p.absmax.value(r * nb + j / 64))
-                                }
+                                },
+                                blockScale: { r, j in Double(p.absmax.value(r * nb + j / 64)) }
                             ) { p.multiply($0, columns: $1, into: $2, path: $3, activations: kind) }
                         }
                     }
