@@ -117,3 +117,9 @@ for block in re.split(r"\n\s*\n", raw):
 sys.stdout.buffer.write(("\n\n".join(paras) + "\n").encode())
 PY
 log "ready: $MODEL_FILE, data/{train,valid,test,fortunes,calibration}.txt, Tests/Fixtures/*.gguf"
+# The official OpenAI client, which the server's test talks through (scripts/openai_client_check.py).
+if ! python3 -c "import openai" 2>/dev/null; then
+  log "installing the openai client (pip: scripts/requirements-serve.txt)"
+  python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-serve.txt >&2 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r scripts/requirements-serve.txt >&2
+fi

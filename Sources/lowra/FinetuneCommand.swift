@@ -156,6 +156,7 @@ struct FinetuneCommand: ParsableCommand {
             validLossAfter: result.validLossAfter, seconds: result.seconds)
         manifest.training?.teacher = teacherPath
         try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
+        try writeCard(manifest: manifest, result: result, validData: validData, fingerprint: fingerprint)
         let log = (out as NSString).appendingPathComponent(Trainer.logFile)
         if let csv = try? String(contentsOfFile: log, encoding: .utf8) {
             let svg = try trainingCurves(
@@ -184,7 +185,29 @@ struct FinetuneCommand: ParsableCommand {
                 result.steps, result.resumedFrom.map { " (resumed at \($0))" } ?? "", result.finalTrainLoss ?? .nan,
                 result.tokensPerSecond, result.seconds, Double(mem.peakResidentBytes) / 1e6))
         print(
-            "saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), \(Trainer.logFile), loss.svg)"
-        )
+            "saved \(out) (adapter_model.safetensors, adapter_config.json, \(AdapterStore.manifestFile), "
+                + "\(AdapterCard.file), \(Trainer.logFile), loss.svg)")
+    }
+
+    /// The adapter's card: its identity kept from an earlier card in --out (name, version, task,
+    /// owner, retirement), everything else from this run, the validation as its task evaluation.
+    func writeCard(
+        manifest: AdapterManifest, result: FinetuneResult, validData: TrainingData?, fingerprint: String
+    ) throws {
+        var card = AdapterCard(manifest: manifest, dir: out, trainingBytes: try fileBytes(train))
+        if let old = try? AdapterCard.load(out) {
+            (card.name, card.version, card.task, card.owner) = (old.name, old.version, old.task, old.owner)
+            card.retireAfter = old.retireAfter
+        }
+        if let after = result.validLossAfter, let validData, let valid {
+            let n = min(validData.count, validSequences)
+            let tokens = validData.targets.prefix(n).reduce(0) { $0 + $1.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+            card.evaluations.append(
+                AdapterCard.Evaluation(
+                    role: .task,
+                    dataset: AdapterCard.DataRecord(file: valid, sha256: validData.sha256, bytes: try fileBytes(valid)),
+                    tokens: tokens, perplexity: exp(after), baseFingerprint: fingerprint, source: "finetune validation"))
+        }
+        try card.save(to: out)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
@@ -13,7 +14,7 @@ struct LowRACommand: ParsableCommand {
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
         subcommands: [
             QuantizeCommand.self, RepairCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self,
-            TokenizeCommand.self,
+            CardCommand.self, ServeCommand.self, TokenizeCommand.self,
             InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self,
             BenchCommand.self,
         ])
@@ -114,6 +115,9 @@ struct EvalCommand: ParsableCommand {
     var stepwise = false
     @Option(help: "Activations of the decode kernels: int16 (two int8 halves, default), int8 (faster) or float.")
     var activations: KernelActivations = .default
+    @Flag(help: "Append this evaluation to the --adapter's card (adapter_card.json).") var record = false
+    @Option(help: "The recorded evaluation's role: task or drift (default: drift with --reference, else task).")
+    var role: AdapterCard.Role?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     var conversationsData: Bool { data.lowercased().hasSuffix(".jsonl") }
@@ -121,6 +125,15 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
         if stepwise && conversationsData { throw ValidationError("--stepwise applies to plain text data") }
+        if record && adapterOptions.adapter == nil {
+            throw LowRAError(.invalidArgument, "--record needs --adapter (the adapter whose card records it)")
+        }
+        if role != nil && !record { throw LowRAError(.invalidArgument, "--role applies with --record") }
+        if role == .drift && reference == nil {
+            throw LowRAError(.invalidArgument, "a drift evaluation needs --reference (the unquantized base)")
+        }
+        let lock = try record ? OutputLock(adapterOptions.adapter!) : nil
+        defer { withExtendedLifetime(lock) {} }
         let conversations = data.lowercased().hasSuffix(".jsonl")
         let text = try readText(data)
         var loaded = try modelOptions.load()
@@ -148,6 +161,7 @@ struct EvalCommand: ParsableCommand {
                 tokens: tokens, context: window, adapter: adapter, reference: ref, stepwise: stepwise
             ) { bar.update($0, $1) }
         }
+        if record { try recordEvaluation(r, adapterDir: adapterOptions.adapter!) }
         let mem = MemoryStats.current()
         if json {
             printJSON(
@@ -173,6 +187,23 @@ struct EvalCommand: ParsableCommand {
                         r.top1Agreement!))
             }
         }
+    }
+}
+
+extension EvalCommand {
+    /// Appends `r` to the adapter's card (made from its manifest if it has none), atomically.
+    func recordEvaluation(_ r: EvalResult, adapterDir: String) throws {
+        var card = try AdapterCard.loadOrMake(adapterDir)
+        var e = AdapterCard.Evaluation(
+            role: role ?? (reference == nil ? .task : .drift),
+            dataset: AdapterCard.DataRecord(file: data, sha256: try fingerprint(data), bytes: try fileBytes(data)),
+            tokens: r.predictions, perplexity: r.perplexity, baseFingerprint: try baseFingerprint(modelOptions.model),
+            source: "lowra eval")
+        e.accuracy = r.accuracy
+        (e.klDivergence, e.top1Agreement, e.reference) = (r.klDivergence, r.top1Agreement, reference)
+        card.evaluations.append(e)
+        try card.save(to: adapterDir)
+        if !json { printErr("recorded a \(e.role.rawValue) evaluation of \(e.tokens) tokens on \(adapterDir)'s card") }
     }
 }
 
@@ -262,4 +293,11 @@ struct GenerateCommand: ParsableCommand {
                 result.promptTokens, result.prefillSeconds, result.tokens.count,
                 result.decodeTokensPerSecond, result.stoppedAtEOS ? ", stopped at end of turn" : ""))
     }
+}
+
+/// The size of a file in bytes.
+func fileBytes(_ path: String) throws -> Int {
+    guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = attrs[.size] as? NSNumber
+    else { throw LowRAError(.io, "\(path): no such file") }
+    return size.intValue
 }

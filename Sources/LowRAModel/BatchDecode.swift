@@ -1,0 +1,200 @@
+import Foundation
+import LowRATensor
+
+// One decode step for many independent sequences at once (continuous batching, Punica/S-LoRA
+// style): each row is one sequence's next token with its own KV cache, position and adapter. The
+// base's products run once for all rows; each adapter's LoRA product runs over the rows that use
+// it. Batch-invariant: a row's logits are bit for bit those of decoding that sequence alone
+// (`LlamaModel.forward` with one token), whichever other rows share the step — the kernels take
+// at most `KernelPath.columns` columns per call and compute each column the same way in any
+// company, and whatever has no such kernel (fp32 weights) runs row by row.
+
+/// One sequence's part of a batched decode step.
+public struct DecodeRow {
+    public var token: Int
+    public let cache: KVCache
+    public let adapter: LoRAAdapter?
+
+    public init(token: Int, cache: KVCache, adapter: LoRAAdapter?) {
+        self.token = token
+        self.cache = cache
+        self.adapter = adapter
+    }
+}
+
+/// Runs decode steps of up to `maxRows` sequences over one model, with buffers allocated once.
+public final class BatchDecoder: @unchecked Sendable {
+    public let model: LlamaModel
+    public let maxRows: Int
+    private let x, xn, q, k, v, att, proj, gate, up, act, scores, gathered, gatheredOut, xa: UnsafeMutablePointer<Float>
+    private var allocations = [UnsafeMutablePointer<Float>]()
+
+    public init(model: LlamaModel, maxRows: Int) {
+        precondition(maxRows >= 1)
+        self.model = model
+        self.maxRows = maxRows
+        let c = model.config
+        let n = maxRows
+        let widest = max(c.hiddenSize, c.intermediateSize, c.qDim)
+        var all = [UnsafeMutablePointer<Float>]()
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
+            p.initialize(repeating: 0, count: max(1, count))
+            all.append(p)
+            return p
+        }
+        x = buffer(n * c.hiddenSize)
+        xn = buffer(n * c.hiddenSize)
+        q = buffer(n * c.qDim)
+        k = buffer(n * c.kvDim)
+        v = buffer(n * c.kvDim)
+        att = buffer(n * c.qDim)
+        proj = buffer(n * c.hiddenSize)
+        gate = buffer(n * c.intermediateSize)
+        up = buffer(n * c.intermediateSize)
+        act = buffer(n * c.intermediateSize)
+        scores = buffer(c.numHeads * c.maxPositions)
+        // One adapter's rows gathered (≤ columns) for its LoRA product: inputs, outputs, x·Aᵀ.
+        gathered = buffer(KernelPath.columns * widest)
+        gatheredOut = buffer(KernelPath.columns * widest)
+        xa = buffer(KernelPath.columns * max(c.hiddenSize, c.kvDim, c.intermediateSize))
+        allocations = all
+    }
+
+    deinit { for p in allocations { p.deallocate() } }
+
+    /// Feeds each row's token at its cache's next position, appends its keys and values, and
+    /// returns the logits (rows, V) of the next token of every row.
+    public func step(_ rows: [DecodeRow]) throws -> [Float] {
+        let c = model.config
+        let n = rows.count
+        guard n >= 1, n <= maxRows else {
+            throw LowRAError(.invalidArgument, "a decode step takes 1...\(maxRows) rows, got \(n)")
+        }
+        for r in rows {
+            guard r.token >= 0, r.token < c.vocabSize else {
+                throw LowRAError(.invalidArgument, "token id \(r.token) is outside the vocabulary (\(c.vocabSize))")
+            }
+            guard r.cache.length < r.cache.capacity else {
+                throw LowRAError(.invalidArgument, "a sequence's cache is full (\(r.cache.capacity) positions)")
+            }
+            if let a = r.adapter, a.slots.count != c.numLayers * LinearKind.allCases.count {
+                throw LowRAError(.shapeMismatch, "an adapter does not fit this model's layers")
+            }
+        }
+        guard Set(rows.map { ObjectIdentifier($0.cache) }).count == n else {
+            throw LowRAError(.invalidArgument, "two rows of a decode step share one cache")
+        }
+        let w = model.weights
+        let C = c.hiddenSize
+        for (i, r) in rows.enumerated() { w.embedding.row(r.token, into: x + i * C) }
+        let ropes = rows.map { RopeTable(start: $0.cache.length, count: 1, frequencies: c.ropeFrequencies) }
+        // Rows grouped by adapter (the identity of its values' storage, not a comparison of
+        // millions of floats), in first-seen order.
+        var groups = [(adapter: LoRAAdapter, rows: [Int])]()
+        var keys = [UInt]()
+        for (i, r) in rows.enumerated() {
+            guard let a = r.adapter else { continue }
+            let key = a.values.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+            if let g = keys.firstIndex(of: key) {
+                groups[g].rows.append(i)
+            } else {
+                keys.append(key)
+                groups.append((a, [i]))
+            }
+        }
+        for l in w.blocks.indices { block(l, rows: rows, ropes: ropes, groups: groups) }
+        for r in rows { r.cache.advance(1) }
+
+        w.finalNorm.withUnsafeBufferPointer {
+            rmsnormForward(xn, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
+        var logits = [Float](repeating: 0, count: n * c.vocabSize)
+        logits.withUnsafeMutableBufferPointer { out in
+            forChunks(n, direct: w.outputHead.multipliesDirectly(rows: KernelPath.columns)) { r0, m in
+                w.headForward(xn + r0 * C, rows: m, into: out.baseAddress! + r0 * c.vocabSize, activations: model.activations)
+            }
+        }
+        return logits
+    }
+
+    /// Calls `body(first row, rows)` over [0, n) in chunks the kernels take at once, or row by row
+    /// when the weight has no such kernel (`direct` false), so each row is computed as it is alone.
+    private func forChunks(_ n: Int, direct: Bool, _ body: (Int, Int) -> Void) {
+        let width = direct ? KernelPath.columns : 1
+        var r0 = 0
+        while r0 < n {
+            let m = min(width, n - r0)
+            body(r0, m)
+            r0 += m
+        }
+    }
+
+    /// ys[i] (n, out_i) = input (n, in) · W_iᵀ + b_i, then each row's own adapter: s · B A x.
+    private func linears(
+        _ l: Int, _ kinds: [LinearKind], _ input: UnsafeMutablePointer<Float>, _ ys: [UnsafeMutablePointer<Float>],
+        rows n: Int, groups: [(adapter: LoRAAdapter, rows: [Int])]
+    ) {
+        let block = model.weights.blocks[l]
+        let layers = kinds.map { block[$0] }
+        let inF = layers[0].inFeatures
+        let direct = layers.allSatisfy { $0.multipliesDirectly(rows: KernelPath.columns) }
+        forChunks(n, direct: direct) { r0, m in
+            Linear.forward(
+                layers, input + r0 * inF, rows: m, into: zip(layers, ys).map { $1 + r0 * $0.outFeatures },
+                lora: layers.map { _ in nil }, xa: layers.map { _ in nil }, activations: model.activations)
+        }
+        for g in groups {
+            var start = 0
+            while start < g.rows.count {
+                let chunk = g.rows[start..<min(g.rows.count, start + KernelPath.columns)]
+                for (j, r) in chunk.enumerated() { (gathered + j * inF).update(from: input + r * inF, count: inF) }
+                g.adapter.withView { view in
+                    for (kind, (layer, y)) in zip(kinds, zip(layers, ys)) {
+                        let f = view.factors(layer: l, kind: kind)
+                        let out = layer.outFeatures
+                        for (j, r) in chunk.enumerated() { (gatheredOut + j * out).update(from: y + r * out, count: out) }
+                        loraForward(
+                            gatheredOut, xa, gathered, f.a, f.b, rows: chunk.count, in: inF, out: out, rank: f.rank,
+                            scale: f.scale)
+                        for (j, r) in chunk.enumerated() { (y + r * out).update(from: gatheredOut + j * out, count: out) }
+                    }
+                }
+                start += KernelPath.columns
+            }
+        }
+    }
+
+    private func block(
+        _ l: Int, rows: [DecodeRow], ropes: [RopeTable], groups: [(adapter: LoRAAdapter, rows: [Int])]
+    ) {
+        let c = model.config
+        let n = rows.count
+        let (C, F, H, KV, D, qD, kvD) = (c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.headDim, c.qDim, c.kvDim)
+        let block = model.weights.blocks[l]
+        block.attnNorm.withUnsafeBufferPointer {
+            rmsnormForward(xn, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
+        linears(l, [.q, .k, .v], xn, [q, k, v], rows: n, groups: groups)
+        for (i, r) in rows.enumerated() {
+            let qi = q + i * qD
+            let ki = k + i * kvD
+            ropeForward(qi, rows: 1, stride: qD, heads: H, headDim: D, table: ropes[i], layout: c.ropeLayout)
+            ropeForward(ki, rows: 1, stride: kvD, heads: KV, headDim: D, table: ropes[i], layout: c.ropeLayout)
+            let past = r.cache.length
+            r.cache.append(layer: l, keys: ki, values: v + i * kvD, rows: 1)
+            attentionDecode(
+                att + i * qD, qi, r.cache.keys(l), r.cache.values(l), keys: past + 1, heads: H, kvHeads: KV,
+                headDim: D, scores: scores)
+        }
+        linears(l, [.o], att, [proj], rows: n, groups: groups)
+        addInPlace(x, proj, count: n * C)
+        block.ffnNorm.withUnsafeBufferPointer {
+            rmsnormForward(xn, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
+        linears(l, [.gate, .up], xn, [gate, up], rows: n, groups: groups)
+        for i in 0..<n { swigluForward(act + i * F, gate + i * F, up + i * F, count: F) }
+        linears(l, [.down], act, [proj], rows: n, groups: groups)
+        addInPlace(x, proj, count: n * C)
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import LowRAModel
+import LowRATensor
+import LowRATrain
+
+/// The adapters a server may serve over its base: a directory whose subdirectories are adapters,
+/// each admitted by its card (same base, not retired, evaluated enough for the base's bits).
+/// Adapters load on first use and stay resident, least recently used evicted first, while their
+/// factors fit a byte cap. Thread-safe; a load runs outside the lock, and requests for an adapter
+/// being loaded wait for that one load only.
+public final class AdapterShelf: @unchecked Sendable {
+    public struct Entry: Sendable {
+        public let dir: String
+        public let card: AdapterCard
+        /// Bytes of the adapter's factors in memory (fp32).
+        public let bytes: Int
+        public var id: String { "\(card.name)@\(card.version)" }
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case unknown(String)
+        case refused(String, AdapterCard.Refusal)
+        case invalid(String)
+        case tooLarge(String)
+
+        public var description: String {
+            switch self {
+            case .unknown(let m), .invalid(let m), .tooLarge(let m): m
+            case .refused(let name, let r): "adapter \(name): \(r.message)"
+            }
+        }
+    }
+
+    public let directory: String?
+    public let config: LlamaConfig
+    public let fingerprint: String
+    public let minEvalTokens: Int
+    /// Resident adapters' bytes at most (the least recently used leave first).
+    public let capBytes: Int
+    /// An adapter larger than this is refused.
+    public let maxAdapterBytes: Int
+
+    private let lock = NSCondition()
+    private var entries = [String: Entry]()  // by name@version
+    private var latest = [String: String]()  // name → id of its highest version
+    private var refusals = [String: (dir: String, refusal: AdapterCard.Refusal)]()  // by name
+    private var resident = [String: (adapter: LoRAAdapter, lastUse: UInt64)]()
+    private var loading = Set<String>()
+    private var clock: UInt64 = 0
+    private var evicted = 0
+    private var loaded = 0
+    /// Adapters evicted to stay under the cap, and adapters loaded from disk, so far.
+    public var evictions: Int { lock.withLock { evicted } }
+    public var loads: Int { lock.withLock { loaded } }
+
+    public init(
+        directory: String?, config: LlamaConfig, fingerprint: String, minEvalTokens: Int, capBytes: Int,
+        maxAdapterBytes: Int
+    ) throws {
+        self.directory = directory.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        self.config = config
+        self.fingerprint = fingerprint
+        self.minEvalTokens = minEvalTokens
+        self.capBytes = capBytes
+        self.maxAdapterBytes = maxAdapterBytes
+        guard let dir = self.directory else { return }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw LowRAError(.io, "\(dir): the shelf is not a directory")
+        }
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir).sorted() where !name.hasPrefix(".") {
+            let sub = (dir as NSString).appendingPathComponent(name)
+            guard AdapterStore.isAdapterDirectory(sub) else { continue }
+            _ = try? add(sub)  // refused or unreadable adapters are listed by `refused`, not fatal
+        }
+    }
+
+    /// Admits the adapter in `path` (a directory on the shelf): its card (or one made from its
+    /// manifest) must admit it over this base.
+    @discardableResult
+    public func add(_ path: String) throws -> Entry {
+        let dir = URL(fileURLWithPath: path).standardizedFileURL.path
+        if let shelf = directory {
+            guard dir.hasPrefix(shelf + "/"), !dir.dropFirst(shelf.count + 1).contains("/") else {
+                throw Failure.invalid("\(path): not a directory of the shelf \(shelf)")
+            }
+        }
+        guard AdapterStore.isAdapterDirectory(dir) else { throw Failure.invalid("\(path): not a LowRA adapter") }
+        let card: AdapterCard
+        do { card = try AdapterCard.loadOrMake(dir) } catch { throw Failure.invalid("\(error)") }
+        let manifest: AdapterManifest
+        do { manifest = try AdapterStore.loadManifest(dir) } catch { throw Failure.invalid("\(error)") }
+        if let refusal = card.admission(fingerprint: fingerprint, minTokens: minEvalTokens).first {
+            lock.withLock { refusals[card.name] = (dir, refusal) }
+            throw Failure.refused(card.name, refusal)
+        }
+        guard manifest.baseFingerprint == fingerprint, manifest.rank == card.rank else {
+            throw Failure.invalid("\(path): the card does not describe the adapter's manifest (base or rank)")
+        }
+        let params = (0..<config.numLayers).reduce(0) { sum, _ in
+            sum + LinearKind.allCases.reduce(0) { $0 + manifest.rank * ($1.shape(config).in + $1.shape(config).out) }
+        }
+        let entry = Entry(dir: dir, card: card, bytes: 4 * params)
+        guard entry.bytes <= maxAdapterBytes else {
+            throw Failure.tooLarge(
+                "adapter \(card.name): \(entry.bytes / 1_000_000) MB in memory, above the limit of \(maxAdapterBytes / 1_000_000) MB")
+        }
+        lock.withLock {
+            if let old = entries[entry.id] { resident[old.id] = nil }
+            entries[entry.id] = entry
+            refusals[card.name] = nil
+            let versions = entries.values.filter { $0.card.name == card.name }
+            latest[card.name] = versions.max { $0.card.version.compare($1.card.version, options: .numeric) == .orderedAscending }!.id
+        }
+        return entry
+    }
+
+    /// Removes an adapter (every version, or `name@version`) from the shelf's table and memory;
+    /// requests already running keep their copy.
+    public func remove(_ name: String) throws {
+        try lock.withLock {
+            let ids = entries.keys.filter { $0 == name || $0.hasPrefix(name + "@") }
+            guard !ids.isEmpty else { throw Failure.unknown("no adapter \(name) on the shelf") }
+            for id in ids {
+                entries[id] = nil
+                resident[id] = nil
+            }
+            latest = [:]
+            for e in entries.values {
+                if let cur = latest[e.card.name], let c = entries[cur],
+                    c.card.version.compare(e.card.version, options: .numeric) != .orderedAscending
+                {
+                    continue
+                }
+                latest[e.card.name] = e.id
+            }
+        }
+    }
+
+    public var all: [Entry] { lock.withLock { entries.values.sorted { $0.id < $1.id } } }
+    public var refused: [(name: String, dir: String, reason: String)] {
+        lock.withLock { refusals.map { ($0.key, $0.value.dir, $0.value.refusal.message) }.sorted { $0.name < $1.name } }
+    }
+    public var residentCount: Int { lock.withLock { resident.count } }
+    public var residentBytes: Int { lock.withLock { resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) } } }
+
+    /// The entry `name` or `name@version` names (a bare name: its highest version).
+    public func entry(_ name: String) throws -> Entry {
+        try lock.withLock {
+            if let id = name.contains("@") ? name : latest[name], let e = entries[id] { return e }
+            let bare = String(name.split(separator: "@").first ?? "")
+            if let r = refusals[bare] { throw Failure.refused(bare, r.refusal) }
+            throw Failure.unknown("the model \(name) does not exist on this server")
+        }
+    }
+
+    /// The adapter's factors, loaded on first use; others leave, least recently used first, to
+    /// keep the resident bytes under the cap.
+    public func adapter(_ e: Entry) throws -> LoRAAdapter {
+        lock.lock()
+        while loading.contains(e.id) { lock.wait() }
+        clock += 1
+        if var r = resident[e.id] {
+            r.lastUse = clock
+            resident[e.id] = r
+            lock.unlock()
+            return r.adapter
+        }
+        loading.insert(e.id)
+        lock.unlock()
+        let result = Result { try AdapterStore.load(e.dir, config: config, fingerprint: fingerprint).0 }
+        lock.lock()
+        defer {
+            loading.remove(e.id)
+            lock.broadcast()
+            lock.unlock()
+        }
+        let adapter = try result.get()
+        loaded += 1
+        guard entries[e.id] != nil else { return adapter }  // removed meanwhile: serve this request only
+        var used = resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) }
+        while used + e.bytes > capBytes, let victim = resident.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+            resident[victim.key] = nil
+            used -= entries[victim.key]?.bytes ?? 0
+            evicted += 1
+        }
+        if e.bytes <= capBytes { resident[e.id] = (adapter, clock) }
+        return adapter
+    }
+}

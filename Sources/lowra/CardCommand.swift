@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import LowRAIO
+import LowRAModel
+import LowRATensor
+import LowRATrain
+
+extension AdapterCard.Role: ExpressibleByArgument {}
+
+/// `lowra card show|set|verify`: an adapter's papers (`adapter_card.json`).
+struct CardCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "card",
+        abstract: "Show, edit or verify an adapter's card (its name, task, base and passed evaluations).",
+        subcommands: [CardShow.self, CardSet.self, CardVerify.self])
+}
+
+/// The N₀ of the serving rule: an adapter over a base of b code bits needs N₀·4/b evaluated
+/// tokens on its task and on the drift text.
+struct AdmissionOptions: ParsableArguments {
+    @Option(help: "N₀: evaluated tokens asked of a 4-bit base, on the task and the drift text (N₀·4/b at b bits).")
+    var minEvalTokens = 1024
+}
+
+struct CardShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Print an adapter's card.")
+    @Argument(help: "The adapter directory.") var dir: String
+    @Flag(help: "Print the card's JSON.") var json = false
+
+    func run() throws {
+        let card = try AdapterCard.loadOrMake(dir)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(card), as: UTF8.self))
+            return
+        }
+        print(describe(card))
+        if !AdapterCard.exists(dir) { print("(no \(AdapterCard.file) yet: shown from the manifest)") }
+    }
+}
+
+func describe(_ card: AdapterCard) -> String {
+    var lines = [
+        "\(card.name)@\(card.version)  task: \(card.task)  owner: \(card.owner)",
+        "created \(card.created)" + (card.retireAfter.map { ", retire after \($0)" } ?? ""),
+        "base \(card.base) (\(card.baseFingerprint.prefix(12))…)"
+            + (card.quantization.map { String(format: ", %@ %.3f code bits", $0.method, $0.codeBitsPerParam) } ?? ""),
+        "rank \(card.rank), alpha \(card.alpha)",
+    ]
+    if let t = card.trainingData { lines.append("trained on \(t.file) (\(t.bytes) bytes, sha256 \(t.sha256.prefix(12))…)") }
+    if card.evaluations.isEmpty { lines.append("no evaluations") }
+    for e in card.evaluations {
+        var s = String(
+            format: "%@ %@: %d tokens, perplexity %.3f", e.role.rawValue, e.dataset.file, e.tokens, e.perplexity)
+        if let a = e.accuracy { s += String(format: ", accuracy %.4f", a) }
+        if let kl = e.klDivergence, let t = e.top1Agreement { s += String(format: ", KL %.4f, top-1 %.4f", kl, t) }
+        lines.append(s + " (\(e.source), \(e.date))")
+    }
+    return lines.joined(separator: "\n")
+}
+
+struct CardSet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set", abstract: "Set fields of an adapter's card (made from its manifest if it has none).")
+    @Argument(help: "The adapter directory.") var dir: String
+    @Option(help: "The name clients ask for (letters, digits, '.', '_', '-').") var name: String?
+    @Option(help: "The version (name@version).") var version: String?
+    @Option(help: "What the adapter is for.") var task: String?
+    @Option(help: "Who answers for it.") var owner: String?
+    @Option(help: "Last day it may be served (YYYY-MM-DD), or none.") var retireAfter: String?
+
+    func run() throws {
+        let lock = try OutputLock(dir)
+        defer { withExtendedLifetime(lock) {} }
+        var card = try AdapterCard.loadOrMake(dir)
+        if let name { card.name = name }
+        if let version { card.version = version }
+        if let task { card.task = task }
+        if let owner { card.owner = owner }
+        if let r = retireAfter {
+            guard r == "none" || AdapterCard.validDay(r) else {
+                throw LowRAError(.invalidArgument, "--retire-after \(r): expected YYYY-MM-DD or none")
+            }
+            card.retireAfter = r == "none" ? nil : r
+        }
+        do { try card.validate() } catch let e as LowRAError { throw LowRAError(.invalidArgument, e.message) }
+        try card.save(to: dir)
+        print(describe(card))
+    }
+}
+
+struct CardVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Whether the server would serve the adapter over a base: same base, not retired, enough evaluations.")
+    @Argument(help: "The adapter directory.") var dir: String
+    @Option(help: "The base it is to be served over.") var model: String
+    @OptionGroup var admission: AdmissionOptions
+
+    func run() throws {
+        let card = try AdapterCard.load(dir)
+        let reasons = card.admission(fingerprint: try baseFingerprint(model), minTokens: admission.minEvalTokens)
+        guard reasons.isEmpty else {
+            throw LowRAError(.invalidArgument, "\(dir): refused: " + reasons.map(\.message).joined(separator: "; "))
+        }
+        print("\(card.name)@\(card.version): may be served over \(model)")
+    }
+}
