@@ -112,7 +112,8 @@ public final class BatchDecoder: @unchecked Sendable {
         var logits = [Float](repeating: 0, count: n * c.vocabSize)
         logits.withUnsafeMutableBufferPointer { out in
             forChunks(n, direct: w.outputHead.multipliesDirectly(rows: KernelPath.columns)) { r0, m in
-                w.headForward(xn + r0 * C, rows: m, into: out.baseAddress! + r0 * c.vocabSize, activations: model.activations)
+                w.headForward(
+                    xn + r0 * C, rows: m, into: out.baseAddress! + r0 * c.vocabSize, activations: model.activations)
             }
         }
         return logits
@@ -153,11 +154,15 @@ public final class BatchDecoder: @unchecked Sendable {
                     for (kind, (layer, y)) in zip(kinds, zip(layers, ys)) {
                         let f = view.factors(layer: l, kind: kind)
                         let out = layer.outFeatures
-                        for (j, r) in chunk.enumerated() { (gatheredOut + j * out).update(from: y + r * out, count: out) }
+                        for (j, r) in chunk.enumerated() {
+                            (gatheredOut + j * out).update(from: y + r * out, count: out)
+                        }
                         loraForward(
                             gatheredOut, xa, gathered, f.a, f.b, rows: chunk.count, in: inF, out: out, rank: f.rank,
                             scale: f.scale)
-                        for (j, r) in chunk.enumerated() { (y + r * out).update(from: gatheredOut + j * out, count: out) }
+                        for (j, r) in chunk.enumerated() {
+                            (y + r * out).update(from: gatheredOut + j * out, count: out)
+                        }
                     }
                 }
                 start += KernelPath.columns
@@ -170,7 +175,9 @@ public final class BatchDecoder: @unchecked Sendable {
     ) {
         let c = model.config
         let n = rows.count
-        let (C, F, H, KV, D, qD, kvD) = (c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.headDim, c.qDim, c.kvDim)
+        let (C, F, H, KV, D, qD, kvD) = (
+            c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.headDim, c.qDim, c.kvDim
+        )
         let block = model.weights.blocks[l]
         block.attnNorm.withUnsafeBufferPointer {
             rmsnormForward(xn, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)

@@ -103,14 +103,16 @@ public final class AdapterShelf: @unchecked Sendable {
         let entry = Entry(dir: dir, card: card, bytes: 4 * params)
         guard entry.bytes <= maxAdapterBytes else {
             throw Failure.tooLarge(
-                "adapter \(card.name): \(entry.bytes / 1_000_000) MB in memory, above the limit of \(maxAdapterBytes / 1_000_000) MB")
+                "adapter \(card.name): \(entry.bytes / 1_000_000) MB in memory, "
+                    + "above the limit of \(maxAdapterBytes / 1_000_000) MB")
         }
         lock.withLock {
             if let old = entries[entry.id] { resident[old.id] = nil }
             entries[entry.id] = entry
             refusals[card.name] = nil
             let versions = entries.values.filter { $0.card.name == card.name }
-            latest[card.name] = versions.max { $0.card.version.compare($1.card.version, options: .numeric) == .orderedAscending }!.id
+            latest[card.name] =
+                versions.max { $0.card.version.compare($1.card.version, options: .numeric) == .orderedAscending }!.id
         }
         return entry
     }

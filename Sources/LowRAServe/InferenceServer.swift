@@ -168,7 +168,9 @@ public final class InferenceServer: Sendable {
         }
         let prompt = tok.encode(text)
         let context = loaded.config.maxPositions
-        guard !prompt.isEmpty else { throw APIError.invalid("the prompt is empty", param: kind == .chat ? "messages" : "prompt") }
+        guard !prompt.isEmpty else {
+            throw APIError.invalid("the prompt is empty", param: kind == .chat ? "messages" : "prompt")
+        }
         guard prompt.count < context else {
             throw APIError(
                 400, "the prompt has \(prompt.count) tokens; the model's context is \(context)",
@@ -184,17 +186,25 @@ public final class InferenceServer: Sendable {
         // Loading an adapter blocks on disk: off the event loop, and only this request waits.
         let adapter = try await entry.asyncMap { e in
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<LoRAAdapter, any Error>) in
-                DispatchQueue.global().async { c.resume(with: Result { try self.shelfCall { try self.shelf.adapter(e) } }) }
+                DispatchQueue.global().async {
+                    c.resume(with: Result { try self.shelfCall { try self.shelf.adapter(e) } })
+                }
             }
         }
         let events = engine.submit(
             GenerationEngine.Job(
-                prompt: prompt, maxTokens: maxTokens, sampling: req.sampling, adapter: entry == nil ? baseAdapter : adapter,
+                prompt: prompt, maxTokens: maxTokens, sampling: req.sampling,
+                adapter: entry == nil ? baseAdapter : adapter,
                 label: label))
-        let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let id =
+            (kind == .chat ? "chatcmpl-" : "cmpl-")
+            + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let created = Int(Date().timeIntervalSince1970)
-        registry.makeCounter(name: "lowra_requests_total", labels: [("model", label), ("stream", "\(req.stream)")])
-            .increment()
+        registry.makeCounter(
+            descriptor: metric("requests", "total", "Completion requests accepted"),
+            labels: [("model", label), ("stream", "\(req.stream)")]
+        )
+        .increment()
         let reply = Reply(
             server: self, kind: kind, id: id, created: created, model: req.model, label: label,
             promptTokens: prompt.count, started: started)
@@ -203,6 +213,10 @@ public final class InferenceServer: Sendable {
     }
 
     // MARK: Responses
+
+    func metric(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "lowra", metricName: name, unitName: unit, helpText: help)
+    }
 
     func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
@@ -234,7 +248,10 @@ public final class InferenceServer: Sendable {
     func handleAsync(_ body: () async throws -> Response) async throws -> Response {
         do { return try await body() } catch let e as APIError {
             logger.info("refused", metadata: ["status": "\(e.status)", "reason": "\(e.message)"])
-            registry.makeCounter(name: "lowra_refusals_total", labels: [("status", "\(e.status)")]).increment()
+            registry.makeCounter(
+                descriptor: metric("refusals", "total", "Requests refused, by status"),
+                labels: [("status", "\(e.status)")]
+            ).increment()
             return Self.errorResponse(e)
         } catch {
             return Self.errorResponse(APIError(500, "\(error)"))
@@ -252,7 +269,8 @@ public final class InferenceServer: Sendable {
         for e in shelf.all {
             let c = e.card
             data.append([
-                "id": e.id, "object": "model", "created": Int(ISO8601DateFormatter().date(from: c.created)?.timeIntervalSince1970 ?? 0),
+                "id": e.id, "object": "model",
+                "created": Int(ISO8601DateFormatter().date(from: c.created)?.timeIntervalSince1970 ?? 0),
                 "owned_by": c.owner, "name": c.name, "version": c.version, "task": c.task,
                 "rank": c.rank, "retire_after": c.retireAfter ?? NSNull(), "evaluations": c.evaluations.count,
                 "bytes": e.bytes,
@@ -263,16 +281,24 @@ public final class InferenceServer: Sendable {
 
     func metricsResponse() -> Response {
         let s = engine.snapshot
-        registry.makeGauge(name: "lowra_resident_adapters").set(Double(shelf.residentCount))
-        registry.makeGauge(name: "lowra_resident_adapter_bytes").set(Double(shelf.residentBytes))
-        registry.makeGauge(name: "lowra_active_sequences").set(Double(s.active))
-        registry.makeGauge(name: "lowra_waiting_requests").set(Double(s.waiting))
-        registry.makeGauge(name: "lowra_decode_steps").set(Double(s.steps))
-        registry.makeGauge(name: "lowra_decode_rows").set(Double(s.rows))
+        registry.makeGauge(descriptor: metric("resident_adapters", "", "Adapters in memory")).set(
+            Double(shelf.residentCount))
+        registry.makeGauge(descriptor: metric("resident_adapter", "bytes", "Bytes of adapters in memory")).set(
+            Double(shelf.residentBytes))
+        registry.makeGauge(descriptor: metric("active_sequences", "", "Sequences being decoded")).set(Double(s.active))
+        registry.makeGauge(descriptor: metric("waiting_requests", "", "Requests waiting for a decode slot")).set(
+            Double(s.waiting))
+        registry.makeGauge(descriptor: metric("decode_steps", "", "Decode steps run")).set(Double(s.steps))
+        registry.makeGauge(
+            descriptor: metric("decode_rows", "", "Sequence rows decoded (rows / steps: the mean batch)")
+        ).set(Double(s.rows))
         counted.lock.withLock {
             let (ev, ld) = (shelf.evictions, shelf.loads)
-            registry.makeCounter(name: "lowra_adapter_evictions_total").increment(by: Int64(ev - counted.evictions))
-            registry.makeCounter(name: "lowra_adapter_loads_total").increment(by: Int64(ld - counted.loads))
+            registry.makeCounter(
+                descriptor: metric("adapter_evictions", "total", "Adapters evicted to stay under the cap")
+            ).increment(by: Int64(ev - counted.evictions))
+            registry.makeCounter(descriptor: metric("adapter_loads", "total", "Adapters loaded from disk")).increment(
+                by: Int64(ld - counted.loads))
             (counted.evictions, counted.loads) = (ev, ld)
         }
         return Response(
@@ -307,12 +333,18 @@ struct Reply: Sendable {
 
     func record(tokens: Int, firstToken: ContinuousClock.Instant?) {
         let r = server.registry
-        r.makeCounter(name: "lowra_generated_tokens_total", labels: [("model", label)]).increment(by: Int64(tokens))
-        r.makeDurationHistogram(name: "lowra_request_seconds", labels: [("model", label)], buckets: Self.latencyBuckets)
-            .record(ContinuousClock.now - started)
+        let metric = server.metric
+        r.makeCounter(descriptor: metric("generated_tokens", "total", "Tokens generated"), labels: [("model", label)])
+            .increment(by: Int64(tokens))
+        r.makeDurationHistogram(
+            descriptor: metric("request", "seconds", "Time from request to last token"), labels: [("model", label)],
+            buckets: Self.latencyBuckets
+        )
+        .record(ContinuousClock.now - started)
         if let f = firstToken {
             r.makeDurationHistogram(
-                name: "lowra_time_to_first_token_seconds", labels: [("model", label)], buckets: Self.latencyBuckets
+                descriptor: metric("time_to_first_token", "seconds", "Time from request to first token"),
+                labels: [("model", label)], buckets: Self.latencyBuckets
             ).record(f - started)
         }
         server.logger.info(
@@ -342,8 +374,10 @@ struct Reply: Sendable {
         let finish = finishReason(reason, stopped: streamer.stopped)
         let choice: [String: Any] =
             kind == .chat
-            ? ["index": 0, "message": ["role": "assistant", "content": streamer.text], "finish_reason": finish,
-                "logprobs": NSNull()]
+            ? [
+                "index": 0, "message": ["role": "assistant", "content": streamer.text], "finish_reason": finish,
+                "logprobs": NSNull(),
+            ]
             : ["index": 0, "text": streamer.text, "finish_reason": finish, "logprobs": NSNull()]
         return server.json([
             "id": id, "object": kind == .chat ? "chat.completion" : "text_completion", "created": created,

@@ -69,7 +69,9 @@ public struct CompletionRequest: Sendable {
         }
         func integer(_ key: String) throws -> Int? {
             guard let d = try number(key) else { return nil }
-            guard d == d.rounded(), abs(d) < 1e15 else { throw APIError.invalid("\(key) must be an integer", param: key) }
+            guard d == d.rounded(), abs(d) < 1e15 else {
+                throw APIError.invalid("\(key) must be an integer", param: key)
+            }
             return Int(d)
         }
         func bool(_ key: String) throws -> Bool? {
@@ -80,7 +82,8 @@ public struct CompletionRequest: Sendable {
             }
         }
         guard case .string(let model) = o["model"], !model.isEmpty else {
-            throw APIError.invalid("model is required (an adapter's name, name@version, or the base's name)", param: "model")
+            throw APIError.invalid(
+                "model is required (an adapter's name, name@version, or the base's name)", param: "model")
         }
         self.model = model
         switch kind {
@@ -120,7 +123,9 @@ public struct CompletionRequest: Sendable {
         }
         maxTokens = try integer("max_completion_tokens") ?? integer("max_tokens")
         if let t = try number("temperature") {
-            guard (0...2).contains(t) else { throw APIError.invalid("temperature must be in [0, 2]", param: "temperature") }
+            guard (0...2).contains(t) else {
+                throw APIError.invalid("temperature must be in [0, 2]", param: "temperature")
+            }
             temperature = Float(t)
         }
         if let p = try number("top_p") {
@@ -229,7 +234,12 @@ public struct TextStreamer {
 
 /// Any JSON value, decoded without guessing: booleans stay booleans, numbers numbers.
 public indirect enum JSONValue: Decodable, Equatable, Sendable {
-    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()

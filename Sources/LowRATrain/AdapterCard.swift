@@ -98,7 +98,8 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         let dirName = ((dir as NSString).standardizingPath as NSString).lastPathComponent
         name = dirName.isEmpty ? "adapter" : dirName
         version = "1"
-        task = m.training.map { (($0.trainFile as NSString).lastPathComponent as NSString).deletingPathExtension }
+        task =
+            m.training.map { (($0.trainFile as NSString).lastPathComponent as NSString).deletingPathExtension }
             ?? "unspecified"
         owner = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
         created = Self.now()
@@ -138,7 +139,9 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         guard (1...64).contains(s.count), let first = s.unicodeScalars.first,
             CharacterSet.alphanumerics.contains(first)
         else { return false }
-        return s.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
+        return s.unicodeScalars.allSatisfy {
+            $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0))
+        }
     }
 
     public func validate() throws {
@@ -188,7 +191,8 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         if let r = retireAfter, r < today { reasons.append(Refusal(kind: .retired, message: "retired after \(r)")) }
         let need = Self.requiredTokens(minTokens: n0, codeBits: quantization?.codeBitsPerParam)
         for role in Role.allCases {
-            let have = evaluations.filter { $0.role == role && $0.baseFingerprint == fingerprint }.map(\.tokens).max() ?? 0
+            let have =
+                evaluations.filter { $0.role == role && $0.baseFingerprint == fingerprint }.map(\.tokens).max() ?? 0
             if have < need {
                 let bits = quantization.map { String(format: "%.2f", $0.codeBitsPerParam) } ?? "16"
                 reasons.append(

@@ -48,7 +48,9 @@ func describe(_ card: AdapterCard) -> String {
             + (card.quantization.map { String(format: ", %@ %.3f code bits", $0.method, $0.codeBitsPerParam) } ?? ""),
         "rank \(card.rank), alpha \(card.alpha)",
     ]
-    if let t = card.trainingData { lines.append("trained on \(t.file) (\(t.bytes) bytes, sha256 \(t.sha256.prefix(12))…)") }
+    if let t = card.trainingData {
+        lines.append("trained on \(t.file) (\(t.bytes) bytes, sha256 \(t.sha256.prefix(12))…)")
+    }
     if card.evaluations.isEmpty { lines.append("no evaluations") }
     for e in card.evaluations {
         var s = String(

@@ -205,7 +205,8 @@ struct FinetuneCommand: ParsableCommand {
             card.evaluations.append(
                 AdapterCard.Evaluation(
                     role: .task,
-                    dataset: AdapterCard.DataRecord(file: valid, sha256: validData.sha256, bytes: try fileBytes(valid)),
+                    dataset: AdapterCard.DataRecord(
+                        file: valid, sha256: validData.sha256, bytes: try fileBytes(valid)),
                     tokens: tokens, perplexity: exp(after), baseFingerprint: fingerprint, source: "finetune validation"))
         }
         try card.save(to: out)

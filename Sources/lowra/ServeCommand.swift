@@ -42,6 +42,9 @@ struct ServeCommand: ParsableCommand {
         let loaded = try modelOptions.load()
         let (baseAdapter, adapterLine) = try adapterOptions.load(for: loaded)
         printErr("the base runs with " + (adapterLine ?? "no adapter"))
+        printErr(
+            "kernels: \(KernelPath.variant()), \(loaded.model.activations.rawValue) activations, \(workerCount) threads"
+        )
         let shelf = try AdapterShelf(
             directory: shelf, config: loaded.config, fingerprint: try baseFingerprint(modelOptions.model),
             minEvalTokens: admission.minEvalTokens, capBytes: maxResidentMb << 20, maxAdapterBytes: maxAdapterMb << 20)
@@ -51,7 +54,8 @@ struct ServeCommand: ParsableCommand {
         (o.host, o.port, o.maxBatch) = (host, port, maxBatch)
         (o.maxBodyBytes, o.defaultMaxTokens) = (maxBodyKb << 10, defaultMaxTokens)
         o.baseName =
-            baseName ?? (((modelOptions.model as NSString).standardizingPath as NSString).lastPathComponent as NSString)
+            baseName
+            ?? (((modelOptions.model as NSString).standardizingPath as NSString).lastPathComponent as NSString)
             .deletingPathExtension
         var logger = Logger(label: "lowra.serve")
         logger.logLevel = .info

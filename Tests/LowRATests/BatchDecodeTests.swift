@@ -30,8 +30,10 @@ final class BatchDecodeTests: XCTestCase {
             ("stored", src.model.weights), ("packed", packed), ("fp32", src.model.weights.expandedToFP32()),
         ]
         let c = src.config
-        let adapters: [LoRAAdapter?] = [nil, try randomAdapter(c, seed: 1), try randomAdapter(c, seed: 2),
-            try randomAdapter(c, seed: 3)]
+        let adapters: [LoRAAdapter?] = [
+            nil, try randomAdapter(c, seed: 1), try randomAdapter(c, seed: 2),
+            try randomAdapter(c, seed: 3),
+        ]
         let count = 11
         let steps = 6
         var rng = SplitMix64(seed: 7)
@@ -76,7 +78,8 @@ final class BatchDecodeTests: XCTestCase {
                     last[i] = Array(out[(j * c.vocabSize)..<((j + 1) * c.vocabSize)])
                     XCTAssertTrue(
                         last[i] == alone[i][done[i]],
-                        "\(name): sequence \(i), step \(done[i]): relative L2 \(relativeL2(last[i], alone[i][done[i]]))")
+                        "\(name): sequence \(i), step \(done[i]): relative L2 \(relativeL2(last[i], alone[i][done[i]]))"
+                    )
                     done[i] += 1
                 }
                 step += 1
@@ -92,7 +95,9 @@ final class BatchDecodeTests: XCTestCase {
         XCTAssertThrowsError(try decoder.step([]))
         XCTAssertThrowsError(try decoder.step([DecodeRow(token: c.vocabSize, cache: cache, adapter: nil)]))
         XCTAssertThrowsError(
-            try decoder.step([DecodeRow(token: 1, cache: cache, adapter: nil), DecodeRow(token: 2, cache: cache, adapter: nil)]))
+            try decoder.step([
+                DecodeRow(token: 1, cache: cache, adapter: nil), DecodeRow(token: 2, cache: cache, adapter: nil),
+            ]))
         _ = try decoder.step([DecodeRow(token: 1, cache: cache, adapter: nil)])
         XCTAssertThrowsError(try decoder.step([DecodeRow(token: 1, cache: cache, adapter: nil)])) {
             XCTAssertTrue(($0 as! LowRAError).message.contains("full"))

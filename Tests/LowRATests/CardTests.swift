@@ -31,7 +31,8 @@ final class CardTests: XCTestCase {
             .write(toFile: "\(dir)/drift.txt", atomically: true, encoding: .utf8)
         let a = "\(dir)/shakes"
         _ = try lowra([
-            "finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "3", "--seq", "32",
+            "finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "3", "--seq",
+            "32",
             "--batch", "2", "--out", a,
         ])
         // finetune's card: named after the directory, the base's fingerprint, the training file,
@@ -50,7 +51,8 @@ final class CardTests: XCTestCase {
         try fails(["card", "verify", a, "--model", q], "drift tokens evaluated")
         _ = try lowra(["card", "verify", a, "--model", q, "--min-eval-tokens", "0"])
         _ = try lowra([
-            "eval", "--model", q, "--adapter", a, "--data", "\(dir)/drift.txt", "--reference", Paths.fixture("tiny.gguf"),
+            "eval", "--model", q, "--adapter", a, "--data", "\(dir)/drift.txt", "--reference",
+            Paths.fixture("tiny.gguf"),
             "--record",
         ])
         card = try AdapterCard.load(a)
@@ -63,7 +65,8 @@ final class CardTests: XCTestCase {
         // N₀·4/b ≤ the evaluated tokens: served; one more token asked: refused.
         let b = card.quantization!.codeBitsPerParam
         let n0 = Int((Double(need) * b / 4).rounded(.down))
-        XCTAssertTrue(try lowra(["card", "verify", a, "--model", q, "--min-eval-tokens", "\(n0)"]).contains("may be served"))
+        XCTAssertTrue(
+            try lowra(["card", "verify", a, "--model", q, "--min-eval-tokens", "\(n0)"]).contains("may be served"))
         try fails(["card", "verify", a, "--model", q, "--min-eval-tokens", "\(need)"], "tokens evaluated")
 
         // card set edits and keeps the evaluations; a retired adapter and another base are refused.
@@ -74,7 +77,9 @@ final class CardTests: XCTestCase {
         _ = try lowra(["card", "set", a, "--retire-after", "2001-01-01"])
         try fails(["card", "verify", a, "--model", q, "--min-eval-tokens", "1"], "retired after 2001-01-01")
         _ = try lowra(["card", "set", a, "--retire-after", "none"])
-        _ = try lowra(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "3", "--out", "\(dir)/q3", "--rank", "4"])
+        _ = try lowra([
+            "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "3", "--out", "\(dir)/q3", "--rank", "4",
+        ])
         try fails(["card", "verify", a, "--model", "\(dir)/q3", "--min-eval-tokens", "1"], "another base")
         XCTAssertTrue(try lowra(["card", "show", a]).contains("bard@2.1"))
 

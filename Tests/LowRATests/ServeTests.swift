@@ -1,13 +1,13 @@
 import Foundation
 import XCTest
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// `lowra serve` end to end on SmolLM2 quantized to 2 bits, with a shelf of random adapters whose
 /// cards admit them (and a few whose cards do not).
@@ -52,7 +52,8 @@ final class ServeTests: XCTestCase {
             for role in AdapterCard.Role.allCases {
                 card.evaluations.append(
                     AdapterCard.Evaluation(
-                        role: role, dataset: .init(file: "test.txt", sha256: String(repeating: "0", count: 64), bytes: 1),
+                        role: role,
+                        dataset: .init(file: "test.txt", sha256: String(repeating: "0", count: 64), bytes: 1),
                         tokens: 2048, perplexity: 30, baseFingerprint: fp, source: "test"))
             }
             edit(&m, &card)
@@ -62,7 +63,13 @@ final class ServeTests: XCTestCase {
         let names = ["alpha", "bravo", "charlie"]
         for n in names { try make(n) { _, _ in } }
         try make("retired") { _, c in c.retireAfter = "2020-01-01" }
-        try make("thin") { _, c in c.evaluations = c.evaluations.map { var e = $0; e.tokens = 100; return e } }
+        try make("thin") { _, c in
+            c.evaluations = c.evaluations.map {
+                var e = $0
+                e.tokens = 100
+                return e
+            }
+        }
         try make("other") { m, c in
             m.baseFingerprint = String(repeating: "a", count: 64)
             c.baseFingerprint = m.baseFingerprint
@@ -145,7 +152,9 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(got.count, 16)
         for m in models {
             for p in prompts {
-                var args = ["generate", "--model", f.base, "--prompt", p, "--max-new-tokens", "\(n)", "--temperature", "0"]
+                var args = [
+                    "generate", "--model", f.base, "--prompt", p, "--max-new-tokens", "\(n)", "--temperature", "0",
+                ]
                 if m != "base" { args += ["--adapter", "\(f.shelf)/\(m)"] }
                 let g = try runProcess(Paths.lowraBinary, args)
                 XCTAssertEqual(g.status, 0, g.err)
@@ -155,7 +164,8 @@ final class ServeTests: XCTestCase {
         // The adapters matter: each model says something else for at least one prompt.
         for (i, a) in models.enumerated() {
             for b in models[(i + 1)...] {
-                XCTAssertTrue(prompts.contains { got["\(a)|\($0)"] != got["\(b)|\($0)"] }, "\(a) and \(b) agree everywhere")
+                XCTAssertTrue(
+                    prompts.contains { got["\(a)|\($0)"] != got["\(b)|\($0)"] }, "\(a) and \(b) agree everywhere")
             }
         }
         let (_, metrics) = try await rawGet(server, "/metrics")
@@ -163,7 +173,9 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(metrics.contains("lowra_time_to_first_token_seconds"), metrics)
         // The requests were decoded together: more than 2 rows per decode step on average.
         func value(_ name: String) -> Double? {
-            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap {
+                Double($0.split(separator: " ")[1])
+            }
         }
         let rows = try XCTUnwrap(value("lowra_decode_rows"), metrics)
         let steps = try XCTUnwrap(value("lowra_decode_steps"), metrics)
@@ -188,7 +200,10 @@ final class ServeTests: XCTestCase {
         let server = try Server(["--model", f.base, "--shelf", f.shelf])
         let r = try runProcess(
             "/usr/bin/env",
-            ["python3", "\(Paths.repo)/scripts/openai_client_check.py", server.url + "/v1", "bravo", "Hello there", "10"])
+            [
+                "python3", "\(Paths.repo)/scripts/openai_client_check.py", server.url + "/v1", "bravo", "Hello there",
+                "10",
+            ])
         XCTAssertEqual(r.status, 0, r.err)
         let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any], r.out)
         let listed = try XCTUnwrap(o["models"] as? [String])
@@ -227,8 +242,10 @@ final class ServeTests: XCTestCase {
         try await expect(400, "invalid_value", json(["model": "alpha", "messages": "hello"]))
         try await expect(400, "invalid_value", json(["model": "alpha", "messages": hello, "temperature": "hot"]))
         let long = String(repeating: "word ", count: 9000)
-        try await expect(400, "context_length_exceeded", json(["model": "alpha", "prompt": long]), path: "/v1/completions")
-        try await expect(413, "body_too_large", json(["model": "alpha", "prompt": String(repeating: "x", count: 70_000)]),
+        try await expect(
+            400, "context_length_exceeded", json(["model": "alpha", "prompt": long]), path: "/v1/completions")
+        try await expect(
+            413, "body_too_large", json(["model": "alpha", "prompt": String(repeating: "x", count: 70_000)]),
             path: "/v1/completions")
         // A flood of malformed requests, then a well-formed one.
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -242,7 +259,8 @@ final class ServeTests: XCTestCase {
             try await group.waitForAll()
         }
         let (s, o) = try await request(
-            server, "/v1/completions", body: json(["model": "alpha", "prompt": "Hi", "max_tokens": 3, "temperature": 0]))
+            server, "/v1/completions",
+            body: json(["model": "alpha", "prompt": "Hi", "max_tokens": 3, "temperature": 0]))
         XCTAssertEqual(s, 200)
         XCTAssertNotNil(completionText(o))
         // The card, then removal and a hot add.
@@ -282,4 +300,3 @@ func json(_ o: [String: Any]) -> Data { try! JSONSerialization.data(withJSONObje
 func completionText(_ o: [String: Any]?) -> String? {
     ((o?["choices"] as? [[String: Any]])?.first?["text"] as? String)
 }
-

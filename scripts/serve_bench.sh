@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Load on `lowra serve` over loopback (issue 14; a benchmark, not a test): on the shelf demo's
+# 2-bit SmolLM2 and its three adapters (scripts/shelf_demo.sh makes them),
+#  1. aggregate tokens/s and time to first token with 1, 4 and 16 concurrent streams, requests
+#     round-robin over 4 models (the base and the three adapters);
+#  2. 100 adapters on a shelf (copies of the demo's, each with its own card name) under a cap that
+#     holds 10: requests round-robin over all 100 keep being served, evictions counted.
+# Writes docs/serve-smollm2/results.md and .json. Usage: scripts/serve_bench.sh [PORT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOWRA=${LOWRA:-.build/release/lowra}
+PORT=${1:-8094}
+OUT=runs/shelf
+DOCS=docs/serve-smollm2
+MAX_TOKENS=${MAX_TOKENS:-64}
+[ -f "$OUT/adapters/fortunes/adapter_card.json" ] || bash scripts/shelf_demo.sh
+mkdir -p "$DOCS"
+
+serve() {  # shelf cap-MB log
+  $LOWRA serve --model "$OUT/base" --shelf "$1" --port "$PORT" --max-resident-mb "$2" > "$3" 2>&1 &
+  server=$!
+  for _ in $(seq 150); do grep -q "listening on" "$3" && return; sleep 0.2; done
+  echo "the server did not start:" >&2; cat "$3" >&2; exit 1
+}
+trap 'kill ${server:-0} 2>/dev/null || true' EXIT
+
+serve "$OUT/adapters" 1024 "$OUT/bench-serve.log"
+python3 scripts/serve_bench.py --url "http://127.0.0.1:$PORT" --models base,shakespeare,chat,fortunes \
+  --streams 1,4,16 --requests 4 --max-tokens "$MAX_TOKENS" --json "$DOCS/streams.json" | tee "$DOCS/streams.md"
+kill $server; wait $server 2>/dev/null || true
+
+# 100 copies of one adapter, each its own shelf entry; a cap of 10 adapters' bytes.
+rm -rf "$OUT/shelf100"; mkdir -p "$OUT/shelf100"
+names=()
+for i in $(seq -w 0 99); do
+  cp -r "$OUT/adapters/shakespeare" "$OUT/shelf100/a$i"
+  $LOWRA card set "$OUT/shelf100/a$i" --name "a$i" > /dev/null
+  names+=("a$i")
+done
+bytes=$(stat -c %s "$OUT/adapters/shakespeare/adapter_model.safetensors")
+cap=$(( bytes * 10 / 1048576 + 1 ))
+serve "$OUT/shelf100" "$cap" "$OUT/bench-shelf100.log"
+python3 scripts/serve_bench.py --url "http://127.0.0.1:$PORT" --models "$(IFS=,; echo "${names[*]}")" \
+  --streams 4 --requests 50 --max-tokens 16 --json "$DOCS/shelf100.json" | tee "$DOCS/shelf100.md"
+kill $server; wait $server 2>/dev/null || true
+
+{
+  echo "# lowra serve on SmolLM2-135M at 2 bits (scripts/serve_bench.sh)"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "$(grep -m1 'kernels:' "$OUT/bench-serve.log")."
+  echo
+  echo "## Concurrent streams over 4 models (base + 3 adapters), $MAX_TOKENS tokens per request"
+  echo
+  cat "$DOCS/streams.md"
+  echo
+  echo "## 100 adapters, resident cap ${cap} MB (10 adapters of $((bytes / 1048576)) MB), 200 requests round-robin"
+  echo
+  cat "$DOCS/shelf100.md"
+} > "$DOCS/results.md"
+cat "$DOCS/results.md"
