@@ -25,20 +25,20 @@ n=$(wc -l < data/fortunes.txt)
 head -n $((n * 9 / 10)) data/fortunes.txt > "$OUT/data/fortunes-train.txt"
 tail -n +$((n * 9 / 10 + 1)) data/fortunes.txt > "$OUT/data/fortunes-valid.txt"
 
-train() {  # name train valid drift task
+train() {  # name train valid drift task seq
   local dir="$OUT/adapters/$1"
   if [ ! -f "$dir/adapter_card.json" ] || ! grep -q '"drift"' "$dir/adapter_card.json"; then
     rm -rf "$dir"
-    $LOWRA finetune --model "$OUT/base" --train "$2" --valid "$3" --steps "$STEPS" --batch 2 --seq 256 \
+    $LOWRA finetune --model "$OUT/base" --train "$2" --valid "$3" --steps "$STEPS" --batch 2 --seq "$6" \
       --valid-sequences 48 --out "$dir"
     $LOWRA card set "$dir" --task "$5" --owner "shelf demo" --retire-after 2027-12-31 > /dev/null
     $LOWRA eval --model "$OUT/base" --adapter "$dir" --data "$4" --reference "$MODEL" --max-tokens 2200 --record
   fi
   $LOWRA card verify "$dir" --model "$OUT/base"
 }
-train shakespeare data/train.txt data/valid.txt data/fortunes.txt "continue Shakespeare's plays"
-train chat data/chat/train.jsonl data/chat/valid.jsonl data/fortunes.txt "answer like ShareGPT's assistant"
-train fortunes "$OUT/data/fortunes-train.txt" "$OUT/data/fortunes-valid.txt" data/test.txt "write fortune-cookie sayings"
+train shakespeare data/train.txt data/valid.txt data/fortunes.txt "continue Shakespeare's plays" 256
+train chat data/chat/train.jsonl data/chat/valid.jsonl data/fortunes.txt "answer like ShareGPT's assistant" 512
+train fortunes "$OUT/data/fortunes-train.txt" "$OUT/data/fortunes-valid.txt" data/test.txt "write fortune-cookie sayings" 256
 
 $LOWRA serve --model "$OUT/base" --shelf "$OUT/adapters" --port "$PORT" > "$OUT/serve.log" 2>&1 &
 server=$!

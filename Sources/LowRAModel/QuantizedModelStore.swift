@@ -235,6 +235,51 @@ public enum QuantizedModelStore {
         try writeAtomically(try enc.encode(manifest), to: p(manifestFile))
     }
 
+    /// The tensors of a packed matrix already in memory under `name` (`addPacked`), e.g. an
+    /// adapter factor compressed with the model's quantizer.
+    public static func addPackedTensors(_ w: inout SafeTensorsPlan, _ name: String, _ p: PackedLinear) {
+        var doubleQuant = false
+        if case .doubleQuant = p.absmax { doubleQuant = true }
+        addPacked(&w, name, bits: p.bits, inFeatures: p.inFeatures, doubleQuant: doubleQuant, scope: p.scope) { p }
+    }
+
+    /// The packed matrix `name` (out, in) of a file written by `addPacked`; its codes stay in the
+    /// file's map.
+    public static func readPacked(_ file: SafeTensorsFile, _ name: String, out: Int, in inF: Int) throws -> PackedLinear {
+        let desc = (file.path as NSString).lastPathComponent
+        func bytes(_ name: String) throws -> HeldArray<UInt8> {
+            guard file.tensors[name]?.dtype == .u8 else {
+                throw LowRAError(.missingTensor, "\(desc): U8 tensor \(name) not found")
+            }
+            return try file.held(name, as: UInt8.self)
+        }
+        guard Int(file.metadata[name + ".in_features"] ?? "") == inF else {
+            throw LowRAError(.shapeMismatch, "\(desc): packed matrix \(name) is not \(out)x\(inF)")
+        }
+        let scope = CodebookScope(rawValue: file.metadata[name + ".scope"] ?? "") ?? .channel
+        let absmax: AbsmaxStorage
+        if file.tensors[name + ".absmax"] != nil {
+            guard file.tensors[name + ".absmax"]?.dtype == .f32 else {
+                throw LowRAError(.malformedFile, "\(desc): \(name).absmax is not F32")
+            }
+            absmax = .plain(try file.held(name + ".absmax", as: Float.self))
+        } else {
+            absmax = .doubleQuant(
+                codes: try bytes(name + ".absmax_codes"), scales: try file.floats(name + ".absmax_scales"))
+        }
+        let bits = Array(try bytes(name + ".bits"))
+        guard bits.count == out else {
+            throw LowRAError(.shapeMismatch, "\(desc): \(name).bits has \(bits.count) rows, expected \(out)")
+        }
+        do {
+            return try PackedLinear(
+                outFeatures: out, inFeatures: inF, bits: bits, codes: try bytes(name + ".codes"), absmax: absmax,
+                levels: try file.floats(name + ".levels"), scope: scope)
+        } catch let e as LowRAError {
+            throw LowRAError(e.kind, "\(desc): \(name): \(e.message)")
+        }
+    }
+
     /// The tensors of one packed layer `NAME`: `.bits`, `.codes`, `.levels` and `.absmax` or
     /// `.absmax_codes` + `.absmax_scales`, declared from its precisions; `packed()` gives the
     /// layer when its arrays are written (the bits are known already) and `release` runs after
@@ -362,32 +407,7 @@ public enum QuantizedModelStore {
                 return Linear(
                     outFeatures: out, inFeatures: inF, weight: try tensor(name + ".weight", [out, inF]), bias: b)
             }
-            guard Int(file.metadata[name + ".in_features"] ?? "") == inF else {
-                throw LowRAError(.shapeMismatch, "\(desc): packed layer \(name) is not \(out)x\(inF)")
-            }
-            let scope = CodebookScope(rawValue: file.metadata[name + ".scope"] ?? "") ?? .channel
-            let absmax: AbsmaxStorage
-            if file.tensors[name + ".absmax"] != nil {
-                guard file.tensors[name + ".absmax"]?.dtype == .f32 else {
-                    throw LowRAError(.malformedFile, "\(desc): \(name).absmax is not F32")
-                }
-                absmax = .plain(try file.held(name + ".absmax", as: Float.self))
-            } else {
-                absmax = .doubleQuant(
-                    codes: try bytes(name + ".absmax_codes"), scales: try file.floats(name + ".absmax_scales"))
-            }
-            let bits = Array(try bytes(name + ".bits"))
-            guard bits.count == out else {
-                throw LowRAError(.shapeMismatch, "\(desc): \(name).bits has \(bits.count) rows, expected \(out)")
-            }
-            do {
-                let packed = try PackedLinear(
-                    outFeatures: out, inFeatures: inF, bits: bits, codes: try bytes(name + ".codes"), absmax: absmax,
-                    levels: try file.floats(name + ".levels"), scope: scope)
-                return Linear(packed: packed, bias: b)
-            } catch let e as LowRAError {
-                throw LowRAError(e.kind, "\(desc): \(name): \(e.message)")
-            }
+            return Linear(packed: try readPacked(file, name, out: out, in: inF), bias: b)
         }
         let names = WeightNaming.huggingFace
         var blocks = [LlamaBlock]()

@@ -12,8 +12,10 @@ public final class AdapterShelf: @unchecked Sendable {
     public struct Entry: Sendable {
         public let dir: String
         public let card: AdapterCard
-        /// Bytes of the adapter's factors in memory (fp32).
+        /// Bytes of the adapter's factors in memory: fp32, or compressed (`lowra adapter compress`).
         public let bytes: Int
+        /// 8, 4 or 2 for a compressed adapter, kept compressed while resident.
+        public let compressionBits: Int?
         public var id: String { "\(card.name)@\(card.version)" }
     }
 
@@ -44,7 +46,12 @@ public final class AdapterShelf: @unchecked Sendable {
     private var entries = [String: Entry]()  // by name@version
     private var latest = [String: String]()  // name → id of its highest version
     private var refusals = [String: (dir: String, refusal: AdapterCard.Refusal)]()  // by name
-    private var resident = [String: (adapter: LoRAAdapter, lastUse: UInt64)]()
+    private var resident = [String: (adapter: Resident, lastUse: UInt64)]()
+
+    enum Resident {
+        case full(LoRAAdapter)
+        case compressed(CompressedAdapter)
+    }
     private var loading = Set<String>()
     private var clock: UInt64 = 0
     private var evicted = 0
@@ -100,7 +107,12 @@ public final class AdapterShelf: @unchecked Sendable {
         let params = (0..<config.numLayers).reduce(0) { sum, _ in
             sum + LinearKind.allCases.reduce(0) { $0 + manifest.rank * ($1.shape(config).in + $1.shape(config).out) }
         }
-        let entry = Entry(dir: dir, card: card, bytes: 4 * params)
+        var bytes = 4 * params
+        if manifest.compressionBits != nil {
+            let file = (dir as NSString).appendingPathComponent(AdapterStore.compressedFile)
+            bytes = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? bytes
+        }
+        let entry = Entry(dir: dir, card: card, bytes: bytes, compressionBits: manifest.compressionBits)
         guard entry.bytes <= maxAdapterBytes else {
             throw Failure.tooLarge(
                 "adapter \(card.name): \(entry.bytes / 1_000_000) MB in memory, "
@@ -157,8 +169,20 @@ public final class AdapterShelf: @unchecked Sendable {
     }
 
     /// The adapter's factors, loaded on first use; others leave, least recently used first, to
-    /// keep the resident bytes under the cap.
+    /// keep the resident bytes under the cap. A compressed adapter stays compressed while
+    /// resident and is expanded for each request.
     public func adapter(_ e: Entry) throws -> LoRAAdapter {
+        try expand(try residentAdapter(e))
+    }
+
+    private func expand(_ r: Resident) throws -> LoRAAdapter {
+        switch r {
+        case .full(let a): a
+        case .compressed(let c): try c.expanded(config: config)
+        }
+    }
+
+    private func residentAdapter(_ e: Entry) throws -> Resident {
         lock.lock()
         while loading.contains(e.id) { lock.wait() }
         clock += 1
@@ -170,7 +194,12 @@ public final class AdapterShelf: @unchecked Sendable {
         }
         loading.insert(e.id)
         lock.unlock()
-        let result = Result { try AdapterStore.load(e.dir, config: config, fingerprint: fingerprint).0 }
+        let result = Result { () throws -> Resident in
+            if e.compressionBits != nil {
+                return .compressed(try AdapterStore.loadCompressed(e.dir, config: config, fingerprint: fingerprint).0)
+            }
+            return .full(try AdapterStore.load(e.dir, config: config, fingerprint: fingerprint).0)
+        }
         lock.lock()
         defer {
             loading.remove(e.id)

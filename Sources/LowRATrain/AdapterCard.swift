@@ -55,8 +55,11 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         public var top1Agreement: Double?
         public var reference: String?
         public var baseFingerprint: String
-        /// "finetune validation" or "lowra eval".
+        /// "finetune validation", "lowra eval" or "lowra adapter compress".
         public var source: String
+        /// For a compressed adapter: the perplexity of the adapter it was compressed from, on the
+        /// same tokens in the same run.
+        public var uncompressedPerplexity: Double?
         public var date: String
 
         public init(
@@ -79,6 +82,7 @@ public struct AdapterCard: Codable, Sendable, Equatable {
             case reference
             case baseFingerprint = "base_fingerprint"
             case source, date
+            case uncompressedPerplexity = "uncompressed_perplexity"
         }
     }
 

@@ -20,6 +20,8 @@ public struct AdapterManifest: Codable, Sendable {
     /// Per-layer LoftQ numbers, when LoftQ made the initial adapter.
     public var loftq: [LoftQLayerReport]?
     public var training: TrainingRecord?
+    /// Set when the factors are stored compressed (`adapter_model.lowra.safetensors`): 8, 4 or 2.
+    public var compressionBits: Int?
 
     public init(
         baseFingerprint: String, base: String, quantization: QuantSummary?, rank: Int, alpha: Float,
@@ -39,6 +41,7 @@ public struct AdapterManifest: Codable, Sendable {
         case baseFingerprint = "base_fingerprint"
         case base, quantization, rank, alpha
         case initialization, loftq, training
+        case compressionBits = "compression_bits"
     }
 }
 
@@ -213,6 +216,90 @@ public enum AdapterStore {
         try writeAtomically(try enc.encode(manifest), to: p(manifestFile))  // last: marks the adapter complete
     }
 
+    /// The factors of a compressed adapter (`CompressedAdapter`), in the runtime's row order.
+    public static let compressedFile = "adapter_model.lowra.safetensors"
+
+    static func compressedKey(_ s: LoRAAdapter.Slot, _ factor: String) -> String {
+        "base_model.model.\(WeightNaming.huggingFace.linear(s.layer, s.kind)).lora_\(factor)"
+    }
+
+    /// Writes a compressed adapter: its factors (packed, or Q8_0 bytes), the PEFT config for
+    /// reference, and the manifest (with `compression_bits`) last.
+    public static func saveCompressed(
+        _ c: CompressedAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String
+    ) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let slots = try LoRAAdapter(config: config, rank: c.rank, alpha: c.alpha).slots
+        var w = SafeTensorsPlan()
+        w.metadata["format"] = "lowra-compressed-adapter-v1"
+        w.metadata["bits"] = String(c.bits)
+        for (s, f) in zip(slots, c.factors) {
+            for (name, m) in [(compressedKey(s, "A"), f.a), (compressedKey(s, "BT"), f.bT)] {
+                switch m {
+                case .packed(let p): QuantizedModelStore.addPackedTensors(&w, name, p)
+                case .q8(_, let cols, let blocks):
+                    w.add(name + ".q8_0", bytes: blocks)
+                    w.metadata[name + ".cols"] = String(cols)
+                }
+            }
+        }
+        try w.write(to: (dir as NSString).appendingPathComponent(compressedFile))
+        var m = manifest
+        m.compressionBits = c.bits
+        let peft: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": c.rank, "lora_alpha": Double(c.alpha),
+            "target_modules": LinearKind.allCases.map(\.moduleName), "base_model_name_or_path": manifest.base,
+            "lowra_compression_bits": c.bits,
+        ]
+        try writeAtomically(
+            try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]),
+            to: (dir as NSString).appendingPathComponent("adapter_config.json"))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(try enc.encode(m), to: (dir as NSString).appendingPathComponent(manifestFile))
+    }
+
+    /// A compressed adapter for the base with `fingerprint`, kept compressed.
+    public static func loadCompressed(
+        _ dir: String, config: LlamaConfig, fingerprint: String
+    ) throws -> (CompressedAdapter, AdapterManifest) {
+        let manifest = try checkedManifest(dir, fingerprint: fingerprint)
+        guard let bits = manifest.compressionBits, CompressedAdapter.supportedBits.contains(bits) else {
+            throw LowRAError(.malformedFile, "\(dir): not a compressed adapter (no compression_bits in its manifest)")
+        }
+        let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent(compressedFile))
+        let slots = try LoRAAdapter(config: config, rank: manifest.rank, alpha: manifest.alpha).slots
+        var factors = [(a: CompressedAdapter.Matrix, bT: CompressedAdapter.Matrix)]()
+        for s in slots {
+            func matrix(_ factor: String, cols: Int) throws -> CompressedAdapter.Matrix {
+                let name = compressedKey(s, factor)
+                if bits != 8 {
+                    return .packed(try QuantizedModelStore.readPacked(file, name, out: manifest.rank, in: cols))
+                }
+                let count = manifest.rank * cols / 32 * 34
+                guard cols % 32 == 0, file.tensors[name + ".q8_0"]?.dtype == .u8,
+                    file.tensors[name + ".q8_0"]?.shape == [count], Int(file.metadata[name + ".cols"] ?? "") == cols
+                else {
+                    throw LowRAError(.malformedFile, "\(dir): \(name).q8_0 is missing or not \(count) bytes")
+                }
+                return .q8(rows: manifest.rank, cols: cols, blocks: Array(try file.held(name + ".q8_0", as: UInt8.self)))
+            }
+            factors.append((try matrix("A", cols: s.inFeatures), try matrix("BT", cols: s.outFeatures)))
+        }
+        return (CompressedAdapter(rank: manifest.rank, alpha: manifest.alpha, bits: bits, factors: factors), manifest)
+    }
+
+    static func checkedManifest(_ dir: String, fingerprint: String) throws -> AdapterManifest {
+        let manifest = try loadManifest(dir)
+        guard manifest.baseFingerprint == fingerprint else {
+            throw LowRAError(
+                .invalidArgument,
+                "\(dir): this adapter was made for another base (\(manifest.base), fingerprint \(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)"
+            )
+        }
+        return manifest
+    }
+
     public static func loadManifest(_ dir: String) throws -> AdapterManifest {
         let path = (dir as NSString).appendingPathComponent(manifestFile)
         guard FileManager.default.fileExists(atPath: path) else {
@@ -230,12 +317,10 @@ public enum AdapterStore {
     public static func load(
         _ dir: String, config: LlamaConfig, fingerprint: String
     ) throws -> (LoRAAdapter, AdapterManifest) {
-        let manifest = try loadManifest(dir)
-        guard manifest.baseFingerprint == fingerprint else {
-            throw LowRAError(
-                .invalidArgument,
-                "\(dir): this adapter was made for another base (\(manifest.base), fingerprint \(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)"
-            )
+        let manifest = try checkedManifest(dir, fingerprint: fingerprint)
+        if manifest.compressionBits != nil {
+            let (c, m) = try loadCompressed(dir, config: config, fingerprint: fingerprint)
+            return (try c.expanded(config: config), m)
         }
         var adapter = try LoRAAdapter(config: config, rank: manifest.rank, alpha: manifest.alpha)
         let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))

@@ -62,6 +62,13 @@ final class ServeTests: XCTestCase {
         }
         let names = ["alpha", "bravo", "charlie"]
         for n in names { try make(n) { _, _ in } }
+        // A compressed copy of alpha at 4 bits, named delta4 on its card.
+        let (alpha, alphaManifest) = try AdapterStore.load("\(shelf)/alpha", config: loaded.config, fingerprint: fp)
+        try AdapterStore.saveCompressed(
+            try CompressedAdapter(alpha, bits: 4), config: loaded.config, manifest: alphaManifest, to: "\(shelf)/delta")
+        var deltaCard = try AdapterCard.load("\(shelf)/alpha")
+        deltaCard.name = "delta4"
+        try deltaCard.save(to: "\(shelf)/delta")
         try make("retired") { _, c in c.retireAfter = "2020-01-01" }
         try make("thin") { _, c in
             c.evaluations = c.evaluations.map {
@@ -263,6 +270,15 @@ final class ServeTests: XCTestCase {
             body: json(["model": "alpha", "prompt": "Hi", "max_tokens": 3, "temperature": 0]))
         XCTAssertEqual(s, 200)
         XCTAssertNotNil(completionText(o))
+        // A compressed adapter is served like the others, and answers as generate does with it.
+        let (s4, o4) = try await request(
+            server, "/v1/completions", body: json(["model": "delta4", "prompt": "Hi", "max_tokens": 6, "temperature": 0]))
+        XCTAssertEqual(s4, 200)
+        let g = try runProcess(
+            Paths.lowraBinary,
+            ["generate", "--model", f.base, "--adapter", "\(f.shelf)/delta", "--prompt", "Hi", "--max-new-tokens", "6",
+                "--temperature", "0"])
+        XCTAssertEqual(completionText(o4), String(g.out.dropLast()))
         // The card, then removal and a hot add.
         let (cs, card) = try await request(server, "/v1/adapters/charlie", method: "GET")
         XCTAssertEqual(cs, 200)
