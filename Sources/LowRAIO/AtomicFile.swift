@@ -18,6 +18,7 @@ public final class AtomicFileWriter {
         let dir = url.deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         temporary = (dir as NSString).appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+        Self.removeStaleTemporaries(of: url.lastPathComponent, in: dir)
         fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw Self.failure(path, "create a temporary file beside it") }
     }
@@ -25,6 +26,16 @@ public final class AtomicFileWriter {
     deinit {
         if fd >= 0 { close(fd) }
         if !committed { unlink(temporary) }
+    }
+
+    /// Removes `.NAME.PID.tmp` files left by writers that were killed (their process is gone).
+    static func removeStaleTemporaries(of name: String, in dir: String) {
+        let prefix = ".\(name)."
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for e in entries where e.hasPrefix(prefix) && e.hasSuffix(".tmp") {
+            guard let pid = Int32(e.dropFirst(prefix.count).dropLast(4)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink((dir as NSString).appendingPathComponent(e)) }
+        }
     }
 
     /// Appends `bytes`.

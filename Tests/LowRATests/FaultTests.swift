@@ -3,6 +3,7 @@ import XCTest
 
 @testable import LowRAIO
 @testable import LowRATensor
+@testable import LowRATrain
 
 /// Streaming `quantize` under bad input and faults: a truncated shard, a tensor whose dtype or
 /// shape disagrees with its bytes, a full disk, kill -9 in the middle. Each ends with one
@@ -240,6 +241,47 @@ final class FaultTests: XCTestCase {
                 try Data(contentsOf: URL(fileURLWithPath: "\(dir)/reference/\(f)")), f)
         }
     }
+    /// kill -9 at random moments of `card set` on a card with many evaluations: afterwards the
+    /// card is always whole (the previous one or the new one, never a mix or a torn file), and
+    /// the rerun writes what an uninterrupted run writes.
+    func testCardSetKilledAtRandomMomentsKeepsAWholeCard() throws {
+        let dir = try temporaryDirectory(self)
+        let q = "\(dir)/q"
+        XCTAssertEqual(
+            try runProcess(
+                Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q]
+            ).status, 0)
+        let a = "\(q)/adapter"
+        var card = try AdapterCard.loadOrMake(a)
+        let e = AdapterCard.Evaluation(
+            role: .task, dataset: .init(file: "t.txt", sha256: String(repeating: "0", count: 64), bytes: 1), tokens: 1,
+            perplexity: 2, baseFingerprint: card.baseFingerprint, source: "test")
+        card.evaluations = Array(repeating: e, count: 5000)  // ~2 MB: the write takes a while
+        try card.save(to: a)
+        let old = try AdapterCard.load(a)
+        let args = ["card", "set", a, "--task", "renamed", "--owner", "someone else"]
+        let started = Date()
+        XCTAssertEqual(try runProcess(Paths.lowraBinary, args + ["--version", "2"]).status, 0)
+        let duration = Date().timeIntervalSince(started)
+        var rng = SplitMix64(seed: 9)
+        var killed = 0
+        for round in 0..<10 {
+            let p = try startLowra(args + ["--version", "\(round + 3)"])
+            usleep(UInt32(rng.nextUnit() * duration * 1e6))
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            if p.terminationReason == .uncaughtSignal { killed += 1 }
+            let now = try AdapterCard.load(a)  // whole, valid JSON
+            XCTAssertEqual(now.evaluations.count, old.evaluations.count)
+            XCTAssertTrue(now.task == old.task || now.task == "renamed")
+        }
+        XCTAssertGreaterThan(killed, 0, "no run was killed before it finished")
+        XCTAssertEqual(try runProcess(Paths.lowraBinary, args + ["--version", "final"]).status, 0)
+        let final = try AdapterCard.load(a)
+        XCTAssertEqual([final.task, final.owner, final.version], ["renamed", "someone else", "final"])
+        try assertNothingLeft("\(a)/.\(AdapterCard.file).")  // killed writers' temporaries removed by the next
+    }
+
     /// kill -9 at random moments of `experiment` (in quantize, eval, fine-tuning or the report),
     /// each time continued with --resume: the finished sweep reports the same numbers as an
     /// uninterrupted one.
