@@ -26,7 +26,7 @@ quick: build
 
 test: setup
 	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
-	$(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
+	LOWRA_REQUIRE_OPENAI=1 $(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
 
 # Fast local loop: debug build, tiny models only (the real-model tests skip themselves).
 test-debug: setup
