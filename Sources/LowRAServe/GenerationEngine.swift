@@ -50,7 +50,7 @@ public final class GenerationEngine: @unchecked Sendable {
         public var waiting = 0
     }
 
-    final class Sequence {
+    final class Running {
         let job: Job
         let cancelled: Flag
         let emit: (Event) -> Void
@@ -81,7 +81,7 @@ public final class GenerationEngine: @unchecked Sendable {
     public let eos: Int?
     private let decoder: BatchDecoder
     private let condition = NSCondition()
-    private var pending = [Sequence]()
+    private var pending = [Running]()
     private var stopping = false
     private var stats = Stats()
     private var thread: Thread?
@@ -108,7 +108,7 @@ public final class GenerationEngine: @unchecked Sendable {
             let flag = Flag()
             continuation.onTermination = { _ in flag.set() }
             let capacity = min(model.config.maxPositions, job.prompt.count + job.maxTokens)
-            let seq = Sequence(
+            let seq = Running(
                 job: job, cancelled: flag,
                 emit: { event in
                     continuation.yield(event)
@@ -138,9 +138,9 @@ public final class GenerationEngine: @unchecked Sendable {
     }
 
     private func loop() {
-        var active = [Sequence]()
+        var active = [Running]()
         while true {
-            var admit = [Sequence]()
+            var admit = [Running]()
             condition.lock()
             while pending.isEmpty && active.isEmpty && !stopping { condition.wait() }
             if stopping {
@@ -180,7 +180,7 @@ public final class GenerationEngine: @unchecked Sendable {
                 let rows = active.map { DecodeRow(token: $0.next, cache: $0.cache, adapter: $0.job.adapter) }
                 let logits = try decoder.step(rows)
                 let v = model.config.vocabSize
-                var keep = [Sequence]()
+                var keep = [Running]()
                 for (i, s) in active.enumerated() where sampleNext(s, logits[(i * v)..<((i + 1) * v)]) {
                     keep.append(s)
                 }
@@ -199,7 +199,7 @@ public final class GenerationEngine: @unchecked Sendable {
 
     /// Samples a sequence's next token and emits it; false when the sequence is finished (as
     /// `generate` stops: at the end-of-sequence token, after max tokens, or with a full cache).
-    private func sampleNext(_ s: Sequence, _ logits: ArraySlice<Float>) -> Bool {
+    private func sampleNext(_ s: Running, _ logits: ArraySlice<Float>) -> Bool {
         let next = s.sampler.sample(logits)
         if next == eos {
             s.emit(.finished(.stop))
