@@ -55,7 +55,7 @@ asks = {
     "shakespeare": ("completion", "ROMEO:\n"),
     "chat": ("chat", "How do I make a cup of tea?"),
     "fortunes": ("completion", "A wise man once said"),
-    "base": ("chat", "How do I make a cup of tea?"),
+    "base": ("completion", "A wise man once said"),
 }
 for model, (kind, prompt) in asks.items():
     if kind == "chat":
