@@ -20,12 +20,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CCbc", path: "Sources/CCbc"),
         .target(name: "CLowRAPacked"),
-        .target(name: "LowRATensor", dependencies: ["CBLAS", "CLowRAPacked"]),
+        .target(
+            name: "LowRATensor",
+            dependencies: ["CBLAS", "CLowRAPacked", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "LowRAIO", dependencies: ["LowRATensor", "CLowRAPacked"]),
         .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
