@@ -8,7 +8,9 @@ import LowRATrain
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (ratios measured in one run).",
-        subcommands: [BenchDecode.self, BenchForward.self, BenchTrain.self, BenchAssign.self, BenchDequant.self])
+        subcommands: [
+            BenchDecode.self, BenchForward.self, BenchTrain.self, BenchAssign.self, BenchDequant.self, BenchBatch.self,
+        ])
 }
 
 struct BenchForward: ParsableCommand {
@@ -262,4 +264,45 @@ private func sd(_ v: [Double]) -> Double {
     guard v.count > 1 else { return 0 }
     let m = mean(v)
     return (v.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(v.count - 1)).squareRoot()
+}
+
+/// Batched decode steps in process (no HTTP): tokens/s with 1…N sequences over K adapters.
+struct BenchBatch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "batch",
+        abstract: "Mixed-adapter batched decode (BatchDecoder): tokens/s by number of sequences, a benchmark.")
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Sequences per step, comma-separated.") var rows = "1,4,8,16"
+    @Option(help: "Distinct random adapters (rank 16) the sequences cycle through; 0: none.") var adapters = 3
+    @Option(help: "Decode steps timed per size.") var steps = 32
+    @Option(help: "Prompt tokens each sequence starts with.") var prompt = 32
+
+    func run() throws {
+        let loaded = try modelOptions.load(quiet: true)
+        let c = loaded.config
+        var list = [LoRAAdapter?]()
+        var rng = SplitMix64(seed: 1)
+        for _ in 0..<adapters {
+            var a = try LoRAAdapter(config: c, rank: min(16, LoRAAdapter.defaultRank(c)))
+            for i in a.values.indices { a.values[i] = Float(rng.nextUnit() - 0.5) * 0.02 }
+            list.append(a)
+        }
+        if list.isEmpty { list = [nil] }
+        let sizes = rows.split(separator: ",").compactMap { Int($0) }
+        let decoder = BatchDecoder(model: loaded.model, maxRows: sizes.max() ?? 1)
+        print("kernels: \(KernelPath.variant()), \(loaded.model.activations.rawValue) activations")
+        var one = 0.0
+        for n in sizes {
+            let caches = (0..<n).map { _ in KVCache(config: c, capacity: prompt + steps + 1) }
+            for (i, cache) in caches.enumerated() {
+                _ = try loaded.model.forward(Array(repeating: 1 + i, count: prompt), cache: cache, logits: .last)
+            }
+            let rowsOf = (0..<n).map { DecodeRow(token: 5, cache: caches[$0], adapter: list[$0 % list.count]) }
+            let t0 = Date()
+            for _ in 0..<steps { _ = try decoder.step(rowsOf) }
+            let tps = Double(n * steps) / Date().timeIntervalSince(t0)
+            if n == sizes.first { one = tps }
+            print(String(format: "%3d sequences: %7.1f tokens/s  (%.2f× the first)", n, tps, tps / one))
+        }
+    }
 }
