@@ -5,7 +5,7 @@ import PackageDescription
 // paths) <- LowRAIO (file formats),
 // LowRAQuant (packed format, quantizer) <- LowRAModel (config, tokenizer, Llama runtime)
 // <- LowRATrain (LoRA adapters, backward pass, optimizer, data, checkpoints, cards)
-// <- LowRAServe (the OpenAI-compatible server, on Hummingbird) <- lowra (CLI).
+// <- LowRAServe (the OpenAI-compatible server, on Hummingbird; LowRAAPI: its request parsing) <- lowra (CLI).
 let package = Package(
     name: "LowRA",
     platforms: [.macOS(.v14)],
@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "lowra", targets: ["lowra"]),
         .library(name: "LowRAModel", targets: ["LowRAModel"]),
         .library(name: "LowRAIO", targets: ["LowRAIO"]),
+        .library(name: "LowRAAPI", targets: ["LowRAAPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,10 +35,12 @@ let package = Package(
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
         .target(name: "LowRAReport"),
         .target(name: "LowRATrain", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel"]),
+        .target(name: "LowRAAPI", dependencies: ["LowRAModel"]),
         .target(
             name: "LowRAServe",
             dependencies: [
-                "LowRATrain", "LowRAModel", "LowRATensor", .product(name: "Hummingbird", package: "hummingbird"),
+                "LowRAAPI", "LowRATrain", "LowRAModel", "LowRATensor",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
@@ -50,6 +53,6 @@ let package = Package(
             ]),
         .testTarget(
             name: "LowRATests",
-            dependencies: ["LowRAModel", "LowRATrain", "LowRAReport", "LowRAServe"]),
+            dependencies: ["LowRAModel", "LowRATrain", "LowRAReport", "LowRAServe", "LowRAAPI"]),
     ]
 )

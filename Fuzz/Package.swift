@@ -3,14 +3,17 @@
 // never links them: scripts/fuzz.sh builds them with -sanitize=fuzzer,address and runs each.
 import PackageDescription
 
-let io = Target.Dependency.product(name: "LowRAIO", package: "LowRA")
-func harness(_ name: String) -> Target {
+func harness(_ name: String, _ product: String) -> Target {
     .executableTarget(
-        name: name, dependencies: ["FuzzSupport", io], swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+        name: name, dependencies: ["FuzzSupport", .product(name: product, package: "LowRA")],
+        swiftSettings: [.unsafeFlags(["-parse-as-library"])])
 }
 
 let package = Package(
     name: "LowRAFuzz",
     dependencies: [.package(name: "LowRA", path: "..")],
-    targets: [.target(name: "FuzzSupport"), harness("FuzzGGUF"), harness("FuzzSafeTensors")]
+    targets: [
+        .target(name: "FuzzSupport"), harness("FuzzGGUF", "LowRAIO"), harness("FuzzSafeTensors", "LowRAIO"),
+        harness("FuzzModelJSON", "LowRAModel"), harness("FuzzRequest", "LowRAAPI"),
+    ]
 )

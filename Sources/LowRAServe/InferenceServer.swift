@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import LowRAAPI
 import LowRAModel
 import LowRATensor
 import LowRATrain

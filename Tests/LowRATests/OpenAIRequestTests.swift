@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 @testable import LowRAModel
-@testable import LowRAServe
+@testable import LowRAAPI
 
 /// The server's request parsing and text streaming, without a server.
 final class OpenAIRequestTests: XCTestCase {

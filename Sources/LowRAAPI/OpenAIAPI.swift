@@ -26,7 +26,7 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
         return (try? JSONSerialization.data(withJSONObject: ["error": error], options: [.sortedKeys])) ?? Data()
     }
 
-    static func invalid(_ message: String, param: String? = nil) -> APIError {
+    public static func invalid(_ message: String, param: String? = nil) -> APIError {
         APIError(400, message, param: param, code: "invalid_value")
     }
 }
