@@ -23,6 +23,12 @@ final class ServeTests: XCTestCase {
 
     nonisolated(unsafe) static var shared: Fixture?
 
+    override class func tearDown() {
+        if let f = shared { try? FileManager.default.removeItem(atPath: f.dir) }
+        shared = nil
+        super.tearDown()
+    }
+
     static func fixture() throws -> Fixture {
         if let f = shared { return f }
         try Paths.requireSmolLM2()
