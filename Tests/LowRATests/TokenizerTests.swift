@@ -3,6 +3,7 @@ import XCTest
 
 @testable import LowRAIO
 @testable import LowRAModel
+@testable import LowRATensor
 
 final class TokenizerTests: XCTestCase {
     private func cases(_ name: String) throws -> [(text: String, ids: [Int])] {
@@ -36,6 +37,46 @@ final class TokenizerTests: XCTestCase {
     func testTinyTokenizerFromTokenizerJSONAndFromGGUF() throws {
         try assertMatches(try Tokenizer(tokenizerJSON: Paths.fixture("tiny_hf/tokenizer.json")), "tokenizer_tiny.json")
         try assertMatches(try Tokenizer(gguf: GGUFFile(path: Paths.fixture("tiny.gguf"))), "tokenizer_tiny.json")
+    }
+
+    /// What FuzzModelJSON found: a tokenizer.json whose token id is astronomically large made the
+    /// token table allocate that many entries (AddressSanitizer: allocation too large). Ids must
+    /// now lie below the number of vocabulary and added entries; the fixture still loads.
+    func testWildTokenIdsAreRefused() throws {
+        let dir = try temporaryDirectory(self)
+        let original = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_hf/tokenizer.json")))
+        let root = try JSONSerialization.jsonObject(with: original) as! [String: Any]
+        for (where_, edit) in [
+            ("vocab", { (r: inout [String: Any]) in
+                var model = r["model"] as! [String: Any]
+                var vocab = model["vocab"] as! [String: Int]
+                vocab["zz"] = 0x7e68_ffc8_3d6e_3930
+                model["vocab"] = vocab
+                r["model"] = model
+            }),
+            ("added", { (r: inout [String: Any]) in
+                var added = r["added_tokens"] as? [[String: Any]] ?? []
+                added.append(["id": 1 << 40, "content": "<huge>", "special": true])
+                r["added_tokens"] = added
+            }),
+            ("negative", { (r: inout [String: Any]) in
+                var model = r["model"] as! [String: Any]
+                var vocab = model["vocab"] as! [String: Int]
+                vocab["neg"] = -5
+                model["vocab"] = vocab
+                r["model"] = model
+            }),
+        ] as [(String, (inout [String: Any]) -> Void)] {
+            var r = root
+            edit(&r)
+            let path = "\(dir)/\(where_)/tokenizer.json"
+            try FileManager.default.createDirectory(atPath: "\(dir)/\(where_)", withIntermediateDirectories: true)
+            try JSONSerialization.data(withJSONObject: r).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Tokenizer(tokenizerJSON: path), where_) {
+                XCTAssertTrue(($0 as! LowRAError).message.contains("outside"), "\($0)")
+            }
+        }
+        _ = try Tokenizer(tokenizerJSON: Paths.fixture("tiny_hf/tokenizer.json"))
     }
 
     func testRoundTripsUTF8() throws {

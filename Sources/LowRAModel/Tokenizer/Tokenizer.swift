@@ -182,11 +182,21 @@ extension Tokenizer {
             }
             nfc = true
         }
+        // Ids are dense in real files: every one below the number of vocabulary and added entries
+        // (an id from the file sizes the token table, so a wild one is refused, not allocated).
+        let addedList = root["added_tokens"] as? [Any] ?? []
+        let limit = vocab.count + addedList.count
+        if let bad = vocab.values.first(where: { $0 < 0 || $0 >= limit }) {
+            throw LowRAError.malformed(file, "token id \(bad) is outside 0..<\(limit) (the vocabulary and added tokens)")
+        }
         var tokens = [String](repeating: "", count: (vocab.values.max() ?? -1) + 1)
-        for (t, i) in vocab where i >= 0 { tokens[i] = t }
+        for (t, i) in vocab { tokens[i] = t }
         var added = [String: Int]()
-        for case let a as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
+        for case let a as [String: Any] in addedList {
             if let id = a["id"] as? Int, let content = a["content"] as? String, id >= 0 {
+                guard id < limit else {
+                    throw LowRAError.malformed(file, "added token id \(id) is outside 0..<\(limit)")
+                }
                 added[content] = id
                 if id >= tokens.count { tokens += Array(repeating: "", count: id - tokens.count + 1) }
                 tokens[id] = content
