@@ -39,7 +39,7 @@ for h in "${@:-${!seeds[@]}}"; do
     [ -n "${dicts[$h]:-}" ] && dict=(-dict="${dicts[$h]}")
     [ -n "${extra[$h]:-}" ] && dict+=("${extra[$h]}")
     "$BIN/$h" "${dict[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$dir/" "$dir/corpus" 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::|==|SUMMARY|Done)" || true
+        -artifact_prefix="$dir/" "$dir/corpus" 2>&1 | grep -E "^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==|SUMMARY|Done)" || true
     if ls "$dir"/crash-* "$dir"/timeout-* "$dir"/oom-* >/dev/null 2>&1; then
         echo "$h: failing inputs in $dir" >&2
         exit 1
