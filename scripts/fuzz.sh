@@ -25,6 +25,7 @@ declare -A dicts=([FuzzModelJSON]="Fuzz/dicts/model_json.dict" [FuzzRequest]="Fu
 # through an interior pointer) as leaked once per process; a real per-input leak would still trip
 # -rss_limit_mb over a million runs.
 declare -A extra=([FuzzModelJSON]="-detect_leaks=0")
+declare -A asan=([FuzzModelJSON]="detect_leaks=0")
 for h in "${@:-${!seeds[@]}}"; do
     dir="runs/fuzz/$h"
     mkdir -p "$dir/corpus"
@@ -38,7 +39,7 @@ for h in "${@:-${!seeds[@]}}"; do
     dict=()
     [ -n "${dicts[$h]:-}" ] && dict=(-dict="${dicts[$h]}")
     [ -n "${extra[$h]:-}" ] && dict+=("${extra[$h]}")
-    "$BIN/$h" "${dict[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    ASAN_OPTIONS="${asan[$h]:-}" "$BIN/$h" "${dict[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$dir/" "$dir/corpus" 2>&1 | grep -E "^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==|SUMMARY|Done)" || true
     if ls "$dir"/crash-* "$dir"/timeout-* "$dir"/oom-* >/dev/null 2>&1; then
         echo "$h: failing inputs in $dir" >&2
