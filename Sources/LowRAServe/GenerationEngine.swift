@@ -156,6 +156,7 @@ public final class GenerationEngine: @unchecked Sendable {
                 pending.removeFirst(admit.count)
             }
             stats.waiting = pending.count
+            stats.active = active.count + admit.count  // those being prefilled count as active
             condition.unlock()
 
             for s in admit {

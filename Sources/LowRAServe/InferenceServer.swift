@@ -17,6 +17,9 @@ public struct ServeOptions: Sendable {
     public var maxBodyBytes = 1 << 20
     /// max_tokens when a request gives none (cut to the context left).
     public var defaultMaxTokens = 256
+    /// Requests waiting for a decode slot at most; more are refused with 429 instead of queuing
+    /// without bound.
+    public var maxWaiting = 64
     /// The name the bare base answers to (besides "base").
     public var baseName = "base"
 
@@ -183,6 +186,12 @@ public final class InferenceServer: Sendable {
             throw APIError(
                 400, "max_tokens must be in 1...\(room) for this prompt (context \(context), prompt \(prompt.count))",
                 param: "max_tokens", code: "invalid_value")
+        }
+        let load = engine.snapshot
+        guard load.active + load.waiting < options.maxBatch + options.maxWaiting else {
+            throw APIError(
+                429, "the server is busy (\(load.active) sequences decoding, \(load.waiting) waiting); retry later",
+                type: "rate_limit_error", code: "rate_limit_exceeded")
         }
         // Loading an adapter blocks on disk: off the event loop, and only this request waits.
         let adapter = try await entry.asyncMap { e in

@@ -29,6 +29,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Sequences decoded together at most.") var maxBatch = 16
     @Option(help: "Request bodies larger than this are refused, in KB.") var maxBodyKb = 1024
     @Option(help: "max_tokens when a request gives none.") var defaultMaxTokens = 256
+    @Option(help: "Requests that may wait for a decode slot; more get 429.") var maxWaiting = 64
     @Option(help: "The name the base answers to (default: the model's file or directory name; \"base\" always works).")
     var baseName: String?
     @OptionGroup var admission: AdmissionOptions
@@ -36,6 +37,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         guard maxBatch >= 1, maxBatch <= 256 else { throw ValidationError("--max-batch must be in 1...256") }
+        guard maxWaiting >= 0 else { throw ValidationError("--max-waiting must not be negative") }
         guard maxResidentMb >= 1, maxAdapterMb >= 1, maxBodyKb >= 1, defaultMaxTokens >= 1 else {
             throw ValidationError("sizes and --default-max-tokens must be positive")
         }
@@ -52,7 +54,7 @@ struct ServeCommand: ParsableCommand {
         for r in shelf.refused { printErr("refused \(r.name) (\(r.dir)): \(r.reason)") }
         var o = ServeOptions()
         (o.host, o.port, o.maxBatch) = (host, port, maxBatch)
-        (o.maxBodyBytes, o.defaultMaxTokens) = (maxBodyKb << 10, defaultMaxTokens)
+        (o.maxBodyBytes, o.defaultMaxTokens, o.maxWaiting) = (maxBodyKb << 10, defaultMaxTokens, maxWaiting)
         o.baseName =
             baseName
             ?? (((modelOptions.model as NSString).standardizingPath as NSString).lastPathComponent as NSString)

@@ -230,6 +230,41 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(o["missing"] as? String, "NotFoundError")
     }
 
+    /// A full server refuses with 429 instead of queuing without bound: one decode slot and no
+    /// waiting room; while a streamed request is decoding, a second one is refused, and once
+    /// the first has finished the next one is served.
+    func testBusyServerRefusesWith429() async throws {
+        let f = try Self.fixture()
+        let server = try Server(["--model", f.base, "--shelf", f.shelf, "--max-batch", "1", "--max-waiting", "0"])
+        let first = Task {
+            try await request(
+                server, "/v1/completions", body: json(["model": "alpha", "prompt": "Once upon a time", "max_tokens": 300])
+            ).0
+        }
+        // Wait until it is decoding (the engine counts it from admission on).
+        var decoding = false
+        for _ in 0..<200 where !decoding {
+            let (_, metrics) = try await rawGet(server, "/metrics")
+            decoding = metrics.split(separator: "\n").contains { $0 == "lowra_active_sequences 1.0" || $0 == "lowra_active_sequences 1" }
+            if !decoding { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        XCTAssertTrue(decoding)
+        let (s, o) = try await request(
+            server, "/v1/completions", body: json(["model": "bravo", "prompt": "Hi", "max_tokens": 2]))
+        XCTAssertEqual(s, 429, "\(String(describing: o))")
+        XCTAssertEqual((o?["error"] as? [String: Any])?["code"] as? String, "rate_limit_exceeded")
+        let firstStatus = try await first.value
+        XCTAssertEqual(firstStatus, 200)
+        var served = false
+        for _ in 0..<50 where !served {  // the slot frees once the engine has dropped the sequence
+            let (s2, _) = try await request(
+                server, "/v1/completions", body: json(["model": "bravo", "prompt": "Hi", "max_tokens": 2]))
+            served = s2 == 200
+            if !served { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        XCTAssertTrue(served)
+    }
+
     func runProcessOK(_ path: String, _ args: [String]) -> Bool { (try? runProcess(path, args).status) == 0 }
 
     /// Every refusal has its status and an OpenAI-style error body; a flood of malformed requests
