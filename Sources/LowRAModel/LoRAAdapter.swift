@@ -30,25 +30,37 @@ public struct LoRAAdapter: Sendable, Equatable {
 
     /// Zero factors for every linear layer of `config`'s blocks. alpha defaults to the rank.
     public init(config: LlamaConfig, rank: Int, alpha: Float? = nil) throws {
+        let (slots, count) = try Self.layout(config: config, rank: rank)
+        let alpha = alpha ?? Float(rank)
+        guard alpha > 0, alpha.isFinite else {
+            throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)")
+        }
+        self.rank = rank
+        self.alpha = alpha
+        self.slots = slots
+        values = [Float](repeating: 0, count: count)
+    }
+
+    /// The slots of a rank-`rank` adapter for `config` and its parameter count, without the
+    /// parameters themselves; a rank the model cannot take is refused.
+    public static func layout(config: LlamaConfig, rank: Int) throws -> (slots: [Slot], parameters: Int) {
         let smallest = min(config.hiddenSize, config.kvDim, config.intermediateSize)
         guard rank >= 1, rank <= smallest else {
             throw LowRAError(.invalidArgument, "LoRA rank must be in 1...\(smallest) for this model, got \(rank)")
         }
-        let alpha = alpha ?? Float(rank)
-        guard alpha > 0, alpha.isFinite else { throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)") }
         var slots = [Slot]()
         var at = 0
         for l in 0..<config.numLayers {
             for kind in LinearKind.allCases {
                 let (out, inF) = kind.shape(config)
-                slots.append(Slot(layer: l, kind: kind, outFeatures: out, inFeatures: inF, offsetA: at, offsetB: at + rank * inF))
+                slots.append(
+                    Slot(
+                        layer: l, kind: kind, outFeatures: out, inFeatures: inF, offsetA: at,
+                        offsetB: at + rank * inF))
                 at += rank * (inF + out)
             }
         }
-        self.rank = rank
-        self.alpha = alpha
-        self.slots = slots
-        values = [Float](repeating: 0, count: at)
+        return (slots, at)
     }
 
     public func slot(layer: Int, kind: LinearKind) -> Slot {

@@ -245,7 +245,9 @@ public enum QuantizedModelStore {
 
     /// The packed matrix `name` (out, in) of a file written by `addPacked`; its codes stay in the
     /// file's map.
-    public static func readPacked(_ file: SafeTensorsFile, _ name: String, out: Int, in inF: Int) throws -> PackedLinear {
+    public static func readPacked(
+        _ file: SafeTensorsFile, _ name: String, out: Int, in inF: Int
+    ) throws -> PackedLinear {
         let desc = (file.path as NSString).lastPathComponent
         func bytes(_ name: String) throws -> HeldArray<UInt8> {
             guard file.tensors[name]?.dtype == .u8 else {

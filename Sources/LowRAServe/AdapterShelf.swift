@@ -104,10 +104,10 @@ public final class AdapterShelf: @unchecked Sendable {
         guard manifest.baseFingerprint == fingerprint, manifest.rank == card.rank else {
             throw Failure.invalid("\(path): the card does not describe the adapter's manifest (base or rank)")
         }
-        let params = (0..<config.numLayers).reduce(0) { sum, _ in
-            sum + LinearKind.allCases.reduce(0) { $0 + manifest.rank * ($1.shape(config).in + $1.shape(config).out) }
+        var bytes: Int
+        do { bytes = 4 * (try LoRAAdapter.layout(config: config, rank: manifest.rank)).parameters } catch {
+            throw Failure.invalid("\(path): \(error)")
         }
-        var bytes = 4 * params
         if manifest.compressionBits != nil {
             let file = (dir as NSString).appendingPathComponent(AdapterStore.compressedFile)
             bytes = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? bytes

@@ -76,7 +76,7 @@ public final class InferenceServer: Sendable {
         router.get("/metrics") { _, _ in self.metricsResponse() }
         router.get("/v1/models") { _, _ in self.json(self.modelList()) }
         router.get("/v1/adapters/:name") { _, context in
-            try self.handle {
+            try await self.handle {
                 let name = context.parameters.get("name") ?? ""
                 let e = try self.lookup(name)
                 guard let e else { throw APIError(404, "the base has no card", code: "model_not_found") }
@@ -84,7 +84,7 @@ public final class InferenceServer: Sendable {
             }
         }
         router.post("/v1/adapters") { request, context in
-            try await self.handleAsync {
+            try await self.handle {
                 let body = try await self.body(request)
                 guard case .object(let o) = try? JSONDecoder().decode(JSONValue.self, from: body),
                     case .string(let path) = o["path"]
@@ -95,7 +95,7 @@ public final class InferenceServer: Sendable {
             }
         }
         router.delete("/v1/adapters/:name") { _, context in
-            try self.handle {
+            try await self.handle {
                 let name = context.parameters.get("name") ?? ""
                 try self.shelfCall { try self.shelf.remove(name) }
                 self.logger.info("adapter removed", metadata: ["adapter": "\(name)"])
@@ -103,10 +103,10 @@ public final class InferenceServer: Sendable {
             }
         }
         router.post("/v1/chat/completions") { request, _ in
-            try await self.handleAsync { try await self.complete(request, kind: .chat) }
+            try await self.handle { try await self.complete(request, kind: .chat) }
         }
         router.post("/v1/completions") { request, _ in
-            try await self.handleAsync { try await self.complete(request, kind: .text) }
+            try await self.handle { try await self.complete(request, kind: .text) }
         }
         return router
     }
@@ -249,13 +249,9 @@ public final class InferenceServer: Sendable {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: e.body)))
     }
 
-    func handle(_ body: () throws -> Response) throws -> Response {
-        do { return try body() } catch let e as APIError { return Self.errorResponse(e) } catch {
-            return Self.errorResponse(APIError(500, "\(error)"))
-        }
-    }
-
-    func handleAsync(_ body: () async throws -> Response) async throws -> Response {
+    /// Runs a route; an `APIError` becomes its status and error body (logged and counted as a
+    /// refusal), anything else a 500.
+    func handle(_ body: () async throws -> Response) async throws -> Response {
         do { return try await body() } catch let e as APIError {
             logger.info("refused", metadata: ["status": "\(e.status)", "reason": "\(e.message)"])
             registry.makeCounter(

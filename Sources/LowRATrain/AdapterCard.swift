@@ -119,21 +119,21 @@ public struct AdapterCard: Codable, Sendable, Equatable {
 
     public static func now() -> String { ISO8601DateFormatter().string(from: Date()) }
 
-    /// Today as YYYY-MM-DD in UTC.
-    public static func today(_ date: Date = Date()) -> String {
+    /// YYYY-MM-DD in UTC, the form of `retireAfter`.
+    static func dayFormatter() -> DateFormatter {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")
         f.dateFormat = "yyyy-MM-dd"
-        return f.string(from: date)
+        return f
     }
+
+    /// Today as YYYY-MM-DD in UTC.
+    public static func today(_ date: Date = Date()) -> String { dayFormatter().string(from: date) }
 
     /// Checks a YYYY-MM-DD date (a real calendar day).
     public static func validDay(_ s: String) -> Bool {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd"
+        let f = dayFormatter()
         guard s.count == 10, let d = f.date(from: s) else { return false }
         return f.string(from: d) == s
     }

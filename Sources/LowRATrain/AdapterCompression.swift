@@ -29,7 +29,9 @@ public struct CompressedAdapter: Sendable {
             case .q8(let rows, let cols, let blocks):
                 var out = [Float](repeating: 0, count: rows * cols)
                 out.withUnsafeMutableBufferPointer { o in
-                    blocks.withUnsafeBytes { dequantizeGGML(.q8_0, $0.baseAddress!, o.baseAddress!, count: rows * cols) }
+                    blocks.withUnsafeBytes {
+                        dequantizeGGML(.q8_0, $0.baseAddress!, o.baseAddress!, count: rows * cols)
+                    }
                 }
                 return out
             }
@@ -67,7 +69,9 @@ public struct CompressedAdapter: Sendable {
                 }
                 var blocks = [UInt8](repeating: 0, count: w.count / 32 * 34)
                 blocks.withUnsafeMutableBytes { b in
-                    w.withUnsafeBufferPointer { quantizeGGML(.q8_0, $0.baseAddress!, count: w.count, into: b.baseAddress!) }
+                    w.withUnsafeBufferPointer {
+                        quantizeGGML(.q8_0, $0.baseAddress!, count: w.count, into: b.baseAddress!)
+                    }
                 }
                 return .q8(rows: r, cols: cols, blocks: blocks)
             }
@@ -92,7 +96,8 @@ public struct CompressedAdapter: Sendable {
     public func expanded(config: LlamaConfig) throws -> LoRAAdapter {
         var adapter = try LoRAAdapter(config: config, rank: rank, alpha: alpha)
         guard factors.count == adapter.slots.count else {
-            throw LowRAError(.shapeMismatch, "the compressed adapter has \(factors.count) factors, the model \(adapter.slots.count)")
+            throw LowRAError(
+                .shapeMismatch, "the compressed adapter has \(factors.count) factors, the model \(adapter.slots.count)")
         }
         for (s, f) in zip(adapter.slots, factors) {
             let bT = f.bT.floats()

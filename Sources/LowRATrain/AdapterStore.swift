@@ -201,19 +201,29 @@ public enum AdapterStore {
             }
         }
         try w.write(to: p("adapter_model.safetensors"))
+        try writeConfigAndManifest(
+            manifest, rank: adapter.rank, alpha: adapter.alpha,
+            peft: [
+                "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
+                "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,
+            ], to: dir)
+    }
+
+    /// `adapter_config.json` (PEFT's keys plus `peft`), then the manifest, last: it marks the
+    /// adapter complete.
+    static func writeConfigAndManifest(
+        _ manifest: AdapterManifest, rank: Int, alpha: Float, peft extra: [String: Any], to dir: String
+    ) throws {
         let peft: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": adapter.rank, "lora_alpha": Double(adapter.alpha),
-            "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
-            "target_modules": LinearKind.allCases.map(\.moduleName),
-            "base_model_name_or_path": manifest.base,
-            "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,
-        ]
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": Double(alpha),
+            "target_modules": LinearKind.allCases.map(\.moduleName), "base_model_name_or_path": manifest.base,
+        ].merging(extra) { a, _ in a }
         try writeAtomically(
             try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]),
-            to: p("adapter_config.json"))
+            to: (dir as NSString).appendingPathComponent("adapter_config.json"))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try enc.encode(manifest), to: p(manifestFile))  // last: marks the adapter complete
+        try writeAtomically(try enc.encode(manifest), to: (dir as NSString).appendingPathComponent(manifestFile))
     }
 
     /// The factors of a compressed adapter (`CompressedAdapter`), in the runtime's row order.
@@ -229,7 +239,7 @@ public enum AdapterStore {
         _ c: CompressedAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String
     ) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let slots = try LoRAAdapter(config: config, rank: c.rank, alpha: c.alpha).slots
+        let slots = try LoRAAdapter.layout(config: config, rank: c.rank).slots
         var w = SafeTensorsPlan()
         w.metadata["format"] = "lowra-compressed-adapter-v1"
         w.metadata["bits"] = String(c.bits)
@@ -246,17 +256,7 @@ public enum AdapterStore {
         try w.write(to: (dir as NSString).appendingPathComponent(compressedFile))
         var m = manifest
         m.compressionBits = c.bits
-        let peft: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": c.rank, "lora_alpha": Double(c.alpha),
-            "target_modules": LinearKind.allCases.map(\.moduleName), "base_model_name_or_path": manifest.base,
-            "lowra_compression_bits": c.bits,
-        ]
-        try writeAtomically(
-            try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys]),
-            to: (dir as NSString).appendingPathComponent("adapter_config.json"))
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try enc.encode(m), to: (dir as NSString).appendingPathComponent(manifestFile))
+        try writeConfigAndManifest(m, rank: c.rank, alpha: c.alpha, peft: ["lowra_compression_bits": c.bits], to: dir)
     }
 
     /// A compressed adapter for the base with `fingerprint`, kept compressed.
@@ -268,7 +268,7 @@ public enum AdapterStore {
             throw LowRAError(.malformedFile, "\(dir): not a compressed adapter (no compression_bits in its manifest)")
         }
         let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent(compressedFile))
-        let slots = try LoRAAdapter(config: config, rank: manifest.rank, alpha: manifest.alpha).slots
+        let slots = try LoRAAdapter.layout(config: config, rank: manifest.rank).slots
         var factors = [(a: CompressedAdapter.Matrix, bT: CompressedAdapter.Matrix)]()
         for s in slots {
             func matrix(_ factor: String, cols: Int) throws -> CompressedAdapter.Matrix {
@@ -282,7 +282,8 @@ public enum AdapterStore {
                 else {
                     throw LowRAError(.malformedFile, "\(dir): \(name).q8_0 is missing or not \(count) bytes")
                 }
-                return .q8(rows: manifest.rank, cols: cols, blocks: Array(try file.held(name + ".q8_0", as: UInt8.self)))
+                let blocks = Array(try file.held(name + ".q8_0", as: UInt8.self))
+                return .q8(rows: manifest.rank, cols: cols, blocks: blocks)
             }
             factors.append((try matrix("A", cols: s.inFeatures), try matrix("BT", cols: s.outFeatures)))
         }
@@ -294,8 +295,8 @@ public enum AdapterStore {
         guard manifest.baseFingerprint == fingerprint else {
             throw LowRAError(
                 .invalidArgument,
-                "\(dir): this adapter was made for another base (\(manifest.base), fingerprint \(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)"
-            )
+                "\(dir): this adapter was made for another base (\(manifest.base), fingerprint "
+                    + "\(manifest.baseFingerprint.prefix(12))…), not this model (\(fingerprint.prefix(12))…)")
         }
         return manifest
     }

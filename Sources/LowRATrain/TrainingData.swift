@@ -17,7 +17,12 @@ public struct TrainingData: Sendable {
     public let tokens: Int
     public var count: Int { inputs.count }
     /// Targets that carry a loss, over all examples.
-    public var targetCount: Int { targets.reduce(0) { $0 + $1.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } } }
+    public var targetCount: Int { targetCount(first: count) }
+
+    /// Targets that carry a loss in the first `n` examples (what validation on them scores).
+    public func targetCount(first n: Int) -> Int {
+        targets.prefix(n).reduce(0) { $0 + $1.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+    }
 
     /// A `.jsonl` file (by extension) holds conversations; anything else is plain text.
     public static func load(_ path: String, tokenizer: Tokenizer, seq: Int) throws -> TrainingData {

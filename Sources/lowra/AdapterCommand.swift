@@ -36,7 +36,9 @@ struct AdapterCompress: ParsableCommand {
             throw LowRAError(.invalidArgument, "\(out) exists; choose another --out")
         }
         let manifest = try AdapterStore.loadManifest(dir)
-        guard manifest.compressionBits == nil else { throw LowRAError(.invalidArgument, "\(dir) is compressed already") }
+        guard manifest.compressionBits == nil else {
+            throw LowRAError(.invalidArgument, "\(dir) is compressed already")
+        }
         let base = model ?? manifest.base
         let loaded = try LoadedModel.load(base)
         let fingerprint = try baseFingerprint(base)

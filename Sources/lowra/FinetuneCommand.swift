@@ -200,14 +200,14 @@ struct FinetuneCommand: ParsableCommand {
             card.retireAfter = old.retireAfter
         }
         if let after = result.validLossAfter, let validData, let valid {
-            let n = min(validData.count, validSequences)
-            let tokens = validData.targets.prefix(n).reduce(0) { $0 + $1.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+            let tokens = validData.targetCount(first: validSequences)
             card.evaluations.append(
                 AdapterCard.Evaluation(
                     role: .task,
                     dataset: AdapterCard.DataRecord(
                         file: valid, sha256: validData.sha256, bytes: try fileBytes(valid)),
-                    tokens: tokens, perplexity: exp(after), baseFingerprint: fingerprint, source: "finetune validation"))
+                    tokens: tokens, perplexity: exp(after), baseFingerprint: fingerprint,
+                    source: "finetune validation"))
         }
         try card.save(to: out)
     }

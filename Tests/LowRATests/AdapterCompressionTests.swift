@@ -34,7 +34,8 @@ final class AdapterCompressionTests: XCTestCase {
             XCTAssertEqual(m.compressionBits, b)
             XCTAssertEqual(back.byteCount, c.byteCount)
             XCTAssertEqual(try back.expanded(config: loaded.config).values, expanded.values)
-            XCTAssertEqual(try AdapterStore.load(out, config: loaded.config, fingerprint: "fp").0.values, expanded.values)
+            let loadedBack = try AdapterStore.load(out, config: loaded.config, fingerprint: "fp").0
+            XCTAssertEqual(loadedBack.values, expanded.values)
             XCTAssertThrowsError(try AdapterStore.load(out, config: loaded.config, fingerprint: "other"))
             // A truncated factor file is an error, not a crash.
             let file = "\(out)/\(AdapterStore.compressedFile)"

@@ -27,7 +27,9 @@ final class OpenAIRequestTests: XCTestCase {
              "stream_options": {"include_usage": true}, "n": 1}
             """)
         XCTAssertEqual(r.model, "a@2")
-        XCTAssertEqual(r.messages, [ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi there")])
+        XCTAssertEqual(
+            r.messages,
+            [ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi there")])
         XCTAssertEqual(r.maxTokens, 7)
         XCTAssertEqual(r.sampling.temperature, 0.5)
         XCTAssertEqual(r.sampling.topP, 0.9)

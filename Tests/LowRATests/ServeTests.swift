@@ -237,15 +237,16 @@ final class ServeTests: XCTestCase {
         let f = try Self.fixture()
         let server = try Server(["--model", f.base, "--shelf", f.shelf, "--max-batch", "1", "--max-waiting", "0"])
         let first = Task {
-            try await request(
-                server, "/v1/completions", body: json(["model": "alpha", "prompt": "Once upon a time", "max_tokens": 300])
-            ).0
+            let body = json(["model": "alpha", "prompt": "Once upon a time", "max_tokens": 300])
+            return try await request(server, "/v1/completions", body: body).0
         }
         // Wait until it is decoding (the engine counts it from admission on).
         var decoding = false
         for _ in 0..<200 where !decoding {
             let (_, metrics) = try await rawGet(server, "/metrics")
-            decoding = metrics.split(separator: "\n").contains { $0 == "lowra_active_sequences 1.0" || $0 == "lowra_active_sequences 1" }
+            decoding = metrics.split(separator: "\n").contains {
+                $0 == "lowra_active_sequences 1.0" || $0 == "lowra_active_sequences 1"
+            }
             if !decoding { try await Task.sleep(for: .milliseconds(10)) }
         }
         XCTAssertTrue(decoding)
@@ -312,8 +313,8 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(s, 200)
         XCTAssertNotNil(completionText(o))
         // A compressed adapter is served like the others, and answers as generate does with it.
-        let (s4, o4) = try await request(
-            server, "/v1/completions", body: json(["model": "delta4", "prompt": "Hi", "max_tokens": 6, "temperature": 0]))
+        let delta = json(["model": "delta4", "prompt": "Hi", "max_tokens": 6, "temperature": 0])
+        let (s4, o4) = try await request(server, "/v1/completions", body: delta)
         XCTAssertEqual(s4, 200)
         let g = try runProcess(
             Paths.lowraBinary,

@@ -187,7 +187,8 @@ extension Tokenizer {
         let addedList = root["added_tokens"] as? [Any] ?? []
         let limit = vocab.count + addedList.count
         if let bad = vocab.values.first(where: { $0 < 0 || $0 >= limit }) {
-            throw LowRAError.malformed(file, "token id \(bad) is outside 0..<\(limit) (the vocabulary and added tokens)")
+            throw LowRAError.malformed(
+                file, "token id \(bad) is outside 0..<\(limit) (the vocabulary and added tokens)")
         }
         var tokens = [String](repeating: "", count: (vocab.values.max() ?? -1) + 1)
         for (t, i) in vocab { tokens[i] = t }
