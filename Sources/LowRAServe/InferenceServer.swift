@@ -357,34 +357,58 @@ struct Reply: Sendable {
             "completed", metadata: ["model": "\(label)", "prompt_tokens": "\(promptTokens)", "tokens": "\(tokens)"])
     }
 
-    func whole(_ events: AsyncStream<GenerationEngine.Event>, stops: [String]) async throws -> Response {
+    /// What a generation gave: the final text, its token count and finish reason, or the
+    /// engine's failure.
+    struct Outcome {
+        var text = ""
+        var tokens = 0
+        var finish = "length"
+        var failure: String?
+    }
+
+    /// Reads the engine's events to the end, handing each piece of text to `onText` as it becomes
+    /// final (stop sequences cut it), and records the request's metrics.
+    func consume(
+        _ events: AsyncStream<GenerationEngine.Event>, stops: [String], onText: (String) async throws -> Void
+    ) async throws -> Outcome {
         var streamer = TextStreamer(tokenizer: server.loaded.tokenizer, stops: stops)
-        var count = 0
+        var out = Outcome()
         var first: ContinuousClock.Instant?
         var reason = GenerationEngine.FinishReason.length
         loop: for await e in events {
             switch e {
             case .token(let t):
                 if first == nil { first = .now }
-                count += 1
-                _ = streamer.add(t)
+                out.tokens += 1
+                let piece = streamer.add(t)
+                if !piece.isEmpty { try await onText(piece) }
                 if streamer.stopped { break loop }
             case .finished(let r):
                 reason = r
             case .failed(let m):
-                throw APIError(500, m)
+                out.failure = m
+                return out
             }
         }
-        _ = streamer.finish()
-        record(tokens: count, firstToken: first)
-        let finish = finishReason(reason, stopped: streamer.stopped)
+        let rest = streamer.finish()
+        if !rest.isEmpty { try await onText(rest) }
+        record(tokens: out.tokens, firstToken: first)
+        out.text = streamer.text
+        out.finish = finishReason(reason, stopped: streamer.stopped)
+        return out
+    }
+
+    func whole(_ events: AsyncStream<GenerationEngine.Event>, stops: [String]) async throws -> Response {
+        let out = try await consume(events, stops: stops) { _ in }
+        if let m = out.failure { throw APIError(500, m) }
+        let (finish, count) = (out.finish, out.tokens)
         let choice: [String: Any] =
             kind == .chat
             ? [
-                "index": 0, "message": ["role": "assistant", "content": streamer.text], "finish_reason": finish,
+                "index": 0, "message": ["role": "assistant", "content": out.text], "finish_reason": finish,
                 "logprobs": NSNull(),
             ]
-            : ["index": 0, "text": streamer.text, "finish_reason": finish, "logprobs": NSNull()]
+            : ["index": 0, "text": out.text, "finish_reason": finish, "logprobs": NSNull()]
         return server.json([
             "id": id, "object": kind == .chat ? "chat.completion" : "text_completion", "created": created,
             "model": model, "choices": [choice], "usage": usage(count),
@@ -414,39 +438,22 @@ struct Reply: Sendable {
 
     func streaming(_ events: AsyncStream<GenerationEngine.Event>, stops: [String], includeUsage: Bool) -> Response {
         let body = ResponseBody { writer in
-            var streamer = TextStreamer(tokenizer: server.loaded.tokenizer, stops: stops)
-            var count = 0
-            var first: ContinuousClock.Instant?
-            var reason = GenerationEngine.FinishReason.length
             if kind == .chat { try await writer.write(chunk(nil, finish: nil, role: true)) }
-            loop: for await e in events {
-                switch e {
-                case .token(let t):
-                    if first == nil { first = .now }
-                    count += 1
-                    let piece = streamer.add(t)
-                    if !piece.isEmpty { try await writer.write(chunk(piece, finish: nil)) }
-                    if streamer.stopped { break loop }
-                case .finished(let r):
-                    reason = r
-                case .failed(let m):
-                    try await writer.write(event(["error": ["message": m, "type": "server_error"]]))
-                    try await writer.finish(nil)
-                    return
-                }
+            let out = try await consume(events, stops: stops) { try await writer.write(chunk($0, finish: nil)) }
+            if let m = out.failure {
+                try await writer.write(event(["error": ["message": m, "type": "server_error"]]))
+                try await writer.finish(nil)
+                return
             }
-            let rest = streamer.finish()
-            if !rest.isEmpty { try await writer.write(chunk(rest, finish: nil)) }
-            try await writer.write(chunk(nil, finish: finishReason(reason, stopped: streamer.stopped)))
+            try await writer.write(chunk(nil, finish: out.finish))
             if includeUsage {
                 try await writer.write(
                     event([
                         "id": id, "object": kind == .chat ? "chat.completion.chunk" : "text_completion",
-                        "created": created, "model": model, "choices": [] as [Any], "usage": usage(count),
+                        "created": created, "model": model, "choices": [] as [Any], "usage": usage(out.tokens),
                     ]))
             }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-            record(tokens: count, firstToken: first)
             try await writer.finish(nil)
         }
         return Response(
