@@ -56,7 +56,7 @@ public final class AtomicFileWriter {
         fd = -1
         guard rename(temporary, path) == 0 else { throw Self.failure(path, "rename into place") }
         committed = true
-        syncDirectory((path as NSString).deletingLastPathComponent)
+        syncDirectory(parentDirectory(of: path))
     }
 
     private static func failure(_ path: String, _ what: String) -> LowRAError {
@@ -81,6 +81,18 @@ public func syncDirectory(_ dir: String) {
     guard fd >= 0 else { return }
     _ = fsync(fd)
     close(fd)
+}
+
+/// The folder holding `path` ("." for a bare name, "/" for a name at the root), by plain string
+/// rules. (Foundation's `NSString.deletingLastPathComponent` traps on a one-character relative
+/// path such as `--out q`.)
+public func parentDirectory(of path: String) -> String {
+    var p = Substring(path)
+    while p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
+    guard let slash = p.lastIndex(of: "/") else { return "." }
+    var parent = p[..<slash]
+    while parent.count > 1 && parent.hasSuffix("/") { parent = parent.dropLast() }
+    return parent.isEmpty ? "/" : String(parent)
 }
 
 /// An exclusive claim on an output path for as long as this process holds it: an advisory

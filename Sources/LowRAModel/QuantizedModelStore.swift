@@ -150,7 +150,7 @@ public enum QuantizedModelStore {
         } else {
             try fm.moveItem(atPath: staging, toPath: dir)
         }
-        syncDirectory((dir as NSString).deletingLastPathComponent)
+        syncDirectory(parentDirectory(of: dir))
     }
 
     /// Removes what a killed run left beside `dir`: `dir.tmp-PID` / `dir.old-PID` siblings whose

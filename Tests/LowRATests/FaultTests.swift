@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 
 @testable import LowRAIO
+@testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
 
@@ -116,6 +117,30 @@ final class FaultTests: XCTestCase {
         withExtendedLifetime(first) {}
         first = nil
         XCTAssertEqual(try quantize(Paths.fixture("tiny.gguf"), out).status, 0)
+    }
+
+    /// Outputs named by one character relative to the working directory (`--out q`): Foundation's
+    /// `deletingLastPathComponent` trapped on them after the model was written (found while making
+    /// fuzz seeds). `parentDirectory(of:)` is the plain-string replacement.
+    func testOneCharacterRelativeOutputs() throws {
+        let cases = [
+            ("q", "."), ("ab", "."), ("a/b", "a"), ("/q", "/"), ("/", "/"), ("a/b/", "a"), ("a//b", "a"),
+            ("/tmp/x/y", "/tmp/x"), ("./q", "."),
+        ]
+        for (path, parent) in cases { XCTAssertEqual(parentDirectory(of: path), parent, path) }
+        let dir = try temporaryDirectory(self)
+        let q = try runProcess(
+            Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q"], in: dir)
+        XCTAssertEqual(q.status, 0, q.err)
+        XCTAssertTrue(QuantizedModelStore.isQuantizedDirectory("\(dir)/q"))
+        try String(repeating: "some text to train on. ", count: 40).write(
+            toFile: "\(dir)/t", atomically: true, encoding: .utf8)
+        let a = try runProcess(
+            Paths.lowraBinary,
+            ["finetune", "--model", "q", "--train", "t", "--steps", "1", "--seq", "16", "--batch", "1", "--out", "a"],
+            in: dir)
+        XCTAssertEqual(a.status, 0, a.err)
+        XCTAssertTrue(AdapterStore.isAdapterDirectory("\(dir)/a"))
     }
 
     func testFullDiskLeavesNothing() throws {

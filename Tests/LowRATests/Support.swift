@@ -67,10 +67,13 @@ func maxRelativeDifference(_ a: [Float], _ b: [Double]) -> (Double, Int) {
 }
 
 /// Runs a command, returning exit status, stdout and stderr.
-func runProcess(_ path: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+func runProcess(
+    _ path: String, _ args: [String], in directory: String? = nil
+) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
+    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err

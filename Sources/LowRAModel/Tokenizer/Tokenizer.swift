@@ -215,7 +215,7 @@ extension Tokenizer {
         }
         let preTokenizer = try Tokenizer.preTokenizer(from: root["pre_tokenizer"], file: file)
         // tokenizer_config.json: chat template and eos token.
-        let configPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
+        let configPath = (parentDirectory(of: path) as NSString).appendingPathComponent(
             "tokenizer_config.json")
         var template: ChatTemplate?
         var eos: Int? = added["<|im_end|>"] ?? added["<|endoftext|>"] ?? added["</s>"]
