@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "LowRAModel", targets: ["LowRAModel"]),
         .library(name: "LowRAIO", targets: ["LowRAIO"]),
         .library(name: "LowRAAPI", targets: ["LowRAAPI"]),
+        .library(name: "LowRATrain", targets: ["LowRATrain"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -15,5 +15,7 @@ let package = Package(
     targets: [
         .target(name: "FuzzSupport"), harness("FuzzGGUF", "LowRAIO"), harness("FuzzSafeTensors", "LowRAIO"),
         harness("FuzzModelJSON", "LowRAModel"), harness("FuzzRequest", "LowRAAPI"),
+        harness("FuzzQuantizedModel", "LowRAModel"), harness("FuzzAdapter", "LowRATrain"),
+        harness("FuzzTrainingData", "LowRATrain"),
     ]
 )

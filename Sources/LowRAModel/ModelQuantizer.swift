@@ -29,6 +29,29 @@ public struct PrecisionMap: Codable, Sendable, Equatable {
     public var layers: [String: [UInt8]]
 
     public init(layers: [String: [UInt8]]) { self.layers = layers }
+
+    /// Reads a `precision_map.json` (`--precision-map`).
+    public static func read(_ path: String) throws -> PrecisionMap {
+        do {
+            return try JSONDecoder().decode(PrecisionMap.self, from: try mapFile(path))
+        } catch let error as LowRAError {
+            throw error
+        } catch {
+            throw LowRAError(.invalidArgument, "\(path): not a precision map (\(error.localizedDescription))")
+        }
+    }
+
+    /// Checks that every layer (Hugging Face name, output channels) has one precision from
+    /// {1, 2, 4} per channel.
+    public func validate(_ expected: [(name: String, rows: Int)]) throws {
+        for (name, rows) in expected {
+            guard let b = layers[name], b.count == rows, b.allSatisfy({ [1, 2, 4].contains($0) }) else {
+                throw LowRAError(
+                    .invalidArgument,
+                    "precision map: layer \(name) is missing or does not list \(rows) precisions from {1, 2, 4}")
+            }
+        }
+    }
 }
 
 public struct QuantizeRequest: Sendable {
@@ -194,14 +217,7 @@ extension LlamaWeights {
         }
         var options = request.options
         if let map = request.precisionMap {
-            for l in layers {
-                let rows = blocks[l.block][l.kind].outFeatures
-                guard let b = map.layers[l.name], b.count == rows, b.allSatisfy({ [1, 2, 4].contains($0) }) else {
-                    throw LowRAError(
-                        .invalidArgument,
-                        "precision map: layer \(l.name) is missing or does not list \(rows) precisions from {1, 2, 4}")
-                }
-            }
+            try map.validate(layers.map { ($0.name, blocks[$0.block][$0.kind].outFeatures) })
             options.precisions = Array(Set(map.layers.values.flatMap { $0.map(Int.init) })).sorted()
         }
         guard !options.precisions.isEmpty, options.precisions.allSatisfy({ [1, 2, 4].contains($0) }) else {

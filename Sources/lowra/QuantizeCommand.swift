@@ -114,14 +114,7 @@ struct QuantizeCommand: ParsableCommand {
         request.options.doubleQuant = !noDoubleQuant
         request.assigner = assigner
         request.seed = seed
-        if let path = precisionMap {
-            do {
-                request.precisionMap = try JSONDecoder().decode(
-                    PrecisionMap.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
-            } catch {
-                throw LowRAError(.invalidArgument, "\(path): not a precision map (\(error.localizedDescription))")
-            }
-        }
+        if let path = precisionMap { request.precisionMap = try PrecisionMap.read(path) }
         guard [4, 8, 16].contains(headBits) else {
             throw LowRAError(.invalidArgument, "--head-bits takes 4, 8 or 16, got \(headBits)")
         }
