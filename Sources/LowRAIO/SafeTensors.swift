@@ -85,8 +85,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[0] <= offs[1] else {
                 throw LowRAError.malformed(file, "tensor \(name): bad shape or offsets")
             }
-            let count = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
-            guard offs[1] - offs[0] == count * dtype.size else {
+            // A shape whose element or byte count overflows is refused, never wrapped into a small one.
+            var bytes: Int? = dtype.size
+            for d in shape {
+                guard let b = bytes else { break }
+                let (p, overflow) = b.multipliedReportingOverflow(by: d)
+                bytes = overflow || p >= 1 << 56 ? nil : p
+            }
+            guard let bytes else { throw LowRAError.malformed(file, "tensor \(name): shape \(shape) is too large") }
+            guard offs[1] - offs[0] == bytes else {
                 throw LowRAError.malformed(
                     file, "tensor \(name): \(offs[1] - offs[0]) bytes for shape \(shape) of \(dt)")
             }

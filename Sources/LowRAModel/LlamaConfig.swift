@@ -261,6 +261,16 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         guard vocabSize > 0, hiddenSize > 0, intermediateSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0 else {
             throw bad("sizes must be positive")
         }
+        // Far above any real model; keeps every size computed from them (vocab × hidden, a cache of
+        // positions × layers × KV width) inside Int instead of trapping on overflow.
+        for (name, v, most) in [
+            ("vocab_size", vocabSize, 1 << 24), ("hidden_size", hiddenSize, 1 << 20),
+            ("intermediate_size", intermediateSize, 1 << 22), ("num_hidden_layers", numLayers, 1 << 12),
+            ("num_attention_heads", numHeads, 1 << 12), ("head_dim", headDim, 1 << 14),
+            ("max_position_embeddings", maxPositions, 1 << 24),
+        ] where v > most {
+            throw bad("\(name) \(v) is beyond any supported model (at most \(most))")
+        }
         guard numHeads % numKVHeads == 0 else {
             throw bad("\(numHeads) heads is not a multiple of \(numKVHeads) KV heads")
         }

@@ -33,7 +33,8 @@ final class CLITests: XCTestCase {
     }
 
     /// Models LowRA cannot run: an unsupported family (config.json and GGUF), an unreadable tensor
-    /// type, a shard index naming a missing file, a tensor whose shape disagrees with the config.
+    /// type, a shard index naming a missing file, a tensor whose shape disagrees with the config,
+    /// sizes beyond any real model.
     func testUnsupportedModelsGiveOneLine() throws {
         let dir = try temporaryDirectory(self)
         try "hello world".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
@@ -54,6 +55,10 @@ final class CLITests: XCTestCase {
         try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/shape")
         try config("\(dir)/shape") { $0["intermediate_size"] = 48 }
         try assertFails(eval("\(dir)/shape"), mentioning: "expected [48, 32] from the model config")
+        // Sizes beyond any real model, whose products (vocab × hidden) would overflow.
+        try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/huge")
+        try config("\(dir)/huge") { $0["hidden_size"] = 1 << 40; $0["vocab_size"] = 1 << 40 }
+        try assertFails(eval("\(dir)/huge"), mentioning: "vocab_size 1099511627776 is beyond any supported model")
         try fm.copyItem(atPath: Paths.fixture("tiny_qwen2_hf"), toPath: "\(dir)/shards")
         try fm.removeItem(atPath: "\(dir)/shards/model-00001-of-00002.safetensors")
         try assertFails(
