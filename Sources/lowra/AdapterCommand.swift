@@ -91,11 +91,19 @@ struct AdapterCompress: ParsableCommand {
         card.version += "+q\(bits)"
         card.evaluations = measured
         card.created = AdapterCard.now()
+        // Written whole beside --out, then renamed into place: a killed run leaves no half adapter
+        // (its staging directory is removed by the next run).
+        QuantizedModelStore.removeStaleStaging(of: out)
         let staging = out + ".tmp-\(getpid())"
         try? FileManager.default.removeItem(atPath: staging)
-        try AdapterStore.saveCompressed(compressed, config: loaded.config, manifest: manifest, to: staging)
-        try card.save(to: staging)
-        try FileManager.default.moveItem(atPath: staging, toPath: out)
+        do {
+            try AdapterStore.saveCompressed(compressed, config: loaded.config, manifest: manifest, to: staging)
+            try card.save(to: staging)
+            try QuantizedModelStore.replaceDirectory(out, with: staging)
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
+        }
         print(
             String(
                 format: "saved %@ (%@@%@): %.2f MB; adapters per GB: %d at %d bits, %d in fp32", out, card.name,
