@@ -144,10 +144,11 @@ public final class GGUFFile: @unchecked Sendable {
                 file, "truncated or corrupt: implausible counts (\(tensorCount) tensors, \(kvCount) metadata keys)")
         }
         var metadata = [String: GGUFValue]()
+        var values = 0
         for _ in 0..<kvCount {
             let key = try readString(&r, "metadata key")
             let type = try r.read(UInt32.self, "type of \(key)")
-            metadata[key] = try readValue(&r, type: type, key: key, depth: 0)
+            metadata[key] = try readValue(&r, type: type, key: key, depth: 0, values: &values)
         }
         var tensors = [GGUFTensorInfo]()
         tensors.reserveCapacity(Int(tensorCount))
@@ -209,7 +210,18 @@ public final class GGUFFile: @unchecked Sendable {
         return String(decoding: b, as: UTF8.self)
     }
 
-    private static func readValue(_ r: inout ByteReader, type: UInt32, key: String, depth: Int) throws -> GGUFValue {
+    /// Values held in memory over all metadata, at most: a value takes ~24 bytes however few the
+    /// file spends on it (a one-byte element), so this bounds the memory a file can ask for (a real
+    /// vocabulary of 256k tokens holds under 1M values: tokens, scores, types, merges).
+    static let maxMetadataValues = 1 << 24
+
+    private static func readValue(
+        _ r: inout ByteReader, type: UInt32, key: String, depth: Int, values: inout Int
+    ) throws -> GGUFValue {
+        values += 1
+        guard values <= maxMetadataValues else {
+            throw LowRAError.malformed(r.file, "metadata holds more than \(maxMetadataValues) values (at \(key))")
+        }
         switch type {
         case 0: return .uint8(try r.read(UInt8.self, key))
         case 1: return .int8(try r.read(Int8.self, key))
@@ -230,9 +242,14 @@ public final class GGUFFile: @unchecked Sendable {
             guard n <= UInt64(r.bytes.count - r.offset) else {
                 throw LowRAError.malformed(r.file, "truncated: metadata \(key) claims \(n) items")
             }
+            guard n <= UInt64(maxMetadataValues - values) else {
+                throw LowRAError.malformed(r.file, "metadata holds more than \(maxMetadataValues) values (at \(key))")
+            }
             var items = [GGUFValue]()
             items.reserveCapacity(Int(n))
-            for _ in 0..<n { items.append(try readValue(&r, type: elemType, key: key, depth: depth + 1)) }
+            for _ in 0..<n {
+                items.append(try readValue(&r, type: elemType, key: key, depth: depth + 1, values: &values))
+            }
             return .array(items)
         case 10: return .uint64(try r.read(UInt64.self, key))
         case 11: return .int64(try r.read(Int64.self, key))

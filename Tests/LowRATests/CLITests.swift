@@ -59,6 +59,11 @@ final class CLITests: XCTestCase {
         try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/huge")
         try config("\(dir)/huge") { $0["hidden_size"] = 1 << 40; $0["vocab_size"] = 1 << 40 }
         try assertFails(eval("\(dir)/huge"), mentioning: "vocab_size 1099511627776 is beyond any supported model")
+        // JSON nested 100,000 deep: refused by the parser's depth limit, no stack overflow.
+        try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/deep")
+        try (String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000))
+            .write(toFile: "\(dir)/deep/config.json", atomically: true, encoding: .utf8)
+        try assertFails(eval("\(dir)/deep"), mentioning: "cannot read the model config")
         try fm.copyItem(atPath: Paths.fixture("tiny_qwen2_hf"), toPath: "\(dir)/shards")
         try fm.removeItem(atPath: "\(dir)/shards/model-00001-of-00002.safetensors")
         try assertFails(

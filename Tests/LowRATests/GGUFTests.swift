@@ -69,6 +69,30 @@ final class GGUFTests: XCTestCase {
         }
     }
 
+    /// Metadata whose values would take far more memory than the file (~24 bytes per one-byte
+    /// element): more than `maxMetadataValues` in all is refused before allocating.
+    func testMetadataBeyondTheValueLimitIsRefused() throws {
+        var d = Data()
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        u32(GGUFFile.magic)
+        u32(3)
+        u64(0)  // tensors
+        u64(1)  // metadata keys
+        u64(5)
+        d.append(contentsOf: Array("bytes".utf8))
+        u32(9)  // array
+        u32(0)  // of uint8
+        let n = GGUFFile.maxMetadataValues + 1
+        u64(UInt64(n))
+        d.append(Data(count: n))
+        let path = "\(try temporaryDirectory(self))/values.gguf"
+        try d.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try GGUFFile(path: path)) {
+            XCTAssertTrue(($0 as! LowRAError).message.contains("more than 16777216 values"), "\($0)")
+        }
+    }
+
     func testBadMagicAndVersion() throws {
         let dir = try temporaryDirectory(self)
         var bytes = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("types.gguf")))
