@@ -28,6 +28,9 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
     /// Distillation weight w: the loss is (1 − w)·CE + w·KL(teacher ‖ model) against a teacher
     /// model's logits (nil: plain cross-entropy; 1: distillation alone, the generic repair).
     public var distillWeight: Float?
+    /// Codebook tuning: peak learning rate of every packed layer's levels, trained beside the
+    /// adapter on the same schedule (`CodebookTuner`; nil: the base stays frozen).
+    public var codebookLR: Float?
 
     public init() {}
 
@@ -47,6 +50,7 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
             throw bad("--eval-every, --save-every must not be negative")
         }
         if let w = distillWeight, !(w > 0 && w <= 1) { throw bad("--distill-weight must be in (0, 1]") }
+        if let c = codebookLR, !(c > 0 && c.isFinite) { throw bad("--codebook-lr must be positive") }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -60,6 +64,7 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
         case validSequences = "valid_sequences"
         case seed
         case distillWeight = "distill_weight"
+        case codebookLR = "codebook_lr"
     }
 }
 
@@ -142,6 +147,8 @@ public final class Trainer {
 
     public private(set) var adapter: LoRAAdapter
     private var adam: AdamW
+    /// With `options.codebookLR`: the base's levels being tuned.
+    public let codebooks: CodebookTuner?
     private var log = [TrainLogRow]()
     private var step = 0
 
@@ -175,6 +182,8 @@ public final class Trainer {
         graph = try TrainingGraph(
             config: config, weights: weights, batch: options.batch, seq: options.seq, rank: adapter.rank,
             recompute: options.recompute, distill: teacher != nil)
+        codebooks = options.codebookLR == nil ? nil : try CodebookTuner(weights: weights)
+        if let codebooks { codebooks.attach(to: graph) }
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         let opts = String(decoding: try enc.encode(options), as: UTF8.self)
@@ -215,18 +224,26 @@ public final class Trainer {
         var step: Int
         var adamStep: Int
         var log: [TrainLogRow]
+        var codebookAdamStep: Int?
     }
 
     /// Streamed from the arrays themselves (no in-memory copy of the file: at 7B the adapter and
     /// its moments are 480 MB), into a temporary file renamed into place.
     private func saveCheckpoint() throws {
         var w = SafeTensorsPlan()
-        let state = CheckpointState(runKey: runKey, step: step, adamStep: adam.step, log: log)
+        let state = CheckpointState(
+            runKey: runKey, step: step, adamStep: adam.step, log: log, codebookAdamStep: codebooks?.adam.step)
         w.metadata["lowra_checkpoint"] = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
         let (values, m, v) = (adapter.values, adam.m, adam.v)
         w.add("adapter", shape: [values.count]) { values }
         w.add("adam_m", shape: [m.count]) { m }
         w.add("adam_v", shape: [v.count]) { v }
+        if let codebooks {
+            let (levels, cm, cv) = (codebooks.master, codebooks.adam.m, codebooks.adam.v)
+            w.add("codebook_levels", shape: [levels.count]) { levels }
+            w.add("codebook_m", shape: [cm.count]) { cm }
+            w.add("codebook_v", shape: [cv.count]) { cv }
+        }
         try w.write(to: path(Self.checkpointFile))
     }
 
@@ -249,6 +266,12 @@ public final class Trainer {
         let v = try st.floats("adam_v")
         guard values.count == adapter.values.count, m.count == values.count, v.count == values.count else {
             throw LowRAError(.shapeMismatch, "\(file): checkpoint tensors do not fit the adapter")
+        }
+        if let codebooks {
+            var cb = codebooks.adam
+            (cb.m, cb.v) = (try st.floats("codebook_m"), try st.floats("codebook_v"))
+            cb.step = state.codebookAdamStep ?? 0
+            try codebooks.restore(master: try st.floats("codebook_levels"), adam: cb, graph: graph)
         }
         adapter.values = values
         adam.m = m
@@ -306,6 +329,7 @@ public final class Trainer {
         while step < min(options.steps, until ?? options.steps) {
             let ts = Date()
             for i in grad.indices { grad[i] = 0 }
+            codebooks?.zeroGradients()
             var lossSum = 0.0
             var count = 0
             for micro in 0..<options.gradAccum {
@@ -325,6 +349,9 @@ public final class Trainer {
             }
             let lr = schedule.rate(at: step)
             adam.update(&adapter.values, gradient: grad, lr: lr)
+            if let codebooks, let peak = options.codebookLR {
+                try codebooks.step(lr: peak * lr / options.lr, graph: graph)
+            }
             step += 1
             let tokens = options.batch * options.gradAccum * options.seq
             trainedTokens += tokens

@@ -16,7 +16,9 @@ import LowRATensor
 /// taking its gradient — about a third more compute for a fraction of the memory.
 public final class TrainingGraph: @unchecked Sendable {
     public let config: LlamaConfig
-    public let weights: LlamaWeights
+    /// Frozen during a step; codebook tuning swaps a packed layer for one with new levels between
+    /// steps (`replaceLinear`).
+    public private(set) var weights: LlamaWeights
     public let batch: Int
     public let seq: Int
     public let rank: Int
@@ -36,6 +38,17 @@ public final class TrainingGraph: @unchecked Sendable {
     /// Sees ∂L/∂y (rows, out) of every linear layer's output in backward: (layer, kind, dy, rows,
     /// out). The output-channel Fisher (`outputSensitivity`) sums its squares.
     public var observeOutputGradient: ((Int, LinearKind, UnsafePointer<Float>, Int, Int) -> Void)?
+
+    /// Sees every linear layer's ∂L/∂y (rows, out) with its input x (rows, in) in backward:
+    /// (layer, kind, dy, x, rows), from which ∂L/∂W = dyᵀ x (codebook tuning).
+    public var observeLinearGradient: ((Int, LinearKind, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void)?
+
+    /// Puts `linear` (same shape) in place of block `l`'s `kind` layer for the next steps.
+    public func replaceLinear(_ l: Int, _ kind: LinearKind, with linear: Linear) {
+        precondition(linear.outFeatures == weights.blocks[l][kind].outFeatures)
+        precondition(linear.inFeatures == weights.blocks[l][kind].inFeatures)
+        weights.blocks[l][kind] = linear
+    }
 
     /// Bytes of the buffers this graph holds (activations and scratch).
     public var workspaceBytes: Int { workspace.bytes }
@@ -259,6 +272,7 @@ public final class TrainingGraph: @unchecked Sendable {
         dxIn: UnsafeMutablePointer<Float>
     ) {
         observeOutputGradient?(slot.layer, slot.kind, dy, n, lin.outFeatures)
+        observeLinearGradient?(slot.layer, slot.kind, dy, x, n)
         lin.backwardInput(dy, rows: n, into: dxIn, accumulate: true, scratch: workspace.weightScratch)
         loraBackward(
             dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,

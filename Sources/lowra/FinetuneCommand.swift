@@ -48,6 +48,11 @@ struct FinetuneCommand: ParsableCommand {
     var distillWeight: Float?
     @Option(help: "The teacher for --distill-weight (default: the quantized model's source model).")
     var teacher: String?
+    @Option(
+        help: ArgumentHelp(
+            "Also tune the quantized base's levels at this peak learning rate (codebook tuning; lowra repair uses it).",
+            discussion: "The tuned levels go to --out/tuned_levels.safetensors; the adapter fits the tuned base only."))
+    var codebookLR: Float?
     @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
 
     func run() throws {
@@ -57,6 +62,7 @@ struct FinetuneCommand: ParsableCommand {
         (o.evalEvery, o.saveEvery, o.validSequences, o.seed) = (evalEvery, saveEvery, validSequences, seed)
         o.recompute = recompute
         o.distillWeight = distillWeight
+        o.codebookLR = codebookLR
         try o.validate()
         if teacher != nil && distillWeight == nil { throw ValidationError("--teacher needs --distill-weight") }
         let lock = try OutputLock(out)
@@ -156,6 +162,9 @@ struct FinetuneCommand: ParsableCommand {
             validLossAfter: result.validLossAfter, seconds: result.seconds)
         manifest.training?.teacher = teacherPath
         try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
+        if let codebooks = trainer.codebooks {
+            try codebooks.save(to: (out as NSString).appendingPathComponent(CodebookTuner.file))
+        }
         try writeCard(manifest: manifest, result: result, validData: validData, fingerprint: fingerprint)
         let log = (out as NSString).appendingPathComponent(Trainer.logFile)
         if let csv = try? String(contentsOfFile: log, encoding: .utf8) {

@@ -26,6 +26,11 @@ struct RepairCommand: ParsableCommand {
     @Option(help: "Tokens per sequence.") var seq: Int = 256
     @Option(help: "Peak learning rate.") var lr: Float = 1e-3
     @Option(help: "Seed of the data order.") var seed: UInt64 = 0
+    @Option(
+        help: ArgumentHelp(
+            "Also tune the base's levels (every packed row's codebook) at this peak learning rate.",
+            discussion: "The model is rewritten with the tuned levels (a new base fingerprint) beside its adapter."))
+    var codebookLR: Float?
     @Flag(help: "Continue an interrupted repair.") var resume = false
 
     func run() throws {
@@ -42,18 +47,52 @@ struct RepairCommand: ParsableCommand {
             "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
             "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
             "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
-        ] + (resume ? ["--resume"] : []))
+        ] + (resume ? ["--resume"] : []) + (codebookLR.map { ["--codebook-lr", String($0)] } ?? []))
         try finetune.run()
         var manifest = try AdapterStore.loadManifest(work)
         manifest.initialization = before.initialization + "+repair"
         manifest.loftq = before.loftq
-        let config = try LoadedModel.load(model).config
+        let loaded = try LoadedModel.load(model)
+        let config = loaded.config
         let (adapter, _) = try AdapterStore.load(work, config: config, fingerprint: manifest.baseFingerprint)
+        if codebookLR != nil {
+            manifest.initialization += "+codebooks"
+            try installTunedBase(loaded, adapter: adapter, manifest: manifest, work: work)
+            return
+        }
         QuantizedModelStore.removeStaleStaging(of: initial)
         let staging = initial + ".tmp-\(getpid())"
         try? FileManager.default.removeItem(atPath: staging)
         try AdapterStore.save(adapter, config: config, manifest: manifest, to: staging)
         try QuantizedModelStore.replaceDirectory(initial, with: staging)
         print("repaired initial adapter installed in \(initial) (the run's log and checkpoint stay in \(work))")
+    }
+
+    /// The model rewritten with the tuned levels and the repaired adapter (made for the new base's
+    /// fingerprint), the run's directory carried over, swapped in whole for the old directory.
+    func installTunedBase(_ loaded: LoadedModel, adapter: LoRAAdapter, manifest: AdapterManifest, work: String) throws {
+        let fm = FileManager.default
+        QuantizedModelStore.removeStaleStaging(of: model)
+        let staging = model + ".tmp-\(getpid())"
+        try? fm.removeItem(atPath: staging)
+        do {
+            try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+            let weights = try CodebookTuner.apply(
+                (work as NSString).appendingPathComponent(CodebookTuner.file), to: loaded.model.weights)
+            try QuantizedModelStore.save(
+                to: staging, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer,
+                map: try PrecisionMap.read((model as NSString).appendingPathComponent("precision_map.json")),
+                manifest: try QuantizedModelStore.loadManifest(model))
+            var m = manifest
+            m.baseFingerprint = try baseFingerprint(staging)
+            let initial = (staging as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+            try AdapterStore.save(adapter, config: loaded.config, manifest: m, to: initial)
+            try fm.copyItem(atPath: work, toPath: (staging as NSString).appendingPathComponent("repair"))
+            try QuantizedModelStore.replaceDirectory(model, with: staging)
+        } catch {
+            try? fm.removeItem(atPath: staging)
+            throw error
+        }
+        print("tuned levels and the repaired initial adapter installed in \(model) (new base fingerprint)")
     }
 }
