@@ -43,7 +43,8 @@ w = 'the cat sat on a mat dog ran'.split()
 for name, n in (('train.txt', 3000), ('valid.txt', 600)):
     open('$W/' + name, 'w').write(' '.join(random.choice(w) for _ in range(n)))"
     "$LOWRA" quantize --model Tests/Fixtures/tiny_hf --bits 1.5 --init none --out runs/fuzz/base >/dev/null
-    "$LOWRA" quantize --model Tests/Fixtures/tiny_llama3_hf --bits 2 --no-double-quant --init none --out "$W/q2" >/dev/null
+    "$LOWRA" quantize --model Tests/Fixtures/tiny_llama3_hf --bits 2 --no-double-quant --init none \
+        --out "$W/q2" >/dev/null
     "$LOWRA" finetune --model runs/fuzz/base --train "$W/train.txt" --valid "$W/valid.txt" --out "$W/ad" --steps 1 \
         --seq 32 --batch 2 --valid-sequences 2 --rank 1 >/dev/null
     "$LOWRA" adapter compress "$W/ad" --bits 4 --out "$W/adc4" >/dev/null
@@ -51,11 +52,12 @@ for name, n in (('train.txt', 3000), ('valid.txt', 600)):
 fi
 mkdir -p runs/fuzz/directory-seeds runs/fuzz/data-seeds
 for q in runs/fuzz/base "$W/q2"; do
-    pack "runs/fuzz/directory-seeds/model-$(basename "$q")" "$q"/{lowra_quant.json,config.json,model.safetensors,precision_map.json}
+    pack "runs/fuzz/directory-seeds/model-$(basename "$q")" \
+        "$q"/{lowra_quant.json,config.json,model.safetensors,precision_map.json}
 done
 for a in ad adc4 adc2; do
-    pack "runs/fuzz/directory-seeds/adapter-$a" \
-        "$W/$a"/{lowra_manifest.json,adapter_config.json,adapter_card.json,adapter_model.safetensors,adapter_model.lowra.safetensors}
+    pack "runs/fuzz/directory-seeds/adapter-$a" "$W/$a"/{lowra_manifest.json,adapter_config.json,adapter_card.json} \
+        "$W/$a"/{adapter_model.safetensors,adapter_model.lowra.safetensors}
 done
 head -c 600 "$W/train.txt" > runs/fuzz/data-seeds/text.txt
 printf '%s\n' '{"prompt": "Say hi", "response": "hi there"}' \

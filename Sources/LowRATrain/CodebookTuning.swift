@@ -46,7 +46,9 @@ public final class CodebookTuner {
         master = layers.flatMap(\.packed.levels)
         grad = [Float](repeating: 0, count: master.count)
         adam = AdamW(count: master.count)
-        for (i, layer) in layers.enumerated() { index[layer.block * LinearKind.allCases.count + layer.kind.rawValue] = i }
+        for (i, layer) in layers.enumerated() {
+            index[layer.block * LinearKind.allCases.count + layer.kind.rawValue] = i
+        }
         let widest = layers.map { $0.packed.outFeatures * $0.packed.inFeatures }.max()!
         dW = .allocate(capacity: widest)
     }
@@ -114,7 +116,8 @@ public final class CodebookTuner {
         w.metadata["format"] = "lowra-tuned-levels"
         for (i, layer) in layers.enumerated() {
             let levels = snappedLevels(i)
-            w.add(WeightNaming.huggingFace.linear(layer.block, layer.kind) + ".levels", shape: [levels.count]) { levels }
+            let name = WeightNaming.huggingFace.linear(layer.block, layer.kind) + ".levels"
+            w.add(name, shape: [levels.count]) { levels }
         }
         try w.write(to: path)
     }

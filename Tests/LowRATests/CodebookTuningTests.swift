@@ -38,8 +38,8 @@ final class CodebookTuningTests: XCTestCase {
                 func loss(_ delta: Float) throws -> Double {
                     var levels = layer.packed.levels
                     levels[k] += delta
-                    graph.replaceLinear(
-                        layer.block, layer.kind, with: Linear(packed: try layer.packed.withLevels(levels), bias: layer.bias))
+                    let linear = Linear(packed: try layer.packed.withLevels(levels), bias: layer.bias)
+                    graph.replaceLinear(layer.block, layer.kind, with: linear)
                     return try graph.loss(inputs: inputs, targets: targets, adapter: adapter).loss
                 }
                 let num = (try loss(eps) - loss(-eps)) / Double(count) / Double(2 * eps)
@@ -59,7 +59,8 @@ final class CodebookTuningTests: XCTestCase {
         var rng = SplitMix64(seed: 4)
         let (out, inF) = (24, 150)
         let bits = (0..<out).map { UInt8([1, 2, 4][$0 % 3]) }
-        let size = PackedLinear.arraySizes(outFeatures: out, inFeatures: inF, bits: bits, doubleQuant: true, scope: .channel)
+        let size = PackedLinear.arraySizes(
+            outFeatures: out, inFeatures: inF, bits: bits, doubleQuant: true, scope: .channel)
         let p = try PackedLinear(
             outFeatures: out, inFeatures: inF, bits: bits,
             codes: (0..<size.codes).map { _ in UInt8(truncatingIfNeeded: rng.next()) },
@@ -67,7 +68,9 @@ final class CodebookTuningTests: XCTestCase {
             levels: (0..<size.levels).map { _ in Float(rng.nextUnit() * 2 - 1) }, scope: .channel)
         let dW = (0..<(out * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) }
         var got = [Float](repeating: 0, count: p.levels.count)
-        dW.withUnsafeBufferPointer { d in got.withUnsafeMutableBufferPointer { p.accumulateLevelGradient(d.baseAddress!, into: $0.baseAddress!) } }
+        dW.withUnsafeBufferPointer { d in
+            got.withUnsafeMutableBufferPointer { p.accumulateLevelGradient(d.baseAddress!, into: $0.baseAddress!) }
+        }
         let nb = (inF + 63) / 64
         var want = [Double](repeating: 0, count: p.levels.count)
         for r in 0..<out {

@@ -130,7 +130,8 @@ final class FaultTests: XCTestCase {
         for (path, parent) in cases { XCTAssertEqual(parentDirectory(of: path), parent, path) }
         let dir = try temporaryDirectory(self)
         let q = try runProcess(
-            Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q"], in: dir)
+            Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q"],
+            in: dir)
         XCTAssertEqual(q.status, 0, q.err)
         XCTAssertTrue(QuantizedModelStore.isQuantizedDirectory("\(dir)/q"))
         try String(repeating: "some text to train on. ", count: 40).write(

@@ -71,8 +71,8 @@ final class SafeTensorsTests: XCTestCase {
         try check(unsupported, "F64")
         // Shapes whose element or byte count overflows: refused, not wrapped around (2⁹³ elements
         // wrapped to 0 and matched an empty data range) nor trapping (2⁶² elements × 4 bytes).
-        for (shape, offsets) in [("[2147483648,2147483648,2147483648]", "[0,0]"), ("[2147483648,2147483648]", "[0,0]")] {
-            let h = #"{"w":{"dtype":"F32","shape":"# + shape + #","data_offsets":"# + offsets + "}}"
+        for shape in ["[2147483648,2147483648,2147483648]", "[2147483648,2147483648]"] {
+            let h = #"{"w":{"dtype":"F32","shape":"# + shape + #","data_offsets":[0,0]}}"#
             var overflow = withUnsafeBytes(of: UInt64(h.utf8.count).littleEndian) { Data($0) }
             overflow.append(contentsOf: Array(h.utf8))
             try check(overflow, "is too large")
