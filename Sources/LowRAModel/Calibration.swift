@@ -18,6 +18,8 @@ public struct CalibrationRequest: Sendable {
     public var errorFeedback: Bool = true
     /// H + λI with λ this fraction of H's mean diagonal.
     public var damping: Float = 0.01
+    /// After error feedback, each row's levels refit to its codes through H (`refitLevels`).
+    public var refitLevels = false
 
     public init(config: LlamaConfig, tokens: [Int], window: Int, source: String) throws {
         guard window >= 2, tokens.count >= window else {

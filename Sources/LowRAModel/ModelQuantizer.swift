@@ -400,7 +400,7 @@ extension LlamaWeights {
         let site = plan.sequential ? plan.siteFactors[l.kind.input] : nil
         guard let lq = request.loftq else {
             guard let site else { return PackedLayer(packed: try a.pack(w, bits: bits)) }
-            let r = try a.packWithErrorFeedback(w, bits: bits, inverseFactor: site.u)
+            let r = try a.packWithErrorFeedback(w, bits: bits, inverseFactor: site.u, covariance: site.covariance)
             return PackedLayer(packed: r.packed, rowErrors: r.rowErrors)
         }
         let scale = lq.alpha / Float(lq.rank)
@@ -413,7 +413,9 @@ extension LlamaWeights {
                 quantize: { target in
                     let ta = analyzeTensor(
                         target, out: out, in: inF, options: options, columnWeights: site.diagonal, rowBits: bits)
-                    return try ta.packWithErrorFeedback(target, bits: bits, inverseFactor: site.u).packed
+                    return try ta.packWithErrorFeedback(
+                        target, bits: bits, inverseFactor: site.u, covariance: site.covariance
+                    ).packed
                 },
                 lowRank: { residual, step in
                     if let lower = site.lower {
@@ -452,6 +454,8 @@ struct SiteFactors {
     var lower: [Float]?
     /// E[x_j²], Lloyd-Max's column weights.
     var diagonal: [Float]
+    /// The damped H, when levels are refit to the codes.
+    var covariance: [Float]? = nil
 }
 
 /// What pass 1 and the assignment decided (see `LlamaWeights.quantizationPlan`), and the report
@@ -537,7 +541,7 @@ public final class QuantizationPlan: @unchecked Sendable {
             return SiteFactors(
                 u: try inverseCholeskyUpper(d.values, n: d.n),
                 lower: request.loftq?.calibrated == true ? try choleskyFactor(d.values, n: d.n) : nil,
-                diagonal: h.diagonal)
+                diagonal: h.diagonal, covariance: cal.refitLevels ? d.values : nil)
         }
         factorsBlock = l
     }

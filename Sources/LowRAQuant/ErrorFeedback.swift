@@ -156,3 +156,81 @@ public func errorFeedbackQuantize(
     }
     return ErrorFeedbackResult(codes: codes, rowErrors: errors)
 }
+
+/// Each row's levels refit to its codes (error feedback chose them for the old levels): with the
+/// codes fixed, row r's weight is Σ_c L_c m_c (m_c the block scales where code c sits, 0
+/// elsewhere), and the output error (w_r − Σ_c L_c m_c) H (w_r − Σ_c L_c m_c)ᵀ is a quadratic in
+/// the row's k levels, minimized exactly by the k × k normal equations (M H Mᵀ) L = M H w_r. A
+/// level no weight uses, or a row whose system is singular, keeps its old value. `h` is the
+/// (damped) input covariance (in, in); returns the levels in `codebooks.levels`' layout.
+public func refitLevels(
+    _ w: [Float], out: Int, in n: Int, codes: [UInt8], codebooks: RowCodebooks, covariance h: [Float]
+) -> [Float] {
+    precondition(w.count == out * n && codes.count == out * n && h.count == n * n)
+    precondition(codebooks.rows == out && codebooks.columns == n)
+    let nb = (n + codebooks.blockSize - 1) / codebooks.blockSize
+    func scale(_ r: Int, _ j: Int) -> Float { codebooks.scales[r * nb + j / codebooks.blockSize] }
+    var levels = codebooks.levels
+    // hw (out, n) = W H (H symmetric): the right-hand sides' inputs.
+    var hw = [Float](repeating: 0, count: out * n)
+    matmul(w, h, &hw, m: out, n: n, k: n)
+    // Rows grouped by codebook size k; per group one product (rows·k, n) = S H, S's row (r, c)
+    // holding row r's block scales where its code is c.
+    let sizes = (0..<out).map { codebooks.offsets[$0 + 1] - codebooks.offsets[$0] }
+    for k in Set(sizes).sorted() {
+        let rows = (0..<out).filter { sizes[$0] == k }
+        var sm = [Float](repeating: 0, count: rows.count * k * n)
+        for (i, r) in rows.enumerated() {
+            for j in 0..<n { sm[(i * k + Int(codes[r * n + j])) * n + j] = scale(r, j) }
+        }
+        var mh = [Float](repeating: 0, count: rows.count * k * n)
+        matmul(sm, h, &mh, m: rows.count * k, n: n, k: n)
+        for (i, r) in rows.enumerated() {
+            // A = M H Mᵀ and the right-hand side M H w_r, in Double.
+            var a = [Double](repeating: 0, count: k * k)
+            var rhs = [Double](repeating: 0, count: k)
+            var used = [Bool](repeating: false, count: k)
+            for t in 0..<n {
+                let c2 = Int(codes[r * n + t])
+                let s = Double(scale(r, t))
+                guard s != 0 else { continue }
+                used[c2] = true
+                rhs[c2] += s * Double(hw[r * n + t])
+                for c in 0..<k { a[c * k + c2] += s * Double(mh[(i * k + c) * n + t]) }
+            }
+            let idx = (0..<k).filter { used[$0] }
+            guard !idx.isEmpty, let x = solveSymmetric(a, rhs, k: k, indices: idx) else { continue }
+            for (i, c) in idx.enumerated() where x[i].isFinite { levels[codebooks.offsets[r] + c] = Float(x[i]) }
+        }
+    }
+    return levels
+}
+
+/// Solves the sub-system of the symmetric k × k `a` on `indices` (Gaussian elimination with
+/// partial pivoting, in Double); nil when it is singular.
+func solveSymmetric(_ a: [Double], _ b: [Double], k: Int, indices: [Int]) -> [Double]? {
+    let m = indices.count
+    var s = [Double](repeating: 0, count: m * (m + 1))
+    for (i, ci) in indices.enumerated() {
+        for (j, cj) in indices.enumerated() { s[i * (m + 1) + j] = a[ci * k + cj] }
+        s[i * (m + 1) + m] = b[ci]
+    }
+    let scale = (0..<m).map { abs(s[$0 * (m + 1) + $0]) }.max() ?? 0
+    guard scale > 0 else { return nil }
+    for col in 0..<m {
+        let p = (col..<m).max { abs(s[$0 * (m + 1) + col]) < abs(s[$1 * (m + 1) + col]) }!
+        guard abs(s[p * (m + 1) + col]) > scale * 1e-12 else { return nil }
+        if p != col { for t in 0...m { s.swapAt(p * (m + 1) + t, col * (m + 1) + t) } }
+        for row in (col + 1)..<m {
+            let f = s[row * (m + 1) + col] / s[col * (m + 1) + col]
+            if f != 0 { for t in col...m { s[row * (m + 1) + t] -= f * s[col * (m + 1) + t] } }
+        }
+    }
+    var x = [Double](repeating: 0, count: m)
+    for i in stride(from: m - 1, through: 0, by: -1) {
+        var v = s[i * (m + 1) + m]
+        for t in (i + 1)..<m { v -= s[i * (m + 1) + t] * x[t] }
+        x[i] = v / s[i * (m + 1) + i]
+    }
+    return x
+}

@@ -254,12 +254,25 @@ extension TensorAnalysis {
     /// Packs w at the given per-row precisions with error feedback (`errorFeedbackQuantize`)
     /// through `inverseFactor`, the upper Cholesky factor of the damped H⁻¹; returns each row's
     /// output error tr(D H Dᵀ) too.
+    /// With `covariance` (the damped H itself, per-row codebooks only) each row's levels are then
+    /// refit to its codes (`refitLevels`) and snapped to the kernels' grid, and the row errors
+    /// measured again for the levels kept.
     public func packWithErrorFeedback(
-        _ w: [Float], bits: [UInt8], inverseFactor u: [Float]
+        _ w: [Float], bits: [UInt8], inverseFactor u: [Float], covariance: [Float]? = nil
     ) throws -> (packed: PackedLinear, rowErrors: [Double]) {
         try checkPrecisions(bits)
-        let r = errorFeedbackQuantize(w, out: outFeatures, in: inFeatures, inverseFactor: u, codebooks: codebooks(bits))
-        return (try pack(codes: r.codes, bits: bits), r.rowErrors)
+        let books = codebooks(bits)
+        let r = errorFeedbackQuantize(w, out: outFeatures, in: inFeatures, inverseFactor: u, codebooks: books)
+        guard let h = covariance, options.scope == .channel else { return (try pack(codes: r.codes, bits: bits), r.rowErrors) }
+        var levels = refitLevels(w, out: outFeatures, in: inFeatures, codes: r.codes, codebooks: books, covariance: h)
+        levels.withUnsafeMutableBufferPointer { lb in
+            for row in 0..<outFeatures {
+                snapToIntegerLevels(lb.baseAddress! + books.offsets[row], count: books.offsets[row + 1] - books.offsets[row])
+            }
+        }
+        let packed = try pack(codes: r.codes, bits: bits, levels: levels)
+        let d = zip(w, packed.dequantized()).map { $0 - $1 }
+        return (packed, InputCovariance(n: inFeatures, values: h, tokens: 0).rowErrors(d, rows: outFeatures))
     }
 
     /// Each row's codebook at its precision, in units of its blocks' absmax.
@@ -287,7 +300,8 @@ extension TensorAnalysis {
     }
 
     /// Packs per-weight codes (out, in), each an index into its row's levels at its precision.
-    public func pack(codes: [UInt8], bits: [UInt8]) throws -> PackedLinear {
+    /// `levels`: per-row codebooks in the packed layout to use instead of the analyzed ones.
+    public func pack(codes: [UInt8], bits: [UInt8], levels override: [Float]? = nil) throws -> PackedLinear {
         let out = outFeatures
         let inF = inFeatures
         var offsets = [0]
@@ -307,7 +321,9 @@ extension TensorAnalysis {
             }
         }
         var lv = [Float]()
-        if options.scope == .channel {
+        if let override {
+            lv = override
+        } else if options.scope == .channel {
             for r in 0..<out {
                 let k = 1 << Int(bits[r])
                 lv += levels[Int(bits[r])]![(r * k)..<((r + 1) * k)]

@@ -45,6 +45,8 @@ struct QuantizeCommand: ParsableCommand {
             """)
     var calibrationMethod: String = "gptq"
     @Option(help: "Damping of the input covariance, as a fraction of its mean diagonal.") var damping: Float = 0.01
+    @Flag(help: "After error feedback, refit each row's levels to its codes through the input covariance (gptq).")
+    var refitLevels = false
     @Option(
         help: """
             fisher: weigh each channel's error in the assignment by its output-channel Fisher E[(dL/dy)²] on the \
@@ -82,6 +84,9 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
         guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
+        if refitLevels && (calibration == nil || calibration == "none" || calibrationMethod != "gptq") {
+            throw ValidationError("--refit-levels needs --calibration TEXT with --calibration-method gptq")
+        }
         guard ["fisher", "none"].contains(sensitivity) else {
             throw ValidationError("--sensitivity takes fisher or none")
         }
@@ -151,6 +156,7 @@ struct QuantizeCommand: ParsableCommand {
                 source: (path as NSString).lastPathComponent)
             request.calibration!.errorFeedback = calibrationMethod == "gptq"
             request.calibration!.damping = damping
+            request.calibration!.refitLevels = refitLevels
             if sensitivity == "fisher" {
                 let bar = ProgressBar("fisher ")
                 let t0 = Date()
