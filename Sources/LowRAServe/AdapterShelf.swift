@@ -47,6 +47,7 @@ public final class AdapterShelf: @unchecked Sendable {
     private var latest = [String: String]()  // name → id of its highest version
     private var refusals = [String: (dir: String, refusal: AdapterCard.Refusal)]()  // by name
     private var resident = [String: (adapter: Resident, lastUse: UInt64)]()
+    private var expansions = [String: (adapter: LoRAAdapter, users: Int)]()  // by id, while in use
 
     enum Resident {
         case full(LoRAAdapter)
@@ -170,16 +171,45 @@ public final class AdapterShelf: @unchecked Sendable {
 
     /// The adapter's factors, loaded on first use; others leave, least recently used first, to
     /// keep the resident bytes under the cap. A compressed adapter stays compressed while
-    /// resident and is expanded for each request.
-    public func adapter(_ e: Entry) throws -> LoRAAdapter {
-        try expand(try residentAdapter(e))
+    /// resident; its fp32 expansion exists while requests use it, one shared by all of them (the
+    /// same storage, so a decode step multiplies their rows together), and is dropped when the
+    /// last one ends. Pair every call with `release`.
+    public func acquire(_ e: Entry) throws -> LoRAAdapter {
+        let c: CompressedAdapter
+        switch try residentAdapter(e) {
+        case .full(let a): return a
+        case .compressed(let compressed): c = compressed
+        }
+        if let a = lock.withLock({ () -> LoRAAdapter? in
+            guard var x = expansions[e.id] else { return nil }
+            x.users += 1
+            expansions[e.id] = x
+            return x.adapter
+        }) {
+            return a
+        }
+        let a = try c.expanded(config: config)  // outside the lock
+        return lock.withLock {
+            var x = expansions[e.id] ?? (a, 0)  // another request may have expanded it meanwhile
+            x.users += 1
+            expansions[e.id] = x
+            return x.adapter
+        }
     }
 
-    private func expand(_ r: Resident) throws -> LoRAAdapter {
-        switch r {
-        case .full(let a): a
-        case .compressed(let c): try c.expanded(config: config)
+    /// Ends one `acquire` of `e`: a compressed adapter's expansion goes when no request uses it.
+    public func release(_ e: Entry) {
+        lock.withLock {
+            guard var x = expansions[e.id] else { return }
+            x.users -= 1
+            expansions[e.id] = x.users > 0 ? x : nil
         }
+    }
+
+    /// Compressed adapters expanded for running requests, and their fp32 bytes.
+    public var expandedCount: Int { lock.withLock { expansions.count } }
+    public var expandedBytes: Int {
+        lock.withLock { expansions.values.reduce(0) { $0 + 4 * $1.adapter.values.count } }
     }
 
     private func residentAdapter(_ e: Entry) throws -> Resident {

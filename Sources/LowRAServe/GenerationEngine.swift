@@ -16,6 +16,8 @@ public final class GenerationEngine: @unchecked Sendable {
         public var adapter: LoRAAdapter?
         /// A label for metrics and logs (the adapter's name or the base's).
         public var label: String
+        /// Called once when the request ends, however it ends (the shelf's `release`).
+        public var onFinish: (@Sendable () -> Void)?
 
         public init(prompt: [Int], maxTokens: Int, sampling: SamplingOptions, adapter: LoRAAdapter?, label: String) {
             self.prompt = prompt
@@ -108,13 +110,18 @@ public final class GenerationEngine: @unchecked Sendable {
             let flag = Flag()
             continuation.onTermination = { _ in flag.set() }
             let capacity = min(model.config.maxPositions, job.prompt.count + job.maxTokens)
+            let ended = Flag()
             let seq = Running(
                 job: job, cancelled: flag,
                 emit: { event in
                     continuation.yield(event)
                     switch event {
                     case .token: break
-                    case .finished, .failed: continuation.finish()
+                    case .finished, .failed:
+                        guard !ended.isSet else { return }
+                        ended.set()
+                        continuation.finish()
+                        job.onFinish?()
                     }
                 }, cache: KVCache(config: model.config, capacity: capacity))
             condition.withLock {

@@ -197,15 +197,15 @@ public final class InferenceServer: Sendable {
         let adapter = try await entry.asyncMap { e in
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<LoRAAdapter, any Error>) in
                 DispatchQueue.global().async {
-                    c.resume(with: Result { try self.shelfCall { try self.shelf.adapter(e) } })
+                    c.resume(with: Result { try self.shelfCall { try self.shelf.acquire(e) } })
                 }
             }
         }
-        let events = engine.submit(
-            GenerationEngine.Job(
-                prompt: prompt, maxTokens: maxTokens, sampling: req.sampling,
-                adapter: entry == nil ? baseAdapter : adapter,
-                label: label))
+        var job = GenerationEngine.Job(
+            prompt: prompt, maxTokens: maxTokens, sampling: req.sampling, adapter: entry == nil ? baseAdapter : adapter,
+            label: label)
+        if let entry { job.onFinish = { [shelf] in shelf.release(entry) } }
+        let events = engine.submit(job)
         let id =
             (kind == .chat ? "chatcmpl-" : "cmpl-")
             + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
@@ -291,6 +291,9 @@ public final class InferenceServer: Sendable {
             Double(shelf.residentCount))
         registry.makeGauge(descriptor: metric("resident_adapter", "bytes", "Bytes of adapters in memory")).set(
             Double(shelf.residentBytes))
+        registry.makeGauge(
+            descriptor: metric("expanded_adapters", "", "Compressed adapters expanded for running requests")
+        ).set(Double(shelf.expandedCount))
         registry.makeGauge(descriptor: metric("active_sequences", "", "Sequences being decoded")).set(Double(s.active))
         registry.makeGauge(descriptor: metric("waiting_requests", "", "Requests waiting for a decode slot")).set(
             Double(s.waiting))

@@ -3,6 +3,7 @@ import XCTest
 
 @testable import LowRAModel
 @testable import LowRATensor
+@testable import LowRAServe
 @testable import LowRATrain
 
 #if canImport(FoundationNetworking)
@@ -270,6 +271,36 @@ final class ServeTests: XCTestCase {
 
     /// Every refusal has its status and an OpenAI-style error body; a flood of malformed requests
     /// leaves the server answering; adapters are added and removed while it runs.
+    /// A compressed adapter's fp32 expansion is one for all the requests using it at once (the
+    /// same storage, so the decoder groups their rows), and goes when the last one ends; a full
+    /// adapter is returned as loaded.
+    func testCompressedExpansionIsSharedWhileInUse() throws {
+        let f = try Self.fixture()
+        let loaded = try LoadedModel.load(f.base)
+        let shelf = try AdapterShelf(
+            directory: f.shelf, config: loaded.config, fingerprint: try baseFingerprint(f.base), minEvalTokens: 1024,
+            capBytes: 1 << 30, maxAdapterBytes: 1 << 30)
+        let compressed = try shelf.entry("delta4")
+        XCTAssertNotNil(compressed.compressionBits)
+        func storage(_ a: LoRAAdapter) -> UInt { a.values.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } }
+        let a1 = try shelf.acquire(compressed)
+        let a2 = try shelf.acquire(compressed)
+        XCTAssertEqual(storage(a1), storage(a2))
+        XCTAssertEqual(shelf.expandedCount, 1)
+        XCTAssertEqual(shelf.expandedBytes, 4 * a1.values.count)
+        shelf.release(compressed)
+        XCTAssertEqual(shelf.expandedCount, 1)
+        shelf.release(compressed)
+        XCTAssertEqual(shelf.expandedCount, 0)
+        let full = try shelf.entry("alpha")
+        XCTAssertNil(full.compressionBits)
+        let b1 = try shelf.acquire(full)
+        XCTAssertEqual(storage(b1), storage(try shelf.acquire(full)))
+        XCTAssertEqual(shelf.expandedCount, 0)
+        shelf.release(full)
+        shelf.release(full)
+    }
+
     func testRefusalsAndHotShelf() async throws {
         let f = try Self.fixture()
         let server = try Server(["--model", f.base, "--shelf", f.shelf, "--max-body-kb", "64"])
@@ -321,6 +352,8 @@ final class ServeTests: XCTestCase {
             ["generate", "--model", f.base, "--adapter", "\(f.shelf)/delta", "--prompt", "Hi", "--max-new-tokens", "6",
                 "--temperature", "0"])
         XCTAssertEqual(completionText(o4), String(g.out.dropLast()))
+        let (_, metrics) = try await rawGet(server, "/metrics")
+        XCTAssertTrue(metrics.contains("lowra_expanded_adapters 0"), metrics)  // released when it ended
         // The card, then removal and a hot add.
         let (cs, card) = try await request(server, "/v1/adapters/charlie", method: "GET")
         XCTAssertEqual(cs, 200)
