@@ -201,6 +201,37 @@ final class QuantizerTests: XCTestCase {
         for l in q.report.layers { XCTAssertLessThan(l.loftqError!, l.zeroInitError!, l.name) }
     }
 
+    /// `--refit-levels` end to end on a tiny model: the first block's layers (same H with or
+    /// without it) leave an output error no larger than error feedback alone, the model loads and
+    /// its levels lie on the kernels' grid.
+    func testRefitLevelsLowerTheFirstBlocksOutputError() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf")).model
+        let tokens = Array(0..<64).map { ($0 * 7 + 5) % m.config.vocabSize }
+        var req = QuantizeRequest(method: .lowra, bits: 2)
+        req.calibration = try CalibrationRequest(config: m.config, tokens: tokens, window: 32, source: "test")
+        let plain = try m.weights.quantized(req)
+        req.calibration!.refitLevels = true
+        let refit = try m.weights.quantized(req)
+        let first = LinearKind.allCases.count
+        for (a, b) in zip(refit.report.layers.prefix(first), plain.report.layers.prefix(first)) {
+            XCTAssertLessThanOrEqual(a.relativeError, b.relativeError * (1 + 1e-4), a.name)
+        }
+        XCTAssertLessThan(
+            refit.report.layers.prefix(first).map(\.relativeError).reduce(0, +),
+            plain.report.layers.prefix(first).map(\.relativeError).reduce(0, +))
+        for block in refit.weights.blocks {
+            for kind in LinearKind.allCases {
+                let p = try XCTUnwrap(block[kind].packed)
+                for r in 0..<p.outFeatures {
+                    var row = Array(p.levels[p.levelOffsets[r]..<(p.levelOffsets[r] + (1 << Int(p.bits[r])))])
+                    let kept = row
+                    row.withUnsafeMutableBufferPointer { snapToIntegerLevels($0.baseAddress!, count: $0.count) }
+                    XCTAssertEqual(row, kept)
+                }
+            }
+        }
+    }
+
     func testDoubleQuantizedScalesNeverUnderestimate() {
         let raw: [Float] = (0..<1000).map { _ in Float.random(in: 0...3) }
         let s = AbsmaxStorage(raw: raw, doubleQuant: true)
