@@ -60,9 +60,11 @@ for a in ad adc4 adc2; do
         "$W/$a"/{adapter_model.safetensors,adapter_model.lowra.safetensors}
 done
 head -c 600 "$W/train.txt" > runs/fuzz/data-seeds/text.txt
-printf '%s\n' '{"prompt": "Say hi", "response": "hi there"}' \
-    '{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "cat?"}, {"role": "assistant", "content": "a mat"}]}' \
-    > runs/fuzz/data-seeds/chat.jsonl
+{
+    echo '{"prompt": "Say hi", "response": "hi there"}'
+    echo '{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "cat?"}, '\
+'{"role": "assistant", "content": "a mat"}]}'
+} > runs/fuzz/data-seeds/chat.jsonl
 declare -A seeds=([FuzzGGUF]="Tests/Fixtures/*.gguf" [FuzzSafeTensors]="Tests/Fixtures/tiny_hf*/*.safetensors"
   [FuzzModelJSON]="Tests/Fixtures/tiny*_hf*/config.json Tests/Fixtures/tokenizer_tiny.json Tests/Fixtures/tiny_hf/tokenizer.json"
   [FuzzRequest]="runs/fuzz/request-seeds/*.json" [FuzzQuantizedModel]="runs/fuzz/directory-seeds/model-*"

@@ -263,11 +263,14 @@ extension TensorAnalysis {
         try checkPrecisions(bits)
         let books = codebooks(bits)
         let r = errorFeedbackQuantize(w, out: outFeatures, in: inFeatures, inverseFactor: u, codebooks: books)
-        guard let h = covariance, options.scope == .channel else { return (try pack(codes: r.codes, bits: bits), r.rowErrors) }
+        guard let h = covariance, options.scope == .channel else {
+            return (try pack(codes: r.codes, bits: bits), r.rowErrors)
+        }
         var levels = refitLevels(w, out: outFeatures, in: inFeatures, codes: r.codes, codebooks: books, covariance: h)
         levels.withUnsafeMutableBufferPointer { lb in
             for row in 0..<outFeatures {
-                snapToIntegerLevels(lb.baseAddress! + books.offsets[row], count: books.offsets[row + 1] - books.offsets[row])
+                let (start, end) = (books.offsets[row], books.offsets[row + 1])
+                snapToIntegerLevels(lb.baseAddress! + start, count: end - start)
             }
         }
         let packed = try pack(codes: r.codes, bits: bits, levels: levels)

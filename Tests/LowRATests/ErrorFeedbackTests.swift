@@ -178,7 +178,9 @@ final class ErrorFeedbackTests: XCTestCase {
         for r in 0..<out {
             XCTAssertLessThanOrEqual(after[r], before[r] * (1 + 1e-5), "row \(r)")
             // ∂/∂L_c tr(D H Dᵀ) = −2 Σ_{j: code c} s_j (D H)_j, against the terms' magnitudes.
-            let dh = (0..<n).map { j in (0..<n).reduce(0.0) { $0 + Double(d[r * n + $1]) * Double(h.values[$1 * n + j]) } }
+            let dh = (0..<n).map { j in
+                (0..<n).reduce(0.0) { $0 + Double(d[r * n + $1]) * Double(h.values[$1 * n + j]) }
+            }
             let k = offsets[r + 1] - offsets[r]
             var g = [Double](repeating: 0, count: k)
             var mag = [Double](repeating: 0, count: k)
