@@ -50,7 +50,7 @@ for name, n in (('train.txt', 3000), ('valid.txt', 600)):
     "$LOWRA" adapter compress "$W/ad" --bits 4 --out "$W/adc4" >/dev/null
     "$LOWRA" adapter compress "$W/ad" --bits 2 --out "$W/adc2" >/dev/null
 fi
-mkdir -p runs/fuzz/directory-seeds runs/fuzz/data-seeds
+mkdir -p runs/fuzz/directory-seeds runs/fuzz/data-seeds runs/fuzz/json-seeds
 for q in runs/fuzz/base "$W/q2"; do
     pack "runs/fuzz/directory-seeds/model-$(basename "$q")" \
         "$q"/{lowra_quant.json,config.json,model.safetensors,precision_map.json}
@@ -65,8 +65,17 @@ head -c 600 "$W/train.txt" > runs/fuzz/data-seeds/text.txt
     echo '{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "cat?"}, '\
 '{"role": "assistant", "content": "a mat"}]}'
 } > runs/fuzz/data-seeds/chat.jsonl
+# tokenizer.json with its tokenizer_config.json's keys (the chat template) in one object: FuzzModelJSON
+# writes each input as both files.
+for m in tiny_hf tiny_llama3_hf; do
+    [ -f "Tests/Fixtures/$m/tokenizer_config.json" ] || continue
+    python3 -c "import json, sys; t = json.load(open(sys.argv[1])); t.update(json.load(open(sys.argv[2])))
+json.dump(t, open(sys.argv[3], 'w'))" "Tests/Fixtures/$m/tokenizer.json" "Tests/Fixtures/$m/tokenizer_config.json" \
+        "runs/fuzz/json-seeds/tokenizer-template-$m.json"
+done
 declare -A seeds=([FuzzGGUF]="Tests/Fixtures/*.gguf" [FuzzSafeTensors]="Tests/Fixtures/tiny_hf*/*.safetensors"
-  [FuzzModelJSON]="Tests/Fixtures/tiny*_hf*/config.json Tests/Fixtures/tokenizer_tiny.json Tests/Fixtures/tiny_hf/tokenizer.json"
+  [FuzzModelJSON]="Tests/Fixtures/tiny*_hf*/config.json Tests/Fixtures/tokenizer_tiny.json Tests/Fixtures/tiny_hf/tokenizer.json
+    runs/fuzz/json-seeds/tokenizer-template-*.json"
   [FuzzRequest]="runs/fuzz/request-seeds/*.json" [FuzzQuantizedModel]="runs/fuzz/directory-seeds/model-*"
   [FuzzAdapter]="runs/fuzz/directory-seeds/adapter-*" [FuzzTrainingData]="runs/fuzz/data-seeds/*")
 declare -A dicts=([FuzzModelJSON]="Fuzz/dicts/model_json.dict" [FuzzRequest]="Fuzz/dicts/request.dict"

@@ -1,7 +1,8 @@
 // A model directory's JSON under libFuzzer: the input is written as config.json (read and
-// validated by `LoadedModel.readConfig`) and as tokenizer.json (built into a `Tokenizer`, which
-// then encodes and decodes a short text). Bad input must end in a thrown LowRAError, never a
-// trap, a hang or an unbounded allocation.
+// validated by `LoadedModel.readConfig`), as tokenizer.json and as tokenizer_config.json (built
+// into a `Tokenizer`, whose chat template — the config's "chat_template" — renders a short
+// conversation, and which encodes and decodes a short text). Bad input must end in a thrown
+// LowRAError, never a trap, a hang or an unbounded allocation.
 import Foundation
 import FuzzSupport
 import LowRAModel
@@ -18,10 +19,15 @@ public func fuzzModelJSON(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let config = directory + "/config.json"
     let tokenizer = directory + "/tokenizer.json"
     guard FileManager.default.createFile(atPath: config, contents: bytes),
-        FileManager.default.createFile(atPath: tokenizer, contents: bytes)
+        FileManager.default.createFile(atPath: tokenizer, contents: bytes),
+        FileManager.default.createFile(atPath: directory + "/tokenizer_config.json", contents: bytes)
     else { return 0 }
     _ = try? LoadedModel.readConfig(directory)
     if let t = try? Tokenizer(tokenizerJSON: tokenizer) {
+        _ = try? t.chatTemplate?.render([
+            ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi <|im_end|>"),
+            ChatMessage(role: "assistant", content: "Hello"), ChatMessage(role: "user", content: "Über 東京"),
+        ])
         let ids = t.encode("Hello, world! 12345 <|im_start|>user\nÜber 東京 🙂")
         _ = t.decode(ids)
     }
