@@ -74,8 +74,8 @@ json.dump(t, open(sys.argv[3], 'w'))" "Tests/Fixtures/$m/tokenizer.json" "Tests/
         "runs/fuzz/json-seeds/tokenizer-template-$m.json"
 done
 declare -A seeds=([FuzzGGUF]="Tests/Fixtures/*.gguf" [FuzzSafeTensors]="Tests/Fixtures/tiny_hf*/*.safetensors"
-  [FuzzModelJSON]="Tests/Fixtures/tiny*_hf*/config.json Tests/Fixtures/tokenizer_tiny.json Tests/Fixtures/tiny_hf/tokenizer.json
-    runs/fuzz/json-seeds/tokenizer-template-*.json"
+  [FuzzModelJSON]="Tests/Fixtures/tiny*_hf*/config.json Tests/Fixtures/tokenizer_tiny.json
+    Tests/Fixtures/tiny_hf/tokenizer.json runs/fuzz/json-seeds/tokenizer-template-*.json"
   [FuzzRequest]="runs/fuzz/request-seeds/*.json" [FuzzQuantizedModel]="runs/fuzz/directory-seeds/model-*"
   [FuzzAdapter]="runs/fuzz/directory-seeds/adapter-*" [FuzzTrainingData]="runs/fuzz/data-seeds/*")
 declare -A dicts=([FuzzModelJSON]="Fuzz/dicts/model_json.dict" [FuzzRequest]="Fuzz/dicts/request.dict"
