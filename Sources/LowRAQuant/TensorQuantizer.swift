@@ -174,6 +174,15 @@ public func snapToIntegerLevels(_ levels: UnsafeMutablePointer<Float>, count: In
     for k in 0..<count { levels[k] = lo + step * Float(u[k]) }
 }
 
+/// The same for every row of per-row codebooks: row r's levels are levels[offsets[r]..<offsets[r + 1]].
+public func snapToIntegerLevels(_ levels: inout [Float], rowOffsets offsets: [Int]) {
+    levels.withUnsafeMutableBufferPointer { b in
+        for r in 0..<(offsets.count - 1) {
+            snapToIntegerLevels(b.baseAddress! + offsets[r], count: offsets[r + 1] - offsets[r])
+        }
+    }
+}
+
 /// x = w / scale of its block, clamped to [-1, 1]; wt = the learner weight of its block.
 @inline(__always)
 func normalizeRow(
@@ -267,12 +276,7 @@ extension TensorAnalysis {
             return (try pack(codes: r.codes, bits: bits), r.rowErrors)
         }
         var levels = refitLevels(w, out: outFeatures, in: inFeatures, codes: r.codes, codebooks: books, covariance: h)
-        levels.withUnsafeMutableBufferPointer { lb in
-            for row in 0..<outFeatures {
-                let (start, end) = (books.offsets[row], books.offsets[row + 1])
-                snapToIntegerLevels(lb.baseAddress! + start, count: end - start)
-            }
-        }
+        snapToIntegerLevels(&levels, rowOffsets: books.offsets)
         let packed = try pack(codes: r.codes, bits: bits, levels: levels)
         let d = zip(w, packed.dequantized()).map { $0 - $1 }
         return (packed, InputCovariance(n: inFeatures, values: h, tokens: 0).rowErrors(d, rows: outFeatures))

@@ -99,11 +99,7 @@ public final class CodebookTuner {
     public func snappedLevels(_ i: Int) -> [Float] {
         let p = layers[i].packed
         var v = Array(master[layers[i].offset..<(layers[i].offset + p.levels.count)])
-        v.withUnsafeMutableBufferPointer { b in
-            for r in 0..<p.outFeatures {
-                snapToIntegerLevels(b.baseAddress! + p.levelOffsets[r], count: 1 << Int(p.bits[r]))
-            }
-        }
+        snapToIntegerLevels(&v, rowOffsets: p.levelOffsets + [p.levels.count])
         return v
     }
 
@@ -133,16 +129,6 @@ public final class CodebookTuner {
                 guard file.tensors[name] != nil else { throw LowRAError(.missingTensor, "\(path): no \(name)") }
                 w.blocks[l][kind] = Linear(packed: try p.withLevels(try file.floats(name)), bias: block[kind].bias)
             }
-        }
-        return w
-    }
-
-    /// `weights` with every tuned layer's snapped levels.
-    public func tunedWeights(_ weights: LlamaWeights) throws -> LlamaWeights {
-        var w = weights
-        for (i, layer) in layers.enumerated() {
-            w.blocks[layer.block][layer.kind] = Linear(
-                packed: try layer.packed.withLevels(snappedLevels(i)), bias: layer.bias)
         }
         return w
     }

@@ -121,11 +121,7 @@ final class CodebookTuningTests: XCTestCase {
             var snapped = tuner.snappedLevels(i)
             let again = snapped
             let p = tuner.layers[i].packed
-            snapped.withUnsafeMutableBufferPointer { b in
-                for r in 0..<p.outFeatures {
-                    snapToIntegerLevels(b.baseAddress! + p.levelOffsets[r], count: 1 << Int(p.bits[r]))
-                }
-            }
+            snapToIntegerLevels(&snapped, rowOffsets: p.levelOffsets + [p.levels.count])
             XCTAssertEqual(snapped, again)
         }
     }

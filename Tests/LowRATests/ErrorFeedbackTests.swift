@@ -34,6 +34,22 @@ final class ErrorFeedbackTests: XCTestCase {
         }
     }
 
+    /// Per-row codebooks of 2, 4 and 16 random sorted levels (by row, in turn) over absmax blocks
+    /// of 64 of `w` (out, n), the last one partial when 64 does not divide n.
+    private func randomCodebooks(_ w: [Float], out: Int, n: Int, rng: inout SplitMix64) -> RowCodebooks {
+        let nb = (n + 63) / 64
+        var levels = [Float]()
+        var offsets = [0]
+        var scales = [Float]()
+        for r in 0..<out {
+            let k = [2, 4, 16][r % 3]
+            levels += (0..<k).map { _ in Float(rng.nextUnit() * 2 - 1) }.sorted()
+            offsets.append(levels.count)
+            for b in 0..<nb { scales.append((b * 64..<min(n, b * 64 + 64)).map { abs(w[r * n + $0]) }.max()!) }
+        }
+        return RowCodebooks(rows: out, columns: n, blockSize: 64, levels: levels, offsets: offsets, scales: scales)
+    }
+
     /// GPTQ's uniform grid written as per-row codebooks reproduces the numpy GPTQ
     /// (`scripts/gptq_reference.py`) code for code.
     func testUniformGridMatchesNumpyGPTQ() throws {
@@ -66,16 +82,8 @@ final class ErrorFeedbackTests: XCTestCase {
         let h = covariance(n: n, tokens: 600, seed: 4)
         let damped = InputCovariance(n: n, values: h, tokens: 600).damped(0.01)
         let nb = (n + 63) / 64
-        var levels = [Float]()
-        var offsets = [0]
-        var scales = [Float]()
-        for r in 0..<out {
-            let k = [2, 4, 16][r % 3]
-            levels += (0..<k).map { _ in Float(rng.nextUnit() * 2 - 1) }.sorted()
-            offsets.append(levels.count)
-            for b in 0..<nb { scales.append((b * 64..<min(n, b * 64 + 64)).map { abs(w[r * n + $0]) }.max()!) }
-        }
-        let cb = RowCodebooks(rows: out, columns: n, blockSize: 64, levels: levels, offsets: offsets, scales: scales)
+        let cb = randomCodebooks(w, out: out, n: n, rng: &rng)
+        let (levels, offsets, scales) = (cb.levels, cb.offsets, cb.scales)
         let fast = errorFeedbackQuantize(
             w, out: out, in: n, inverseFactor: try inverseCholeskyUpper(damped.values, n: n), codebooks: cb, block: 32)
 
@@ -145,9 +153,6 @@ final class ErrorFeedbackTests: XCTestCase {
         }
     }
 
-    /// CLoQ's factors reach the closed-form minimum of ‖R − sBA‖²_H (the tail of R L's singular
-    /// values) and the minimum an independent solver (alternating least squares in H's metric)
-    /// converges to; the plain SVD of R (LoftQ's fit) does worse in that metric.
     /// Levels refit to error feedback's codes reach the minimum of each row's output error over
     /// its levels: the gradient 2 M H (Mᵀ L − w_r) of tr(D H Dᵀ) in the levels, computed here in
     /// double precision from the dequantized weights, vanishes for every used level, and the
@@ -158,16 +163,8 @@ final class ErrorFeedbackTests: XCTestCase {
         let w = (0..<(out * n)).map { _ in Float(gaussian(&rng) * 0.05) }
         let h = InputCovariance(n: n, values: covariance(n: n, tokens: 500, seed: 12), tokens: 500).damped(0.01)
         let nb = (n + 63) / 64
-        var levels = [Float]()
-        var offsets = [0]
-        var scales = [Float]()
-        for r in 0..<out {
-            let k = [2, 4, 16][r % 3]
-            levels += (0..<k).map { _ in Float(rng.nextUnit() * 2 - 1) }.sorted()
-            offsets.append(levels.count)
-            for b in 0..<nb { scales.append((b * 64..<min(n, b * 64 + 64)).map { abs(w[r * n + $0]) }.max()!) }
-        }
-        let cb = RowCodebooks(rows: out, columns: n, blockSize: 64, levels: levels, offsets: offsets, scales: scales)
+        let cb = randomCodebooks(w, out: out, n: n, rng: &rng)
+        let (offsets, scales) = (cb.offsets, cb.scales)
         let codes = errorFeedbackQuantize(
             w, out: out, in: n, inverseFactor: try inverseCholeskyUpper(h.values, n: n), codebooks: cb).codes
         var refit = cb
@@ -196,6 +193,9 @@ final class ErrorFeedbackTests: XCTestCase {
         XCTAssertLessThan(after.reduce(0, +), 0.99 * before.reduce(0, +))
     }
 
+    /// CLoQ's factors reach the closed-form minimum of ‖R − sBA‖²_H (the tail of R L's singular
+    /// values) and the minimum an independent solver (alternating least squares in H's metric)
+    /// converges to; the plain SVD of R (LoftQ's fit) does worse in that metric.
     func testCalibratedLowRankReachesTheMinimum() throws {
         let (out, n, rank) = (20, 24, 3)
         var rng = SplitMix64(seed: 9)

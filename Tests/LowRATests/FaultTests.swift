@@ -29,7 +29,7 @@ final class FaultTests: XCTestCase {
 
     /// Nothing named after `out` is left in its parent: no output, no staging directory.
     private func assertNothingLeft(_ out: String, line: UInt = #line) throws {
-        let parent = (out as NSString).deletingLastPathComponent
+        let parent = parentDirectory(of: out)
         let base = (out as NSString).lastPathComponent
         let left = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(base) }
         XCTAssertEqual(left, [], "left beside --out", line: line)
