@@ -180,19 +180,17 @@ public final class AdapterShelf: @unchecked Sendable {
         case .full(let a): return a
         case .compressed(let compressed): c = compressed
         }
-        if let a = lock.withLock({ () -> LoRAAdapter? in
-            guard var x = expansions[e.id] else { return nil }
+        if let a = join(e.id) { return a }
+        // Expanded outside the lock; another request may have expanded it meanwhile (then its own).
+        return join(e.id, installing: try c.expanded(config: config))!
+    }
+
+    /// One more user of `id`'s expansion, `fresh` becoming it when there is none; nil if neither.
+    private func join(_ id: String, installing fresh: LoRAAdapter? = nil) -> LoRAAdapter? {
+        lock.withLock {
+            guard var x = expansions[id] ?? fresh.map({ ($0, 0) }) else { return nil }
             x.users += 1
-            expansions[e.id] = x
-            return x.adapter
-        }) {
-            return a
-        }
-        let a = try c.expanded(config: config)  // outside the lock
-        return lock.withLock {
-            var x = expansions[e.id] ?? (a, 0)  // another request may have expanded it meanwhile
-            x.users += 1
-            expansions[e.id] = x
+            expansions[id] = x
             return x.adapter
         }
     }
