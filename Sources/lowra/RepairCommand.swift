@@ -43,7 +43,7 @@ struct RepairCommand: ParsableCommand {
         let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
         let before = try AdapterStore.loadManifest(initial)
         let work = (model as NSString).appendingPathComponent("repair")
-        var finetune = try FinetuneCommand.parse([
+        let finetune = try FinetuneCommand.parse([
             "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
             "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
             "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
