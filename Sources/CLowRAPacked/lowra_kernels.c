@@ -328,7 +328,8 @@ void lowra_kernel_set_vbmi(int enabled) { vbmi_enabled = enabled && cpu_has_vbmi
 const char *lowra_kernel_variant_name(int path) {
     if (path != LOWRA_PATH_AVX512 || !lowra_kernel_path_supported(path)) return lowra_kernel_path_name(path);
     if (!lowra_cpu_has_vnni()) return "avx512 (integer kernels: avx2)";
-    return lowra_kernel_vbmi() ? "avx512 vnni vbmi" : "avx512 vnni";
+    if (!lowra_kernel_vbmi()) return "avx512 vnni";
+    return lowra_tiled_supported(path) ? "avx512 vnni vbmi tiled" : "avx512 vnni vbmi";
 }
 
 int lowra_kernel_path_supported(int path) {

@@ -684,10 +684,23 @@ VNNI static void q8_0_vnni(const uint8_t *rows, uint64_t row_bytes, const lowra_
 // ---------------------------------------------------------------------------------------------
 // Entry points.
 
+// More columns than a row kernel keeps in flight: in groups of LOWRA_MAX_COLUMNS (a packed
+// weight w, or Q8_0 rows).
+static void by_groups(int path, const lowra_packed_view *w, const uint8_t *rows, uint64_t row_bytes,
+                      const lowra_q8_activations *x, float *y, uint64_t ldy, uint64_t r0, uint64_t r1) {
+    for (uint64_t c = 0; c < x->n; c += LOWRA_MAX_COLUMNS) {
+        const uint64_t count = x->n - c < LOWRA_MAX_COLUMNS ? x->n - c : LOWRA_MAX_COLUMNS;
+        const lowra_q8_activations part = lowra_q8_columns(x, c, count);
+        if (w) lowra_packed_gemm_q8(path, w, &part, y + c * ldy, ldy, r0, r1);
+        else lowra_q8_0_gemm_q8(path, rows, row_bytes, &part, y + c * ldy, ldy, r0, r1);
+    }
+}
+
 void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_activations *x, float *y,
                           uint64_t ldy, uint64_t r0, uint64_t r1) {
     lowra_kernels_init();
     if (x->n == 0 || r0 >= r1) return;
+    if (x->n > LOWRA_MAX_COLUMNS) return by_groups(path, w, NULL, 0, x, y, ldy, r0, r1);
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
 #if defined(__x86_64__)
     if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) {
@@ -702,6 +715,7 @@ void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_a
 void lowra_q8_0_gemm_q8(int path, const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1) {
     if (x->n == 0 || r0 >= r1) return;
+    if (x->n > LOWRA_MAX_COLUMNS) return by_groups(path, NULL, rows, row_bytes, x, y, ldy, r0, r1);
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
 #if defined(__x86_64__)
     if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) return q8_0_vnni(rows, row_bytes, x, y, ldy, r0, r1);

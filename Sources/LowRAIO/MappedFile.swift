@@ -63,6 +63,8 @@ public struct StoredMatrix: @unchecked Sendable {
     public let file: MappedFile
     /// Byte offset of row 0 in the file.
     public let offset: Int
+    /// Q8_0 rows regrouped into tiles for the decode products, built on first use.
+    let tiles = StoredTiles()
 
     public init(rows: Int, cols: Int, type: GGMLType, file: MappedFile, offset: Int) throws {
         guard let (qk, _) = type.blockLayout else {
@@ -115,13 +117,27 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// Y (n, rows) = X (n, cols) · Wᵀ straight from the stored encoding (decode, small batches),
     /// rows split across the workers; requires `multipliesDirectly`.
-    /// Q8_0 rows with integer `activations` (.int16, .int8) use the integer kernel (`lowra_q8_0_gemm_q8`).
+    /// Q8_0 rows with integer `activations` (.int16, .int8) use the integer kernels: the tiled one
+    /// (`lowra_q8_0_tiled_gemm_q8`) where `KernelPath.usesTiles`, else `lowra_q8_0_gemm_q8`.
     public func multiply(
         _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
         activations: KernelActivations = .default
     ) {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
         let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
+        if type == .q8_0 && activations != .float && KernelPath.usesTiles(path) {
+            let t = tiles.view(of: self)
+            withQuantizedActivations(x, columns: n, inFeatures: cols, as: activations) { q in
+                let io = UncheckedSendable((t.view, q, y))
+                parallelFor(t.count, minPerChunk: 4) { range in
+                    lowra_q8_0_tiled_gemm_q8(
+                        Int32(path), io.value.0, io.value.1, io.value.2, UInt64(rows), UInt64(range.lowerBound),
+                        UInt64(range.upperBound))
+                }
+            }
+            withExtendedLifetime(t) {}
+            return
+        }
         if type == .q8_0 && activations != .float {
             withQuantizedActivations(x, columns: n, inFeatures: cols, as: activations) { q in
                 let io = UncheckedSendable((base, q, y))
@@ -141,6 +157,10 @@ public struct StoredMatrix: @unchecked Sendable {
         }
     }
 
+    /// Builds the tiles of a Q8_0 matrix's decode products now (otherwise built on first use);
+    /// returns their bytes (0 for other types).
+    public func prepareTiles() -> Int { type == .q8_0 ? tiles.view(of: self).bytes : 0 }
+
     /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,
     /// and a later read maps them back): for one pass over a model larger than memory.
     public func release() {
@@ -158,5 +178,61 @@ public struct StoredMatrix: @unchecked Sendable {
         var out = [Float](repeating: 0, count: rows * cols)
         out.withUnsafeMutableBufferPointer { dequantizeRows(0..<rows, into: $0.baseAddress!) }
         return out
+    }
+}
+
+/// A Q8_0 matrix's tiles (`lowra_q8_0_tiled_view`) in memory of their own, built once on first use
+/// and shared by the copies of its `StoredMatrix`.
+final class StoredTiles: @unchecked Sendable {
+    final class Built: @unchecked Sendable {
+        let view: UnsafeMutablePointer<lowra_q8_0_tiled_view>
+        let count: Int
+        let bytes: Int
+        private let memory: UnsafeMutableRawPointer
+
+        init(_ m: StoredMatrix) {
+            count = (m.rows + 15) / 16
+            let blocks = count * (m.cols / 32)
+            let codeBytes = 512 * blocks
+            let scaleBytes = 64 * blocks
+            bytes = codeBytes + scaleBytes + 64 * count
+            memory = .allocate(byteCount: max(64, bytes), alignment: 64)
+            var b = lowra_q8_0_tiled_buffers(
+                codes: memory.assumingMemoryBound(to: UInt8.self),
+                scales: (memory + codeBytes).assumingMemoryBound(to: Float.self),
+                rows: (memory + codeBytes + scaleBytes).assumingMemoryBound(to: Int32.self))
+            lowra_q8_0_tile_pack(
+                m.rawRows(0..<m.rows).assumingMemoryBound(to: UInt8.self), UInt64(m.rowBytes), UInt64(m.rows),
+                UInt64(m.cols), &b)
+            view = .allocate(capacity: 1)
+            view.initialize(
+                to: lowra_q8_0_tiled_view(
+                    out: UInt64(m.rows), in: UInt64(m.cols), tiles: UInt64(count), codes: b.codes, scales: b.scales,
+                    rows: b.rows))
+        }
+
+        deinit {
+            view.deallocate()
+            memory.deallocate()
+        }
+    }
+
+    private let lock = NSLock()
+    private var built: Built?
+
+    func view(of m: StoredMatrix) -> Built {
+        lock.lock()
+        defer { lock.unlock() }
+        if let b = built { return b }
+        let b = Built(m)
+        built = b
+        return b
+    }
+
+    /// Bytes the tiles hold, 0 until they are built.
+    var bytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return built?.bytes ?? 0
     }
 }

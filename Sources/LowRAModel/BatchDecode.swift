@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 import LowRATensor
 
@@ -26,16 +27,16 @@ public struct DecodeRow {
 public final class BatchDecoder: @unchecked Sendable {
     public let model: LlamaModel
     public let maxRows: Int
-    private let x, xn, q, k, v, att, proj, gate, up, act, scores, gathered, gatheredOut, xa: UnsafeMutablePointer<Float>
+    private let x, xn, q, k, v, att, proj, gate, up, act: UnsafeMutablePointer<Float>
     private var allocations = [UnsafeMutablePointer<Float>]()
 
     public init(model: LlamaModel, maxRows: Int) {
         precondition(maxRows >= 1)
         self.model = model
         self.maxRows = maxRows
+        model.weights.prepareDecode()
         let c = model.config
         let n = maxRows
-        let widest = max(c.hiddenSize, c.intermediateSize, c.qDim)
         var all = [UnsafeMutablePointer<Float>]()
         func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
@@ -53,11 +54,6 @@ public final class BatchDecoder: @unchecked Sendable {
         gate = buffer(n * c.intermediateSize)
         up = buffer(n * c.intermediateSize)
         act = buffer(n * c.intermediateSize)
-        scores = buffer(c.numHeads * c.maxPositions)
-        // One adapter's rows gathered (≤ columns) for its LoRA product: inputs, outputs, x·Aᵀ.
-        gathered = buffer(KernelPath.columns * widest)
-        gatheredOut = buffer(KernelPath.columns * widest)
-        xa = buffer(KernelPath.columns * max(c.hiddenSize, c.kvDim, c.intermediateSize))
         allocations = all
     }
 
@@ -145,27 +141,35 @@ public final class BatchDecoder: @unchecked Sendable {
                 layers, input + r0 * inF, rows: m, into: zip(layers, ys).map { $1 + r0 * $0.outFeatures },
                 lora: layers.map { _ in nil }, xa: layers.map { _ in nil }, activations: model.activations)
         }
+        // Each adapter's rows (up to `columns` at a time) are one task, the tasks shared by the
+        // workers: every task writes only its own rows, through scratch of its own.
+        var tasks = [(adapter: LoRAAdapter, rows: ArraySlice<Int>)]()
         for g in groups {
-            var start = 0
-            while start < g.rows.count {
-                let chunk = g.rows[start..<min(g.rows.count, start + KernelPath.columns)]
-                for (j, r) in chunk.enumerated() { (gathered + j * inF).update(from: input + r * inF, count: inF) }
-                g.adapter.withView { view in
-                    for (kind, (layer, y)) in zip(kinds, zip(layers, ys)) {
-                        let f = view.factors(layer: l, kind: kind)
-                        let out = layer.outFeatures
-                        for (j, r) in chunk.enumerated() {
-                            (gatheredOut + j * out).update(from: y + r * out, count: out)
-                        }
-                        loraForward(
-                            gatheredOut, xa, gathered, f.a, f.b, rows: chunk.count, in: inF, out: out, rank: f.rank,
-                            scale: f.scale)
-                        for (j, r) in chunk.enumerated() {
-                            (y + r * out).update(from: gatheredOut + j * out, count: out)
-                        }
-                    }
+            for start in stride(from: 0, to: g.rows.count, by: KernelPath.columns) {
+                tasks.append((g.adapter, g.rows[start..<min(g.rows.count, start + KernelPath.columns)]))
+            }
+        }
+        let widest = layers.map(\.outFeatures).max()!
+        let io = UncheckedSendable((tasks, input, ys))
+        parallelTasks(tasks.count) { t in
+            let (tasks, input, ys) = io.value
+            let chunk = tasks[t].rows
+            let rank = tasks[t].adapter.rank
+            let gathered = UnsafeMutablePointer<Float>.allocate(capacity: chunk.count * (inF + widest + rank))
+            defer { gathered.deallocate() }
+            let gatheredOut = gathered + chunk.count * inF
+            let xa = gatheredOut + chunk.count * widest
+            for (j, r) in chunk.enumerated() { (gathered + j * inF).update(from: input + r * inF, count: inF) }
+            tasks[t].adapter.withView { view in
+                for (kind, (layer, y)) in zip(kinds, zip(layers, ys)) {
+                    let f = view.factors(layer: l, kind: kind)
+                    let out = layer.outFeatures
+                    for (j, r) in chunk.enumerated() { (gatheredOut + j * out).update(from: y + r * out, count: out) }
+                    loraForward(
+                        gatheredOut, xa, gathered, f.a, f.b, rows: chunk.count, in: inF, out: out, rank: f.rank,
+                        scale: f.scale)
+                    for (j, r) in chunk.enumerated() { (y + r * out).update(from: gatheredOut + j * out, count: out) }
                 }
-                start += KernelPath.columns
             }
         }
     }
@@ -188,11 +192,24 @@ public final class BatchDecoder: @unchecked Sendable {
             let ki = k + i * kvD
             ropeForward(qi, rows: 1, stride: qD, heads: H, headDim: D, table: ropes[i], layout: c.ropeLayout)
             ropeForward(ki, rows: 1, stride: kvD, heads: KV, headDim: D, table: ropes[i], layout: c.ropeLayout)
-            let past = r.cache.length
             r.cache.append(layer: l, keys: ki, values: v + i * kvD, rows: 1)
-            attentionDecode(
-                att + i * qD, qi, r.cache.keys(l), r.cache.values(l), keys: past + 1, heads: H, kvHeads: KV,
-                headDim: D, scores: scores)
+        }
+        // Every (row, head) of the step in one dispatch: one sequence's short context alone is too
+        // little to split, n of them are not. Each head is computed as decoding alone computes it.
+        let keys = rows.map { $0.cache.length + 1 }
+        let longest = keys.max()!
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * H * longest)
+        defer { scratch.deallocate() }
+        let io = UncheckedSendable((rows.map { ($0.cache.keys(l), $0.cache.values(l)) }, keys, q, att, scratch))
+        let path = KernelPath.best
+        parallelFor(n * H, minPerChunk: max(1, 16_384 / (longest * D))) { range in
+            let (cached, keys, q, att, scratch) = io.value
+            for item in range {
+                let (i, h) = (item / H, item % H)
+                lowra_attention_decode_f16(
+                    Int32(path), q + i * qD, cached[i].0, cached[i].1, UInt64(keys[i]), UInt64(H), UInt64(KV),
+                    UInt64(D), scratch + i * H * longest, att + i * qD, UInt64(h), UInt64(h + 1))
+            }
         }
         linears(l, [.o], att, [proj], rows: n, groups: groups)
         addInPlace(x, proj, count: n * C)

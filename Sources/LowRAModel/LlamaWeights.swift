@@ -336,6 +336,26 @@ public struct LlamaWeights: Sendable {
 
     /// The output head: its own weight, or the embedding when tied.
     public var outputHead: Linear { head ?? embedding }
+
+    /// Builds now, on the workers, the tiles the decode products read (`KernelPath.usesTiles`:
+    /// packed layers and a Q8_0 head), instead of at each weight's first product; returns the
+    /// bytes they hold (0 where the CPU runs the row kernels). For whatever decodes: the server,
+    /// `generate`, the benchmarks.
+    @discardableResult
+    public func prepareDecode(path: Int = KernelPath.best) -> Int {
+        guard KernelPath.usesTiles(path) else { return 0 }
+        let all = blocks.flatMap { $0.linears } + [outputHead]
+        let bytes = UncheckedSendable(UnsafeMutablePointer<Int>.allocate(capacity: all.count))
+        defer { bytes.value.deallocate() }
+        parallelTasks(all.count) { i in
+            switch all[i].storage {
+            case .packed(let p): bytes.value[i] = p.prepareTiles()
+            case .stored(let m): bytes.value[i] = m.prepareTiles()
+            case .dense: bytes.value[i] = 0
+            }
+        }
+        return (0..<all.count).reduce(0) { $0 + bytes.value[$1] }
+    }
 }
 
 /// Where tensors come from: a GGUF file or a set of safetensors files, under their own names.

@@ -1,3 +1,4 @@
+import Foundation
 import CLowRAPacked
 import LowRATensor
 
@@ -218,6 +219,16 @@ public struct PackedLinear: Sendable, Equatable {
                         Int32(path), io.value.0, io.value.1, UInt64(n), io.value.2, UInt64(outFeatures),
                         UInt64(rows.lowerBound), UInt64(rows.upperBound))
                 }
+            case .int16 where KernelPath.usesTiles(path), .int8 where KernelPath.usesTiles(path):
+                let tiles = kernel.tiles
+                withQuantizedActivations(x, columns: n, inFeatures: inFeatures, orders: 1, as: activations) { q in
+                    let io = UncheckedSendable((tiles.view, q, y))
+                    parallelFor(tiles.count, minPerChunk: 4) { range in
+                        lowra_tiled_gemm_q8(
+                            Int32(path), io.value.0, io.value.1, io.value.2, UInt64(outFeatures),
+                            UInt64(range.lowerBound), UInt64(range.upperBound))
+                    }
+                }
             case .int16, .int8:
                 withQuantizedActivations(
                     x, columns: n, inFeatures: inFeatures, orders: activationOrders, as: activations
@@ -245,6 +256,24 @@ public struct PackedLinear: Sendable, Equatable {
             for (w, y) in zip(weights, ys) { w.multiply(x, columns: n, into: y, path: path, activations: activations) }
             return
         }
+        if KernelPath.usesTiles(path) {
+            let tiles = weights.map { $0.kernel.tiles }
+            let starts = tiles.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+            withQuantizedActivations(x, columns: n, inFeatures: weights[0].inFeatures, orders: 1, as: activations) {
+                q in
+                let io = UncheckedSendable((tiles.map { $0.view }, ys, starts, q, weights.map { $0.outFeatures }))
+                parallelFor(starts.last!, minPerChunk: 4) { range in
+                    let (views, ys, starts, q, outs) = io.value
+                    for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
+                        let lo = max(range.lowerBound, starts[i]) - starts[i]
+                        let hi = min(range.upperBound, starts[i + 1]) - starts[i]
+                        lowra_tiled_gemm_q8(Int32(path), views[i], q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
+                    }
+                }
+            }
+            withExtendedLifetime(tiles) {}
+            return
+        }
         let starts = weights.reduce(into: [0]) { $0.append($0.last! + $1.outFeatures) }
         let orders = weights.reduce(0) { $0 | $1.activationOrders }
         withExtendedLifetime(weights) {
@@ -264,6 +293,10 @@ public struct PackedLinear: Sendable, Equatable {
             }
         }
     }
+
+    /// Builds the tiles of the decode products now (they are otherwise built on first use);
+    /// returns their bytes.
+    public func prepareTiles() -> Int { kernel.tiles.bytes }
 
     /// The C kernels' view of this weight, valid inside `body`.
     @inline(__always)
@@ -296,6 +329,26 @@ final class PackedKernelView: @unchecked Sendable {
     var view: lowra_packed_view { pointer.pointee }
     private var memory = [UnsafeMutableRawPointer]()
     private let codes: HeldArray<UInt8>
+    private let tilesLock = NSLock()
+    private var builtTiles: TiledWeight?
+
+    /// The weight's tiles (`lowra_tile_pack`), built on first use and kept: the decode products'
+    /// copy of the codes where the CPU runs the tiled kernel (`KernelPath.usesTiles`).
+    var tiles: TiledWeight {
+        tilesLock.lock()
+        defer { tilesLock.unlock() }
+        if let t = builtTiles { return t }
+        let t = TiledWeight(pointer)
+        builtTiles = t
+        return t
+    }
+
+    /// Bytes the tiles hold, 0 until they are built.
+    var tileBytes: Int {
+        tilesLock.lock()
+        defer { tilesLock.unlock() }
+        return builtTiles?.bytes ?? 0
+    }
 
     init(
         out: Int, in inF: Int, bits: [UInt8], codes: HeldArray<UInt8>, rowOffsets: [Int], levels: [Float],
@@ -348,5 +401,54 @@ final class PackedKernelView: @unchecked Sendable {
     deinit {
         for m in memory { m.deallocate() }
         pointer.deallocate()
+    }
+}
+
+/// A packed weight's rows regrouped into tiles of 16 rows of one width (`lowra_tiled_view`), in
+/// memory of its own: what the tiled kernel reads.
+final class TiledWeight: @unchecked Sendable {
+    let view: UnsafeMutablePointer<lowra_tiled_view>
+    let count: Int
+    let bytes: Int
+    private let memory: UnsafeMutableRawPointer
+
+    init(_ packed: UnsafePointer<lowra_packed_view>) {
+        var tiles: UInt64 = 0
+        var codeBytes: UInt64 = 0
+        lowra_tile_sizes(packed, &tiles, &codeBytes)
+        let t = Int(tiles)
+        let nb = Int(lowra_blocks_per_row(packed.pointee.in))
+        // One allocation, each array 64-byte aligned: codes, tables, scales, min, step, rows,
+        // offsets, widths.
+        let sizes = [Int(codeBytes), 256 * t, 64 * t * nb, 64 * t, 64 * t, 64 * t, 8 * t, t]
+        let aligned = sizes.map { ($0 + 63) / 64 * 64 }
+        bytes = aligned.reduce(0, +)
+        memory = .allocate(byteCount: max(64, bytes), alignment: 64)
+        var at = [Int]()
+        var sum = 0
+        for a in aligned {
+            at.append(sum)
+            sum += a
+        }
+        let m = memory
+        func p<T>(_ i: Int, _: T.Type) -> UnsafeMutablePointer<T> { (m + at[i]).assumingMemoryBound(to: T.self) }
+        var buffers = lowra_tiled_buffers(
+            bits: p(7, UInt8.self), offsets: p(6, UInt64.self), codes: p(0, UInt8.self), tables: p(1, UInt8.self),
+            scales: p(2, Float.self), level_min: p(3, Float.self), level_step: p(4, Float.self),
+            rows: p(5, Int32.self))
+        lowra_tile_pack(packed, &buffers)
+        count = t
+        view = .allocate(capacity: 1)
+        view.initialize(
+            to: lowra_tiled_view(
+                out: packed.pointee.out, in: packed.pointee.in, nb: UInt64(nb), tiles: tiles,
+                bits: buffers.bits, offsets: buffers.offsets, codes: buffers.codes, tables: buffers.tables,
+                scales: buffers.scales, level_min: buffers.level_min, level_step: buffers.level_step,
+                rows: buffers.rows))
+    }
+
+    deinit {
+        view.deallocate()
+        memory.deallocate()
     }
 }

@@ -24,8 +24,12 @@ public enum KernelPath {
     /// Whether this CPU runs `path` (0 scalar, 1 AVX2, 2 AVX-512).
     public static func supported(_ path: Int) -> Bool { lowra_kernel_path_supported(Int32(path)) != 0 }
     public static var all: [Int] { (0...2).filter(supported) }
-    /// Columns one kernel call multiplies while reading the weights once.
-    public static let columns = Int(LOWRA_MAX_COLUMNS)
+    /// Columns one kernel call multiplies while reading the weights once (kernels that keep fewer
+    /// in flight take them in groups, each column computed as it is alone).
+    public static let columns = Int(LOWRA_TILE_COLUMNS)
+    /// Whether `path` multiplies packed weights by the tiled kernel (`lowra_tiled_gemm_q8`: AVX-512
+    /// VNNI + VBMI, unless LOWRA_TILES=0 or LOWRA_VBMI=0); else by the row kernels.
+    public static func usesTiles(_ path: Int) -> Bool { lowra_tiled_supported(Int32(path)) != 0 }
 }
 
 /// The activations the decode kernels multiply, with exact integer dot products (`lowra_q8_*`):

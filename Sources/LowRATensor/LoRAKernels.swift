@@ -13,12 +13,18 @@ public func loraForward(
         matmulTransB(xa, b, y, m: t, n: out, k: r, alpha: s, beta: 1)  // y += s xa B^T
         return
     }
-    // A few rows (decode): the fp32 kernels on LowRA's workers instead of two small BLAS calls.
-    multiplyRowsF32(a, rows: r, cols: inF, x, columns: t, into: xa)
-    let yb = UnsafeMutablePointer<Float>.allocate(capacity: t * out)
-    defer { yb.deallocate() }
-    multiplyRowsF32(b, rows: out, cols: r, xa, columns: t, into: yb)
-    for i in 0..<(t * out) { y[i] += s * yb[i] }
+    // A few rows (decode): xa by the stored fp32 kernel on this thread (r rows), then the
+    // up-projection by `lowra_lora_up` (16 rows of B per register; the same bits for any t, so a
+    // sequence's output does not depend on the others batched with it).
+    let path = KernelPath.best
+    let ab = UnsafeRawPointer(a).assumingMemoryBound(to: UInt8.self)
+    lowra_stored_gemm(Int32(path), 0, ab, UInt64(4 * inF), UInt64(inF), x, UInt64(t), xa, UInt64(r), 0, UInt64(r))
+    let io = UncheckedSendable((b, xa, y))
+    parallelFor(out, minPerChunk: 512) { range in
+        lowra_lora_up(
+            Int32(path), io.value.0, UInt64(out), UInt64(r), io.value.1, UInt64(t), s, io.value.2, UInt64(out),
+            UInt64(range.lowerBound), UInt64(range.upperBound))
+    }
 }
 
 /// Y (n, rows) = X (n, cols) · Wᵀ for fp32 W (rows, cols) and a few columns, by the stored-matrix

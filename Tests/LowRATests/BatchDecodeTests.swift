@@ -19,7 +19,7 @@ final class BatchDecodeTests: XCTestCase {
         return a
     }
 
-    /// Eleven sequences (more than one kernel call of columns) over three adapters and the bare
+    /// Nineteen sequences (more than one kernel call of 16 columns) over three adapters and the bare
     /// base, joining and leaving at different steps: every row's logits at every step equal bit for
     /// bit those of the same sequence decoded alone with `LlamaModel.forward` — for a base in its
     /// file's encoding, packed at 2 bits, and expanded to fp32 (row by row).
@@ -34,7 +34,7 @@ final class BatchDecodeTests: XCTestCase {
             nil, try randomAdapter(c, seed: 1), try randomAdapter(c, seed: 2),
             try randomAdapter(c, seed: 3),
         ]
-        let count = 11
+        let count = 19
         let steps = 6
         var rng = SplitMix64(seed: 7)
         let prompts = (0..<count).map { i in (0..<(1 + i % 5)).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } }

@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 import XCTest
 
@@ -229,7 +230,7 @@ final class KernelTests: XCTestCase {
                         let steps = p.levelStep  // a copy: taken once, not per element
                         for kind in [KernelActivations.int8, .int16] {
                             cases += checkIntegerPaths(
-                                w: w, out: out, in: inF, columns: [1, 2, 4, 8], rng: &rng,
+                                w: w, out: out, in: inF, columns: [1, 2, 4, 8, 19], rng: &rng,
                                 "\(out)x\(inF) widths \(widths) \(scope) dq \(dq)", activations: kind,
                                 levelError: { r, j in
                                     Double(steps[r]) / 2 * Double(p.absmax.value(r * nb + j / 64))
@@ -256,12 +257,140 @@ final class KernelTests: XCTestCase {
             let m = try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
             for kind in [KernelActivations.int8, .int16] {
                 cases += checkIntegerPaths(
-                    w: m.floats(), out: rows, in: cols, columns: [1, 3, 8], rng: &rng, "Q8_0 \(rows)x\(cols)",
+                    w: m.floats(), out: rows, in: cols, columns: [1, 3, 8, 17], rng: &rng, "Q8_0 \(rows)x\(cols)",
                     activations: kind, levelError: { _, _ in 0 }
                 ) { m.multiply($0, columns: $1, into: $2, path: $3, activations: kind) }
             }
         }
         XCTAssertGreaterThan(cases, 800)
+    }
+
+    /// The tiled kernels (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`) on this CPU's vector
+    /// path give bit for bit what their scalar references give (every fp32 step is the same fused
+    /// multiply-add in the same order), for any columns, each column alone as among the others;
+    /// and the references agree with the row kernels' scalar path (the same integer sums, scaled
+    /// in another order) to fp32 rounding. Fresh random weights of every width mix and shape,
+    /// int8 and 16-bit activations, Q8_0 rows.
+    func testTiledKernelsEqualTheirScalarReferenceBitForBit() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 11)
+        let vector = KernelPath.supported(2) && lowra_tiled_supported(2) != 0
+        var cases = 0
+        // Run `tiled(path, q, y)` and `rows(q, y)` on fresh X for each column count and compare.
+        func check(
+            out: Int, in inF: Int, orders: UInt32, _ label: String,
+            tiled: (Int32, UnsafePointer<lowra_q8_activations>, UnsafeMutablePointer<Float>) -> Void,
+            rows: (UnsafePointer<lowra_q8_activations>, UnsafeMutablePointer<Float>) -> Void
+        ) {
+            for n in [1, 3, 8, 16, 21] {
+                let x = (0..<(n * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) * (rng.nextUnit() < 0.02 ? 20 : 1) }
+                for kind in [KernelActivations.int8, .int16] {
+                    func run(
+                        _ columns: Range<Int>,
+                        _ body: (UnsafePointer<lowra_q8_activations>, UnsafeMutablePointer<Float>) -> Void
+                    ) -> [Float] {
+                        var y = [Float](repeating: .nan, count: columns.count * out)
+                        x[(columns.lowerBound * inF)..<(columns.upperBound * inF)].withUnsafeBufferPointer { xb in
+                            withQuantizedActivations(
+                                xb.baseAddress!, columns: columns.count, inFeatures: inF, orders: orders, as: kind
+                            ) { q in y.withUnsafeMutableBufferPointer { body(q, $0.baseAddress!) } }
+                        }
+                        return y
+                    }
+                    let reference = run(0..<n) { tiled(0, $0, $1) }
+                    let rowScalar = run(0..<n) { rows($0, $1) }
+                    for i in 0..<(n * out) {
+                        let tol = 1e-5 * max(1, abs(Double(rowScalar[i])))
+                        XCTAssertEqual(
+                            Double(reference[i]), Double(rowScalar[i]), accuracy: tol, "\(label) \(kind) n \(n) #\(i)")
+                    }
+                    if vector {
+                        XCTAssertEqual(run(0..<n) { tiled(2, $0, $1) }, reference, "\(label) \(kind) n \(n): vector")
+                        let c = n - 1
+                        XCTAssertEqual(
+                            run(c..<n) { tiled(2, $0, $1) }, Array(reference[(c * out)...]),
+                            "\(label) \(kind) n \(n): last column alone")
+                    }
+                    cases += 1
+                }
+            }
+        }
+        for (out, inF) in [(37, 64), (16, 192), (9, 100), (33, 7), (40, 576), (70, 130)] {
+            for widths in [[1], [2], [4], [1, 2, 4], [2, 4]] as [[UInt8]] {
+                let p = try randomPacked(
+                    out: out, in: inF, widths: widths, scope: .channel, doubleQuant: rng.next() % 2 == 0, rng: &rng)
+                let t = TiledWeight(p.kernel.pointer)
+                check(
+                    out: out, in: inF, orders: p.activationOrders | 1, "\(out)x\(inF) widths \(widths)",
+                    tiled: { path, q, y in
+                        lowra_tiled_gemm_q8(path, t.view, q, y, UInt64(out), 0, UInt64(t.count))
+                    },
+                    rows: { q, y in p.withView { lowra_packed_gemm_q8(0, $0, q, y, UInt64(out), 0, UInt64(out)) } })
+            }
+        }
+        let dir = try temporaryDirectory(self)
+        for (rows, cols) in [(21, 128), (16, 96), (3, 576)] {
+            let v = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
+            var q = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
+            q.withUnsafeMutableBytes { qb in
+                v.withUnsafeBufferPointer {
+                    quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!)
+                }
+            }
+            let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
+            try Data(q).write(to: URL(fileURLWithPath: path))
+            let m = try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
+            let t = m.tiles.view(of: m)
+            let base = m.rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
+            check(
+                out: rows, in: cols, orders: 0, "Q8_0 \(rows)x\(cols)",
+                tiled: { path, q, y in
+                    lowra_q8_0_tiled_gemm_q8(path, t.view, q, y, UInt64(rows), 0, UInt64(t.count))
+                },
+                rows: { q, y in lowra_q8_0_gemm_q8(0, base, UInt64(m.rowBytes), q, y, UInt64(rows), 0, UInt64(rows)) })
+        }
+        XCTAssertEqual(cases, (6 * 5 + 3) * 5 * 2)
+    }
+
+    /// The LoRA up-projection (`lowra_lora_up`): every path bit for bit the scalar chain of fused
+    /// multiply-adds, any columns and row range, and within fp32 rounding of y + s · XA Bᵀ.
+    func testLoRAUpProjectionEqualsTheReference() {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 12)
+        var cases = 0
+        for (out, r) in [(16, 16), (37, 4), (100, 32), (33, 40), (5, 1), (576, 16)] {
+            let b = (0..<(out * r)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+            for n in [1, 5, 16] {
+                let xa = (0..<(n * r)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+                let y0 = (0..<(n * out)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+                let s: Float = 0.37
+                let (o0, o1) = out > 20 ? (3, out - 2) : (0, out)  // a row range not on 16
+                func run(_ path: Int32) -> [Float] {
+                    var y = y0
+                    lowra_lora_up(
+                        path, b, UInt64(out), UInt64(r), xa, UInt64(n), s, &y, UInt64(out), UInt64(o0), UInt64(o1))
+                    return y
+                }
+                let scalar = run(0)
+                for c in 0..<n {
+                    for o in 0..<out {
+                        var ref = Double(y0[c * out + o])
+                        var mag = abs(ref)
+                        if o >= o0 && o < o1 {
+                            for k in 0..<r {
+                                let t = Double(s) * Double(b[o * r + k]) * Double(xa[c * r + k])
+                                ref += t
+                                mag += abs(t)
+                            }
+                        }
+                        XCTAssertEqual(Double(scalar[c * out + o]), ref, accuracy: 1e-6 * mag + 1e-9)
+                    }
+                }
+                for path in KernelPath.all where path != 0 {
+                    XCTAssertEqual(run(Int32(path)), scalar, "\(KernelPath.name(path)) \(out)x\(r) n \(n)")
+                }
+                cases += 1
+            }
+        }
+        XCTAssertEqual(cases, 18)
     }
 
     /// Quantizing leaves every row's levels on its uint8 grid, so the int16 kernels multiply the

@@ -54,7 +54,8 @@ int lowra_kernel_vbmi(void);
 /// Turns the VBMI code off (0) or back on where the CPU has it (tests cover both variants).
 void lowra_kernel_set_vbmi(int enabled);
 
-/// Y[c][r] = sum_j X[c][j] W[r][j] for rows r0 <= r < r1 and columns c < n (1...LOWRA_MAX_COLUMNS);
+/// Y[c][r] = sum_j X[c][j] W[r][j] for rows r0 <= r < r1 and columns c < n (any n >= 1: more than
+/// LOWRA_MAX_COLUMNS, the most a row kernel keeps in flight, are taken in groups, as by the others);
 /// X is (n, in) row-major, Y has leading dimension ldy (Y[c][r] at y[c * ldy + r]).
 void lowra_packed_gemm(int path, const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                        uint64_t r0, uint64_t r1);
@@ -122,6 +123,98 @@ void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_a
 /// The same for a stored Q8_0 matrix (`in` a multiple of 32).
 void lowra_q8_0_gemm_q8(int path, const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1);
+
+/// Columns [c0, c0 + count) of quantized activations, as their own lowra_q8_activations.
+static inline lowra_q8_activations lowra_q8_columns(const lowra_q8_activations *x, uint64_t c0, uint64_t count) {
+    const uint64_t at = c0 * 4 * x->nb * 64;
+    return (lowra_q8_activations){.n = count, .in = x->in, .nb = x->nb, .q = x->q + at,
+                                  .lo = x->lo ? x->lo + at : NULL, .scale = x->scale + c0 * x->nb,
+                                  .sum = x->sum + c0 * x->nb, .offset = x->offset + c0 * x->nb * 16};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled packed weights (lowra_tile_kernels.c): the rows of a packed weight regrouped into tiles
+// of LOWRA_TILE_ROWS rows of one width whose codes interleave, built once per weight in memory,
+// for the integer products of decode: lane i of a register is row i of the tile, so a tile's
+// codes are unpacked once per block for every column, and the block scales applied once per 16
+// rows (AVX-512 VNNI + VBMI; a plain scalar reference elsewhere, for tests).
+
+#define LOWRA_TILE_ROWS 16
+#define LOWRA_TILE_COLUMNS 16  // columns one call keeps in flight; more are taken 16 at a time
+
+/// What the tiled kernels read (lowra_tile_pack fills the arrays; layout in lowra_tile_kernels.c).
+typedef struct {
+    uint64_t out, in, nb, tiles;
+    const uint8_t *bits;       // (tiles) each tile's width
+    const uint64_t *offsets;   // (tiles) byte offset of each tile's codes
+    const uint8_t *codes;      // per tile nb blocks of 128 · bits bytes
+    const uint8_t *tables;     // (tiles, 256) the lanes' uint8 levels, laid out for lookups
+    const float *scales;       // (tiles, nb, 16) block scales a_rb, zero in empty lanes
+    const float *level_min;    // (tiles, 16)
+    const float *level_step;   // (tiles, 16)
+    const int32_t *rows;       // (tiles, 16) the weight's row in each lane, -1 when empty
+} lowra_tiled_view;
+
+/// The arrays lowra_tile_pack writes, sized by lowra_tile_sizes (tiles T, code bytes B):
+/// bits T, offsets T, codes B, tables 256 T, scales 16 T nb, level_min and level_step 16 T, rows 16 T.
+typedef struct {
+    uint8_t *bits;
+    uint64_t *offsets;
+    uint8_t *codes, *tables;
+    float *scales, *level_min, *level_step;
+    int32_t *rows;
+} lowra_tiled_buffers;
+
+/// Tiles and code bytes of w's tiled form.
+void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *code_bytes);
+/// Fills the tiled form of w (which must carry its integer levels): the rows of each width in
+/// order, 16 per tile, the last tile of a width padded with empty lanes; the widths' tiles
+/// interleaved in proportion, so any stretch of tiles holds about the same mix.
+void lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out);
+/// Whether `path` runs the tiled kernel (AVX-512 with VNNI and VBMI, VBMI not turned off); else
+/// lowra_tiled_gemm_q8 runs its scalar reference.
+int lowra_tiled_supported(int path);
+/// Y[c][r] ≈ Σ_j X[c][j] W[r][j] for the rows of tiles t0 <= t < t1, any number of columns, from
+/// quantized activations (natural order only: lowra_q8_quantize's `orders` may be 1). Each
+/// column's result is bit for bit the same whatever the other columns, and on every path.
+void lowra_tiled_gemm_q8(int path, const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                         uint64_t t0, uint64_t t1);
+
+/// Q8_0 rows (`in` a multiple of 32) in tiles of 16 rows, for the same products: what
+/// lowra_q8_0_tile_pack fills, (out + 15) / 16 tiles T of in / 32 blocks.
+typedef struct {
+    uint64_t out, in, tiles;
+    const uint8_t *codes;   // (T, in / 32, 512): weights + 128, interleaved by lane
+    const float *scales;    // (T, in / 32, 16): the blocks' scales d, zero in empty lanes
+    const int32_t *rows;    // (T, 16): row of each lane, -1 when empty
+} lowra_q8_0_tiled_view;
+
+/// The arrays lowra_q8_0_tile_pack writes: codes 512 T (in / 32) bytes, scales 16 T (in / 32),
+/// rows 16 T.
+typedef struct {
+    uint8_t *codes;
+    float *scales;
+    int32_t *rows;
+} lowra_q8_0_tiled_buffers;
+
+/// Fills the tiled form of `out` Q8_0 rows (row r at rows + r * row_bytes).
+void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out, uint64_t in,
+                          lowra_q8_0_tiled_buffers *dst);
+/// Y[c][r] ≈ Σ_j X[c][j] W[r][j] for the rows of tiles t0 <= t < t1, from activations quantized
+/// with `orders` 0 (their Q8_0 offsets); as lowra_tiled_gemm_q8, the same bits on every path
+/// and for any columns.
+void lowra_q8_0_tiled_gemm_q8(int path, const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y,
+                              uint64_t ldy, uint64_t t0, uint64_t t1);
+
+// ---------------------------------------------------------------------------------------------
+// LoRA over a few columns (lowra_lora.c).
+
+/// Y[c][o] += s · Σ_k B[o][k] XA[c][k] for rows o0 <= o < o1 of B (out, r) fp32 row-major and
+/// columns c < n of XA (n, r); Y has leading dimension ldy. Every path computes each output as
+/// one chain of fused multiply-adds over k, then y = fma(s, acc, y): the same bits on every path
+/// and for any n.
+void lowra_lora_up(int path, const float *b, uint64_t out, uint64_t r, const float *xa, uint64_t n, float s, float *y,
+                   uint64_t ldy, uint64_t o0, uint64_t o1);
 
 // ---------------------------------------------------------------------------------------------
 // Decode attention over an f16 KV cache (lowra_attention.c), same paths.

@@ -1,0 +1,503 @@
+// Tiled packed weights (lowra_kernels.h): a packed weight's rows regrouped, for the integer
+// products of decode, into tiles of 16 rows of one width whose codes interleave so that one
+// vpdpbusd multiplies 4 inputs of all 16 rows by one column: lane i of the register is row i.
+// A tile's weights are unpacked once per block of 64 inputs and reused by every column, and the
+// block's scales are applied once per 16 rows instead of once per row.
+//
+// Tile layout, per block of 64 inputs (16 groups g of 4 inputs, lane i, input 4g + k):
+//   1 bit   128 bytes: 16 uint64 masks, bit 4i + k of mask g the code.
+//   2 bits  256 bytes: 4 chunks of 64; chunk g / 4 qword i / 2 bits 16 (g % 4) + 8 (i % 2) + 2k.
+//   4 bits  512 bytes: 8 chunks of 64; chunk g / 2 qword i / 2 bits 32 (g % 2) + 16 (i % 2) + 4k.
+// so that vpmultishiftqb moves lane i's 4 codes of group g into bytes 4i..4i+3 of a register in
+// one instruction. Codes past `in` and lanes past the tile's rows are zero, as are their scales.
+// Tables (256 bytes per tile): 1 bit T[4i + k] = u_i[0], T[64 + 4i + k] = u_i[1]; 2 bits
+// T[4i + v] = u_i[v]; 4 bits T[16i + v] = u_i[v] (u_i the lane's row's uint8 levels).
+//
+// Per column c and block b the exact int32 sums s_i = Σ u_i[code] t are scaled as the row
+// kernels scale them, y_i = step_i Σ_b a_ib s_cb s_i + min_i Σ_b a_ib s_cb Σt, but every
+// product and sum in fp32 is one fused multiply-add in a fixed order, lane by lane, so the
+// vector kernel and the scalar reference give the same bits and a column's result never depends
+// on the other columns of the call.
+#include "lowra_kernels_internal.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum { TILE = LOWRA_TILE_ROWS, TABLE_BYTES = 256 };
+
+static inline uint64_t tile_block_bytes(unsigned bits) { return 128u * bits; }
+
+// Where lane i's code of input 4g + k sits in a block of the tiled layout (bit position).
+static inline uint64_t tile_bit(unsigned b, unsigned i, unsigned g, unsigned k) {
+    if (b == 1) return 64 * g + 4 * i + k;
+    if (b == 2) return 512 * (g / 4) + 64 * (i / 2) + 16 * (g % 4) + 8 * (i % 2) + 2 * k;
+    return 512 * (g / 2) + 64 * (i / 2) + 32 * (g % 2) + 16 * (i % 2) + 4 * k;
+}
+
+void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *code_bytes) {
+    uint64_t count[5] = {0};
+    for (uint64_t r = 0; r < w->out; r++) count[w->bits[r]]++;
+    const uint64_t nb = lowra_blocks_per_row(w->in);
+    *tiles = 0;
+    *code_bytes = 0;
+    for (unsigned b = 1; b <= 4; b *= 2) {
+        const uint64_t t = (count[b] + TILE - 1) / TILE;
+        *tiles += t;
+        *code_bytes += t * nb * tile_block_bytes(b);
+    }
+}
+
+// The tiles of each width, interleaved in proportion (tile k of a width with N tiles sits at
+// (k + 1/2) / N), so that any stretch of tiles a worker takes has about the same mix of widths.
+typedef struct {
+    double key;
+    unsigned bits;
+    uint64_t first;  // the first of its rows, in the order of rows of its width
+} tile_slot;
+
+static int by_key(const void *a, const void *b) {
+    const tile_slot *x = a, *y = b;
+    return x->key < y->key ? -1 : x->key > y->key ? 1 : (int)x->bits - (int)y->bits;
+}
+
+void lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
+    lowra_kernels_init();
+    const uint64_t nb = lowra_blocks_per_row(w->in);
+    uint64_t count[5] = {0}, tiles = 0;
+    for (uint64_t r = 0; r < w->out; r++) count[w->bits[r]]++;
+    int32_t *by_width[5] = {NULL};
+    for (unsigned b = 1; b <= 4; b *= 2) {
+        by_width[b] = malloc((count[b] + 1) * sizeof(int32_t));
+        tiles += (count[b] + TILE - 1) / TILE;
+    }
+    uint64_t filled[5] = {0};
+    for (uint64_t r = 0; r < w->out; r++) by_width[w->bits[r]][filled[w->bits[r]]++] = (int32_t)r;
+    tile_slot *slots = malloc((tiles + 1) * sizeof(tile_slot));
+    uint64_t t = 0;
+    for (unsigned b = 1; b <= 4; b *= 2) {
+        const uint64_t nt = (count[b] + TILE - 1) / TILE;
+        for (uint64_t k = 0; k < nt; k++) slots[t++] = (tile_slot){((double)k + 0.5) / (double)nt, b, k * TILE};
+    }
+    qsort(slots, tiles, sizeof(tile_slot), by_key);
+    uint64_t at = 0;
+    for (t = 0; t < tiles; t++) {
+        const unsigned b = slots[t].bits;
+        out->bits[t] = (uint8_t)b;
+        out->offsets[t] = at;
+        uint8_t *codes = out->codes + at, *table = out->tables + t * TABLE_BYTES;
+        memset(codes, 0, nb * tile_block_bytes(b));
+        memset(table, 0, TABLE_BYTES);
+        for (unsigned i = 0; i < TILE; i++) {
+            const uint64_t k = slots[t].first + i;
+            const int32_t row = k < count[b] ? by_width[b][k] : -1;
+            out->rows[t * TILE + i] = row;
+            out->level_min[t * TILE + i] = row < 0 ? 0 : w->level_min[row];
+            out->level_step[t * TILE + i] = row < 0 ? 0 : w->level_step[row];
+            for (uint64_t blk = 0; blk < nb; blk++)
+                out->scales[(t * nb + blk) * TILE + i] = row < 0 ? 0 : lowra_block_scale(w, (uint64_t)row * nb + blk);
+            if (row < 0) continue;
+            const uint8_t *u = w->levels_u8 + 16 * (uint64_t)row;
+            for (unsigned v = 0; v < (1u << b); v++) {
+                if (b == 1)
+                    for (unsigned kk = 0; kk < 4; kk++) table[64 * v + 4 * i + kk] = u[v];
+                else table[(b == 2 ? 4 : 16) * i + v] = u[v];
+            }
+            // A group's 4 codes are 4 b consecutive bits of the row (groups start on a nibble):
+            // moved whole. Codes past `in` (the last byte's padding) meet zero activations.
+            const uint8_t *src = w->codes + w->row_offsets[row];
+            const uint64_t row_bytes = lowra_row_bytes(w->in, b);
+            for (uint64_t j = 0; j < w->in; j += 4) {
+                const uint64_t blk = j / LOWRA_BLOCK, g = (j % LOWRA_BLOCK) / 4, at = j * b / 8;
+                uint8_t *block = codes + blk * tile_block_bytes(b);
+                const uint64_t bit = tile_bit(b, i, (unsigned)g, 0);
+                if (b == 1) block[bit / 8] |= (uint8_t)(((src[at] >> (j % 8)) & 15) << (bit % 8));
+                else if (b == 2) block[bit / 8] = src[at];
+                else {
+                    block[bit / 8] = src[at];
+                    if (at + 1 < row_bytes) block[bit / 8 + 1] = src[at + 1];
+                }
+            }
+        }
+        at += nb * tile_block_bytes(b);
+    }
+    free(slots);
+    for (unsigned b = 1; b <= 4; b *= 2) free(by_width[b]);
+}
+
+// The code of lane i at input 4g + k of a block, from the tiled layout.
+static inline unsigned tile_code(const uint8_t *block, unsigned b, unsigned i, unsigned g, unsigned k) {
+    const uint64_t bit = tile_bit(b, i, g, k);
+    return (block[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
+}
+
+static inline uint8_t table_level(const uint8_t *table, unsigned b, unsigned i, unsigned code) {
+    return b == 1 ? table[64 * code + 4 * i] : table[(b == 2 ? 4 : 16) * i + code];
+}
+
+// The fp32 steps every path takes, lane by lane.
+static inline void scale_block(float a, float xs, int32_t s, int32_t sum, float *acc, float *off) {
+    const float sc = a * xs;
+    *acc = fmaf((float)s, sc, *acc);
+    *off = fmaf(sc, (float)sum, *off);
+}
+
+static void tiled_scalar(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                         uint64_t t0, uint64_t t1) {
+    const uint64_t nb = t->nb;
+    for (uint64_t tile = t0; tile < t1; tile++) {
+        const unsigned b = t->bits[tile];
+        const uint8_t *table = t->tables + tile * TABLE_BYTES;
+        for (uint64_t c = 0; c < x->n; c++) {
+            const int8_t *h = x->q + c * 4 * nb * LOWRA_BLOCK, *l = x->lo ? x->lo + c * 4 * nb * LOWRA_BLOCK : NULL;
+            for (unsigned i = 0; i < TILE; i++) {
+                const int32_t row = t->rows[tile * TILE + i];
+                if (row < 0) continue;
+                float acc = 0, off = 0;
+                for (uint64_t blk = 0; blk < nb; blk++) {
+                    const uint8_t *block = t->codes + t->offsets[tile] + blk * tile_block_bytes(b);
+                    int32_t sh = 0, sl = 0;
+                    for (unsigned g = 0; g < 16; g++)
+                        for (unsigned k = 0; k < 4; k++) {
+                            const uint64_t j = blk * LOWRA_BLOCK + 4 * g + k;
+                            const int32_t u = table_level(table, b, i, tile_code(block, b, i, g, k));
+                            sh += u * h[j];
+                            if (l) sl += u * l[j];
+                        }
+                    scale_block(t->scales[(tile * nb + blk) * TILE + i], x->scale[c * nb + blk],
+                                l ? sh * 256 + sl : sh, x->sum[c * nb + blk], &acc, &off);
+                }
+                const float step = t->level_step[tile * TILE + i], min = t->level_min[tile * TILE + i];
+                y[c * ldy + (uint64_t)row] = fmaf(step, acc, min * off);
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+
+#define TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma")))
+#define TILE_INLINE static inline __attribute__((always_inline))
+
+// vpmultishiftqb controls: byte 8q + j of group s takes lane (2q + j / 4)'s code j % 4.
+static int8_t shift2[4][64], shift4[2][64];
+// The index bits above the code: the lane (2 bits: 4i; 4 bits: 16 (i % 8)).
+static uint8_t lane2[64], lane4[64];
+static void fill_tile_tables(void) {
+    for (unsigned p = 0; p < 64; p++) {
+        const unsigned j = p % 8, i = p / 4;
+        for (unsigned s = 0; s < 4; s++) shift2[s][p] = (int8_t)(16 * s + 8 * (j / 4) + 2 * (j % 4));
+        for (unsigned s = 0; s < 2; s++) shift4[s][p] = (int8_t)(32 * s + 16 * (j / 4) + 4 * (j % 4));
+        lane2[p] = (uint8_t)(4 * i);
+        lane4[p] = (uint8_t)(16 * (i % 8));
+    }
+}
+static pthread_once_t tile_tables_once = PTHREAD_ONCE_INIT;
+
+// One block's 16 weight registers (lane i bytes 4i..4i+3: row i's levels at inputs 4g..4g+3).
+TILE_TARGET TILE_INLINE void unpack_block(const uint8_t *block, unsigned b, const __m512i tab[4], __m512i w[16]) {
+    if (b == 1) {
+        for (unsigned g = 0; g < 16; g++) {
+            uint64_t m;
+            memcpy(&m, block + 8 * g, 8);
+            w[g] = _mm512_mask_blend_epi8(_cvtu64_mask64(m), tab[0], tab[1]);
+        }
+    } else if (b == 2) {
+        const __m512i three = _mm512_set1_epi8(3), lanes = _mm512_loadu_si512((const void *)lane2);
+        for (unsigned m = 0; m < 4; m++) {
+            const __m512i chunk = _mm512_loadu_si512((const void *)(block + 64 * m));
+            for (unsigned s = 0; s < 4; s++) {
+                const __m512i codes = _mm512_multishift_epi64_epi8(_mm512_loadu_si512((const void *)shift2[s]), chunk);
+                const __m512i idx = _mm512_ternarylogic_epi32(codes, three, lanes, 0xEA);  // (a & b) | c
+                w[4 * m + s] = _mm512_permutexvar_epi8(idx, tab[0]);
+            }
+        }
+    } else {
+        const __m512i fifteen = _mm512_set1_epi8(15), lanes = _mm512_loadu_si512((const void *)lane4);
+        const __mmask64 upper = 0xFFFFFFFF00000000ull;
+        for (unsigned m = 0; m < 8; m++) {
+            const __m512i chunk = _mm512_loadu_si512((const void *)(block + 64 * m));
+            for (unsigned s = 0; s < 2; s++) {
+                const __m512i codes = _mm512_multishift_epi64_epi8(_mm512_loadu_si512((const void *)shift4[s]), chunk);
+                const __m512i idx = _mm512_ternarylogic_epi32(codes, fifteen, lanes, 0xEA);
+                const __m512i lo = _mm512_permutex2var_epi8(tab[0], idx, tab[1]);
+                const __m512i hi = _mm512_permutex2var_epi8(tab[2], idx, tab[3]);
+                w[2 * m + s] = _mm512_mask_blend_epi8(upper, lo, hi);
+            }
+        }
+    }
+}
+
+static inline int32_t load4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+// NC columns (c0 ..< c0 + NC) of one block: the exact sums, then the block's scaling into acc and
+// off (each column's 16 lanes).
+#define TILE_COLUMNS(NC, SPLIT)                                                                         \
+    TILE_TARGET static void tile_columns_##NC##_##SPLIT(const __m512i w[16], const lowra_q8_activations *x, \
+                                                        uint64_t c0, uint64_t blk, __m512 a, __m512 *acc,   \
+                                                        __m512 *off) {                                      \
+        const uint64_t nb = x->nb;                                                                      \
+        __m512i sh[NC], sl[NC];                                                                         \
+        for (unsigned c = 0; c < NC; c++) sh[c] = sl[c] = _mm512_setzero_si512();                       \
+        const int8_t *h = x->q + c0 * 4 * nb * LOWRA_BLOCK + blk * LOWRA_BLOCK;                         \
+        const int8_t *l = SPLIT ? x->lo + c0 * 4 * nb * LOWRA_BLOCK + blk * LOWRA_BLOCK : NULL;        \
+        for (unsigned g = 0; g < 16; g++) {                                                             \
+            for (unsigned c = 0; c < NC; c++) {                                                         \
+                const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 4 * g;                                   \
+                sh[c] = _mm512_dpbusd_epi32(sh[c], w[g], _mm512_set1_epi32(load4(h + at)));             \
+                if (SPLIT) sl[c] = _mm512_dpbusd_epi32(sl[c], w[g], _mm512_set1_epi32(load4(l + at)));   \
+            }                                                                                           \
+        }                                                                                               \
+        for (unsigned c = 0; c < NC; c++) {                                                             \
+            const uint64_t cb = (c0 + c) * nb + blk;                                                    \
+            const __m512i s = SPLIT ? _mm512_add_epi32(_mm512_slli_epi32(sh[c], 8), sl[c]) : sh[c];     \
+            const __m512 sc = _mm512_mul_ps(a, _mm512_set1_ps(x->scale[cb]));                           \
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[c]);                                \
+            off[c] = _mm512_fmadd_ps(sc, _mm512_set1_ps((float)x->sum[cb]), off[c]);                    \
+        }                                                                                               \
+    }
+
+TILE_COLUMNS(1, 0)
+TILE_COLUMNS(1, 1)
+TILE_COLUMNS(2, 0)
+TILE_COLUMNS(2, 1)
+TILE_COLUMNS(4, 0)
+TILE_COLUMNS(4, 1)
+TILE_COLUMNS(8, 0)
+TILE_COLUMNS(8, 1)
+
+TILE_TARGET static void tiled_vbmi(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                                   uint64_t t0, uint64_t t1) {
+    const uint64_t nb = t->nb, n = x->n;
+    const int split = x->lo != NULL;
+    __m512 acc[LOWRA_TILE_COLUMNS], off[LOWRA_TILE_COLUMNS];
+    __m512i w[16];
+    for (uint64_t tile = t0; tile < t1; tile++) {
+        const unsigned b = t->bits[tile];
+        __m512i tab[4];
+        for (unsigned k = 0; k < 4; k++)
+            tab[k] = _mm512_loadu_si512((const void *)(t->tables + tile * TABLE_BYTES + 64 * k));
+        for (uint64_t c = 0; c < n; c++) acc[c] = off[c] = _mm512_setzero_ps();
+        const uint8_t *codes = t->codes + t->offsets[tile];
+        for (uint64_t blk = 0; blk < nb; blk++) {
+            unpack_block(codes + blk * tile_block_bytes(b), b, tab, w);
+            const __m512 a = _mm512_loadu_ps(t->scales + (tile * nb + blk) * TILE);
+            uint64_t c = 0;
+            // Columns in groups of 8, 4, 2, 1: each column's steps are the same in any group.
+#define GROUP(NC)                                                                                       \
+    for (; c + NC <= n; c += NC)                                                                        \
+        if (split) tile_columns_##NC##_1(w, x, c, blk, a, acc + c, off + c);                            \
+        else tile_columns_##NC##_0(w, x, c, blk, a, acc + c, off + c);
+            GROUP(8)
+            GROUP(4)
+            GROUP(2)
+            GROUP(1)
+#undef GROUP
+        }
+        const __m512 step = _mm512_loadu_ps(t->level_step + tile * TILE);
+        const __m512 min = _mm512_loadu_ps(t->level_min + tile * TILE);
+        const int32_t *rows = t->rows + tile * TILE;
+        for (uint64_t c = 0; c < n; c++) {
+            float v[TILE] __attribute__((aligned(64)));
+            _mm512_store_ps(v, _mm512_fmadd_ps(step, acc[c], _mm512_mul_ps(min, off[c])));
+            for (unsigned i = 0; i < TILE; i++)
+                if (rows[i] >= 0) y[c * ldy + (uint64_t)rows[i]] = v[i];
+        }
+    }
+}
+
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 rows (a quantized model's head) in tiles of 16: per block of 32 inputs, 8 groups g of
+// 64 bytes, byte 4i + k of group g the weight of lane i at input 4g + k plus 128 (unsigned for
+// vpdpbusd); the block's 16 scales d as fp32. Σ (w + 128) t = Σ w t + 128 Σ t, and 128 Σ t over
+// each 4 inputs is what lowra_q8_quantize's offsets hold (`orders` 0), so per column and block
+// one correction serves the 16 lanes.
+
+enum { Q8_0_ROW_BLOCK = 34 };
+
+void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out, uint64_t in,
+                          lowra_q8_0_tiled_buffers *dst) {
+    const uint64_t n32 = in / 32, tiles = (out + TILE - 1) / TILE;
+    for (uint64_t t = 0; t < tiles; t++)
+        for (unsigned i = 0; i < TILE; i++) {
+            const uint64_t r = t * TILE + i;
+            dst->rows[t * TILE + i] = r < out ? (int32_t)r : -1;
+            for (uint64_t k32 = 0; k32 < n32; k32++) {
+                uint8_t *block = dst->codes + (t * n32 + k32) * 512;
+                float *d = dst->scales + (t * n32 + k32) * TILE;
+                if (r >= out) {
+                    d[i] = 0;
+                    for (unsigned j = 0; j < 32; j++) block[64 * (j / 4) + 4 * i + j % 4] = 128;
+                    continue;
+                }
+                const uint8_t *src = rows + r * row_bytes + k32 * Q8_0_ROW_BLOCK;
+                uint16_t h;
+                memcpy(&h, src, 2);
+                d[i] = lowra_half_to_float(h);
+                for (unsigned j = 0; j < 32; j++)
+                    block[64 * (j / 4) + 4 * i + j % 4] = (uint8_t)((int8_t)src[2 + j] + 128);
+            }
+        }
+}
+
+// 128 Σ t over block k32 of 32 inputs of column c (from the offsets of its 8 groups of 4).
+static inline int32_t q8_0_correction(const lowra_q8_activations *x, uint64_t c, uint64_t k32) {
+    const int32_t *o = x->offset + (c * x->nb + k32 / 2) * 16 + (k32 % 2) * 8;
+    int32_t s = 0;
+    for (unsigned g = 0; g < 8; g++) s += o[g];
+    return s;
+}
+
+static void q8_0_tiled_scalar(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                              uint64_t t0, uint64_t t1) {
+    const uint64_t nb = x->nb, n32 = t->in / 32;
+    for (uint64_t tile = t0; tile < t1; tile++)
+        for (uint64_t c = 0; c < x->n; c++) {
+            const int8_t *h = x->q + c * 4 * nb * LOWRA_BLOCK, *l = x->lo ? x->lo + c * 4 * nb * LOWRA_BLOCK : NULL;
+            for (unsigned i = 0; i < TILE; i++) {
+                const int32_t row = t->rows[tile * TILE + i];
+                if (row < 0) continue;
+                float acc = 0;
+                for (uint64_t k32 = 0; k32 < n32; k32++) {
+                    const uint8_t *block = t->codes + (tile * n32 + k32) * 512;
+                    int32_t sh = 0, sl = 0;
+                    for (unsigned j = 0; j < 32; j++) {
+                        const int32_t u = block[64 * (j / 4) + 4 * i + j % 4];
+                        sh += u * h[32 * k32 + j];
+                        if (l) sl += u * l[32 * k32 + j];
+                    }
+                    const int32_t s = (l ? sh * 256 + sl : sh) - q8_0_correction(x, c, k32);
+                    const float sc = t->scales[(tile * n32 + k32) * TILE + i] * x->scale[c * nb + k32 / 2];
+                    acc = fmaf((float)s, sc, acc);
+                }
+                y[c * ldy + (uint64_t)row] = acc;
+            }
+        }
+}
+
+#if defined(__x86_64__)
+#define Q8_0_COLUMNS(NC, SPLIT)                                                                         \
+    TILE_TARGET static void q8_0_columns_##NC##_##SPLIT(const uint8_t *block, const lowra_q8_activations *x, \
+                                                        uint64_t c0, uint64_t k32, __m512 d, __m512 *acc) {  \
+        const uint64_t nb = x->nb;                                                                      \
+        __m512i sh[NC], sl[NC];                                                                         \
+        for (unsigned c = 0; c < NC; c++) sh[c] = sl[c] = _mm512_setzero_si512();                       \
+        const int8_t *h = x->q + c0 * 4 * nb * LOWRA_BLOCK + 32 * k32;                                  \
+        const int8_t *l = SPLIT ? x->lo + c0 * 4 * nb * LOWRA_BLOCK + 32 * k32 : NULL;                  \
+        for (unsigned g = 0; g < 8; g++) {                                                              \
+            const __m512i w = _mm512_loadu_si512((const void *)(block + 64 * g));                       \
+            for (unsigned c = 0; c < NC; c++) {                                                         \
+                const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 4 * g;                                   \
+                sh[c] = _mm512_dpbusd_epi32(sh[c], w, _mm512_set1_epi32(load4(h + at)));                \
+                if (SPLIT) sl[c] = _mm512_dpbusd_epi32(sl[c], w, _mm512_set1_epi32(load4(l + at)));      \
+            }                                                                                           \
+        }                                                                                               \
+        for (unsigned c = 0; c < NC; c++) {                                                             \
+            const __m512i s = _mm512_sub_epi32(SPLIT ? _mm512_add_epi32(_mm512_slli_epi32(sh[c], 8), sl[c]) : sh[c], \
+                                               _mm512_set1_epi32(q8_0_correction(x, c0 + c, k32)));    \
+            const __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(x->scale[(c0 + c) * nb + k32 / 2]));      \
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[c]);                                \
+        }                                                                                               \
+    }
+
+Q8_0_COLUMNS(1, 0)
+Q8_0_COLUMNS(1, 1)
+Q8_0_COLUMNS(2, 0)
+Q8_0_COLUMNS(2, 1)
+Q8_0_COLUMNS(4, 0)
+Q8_0_COLUMNS(4, 1)
+Q8_0_COLUMNS(8, 0)
+Q8_0_COLUMNS(8, 1)
+
+TILE_TARGET static void q8_0_tiled_vnni(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y,
+                                        uint64_t ldy, uint64_t t0, uint64_t t1) {
+    const uint64_t n = x->n, n32 = t->in / 32;
+    const int split = x->lo != NULL;
+    __m512 acc[LOWRA_TILE_COLUMNS];
+    for (uint64_t tile = t0; tile < t1; tile++) {
+        for (uint64_t c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
+        for (uint64_t k32 = 0; k32 < n32; k32++) {
+            const uint8_t *block = t->codes + (tile * n32 + k32) * 512;
+            const __m512 d = _mm512_loadu_ps(t->scales + (tile * n32 + k32) * TILE);
+            uint64_t c = 0;
+#define GROUP(NC)                                                                                       \
+    for (; c + NC <= n; c += NC)                                                                        \
+        if (split) q8_0_columns_##NC##_1(block, x, c, k32, d, acc + c);                                 \
+        else q8_0_columns_##NC##_0(block, x, c, k32, d, acc + c);
+            GROUP(8)
+            GROUP(4)
+            GROUP(2)
+            GROUP(1)
+#undef GROUP
+        }
+        const int32_t *rows = t->rows + tile * TILE;
+        for (uint64_t c = 0; c < n; c++) {
+            float v[TILE] __attribute__((aligned(64)));
+            _mm512_store_ps(v, acc[c]);
+            for (unsigned i = 0; i < TILE; i++)
+                if (rows[i] >= 0) y[c * ldy + (uint64_t)rows[i]] = v[i];
+        }
+    }
+}
+#endif
+
+int lowra_tiled_supported(int path) {
+#if defined(__x86_64__)
+    static int off = -1;  // LOWRA_TILES=0 keeps the row kernels
+    if (off < 0) {
+        const char *env = getenv("LOWRA_TILES");
+        off = env && strcmp(env, "0") == 0;
+    }
+    return !off && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+void lowra_tiled_gemm_q8(int path, const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                         uint64_t t0, uint64_t t1) {
+    lowra_kernels_init();
+    if (x->n == 0 || t0 >= t1) return;
+    while (x->n > LOWRA_TILE_COLUMNS) {  // more columns: in groups of the most one call keeps
+        lowra_q8_activations part = lowra_q8_columns(x, 0, LOWRA_TILE_COLUMNS);
+        lowra_tiled_gemm_q8(path, t, &part, y, ldy, t0, t1);
+        const lowra_q8_activations rest = lowra_q8_columns(x, LOWRA_TILE_COLUMNS, x->n - LOWRA_TILE_COLUMNS);
+        return lowra_tiled_gemm_q8(path, t, &rest, y + LOWRA_TILE_COLUMNS * ldy, ldy, t0, t1);
+    }
+#if defined(__x86_64__)
+    if (lowra_tiled_supported(path)) {
+        pthread_once(&tile_tables_once, fill_tile_tables);
+        return tiled_vbmi(t, x, y, ldy, t0, t1);
+    }
+#endif
+    (void)path;
+    tiled_scalar(t, x, y, ldy, t0, t1);
+}
+
+void lowra_q8_0_tiled_gemm_q8(int path, const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y,
+                              uint64_t ldy, uint64_t t0, uint64_t t1) {
+    if (x->n == 0 || t0 >= t1) return;
+    if (x->n > LOWRA_TILE_COLUMNS) {
+        const lowra_q8_activations part = lowra_q8_columns(x, 0, LOWRA_TILE_COLUMNS);
+        lowra_q8_0_tiled_gemm_q8(path, t, &part, y, ldy, t0, t1);
+        const lowra_q8_activations rest = lowra_q8_columns(x, LOWRA_TILE_COLUMNS, x->n - LOWRA_TILE_COLUMNS);
+        return lowra_q8_0_tiled_gemm_q8(path, t, &rest, y + LOWRA_TILE_COLUMNS * ldy, ldy, t0, t1);
+    }
+#if defined(__x86_64__)
+    if (lowra_tiled_supported(path)) return q8_0_tiled_vnni(t, x, y, ldy, t0, t1);
+#endif
+    (void)path;
+    q8_0_tiled_scalar(t, x, y, ldy, t0, t1);
+}
