@@ -7,7 +7,7 @@ import LowRATensor
 // base's products run once for all rows; each adapter's LoRA product runs over the rows that use
 // it. Batch-invariant: a row's logits are bit for bit those of decoding that sequence alone
 // (`LlamaModel.forward` with one token), whichever other rows share the step — the kernels take
-// at most `KernelPath.columns` columns per call and compute each column the same way in any
+// at most `KernelPath.batchColumns` columns per call and compute each column the same way in any
 // company, and whatever has no such kernel (fp32 weights) runs row by row.
 
 /// One sequence's part of a batched decode step.
@@ -27,6 +27,8 @@ public struct DecodeRow {
 public final class BatchDecoder: @unchecked Sendable {
     public let model: LlamaModel
     public let maxRows: Int
+    /// Rows one kernel call takes (`KernelPath.batchColumns`).
+    private let width = KernelPath.batchColumns
     private let x, xn, q, k, v, att, proj, gate, up, act: UnsafeMutablePointer<Float>
     private var allocations = [UnsafeMutablePointer<Float>]()
 
@@ -107,9 +109,10 @@ public final class BatchDecoder: @unchecked Sendable {
         }
         var logits = [Float](repeating: 0, count: n * c.vocabSize)
         logits.withUnsafeMutableBufferPointer { out in
-            forChunks(n, direct: w.outputHead.multipliesDirectly(rows: KernelPath.columns)) { r0, m in
+            forChunks(n, direct: w.outputHead.multipliesDirectly(rows: width, upTo: width)) { r0, m in
                 w.headForward(
-                    xn + r0 * C, rows: m, into: out.baseAddress! + r0 * c.vocabSize, activations: model.activations)
+                    xn + r0 * C, rows: m, into: out.baseAddress! + r0 * c.vocabSize, activations: model.activations,
+                    directRows: width)
             }
         }
         return logits
@@ -118,7 +121,7 @@ public final class BatchDecoder: @unchecked Sendable {
     /// Calls `body(first row, rows)` over [0, n) in chunks the kernels take at once, or row by row
     /// when the weight has no such kernel (`direct` false), so each row is computed as it is alone.
     private func forChunks(_ n: Int, direct: Bool, _ body: (Int, Int) -> Void) {
-        let width = direct ? KernelPath.columns : 1
+        let width = direct ? self.width : 1
         var r0 = 0
         while r0 < n {
             let m = min(width, n - r0)
@@ -135,18 +138,19 @@ public final class BatchDecoder: @unchecked Sendable {
         let block = model.weights.blocks[l]
         let layers = kinds.map { block[$0] }
         let inF = layers[0].inFeatures
-        let direct = layers.allSatisfy { $0.multipliesDirectly(rows: KernelPath.columns) }
+        let direct = layers.allSatisfy { $0.multipliesDirectly(rows: width, upTo: width) }
         forChunks(n, direct: direct) { r0, m in
             Linear.forward(
                 layers, input + r0 * inF, rows: m, into: zip(layers, ys).map { $1 + r0 * $0.outFeatures },
-                lora: layers.map { _ in nil }, xa: layers.map { _ in nil }, activations: model.activations)
+                lora: layers.map { _ in nil }, xa: layers.map { _ in nil }, activations: model.activations,
+                directRows: width)
         }
         // Each adapter's rows (up to `columns` at a time) are one task, the tasks shared by the
         // workers: every task writes only its own rows, through scratch of its own.
         var tasks = [(adapter: LoRAAdapter, rows: ArraySlice<Int>)]()
         for g in groups {
-            for start in stride(from: 0, to: g.rows.count, by: KernelPath.columns) {
-                tasks.append((g.adapter, g.rows[start..<min(g.rows.count, start + KernelPath.columns)]))
+            for start in stride(from: 0, to: g.rows.count, by: width) {
+                tasks.append((g.adapter, g.rows[start..<min(g.rows.count, start + width)]))
             }
         }
         let widest = layers.map(\.outFeatures).max()!

@@ -262,9 +262,11 @@ extension LlamaWeights {
     /// logits (rows, V) = normed (rows, C) · Wᵀ, W the head or, when tied, the embedding.
     public func headForward(
         _ normed: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>? = nil, activations: KernelActivations = .default
+        scratch: UnsafeMutablePointer<Float>? = nil, activations: KernelActivations = .default,
+        directRows: Int = KernelPath.columns
     ) {
-        outputHead.forward(normed, rows: rows, into: logits, scratch: scratch, activations: activations)
+        outputHead.forward(
+            normed, rows: rows, into: logits, scratch: scratch, activations: activations, directRows: directRows)
     }
 }
 

@@ -94,8 +94,8 @@ public struct Linear: Sendable {
 
     /// Whether `forward` multiplies `rows` rows straight from the weight's packed or stored encoding
     /// (the kernels of `lowra_kernels.h`) rather than converting it into scratch first.
-    func multipliesDirectly(rows: Int) -> Bool {
-        guard rows <= KernelPath.columns else { return false }
+    func multipliesDirectly(rows: Int, upTo limit: Int = KernelPath.columns) -> Bool {
+        guard rows <= limit else { return false }
         switch storage {
         case .dense: return false
         case .packed: return true
@@ -110,11 +110,12 @@ public struct Linear: Sendable {
     /// y (T, out) = x (T, in) · W^T + b, plus s · B A x when LoRA factors are given (xa (T, r)
     /// keeps x Aᵀ for backward). A few rows are multiplied straight from a packed or stored
     /// encoding (with `activations` int8 or fp32); more rows convert W a panel of rows at a time
-    /// into `scratch` (`forEachPanel`).
+    /// into `scratch` (`forEachPanel`). `directRows`: the most rows multiplied straight (a batched
+    /// decode step raises it to `KernelPath.batchColumns`).
     public func forward(
         _ x: UnsafePointer<Float>, rows t: Int, into y: UnsafeMutablePointer<Float>,
         scratch: UnsafeMutablePointer<Float>? = nil, lora: LoRAFactors? = nil, xa: UnsafeMutablePointer<Float>? = nil,
-        activations: KernelActivations = .default
+        activations: KernelActivations = .default, directRows: Int = KernelPath.columns
     ) {
         switch storage {
         case .dense(let w):
@@ -125,9 +126,9 @@ public struct Linear: Sendable {
                     matmulTransB(x, $0.baseAddress!, y, m: t, n: outFeatures, k: inFeatures)
                 }
             }
-        case .packed(let p) where multipliesDirectly(rows: t):
+        case .packed(let p) where multipliesDirectly(rows: t, upTo: directRows):
             p.multiply(x, columns: t, into: y, activations: activations)  // straight from the codes
-        case .stored(let m) where multipliesDirectly(rows: t):
+        case .stored(let m) where multipliesDirectly(rows: t, upTo: directRows):
             m.multiply(x, columns: t, into: y, activations: activations)  // straight from the file's encoding
         case .packed, .stored:
             if t >= Self.parallelPanelRows && workerCount > 1 {
@@ -166,13 +167,14 @@ public struct Linear: Sendable {
     public static func forward(
         _ layers: [Linear], _ x: UnsafePointer<Float>, rows t: Int, into ys: [UnsafeMutablePointer<Float>],
         scratch: UnsafeMutablePointer<Float>? = nil, lora: [LoRAFactors?], xa: [UnsafeMutablePointer<Float>?],
-        activations: KernelActivations = .default
+        activations: KernelActivations = .default, directRows: Int = KernelPath.columns
     ) {
-        let packed = layers.compactMap { $0.multipliesDirectly(rows: t) ? $0.packed : nil }
+        let packed = layers.compactMap { $0.multipliesDirectly(rows: t, upTo: directRows) ? $0.packed : nil }
         guard packed.count == layers.count, layers.count > 1, activations != .float else {
             for i in layers.indices {
                 layers[i].forward(
-                    x, rows: t, into: ys[i], scratch: scratch, lora: lora[i], xa: xa[i], activations: activations)
+                    x, rows: t, into: ys[i], scratch: scratch, lora: lora[i], xa: xa[i], activations: activations,
+                    directRows: directRows)
             }
             return
         }

@@ -24,9 +24,13 @@ public enum KernelPath {
     /// Whether this CPU runs `path` (0 scalar, 1 AVX2, 2 AVX-512).
     public static func supported(_ path: Int) -> Bool { lowra_kernel_path_supported(Int32(path)) != 0 }
     public static var all: [Int] { (0...2).filter(supported) }
-    /// Columns one kernel call multiplies while reading the weights once (kernels that keep fewer
-    /// in flight take them in groups, each column computed as it is alone).
-    public static let columns = Int(LOWRA_TILE_COLUMNS)
+    /// Rows a forward multiplies straight from packed or stored weights (decode, short prompts);
+    /// more are converted a panel at a time for sgemm.
+    public static let columns = Int(LOWRA_MAX_COLUMNS)
+    /// Rows a batched decode step multiplies in one call (`BatchDecoder`): the tiled kernels keep
+    /// 16 columns in flight, the row kernels take them 8 at a time; each column is computed as it
+    /// is alone either way.
+    public static let batchColumns = Int(LOWRA_TILE_COLUMNS)
     /// Whether `path` multiplies packed weights by the tiled kernel (`lowra_tiled_gemm_q8`: AVX-512
     /// VNNI + VBMI, unless LOWRA_TILES=0 or LOWRA_VBMI=0); else by the row kernels.
     public static func usesTiles(_ path: Int) -> Bool { lowra_tiled_supported(Int32(path)) != 0 }

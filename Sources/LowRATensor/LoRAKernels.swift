@@ -8,7 +8,7 @@ public func loraForward(
     _ y: UnsafeMutablePointer<Float>, _ xa: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, rows t: Int, in inF: Int, out: Int, rank r: Int, scale s: Float
 ) {
-    guard t <= KernelPath.columns else {
+    guard t <= KernelPath.batchColumns else {
         matmulTransB(x, a, xa, m: t, n: r, k: inF)  // xa = x A^T
         matmulTransB(xa, b, y, m: t, n: out, k: r, alpha: s, beta: 1)  // y += s xa B^T
         return
