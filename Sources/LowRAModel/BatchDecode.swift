@@ -145,36 +145,35 @@ public final class BatchDecoder: @unchecked Sendable {
                 lora: layers.map { _ in nil }, xa: layers.map { _ in nil }, activations: model.activations,
                 directRows: width)
         }
-        // Each adapter's rows (up to `columns` at a time) are one task, the tasks shared by the
-        // workers: every task writes only its own rows, through scratch of its own.
-        var tasks = [(adapter: LoRAAdapter, rows: ArraySlice<Int>)]()
+        // Each (adapter's rows, up to `width` at a time; layer) is one task, the tasks shared by the
+        // workers: every task writes only its own rows of its own output, through scratch of its own.
+        var tasks = [(adapter: LoRAAdapter, rows: ArraySlice<Int>, layer: Int)]()
         for g in groups {
             for start in stride(from: 0, to: g.rows.count, by: width) {
-                tasks.append((g.adapter, g.rows[start..<min(g.rows.count, start + width)]))
+                for i in layers.indices { tasks.append((g.adapter, g.rows[start..<min(g.rows.count, start + width)], i)) }
             }
         }
-        let widest = layers.map(\.outFeatures).max()!
         let io = UncheckedSendable((tasks, input, ys))
         parallelTasks(tasks.count) { t in
             let (tasks, input, ys) = io.value
-            let chunk = tasks[t].rows
+            let (chunk, i) = (tasks[t].rows, tasks[t].layer)
+            let (out, y) = (layers[i].outFeatures, ys[i])
             let rank = tasks[t].adapter.rank
-            let gathered = UnsafeMutablePointer<Float>.allocate(capacity: chunk.count * (inF + widest + rank))
+            let gathered = UnsafeMutablePointer<Float>.allocate(capacity: chunk.count * (inF + out + rank))
             defer { gathered.deallocate() }
             let gatheredOut = gathered + chunk.count * inF
-            let xa = gatheredOut + chunk.count * widest
-            for (j, r) in chunk.enumerated() { (gathered + j * inF).update(from: input + r * inF, count: inF) }
-            tasks[t].adapter.withView { view in
-                for (kind, (layer, y)) in zip(kinds, zip(layers, ys)) {
-                    let f = view.factors(layer: l, kind: kind)
-                    let out = layer.outFeatures
-                    for (j, r) in chunk.enumerated() { (gatheredOut + j * out).update(from: y + r * out, count: out) }
-                    loraForward(
-                        gatheredOut, xa, gathered, f.a, f.b, rows: chunk.count, in: inF, out: out, rank: f.rank,
-                        scale: f.scale)
-                    for (j, r) in chunk.enumerated() { (y + r * out).update(from: gatheredOut + j * out, count: out) }
-                }
+            let xa = gatheredOut + chunk.count * out
+            for (j, r) in chunk.enumerated() {
+                (gathered + j * inF).update(from: input + r * inF, count: inF)
+                (gatheredOut + j * out).update(from: y + r * out, count: out)
             }
+            tasks[t].adapter.withView { view in
+                let f = view.factors(layer: l, kind: kinds[i])
+                loraForward(
+                    gatheredOut, xa, gathered, f.a, f.b, rows: chunk.count, in: inF, out: out, rank: f.rank,
+                    scale: f.scale)
+            }
+            for (j, r) in chunk.enumerated() { (y + r * out).update(from: gatheredOut + j * out, count: out) }
         }
     }
 

@@ -96,6 +96,9 @@ public final class ForwardWorkspace: @unchecked Sendable {
     public private(set) var cachedValues: UnsafeMutablePointer<Float>?
     /// The activations the decode kernels take (`KernelActivations`).
     public var activations = KernelActivations.default
+    /// The most rows multiplied straight from packed or stored weights (`Linear.forward`): the
+    /// few-row default, or `KernelPath.batchColumns` for inference's short prompts.
+    public var directRows = KernelPath.columns
 
     /// `rank` 0: no adapter. `weightScratch`: floats of dequantization scratch (0 for none).
     /// `cached`: the forward reads a KV cache (inference), whose layers batches of queries read in fp32.
@@ -192,14 +195,16 @@ extension LlamaWeights {
         func linear(_ kind: LinearKind, _ input: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
             block[kind].forward(
                 input, rows: n, into: y, scratch: ws.weightScratch, lora: adapter?.factors(layer: l, kind: kind),
-                xa: adapter == nil ? nil : a.xa[kind.rawValue], activations: ws.activations)
+                xa: adapter == nil ? nil : a.xa[kind.rawValue], activations: ws.activations,
+                directRows: ws.directRows)
         }
         // Layers that share their input: one product (`Linear.forward(_:_:rows:into:...)`).
         func linears(_ kinds: [LinearKind], _ input: UnsafePointer<Float>, _ ys: [UnsafeMutablePointer<Float>]) {
             Linear.forward(
                 kinds.map { block[$0] }, input, rows: n, into: ys, scratch: ws.weightScratch,
                 lora: kinds.map { adapter?.factors(layer: l, kind: $0) },
-                xa: kinds.map { adapter == nil ? nil : a.xa[$0.rawValue] }, activations: ws.activations)
+                xa: kinds.map { adapter == nil ? nil : a.xa[$0.rawValue] }, activations: ws.activations,
+                directRows: ws.directRows)
         }
 
         // Attention.
@@ -301,7 +306,9 @@ public final class LlamaModel: @unchecked Sendable {
     public func logits(_ hidden: UnsafePointer<Float>, rows: Int) -> [Float] {
         var out = [Float](repeating: 0, count: rows * config.vocabSize)
         out.withUnsafeMutableBufferPointer {
-            weights.headForward(hidden, rows: rows, into: $0.baseAddress!, activations: activations)
+            weights.headForward(
+                hidden, rows: rows, into: $0.baseAddress!, activations: activations,
+                directRows: KernelPath.batchColumns)
         }
         return out
     }
@@ -333,6 +340,9 @@ public final class LlamaModel: @unchecked Sendable {
             config: c, batch: 1, tokens: t, keys: pos0 + t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
             weightScratch: weights.scratchFloats(rows: t), cached: cache != nil)
         ws.activations = activations
+        // Prompts of up to 16 tokens go straight through the decode kernels (the tiled ones keep
+        // 16 columns in flight), not through whole-model panels for sgemm.
+        ws.directRows = KernelPath.batchColumns
         let x = ws.allocate(t * c.hiddenSize)  // (T, C) residual stream
         func run(_ view: AdapterView?) {
             weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)
