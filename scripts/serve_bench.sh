@@ -5,7 +5,11 @@
 #     round-robin over 4 models (the base and the three adapters);
 #  2. 100 adapters on a shelf (copies of the demo's, each with its own card name) under a cap that
 #     holds 10: requests round-robin over all 100 keep being served, evictions counted.
-# Writes docs/serve-smollm2/results.md and .json. Usage: scripts/serve_bench.sh [PORT]
+#  3. the same streams on Qwen2.5-Coder-0.5B at 2 bits (when scripts/setup_qwen.sh has fetched
+#     it): quantized data-free, one adapter fine-tuned 20 steps on Tiny Shakespeare with its card,
+#     served as three adapters (copies under their own names: three resident adapters' bytes) and
+#     the base.
+# Writes docs/serve-smollm2/ and docs/serve-qwen2.5/ (results.md, .json). Usage: scripts/serve_bench.sh [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOWRA=${LOWRA:-.build/release/lowra}
@@ -16,8 +20,8 @@ MAX_TOKENS=${MAX_TOKENS:-64}
 [ -f "$OUT/adapters/fortunes/adapter_card.json" ] || bash scripts/shelf_demo.sh
 mkdir -p "$DOCS"
 
-serve() {  # shelf cap-MB log
-  $LOWRA serve --model "$OUT/base" --shelf "$1" --port "$PORT" --max-resident-mb "$2" > "$3" 2>&1 &
+serve() {  # shelf cap-MB log [base]
+  $LOWRA serve --model "${4:-$OUT/base}" --shelf "$1" --port "$PORT" --max-resident-mb "$2" > "$3" 2>&1 &
   server=$!
   for _ in $(seq 150); do grep -q "listening on" "$3" && return; sleep 0.2; done
   echo "the server did not start:" >&2; cat "$3" >&2; exit 1
@@ -59,3 +63,37 @@ kill $server; wait $server 2>/dev/null || true
   cat "$DOCS/shelf100.md"
 } > "$DOCS/results.md"
 cat "$DOCS/results.md"
+
+QWEN=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+[ -f "$QWEN" ] || exit 0
+Q=runs/shelf-qwen
+QDOCS=docs/serve-qwen2.5
+mkdir -p "$Q/adapters" "$QDOCS"
+[ -f "$Q/base/lowra_quant.json" ] || $LOWRA quantize --model "$QWEN" --bits 2 --rank 16 --out "$Q/base"
+if ! grep -q '"drift"' "$Q/adapters/shakespeare/adapter_card.json" 2>/dev/null; then
+  rm -rf "$Q/adapters"/*
+  $LOWRA finetune --model "$Q/base" --train data/train.txt --valid data/valid.txt --steps 20 --batch 1 --seq 128 \
+    --valid-sequences 20 --out "$Q/adapters/shakespeare"
+  $LOWRA eval --model "$Q/base" --adapter "$Q/adapters/shakespeare" --data data/fortunes.txt --reference "$QWEN" \
+    --max-tokens 2200 --record
+fi
+for n in sonnets plays; do
+  [ -f "$Q/adapters/$n/adapter_card.json" ] && continue
+  cp -r "$Q/adapters/shakespeare" "$Q/adapters/$n"
+  $LOWRA card set "$Q/adapters/$n" --name "$n" > /dev/null
+done
+serve "$Q/adapters" 1024 "$Q/bench-serve.log" "$Q/base"
+python3 scripts/serve_bench.py --url "http://127.0.0.1:$PORT" --models base,shakespeare,sonnets,plays \
+  --streams 1,4,16 --requests 4 --max-tokens "$MAX_TOKENS" --json "$QDOCS/streams.json" | tee "$QDOCS/streams.md"
+kill $server; wait $server 2>/dev/null || true
+{
+  echo "# lowra serve on Qwen2.5-Coder-0.5B at 2 bits (scripts/serve_bench.sh)"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "$(grep -m1 'kernels:' "$Q/bench-serve.log")."
+  echo
+  echo "## Concurrent streams over 4 models (base + 3 adapters), $MAX_TOKENS tokens per request"
+  echo
+  cat "$QDOCS/streams.md"
+} > "$QDOCS/results.md"
+cat "$QDOCS/results.md"
