@@ -290,7 +290,10 @@ struct BenchBatch: ParsableCommand {
         if list.isEmpty { list = [nil] }
         let sizes = rows.split(separator: ",").compactMap { Int($0) }
         let decoder = BatchDecoder(model: loaded.model, maxRows: sizes.max() ?? 1)
-        print("kernels: \(KernelPath.variant()), \(loaded.model.activations.rawValue) activations")
+        let tiles = loaded.model.weights.prepareDecode()
+        print(
+            "kernels: \(KernelPath.variant()), \(loaded.model.activations.rawValue) activations"
+                + (tiles > 0 ? ", decode tiles \(tiles >> 20) MB" : ""))
         var one = 0.0
         for n in sizes {
             let caches = (0..<n).map { _ in KVCache(config: c, capacity: prompt + steps + 2) }

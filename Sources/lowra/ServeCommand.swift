@@ -44,9 +44,10 @@ struct ServeCommand: ParsableCommand {
         let loaded = try modelOptions.load()
         let (baseAdapter, adapterLine) = try adapterOptions.load(for: loaded)
         printErr("the base runs with " + (adapterLine ?? "no adapter"))
+        let tiles = loaded.model.weights.prepareDecode()
         printErr(
             "kernels: \(KernelPath.variant()), \(loaded.model.activations.rawValue) activations, \(workerCount) threads"
-        )
+                + (tiles > 0 ? ", decode tiles \(tiles >> 20) MB" : ""))
         let shelf = try AdapterShelf(
             directory: shelf, config: loaded.config, fingerprint: try baseFingerprint(modelOptions.model),
             minEvalTokens: admission.minEvalTokens, capBytes: maxResidentMb << 20, maxAdapterBytes: maxAdapterMb << 20)
