@@ -185,9 +185,11 @@ public final class AdapterShelf: @unchecked Sendable {
         return join(e.id, installing: try c.expanded(config: config))!
     }
 
-    /// One more user of `id`'s expansion, `fresh` becoming it when there is none; nil if neither.
+    /// One more user of `id`'s expansion, `fresh` becoming it when there is none (resident
+    /// adapters leave, least recently used first, to keep it under the cap); nil if neither.
     private func join(_ id: String, installing fresh: LoRAAdapter? = nil) -> LoRAAdapter? {
         lock.withLock {
+            if expansions[id] == nil, let fresh { makeRoom(4 * fresh.values.count, keeping: id) }
             guard var x = expansions[id] ?? fresh.map({ ($0, 0) }) else { return nil }
             x.users += 1
             expansions[id] = x
@@ -237,13 +239,24 @@ public final class AdapterShelf: @unchecked Sendable {
         let adapter = try result.get()
         loaded += 1
         guard entries[e.id] != nil else { return adapter }  // removed meanwhile: serve this request only
-        var used = resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) }
-        while used + e.bytes > capBytes, let victim = resident.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+        makeRoom(e.bytes, keeping: e.id)
+        if e.bytes <= capBytes { resident[e.id] = (adapter, clock) }
+        return adapter
+    }
+
+    /// Evicts resident adapters, least recently used first and never `id`, until `extra` more
+    /// bytes fit under the cap beside the resident ones and the expansions in use (which stay
+    /// until their requests end). Called with the lock held.
+    private func makeRoom(_ extra: Int, keeping id: String) {
+        var used =
+            resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) }
+            + expansions.values.reduce(0) { $0 + 4 * $1.adapter.values.count }
+        while used + extra > capBytes,
+            let victim = resident.filter({ $0.key != id }).min(by: { $0.value.lastUse < $1.value.lastUse })
+        {
             resident[victim.key] = nil
             used -= entries[victim.key]?.bytes ?? 0
             evicted += 1
         }
-        if e.bytes <= capBytes { resident[e.id] = (adapter, clock) }
-        return adapter
     }
 }

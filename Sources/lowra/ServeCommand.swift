@@ -23,7 +23,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "A directory whose subdirectories are adapters (admitted by their cards).") var shelf: String?
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port (0: any free one; the bound port is printed).") var port = 8080
-    @Option(help: "Resident adapters' memory at most, in MB (least recently used leave first).")
+    @Option(
+        help: """
+            Resident adapters' memory at most, in MB, compressed adapters' expansions in use included (least \
+            recently used leave first).
+            """
+    )
     var maxResidentMb = 1024
     @Option(help: "Refuse adapters larger than this in memory, in MB.") var maxAdapterMb = 512
     @Option(help: "Sequences decoded together at most.") var maxBatch = 16

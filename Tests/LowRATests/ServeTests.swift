@@ -301,6 +301,34 @@ final class ServeTests: XCTestCase {
         shelf.release(full)
     }
 
+    /// The cap counts compressed adapters' expansions in use: expanding one evicts idle resident
+    /// adapters (least recently used first) that no longer fit beside it.
+    func testExpansionsCountAgainstTheCap() throws {
+        let f = try Self.fixture()
+        let loaded = try LoadedModel.load(f.base)
+        let fingerprint = try baseFingerprint(f.base)
+        let probe = try AdapterShelf(
+            directory: f.shelf, config: loaded.config, fingerprint: fingerprint, minEvalTokens: 1024,
+            capBytes: 1 << 30, maxAdapterBytes: 1 << 30)
+        let (full, compressed) = (try probe.entry("alpha"), try probe.entry("delta4"))
+        let expansion = 4 * (try probe.acquire(compressed)).values.count
+        probe.release(compressed)
+        // Room for both resident, not for both and the expansion.
+        let shelf = try AdapterShelf(
+            directory: f.shelf, config: loaded.config, fingerprint: fingerprint, minEvalTokens: 1024,
+            capBytes: full.bytes + compressed.bytes + expansion - 1, maxAdapterBytes: 1 << 30)
+        _ = try shelf.acquire(full)
+        shelf.release(full)
+        XCTAssertEqual(shelf.residentCount, 1)
+        _ = try shelf.acquire(compressed)
+        XCTAssertEqual(shelf.expandedBytes, expansion)
+        XCTAssertEqual(shelf.residentCount, 1, "alpha left to make room for delta4's expansion")
+        XCTAssertEqual(shelf.evictions, 1)
+        XCTAssertLessThanOrEqual(shelf.residentBytes + shelf.expandedBytes, shelf.capBytes)
+        shelf.release(compressed)
+        XCTAssertEqual(shelf.expandedBytes, 0)
+    }
+
     func testRefusalsAndHotShelf() async throws {
         let f = try Self.fixture()
         let server = try Server(["--model", f.base, "--shelf", f.shelf, "--max-body-kb", "64"])
