@@ -452,14 +452,17 @@ TILE_TARGET static void q8_0_tiled_vnni(const lowra_q8_0_tiled_view *t, const lo
 }
 #endif
 
+static int tiles_off = -1;  // -1: not yet decided; LOWRA_TILES=0 keeps the row kernels
+
+void lowra_tiled_disable(void) { tiles_off = 1; }
+
 int lowra_tiled_supported(int path) {
 #if defined(__x86_64__)
-    static int off = -1;  // LOWRA_TILES=0 keeps the row kernels
-    if (off < 0) {
+    if (tiles_off < 0) {
         const char *env = getenv("LOWRA_TILES");
-        off = env && strcmp(env, "0") == 0;
+        tiles_off = env && strcmp(env, "0") == 0;
     }
-    return !off && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
+    return !tiles_off && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
 #else
     (void)path;
     return 0;

@@ -161,6 +161,9 @@ public struct StoredMatrix: @unchecked Sendable {
     /// returns their bytes (0 for other types).
     public func prepareTiles() -> Int { type == .q8_0 ? tiles.view(of: self).bytes : 0 }
 
+    /// The bytes a Q8_0 matrix's tiles take, without building them.
+    public var tileBytesEstimate: Int { (rows + 15) / 16 * ((cols / 32) * 576 + 64) }
+
     /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,
     /// and a later read maps them back): for one pass over a model larger than memory.
     public func release() {

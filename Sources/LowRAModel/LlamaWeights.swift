@@ -339,14 +339,32 @@ public struct LlamaWeights: Sendable {
     /// The output head: its own weight, or the embedding when tied.
     public var outputHead: Linear { head ?? embedding }
 
+    /// About the bytes `prepareDecode` builds, without building them.
+    public var decodeTileBytesEstimate: Int {
+        (blocks.flatMap { $0.linears } + [outputHead]).reduce(0) { sum, l in
+            switch l.storage {
+            case .packed(let p): return sum + p.tileBytesEstimate
+            case .stored(let m) where m.type == .q8_0: return sum + m.tileBytesEstimate
+            default: return sum
+            }
+        }
+    }
+
     /// Builds now, on the workers, the tiles the decode products read (`KernelPath.usesTiles`:
     /// packed layers and a Q8_0 head), instead of at each weight's first product; returns the
     /// bytes they hold (0 where the CPU runs the row kernels). For whatever decodes: the server,
     /// `generate`, the benchmarks.
+    /// Tiles that would take more than a quarter of the machine's memory are not built: the
+    /// process turns to the row kernels instead (a model mapped from a file larger than memory
+    /// must not gain an in-memory copy).
     @discardableResult
     public func prepareDecode(path: Int = KernelPath.best) -> Int {
         guard KernelPath.usesTiles(path) else { return 0 }
         let all = blocks.flatMap { $0.linears } + [outputHead]
+        guard decodeTileBytesEstimate <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
+            KernelPath.disableTiles()
+            return 0
+        }
         let bytes = UncheckedSendable(UnsafeMutablePointer<Int>.allocate(capacity: all.count))
         defer { bytes.value.deallocate() }
         parallelTasks(all.count) { i in

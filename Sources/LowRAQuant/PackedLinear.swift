@@ -298,6 +298,15 @@ public struct PackedLinear: Sendable, Equatable {
     /// returns their bytes.
     public func prepareTiles() -> Int { kernel.tiles.bytes }
 
+    /// About the bytes `prepareTiles` would take, without building them.
+    public var tileBytesEstimate: Int {
+        var tiles: UInt64 = 0
+        var codeBytes: UInt64 = 0
+        lowra_tile_sizes(kernel.pointer, &tiles, &codeBytes)
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        return TiledWeight.layout(tiles: Int(tiles), codeBytes: Int(codeBytes), blocks: nb).reduce(0, +)
+    }
+
     /// The C kernels' view of this weight, valid inside `body`.
     @inline(__always)
     func withView<R>(_ body: (UnsafePointer<lowra_packed_view>) -> R) -> R {
@@ -418,10 +427,7 @@ final class TiledWeight: @unchecked Sendable {
         lowra_tile_sizes(packed, &tiles, &codeBytes)
         let t = Int(tiles)
         let nb = Int(lowra_blocks_per_row(packed.pointee.in))
-        // One allocation, each array 64-byte aligned: codes, tables, scales, min, step, rows,
-        // offsets, widths.
-        let sizes = [Int(codeBytes), 256 * t, 64 * t * nb, 64 * t, 64 * t, 64 * t, 8 * t, t]
-        let aligned = sizes.map { ($0 + 63) / 64 * 64 }
+        let aligned = Self.layout(tiles: t, codeBytes: Int(codeBytes), blocks: nb)
         bytes = aligned.reduce(0, +)
         memory = .allocate(byteCount: max(64, bytes), alignment: 64)
         var at = [Int]()
@@ -445,6 +451,12 @@ final class TiledWeight: @unchecked Sendable {
                 bits: buffers.bits, offsets: buffers.offsets, codes: buffers.codes, tables: buffers.tables,
                 scales: buffers.scales, level_min: buffers.level_min, level_step: buffers.level_step,
                 rows: buffers.rows))
+    }
+
+    /// The arrays' sizes in the one allocation, each rounded up to 64 bytes: codes, tables,
+    /// scales, min, step, rows, offsets, widths.
+    static func layout(tiles t: Int, codeBytes: Int, blocks nb: Int) -> [Int] {
+        [codeBytes, 256 * t, 64 * t * nb, 64 * t, 64 * t, 64 * t, 8 * t, t].map { ($0 + 63) / 64 * 64 }
     }
 
     deinit {

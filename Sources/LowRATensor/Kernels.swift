@@ -34,6 +34,8 @@ public enum KernelPath {
     /// Whether `path` multiplies packed weights by the tiled kernel (`lowra_tiled_gemm_q8`: AVX-512
     /// VNNI + VBMI, unless LOWRA_TILES=0 or LOWRA_VBMI=0); else by the row kernels.
     public static func usesTiles(_ path: Int) -> Bool { lowra_tiled_supported(Int32(path)) != 0 }
+    /// Row kernels for the rest of the process (`lowra_tiled_disable`).
+    public static func disableTiles() { lowra_tiled_disable() }
 }
 
 /// The activations the decode kernels multiply, with exact integer dot products (`lowra_q8_*`):

@@ -87,6 +87,17 @@ final class BatchDecodeTests: XCTestCase {
         }
     }
 
+    /// The decode tiles' size is known exactly before they are built (what decides whether they fit).
+    func testDecodeTileEstimateMatchesTheTilesBuilt() throws {
+        let src = try LoadedModel.load(Paths.fixture("tiny.gguf"))
+        let packed = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2)).weights
+        let estimate = packed.decodeTileBytesEstimate
+        XCTAssertGreaterThan(estimate, 0)
+        guard KernelPath.usesTiles(KernelPath.best) else { return }
+        let built = packed.prepareDecode()
+        XCTAssertEqual(built, estimate)
+    }
+
     func testBatchedDecodeRefusesBadRows() throws {
         let src = try LoadedModel.load(Paths.fixture("tiny.gguf"))
         let c = src.config

@@ -171,9 +171,12 @@ void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *cod
 /// order, 16 per tile, the last tile of a width padded with empty lanes; the widths' tiles
 /// interleaved in proportion, so any stretch of tiles holds about the same mix.
 void lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out);
-/// Whether `path` runs the tiled kernel (AVX-512 with VNNI and VBMI, VBMI not turned off); else
-/// lowra_tiled_gemm_q8 runs its scalar reference.
+/// Whether `path` runs the tiled kernel (AVX-512 with VNNI and VBMI, VBMI not turned off, tiles
+/// not turned off); else lowra_tiled_gemm_q8 runs its scalar reference.
 int lowra_tiled_supported(int path);
+/// Turns the tiled kernels off for the rest of the process (before anything decodes: a model
+/// whose tiles would not fit in memory), as LOWRA_TILES=0 does.
+void lowra_tiled_disable(void);
 /// Y[c][r] ≈ Σ_j X[c][j] W[r][j] for the rows of tiles t0 <= t < t1, any number of columns, from
 /// quantized activations (natural order only: lowra_q8_quantize's `orders` may be 1). Each
 /// column's result is bit for bit the same whatever the other columns, and on every path.
