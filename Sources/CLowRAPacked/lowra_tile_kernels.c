@@ -66,19 +66,23 @@ static int by_key(const void *a, const void *b) {
     return x->key < y->key ? -1 : x->key > y->key ? 1 : (int)x->bits - (int)y->bits;
 }
 
-void lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
+int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
     lowra_kernels_init();
     const uint64_t nb = lowra_blocks_per_row(w->in);
     uint64_t count[5] = {0}, tiles = 0;
     for (uint64_t r = 0; r < w->out; r++) count[w->bits[r]]++;
     int32_t *by_width[5] = {NULL};
-    for (unsigned b = 1; b <= 4; b *= 2) {
-        by_width[b] = malloc((count[b] + 1) * sizeof(int32_t));
-        tiles += (count[b] + TILE - 1) / TILE;
+    for (unsigned b = 1; b <= 4; b *= 2) tiles += (count[b] + TILE - 1) / TILE;
+    tile_slot *slots = malloc((tiles + 1) * sizeof(tile_slot));
+    int ok = slots != NULL;
+    for (unsigned b = 1; b <= 4; b *= 2) ok &= (by_width[b] = malloc((count[b] + 1) * sizeof(int32_t))) != NULL;
+    if (!ok) {
+        free(slots);
+        for (unsigned b = 1; b <= 4; b *= 2) free(by_width[b]);
+        return -1;
     }
     uint64_t filled[5] = {0};
     for (uint64_t r = 0; r < w->out; r++) by_width[w->bits[r]][filled[w->bits[r]]++] = (int32_t)r;
-    tile_slot *slots = malloc((tiles + 1) * sizeof(tile_slot));
     uint64_t t = 0;
     for (unsigned b = 1; b <= 4; b *= 2) {
         const uint64_t nt = (count[b] + TILE - 1) / TILE;
@@ -128,6 +132,7 @@ void lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
     }
     free(slots);
     for (unsigned b = 1; b <= 4; b *= 2) free(by_width[b]);
+    return 0;
 }
 
 // The code of lane i at input 4g + k of a block, from the tiled layout.

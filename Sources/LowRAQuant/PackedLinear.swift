@@ -442,7 +442,7 @@ final class TiledWeight: @unchecked Sendable {
             bits: p(7, UInt8.self), offsets: p(6, UInt64.self), codes: p(0, UInt8.self), tables: p(1, UInt8.self),
             scales: p(2, Float.self), level_min: p(3, Float.self), level_step: p(4, Float.self),
             rows: p(5, Int32.self))
-        lowra_tile_pack(packed, &buffers)
+        precondition(lowra_tile_pack(packed, &buffers) == 0, "out of memory while tiling a packed weight")
         count = t
         view = .allocate(capacity: 1)
         view.initialize(

@@ -169,8 +169,9 @@ typedef struct {
 void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *code_bytes);
 /// Fills the tiled form of w (which must carry its integer levels): the rows of each width in
 /// order, 16 per tile, the last tile of a width padded with empty lanes; the widths' tiles
-/// interleaved in proportion, so any stretch of tiles holds about the same mix.
-void lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out);
+/// interleaved in proportion, so any stretch of tiles holds about the same mix. 0, or -1 when its
+/// scratch could not be allocated.
+int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out);
 /// Whether `path` runs the tiled kernel (AVX-512 with VNNI and VBMI, VBMI not turned off, tiles
 /// not turned off); else lowra_tiled_gemm_q8 runs its scalar reference.
 int lowra_tiled_supported(int path);
