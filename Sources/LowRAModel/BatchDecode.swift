@@ -150,7 +150,8 @@ public final class BatchDecoder: @unchecked Sendable {
         var tasks = [(adapter: LoRAAdapter, rows: ArraySlice<Int>, layer: Int)]()
         for g in groups {
             for start in stride(from: 0, to: g.rows.count, by: width) {
-                for i in layers.indices { tasks.append((g.adapter, g.rows[start..<min(g.rows.count, start + width)], i)) }
+                let chunk = g.rows[start..<min(g.rows.count, start + width)]
+                for i in layers.indices { tasks.append((g.adapter, chunk, i)) }
             }
         }
         let io = UncheckedSendable((tasks, input, ys))
