@@ -352,13 +352,14 @@ final class KernelTests: XCTestCase {
     }
 
     /// The LoRA up-projection (`lowra_lora_up`): every path bit for bit the scalar chain of fused
-    /// multiply-adds, any columns and row range, and within fp32 rounding of y + s · XA Bᵀ.
+    /// multiply-adds, any columns, rank (more than one register chunk of 32) and row range, and
+    /// within fp32 rounding of y + s · XA Bᵀ.
     func testLoRAUpProjectionEqualsTheReference() {
         var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 12)
         var cases = 0
-        for (out, r) in [(16, 16), (37, 4), (100, 32), (33, 40), (5, 1), (576, 16)] {
+        for (out, r) in [(16, 16), (37, 4), (100, 32), (33, 40), (5, 1), (576, 16), (50, 64)] {
             let b = (0..<(out * r)).map { _ in Float(rng.nextUnit() * 2 - 1) }
-            for n in [1, 5, 16] {
+            for n in [1, 5, 16, 19] {
                 let xa = (0..<(n * r)).map { _ in Float(rng.nextUnit() * 2 - 1) }
                 let y0 = (0..<(n * out)).map { _ in Float(rng.nextUnit() * 2 - 1) }
                 let s: Float = 0.37
@@ -390,7 +391,7 @@ final class KernelTests: XCTestCase {
                 cases += 1
             }
         }
-        XCTAssertEqual(cases, 18)
+        XCTAssertEqual(cases, 28)
     }
 
     /// Quantizing leaves every row's levels on its uint8 grid, so the int16 kernels multiply the
