@@ -51,6 +51,18 @@ public final class MappedFile: @unchecked Sendable {
             madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, MADV_DONTNEED)
         }
     }
+
+    /// Drops the whole pages inside [p, p + count) from resident memory, as `releaseAll` does, if
+    /// they lie in this file's mapping (nothing otherwise: memory of our own must stay).
+    public func release(_ p: UnsafeRawPointer, count: Int) {
+        guard mapped, let base = bytes.baseAddress, count > 0, p >= base, p + count <= base + bytes.count else {
+            return
+        }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: p) + page - 1) / page * page
+        let hi = (Int(bitPattern: p) + count) / page * page
+        if hi > lo { madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED) }
+    }
 }
 
 /// A 2-D tensor (rows, cols) as stored in a mapped file — F32, F16, BF16 or ggml blocks — converted
@@ -168,12 +180,7 @@ public struct StoredMatrix: @unchecked Sendable {
     /// and a later read maps them back): for one pass over a model larger than memory.
     public func release() {
         guard byteCount > 0, let base = file.bytes.baseAddress else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = Int(bitPattern: base + offset)
-        let end = start + byteCount
-        let lo = (start + page - 1) / page * page
-        let hi = end / page * page  // whole pages inside the tensor
-        if hi > lo { madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED) }
+        file.release(base + offset, count: byteCount)
     }
 
     /// The whole matrix as fp32.

@@ -33,6 +33,9 @@ public struct Sampler {
             for i in logits.indices where logits[i] > logits[best] { best = i }
             return best - base
         }
+        if options.topK <= 0 || options.topK >= logits.count, options.topP >= 1 {
+            return sampleWhole(logits)
+        }
         var order = Array(0..<logits.count)
         order.sort { logits[base + $0] > logits[base + $1] }
         if options.topK > 0 { order = Array(order.prefix(options.topK)) }
@@ -58,6 +61,24 @@ public struct Sampler {
             if u <= 0 { return order[i] }
         }
         return order[keep - 1]
+    }
+
+    /// Softmax sampling over the whole vocabulary, walked in index order: no sort (which costs
+    /// more than a small model's decode step).
+    private mutating func sampleWhole(_ logits: ArraySlice<Float>) -> Int {
+        let mx = logits.max()!
+        var probs = [Double](repeating: 0, count: logits.count)
+        var total = 0.0
+        for (i, l) in logits.enumerated() {
+            probs[i] = Double(expf((l - mx) / options.temperature))
+            total += probs[i]
+        }
+        var u = rng.nextUnit() * total
+        for i in probs.indices {
+            u -= probs[i]
+            if u <= 0 { return i }
+        }
+        return probs.lastIndex { $0 > 0 }!
     }
 }
 

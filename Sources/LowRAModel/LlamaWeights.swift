@@ -367,10 +367,19 @@ public struct LlamaWeights: Sendable {
         }
         let bytes = UncheckedSendable(UnsafeMutablePointer<Int>.allocate(capacity: all.count))
         defer { bytes.value.deallocate() }
+        // Packing a weight reads every code; decode reads only the tiles, so the mapped file's
+        // pages leave resident memory as each weight is packed (a longer prompt's panels map them
+        // back from the page cache).
         parallelTasks(all.count) { i in
             switch all[i].storage {
-            case .packed(let p): bytes.value[i] = p.prepareTiles()
-            case .stored(let m): bytes.value[i] = m.prepareTiles()
+            case .packed(let p):
+                bytes.value[i] = p.prepareTiles()
+                if let file = p.codes.owner as? MappedFile, let base = p.codes.base {
+                    file.release(UnsafeRawPointer(base), count: p.codes.count)
+                }
+            case .stored(let m):
+                bytes.value[i] = m.prepareTiles()
+                if bytes.value[i] > 0 { m.release() }
             case .dense: bytes.value[i] = 0
             }
         }

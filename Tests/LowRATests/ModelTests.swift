@@ -122,6 +122,23 @@ final class ModelTests: XCTestCase {
             try m.generate(prompt: [5], maxNewTokens: 10, sampling: s, eos: nil).tokens)
     }
 
+    /// Sampling without top-k or top-p draws each token with its softmax probability (seeded, so
+    /// the counts are fixed; 40,000 draws, every count within 4 standard deviations).
+    func testSamplerFollowsTheSoftmax() {
+        let logits: [Float] = [0, 3, 1, 2.9, -1, 0.5]
+        let t: Float = 0.8
+        let e = logits.map { exp(Double($0 / t)) }
+        let p = e.map { $0 / e.reduce(0, +) }
+        var sampler = Sampler(SamplingOptions(temperature: t, seed: 3))
+        var counts = [Int](repeating: 0, count: logits.count)
+        let n = 40_000
+        for _ in 0..<n { counts[sampler.sample(logits[...])] += 1 }
+        for i in logits.indices {
+            let sd = (Double(n) * p[i] * (1 - p[i])).squareRoot()
+            XCTAssertEqual(Double(counts[i]), Double(n) * p[i], accuracy: 4 * sd, "token \(i)")
+        }
+    }
+
     func testSamplerRespectsTopK() {
         var sampler = Sampler(SamplingOptions(temperature: 5, topK: 2, seed: 1))
         let logits: [Float] = [0, 3, 1, 2.9, -1]
