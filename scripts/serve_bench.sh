@@ -48,15 +48,19 @@ python3 scripts/serve_bench.py --url "http://127.0.0.1:$PORT" --models "$(IFS=,;
   --streams 4 --requests 50 --max-tokens 16 --json "$DOCS/shelf100.json" | tee "$DOCS/shelf100.md"
 kill $server; wait $server 2>/dev/null || true
 
-{
-  echo "# lowra serve on SmolLM2-135M at 2 bits (scripts/serve_bench.sh)"
+header() {  # model server-log docs: the title, the machine and kernels, the streams table
+  echo "# lowra serve on $1 at 2 bits (scripts/serve_bench.sh)"
   echo
   echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
-  echo "$(grep -m1 'kernels:' "$OUT/bench-serve.log")."
+  echo "$(grep -m1 'kernels:' "$2")."
   echo
   echo "## Concurrent streams over 4 models (base + 3 adapters), $MAX_TOKENS tokens per request"
   echo
-  cat "$DOCS/streams.md"
+  cat "$3/streams.md"
+}
+
+{
+  header SmolLM2-135M "$OUT/bench-serve.log" "$DOCS"
   echo
   echo "## 100 adapters, resident cap ${cap} MB (10 adapters of $((bytes / 1048576)) MB), 200 requests round-robin"
   echo
@@ -86,14 +90,5 @@ serve "$Q/adapters" 1024 "$Q/bench-serve.log" "$Q/base"
 python3 scripts/serve_bench.py --url "http://127.0.0.1:$PORT" --models base,shakespeare,sonnets,plays \
   --streams 1,4,16 --requests 4 --max-tokens "$MAX_TOKENS" --json "$QDOCS/streams.json" | tee "$QDOCS/streams.md"
 kill $server; wait $server 2>/dev/null || true
-{
-  echo "# lowra serve on Qwen2.5-Coder-0.5B at 2 bits (scripts/serve_bench.sh)"
-  echo
-  echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
-  echo "$(grep -m1 'kernels:' "$Q/bench-serve.log")."
-  echo
-  echo "## Concurrent streams over 4 models (base + 3 adapters), $MAX_TOKENS tokens per request"
-  echo
-  cat "$QDOCS/streams.md"
-} > "$QDOCS/results.md"
+header Qwen2.5-Coder-0.5B "$Q/bench-serve.log" "$QDOCS" > "$QDOCS/results.md"
 cat "$QDOCS/results.md"

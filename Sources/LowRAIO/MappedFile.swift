@@ -75,8 +75,10 @@ public struct StoredMatrix: @unchecked Sendable {
     public let file: MappedFile
     /// Byte offset of row 0 in the file.
     public let offset: Int
-    /// Q8_0 rows regrouped into tiles for the decode products, built on first use.
-    let tiles = StoredTiles()
+    /// Q8_0 rows regrouped into tiles for the decode products, built on first use and shared by
+    /// the copies of this matrix.
+    private let builtTiles = BuiltOnce<Q8_0Tiles>()
+    var tiles: Q8_0Tiles { builtTiles.get { Q8_0Tiles(self) } }
 
     public init(rows: Int, cols: Int, type: GGMLType, file: MappedFile, offset: Int) throws {
         guard let (qk, _) = type.blockLayout else {
@@ -138,12 +140,13 @@ public struct StoredMatrix: @unchecked Sendable {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
         let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
         if type == .q8_0 && activations != .float && KernelPath.usesTiles(path) {
-            let t = tiles.view(of: self)
+            let t = tiles
             withQuantizedActivations(x, columns: n, inFeatures: cols, as: activations) { q in
                 let io = UncheckedSendable((t.view, q, y))
                 parallelFor(t.count, minPerChunk: 4) { range in
+                    var v = io.value.0
                     lowra_q8_0_tiled_gemm_q8(
-                        Int32(path), io.value.0, io.value.1, io.value.2, UInt64(rows), UInt64(range.lowerBound),
+                        Int32(path), &v, io.value.1, io.value.2, UInt64(rows), UInt64(range.lowerBound),
                         UInt64(range.upperBound))
                 }
             }
@@ -171,10 +174,12 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// Builds the tiles of a Q8_0 matrix's decode products now (otherwise built on first use);
     /// returns their bytes (0 for other types).
-    public func prepareTiles() -> Int { type == .q8_0 ? tiles.view(of: self).bytes : 0 }
+    public func prepareTiles() -> Int { type == .q8_0 ? tiles.bytes : 0 }
 
-    /// The bytes a Q8_0 matrix's tiles take, without building them.
-    public var tileBytesEstimate: Int { (rows + 15) / 16 * ((cols / 32) * 576 + 64) }
+    /// The bytes `prepareTiles` builds, without building them.
+    public var tileBytesEstimate: Int {
+        type == .q8_0 ? AlignedArrays.bytes(Q8_0Tiles.sizes(rows: rows, cols: cols)) : 0
+    }
 
     /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,
     /// and a later read maps them back): for one pass over a model larger than memory.
@@ -191,58 +196,30 @@ public struct StoredMatrix: @unchecked Sendable {
     }
 }
 
-/// A Q8_0 matrix's tiles (`lowra_q8_0_tiled_view`) in memory of their own, built once on first use
-/// and shared by the copies of its `StoredMatrix`.
-final class StoredTiles: @unchecked Sendable {
-    final class Built: @unchecked Sendable {
-        let view: UnsafeMutablePointer<lowra_q8_0_tiled_view>
-        let count: Int
-        let bytes: Int
-        private let memory: UnsafeMutableRawPointer
+/// A Q8_0 matrix's tiles (`lowra_q8_0_tiled_view`) in memory of their own.
+final class Q8_0Tiles: @unchecked Sendable {
+    let view: lowra_q8_0_tiled_view
+    let count: Int
+    private let memory: AlignedArrays
+    var bytes: Int { memory.bytes }
 
-        init(_ m: StoredMatrix) {
-            count = (m.rows + 15) / 16
-            let blocks = count * (m.cols / 32)
-            let codeBytes = 512 * blocks
-            let scaleBytes = 64 * blocks
-            bytes = codeBytes + scaleBytes + 64 * count
-            memory = .allocate(byteCount: max(64, bytes), alignment: 64)
-            var b = lowra_q8_0_tiled_buffers(
-                codes: memory.assumingMemoryBound(to: UInt8.self),
-                scales: (memory + codeBytes).assumingMemoryBound(to: Float.self),
-                rows: (memory + codeBytes + scaleBytes).assumingMemoryBound(to: Int32.self))
-            lowra_q8_0_tile_pack(
-                m.rawRows(0..<m.rows).assumingMemoryBound(to: UInt8.self), UInt64(m.rowBytes), UInt64(m.rows),
-                UInt64(m.cols), &b)
-            view = .allocate(capacity: 1)
-            view.initialize(
-                to: lowra_q8_0_tiled_view(
-                    out: UInt64(m.rows), in: UInt64(m.cols), tiles: UInt64(count), codes: b.codes, scales: b.scales,
-                    rows: b.rows))
-        }
-
-        deinit {
-            view.deallocate()
-            memory.deallocate()
-        }
+    /// The arrays' sizes in bytes: codes, scales, rows.
+    static func sizes(rows: Int, cols: Int) -> [Int] {
+        let tiles = (rows + 15) / 16
+        return [512 * tiles * (cols / 32), 64 * tiles * (cols / 32), 64 * tiles]
     }
 
-    private let lock = NSLock()
-    private var built: Built?
-
-    func view(of m: StoredMatrix) -> Built {
-        lock.lock()
-        defer { lock.unlock() }
-        if let b = built { return b }
-        let b = Built(m)
-        built = b
-        return b
-    }
-
-    /// Bytes the tiles hold, 0 until they are built.
-    var bytes: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return built?.bytes ?? 0
+    init(_ m: StoredMatrix) {
+        let memory = AlignedArrays(Self.sizes(rows: m.rows, cols: m.cols))
+        var b = lowra_q8_0_tiled_buffers(
+            codes: memory.array(0, as: UInt8.self), scales: memory.array(1, as: Float.self),
+            rows: memory.array(2, as: Int32.self))
+        lowra_q8_0_tile_pack(
+            m.rawRows(0..<m.rows).assumingMemoryBound(to: UInt8.self), UInt64(m.rowBytes), UInt64(m.rows),
+            UInt64(m.cols), &b)
+        (self.memory, count) = (memory, (m.rows + 15) / 16)
+        view = lowra_q8_0_tiled_view(
+            out: UInt64(m.rows), in: UInt64(m.cols), tiles: UInt64(count), codes: b.codes, scales: b.scales,
+            rows: b.rows)
     }
 }

@@ -107,6 +107,34 @@ public struct Linear: Sendable {
     /// still in the core's cache when sgemm reads it; a multiple of 16, at least 64.
     public static func panelRows(inFeatures: Int) -> Int { max(64, (1 << 18) / max(1, inFeatures) / 16 * 16) }
 
+    /// The bytes of the decode tiles `prepareTiles` builds (packed weights, Q8_0 matrices; else 0).
+    var tileBytesEstimate: Int {
+        switch storage {
+        case .packed(let p): p.tileBytesEstimate
+        case .stored(let m): m.tileBytesEstimate
+        case .dense: 0
+        }
+    }
+
+    /// Builds the decode tiles; returns their bytes. Packing reads every code and decode then reads
+    /// only the tiles, so the mapped file's pages leave resident memory (a longer prompt's panels
+    /// map them back from the page cache).
+    func prepareTiles() -> Int {
+        switch storage {
+        case .packed(let p):
+            let bytes = p.prepareTiles()
+            if let file = p.codes.owner as? MappedFile, let base = p.codes.base {
+                file.release(UnsafeRawPointer(base), count: p.codes.count)
+            }
+            return bytes
+        case .stored(let m):
+            let bytes = m.prepareTiles()
+            if bytes > 0 { m.release() }
+            return bytes
+        case .dense: return 0
+        }
+    }
+
     /// y (T, out) = x (T, in) · W^T + b, plus s · B A x when LoRA factors are given (xa (T, r)
     /// keeps x Aᵀ for backward). A few rows are multiplied straight from a packed or stored
     /// encoding (with `activations` int8 or fp32); more rows convert W a panel of rows at a time
@@ -339,16 +367,11 @@ public struct LlamaWeights: Sendable {
     /// The output head: its own weight, or the embedding when tied.
     public var outputHead: Linear { head ?? embedding }
 
-    /// About the bytes `prepareDecode` builds, without building them.
-    public var decodeTileBytesEstimate: Int {
-        (blocks.flatMap { $0.linears } + [outputHead]).reduce(0) { sum, l in
-            switch l.storage {
-            case .packed(let p): return sum + p.tileBytesEstimate
-            case .stored(let m) where m.type == .q8_0: return sum + m.tileBytesEstimate
-            default: return sum
-            }
-        }
-    }
+    /// The weights a decode step multiplies: every block's linear layers and the head.
+    private var decodeLinears: [Linear] { blocks.flatMap { $0.linears } + [outputHead] }
+
+    /// The bytes `prepareDecode` builds, without building them.
+    public var decodeTileBytesEstimate: Int { decodeLinears.reduce(0) { $0 + $1.tileBytesEstimate } }
 
     /// Builds now, on the workers, the tiles the decode products read (`KernelPath.usesTiles`:
     /// packed layers and a Q8_0 head), instead of at each weight's first product; returns the
@@ -360,29 +383,14 @@ public struct LlamaWeights: Sendable {
     @discardableResult
     public func prepareDecode(path: Int = KernelPath.best) -> Int {
         guard KernelPath.usesTiles(path) else { return 0 }
-        let all = blocks.flatMap { $0.linears } + [outputHead]
         guard decodeTileBytesEstimate <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
             KernelPath.disableTiles()
             return 0
         }
+        let all = decodeLinears
         let bytes = UncheckedSendable(UnsafeMutablePointer<Int>.allocate(capacity: all.count))
         defer { bytes.value.deallocate() }
-        // Packing a weight reads every code; decode reads only the tiles, so the mapped file's
-        // pages leave resident memory as each weight is packed (a longer prompt's panels map them
-        // back from the page cache).
-        parallelTasks(all.count) { i in
-            switch all[i].storage {
-            case .packed(let p):
-                bytes.value[i] = p.prepareTiles()
-                if let file = p.codes.owner as? MappedFile, let base = p.codes.base {
-                    file.release(UnsafeRawPointer(base), count: p.codes.count)
-                }
-            case .stored(let m):
-                bytes.value[i] = m.prepareTiles()
-                if bytes.value[i] > 0 { m.release() }
-            case .dense: bytes.value[i] = 0
-            }
-        }
+        parallelTasks(all.count) { bytes.value[$0] = all[$0].prepareTiles() }
         return (0..<all.count).reduce(0) { $0 + bytes.value[$1] }
     }
 }

@@ -224,8 +224,9 @@ public struct PackedLinear: Sendable, Equatable {
                 withQuantizedActivations(x, columns: n, inFeatures: inFeatures, orders: 1, as: activations) { q in
                     let io = UncheckedSendable((tiles.view, q, y))
                     parallelFor(tiles.count, minPerChunk: 4) { range in
+                        var v = io.value.0
                         lowra_tiled_gemm_q8(
-                            Int32(path), io.value.0, io.value.1, io.value.2, UInt64(outFeatures),
+                            Int32(path), &v, io.value.1, io.value.2, UInt64(outFeatures),
                             UInt64(range.lowerBound), UInt64(range.upperBound))
                     }
                 }
@@ -267,7 +268,8 @@ public struct PackedLinear: Sendable, Equatable {
                     for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
                         let lo = max(range.lowerBound, starts[i]) - starts[i]
                         let hi = min(range.upperBound, starts[i + 1]) - starts[i]
-                        lowra_tiled_gemm_q8(Int32(path), views[i], q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
+                        var v = views[i]
+                        lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
                     }
                 }
             }
@@ -304,7 +306,7 @@ public struct PackedLinear: Sendable, Equatable {
         var codeBytes: UInt64 = 0
         lowra_tile_sizes(kernel.pointer, &tiles, &codeBytes)
         let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
-        return TiledWeight.layout(tiles: Int(tiles), codeBytes: Int(codeBytes), blocks: nb).reduce(0, +)
+        return AlignedArrays.bytes(TiledWeight.sizes(tiles: Int(tiles), codeBytes: Int(codeBytes), blocks: nb))
     }
 
     /// The C kernels' view of this weight, valid inside `body`.
@@ -338,26 +340,11 @@ final class PackedKernelView: @unchecked Sendable {
     var view: lowra_packed_view { pointer.pointee }
     private var memory = [UnsafeMutableRawPointer]()
     private let codes: HeldArray<UInt8>
-    private let tilesLock = NSLock()
-    private var builtTiles: TiledWeight?
+    private let builtTiles = BuiltOnce<TiledWeight>()
 
     /// The weight's tiles (`lowra_tile_pack`), built on first use and kept: the decode products'
     /// copy of the codes where the CPU runs the tiled kernel (`KernelPath.usesTiles`).
-    var tiles: TiledWeight {
-        tilesLock.lock()
-        defer { tilesLock.unlock() }
-        if let t = builtTiles { return t }
-        let t = TiledWeight(pointer)
-        builtTiles = t
-        return t
-    }
-
-    /// Bytes the tiles hold, 0 until they are built.
-    var tileBytes: Int {
-        tilesLock.lock()
-        defer { tilesLock.unlock() }
-        return builtTiles?.bytes ?? 0
-    }
+    var tiles: TiledWeight { builtTiles.get { TiledWeight(pointer) } }
 
     init(
         out: Int, in inF: Int, bits: [UInt8], codes: HeldArray<UInt8>, rowOffsets: [Int], levels: [Float],
@@ -416,51 +403,32 @@ final class PackedKernelView: @unchecked Sendable {
 /// A packed weight's rows regrouped into tiles of 16 rows of one width (`lowra_tiled_view`), in
 /// memory of its own: what the tiled kernel reads.
 final class TiledWeight: @unchecked Sendable {
-    let view: UnsafeMutablePointer<lowra_tiled_view>
+    let view: lowra_tiled_view
     let count: Int
-    let bytes: Int
-    private let memory: UnsafeMutableRawPointer
+    private let memory: AlignedArrays
+    var bytes: Int { memory.bytes }
 
     init(_ packed: UnsafePointer<lowra_packed_view>) {
         var tiles: UInt64 = 0
         var codeBytes: UInt64 = 0
         lowra_tile_sizes(packed, &tiles, &codeBytes)
-        let t = Int(tiles)
         let nb = Int(lowra_blocks_per_row(packed.pointee.in))
-        let aligned = Self.layout(tiles: t, codeBytes: Int(codeBytes), blocks: nb)
-        bytes = aligned.reduce(0, +)
-        memory = .allocate(byteCount: max(64, bytes), alignment: 64)
-        var at = [Int]()
-        var sum = 0
-        for a in aligned {
-            at.append(sum)
-            sum += a
-        }
-        let m = memory
-        func p<T>(_ i: Int, _: T.Type) -> UnsafeMutablePointer<T> { (m + at[i]).assumingMemoryBound(to: T.self) }
+        let m = AlignedArrays(Self.sizes(tiles: Int(tiles), codeBytes: Int(codeBytes), blocks: nb))
         var buffers = lowra_tiled_buffers(
-            bits: p(7, UInt8.self), offsets: p(6, UInt64.self), codes: p(0, UInt8.self), tables: p(1, UInt8.self),
-            scales: p(2, Float.self), level_min: p(3, Float.self), level_step: p(4, Float.self),
-            rows: p(5, Int32.self))
+            bits: m.array(7, as: UInt8.self), offsets: m.array(6, as: UInt64.self), codes: m.array(0, as: UInt8.self),
+            tables: m.array(1, as: UInt8.self), scales: m.array(2, as: Float.self),
+            level_min: m.array(3, as: Float.self), level_step: m.array(4, as: Float.self),
+            rows: m.array(5, as: Int32.self))
         precondition(lowra_tile_pack(packed, &buffers) == 0, "out of memory while tiling a packed weight")
-        count = t
-        view = .allocate(capacity: 1)
-        view.initialize(
-            to: lowra_tiled_view(
-                out: packed.pointee.out, in: packed.pointee.in, nb: UInt64(nb), tiles: tiles,
-                bits: buffers.bits, offsets: buffers.offsets, codes: buffers.codes, tables: buffers.tables,
-                scales: buffers.scales, level_min: buffers.level_min, level_step: buffers.level_step,
-                rows: buffers.rows))
+        (memory, count) = (m, Int(tiles))
+        view = lowra_tiled_view(
+            out: packed.pointee.out, in: packed.pointee.in, nb: UInt64(nb), tiles: tiles, bits: buffers.bits,
+            offsets: buffers.offsets, codes: buffers.codes, tables: buffers.tables, scales: buffers.scales,
+            level_min: buffers.level_min, level_step: buffers.level_step, rows: buffers.rows)
     }
 
-    /// The arrays' sizes in the one allocation, each rounded up to 64 bytes: codes, tables,
-    /// scales, min, step, rows, offsets, widths.
-    static func layout(tiles t: Int, codeBytes: Int, blocks nb: Int) -> [Int] {
-        [codeBytes, 256 * t, 64 * t * nb, 64 * t, 64 * t, 64 * t, 8 * t, t].map { ($0 + 63) / 64 * 64 }
-    }
-
-    deinit {
-        view.deallocate()
-        memory.deallocate()
+    /// The arrays' sizes in bytes: codes, tables, scales, min, step, rows, offsets, widths.
+    static func sizes(tiles t: Int, codeBytes: Int, blocks nb: Int) -> [Int] {
+        [codeBytes, 256 * t, 64 * t * nb, 64 * t, 64 * t, 64 * t, 8 * t, t]
     }
 }

@@ -157,7 +157,8 @@ public final class AdapterShelf: @unchecked Sendable {
         lock.withLock { refusals.map { ($0.key, $0.value.dir, $0.value.refusal.message) }.sorted { $0.name < $1.name } }
     }
     public var residentCount: Int { lock.withLock { resident.count } }
-    public var residentBytes: Int { lock.withLock { resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) } } }
+    public var residentBytes: Int { lock.withLock { residentBytesLocked } }
+    private var residentBytesLocked: Int { resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) } }
 
     /// The entry `name` or `name@version` names (a bare name: its highest version).
     public func entry(_ name: String) throws -> Entry {
@@ -208,9 +209,8 @@ public final class AdapterShelf: @unchecked Sendable {
 
     /// Compressed adapters expanded for running requests, and their fp32 bytes.
     public var expandedCount: Int { lock.withLock { expansions.count } }
-    public var expandedBytes: Int {
-        lock.withLock { expansions.values.reduce(0) { $0 + 4 * $1.adapter.values.count } }
-    }
+    public var expandedBytes: Int { lock.withLock { expandedBytesLocked } }
+    private var expandedBytesLocked: Int { expansions.values.reduce(0) { $0 + 4 * $1.adapter.values.count } }
 
     private func residentAdapter(_ e: Entry) throws -> Resident {
         lock.lock()
@@ -248,9 +248,7 @@ public final class AdapterShelf: @unchecked Sendable {
     /// bytes fit under the cap beside the resident ones and the expansions in use (which stay
     /// until their requests end). Called with the lock held.
     private func makeRoom(_ extra: Int, keeping id: String) {
-        var used =
-            resident.keys.reduce(0) { $0 + (entries[$1]?.bytes ?? 0) }
-            + expansions.values.reduce(0) { $0 + 4 * $1.adapter.values.count }
+        var used = residentBytesLocked + expandedBytesLocked
         while used + extra > capBytes,
             let victim = resident.filter({ $0.key != id }).min(by: { $0.value.lastUse < $1.value.lastUse })
         {

@@ -57,3 +57,34 @@ final class Allocation<Element>: @unchecked Sendable {
     init(count: Int) { pointer = .allocate(capacity: count) }
     deinit { pointer.deallocate() }
 }
+
+/// Memory of our own, 64-byte aligned, holding consecutive arrays whose sizes (in bytes) are given,
+/// each starting on 64 bytes: the kernels' tiles.
+public final class AlignedArrays: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    /// Bytes in all, the rounding included.
+    public let bytes: Int
+    private let starts: [Int]
+
+    public init(_ sizes: [Int]) {
+        var starts = [Int]()
+        var at = 0
+        for s in sizes {
+            starts.append(at)
+            at += Self.rounded(s)
+        }
+        (self.starts, bytes) = (starts, at)
+        base = .allocate(byteCount: max(64, at), alignment: 64)
+    }
+
+    /// The bytes `init(sizes)` would take.
+    public static func bytes(_ sizes: [Int]) -> Int { sizes.reduce(0) { $0 + rounded($1) } }
+    private static func rounded(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+
+    /// Array i, as elements of T.
+    public func array<T>(_ i: Int, as: T.Type) -> UnsafeMutablePointer<T> {
+        (base + starts[i]).assumingMemoryBound(to: T.self)
+    }
+
+    deinit { base.deallocate() }
+}

@@ -27,20 +27,6 @@ public func loraForward(
     }
 }
 
-/// Y (n, rows) = X (n, cols) · Wᵀ for fp32 W (rows, cols) and a few columns, by the stored-matrix
-/// kernels (`lowra_stored_gemm`), rows split across the workers.
-public func multiplyRowsF32(
-    _ w: UnsafePointer<Float>, rows: Int, cols: Int, _ x: UnsafePointer<Float>, columns n: Int,
-    into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
-) {
-    let io = UncheckedSendable((UnsafeRawPointer(w).assumingMemoryBound(to: UInt8.self), x, y))
-    parallelFor(rows, minPerChunk: 64) { range in
-        lowra_stored_gemm(
-            Int32(path), 0, io.value.0, UInt64(4 * cols), UInt64(cols), io.value.1, UInt64(n), io.value.2,
-            UInt64(rows), UInt64(range.lowerBound), UInt64(range.upperBound))
-    }
-}
-
 /// Given dy (T, out): dA (r, in) += s · (dy B)^T x, dB (out, r) += s · dy^T xa, and, when dx is
 /// given, dx (T, in) += s · (dy B) A. dyB (T, r) is scratch.
 public func loraBackward(

@@ -1,4 +1,5 @@
 import CLowRAPacked
+import Foundation
 
 /// Number of threads LowRA's own loops run on, the caller included (BLAS manages its own):
 /// LOWRA_THREADS if set, else the processors online.
@@ -54,4 +55,22 @@ private struct ChunkedJob {
 public struct UncheckedSendable<T>: @unchecked Sendable {
     public let value: T
     public init(_ value: T) { self.value = value }
+}
+
+/// A value built on first use, under a lock, and kept: for threads that may ask for it at once.
+public final class BuiltOnce<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T?
+
+    public init() {}
+
+    /// The value, `build` making it if it does not exist yet.
+    public func get(_ build: () -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        if let value { return value }
+        let v = build()
+        value = v
+        return v
+    }
 }

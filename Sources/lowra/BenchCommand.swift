@@ -290,7 +290,7 @@ struct BenchBatch: ParsableCommand {
         if list.isEmpty { list = [nil] }
         let sizes = rows.split(separator: ",").compactMap { Int($0) }
         let decoder = BatchDecoder(model: loaded.model, maxRows: sizes.max() ?? 1)
-        let tiles = loaded.model.weights.prepareDecode()
+        let tiles = loaded.model.weights.prepareDecode()  // built by the decoder already: their bytes
         print(
             "kernels: \(KernelPath.variant()), \(loaded.model.activations.rawValue) activations"
                 + (tiles > 0 ? ", decode tiles \(tiles >> 20) MB" : ""))
@@ -301,7 +301,7 @@ struct BenchBatch: ParsableCommand {
                 _ = try loaded.model.forward(Array(repeating: 1 + i, count: prompt), cache: cache, logits: .last)
             }
             let rowsOf = (0..<n).map { DecodeRow(token: 5, cache: caches[$0], adapter: list[$0 % list.count]) }
-            _ = try decoder.step(rowsOf)  // warm: caches, and the kernels' tiles built on first use
+            _ = try decoder.step(rowsOf)  // warm the caches (the decoder built the kernels' tiles)
             let t0 = Date()
             for _ in 0..<steps { _ = try decoder.step(rowsOf) }
             let tps = Double(n * steps) / Date().timeIntervalSince(t0)

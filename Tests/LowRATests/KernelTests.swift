@@ -60,6 +60,20 @@ final class KernelTests: XCTestCase {
             absmax: AbsmaxStorage(raw: raw, doubleQuant: doubleQuant), levels: levels, scope: scope)
     }
 
+    /// A random Q8_0 matrix written to a file in `dir` and mapped (the head's encoding).
+    private func randomQ8_0(rows: Int, cols: Int, in dir: String, rng: inout SplitMix64) throws -> StoredMatrix {
+        let v = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
+        var q = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
+        q.withUnsafeMutableBytes { qb in
+            v.withUnsafeBufferPointer {
+                quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!)
+            }
+        }
+        let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
+        try Data(q).write(to: URL(fileURLWithPath: path))
+        return try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
+    }
+
     func testKernelsEqualDequantizeThenMultiply() throws {
         XCTAssertTrue(KernelPath.all.contains(KernelPath.best))
         var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970))  // fresh inputs every run
@@ -245,16 +259,7 @@ final class KernelTests: XCTestCase {
         // Q8_0 rows (the head), an even and an odd number of 32-blocks.
         let dir = try temporaryDirectory(self)
         for (rows, cols) in [(21, 128), (10, 96), (3, 576)] {
-            let v = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
-            var q = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
-            q.withUnsafeMutableBytes { qb in
-                v.withUnsafeBufferPointer {
-                    quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!)
-                }
-            }
-            let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
-            try Data(q).write(to: URL(fileURLWithPath: path))
-            let m = try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
+            let m = try randomQ8_0(rows: rows, cols: cols, in: dir, rng: &rng)
             for kind in [KernelActivations.int8, .int16] {
                 cases += checkIntegerPaths(
                     w: m.floats(), out: rows, in: cols, columns: [1, 3, 8, 17], rng: &rng, "Q8_0 \(rows)x\(cols)",
@@ -322,29 +327,22 @@ final class KernelTests: XCTestCase {
                 check(
                     out: out, in: inF, orders: p.activationOrders | 1, "\(out)x\(inF) widths \(widths)",
                     tiled: { path, q, y in
-                        lowra_tiled_gemm_q8(path, t.view, q, y, UInt64(out), 0, UInt64(t.count))
+                        var v = t.view
+                        lowra_tiled_gemm_q8(path, &v, q, y, UInt64(out), 0, UInt64(t.count))
                     },
                     rows: { q, y in p.withView { lowra_packed_gemm_q8(0, $0, q, y, UInt64(out), 0, UInt64(out)) } })
             }
         }
         let dir = try temporaryDirectory(self)
         for (rows, cols) in [(21, 128), (16, 96), (3, 576)] {
-            let v = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) * 0.05 }
-            var q = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
-            q.withUnsafeMutableBytes { qb in
-                v.withUnsafeBufferPointer {
-                    quantizeGGML(.q8_0, $0.baseAddress!, count: rows * cols, into: qb.baseAddress!)
-                }
-            }
-            let path = "\(dir)/q8_0-\(rows)x\(cols).bin"
-            try Data(q).write(to: URL(fileURLWithPath: path))
-            let m = try StoredMatrix(rows: rows, cols: cols, type: .q8_0, file: try MappedFile(path: path), offset: 0)
-            let t = m.tiles.view(of: m)
+            let m = try randomQ8_0(rows: rows, cols: cols, in: dir, rng: &rng)
+            let t = m.tiles
             let base = m.rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
             check(
                 out: rows, in: cols, orders: 0, "Q8_0 \(rows)x\(cols)",
                 tiled: { path, q, y in
-                    lowra_q8_0_tiled_gemm_q8(path, t.view, q, y, UInt64(rows), 0, UInt64(t.count))
+                    var v = t.view
+                    lowra_q8_0_tiled_gemm_q8(path, &v, q, y, UInt64(rows), 0, UInt64(t.count))
                 },
                 rows: { q, y in lowra_q8_0_gemm_q8(0, base, UInt64(m.rowBytes), q, y, UInt64(rows), 0, UInt64(rows)) })
         }
