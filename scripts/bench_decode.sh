@@ -12,7 +12,7 @@ BENCH=$(scripts/build_llamacpp.sh)
 QUANT=$(dirname "$BENCH")/llama-quantize
 for b in 1.5 2 4; do
     [ -f "runs/bq$b/lowra_quant.json" ] ||
-        "$L" quantize --model "$SRC" --bits "$b" --init none --out "runs/bq$b" --json >/dev/null
+        "$L" quantize --model "$SRC" --bits "$b" --calibration none --init none --out "runs/bq$b" --json >/dev/null
 done
 for t in Q4_0 Q2_K Q8_0; do
     [ -f "runs/smollm2-$t.gguf" ] || "$QUANT" --allow-requantize "$SRC" "runs/smollm2-$t.gguf" "$t" 2 >/dev/null 2>&1

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 L=${LOWRA:-.build/release/lowra}
 SRC=models/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -f runs/bq2/lowra_quant.json ] || "$L" quantize --model "$SRC" --bits 2 --init none --out runs/bq2 --json >/dev/null
+[ -f runs/bq2/lowra_quant.json ] ||
+    "$L" quantize --model "$SRC" --bits 2 --calibration none --init none --out runs/bq2 --json >/dev/null
 step='import json,sys; d=json.load(sys.stdin)
 print("step %.3f s, %.1f tok/s" % (d["step_seconds"], d["tokens_per_s"]))'
 for round in $(seq "${1:-2}"); do

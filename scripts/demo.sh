@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: the main job end to end on SmolLM2-135M. Quantize to 1.75 code bits/param with LowRA
-# and a LoftQ-initialized adapter, fine-tune the adapter on the Tiny Shakespeare train split for a
-# short run, report validation perplexity before and after, and generate a sample.
+# The demo: the main job end to end on SmolLM2-135M. Quantize to 1.75 code bits/param with LowRA's
+# default recipe (calibrated on data/calibration.txt, CLoQ-initialized adapter), fine-tune the
+# adapter on the Tiny Shakespeare train split for a short run, report validation perplexity
+# before and after, and generate a sample.
 # Run through `make demo`, which sets up and builds first. About 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +16,11 @@ EVAL="--data data/valid.txt --max-tokens 4096 --context 256"
 echo "== the unquantized model (fp32 weights from the GGUF): validation perplexity"
 $LOWRA eval --model "$MODEL" $EVAL
 echo
-echo "== quantize to 1.75 code bits/param (LowRA) with a LoftQ-initialized rank-16 adapter"
+echo "== quantize to 1.75 code bits/param (LowRA's default: calibrated, Fisher-weighted, CLoQ rank-16 adapter)"
 rm -rf "$Q" "$ADAPTER"
 $LOWRA quantize --model "$MODEL" --bits 1.75 --rank 16 --out "$Q" | tail -5
 echo
-echo "== before fine-tuning: the packed base alone, then with its LoftQ adapter"
+echo "== before fine-tuning: the packed base alone, then with its CLoQ adapter"
 $LOWRA eval --model "$Q" $EVAL --no-adapter
 $LOWRA eval --model "$Q" $EVAL
 echo

@@ -7,13 +7,14 @@
 #   calibrated  issue 13's ablation: data-free lowra, then each calibrated step added in turn
 #             (diag, gptq, fisher, cloq, repair, distill) at 2 and 1.5 bits (BITS to change), beside
 #             the unquantized row
+# MODEL picks another model (e.g. the Qwen GGUF of make setup-qwen).
 # Usage: scripts/experiments.sh main|quick|ablation|chat|calibrated [extra lowra experiment options]
 # Every cell fine-tunes; STEPS (default 40) sets the length. All but quick compare every cell with
 # the unquantized base on data/fortunes.txt (drift). LOWRA picks the binary (copy it if you rebuild meanwhile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOWRA=${LOWRA:-.build/release/lowra}
-MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 STEPS=${STEPS:-40}
 which=${1:?main, quick, ablation, chat or calibrated}; shift
 COMMON=(--model "$MODEL" --steps "$STEPS" --batch 2 --rank 16 --eval-tokens 4096 --drift data/fortunes.txt --drift-tokens 1024)

@@ -23,8 +23,11 @@ FP=$($LOWRA eval --model "$MODEL" "${EVAL[@]}" | ppl)
 ROWS=()
 for B in "${BUDGETS[@]}"; do
     Q=$OUT/q$B; QZ=$OUT/q$B-zeros; A=$OUT/ft$B
-    [ -f "$Q/lowra_quant.json" ] || $LOWRA quantize --model "$MODEL" --bits "$B" --rank 16 --out "$Q" > "$OUT/quantize$B.txt"
-    [ -f "$QZ/lowra_quant.json" ] || $LOWRA quantize --model "$MODEL" --bits "$B" --rank 16 --init zeros --out "$QZ" > /dev/null
+    # The paper's data-free recipe.
+    [ -f "$Q/lowra_quant.json" ] ||
+        $LOWRA quantize --model "$MODEL" --bits "$B" --rank 16 --calibration none --out "$Q" > "$OUT/quantize$B.txt"
+    [ -f "$QZ/lowra_quant.json" ] ||
+        $LOWRA quantize --model "$MODEL" --bits "$B" --rank 16 --calibration none --init zeros --out "$QZ" > /dev/null
     PLAIN=$($LOWRA eval --model "$QZ" "${EVAL[@]}" | ppl)
     LQBASE=$($LOWRA eval --model "$Q" --no-adapter "${EVAL[@]}" | ppl)
     LQ=$($LOWRA eval --model "$Q" "${EVAL[@]}" | ppl)

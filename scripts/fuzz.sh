@@ -42,8 +42,9 @@ random.seed(1)
 w = 'the cat sat on a mat dog ran'.split()
 for name, n in (('train.txt', 3000), ('valid.txt', 600)):
     open('$W/' + name, 'w').write(' '.join(random.choice(w) for _ in range(n)))"
-    "$LOWRA" quantize --model Tests/Fixtures/tiny_hf --bits 1.5 --init none --out runs/fuzz/base >/dev/null
-    "$LOWRA" quantize --model Tests/Fixtures/tiny_llama3_hf --bits 2 --no-double-quant --init none \
+    "$LOWRA" quantize --model Tests/Fixtures/tiny_hf --bits 1.5 --calibration none --init none \
+        --out runs/fuzz/base >/dev/null
+    "$LOWRA" quantize --model Tests/Fixtures/tiny_llama3_hf --bits 2 --no-double-quant --calibration none --init none \
         --out "$W/q2" >/dev/null
     "$LOWRA" finetune --model runs/fuzz/base --train "$W/train.txt" --valid "$W/valid.txt" --out "$W/ad" --steps 1 \
         --seq 32 --batch 2 --valid-sequences 2 --rank 1 >/dev/null

@@ -15,7 +15,9 @@ evaljson() { $LOWRA eval --model "$1" --data data/test.txt --max-tokens 2048 --c
 row() {  # label, bits, extra quantize args...
   local label=$1 bits=$2; shift 2
   local dir="$OUT/$(echo "$label-$bits" | tr ' /+' '___')"
-  $LOWRA quantize --model "$MODEL" --bits "$bits" --out "$dir" --init none --json "$@" 2>/dev/null > "$dir.quant.json"
+  # Data-free unless the row names a calibration text (the options given last win).
+  $LOWRA quantize --model "$MODEL" --bits "$bits" --out "$dir" --calibration none --sensitivity none --init none \
+    --json "$@" 2>/dev/null > "$dir.quant.json"
   evaljson "$dir" > "$dir.eval.json"
   python3 - "$label" "$bits" "$dir" <<'PY'
 import json, sys

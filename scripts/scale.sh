@@ -30,6 +30,7 @@ for step in $STEPS; do
         [ -f "$SRC/config.json" ] || measure "synth-$SIZE" "$LOWRA" synth --config "llama2-$SIZE" --out "$SRC" --json ;;
     quantize)
         [ -f "$Q/lowra_quant.json" ] || measure "quantize-$SIZE-2bit-$INIT" "$LOWRA" quantize --model "$SRC" --bits 2 \
+            --calibration none \
             --init "$INIT" --rank 16 --json --out "$Q" ;;
     eval)
         measure "eval-$SIZE-2bit-512" "$LOWRA" eval --model "$Q" --data data/test.txt --max-tokens 512 --context 512 \

@@ -73,7 +73,8 @@ QWEN=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 Q=runs/shelf-qwen
 QDOCS=docs/serve-qwen2.5
 mkdir -p "$Q/adapters" "$QDOCS"
-[ -f "$Q/base/lowra_quant.json" ] || $LOWRA quantize --model "$QWEN" --bits 2 --rank 16 --out "$Q/base"
+[ -f "$Q/base/lowra_quant.json" ] ||
+  $LOWRA quantize --model "$QWEN" --bits 2 --rank 16 --calibration none --out "$Q/base"
 if ! grep -q '"drift"' "$Q/adapters/shakespeare/adapter_card.json" 2>/dev/null; then
   rm -rf "$Q/adapters"/*
   $LOWRA finetune --model "$Q/base" --train data/train.txt --valid data/valid.txt --steps 20 --batch 1 --seq 128 \

@@ -75,6 +75,9 @@ public struct QuantizeRequest: Sendable {
     /// The head's encoding in the quantized directory (`--head-bits 8`: Q8_0, `4`: Q4_0; nil keeps
     /// the source's). For a tied head, the embedding.
     public var headEncoding: GGMLType?
+    /// An equivalence transform the model went through before quantization (`ResidualRotation`,
+    /// `ChannelScaling`), as the report names it; nil for none.
+    public var transform: String?
 
     public init(method: QuantMethod, bits: Double) {
         self.method = method
@@ -152,9 +155,11 @@ public struct QuantizeReport: Codable, Sendable {
     /// "file (N tokens)" when the error was weighted by calibration statistics.
     public var calibration: String?
     public var seed: UInt64?
+    /// The equivalence transform applied before quantization, if any (`QuantizeRequest.transform`).
+    public var transform: String?
 
     enum CodingKeys: String, CodingKey {
-        case calibration, seed
+        case calibration, seed, transform
         case phaseSeconds = "phase_seconds"
         case method
         case targetBits = "target_bits"
@@ -585,6 +590,6 @@ public final class QuantizationPlan: @unchecked Sendable {
             layers: rows.keys.sorted().map { rows[$0]! },
             calibration: request.calibration.map {
                 $0.description + (request.sensitivity == nil ? "" : "; Fisher-weighted assignment")
-            }, seed: request.seed)
+            }, seed: request.seed, transform: request.transform)
     }
 }

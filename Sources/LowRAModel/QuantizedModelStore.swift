@@ -188,7 +188,9 @@ public enum QuantizedModelStore {
         w.metadata["lowra_format"] = QuantManifest.currentFormat
         let names = WeightNaming.huggingFace
         // The head in its own encoding when asked (`--head-bits`): the embedding when tied.
-        addMatrix(&w, names.name(.embedding), weights.embedding, encoding: weights.head == nil ? head : nil)
+        // A rotated model's embedding (held in fp32) too.
+        let embeddingEncoded = weights.head == nil || weights.embedding.storedType == nil
+        addMatrix(&w, names.name(.embedding), weights.embedding, encoding: embeddingEncoded ? head : nil)
         w.add(names.name(.finalNorm), shape: [config.hiddenSize]) { weights.finalNorm }
         if let outputHead = weights.head { addMatrix(&w, names.name(.head), outputHead, encoding: head) }
         for (l, block) in weights.blocks.enumerated() {

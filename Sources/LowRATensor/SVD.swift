@@ -58,3 +58,20 @@ public func truncatedSVDRandomized(
     matmul(y, inner.u, &u, m: m, n: r, k: l)
     return TruncatedSVD(u: u, s: inner.s, vt: inner.vt, rank: r)
 }
+
+/// The Q of A = QR (A row-major (rows, cols), rows ≥ cols) by LAPACK, each column's sign taken
+/// from R's diagonal so that Q is unique: for a Gaussian A, Haar-distributed.
+public func orthonormalColumns(_ a: [Float], rows m: Int, cols n: Int) throws -> [Float] {
+    precondition(a.count == m * n && m >= n)
+    var q = a
+    var tau = [Float](repeating: 0, count: n)
+    guard LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(m), Int32(n), &q, Int32(n), &tau) == 0 else {
+        throw LowRAError(.invalidArgument, "LAPACK QR failed")
+    }
+    let signs = (0..<n).map { q[$0 * n + $0] < 0 ? Float(-1) : 1 }
+    guard LAPACKE_sorgqr(LAPACK_ROW_MAJOR, Int32(m), Int32(n), Int32(n), &q, Int32(n), tau) == 0 else {
+        throw LowRAError(.invalidArgument, "LAPACK QR failed")
+    }
+    for i in 0..<m { for j in 0..<n { q[i * n + j] *= signs[j] } }
+    return q
+}

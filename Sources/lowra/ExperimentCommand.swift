@@ -280,16 +280,19 @@ struct ExperimentCommand: ParsableCommand {
             let q = p("model")
             var args = ["quantize", "--model", model, "--bits", String(b), "--out", q, "--rank", String(rank), "--seed", String(seed), "--json"]
             switch cell.method {
-            case "qlora": args += ["--method", "qlora", "--init", "zeros"]
-            case "loftq": args += ["--method", "loftq", "--init", "loftq"]
-            case "lowra-pa": args += ["--method", "lowra", "--lloyd-iters", "0", "--init", "loftq"]
-            case "lowra": args += ["--method", "lowra", "--init", "loftq"]
+            // Every option spelled out: the data-free rows stay data-free whatever quantize's defaults.
+            case "qlora": args += ["--method", "qlora", "--calibration", "none", "--init", "zeros"]
+            case "loftq": args += ["--method", "loftq", "--calibration", "none", "--init", "loftq"]
+            case "lowra-pa":
+                args += ["--method", "lowra", "--calibration", "none", "--lloyd-iters", "0", "--init", "loftq"]
+            case "lowra": args += ["--method", "lowra", "--calibration", "none", "--init", "loftq"]
             default:
                 let cal = ["--calibration", spec.calibration!, "--calibration-tokens", String(spec.calibrationTokens!)]
                 let fisher = ["--precisions", "1,2,4", "--sensitivity", "fisher"]
                 switch cell.method {
-                case "lowra-diag": args += cal + ["--calibration-method", "diag", "--init", "loftq"]
-                case "lowra-gptq": args += cal + ["--init", "loftq"]
+                case "lowra-diag":
+                    args += cal + ["--calibration-method", "diag", "--sensitivity", "none", "--init", "loftq"]
+                case "lowra-gptq": args += cal + ["--sensitivity", "none", "--init", "loftq"]
                 case "lowra-fisher": args += cal + fisher + ["--init", "loftq"]
                 default: args += cal + fisher + ["--init", "cloq"]
                 }

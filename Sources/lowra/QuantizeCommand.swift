@@ -21,7 +21,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Output directory.") var out: String
     @Option(help: "Codebook scope: channel (default) | tensor (lowra; the baselines use NormalFloat levels).")
     var codebook: CodebookScope?
-    @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 below 2 bits, else 2,4).") var precisions: String?
+    @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 with the Fisher or below 2 bits, else 2,4).")
+    var precisions: String?
     @Option(help: "Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels).") var lloydIters: Int?
     @Option(help: "Lloyd-Max point weight: absmax (the paper) | absmax2.") var weighting: LloydWeighting = .absmax
     @Option(
@@ -33,10 +34,12 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(help: "Store block scales as fp32 instead of double-quantizing them.") var noDoubleQuant = false
     @Option(
         help: """
-            A generic text whose activations turn the error into the layers' output error (e.g. \
-            data/calibration.txt; default or `none`: the paper's data-free recipe).
+            A generic text whose activations turn the error into the layers' output error (default for lowra: \
+            data/calibration.txt, made by setup; the baselines' default and `none`: the paper's data-free recipe).
             """)
     var calibration: String?
+    /// The calibration text `--method lowra` reads when none is named.
+    static let defaultCalibration = "data/calibration.txt"
     @Option(help: "Tokens of the calibration text to use (whole windows of 512).") var calibrationTokens: Int = 4096
     @Option(
         help: """
@@ -50,16 +53,16 @@ struct QuantizeCommand: ParsableCommand {
     @Option(
         help: """
             fisher: weigh each channel's error in the assignment by its output-channel Fisher E[(dL/dy)²] on the \
-            calibration text | none (default).
+            calibration text (the default with --calibration-method gptq) | none.
             """)
-    var sensitivity: String = "none"
+    var sensitivity: String?
     @Option(help: "Seed of the two-level ILP's K-Means (recorded in lowra_quant.json; the rest is deterministic).")
     var seed: UInt64 = 0
     @Option(
         help:
             """
             Initial LoRA adapter stored beside the base: loftq | cloq (output-error fit, needs --calibration) | zeros \
-            | none (default: loftq for lowra and loftq, zeros for qlora).
+            | none (default: cloq for calibrated lowra, loftq for data-free lowra and loftq, zeros for qlora).
             """
     )
     var `init`: String?
@@ -73,10 +76,39 @@ struct QuantizeCommand: ParsableCommand {
             (keep the source's, the default).
             """
     ) var headBits: Int = 16
+    @Flag(
+        help: """
+            Rotate the model first (an equivalent model without outlier columns; not adopted, see the README): the \
+            residual stream by a random orthogonal matrix, norms folded into the layers, each value head by \
+            another; the head is untied.
+            """)
+    var rotate = false
+    @Option(help: "With --rotate: the residual rotation's block size (default: the whole hidden size).")
+    var rotationBlock: Int?
+    @Option(
+        help: """
+            AWQ-style channel scaling before quantization (not adopted, see the README): each linear input's \
+            channels scaled by E[x²]^(α/2) from the calibration text, folded into the norms, v and up.
+            """)
+    var channelScaling: Float?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
-        let initKind = `init` ?? (method == .qlora ? "zeros" : "loftq")
+        // The defaults (issue 13's measurements): lowra calibrates on the generic text with error
+        // feedback, Fisher-weighted assignment of 1/2/4-bit channels and CLoQ; `--calibration
+        // none` is the paper's data-free recipe, and the baselines' default.
+        let calibrationPath: String? = calibration.map { $0 == "none" ? nil : $0 }
+            ?? (method == .lowra ? Self.defaultCalibration : nil)
+        if calibration == nil, let path = calibrationPath, !FileManager.default.fileExists(atPath: path) {
+            throw LowRAError(
+                .invalidArgument,
+                "quantize --method lowra calibrates on \(path) by default, which is missing (make setup writes it); "
+                    + "pass --calibration TEXT, or --calibration none for the paper's data-free recipe")
+        }
+        let calibrated = calibrationPath != nil
+        let errorFeedback = calibrated && calibrationMethod == "gptq"
+        let sensitivity = self.sensitivity ?? (errorFeedback && method == .lowra ? "fisher" : "none")
+        let initKind = `init` ?? (method == .qlora ? "zeros" : errorFeedback && method == .lowra ? "cloq" : "loftq")
         guard ["loftq", "cloq", "zeros", "none"].contains(initKind) else {
             throw ValidationError("--init takes loftq, cloq, zeros or none")
         }
@@ -84,18 +116,23 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
         guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
-        if refitLevels && (calibration == nil || calibration == "none" || calibrationMethod != "gptq") {
+        if refitLevels && !errorFeedback {
             throw ValidationError("--refit-levels needs --calibration TEXT with --calibration-method gptq")
         }
         guard ["fisher", "none"].contains(sensitivity) else {
             throw ValidationError("--sensitivity takes fisher or none")
         }
-        let calibrated = calibration != nil && calibration != "none"
         if sensitivity == "fisher" && !calibrated {
             throw LowRAError(.invalidArgument, "--sensitivity fisher needs --calibration (the text it is measured on)")
         }
+        if channelScaling != nil && !calibrated {
+            throw LowRAError(.invalidArgument, "--channel-scaling needs --calibration (the text it is measured on)")
+        }
+        if let b = rotationBlock, !rotate || b < 1 {
+            throw ValidationError("--rotation-block takes a positive size, with --rotate")
+        }
         var sensitivitySeconds: Double?
-        if initKind == "cloq" && (calibration == nil || calibration == "none" || calibrationMethod != "gptq") {
+        if initKind == "cloq" && !errorFeedback {
             throw LowRAError(.invalidArgument, "--init cloq needs --calibration (with --calibration-method gptq)")
         }
         guard loftqSteps >= 1 else { throw ValidationError("--loftq-steps must be positive") }
@@ -106,6 +143,9 @@ struct QuantizeCommand: ParsableCommand {
                 throw ValidationError("--precisions takes values from 1,2,4")
             }
             request.options.precisions = Array(Set(ps)).sorted()
+        } else if sensitivity == "fisher" && precisionMap == nil {
+            // The Fisher keeps 1-bit channels out of the layers that hurt: mixing pays at every budget.
+            request.options.precisions = [1, 2, 4]
         }
         if let c = codebook { request.options.scope = c }
         if let n = lloydIters {
@@ -125,7 +165,23 @@ struct QuantizeCommand: ParsableCommand {
         }
         let lock = try OutputLock(out)
         defer { withExtendedLifetime(lock) {} }
-        let loaded = try modelOptions.load()
+        var loaded = try modelOptions.load()
+        if rotate || channelScaling != nil {
+            // Both hold every layer in fp32.
+            let bytes = 4 * loaded.model.weights.parameterCount
+            guard UInt64(bytes) <= ProcessInfo.processInfo.physicalMemory / 2 else {
+                throw LowRAError(
+                    .invalidArgument,
+                    "--rotate and --channel-scaling hold the model in fp32 (\(bytes >> 20) MB), more than half "
+                        + "of this machine's memory")
+            }
+        }
+        if rotate {
+            let rotation = ResidualRotation(seed: seed, block: rotationBlock)
+            let (w, c) = try rotation.apply(to: loaded.model.weights, config: loaded.config)
+            loaded.model = try LlamaModel(config: c, weights: w)
+            request.transform = "rotated (seed \(seed)" + (rotationBlock.map { ", blocks of \($0)" } ?? "") + ")"
+        }
         if headBits != 16 {
             guard loaded.config.hiddenSize % 32 == 0 else {
                 throw LowRAError(
@@ -149,11 +205,19 @@ struct QuantizeCommand: ParsableCommand {
                     rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps, calibrated: initKind == "cloq")
             }
         }
-        if let path = calibration, path != "none" {
+        if let path = calibrationPath {
             let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
             request.calibration = try CalibrationRequest(
                 config: loaded.config, tokens: tokens, window: min(512, tokens.count, loaded.config.maxPositions),
                 source: (path as NSString).lastPathComponent)
+            if let a = channelScaling {
+                let m = try loaded.model.weights.inputSecondMoments(request.calibration!)
+                let w = ChannelScaling(alpha: [.attention: a, .mlp: a, .output: a, .down: a])
+                    .apply(to: loaded.model.weights, config: loaded.config, secondMoments: m)
+                loaded.model = try LlamaModel(config: loaded.config, weights: w)
+                let name = "channel scaling α=\(a)"
+                request.transform = request.transform.map { $0 + ", " + name } ?? name
+            }
             request.calibration!.errorFeedback = calibrationMethod == "gptq"
             request.calibration!.damping = damping
             request.calibration!.refitLevels = refitLevels

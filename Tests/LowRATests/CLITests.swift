@@ -138,8 +138,10 @@ final class CLITests: XCTestCase {
         let manifest = try String(contentsOfFile: "\(q)/adapter/lowra_manifest.json", encoding: .utf8)
         XCTAssertTrue(manifest.contains("cloq+repair"), manifest)
         try assertFails(
-            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "\(dir)/q2", "--init", "cloq"],
-            mentioning: "--calibration")
+            [
+                "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "\(dir)/q2",
+                "--init", "cloq", "--calibration", "none",
+            ], mentioning: "--calibration")
     }
 
     /// The calibrated ablation's cells end to end on a tiny model: each method's quantize, the
@@ -198,6 +200,13 @@ final class CLITests: XCTestCase {
             fileBytes, try FileManager.default.attributesOfItem(atPath: "\(q)/model.safetensors")[.size] as? Int)
         XCTAssertGreaterThan(obj["file_bits_per_param"] as? Double ?? 0, 0)
         XCTAssertNotNil(obj["seconds"] as? Double)
+        // The default recipe (from the repository, where setup wrote data/calibration.txt): calibrated
+        // on the generic text with error feedback, Fisher-weighted 1/2/4-bit channels, CLoQ.
+        XCTAssertEqual(obj["init"] as? String, "cloq")
+        let calibration = try XCTUnwrap(obj["calibration"] as? String)
+        XCTAssertTrue(
+            calibration.hasPrefix("calibration.txt") && calibration.contains("error feedback")
+                && calibration.contains("Fisher"), calibration)
         try "First Citizen: hear me speak.".write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
         let ev = try runProcess(Paths.lowraBinary, ["eval", "--model", q, "--data", "\(dir)/t.txt", "--json"])
         XCTAssertEqual(ev.status, 0, ev.err)

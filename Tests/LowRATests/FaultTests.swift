@@ -129,8 +129,16 @@ final class FaultTests: XCTestCase {
         ]
         for (path, parent) in cases { XCTAssertEqual(parentDirectory(of: path), parent, path) }
         let dir = try temporaryDirectory(self)
-        let q = try runProcess(
+        // Away from the repository the default calibration text is missing: a clear error, nothing written.
+        let missing = try runProcess(
             Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q"],
+            in: dir)
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.err.contains("--calibration none"), missing.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/q"))
+        let q = try runProcess(
+            Paths.lowraBinary,
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q", "--calibration", "none"],
             in: dir)
         XCTAssertEqual(q.status, 0, q.err)
         XCTAssertTrue(QuantizedModelStore.isQuantizedDirectory("\(dir)/q"))
