@@ -3,7 +3,8 @@ import LowRATensor
 
 /// Incoherence by rotation, folded into the weights before quantization (the idea of QuIP and
 /// QuaRot): the model is rewritten into an exactly equivalent one whose weights have no outlier
-/// columns, which low-bit codebooks fit better.
+/// columns. Not a default: LowRA's 64-element absmax blocks and per-row codebooks already adapt to
+/// the weights' structure, and on SmolLM2 the rotated model quantizes worse (README, issue 13).
 ///
 /// - The residual stream is rotated by a random orthogonal Q (C × C): every block's RMSNorm
 ///   weight is folded into the layers that read it (RMSNorm commutes with Q once it has no weight
@@ -126,7 +127,8 @@ public func randomOrthogonal(_ n: Int, seed: UInt64) throws -> [Float] {
 /// (normalized to a geometric mean of 1). The division is folded into what produces the
 /// input — the RMSNorm weight before q/k/v and gate/up, v's rows before o (one scale per value
 /// head's element, shared by the query heads that read it), up's rows before down — so the
-/// model stays the same function.
+/// model stays the same function. Not a default: error feedback through H already accounts for
+/// the activations' scales, and no α beat 0 on SmolLM2 (README, issue 13).
 public struct ChannelScaling: Sendable {
     /// Per site, α (0: no scaling).
     public var alpha: [LinearInput: Float]
