@@ -66,22 +66,9 @@ public struct ResidualRotation: Sendable {
 
     /// W diag(γ) Rᵀ with R block-diagonal (blocks of `block` × `block`).
     private func rotateInputs(_ lin: Linear, norm: [Float]?, blockDiagonal r: [Float], block: Int) -> Linear {
-        let (n, k) = (lin.outFeatures, lin.inFeatures)
-        var w = lin.weight
-        if let norm {
-            for i in 0..<n { for j in 0..<k { w[i * k + j] *= norm[j] } }
-        }
-        var y = [Float](repeating: 0, count: n * k)
-        w.withUnsafeBufferPointer { wp in
-            y.withUnsafeMutableBufferPointer { yp in
-                for b in stride(from: 0, to: k, by: block) {  // y[:, b..] = w[:, b..] · R_bᵀ
-                    matmulTransB(
-                        wp.baseAddress! + b, r, yp.baseAddress! + b, m: n, n: block, k: block, ldx: k, ldw: block,
-                        ldy: k)
-                }
-            }
-        }
-        return Linear(outFeatures: n, inFeatures: k, weight: y, bias: lin.bias)
+        let w = norm.map { scaleColumns(lin, $0).weight } ?? lin.weight
+        let y = timesTransposed(w, r, block: block)
+        return Linear(outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, weight: y, bias: lin.bias)
     }
 
     /// R W (and R b) with R block-diagonal over the output rows.
@@ -89,22 +76,24 @@ public struct ResidualRotation: Sendable {
         let (n, k) = (lin.outFeatures, lin.inFeatures)
         let w = lin.weight
         var y = [Float](repeating: 0, count: n * k)
-        var bias = lin.bias
-        for b in stride(from: 0, to: n, by: block) {
-            w.withUnsafeBufferPointer { wp in
-                y.withUnsafeMutableBufferPointer { yp in
+        w.withUnsafeBufferPointer { wp in
+            y.withUnsafeMutableBufferPointer { yp in
+                for b in stride(from: 0, to: n, by: block) {
                     matmul(r, wp.baseAddress! + b * k, yp.baseAddress! + b * k, m: block, n: k, k: block)
                 }
             }
-            if let src = lin.bias {
-                for i in 0..<block {
-                    var s: Float = 0
-                    for j in 0..<block { s += r[i * block + j] * src[b + j] }
-                    bias![b + i] = s
-                }
-            }
         }
+        // Each block of b is a row of (n / block, block): R b_block = (b_block Rᵀ).
+        let bias = lin.bias.map { timesTransposed($0, r, block: block) }
         return Linear(outFeatures: n, inFeatures: k, weight: y, bias: bias)
+    }
+
+    /// a · blockdiag(R)ᵀ for a whose length is a multiple of `block`: every `block` consecutive
+    /// values (a row's columns of one block) times Rᵀ, as one product of (count / block, block).
+    private func timesTransposed(_ a: [Float], _ r: [Float], block: Int) -> [Float] {
+        var y = [Float](repeating: 0, count: a.count)
+        matmulTransB(a, r, &y, m: a.count / block, n: block, k: block)
+        return y
     }
 }
 
@@ -150,16 +139,16 @@ public struct ChannelScaling: Sendable {
             }
             let m = secondMoments[l]
             if let s = scales(.attention, m[.attention]!) {
-                for kind in [LinearKind.q, .k, .v] { blk[kind] = Self.scaleColumns(blk[kind], s) }
+                for kind in [LinearKind.q, .k, .v] { blk[kind] = scaleColumns(blk[kind], s) }
                 blk.attnNorm = zip(blk.attnNorm, s).map { $0 / $1 }
             }
             if let s = scales(.mlp, m[.mlp]!) {
-                for kind in [LinearKind.gate, .up] { blk[kind] = Self.scaleColumns(blk[kind], s) }
+                for kind in [LinearKind.gate, .up] { blk[kind] = scaleColumns(blk[kind], s) }
                 blk.ffnNorm = zip(blk.ffnNorm, s).map { $0 / $1 }
             }
             if let s = scales(.down, m[.down]!) {
-                blk[.down] = Self.scaleColumns(blk[.down], s)
-                blk[.up] = Self.scaleRows(blk[.up], s.map { 1 / $0 })
+                blk[.down] = scaleColumns(blk[.down], s)
+                blk[.up] = scaleRows(blk[.up], s.map { 1 / $0 })
             }
             // o's input: a value head's element, averaged over the query heads that read it.
             let d = c.headDim
@@ -171,8 +160,8 @@ public struct ChannelScaling: Sendable {
             }
             if let s = scales(.output, kv) {
                 let full = (0..<c.numHeads).flatMap { h in s[((h / group) * d)..<((h / group) * d + d)] }
-                blk[.o] = Self.scaleColumns(blk[.o], full)
-                blk[.v] = Self.scaleRows(blk[.v], s.map { 1 / $0 })
+                blk[.o] = scaleColumns(blk[.o], full)
+                blk[.v] = scaleRows(blk[.v], s.map { 1 / $0 })
             }
             for kind in LinearKind.allCases { weights.blocks[l][kind].releaseStored() }
             out.blocks[l] = blk
@@ -180,19 +169,22 @@ public struct ChannelScaling: Sendable {
         return out
     }
 
-    static func scaleColumns(_ lin: Linear, _ s: [Float]) -> Linear {
-        var w = lin.weight
-        let k = lin.inFeatures
-        for i in 0..<lin.outFeatures { for j in 0..<k { w[i * k + j] *= s[j] } }
-        return Linear(outFeatures: lin.outFeatures, inFeatures: k, weight: w, bias: lin.bias)
-    }
+}
 
-    static func scaleRows(_ lin: Linear, _ s: [Float]) -> Linear {
-        var w = lin.weight
-        let k = lin.inFeatures
-        for i in 0..<lin.outFeatures { for j in 0..<k { w[i * k + j] *= s[i] } }
-        return Linear(outFeatures: lin.outFeatures, inFeatures: k, weight: w, bias: lin.bias.map { zip($0, s).map(*) })
-    }
+/// W diag(s): column j of the weight times s_j.
+private func scaleColumns(_ lin: Linear, _ s: [Float]) -> Linear {
+    var w = lin.weight
+    let k = lin.inFeatures
+    for i in 0..<lin.outFeatures { for j in 0..<k { w[i * k + j] *= s[j] } }
+    return Linear(outFeatures: lin.outFeatures, inFeatures: k, weight: w, bias: lin.bias)
+}
+
+/// diag(s) W (and its bias): row i times s_i.
+private func scaleRows(_ lin: Linear, _ s: [Float]) -> Linear {
+    var w = lin.weight
+    let k = lin.inFeatures
+    for i in 0..<lin.outFeatures { for j in 0..<k { w[i * k + j] *= s[i] } }
+    return Linear(outFeatures: lin.outFeatures, inFeatures: k, weight: w, bias: lin.bias.map { zip($0, s).map(*) })
 }
 
 extension LlamaWeights {
