@@ -27,6 +27,9 @@ public struct ResidualRotation: Sendable {
         self.block = block
     }
 
+    /// As the quantize report names it (`QuantizeRequest.transform`).
+    public var description: String { "rotated (seed \(seed)" + (block.map { ", blocks of \($0)" } ?? "") + ")" }
+
     /// The rotated model: all weights dense fp32 (the source's are read once and released).
     public func apply(to weights: LlamaWeights, config: LlamaConfig) throws -> (LlamaWeights, LlamaConfig) {
         let c = config.hiddenSize
@@ -123,6 +126,14 @@ public struct ChannelScaling: Sendable {
     public var alpha: [LinearInput: Float]
 
     public init(alpha: [LinearInput: Float]) { self.alpha = alpha }
+
+    /// As the quantize report names it (`QuantizeRequest.transform`): the α of each site.
+    public var description: String {
+        let values = Set(alpha.values)
+        if values.count == 1, alpha.count == LinearInput.allCases.count { return "channel scaling α=\(values.first!)" }
+        let sites = LinearInput.allCases.compactMap { site in alpha[site].map { "\(site.rawValue) \($0)" } }
+        return "channel scaling α: " + sites.joined(separator: ", ")
+    }
 
     /// `secondMoments[l][site]`: E[x_j²] of block l's inputs in the source model.
     public func apply(

@@ -107,8 +107,9 @@ struct QuantizeCommand: ParsableCommand {
         }
         let calibrated = calibrationPath != nil
         let errorFeedback = calibrated && calibrationMethod == "gptq"
-        let sensitivity = self.sensitivity ?? (errorFeedback && method == .lowra ? "fisher" : "none")
-        let initKind = `init` ?? (method == .qlora ? "zeros" : errorFeedback && method == .lowra ? "cloq" : "loftq")
+        let recipe = errorFeedback && method == .lowra  // the calibrated recipe's defaults apply
+        let sensitivity = self.sensitivity ?? (recipe ? "fisher" : "none")
+        let initKind = `init` ?? (method == .qlora ? "zeros" : recipe ? "cloq" : "loftq")
         guard ["loftq", "cloq", "zeros", "none"].contains(initKind) else {
             throw ValidationError("--init takes loftq, cloq, zeros or none")
         }
@@ -180,7 +181,7 @@ struct QuantizeCommand: ParsableCommand {
             let rotation = ResidualRotation(seed: seed, block: rotationBlock)
             let (w, c) = try rotation.apply(to: loaded.model.weights, config: loaded.config)
             loaded.model = try LlamaModel(config: c, weights: w)
-            request.transform = "rotated (seed \(seed)" + (rotationBlock.map { ", blocks of \($0)" } ?? "") + ")"
+            request.transform = rotation.description
         }
         if headBits != 16 {
             guard loaded.config.hiddenSize % 32 == 0 else {
@@ -212,11 +213,10 @@ struct QuantizeCommand: ParsableCommand {
                 source: (path as NSString).lastPathComponent)
             if let a = channelScaling {
                 let m = try loaded.model.weights.inputSecondMoments(request.calibration!)
-                let w = ChannelScaling(alpha: [.attention: a, .mlp: a, .output: a, .down: a])
-                    .apply(to: loaded.model.weights, config: loaded.config, secondMoments: m)
+                let scaling = ChannelScaling(alpha: [.attention: a, .mlp: a, .output: a, .down: a])
+                let w = scaling.apply(to: loaded.model.weights, config: loaded.config, secondMoments: m)
                 loaded.model = try LlamaModel(config: loaded.config, weights: w)
-                let name = "channel scaling α=\(a)"
-                request.transform = request.transform.map { $0 + ", " + name } ?? name
+                request.transform = [request.transform, scaling.description].compactMap { $0 }.joined(separator: ", ")
             }
             request.calibration!.errorFeedback = calibrationMethod == "gptq"
             request.calibration!.damping = damping
