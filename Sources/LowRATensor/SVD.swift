@@ -37,12 +37,7 @@ public func truncatedSVDRandomized(
     let omega = (0..<(n * l)).map { _ in Float(rng.nextUnit() * 2 - 1) }  // (n, l)
     var y = [Float](repeating: 0, count: m * l)  // (m, l) = M Ω
     matmul(matrix, omega, &y, m: m, n: l, k: n)
-    var tau = [Float](repeating: 0, count: l)
-    func orthonormalize(_ x: inout [Float], rows: Int) throws {
-        guard LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(rows), Int32(l), &x, Int32(l), &tau) == 0,
-            LAPACKE_sorgqr(LAPACK_ROW_MAJOR, Int32(rows), Int32(l), Int32(l), &x, Int32(l), tau) == 0
-        else { throw LowRAError(.invalidArgument, "LAPACK QR failed") }
-    }
+    func orthonormalize(_ x: inout [Float], rows: Int) throws { try orthonormalizeColumns(&x, rows: rows, cols: l) }
     try orthonormalize(&y, rows: m)
     var z = [Float](repeating: 0, count: n * l)  // (n, l) = M^T Q
     for _ in 0..<powerIterations {
@@ -62,16 +57,22 @@ public func truncatedSVDRandomized(
 /// The Q of A = QR (A row-major (rows, cols), rows ≥ cols) by LAPACK, each column's sign taken
 /// from R's diagonal so that Q is unique: for a Gaussian A, Haar-distributed.
 public func orthonormalColumns(_ a: [Float], rows m: Int, cols n: Int) throws -> [Float] {
-    precondition(a.count == m * n && m >= n)
     var q = a
-    var tau = [Float](repeating: 0, count: n)
-    guard LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(m), Int32(n), &q, Int32(n), &tau) == 0 else {
-        throw LowRAError(.invalidArgument, "LAPACK QR failed")
-    }
-    let signs = (0..<n).map { q[$0 * n + $0] < 0 ? Float(-1) : 1 }
-    guard LAPACKE_sorgqr(LAPACK_ROW_MAJOR, Int32(m), Int32(n), Int32(n), &q, Int32(n), tau) == 0 else {
-        throw LowRAError(.invalidArgument, "LAPACK QR failed")
-    }
-    for i in 0..<m { for j in 0..<n { q[i * n + j] *= signs[j] } }
+    try orthonormalizeColumns(&q, rows: m, cols: n, signsFromR: true)
     return q
+}
+
+/// x (rows, cols) replaced by the Q of its QR factorization (LAPACK `sgeqrf` + `sorgqr`); with
+/// `signsFromR`, each column multiplied by the sign of R's diagonal entry.
+func orthonormalizeColumns(_ x: inout [Float], rows m: Int, cols n: Int, signsFromR: Bool = false) throws {
+    precondition(x.count == m * n && m >= n)
+    var tau = [Float](repeating: 0, count: n)
+    guard LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(m), Int32(n), &x, Int32(n), &tau) == 0 else {
+        throw LowRAError(.invalidArgument, "LAPACK QR failed")
+    }
+    let signs = signsFromR ? (0..<n).map { x[$0 * n + $0] < 0 ? Float(-1) : 1 } : nil
+    guard LAPACKE_sorgqr(LAPACK_ROW_MAJOR, Int32(m), Int32(n), Int32(n), &x, Int32(n), tau) == 0 else {
+        throw LowRAError(.invalidArgument, "LAPACK QR failed")
+    }
+    if let signs { for i in 0..<m { for j in 0..<n { x[i * n + j] *= signs[j] } } }
 }
