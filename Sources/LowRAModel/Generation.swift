@@ -54,31 +54,25 @@ public struct Sampler {
                 }
             }
         }
-        let mass = probs.prefix(keep).reduce(0, +)
-        var u = rng.nextUnit() * mass
-        for i in 0..<keep {
-            u -= probs[i]
-            if u <= 0 { return order[i] }
-        }
-        return order[keep - 1]
+        return order[draw(probs.prefix(keep))]
     }
 
     /// Softmax sampling over the whole vocabulary, walked in index order: no sort (which costs
     /// more than a small model's decode step).
     private mutating func sampleWhole(_ logits: ArraySlice<Float>) -> Int {
         let mx = logits.max()!
-        var probs = [Double](repeating: 0, count: logits.count)
-        var total = 0.0
-        for (i, l) in logits.enumerated() {
-            probs[i] = Double(expf((l - mx) / options.temperature))
-            total += probs[i]
-        }
-        var u = rng.nextUnit() * total
-        for i in probs.indices {
-            u -= probs[i]
+        return draw(logits.map { Double(expf(($0 - mx) / options.temperature)) }[...])
+    }
+
+    /// An index of `weights` (unnormalized, from index 0) drawn in proportion to its weight; the
+    /// last positive one when rounding leaves the walk short.
+    private mutating func draw(_ weights: ArraySlice<Double>) -> Int {
+        var u = rng.nextUnit() * weights.reduce(0, +)
+        for i in weights.indices {
+            u -= weights[i]
             if u <= 0 { return i }
         }
-        return probs.lastIndex { $0 > 0 }!
+        return weights.lastIndex { $0 > 0 }!
     }
 }
 
