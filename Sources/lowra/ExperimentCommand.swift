@@ -279,13 +279,13 @@ struct ExperimentCommand: ParsableCommand {
             }
             let q = p("model")
             var args = ["quantize", "--model", model, "--bits", String(b), "--out", q, "--rank", String(rank), "--seed", String(seed), "--json"]
-            switch cell.method {
             // Every option spelled out: the data-free rows stay data-free whatever quantize's defaults.
-            case "qlora": args += ["--method", "qlora", "--calibration", "none", "--init", "zeros"]
-            case "loftq": args += ["--method", "loftq", "--calibration", "none", "--init", "loftq"]
-            case "lowra-pa":
-                args += ["--method", "lowra", "--calibration", "none", "--lloyd-iters", "0", "--init", "loftq"]
-            case "lowra": args += ["--method", "lowra", "--calibration", "none", "--init", "loftq"]
+            let dataFree = ["--calibration", "none"]
+            switch cell.method {
+            case "qlora": args += ["--method", "qlora", "--init", "zeros"] + dataFree
+            case "loftq": args += ["--method", "loftq", "--init", "loftq"] + dataFree
+            case "lowra-pa": args += ["--method", "lowra", "--lloyd-iters", "0", "--init", "loftq"] + dataFree
+            case "lowra": args += ["--method", "lowra", "--init", "loftq"] + dataFree
             default:
                 let cal = ["--calibration", spec.calibration!, "--calibration-tokens", String(spec.calibrationTokens!)]
                 let fisher = ["--precisions", "1,2,4", "--sensitivity", "fisher"]
