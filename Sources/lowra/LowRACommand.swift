@@ -90,6 +90,44 @@ func readText(_ path: String) throws -> String {
     return text
 }
 
+/// The files `make setup` writes into the repository's `data/` that commands read by default
+/// (the generic calibration text). Found from any working directory: `$LOWRA_DATA/<name>`
+/// when set, else `data/<name>` under the working directory, else under the nearest folder
+/// above the executable that has it (the repository of `.build/release/lowra`).
+enum DefaultData {
+    static let calibration = "calibration.txt"
+
+    /// The places searched, in order.
+    static func candidates(_ name: String) -> [String] {
+        if let dir = ProcessInfo.processInfo.environment["LOWRA_DATA"], !dir.isEmpty {
+            return [(dir as NSString).appendingPathComponent(name)]
+        }
+        var out = [(FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("data/" + name)]
+        if let exe = Bundle.main.executableURL?.resolvingSymlinksInPath() {
+            var dir = exe.deletingLastPathComponent()
+            while dir.path != "/" && !dir.path.isEmpty {
+                out.append(dir.appendingPathComponent("data").appendingPathComponent(name).path)
+                dir = dir.deletingLastPathComponent()
+            }
+        }
+        return out
+    }
+
+    /// The first candidate that exists, or an error saying where it looked and `hint`.
+    static func locate(_ name: String, hint: String) throws -> String {
+        let places = candidates(name)
+        if let found = places.first(where: { FileManager.default.fileExists(atPath: $0) }) { return found }
+        let looked =
+            places.count == 1
+            ? places[0] + " (LOWRA_DATA)"
+            : places[0] + " and data/\(name) in every folder above " + (Bundle.main.executablePath ?? "lowra")
+        throw LowRAError(
+            .invalidArgument,
+            "\(name) not found (looked at \(looked)); make setup writes it, LOWRA_DATA names the folder that has it; "
+                + hint)
+    }
+}
+
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",

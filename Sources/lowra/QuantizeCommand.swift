@@ -35,11 +35,10 @@ struct QuantizeCommand: ParsableCommand {
     @Option(
         help: """
             A generic text whose activations turn the error into the layers' output error (default for lowra: \
-            data/calibration.txt, made by setup; the baselines' default and `none`: the paper's data-free recipe).
+            data/calibration.txt, made by setup, found from any folder (or in $LOWRA_DATA); the baselines' default \
+            and `none`: the paper's data-free recipe).
             """)
     var calibration: String?
-    /// The calibration text `--method lowra` reads when none is named.
-    static let defaultCalibration = "data/calibration.txt"
     @Option(help: "Tokens of the calibration text to use (whole windows of 512).") var calibrationTokens: Int = 4096
     @Option(
         help: """
@@ -97,13 +96,16 @@ struct QuantizeCommand: ParsableCommand {
         // The defaults (issue 13's measurements): lowra calibrates on the generic text with error
         // feedback, Fisher-weighted assignment of 1/2/4-bit channels and CLoQ; `--calibration
         // none` is the paper's data-free recipe, and the baselines' default.
-        let calibrationPath: String? = calibration.map { $0 == "none" ? nil : $0 }
-            ?? (method == .lowra ? Self.defaultCalibration : nil)
-        if calibration == nil, let path = calibrationPath, !FileManager.default.fileExists(atPath: path) {
-            throw LowRAError(
-                .invalidArgument,
-                "quantize --method lowra calibrates on \(path) by default, which is missing (make setup writes it); "
-                    + "pass --calibration TEXT, or --calibration none for the paper's data-free recipe")
+        let calibrationPath: String?
+        if let c = calibration {
+            calibrationPath = c == "none" ? nil : c
+        } else if method == .lowra {
+            calibrationPath = try DefaultData.locate(
+                DefaultData.calibration,
+                hint: "quantize --method lowra calibrates on it by default; pass --calibration TEXT, or "
+                    + "--calibration none for the paper's data-free recipe")
+        } else {
+            calibrationPath = nil
         }
         let calibrated = calibrationPath != nil
         let errorFeedback = calibrated && calibrationMethod == "gptq"

@@ -20,7 +20,8 @@ struct RepairCommand: ParsableCommand {
             """)
 
     @Option(help: "A quantized model directory with an initial adapter.") var model: String
-    @Option(help: "Generic text to repair on (not the task's data).") var data: String = "data/calibration.txt"
+    @Option(help: "Generic text to repair on, not the task's data (default: data/calibration.txt, as quantize finds it).")
+    var data: String?
     @Option(help: "Optimizer steps.") var steps: Int = 40
     @Option(help: "Sequences per step.") var batch: Int = 2
     @Option(help: "Tokens per sequence.") var seq: Int = 256
@@ -43,6 +44,7 @@ struct RepairCommand: ParsableCommand {
         let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
         let before = try AdapterStore.loadManifest(initial)
         let work = (model as NSString).appendingPathComponent("repair")
+        let data = try self.data ?? DefaultData.locate(DefaultData.calibration, hint: "or pass --data TEXT")
         let finetune = try FinetuneCommand.parse([
             "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
             "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),

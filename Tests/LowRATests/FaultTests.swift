@@ -129,13 +129,21 @@ final class FaultTests: XCTestCase {
         ]
         for (path, parent) in cases { XCTAssertEqual(parentDirectory(of: path), parent, path) }
         let dir = try temporaryDirectory(self)
-        // Away from the repository the default calibration text is missing: a clear error, nothing written.
+        // Where the default calibration text is missing (LOWRA_DATA naming an empty folder): a
+        // clear error, nothing written.
         let missing = try runProcess(
             Paths.lowraBinary, ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q"],
-            in: dir)
+            in: dir, environment: ["LOWRA_DATA": dir])
         XCTAssertEqual(missing.status, 1)
-        XCTAssertTrue(missing.err.contains("--calibration none"), missing.err)
+        XCTAssertTrue(missing.err.contains("--calibration none") && missing.err.contains(dir), missing.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/q"))
+        // Away from the repository without LOWRA_DATA, the text is found above the executable.
+        let found = try runProcess(
+            Paths.lowraBinary,
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "qd", "--json"],
+            in: dir, environment: ["LOWRA_DATA": ""])
+        XCTAssertEqual(found.status, 0, found.err)
+        XCTAssertTrue(found.out.contains("calibration.txt (") && found.out.contains("Fisher"), found.out)
         let q = try runProcess(
             Paths.lowraBinary,
             ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "q", "--calibration", "none"],

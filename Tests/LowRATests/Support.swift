@@ -66,14 +66,20 @@ func maxRelativeDifference(_ a: [Float], _ b: [Double]) -> (Double, Int) {
     return (worst, at)
 }
 
-/// Runs a command, returning exit status, stdout and stderr.
+/// Runs a command, returning exit status, stdout and stderr; `environment` adds to (or, with an
+/// empty value, removes from) the test's environment.
 func runProcess(
-    _ path: String, _ args: [String], in directory: String? = nil
+    _ path: String, _ args: [String], in directory: String? = nil, environment: [String: String] = [:]
 ) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
     if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    if !environment.isEmpty {
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v.isEmpty ? nil : v }
+        p.environment = env
+    }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
