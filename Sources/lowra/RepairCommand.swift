@@ -20,7 +20,7 @@ struct RepairCommand: ParsableCommand {
             """)
 
     @Option(help: "A quantized model directory with an initial adapter.") var model: String
-    @Option(help: "Generic text to repair on, not the task's data (default: data/calibration.txt, as quantize finds it).")
+    @Option(help: "Generic text to repair on, not the task's data (default: calibration.txt, found as quantize does).")
     var data: String?
     @Option(help: "Optimizer steps.") var steps: Int = 40
     @Option(help: "Sequences per step.") var batch: Int = 2
