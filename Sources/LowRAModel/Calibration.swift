@@ -123,6 +123,7 @@ public final class BlockCalibrator: @unchecked Sendable {
                 }
             }
         }
+        blk.releaseStored()  // each block is passed once per call: a model larger than memory goes through
         if advance { block += 1 }
         let tokens = windows * t
         return sums.reduce(into: [:]) { out, entry in

@@ -157,11 +157,12 @@ extension LlamaWeights {
     /// cache (batch 1), the T tokens sit at positions cache.length…, attend to the cached keys,
     /// and their keys and values are appended; without one, each sequence starts at position 0.
     /// `layerInputs` (one (N, C) buffer per layer) receives each block's input, for a backward
-    /// that recomputes the blocks instead of saving their activations.
+    /// that recomputes the blocks instead of saving their activations. `releaseStored` drops each
+    /// block's mapped weight pages after its use (`LlamaBlock.releaseStored`).
     public func forwardBlocks(
         _ tokens: [Int], config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
         cache: KVCache?, adapter: AdapterView?, layerInputs: [UnsafeMutablePointer<Float>]? = nil,
-        observe: LinearInputObserver? = nil
+        observe: LinearInputObserver? = nil, releaseStored: Bool = false
     ) {
         let C = c.hiddenSize
         precondition(tokens.count == ws.batch * ws.tokens && (cache == nil || ws.batch == 1))
@@ -171,6 +172,7 @@ extension LlamaWeights {
             layerInputs?[l].update(from: x, count: ws.batch * ws.tokens * C)
             blockForward(
                 l, config: c, x: x, workspace: ws, rope: rope, cache: cache, adapter: adapter, observe: observe)
+            if releaseStored { blocks[l].releaseStored() }
         }
         cache?.advance(ws.tokens)
     }

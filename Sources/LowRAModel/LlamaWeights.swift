@@ -322,6 +322,12 @@ public struct LlamaBlock: Sendable {
         self.linears = linears
     }
 
+    /// Drops the pages of its stored weights from resident memory (`Linear.releaseStored`): after
+    /// its use in one pass over a model larger than memory.
+    public func releaseStored() {
+        for l in linears { l.releaseStored() }
+    }
+
     public subscript(kind: LinearKind) -> Linear {
         get { linears[kind.rawValue] }
         set { linears[kind.rawValue] = newValue }

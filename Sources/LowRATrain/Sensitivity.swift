@@ -16,6 +16,7 @@ public func outputSensitivity(
         throw LowRAError(.invalidArgument, "sensitivity needs more than \(seq) tokens, got \(tokens.count)")
     }
     let graph = try TrainingGraph(config: config, weights: weights, batch: 1, seq: seq, rank: 1)
+    graph.releasesStoredWeights = true  // one layer of a model larger than memory resident at a time
     let adapter = try LoRAAdapter(config: config, rank: 1)  // B = 0: the model itself
     var sums = [String: [Double]]()
     for l in 0..<config.numLayers {

@@ -43,6 +43,12 @@ public final class TrainingGraph: @unchecked Sendable {
     /// (layer, kind, dy, x, rows), from which ∂L/∂W = dyᵀ x (codebook tuning).
     public var observeLinearGradient: ((Int, LinearKind, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void)?
 
+    /// Drops each block's stored (memory-mapped) weight pages from resident memory after its use
+    /// in forward and in backward, so that a pass over a model larger than memory holds one layer
+    /// of it (a later use reads the pages again from the page cache). For passes over an
+    /// unquantized source (`outputSensitivity`); a packed base's codes stay.
+    public var releasesStoredWeights = false
+
     /// Puts `linear` (same shape) in place of block `l`'s `kind` layer for the next steps.
     public func replaceLinear(_ l: Int, _ kind: LinearKind, with linear: Linear) {
         precondition(linear.outFeatures == weights.blocks[l][kind].outFeatures)
@@ -196,7 +202,7 @@ public final class TrainingGraph: @unchecked Sendable {
         let c = config
         weights.forwardBlocks(
             inputs, config: c, x: x, workspace: workspace, cache: nil, adapter: AdapterView(adapter, params: params),
-            layerInputs: layerInputs)
+            layerInputs: layerInputs, releaseStored: releasesStoredWeights)
         weights.finalNorm.withUnsafeBufferPointer {
             rmsnormForward(normed, x, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
@@ -345,6 +351,7 @@ public final class TrainingGraph: @unchecked Sendable {
                     rmsnormBackward(dx, dxn, sv.xIn, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
                 }
             }
+            if releasesStoredWeights { block.releaseStored() }
         }
     }
 }
