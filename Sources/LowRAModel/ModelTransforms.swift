@@ -59,7 +59,7 @@ public struct ResidualRotation: Sendable {
             blk[.down] = rotateOutputs(src[.down], blockDiagonal: q, block: qb)
             blk.attnNorm = ones
             blk.ffnNorm = ones
-            for kind in LinearKind.allCases { src[kind].releaseStored() }
+            src.releaseStored()
             out.blocks[l] = blk
         }
         var cfg = config
@@ -174,7 +174,7 @@ public struct ChannelScaling: Sendable {
                 blk[.o] = scaleColumns(blk[.o], full)
                 blk[.v] = scaleRows(blk[.v], s.map { 1 / $0 })
             }
-            for kind in LinearKind.allCases { weights.blocks[l][kind].releaseStored() }
+            weights.blocks[l].releaseStored()
             out.blocks[l] = blk
         }
         return out

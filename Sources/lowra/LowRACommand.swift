@@ -97,11 +97,14 @@ func readText(_ path: String) throws -> String {
 enum DefaultData {
     static let calibration = "calibration.txt"
 
+    /// `$LOWRA_DATA`, when set: the only folder searched.
+    private static var environmentFolder: String? {
+        ProcessInfo.processInfo.environment["LOWRA_DATA"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     /// The places searched, in order.
     static func candidates(_ name: String) -> [String] {
-        if let dir = ProcessInfo.processInfo.environment["LOWRA_DATA"], !dir.isEmpty {
-            return [(dir as NSString).appendingPathComponent(name)]
-        }
+        if let dir = environmentFolder { return [(dir as NSString).appendingPathComponent(name)] }
         var out = [(FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("data/" + name)]
         if let exe = Bundle.main.executableURL?.resolvingSymlinksInPath() {
             var dir = exe.deletingLastPathComponent()
@@ -118,7 +121,7 @@ enum DefaultData {
         let places = candidates(name)
         if let found = places.first(where: { FileManager.default.fileExists(atPath: $0) }) { return found }
         let looked =
-            places.count == 1
+            environmentFolder != nil
             ? places[0] + " (LOWRA_DATA)"
             : places[0] + " and data/\(name) in every folder above " + (Bundle.main.executablePath ?? "lowra")
         throw LowRAError(
