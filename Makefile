@@ -4,7 +4,7 @@ SWIFT ?= swift
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 LOWRA := .build/release/lowra
 
-.PHONY: setup setup-qwen build demo quick test test-debug fixtures bench fuzz clean
+.PHONY: setup setup-qwen build demo quick test test-debug walkthrough lint format fixtures bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -27,6 +27,17 @@ quick: build
 test: setup
 	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
 	LOWRA_REQUIRE_OPENAI=1 $(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
+
+# The README's walkthrough, run exactly as written (scripts/walkthrough.sh; CI runs it).
+walkthrough: build
+	bash scripts/walkthrough.sh
+
+# Lines past 120 columns in Sources/ and Tests/ (CI fails on them); `format` applies .swift-format.
+lint:
+	bash scripts/lint.sh
+
+format:
+	$(SWIFT) format format -i -r Sources Tests Package.swift
 
 # Fast local loop: debug build, tiny models only (the real-model tests skip themselves).
 test-debug: setup

@@ -1,5 +1,5 @@
 // swift-tools-version:6.0
-// libFuzzer harnesses for LowRA's parsers (issue 15), a package of their own so the main build
+// libFuzzer harnesses for LowRA's parsers, a package of their own so the main build
 // never links them: scripts/fuzz.sh builds them with -sanitize=fuzzer,address and runs each.
 import PackageDescription
 

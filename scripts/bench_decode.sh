@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's decode benchmark in one run (a benchmark, not a test): SmolLM2 at 1.5 / 2 / 4 bits
+# The decode benchmark in one run (a benchmark, not a test): SmolLM2 at 1.5 / 2 / 4 bits
 # (quantized with --init none under runs/ when missing), the source GGUF, the same expanded to
 # fp32, and llama.cpp's llama-bench on the source file and on the Q4_0 / Q2_K / Q8_0 files its
 # llama-quantize makes from it. Usage: scripts/bench_decode.sh [ROUNDS]   (needs a release build)

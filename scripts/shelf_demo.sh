@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The adapter shelf end to end (issue 14): one 2-bit SmolLM2 (the calibrated recipe), three small
+# The adapter shelf end to end: one 2-bit SmolLM2 (the calibrated recipe), three small
 # adapters over it (Tiny Shakespeare, ShareGPT chat, Debian's fortunes), each with its card (its
 # fine-tuning validation as the task evaluation, `lowra eval --record` as the drift evaluation
 # against the unquantized model), served together by `lowra serve` and queried through the
