@@ -216,13 +216,32 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
         .n = n, .in = in, .nb = nb, .q = q, .lo = lo, .scale = scale, .sum = sum, .offset = offset};
 }
 
+// The row's grid step: the fixed point nearest (hi - lo) / 255 of step -> ((lo + 255 step) - lo) / 255,
+// each operation rounded on its own (no fused multiply-add, whatever the compiler's contraction
+// setting), so levels put on the grid by lowra_snap_levels_row re-derive exactly this step: their
+// maximum is lo + 255 step as computed here. The map is monotone, so the iteration moves one way and
+// stops within a few ulps; in practice after one or two steps.
+static float grid_step(float lo, float hi) {
+#pragma STDC FP_CONTRACT OFF
+    float st = (hi - lo) / 255.0f;
+    for (int i = 0; i < 64 && st > 0; i++) {
+        const float span = st * 255.0f;
+        const float top = lo + span;
+        const float next = (top - lo) / 255.0f;
+        if (next == st) break;
+        st = next;
+    }
+    return st;
+}
+
 void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16], float *min, float *step) {
+#pragma STDC FP_CONTRACT OFF
     float lo = levels[0], hi = levels[0];
     for (unsigned k = 1; k < count; k++) {
         lo = fminf(lo, levels[k]);
         hi = fmaxf(hi, levels[k]);
     }
-    const float st = (hi - lo) / 255.0f;
+    const float st = grid_step(lo, hi);
     memset(u, 0, 16);
     for (unsigned k = 0; k < count; k++) {
         const long v = st > 0 ? lrintf((levels[k] - lo) / st) : 0;
@@ -230,6 +249,17 @@ void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16]
     }
     *min = lo;
     *step = st;
+}
+
+void lowra_snap_levels_row(float *levels, unsigned count) {
+#pragma STDC FP_CONTRACT OFF
+    uint8_t u[16];
+    float lo, st;
+    lowra_integer_levels_row(levels, count, u, &lo, &st);
+    for (unsigned k = 0; k < count; k++) {
+        const float offset = st * (float)u[k];
+        levels[k] = lo + offset;
+    }
 }
 
 // A block's codes: straight from the row, or, for a partial last block, copied into `pad` so

@@ -79,7 +79,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard let dtype = SafeTensorsDType(rawValue: dt) else {
                 throw LowRAError(
                     .unsupported,
-                    "\(file): tensor \(name) has dtype \(dt), which LowRA cannot read (supported: \(SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", ")))"
+                    "\(file): tensor \(name) has dtype \(dt), which LowRA cannot read (supported: "
+                        + SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", ") + ")"
                 )
             }
             guard shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[0] <= offs[1] else {

@@ -22,7 +22,8 @@ public struct ForwardBenchmark: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case prefillTokens = "prefill_tokens", sgemmGflops = "sgemm_gflops", prefillSeconds = "prefill_seconds"
-        case prefillFlops = "prefill_flops", prefillGflops = "prefill_gflops", prefillToSgemmRatio = "prefill_to_sgemm_ratio"
+        case prefillFlops = "prefill_flops", prefillGflops = "prefill_gflops", prefillToSgemmRatio =
+            "prefill_to_sgemm_ratio"
         case decodeTokensPerS = "decode_tokens_per_s", bandwidthGBs = "bandwidth_gbs"
         case decodeBytesPerToken = "decode_bytes_per_token", decodeBoundTokensPerS = "decode_bound_tokens_per_s"
     }
@@ -34,7 +35,9 @@ public struct ForwardBenchmark: Codable, Sendable {
     ) throws -> ForwardBenchmark {
         let c = model.config
         guard t >= 32, t + decodeTokens <= c.maxPositions, decodeTokens >= 1 else {
-            throw LowRAError(.invalidArgument, "--tokens must be at least 32 and --tokens + --decode-tokens at most \(c.maxPositions)")
+            throw LowRAError(
+                .invalidArgument,
+                "--tokens must be at least 32 and --tokens + --decode-tokens at most \(c.maxPositions)")
         }
         func best(_ body: () throws -> Void) rethrows -> Double {
             var b = Double.infinity
@@ -82,7 +85,9 @@ public struct ForwardBenchmark: Codable, Sendable {
         let decode = try best {
             cache.reset()
             _ = try model.forward(prompt, cache: cache, logits: .last)
-            for i in 0..<decodeTokens { _ = try model.forward([tokens[16 + i % (t - 16)]], cache: cache, logits: .last) }
+            for i in 0..<decodeTokens {
+                _ = try model.forward([tokens[16 + i % (t - 16)]], cache: cache, logits: .last)
+            }
         }
         // Time decode alone: subtract a separately measured 16-token prefill.
         let shortPrefill = try best {

@@ -3,7 +3,7 @@ import LowRAIO
 import LowRAQuant
 import LowRATensor
 
-/// Which quantizer family: ours, or the baselines implemented in the same code (DESIGN §5).
+/// Which quantizer family: ours, or the baselines (QLoRA, LoftQ) implemented in the same code.
 public enum QuantMethod: String, Codable, Sendable, CaseIterable {
     /// Learned codebooks (weighted Lloyd-Max) and per-channel precision under the budget.
     case lowra
@@ -69,7 +69,7 @@ public struct QuantizeRequest: Sendable {
     public var sensitivity: [String: [Float]]?
     /// Seeds the K-Means of the two-level ILP and LoftQ's randomized SVD.
     public var seed: UInt64 = 0
-    /// LoftQ initialization (DESIGN §3): each layer's base becomes quantize(W − s·BA) after
+    /// LoftQ initialization (`alternatingLowRankInitialize`): each layer's base becomes quantize(W − s·BA) after
     /// `steps` alternations and its initial LoRA factors are attached to the layer.
     public var loftq: LoftQRequest?
     /// The head's encoding in the quantized directory (`--head-bits 8`: Q8_0, `4`: Q4_0; nil keeps
@@ -265,9 +265,10 @@ extension LlamaWeights {
                 let u = try inverseCholeskyUpper(damped.values, n: damped.n)
                 for p in options.precisions {
                     let bits = [UInt8](repeating: UInt8(p), count: lin.outFeatures)
-                    a.errors[p] = errorFeedbackQuantize(
-                        w, out: lin.outFeatures, in: lin.inFeatures, inverseFactor: u, codebooks: a.codebooks(bits)
-                    ).rowErrors
+                    a.errors[p] =
+                        errorFeedbackQuantize(
+                            w, out: lin.outFeatures, in: lin.inFeatures, inverseFactor: u, codebooks: a.codebooks(bits)
+                        ).rowErrors
                 }
                 a.rowEnergy = damped.rowErrors(w, rows: lin.outFeatures)
             }

@@ -4,7 +4,7 @@ import LowRATensor
 /// Incoherence by rotation, folded into the weights before quantization (the idea of QuIP and
 /// QuaRot): the model is rewritten into an exactly equivalent one whose weights have no outlier
 /// columns. Not a default: LowRA's 64-element absmax blocks and per-row codebooks already adapt to
-/// the weights' structure, and on SmolLM2 the rotated model quantizes worse (README, issue 13).
+/// the weights' structure, and on SmolLM2 the rotated model quantizes worse (docs/results/below-2-bits.md).
 ///
 /// - The residual stream is rotated by a random orthogonal Q (C × C): every block's RMSNorm
 ///   weight is folded into the layers that read it (RMSNorm commutes with Q once it has no weight
@@ -120,7 +120,7 @@ public func randomOrthogonal(_ n: Int, seed: UInt64) throws -> [Float] {
 /// input — the RMSNorm weight before q/k/v and gate/up, v's rows before o (one scale per value
 /// head's element, shared by the query heads that read it), up's rows before down — so the
 /// model stays the same function. Not a default: error feedback through H already accounts for
-/// the activations' scales, and no α beat 0 on SmolLM2 (README, issue 13).
+/// the activations' scales, and no α beat 0 on SmolLM2 (docs/results/below-2-bits.md).
 public struct ChannelScaling: Sendable {
     /// Per site, α (0: no scaling).
     public var alpha: [LinearInput: Float]

@@ -65,7 +65,9 @@ public func blockAbsmax(_ w: UnsafePointer<Float>, out: Int, in inF: Int) -> [Fl
             for r in rows {
                 for b in 0..<nb {
                     var m: Float = 0
-                    for j in (b * AbsmaxStorage.block)..<min(inF, (b + 1) * AbsmaxStorage.block) { m = max(m, abs(w[r * inF + j])) }
+                    for j in (b * AbsmaxStorage.block)..<min(inF, (b + 1) * AbsmaxStorage.block) {
+                        m = max(m, abs(w[r * inF + j]))
+                    }
                     dst.value[r * nb + b] = m
                 }
             }

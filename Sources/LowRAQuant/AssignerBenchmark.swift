@@ -20,12 +20,15 @@ public enum AssignerBenchmark {
         let params = ch.reduce(0) { $0 + $1.parameters }
         let budget = Int(Double(params) * bits)
         let ps = bits < 2 ? [1, 2, 4] : [2, 4]
-        let input = ps.count == 3 ? ch : ch.map { ChannelErrors(parameters: $0.parameters, errors: Array($0.errors.dropFirst())) }
+        let input =
+            ps.count == 3
+            ? ch : ch.map { ChannelErrors(parameters: $0.parameters, errors: Array($0.errors.dropFirst())) }
         let t0 = Date()
         let exact = try PrecisionAssigner.exact(input, precisions: ps, budgetBits: budget)
         var out: [String: Any] = [
             "channels": channels, "parameters": params, "target_bits": bits,
-            "exact_seconds": Date().timeIntervalSince(t0), "exact_bits_per_param": Double(exact.usedBits) / Double(params),
+            "exact_seconds": Date().timeIntervalSince(t0),
+            "exact_bits_per_param": Double(exact.usedBits) / Double(params),
             "exact_total_error": exact.totalError, "exact_gap_to_lp_bound": exact.gap ?? 0,
         ]
         if includeILP {

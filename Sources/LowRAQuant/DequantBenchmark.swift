@@ -26,7 +26,9 @@ public enum DequantBenchmark {
 
     /// Packs a random (out, in) weight at `bits` (one width for every row) and times dequantization
     /// of the whole matrix; returns GB/s of fp32 written and the ratio to copy bandwidth.
-    public static func run(out: Int = 4096, in inF: Int = 4096, bits: [Int] = [1, 2, 4], repeats: Int = 5) throws -> [String: Any] {
+    public static func run(out: Int = 4096, in inF: Int = 4096, bits: [Int] = [1, 2, 4], repeats: Int = 5) throws
+        -> [String: Any]
+    {
         var rng = SplitMix64(seed: 9)
         let w = (0..<(out * inF)).map { _ in Float(rng.nextUnit() - 0.5) }
         var opts = QuantizerOptions()

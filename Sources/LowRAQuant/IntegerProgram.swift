@@ -23,7 +23,9 @@ public struct IntegerProgram {
 
     /// Adds a variable; returns its index.
     @discardableResult
-    public mutating func addVariable(lower lb: Double = 0, upper ub: Double, cost: Double, integer isInt: Bool = true) -> Int {
+    public mutating func addVariable(lower lb: Double = 0, upper ub: Double, cost: Double, integer isInt: Bool = true)
+        -> Int
+    {
         lower.append(lb)
         upper.append(ub)
         objective.append(cost)

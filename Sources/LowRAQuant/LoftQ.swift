@@ -10,7 +10,7 @@ public struct LoftQResult: Sendable {
     public var errors: [Double]
 }
 
-/// LoftQ (alternating quantize / truncated SVD), DESIGN §3: for T steps, Q = quantize(W − s·BA)
+/// LoftQ (alternating quantize / truncated SVD; Li et al., 2023): for T steps, Q = quantize(W − s·BA)
 /// with the layer's precisions and quantizer options (codebooks re-learned on the residual
 /// target), then (B, A) = rank-r truncated SVD of W − dequant(Q), singular values split as √
 /// between the factors. w: (out, in).

@@ -37,8 +37,11 @@ public enum PrecisionAssigner {
         guard let pMin = ps.first else { throw LowRAError(.invalidArgument, "no precisions given") }
         let minBits = channels.reduce(0) { $0 + $1.parameters * pMin }
         guard minBits <= budgetBits else {
-            throw LowRAError(.invalidArgument, String(format: "the budget of %.4f bits/param is below the lowest precision allowed (%d bit)",
-                                                      Double(budgetBits) / Double(max(1, channels.reduce(0) { $0 + $1.parameters })), pMin))
+            throw LowRAError(
+                .invalidArgument,
+                String(
+                    format: "the budget of %.4f bits/param is below the lowest precision allowed (%d bit)",
+                    Double(budgetBits) / Double(max(1, channels.reduce(0) { $0 + $1.parameters })), pMin))
         }
         // Hull steps of each channel: (channel, to-option index, bits added, error removed).
         struct Step { var channel: Int32; var to: Int8; var dBits: Int32; var dErr: Double; var price: Double }
@@ -130,8 +133,11 @@ public enum PrecisionAssigner {
         let total = tensorParameters.reduce(0, +)
         // The highest precision p with total * p <= budget; then upgrade early tensors to the next.
         guard let low = ps.last(where: { $0 * total <= budgetBits }) else {
-            throw LowRAError(.invalidArgument, String(format: "the budget of %.4f bits/param is below the lowest precision allowed (%d bit)",
-                                                      Double(budgetBits) / Double(total), ps[0]))
+            throw LowRAError(
+                .invalidArgument,
+                String(
+                    format: "the budget of %.4f bits/param is below the lowest precision allowed (%d bit)",
+                    Double(budgetBits) / Double(total), ps[0]))
         }
         var out = [Int](repeating: low, count: tensorParameters.count)
         guard let high = ps.first(where: { $0 > low }) else { return out }

@@ -163,15 +163,11 @@ public func analyzeTensor(
         thresholds: thresholds, errors: errors, learnerMSE: learner, rowEnergy: energy)
 }
 
-/// Moves a row's `count` levels onto its uint8 grid min + step · u (`lowra_integer_levels_row`),
-/// so the integer kernels multiply exactly the levels the model stores: each level moves by at
-/// most 1/510 of the row's range, the extremes not at all.
+/// Moves a row's `count` levels onto its uint8 grid min + step · u (`lowra_snap_levels_row`), so the
+/// integer kernels multiply exactly the levels the model stores: each level moves by at most 1/510 of
+/// the row's range. Idempotent, bit for bit: a row already on its grid is left as it is.
 public func snapToIntegerLevels(_ levels: UnsafeMutablePointer<Float>, count: Int) {
-    var u = [UInt8](repeating: 0, count: 16)
-    var lo: Float = 0
-    var step: Float = 0
-    lowra_integer_levels_row(levels, UInt32(count), &u, &lo, &step)
-    for k in 0..<count { levels[k] = lo + step * Float(u[k]) }
+    lowra_snap_levels_row(levels, UInt32(count))
 }
 
 /// The same for every row of per-row codebooks: row r's levels are levels[offsets[r]..<offsets[r + 1]].

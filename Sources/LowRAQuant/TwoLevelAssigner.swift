@@ -35,10 +35,11 @@ extension PrecisionAssigner {
             var ilp = IntegerProgram()
             var y = [[Int]]()
             for cm in clusterMembers {
-                y.append(ps.indices.map { p in
-                    let cost = cm.reduce(0.0) { $0 + channels[$1].errors[p] } / Double(cm.count)
-                    return ilp.addVariable(upper: Double(cm.count), cost: cost)
-                })
+                y.append(
+                    ps.indices.map { p in
+                        let cost = cm.reduce(0.0) { $0 + channels[$1].errors[p] } / Double(cm.count)
+                        return ilp.addVariable(upper: Double(cm.count), cost: cost)
+                    })
             }
             for (c, cm) in clusterMembers.enumerated() {
                 ilp.addConstraint(y[c].map { ($0, 1) }, .equal, Double(cm.count))
@@ -69,7 +70,9 @@ extension PrecisionAssigner {
         }
         let used = zip(choice, channels).reduce(0) { $0 + ps[$1.0] * $1.1.parameters }
         let err = zip(choice, channels).reduce(0.0) { $0 + $1.1.errors[$1.0] }
-        return Assignment(bits: choice.map { UInt8(ps[$0]) }, totalError: err, usedBits: used, budgetBits: budgetBits, lowerBound: nil)
+        return Assignment(
+            bits: choice.map { UInt8(ps[$0]) }, totalError: err, usedBits: used, budgetBits: budgetBits, lowerBound: nil
+        )
     }
 
     /// Plain K-Means with k-means++ seeding; returns each point's cluster.

@@ -73,8 +73,10 @@ public struct ExperimentCell: Codable, Sendable {
     public var wallSeconds: Double { seconds.values.reduce(0, +) }
 
     enum CodingKeys: String, CodingKey {
-        case method, bits, status, note, codeBitsPerParam = "code_bits_per_param", storedBitsPerParam = "stored_bits_per_param"
-        case before, after, validLossBefore = "valid_loss_before", validLossAfter = "valid_loss_after", lossCurve = "loss_curve"
+        case method, bits, status, note, codeBitsPerParam = "code_bits_per_param", storedBitsPerParam =
+            "stored_bits_per_param"
+        case before, after, validLossBefore = "valid_loss_before", validLossAfter = "valid_loss_after", lossCurve =
+            "loss_curve"
         case driftBefore = "drift_before", driftAfter = "drift_after"
         case peakRSSBytes = "peak_rss_bytes", seconds
     }
@@ -106,8 +108,11 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var repairSteps: Int?
     public var distillWeight: Double?
 
-    public init(model: String, train: String, valid: String, test: String, methods: [String], bits: [Double], steps: Int, rank: Int,
-                seq: Int, batch: Int, lr: Double, seed: UInt64, evalTokens: Int, drift: String? = nil, driftTokens: Int? = nil) {
+    public init(
+        model: String, train: String, valid: String, test: String, methods: [String], bits: [Double], steps: Int,
+        rank: Int,
+        seq: Int, batch: Int, lr: Double, seed: UInt64, evalTokens: Int, drift: String? = nil, driftTokens: Int? = nil
+    ) {
         self.model = model
         self.train = train
         self.valid = valid
@@ -169,15 +174,20 @@ public enum ExperimentReport {
         let ceiling = cells.first { $0.method == "none" && $0.status == .ok }?.after?.perplexity
         var s = "# LowRA experiment\n\n"
         if !provenance.isEmpty { s += provenance.map { "- \($0)\n" }.joined() + "\n" }
-        s += "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × \(spec.seq) tokens "
+        s +=
+            "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × \(spec.seq) tokens "
         s += "(LoRA rank \(spec.rank), lr \(spec.lr), seed \(spec.seed)); "
-        s += spec.test.lowercased().hasSuffix(".jsonl")
-            ? "perplexity and accuracy on the assistant turns of the first \(spec.evalTokens) conversations of `\(spec.test)` (at most \(spec.seq) tokens each). "
-            : "perplexity and accuracy on the first \(spec.evalTokens) tokens of `\(spec.test)` in windows of \(spec.seq). "
+        s +=
+            spec.test.lowercased().hasSuffix(".jsonl")
+            ? "perplexity and accuracy on the assistant turns of the first \(spec.evalTokens) conversations of "
+                + "`\(spec.test)` (at most \(spec.seq) tokens each). "
+            : "perplexity and accuracy on the first \(spec.evalTokens) tokens of `\(spec.test)` in windows of "
+                + "\(spec.seq). "
         s += "\"Before\" is the quantized model as `quantize` leaves it (with its LoftQ adapter for loftq and lowra; "
         s += "qlora's zero-initialized adapter changes nothing); \"after\" adds the fine-tuned adapter. "
         s += "Gap = perplexity after / full-precision LoRA's (method none) perplexity after.\n\n"
-        s += "| method | bits | code b/p | stored b/p | ppl before | acc before | ppl after | acc after | gap | peak RSS | wall time |\n"
+        s +=
+            "| method | bits | code b/p | stored b/p | ppl before | acc before | ppl after | acc after | gap | peak RSS | wall time |\n"
         s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         for c in cells {
             let bits = c.bits.map(bitsLabel) ?? "fp32"
@@ -189,7 +199,8 @@ public enum ExperimentReport {
             case .ok, .didNotConverge:
                 let gap = ceiling.flatMap { ce in c.after.map { gapLabel($0.perplexity / ce) } } ?? "—"
                 let after = c.status == .ok ? ppl(c.after) : "did not converge (\(ppl(c.after)))"
-                s += "| \(c.method) | \(bits) | \(code) | \(stored) | \(ppl(c.before)) | \(acc(c.before)) | \(after) | \(acc(c.after)) | \(gap) | \(rss) | \(wall) |\n"
+                s +=
+                    "| \(c.method) | \(bits) | \(code) | \(stored) | \(ppl(c.before)) | \(acc(c.before)) | \(after) | \(acc(c.after)) | \(gap) | \(rss) | \(wall) |\n"
             case .unsupported, .failed:
                 let why = c.status == .unsupported ? "unsupported" : "failed"
                 s += "| \(c.method) | \(bits) | — | — | \(why) | — | \(why) | — | — | — | — |\n"
@@ -209,20 +220,26 @@ public enum ExperimentReport {
 
     static func driftCells(_ d: DriftNumbers?) -> String {
         guard let d else { return "— | — | —" }
-        return String(format: "%.4f | %.3f | %@", d.kl, d.top1, ppl(EvalNumbers(perplexity: d.perplexity, accuracy: 0, tokens: d.tokens)))
+        return String(
+            format: "%.4f | %.3f | %@", d.kl, d.top1,
+            ppl(EvalNumbers(perplexity: d.perplexity, accuracy: 0, tokens: d.tokens)))
     }
 
     /// Drift from the unquantized base, before and after fine-tuning.
     static func driftTable(spec: ExperimentSpec, drift: String, cells: [ExperimentCell]) -> String {
         var s = "## Drift from the base\n\n"
-        s += "Every cell against the unquantized base model (no adapter) on `\(drift)`, a text of another domain, in windows of \(spec.seq): "
-        s += "KL(base ‖ model) in nats per token, top-1 agreement of the two models' next-token choices, and the model's own perplexity there. "
+        s +=
+            "Every cell against the unquantized base model (no adapter) on `\(drift)`, a text of another domain, in windows of \(spec.seq): "
+        s +=
+            "KL(base ‖ model) in nats per token, top-1 agreement of the two models' next-token choices, and the model's own perplexity there. "
         s += "Fewer bits, more testing: a cell at b bits is checked on \(spec.driftTokens ?? 0) × 4 / b tokens.\n\n"
         s += "| method | bits | tokens | KL before | top-1 before | ppl before | KL after | top-1 after | ppl after |\n"
         s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         for c in cells where c.status == .ok || c.status == .didNotConverge {
             let tokens = (c.driftAfter ?? c.driftBefore).map { String($0.tokens) } ?? "—"
-            s += "| \(c.method) | \(c.bits.map(bitsLabel) ?? "fp32") | \(tokens) | \(driftCells(c.driftBefore)) | \(driftCells(c.driftAfter)) |\n"
+            s +=
+                "| \(c.method) | \(c.bits.map(bitsLabel) ?? "fp32") | \(tokens) | "
+                + "\(driftCells(c.driftBefore)) | \(driftCells(c.driftAfter)) |\n"
         }
         return s
     }
@@ -230,18 +247,26 @@ public enum ExperimentReport {
     /// The answer to "which precision should I ship?": for each tolerated gap to full-precision
     /// LoRA, the lowest budget that meets it after fine-tuning, with the drift it costs.
     static func shipTable(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
-        guard let none = cells.first(where: { $0.method == "none" && $0.status == .ok }), let ceiling = none.after?.perplexity else { return "" }
+        guard let none = cells.first(where: { $0.method == "none" && $0.status == .ok }),
+            let ceiling = none.after?.perplexity
+        else { return "" }
         var s = "## Which precision should I ship?\n\n"
-        s += "For each perplexity gap you can accept against full-precision LoRA (\(ppl(none.after)) after fine-tuning), the lowest budget that "
+        s +=
+            "For each perplexity gap you can accept against full-precision LoRA (\(ppl(none.after)) after fine-tuning), the lowest budget that "
         s += "meets it in this sweep, and how far that model has drifted from the base"
-        s += none.driftAfter.map { String(format: " (full-precision LoRA itself: KL %.4f, top-1 %.3f)", $0.kl, $0.top1) } ?? ""
-        s += ". Fewer bits kept means more evaluation owed: test the chosen cell on your own task and regression suite before shipping it.\n\n"
+        s +=
+            none.driftAfter.map { String(format: " (full-precision LoRA itself: KL %.4f, top-1 %.3f)", $0.kl, $0.top1) }
+            ?? ""
+        s +=
+            ". Fewer bits kept means more evaluation owed: test the chosen cell on your own task and regression suite before shipping it.\n\n"
         s += "| accepted gap | lowest bits | method | ppl after | gap | KL after | top-1 after |\n"
         s += "| --- | --- | --- | --- | --- | --- | --- |\n"
         let quantized = cells.filter { $0.status == .ok && $0.bits != nil && $0.after != nil }
         for tol in [1.05, 1.1, 1.25, 1.5, 2, 4] {
             let meets = quantized.filter { $0.after!.perplexity <= tol * ceiling }
-            let best = meets.min { a, b in a.bits! != b.bits! ? a.bits! < b.bits! : a.after!.perplexity < b.after!.perplexity }
+            let best = meets.min { a, b in
+                a.bits! != b.bits! ? a.bits! < b.bits! : a.after!.perplexity < b.after!.perplexity
+            }
             let t = String(format: "%g×", tol)
             guard let c = best else {
                 s += "| \(t) | none in this sweep | — | — | — | — | — |\n"
@@ -249,22 +274,32 @@ public enum ExperimentReport {
             }
             let kl = c.driftAfter.map { String(format: "%.4f", $0.kl) } ?? "—"
             let top1 = c.driftAfter.map { String(format: "%.3f", $0.top1) } ?? "—"
-            s += "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | \(gapLabel(c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
+            s +=
+                "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | \(gapLabel(c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
         }
         return s
     }
 
     /// A chart of one number against the bit budget: one colour per method, solid after
     /// fine-tuning and dashed before (log y axis, fewer bits to the right).
-    static func budgetChart(title: String, yLabel: String, spec: ExperimentSpec, cells: [ExperimentCell],
-                            before: (ExperimentCell) -> Double?, after: (ExperimentCell) -> Double?) -> SVGChart {
+    static func budgetChart(
+        title: String, yLabel: String, spec: ExperimentSpec, cells: [ExperimentCell],
+        before: (ExperimentCell) -> Double?, after: (ExperimentCell) -> Double?
+    ) -> SVGChart {
         var chart = SVGChart(title: title, xLabel: "code bits per parameter", yLabel: yLabel, yScale: .log10)
         chart.reverseX = true
         for (i, m) in spec.methods.filter({ $0 != "none" }).enumerated() {
             let color = SVGChart.palette[i % SVGChart.palette.count]
-            let mine = cells.filter { $0.method == m && ($0.status == .ok || $0.status == .didNotConverge) && $0.bits != nil }
-            chart.series.append(.init(name: "\(m) after", points: mine.compactMap { c in after(c).map { (c.bits!, $0) } }, color: color))
-            chart.series.append(.init(name: "\(m) before", points: mine.compactMap { c in before(c).map { (c.bits!, $0) } }, color: color, dashed: true))
+            let mine = cells.filter {
+                $0.method == m && ($0.status == .ok || $0.status == .didNotConverge) && $0.bits != nil
+            }
+            chart.series.append(
+                .init(name: "\(m) after", points: mine.compactMap { c in after(c).map { (c.bits!, $0) } }, color: color)
+            )
+            chart.series.append(
+                .init(
+                    name: "\(m) before", points: mine.compactMap { c in before(c).map { (c.bits!, $0) } }, color: color,
+                    dashed: true))
         }
         return chart
     }
@@ -273,7 +308,8 @@ public enum ExperimentReport {
     public static func driftPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
         let kl: (DriftNumbers?) -> Double? = { $0.map { max($0.kl, 1e-6) } }  // a log axis has no zero
         var chart = budgetChart(
-            title: "Drift from the unquantized base" + (spec.drift.map { " on \(($0 as NSString).lastPathComponent)" } ?? ""),
+            title: "Drift from the unquantized base"
+                + (spec.drift.map { " on \(($0 as NSString).lastPathComponent)" } ?? ""),
             yLabel: "KL(base ‖ model), nats/token (log scale)", spec: spec, cells: cells,
             before: { kl($0.driftBefore) }, after: { kl($0.driftAfter) })
         if let a = kl(cells.first(where: { $0.method == "none" && $0.status == .ok })?.driftAfter) {
@@ -285,8 +321,9 @@ public enum ExperimentReport {
     /// Test perplexity against the bit budget; the full-precision model before and after LoRA as
     /// reference lines.
     public static func perplexityPlot(spec: ExperimentSpec, cells: [ExperimentCell]) -> String {
-        var chart = budgetChart(title: "Test perplexity vs bit budget", yLabel: "perplexity (log scale)", spec: spec, cells: cells,
-                                before: { $0.before?.perplexity }, after: { $0.after?.perplexity })
+        var chart = budgetChart(
+            title: "Test perplexity vs bit budget", yLabel: "perplexity (log scale)", spec: spec, cells: cells,
+            before: { $0.before?.perplexity }, after: { $0.after?.perplexity })
         if let none = cells.first(where: { $0.method == "none" && $0.status == .ok }) {
             if let b = none.before { chart.references.append(("fp32 base", b.perplexity, "#555555")) }
             if let a = none.after { chart.references.append(("fp32 + LoRA", a.perplexity, "#000000")) }
@@ -316,9 +353,12 @@ public enum ExperimentReport {
                 pts.append((raw[j][0], window.reduce(0, +) / Double(window.count)))
             }
             let dash = c.bits.flatMap { b in budgets.firstIndex(of: b).flatMap { dashes[$0 % dashes.count] } }
-            chart.series.append(.init(name: c.bits.map { "\(c.method) \(bitsLabel($0))" } ?? "\(c.method) fp32", points: pts,
-                                      color: methods.firstIndex(of: c.method).map { SVGChart.palette[$0 % SVGChart.palette.count] } ?? "#000000",
-                                      markers: false, dashPattern: dash))
+            chart.series.append(
+                .init(
+                    name: c.bits.map { "\(c.method) \(bitsLabel($0))" } ?? "\(c.method) fp32", points: pts,
+                    color: methods.firstIndex(of: c.method).map { SVGChart.palette[$0 % SVGChart.palette.count] }
+                        ?? "#000000",
+                    markers: false, dashPattern: dash))
         }
         return chart.render()
     }

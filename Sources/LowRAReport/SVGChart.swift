@@ -15,8 +15,10 @@ public struct SVGChart: Sendable {
         /// An SVG stroke-dasharray overriding `dashed`'s pattern (e.g. "2 2").
         public var dashPattern: String?
 
-        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true,
-                    dashPattern: String? = nil) {
+        public init(
+            name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, markers: Bool = true,
+            dashPattern: String? = nil
+        ) {
             self.name = name
             self.points = points
             self.color = color
@@ -51,7 +53,9 @@ public struct SVGChart: Sendable {
     }
 
     /// A palette that stays distinguishable when printed.
-    public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+    public static let palette = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
+    ]
 
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
@@ -61,7 +65,10 @@ public struct SVGChart: Sendable {
     static func fmt(_ v: Double) -> String {
         if v == 0 { return "0" }
         let a = abs(v)
-        if a >= 1e5 || a < 1e-3 { return String(format: "%.0e", v).replacingOccurrences(of: "e+0", with: "e").replacingOccurrences(of: "e+", with: "e") }
+        if a >= 1e5 || a < 1e-3 {
+            return String(format: "%.0e", v).replacingOccurrences(of: "e+0", with: "e").replacingOccurrences(
+                of: "e+", with: "e")
+        }
         if a >= 100 || v == v.rounded() { return String(format: "%.0f", v) }
         return String(format: "%.3g", v)
     }
@@ -84,8 +91,11 @@ public struct SVGChart: Sendable {
     public func render() -> String {
         let ml = 78.0, mr = 200.0, mt = 44.0, mb = 58.0  // margins; the legend sits on the right
         let pw = width - ml - mr, ph = height - mt - mb
-        let pts = series.flatMap { $0.points }.filter { $0.x.isFinite && $0.y.isFinite && (yScale == .linear || $0.y > 0) }
-        var xs = pts.map(\.x), ys = pts.map(\.y) + references.map(\.y).filter { $0.isFinite && (yScale == .linear || $0 > 0) }
+        let pts = series.flatMap { $0.points }.filter {
+            $0.x.isFinite && $0.y.isFinite && (yScale == .linear || $0.y > 0)
+        }
+        var xs = pts.map(\.x),
+            ys = pts.map(\.y) + references.map(\.y).filter { $0.isFinite && (yScale == .linear || $0 > 0) }
         if xs.isEmpty { xs = [0, 1] }
         if ys.isEmpty { ys = [1, 10] }
         var (x0, x1) = (xs.min()!, xs.max()!)
@@ -111,13 +121,16 @@ public struct SVGChart: Sendable {
         func py(_ y: Double) -> Double { mt + ph - (ty(y) - ly0) / (ly1 - ly0) * ph }
 
         var s = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
             <rect width="100%" height="100%" fill="white"/>
-            <text x="\(ml + pw / 2)" y="24" text-anchor="middle" font-size="15" font-weight="bold">\(Self.escape(title))</text>
+            <text x="\(ml + pw / 2)" y="24" text-anchor="middle" font-size="15" \
+            font-weight="bold">\(Self.escape(title))</text>
 
             """
         // Grid and ticks.
-        let yTicks: [Double] = yScale == .log10
+        let yTicks: [Double] =
+            yScale == .log10
             ? stride(from: ceil(ly0), through: floor(ly1), by: max(1, floor((ly1 - ly0) / 8))).map { pow(10, $0) }
             : Self.niceTicks(ly0, ly1)
         for t in yTicks {
@@ -140,24 +153,36 @@ public struct SVGChart: Sendable {
         }
         s += "<rect x=\"\(ml)\" y=\"\(mt)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#333\"/>\n"
         s += "<text x=\"\(ml + pw / 2)\" y=\"\(height - 14)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
-        s += "<text transform=\"translate(18 \(mt + ph / 2)) rotate(-90)\" text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
+        s +=
+            "<text transform=\"translate(18 \(mt + ph / 2)) rotate(-90)\" text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
 
         // Reference lines, then series.
         var legend = [(String, String, String, Bool)]()  // name, color, dash attribute, dotted
         for r in references where r.y.isFinite && (yScale == .linear || r.y > 0) {
             let y = py(r.y)
-            s += "<line x1=\"\(ml)\" y1=\"\(y)\" x2=\"\(ml + pw)\" y2=\"\(y)\" stroke=\"\(r.color)\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/>\n"
+            s +=
+                "<line x1=\"\(ml)\" y1=\"\(y)\" x2=\"\(ml + pw)\" y2=\"\(y)\" stroke=\"\(r.color)\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/>\n"
             legend.append((r.label, r.color, "", true))
         }
         for ser in series {
-            let p = ser.points.filter { $0.x.isFinite && $0.y.isFinite && (yScale == .linear || $0.y > 0) }.sorted { $0.x < $1.x }
+            let p = ser.points.filter { $0.x.isFinite && $0.y.isFinite && (yScale == .linear || $0.y > 0) }.sorted {
+                $0.x < $1.x
+            }
             guard !p.isEmpty else { continue }
             let path = p.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
-            s += "<polyline fill=\"none\" stroke=\"\(ser.color)\" stroke-width=\"2\"\(ser.dashAttribute) points=\"\(path)\"/>\n"
+            s +=
+                "<polyline fill=\"none\" stroke=\"\(ser.color)\" stroke-width=\"2\"\(ser.dashAttribute) points=\"\(path)\"/>\n"
             if ser.markers {
                 for q in p {
-                    s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"%@\"/>\n", px(q.x), py(q.y), ser.dashed ? "white" : ser.color)
-                    if ser.dashed { s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"none\" stroke=\"%@\" stroke-width=\"1.5\"/>\n", px(q.x), py(q.y), ser.color) }
+                    s += String(
+                        format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"%@\"/>\n", px(q.x), py(q.y),
+                        ser.dashed ? "white" : ser.color)
+                    if ser.dashed {
+                        s += String(
+                            format:
+                                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"none\" stroke=\"%@\" stroke-width=\"1.5\"/>\n",
+                            px(q.x), py(q.y), ser.color)
+                    }
                 }
             }
             legend.append((ser.name, ser.color, ser.dashAttribute, false))
@@ -166,7 +191,8 @@ public struct SVGChart: Sendable {
         var ly = mt + 8
         for (name, color, dashed, dotted) in legend {
             let dash = dotted ? " stroke-dasharray=\"2 3\"" : dashed
-            s += "<line x1=\"\(ml + pw + 14)\" y1=\"\(ly)\" x2=\"\(ml + pw + 40)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"2\"\(dash)/>\n"
+            s +=
+                "<line x1=\"\(ml + pw + 14)\" y1=\"\(ly)\" x2=\"\(ml + pw + 40)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"2\"\(dash)/>\n"
             s += "<text x=\"\(ml + pw + 46)\" y=\"\(ly + 4)\">\(Self.escape(name))</text>\n"
             ly += 18
         }

@@ -24,26 +24,35 @@ public struct SVGStackedBars: Sendable {
         let pw = width - ml - mr
         let maxTotal = max(bars.map { $0.values.reduce(0, +) }.max() ?? 1, 1e-12)
         var s = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
             <rect width="100%" height="100%" fill="white"/>
-            <text x="\(width / 2)" y="24" text-anchor="middle" font-size="15" font-weight="bold">\(SVGChart.escape(title))</text>
+            <text x="\(width / 2)" y="24" text-anchor="middle" font-size="15" \
+            font-weight="bold">\(SVGChart.escape(title))</text>
 
             """
         for (i, bar) in bars.enumerated() {
             let y = mt + Double(i) * (barH + gap)
-            s += "<text x=\"\(ml - 8)\" y=\"\(y + barH / 2 + 4)\" text-anchor=\"end\">\(SVGChart.escape(bar.label))</text>\n"
+            s +=
+                "<text x=\"\(ml - 8)\" y=\"\(y + barH / 2 + 4)\" text-anchor=\"end\">\(SVGChart.escape(bar.label))</text>\n"
             var x = ml
             for (j, v) in bar.values.enumerated() where v > 0 {
                 let w = v / maxTotal * pw
-                s += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %.1f %@</title></rect>\n",
-                            x, y, w, barH, SVGChart.palette[j % SVGChart.palette.count], SVGChart.escape(components[j]), v, unit)
+                s += String(
+                    format:
+                        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %.1f %@</title></rect>\n",
+                    x, y, w, barH, SVGChart.palette[j % SVGChart.palette.count], SVGChart.escape(components[j]), v, unit
+                )
                 x += w
             }
-            s += String(format: "<text x=\"%.1f\" y=\"%.1f\">%.0f %@</text>\n", x + 6, y + barH / 2 + 4, bar.values.reduce(0, +), unit)
+            s += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\">%.0f %@</text>\n", x + 6, y + barH / 2 + 4,
+                bar.values.reduce(0, +), unit)
         }
         var ly = mt + Double(bars.count) * (barH + gap) + 20
         for (j, name) in components.enumerated() {
-            s += "<rect x=\"\(ml)\" y=\"\(ly - 10)\" width=\"14\" height=\"12\" fill=\"\(SVGChart.palette[j % SVGChart.palette.count])\"/>\n"
+            s +=
+                "<rect x=\"\(ml)\" y=\"\(ly - 10)\" width=\"14\" height=\"12\" fill=\"\(SVGChart.palette[j % SVGChart.palette.count])\"/>\n"
             s += "<text x=\"\(ml + 20)\" y=\"\(ly)\">\(SVGChart.escape(name))</text>\n"
             ly += 18
         }

@@ -6,7 +6,8 @@ import CLowRAPacked
 /// y (T, out) += s · (x (T, in) · A^T (in, r)) · B^T (r, out); xa (T, r) keeps x·A^T for backward.
 public func loraForward(
     _ y: UnsafeMutablePointer<Float>, _ xa: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, rows t: Int, in inF: Int, out: Int, rank r: Int, scale s: Float
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, rows t: Int, in inF: Int, out: Int, rank r: Int,
+    scale s: Float
 ) {
     guard t <= KernelPath.batchColumns else {
         matmulTransB(x, a, xa, m: t, n: r, k: inF)  // xa = x A^T

@@ -11,7 +11,8 @@ public struct MemoryStats: Sendable {
         }
         func kb(_ key: String) -> Int {
             guard let line = s.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return 0 }
-            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0) * 1024
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0)
+                * 1024
         }
         return MemoryStats(residentBytes: kb("VmRSS:"), peakResidentBytes: kb("VmHWM:"))
     }
@@ -21,12 +22,17 @@ public struct MemoryStats: Sendable {
 public enum MachineInfo {
     public static func describe() -> String {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let cpu = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+        let cpu =
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) }
+            ?? "unknown CPU"
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
-        let os = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
-            .map { $0.dropFirst("PRETTY_NAME=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown OS"
+        let os =
+            osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
+            .map { $0.dropFirst("PRETTY_NAME=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+            ?? "unknown OS"
         let gib = Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30)
-        return String(format: "%@, %d cores, %.0f GiB RAM, %@", cpu, ProcessInfo.processInfo.activeProcessorCount, gib, os)
+        return String(
+            format: "%@, %d cores, %.0f GiB RAM, %@", cpu, ProcessInfo.processInfo.activeProcessorCount, gib, os)
     }
 }

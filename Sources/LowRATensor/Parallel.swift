@@ -18,14 +18,16 @@ public func parallelFor(_ n: Int, minPerChunk: Int = 1, _ body: (Range<Int>) -> 
     withoutActuallyEscaping(body) { escapable in
         var job = ChunkedJob(n: n, chunks: chunks, body: escapable)
         withUnsafeMutablePointer(to: &job) { p in
-            lowra_pool_run(Int64(chunks), { ctx, c in
-                let job = ctx!.assumingMemoryBound(to: ChunkedJob.self)
-                let n = job.pointee.n
-                let chunks = job.pointee.chunks
-                let lo = n * Int(c) / chunks
-                let hi = n * (Int(c) + 1) / chunks
-                if lo < hi { job.pointee.body(lo..<hi) }
-            }, p)
+            lowra_pool_run(
+                Int64(chunks),
+                { ctx, c in
+                    let job = ctx!.assumingMemoryBound(to: ChunkedJob.self)
+                    let n = job.pointee.n
+                    let chunks = job.pointee.chunks
+                    let lo = n * Int(c) / chunks
+                    let hi = n * (Int(c) + 1) / chunks
+                    if lo < hi { job.pointee.body(lo..<hi) }
+                }, p)
         }
     }
 }
@@ -37,9 +39,11 @@ public func parallelTasks(_ n: Int, _ body: (Int) -> Void) {
     withoutActuallyEscaping(body) { escapable in
         var job = escapable
         withUnsafeMutablePointer(to: &job) { p in
-            lowra_pool_run(Int64(n), { ctx, i in
-                ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
-            }, p)
+            lowra_pool_run(
+                Int64(n),
+                { ctx, i in
+                    ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
+                }, p)
         }
     }
 }

@@ -16,8 +16,9 @@ public func truncatedSVDExact(_ matrix: [Float], rows m: Int, cols n: Int, rank 
     var s = [Float](repeating: 0, count: kMin)
     var u = [Float](repeating: 0, count: m * kMin)
     var vt = [Float](repeating: 0, count: kMin * n)
-    let info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "S")), Int32(m), Int32(n), &a, Int32(n), &s,
-                              &u, Int32(kMin), &vt, Int32(n))
+    let info = LAPACKE_sgesdd(
+        LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "S")), Int32(m), Int32(n), &a, Int32(n), &s,
+        &u, Int32(kMin), &vt, Int32(n))
     guard info == 0 else { throw LowRAError(.invalidArgument, "LAPACK sgesdd failed (info \(info))") }
     var ur = [Float](repeating: 0, count: m * r)
     for i in 0..<m { for j in 0..<r { ur[i * r + j] = u[i * kMin + j] } }

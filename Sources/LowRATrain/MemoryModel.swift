@@ -64,7 +64,8 @@ public struct MemoryModel: Sendable {
         if let bits {
             let blocks =
                 Double(config.numLayers) * blockLinears.reduce(0.0) { $0 + Double($1.0) * ceil(Double($1.1) / 64) }
-            out.append(("packed codes", Int((bits * params / 8).rounded(.up)) + linearRows))  // + one precision byte per row
+            // + one precision byte per row
+            out.append(("packed codes", Int((bits * params / 8).rounded(.up)) + linearRows))
             let scales = doubleQuant ? blocks + 4 * ceil(blocks / 256) : 4 * blocks
             out.append(("block scales", Int(scales)))
             // Levels: 2^p fp32 per row at the row's precision. Rows are modeled as a mix of the two

@@ -188,7 +188,8 @@ public final class Trainer {
         enc.outputFormatting = .sortedKeys
         let opts = String(decoding: try enc.encode(options), as: UTF8.self)
         runKey =
-            "base=\(baseFingerprint) train=\(train.sha256) valid=\(valid?.sha256 ?? "-") rank=\(adapter.rank) alpha=\(adapter.alpha) options=\(opts)"
+            "base=\(baseFingerprint) train=\(train.sha256) valid=\(valid?.sha256 ?? "-") "
+            + "rank=\(adapter.rank) alpha=\(adapter.alpha) options=\(opts)"
             + (teacher.map { " teacher=\($0.fingerprint)" } ?? "")
     }
 
@@ -287,7 +288,8 @@ public final class Trainer {
         var csv = "step,lr,train_loss,grad_norm,tokens_per_s,valid_loss\n"
         for r in log {
             csv +=
-                "\(r.step),\(String(format: "%.6g", r.lr)),\(f(r.trainLoss)),\(f(r.gradNorm)),\(r.tokensPerSecond.map { String(format: "%.1f", $0) } ?? ""),\(f(r.validLoss))\n"
+                "\(r.step),\(String(format: "%.6g", r.lr)),\(f(r.trainLoss)),\(f(r.gradNorm)),"
+                + "\(r.tokensPerSecond.map { String(format: "%.1f", $0) } ?? ""),\(f(r.validLoss))\n"
         }
         try writeAtomically(Data(csv.utf8), to: path(Self.logFile))
     }

@@ -34,7 +34,9 @@ public struct TrainingData: Sendable {
         guard FileManager.default.fileExists(atPath: path) else { throw LowRAError(.io, "\(path): no such file") }
         let data = try mapFile(path)
         guard !data.isEmpty else { throw LowRAError(.invalidArgument, "\(path): the file is empty") }
-        guard let text = String(data: data, encoding: .utf8) else { throw LowRAError(.invalidArgument, "\(path): not UTF-8 text") }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw LowRAError(.invalidArgument, "\(path): not UTF-8 text")
+        }
         var h = SHA256()
         data.withUnsafeBytes { h.update($0) }
         return (text, h.finalize())
@@ -48,7 +50,8 @@ public struct TrainingData: Sendable {
         let ids = tokenizer.encode(text)
         let blocks = (ids.count - 1) / seq
         guard blocks >= 1 else {
-            throw LowRAError(.invalidArgument, "\(path): \(ids.count) tokens is too short for one sequence of \(seq) (+1) tokens")
+            throw LowRAError(
+                .invalidArgument, "\(path): \(ids.count) tokens is too short for one sequence of \(seq) (+1) tokens")
         }
         var inputs = [[Int]](), targets = [[Int]]()
         for b in 0..<blocks {
@@ -82,22 +85,30 @@ public struct TrainingData: Sendable {
             var messages = [ChatMessage]()
             if let list = obj["messages"] {
                 guard let list = list as? [[String: Any]], !list.isEmpty else {
-                    throw LowRAError(.invalidArgument, "\(where_): \"messages\" must be a non-empty list of {\"role\", \"content\"}")
+                    throw LowRAError(
+                        .invalidArgument, "\(where_): \"messages\" must be a non-empty list of {\"role\", \"content\"}")
                 }
                 for m in list {
-                    guard let role = m["role"] as? String, ["system", "user", "assistant"].contains(role), let content = m["content"] as? String else {
-                        throw LowRAError(.invalidArgument, "\(where_): every message needs a role (system, user, assistant) and a string content")
+                    guard let role = m["role"] as? String, ["system", "user", "assistant"].contains(role),
+                        let content = m["content"] as? String
+                    else {
+                        throw LowRAError(
+                            .invalidArgument,
+                            "\(where_): every message needs a role (system, user, assistant) and a string content")
                     }
                     messages.append(ChatMessage(role: role, content: content))
                 }
             } else {
                 guard let prompt = obj["prompt"] as? String else {
-                    throw LowRAError(.invalidArgument, "\(where_) has no string field \"prompt\" (or a \"messages\" list)")
+                    throw LowRAError(
+                        .invalidArgument, "\(where_) has no string field \"prompt\" (or a \"messages\" list)")
                 }
                 guard let response = obj["response"] as? String else {
                     throw LowRAError(.invalidArgument, "\(where_) has no string field \"response\"")
                 }
-                messages = [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: response)]
+                messages = [
+                    ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: response),
+                ]
             }
             guard messages.contains(where: { $0.role == "assistant" }) else {
                 throw LowRAError(.invalidArgument, "\(where_) has no assistant turn to train on")
@@ -109,14 +120,19 @@ public struct TrainingData: Sendable {
                 ids += e
                 trained += [Bool](repeating: t, count: e.count)
             }
-            if let sys = template.defaultSystem, messages.first?.role != "system" { add("<|im_start|>system\n\(sys)<|im_end|>\n", false) }
+            if let sys = template.defaultSystem, messages.first?.role != "system" {
+                add("<|im_start|>system\n\(sys)<|im_end|>\n", false)
+            }
             for m in messages {
                 add("<|im_start|>\(m.role)\n", false)
                 add(m.content + "<|im_end|>\n", m.role == "assistant")
             }
             ids = Array(ids.prefix(seq + 1))
             guard ids.count >= 2, trained[1..<ids.count].contains(true) else {
-                throw LowRAError(.invalidArgument, "\(where_): no assistant token within the first \(seq + 1) tokens; raise --seq or shorten the prompt")
+                throw LowRAError(
+                    .invalidArgument,
+                    "\(where_): no assistant token within the first \(seq + 1) tokens; raise --seq or shorten the prompt"
+                )
             }
             tokens += ids.count
             var inp = Array(ids.dropLast())

@@ -24,28 +24,40 @@ struct ExperimentCommand: ParsableCommand {
             started is recorded as "did not converge". With --drift, every cell before and after fine-tuning is \
             compared with the unquantized base on that text (KL divergence, top-1 agreement), on more tokens the fewer \
             bits it keeps. Writes results.md (with a "which precision should I ship?" table), results.json, \
-            perplexity.svg, loss.svg and drift.svg to --out after every cell; --resume continues an interrupted sweep (a cell's finished steps are kept, \
-            an interrupted fine-tuning continues from its checkpoint).
+            perplexity.svg, loss.svg and drift.svg to --out after every cell; --resume continues an interrupted \
+            sweep (a cell's finished steps are kept, an interrupted fine-tuning continues from its checkpoint).
             """)
 
     @Option(help: "The full-precision model (GGUF file or Hugging Face directory).") var model: String
-    @Option(name: .customLong("methods"), help: "Comma-separated methods (default: none,qlora,loftq,lowra).") var methodsArg: String?
-    @Option(name: .customLong("bits"), help: "Comma-separated bit budgets (default: 4,3,2.5,2.25,2,1.9,1.8,1.75,1.5; --quick: 2,1.5).")
+    @Option(name: .customLong("methods"), help: "Comma-separated methods (default: none,qlora,loftq,lowra).")
+    var methodsArg: String?
+    @Option(
+        name: .customLong("bits"),
+        help: "Comma-separated bit budgets (default: 4,3,2.5,2.25,2,1.9,1.8,1.75,1.5; --quick: 2,1.5).")
     var bitsArg: String?
     @Option(help: "Training text (or .jsonl).") var train: String
     @Option(help: "Validation text (or .jsonl), for the loss during fine-tuning.") var valid: String
     @Option(help: "Test text for the perplexity table.") var test: String
-    @Option(name: .customLong("steps"), help: "Fine-tuning steps per cell (default: 100; --quick: 10).") var stepsArg: Int?
+    @Option(name: .customLong("steps"), help: "Fine-tuning steps per cell (default: 100; --quick: 10).") var stepsArg:
+        Int?
     @Option(help: "LoRA rank.") var rank: Int = 16
     @Option(help: "Tokens per sequence (also the evaluation window).") var seq: Int = 256
     @Option(help: "Sequences per step.") var batch: Int = 2
     @Option(help: "Peak learning rate.") var lr: Double = 1e-3
-    @Option(name: .customLong("eval-tokens"), help: "Evaluate on the first N tokens of --test (default: 8192; --quick: 1024).")
+    @Option(
+        name: .customLong("eval-tokens"),
+        help: "Evaluate on the first N tokens of --test (default: 8192; --quick: 1024).")
     var evalTokensArg: Int?
-    @Option(help: "A text of another domain: measure every cell's drift from the unquantized base there (KL, top-1 agreement).")
+    @Option(
+        help:
+            "A text of another domain: measure every cell's drift from the unquantized base there (KL, top-1 agreement)."
+    )
     var drift: String?
-    @Option(name: .customLong("drift-tokens"),
-            help: "Drift tokens for the fp32 and 4-bit cells; a cell at b bits gets N × 4 / b: fewer bits, more testing (default: 2048; --quick: 512).")
+    @Option(
+        name: .customLong("drift-tokens"),
+        help:
+            "Drift tokens for the fp32 and 4-bit cells; a cell at b bits gets N × 4 / b: fewer bits, more testing (default: 2048; --quick: 512)."
+    )
     var driftTokensArg: Int?
     @Option(help: "Generic calibration text of the calibrated methods (lowra-diag … lowra-distill).")
     var calibration: String?
@@ -55,7 +67,10 @@ struct ExperimentCommand: ParsableCommand {
     @Option(help: "Seed (data order, fresh adapters, K-Means).") var seed: UInt64 = 0
     @Option(help: "Output directory.") var out: String = "runs/experiment"
     @Flag(help: "Continue the sweep in --out, keeping finished cells.") var resume = false
-    @Flag(help: "A short profile for a first look (about 10 minutes on 2 cores): none, qlora, loftq, lowra at 2 and 1.5 bits, 10 steps, small evaluations. Options given explicitly still apply.")
+    @Flag(
+        help:
+            "A short profile for a first look (about 10 minutes on 2 cores): none, qlora, loftq, lowra at 2 and 1.5 bits, 10 steps, small evaluations. Options given explicitly still apply."
+    )
     var quick = false
 
     var methods: String { methodsArg ?? "none,qlora,loftq,lowra" }
@@ -74,7 +89,9 @@ struct ExperimentCommand: ParsableCommand {
 
     func run() throws {
         let methodList = methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !methodList.isEmpty, let bad = Optional(methodList.filter { !Self.knownMethods.contains($0) }), bad.isEmpty else {
+        guard !methodList.isEmpty, let bad = Optional(methodList.filter { !Self.knownMethods.contains($0) }),
+            bad.isEmpty
+        else {
             throw ValidationError("--methods takes \(Self.knownMethods.joined(separator: ", "))")
         }
         let budgets = try bits.split(separator: ",").map { s -> Double in
@@ -94,12 +111,19 @@ struct ExperimentCommand: ParsableCommand {
         guard calibrationTokens >= 2, repairSteps >= 1, distillWeight > 0, distillWeight <= 1 else {
             throw ValidationError("--calibration-tokens, --repair-steps must be positive, --distill-weight in (0, 1]")
         }
-        if let d = drift, d.lowercased().hasSuffix(".jsonl") { throw ValidationError("--drift takes a plain text file") }
-        for f in [train, valid, test] + (drift.map { [$0] } ?? []) { _ = try readText(f) }  // fail early on a missing or empty file
-        guard FileManager.default.fileExists(atPath: model) else { throw LowRAError(.io, "\(model): no such file or directory") }
+        if let d = drift, d.lowercased().hasSuffix(".jsonl") {
+            throw ValidationError("--drift takes a plain text file")
+        }
+        // Fail early on a missing or empty file.
+        for f in [train, valid, test] + (drift.map { [$0] } ?? []) { _ = try readText(f) }
+        guard FileManager.default.fileExists(atPath: model) else {
+            throw LowRAError(.io, "\(model): no such file or directory")
+        }
         var spec = ExperimentSpec(
-            model: model, train: train, valid: valid, test: test, methods: methodList, bits: budgets, steps: steps, rank: rank,
-            seq: seq, batch: batch, lr: lr, seed: seed, evalTokens: evalTokens, drift: drift, driftTokens: drift == nil ? nil : driftTokens)
+            model: model, train: train, valid: valid, test: test, methods: methodList, bits: budgets, steps: steps,
+            rank: rank,
+            seq: seq, batch: batch, lr: lr, seed: seed, evalTokens: evalTokens, drift: drift,
+            driftTokens: drift == nil ? nil : driftTokens)
         if calibrated {
             (spec.calibration, spec.calibrationTokens) = (calibration, calibrationTokens)
             if !Set(["lowra-repair", "lowra-distill"]).isDisjoint(with: methodList) { spec.repairSteps = repairSteps }
@@ -114,7 +138,11 @@ struct ExperimentCommand: ParsableCommand {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         if fm.fileExists(atPath: specFile) {
-            guard resume else { throw LowRAError(.invalidArgument, "\(out) already holds an experiment; pass --resume to continue it or choose another --out") }
+            guard resume else {
+                throw LowRAError(
+                    .invalidArgument,
+                    "\(out) already holds an experiment; pass --resume to continue it or choose another --out")
+            }
             let old = try JSONDecoder().decode(ExperimentSpec.self, from: try mapFile(specFile))
             var a = old, b = spec
             // The grid and the drift check may grow or change; the recipe may not.
@@ -127,7 +155,8 @@ struct ExperimentCommand: ParsableCommand {
             if a.repairSteps == nil || b.repairSteps == nil { (a.repairSteps, b.repairSteps) = (nil, nil) }
             if a.distillWeight == nil || b.distillWeight == nil { (a.distillWeight, b.distillWeight) = (nil, nil) }
             guard a == b else {
-                throw LowRAError(.invalidArgument, "\(out) holds an experiment with other settings (\(specFile)); use another --out")
+                throw LowRAError(
+                    .invalidArgument, "\(out) holds an experiment with other settings (\(specFile)); use another --out")
             }
         }
         try fm.createDirectory(atPath: p("cells"), withIntermediateDirectories: true)
@@ -144,7 +173,10 @@ struct ExperimentCommand: ParsableCommand {
             cell = try runCell(cell, spec: spec, dir: p("cells/\(cell.id)"))
             cells.append(cell)
             try writeReport(spec: spec, cells: cells)
-            let after = cell.after.map { String(format: "perplexity %.2f → %.2f", cell.before?.perplexity ?? .nan, $0.perplexity) } ?? ""
+            let after =
+                cell.after.map {
+                    String(format: "perplexity %.2f → %.2f", cell.before?.perplexity ?? .nan, $0.perplexity)
+                } ?? ""
             printErr("    \(cell.status.rawValue) \(after)\(cell.note.map { " (\($0))" } ?? "")")
         }
         print(try String(contentsOfFile: p("results.md"), encoding: .utf8))
@@ -164,10 +196,14 @@ struct ExperimentCommand: ParsableCommand {
             var machine: String
             var cells: [ExperimentCell]
         }
-        try writeAtomically(try enc.encode(Results(spec: spec, command: command, machine: machine, cells: cells)), to: p("results.json"))
+        try writeAtomically(
+            try enc.encode(Results(spec: spec, command: command, machine: machine, cells: cells)), to: p("results.json")
+        )
         let provenance = ["Command (run or resumed last): `\(command)`", "Machine: \(machine)"]
-        try writeAtomically(Data(ExperimentReport.markdown(spec: spec, cells: cells, provenance: provenance).utf8), to: p("results.md"))
-        try writeAtomically(Data(ExperimentReport.perplexityPlot(spec: spec, cells: cells).utf8), to: p("perplexity.svg"))
+        try writeAtomically(
+            Data(ExperimentReport.markdown(spec: spec, cells: cells, provenance: provenance).utf8), to: p("results.md"))
+        try writeAtomically(
+            Data(ExperimentReport.perplexityPlot(spec: spec, cells: cells).utf8), to: p("perplexity.svg"))
         try writeAtomically(Data(ExperimentReport.lossPlot(cells: cells).utf8), to: p("loss.svg"))
         if spec.drift != nil {
             try writeAtomically(Data(ExperimentReport.driftPlot(spec: spec, cells: cells).utf8), to: p("drift.svg"))
@@ -200,7 +236,9 @@ struct ExperimentCommand: ParsableCommand {
         proc.arguments = args
         let outPipe = Pipe()
         proc.standardOutput = outPipe
-        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        if !FileManager.default.fileExists(atPath: log) {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+        }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         logHandle.seekToEndOfFile()
         logHandle.write(Data(("$ lowra " + args.joined(separator: " ") + "\n").utf8))
@@ -214,7 +252,9 @@ struct ExperimentCommand: ParsableCommand {
         guard proc.terminationStatus == 0 else {
             let text = String(decoding: FileManager.default.contents(atPath: log) ?? Data(), as: UTF8.self)
             let last = text.split(separator: "\n").last { $0.hasPrefix("Error:") }.map(String.init)
-            return Step(status: proc.terminationStatus, json: nil, lastError: last ?? "exit status \(proc.terminationStatus)", seconds: seconds)
+            return Step(
+                status: proc.terminationStatus, json: nil, lastError: last ?? "exit status \(proc.terminationStatus)",
+                seconds: seconds)
         }
         guard var obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             return Step(status: 1, json: nil, lastError: "lowra \(args[0]) printed no JSON", seconds: seconds)
@@ -251,22 +291,36 @@ struct ExperimentCommand: ParsableCommand {
             return j
         }
         func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
-            guard let j = try evalStep(["--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context", String(seq), "--json"] + extra, name)
+            guard
+                let j = try evalStep(
+                    [
+                        "--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context",
+                        String(seq), "--json",
+                    ] + extra, name)
             else { return nil }
-            return EvalNumbers(perplexity: j["perplexity"] as? Double ?? .nan, accuracy: j["accuracy"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0)
+            return EvalNumbers(
+                perplexity: j["perplexity"] as? Double ?? .nan, accuracy: j["accuracy"] as? Double ?? .nan,
+                tokens: j["tokens"] as? Int ?? 0)
         }
         /// Drift from the unquantized base on the drift text (.some(nil) when the sweep has none; nil on failure).
         func driftCheck(_ modelPath: String, _ extra: [String], _ name: String) throws -> DriftNumbers?? {
             guard let text = spec.drift, let n = spec.driftTokens(bits: cell.bits) else { return .some(nil) }
-            guard let j = try evalStep(["--model", modelPath, "--data", text, "--max-tokens", String(n), "--context", String(seq),
-                                        "--reference", model, "--json"] + extra, name, sameArgs: true)
+            guard
+                let j = try evalStep(
+                    [
+                        "--model", modelPath, "--data", text, "--max-tokens", String(n), "--context", String(seq),
+                        "--reference", model, "--json",
+                    ] + extra, name, sameArgs: true)
             else { return nil }
             guard let kl = j["kl_divergence"] as? Double, let top1 = j["top1_agreement"] as? Double else {
                 cell.status = .failed
                 cell.note = "\(name): no KL divergence in the output"
                 return nil
             }
-            return .some(DriftNumbers(kl: kl, top1: top1, perplexity: j["perplexity"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0))
+            return .some(
+                DriftNumbers(
+                    kl: kl, top1: top1, perplexity: j["perplexity"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0
+                ))
         }
 
         // 1. Quantize (with the method's initial adapter).
@@ -278,7 +332,10 @@ struct ExperimentCommand: ParsableCommand {
                 return cell
             }
             let q = p("model")
-            var args = ["quantize", "--model", model, "--bits", String(b), "--out", q, "--rank", String(rank), "--seed", String(seed), "--json"]
+            var args = [
+                "quantize", "--model", model, "--bits", String(b), "--out", q, "--rank", String(rank), "--seed",
+                String(seed), "--json",
+            ]
             // Every option spelled out: the data-free rows stay data-free whatever quantize's defaults.
             let dataFree = ["--calibration", "none"]
             switch cell.method {
@@ -310,10 +367,14 @@ struct ExperimentCommand: ParsableCommand {
         if ["lowra-repair", "lowra-distill"].contains(cell.method) {
             let repaired = p("repair")
             let s = try step(
-                ["finetune", "--model", base, "--train", spec.calibration!, "--out", repaired, "--distill-weight", "1",
-                 "--steps", String(spec.repairSteps!), "--batch", String(batch), "--seq", String(seq),
-                 "--lr", String(lr),
-                 "--seed", String(seed), "--save-every", String(max(10, spec.repairSteps! / 4)), "--resume", "--json"],
+                [
+                    "finetune", "--model", base, "--train", spec.calibration!, "--out", repaired, "--distill-weight",
+                    "1",
+                    "--steps", String(spec.repairSteps!), "--batch", String(batch), "--seq", String(seq),
+                    "--lr", String(lr),
+                    "--seed", String(seed), "--save-every", String(max(10, spec.repairSteps! / 4)), "--resume",
+                    "--json",
+                ],
                 cache: p("repair.json"), log: log)
             cell.seconds["repair"] = s.seconds
             guard s.json != nil else { return failed(s, marker: "diverged", means: .didNotConverge) }
@@ -326,9 +387,11 @@ struct ExperimentCommand: ParsableCommand {
         guard let driftBefore = try driftCheck(base, start, "drift_before") else { return cell }
         cell.driftBefore = driftBefore
         let adapter = p("adapter")
-        var ftArgs = ["finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
-                  "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
-                  "--save-every", String(max(10, steps / 10)), "--resume", "--json"]
+        var ftArgs = [
+            "finetune", "--model", base, "--train", train, "--valid", valid, "--out", adapter, "--steps", String(steps),
+            "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
+            "--save-every", String(max(10, steps / 10)), "--resume", "--json",
+        ]
         if cell.bits == nil { ftArgs += ["--rank", String(rank)] }
         ftArgs += start
         if cell.method == "lowra-distill" { ftArgs += ["--distill-weight", String(spec.distillWeight!)] }
@@ -338,7 +401,9 @@ struct ExperimentCommand: ParsableCommand {
         rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
         cell.validLossBefore = j["valid_loss_before"] as? Double
         cell.validLossAfter = j["valid_loss_after"] as? Double
-        if let csv = try? String(contentsOfFile: (adapter as NSString).appendingPathComponent("train_log.csv"), encoding: .utf8) {
+        if let csv = try? String(
+            contentsOfFile: (adapter as NSString).appendingPathComponent("train_log.csv"), encoding: .utf8)
+        {
             cell.lossCurve = csv.split(separator: "\n").dropFirst().compactMap { line in
                 let f = line.split(separator: ",", omittingEmptySubsequences: false)
                 guard f.count > 2, let step = Double(f[0]), let loss = Double(f[2]) else { return nil }

@@ -23,11 +23,11 @@ struct LowRACommand: ParsableCommand {
     /// parses the arguments and runs.
     static func main() {
         #if os(Linux)
-            let missing = preferredBLASEnvironment()
-            if !missing.isEmpty {
-                for (k, v) in missing { setenv(k, v, 1) }
-                execv("/proc/self/exe", CommandLine.unsafeArgv)  // returns only on failure: run as we are
-            }
+        let missing = preferredBLASEnvironment()
+        if !missing.isEmpty {
+            for (k, v) in missing { setenv(k, v, 1) }
+            execv("/proc/self/exe", CommandLine.unsafeArgv)  // returns only on failure: run as we are
+        }
         #endif
         main(nil)
     }

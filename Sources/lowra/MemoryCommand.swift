@@ -88,7 +88,8 @@ struct MemoryCommand: ParsableCommand {
         if let svg {
             let chart = SVGStackedBars(
                 title:
-                    "\(inference ? "Inference" : "Fine-tuning") memory of \(name) (rank \(rank)\(inference ? "" : ", batch \(batch) × \(seq) tokens"))",
+                    "\(inference ? "Inference" : "Fine-tuning") memory of \(name) (rank \(rank)"
+                    + (inference ? ")" : ", batch \(batch) × \(seq) tokens)"),
                 unit: "MB", components: components,
                 bars: rows.map { (label, parts) in
                     (label, components.map { c in Double(parts.first { $0.0 == c }?.1 ?? 0) / 1e6 })

@@ -16,11 +16,14 @@ struct PlotCommand: ParsableCommand {
     func run() throws {
         guard !runs.isEmpty else { throw ValidationError("give at least one run") }
         guard smooth >= 1 else { throw ValidationError("--smooth must be positive") }
-        let svg = try trainingCurves(runs.map { r in
-            let file = r.hasSuffix(".csv") ? r : (r as NSString).appendingPathComponent("train_log.csv")
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw LowRAError(.io, "\(file): cannot read") }
-            return ((r as NSString).lastPathComponent, text)
-        }, smooth: smooth)
+        let svg = try trainingCurves(
+            runs.map { r in
+                let file = r.hasSuffix(".csv") ? r : (r as NSString).appendingPathComponent("train_log.csv")
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    throw LowRAError(.io, "\(file): cannot read")
+                }
+                return ((r as NSString).lastPathComponent, text)
+            }, smooth: smooth)
         try writeAtomically(Data(svg.utf8), to: out)
         print("wrote \(out)")
     }
@@ -31,8 +34,11 @@ struct PlotCommand: ParsableCommand {
 func trainingCurves(_ logs: [(name: String, csv: String)], smooth: Int) throws -> String {
     var chart = SVGChart(title: "Fine-tuning loss", xLabel: "step", yLabel: "loss (nats/token)")
     for (i, (name, csv)) in logs.enumerated() {
-        let lines = csv.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-        guard let header = lines.first, let si = header.firstIndex(of: "step"), let ti = header.firstIndex(of: "train_loss"),
+        let lines = csv.split(separator: "\n").map {
+            $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        }
+        guard let header = lines.first, let si = header.firstIndex(of: "step"),
+            let ti = header.firstIndex(of: "train_loss"),
             let vi = header.firstIndex(of: "valid_loss")
         else { throw LowRAError.malformed(name, "not a LowRA train_log.csv") }
         var train = [(x: Double, y: Double)](), valid = [(x: Double, y: Double)]()
@@ -46,8 +52,11 @@ func trainingCurves(_ logs: [(name: String, csv: String)], smooth: Int) throws -
             return (train[j].x, w.reduce(0) { $0 + $1.y } / Double(w.count))
         }
         let color = SVGChart.palette[i % SVGChart.palette.count]
-        chart.series.append(.init(name: "\(name) train (mean of \(smooth))", points: smoothed, color: color, markers: false))
-        if !valid.isEmpty { chart.series.append(.init(name: "\(name) valid", points: valid, color: color, dashed: true)) }
+        chart.series.append(
+            .init(name: "\(name) train (mean of \(smooth))", points: smoothed, color: color, markers: false))
+        if !valid.isEmpty {
+            chart.series.append(.init(name: "\(name) valid", points: valid, color: color, dashed: true))
+        }
     }
     return chart.render()
 }

@@ -19,7 +19,8 @@ final class ProgressBar {
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
         let elapsed = now.timeIntervalSince(start)
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
-        let line = "\r\(label) \(bar) \(done)/\(total) \(String(format: "%.0fs", elapsed))"
+        let line =
+            "\r\(label) \(bar) \(done)/\(total) \(String(format: "%.0fs", elapsed))"
             + (done < total && done > 0 ? String(format: " eta %.0fs", eta) : "") + (extra.isEmpty ? "" : " \(extra)")
         FileHandle.standardError.write((line + "\u{1B}[K").data(using: .utf8)!)
         if done == total { finish() }

@@ -93,7 +93,7 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
-        // The defaults (issue 13's measurements): lowra calibrates on the generic text with error
+        // The defaults (docs/results/below-2-bits.md): lowra calibrates on the generic text with error
         // feedback, Fisher-weighted assignment of 1/2/4-bit channels and CLoQ; `--calibration
         // none` is the paper's data-free recipe, and the baselines' default.
         let calibrationPath: String?
@@ -201,8 +201,9 @@ struct QuantizeCommand: ParsableCommand {
         }
         var adapter: LoRAAdapter?
         if initKind != "none" {
+            // Validates rank and alpha.
             adapter = try LoRAAdapter(
-                config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)  // validates rank and alpha
+                config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
             if initKind == "loftq" || initKind == "cloq" {
                 request.loftq = LoftQRequest(
                     rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps, calibrated: initKind == "cloq")

@@ -45,11 +45,12 @@ struct RepairCommand: ParsableCommand {
         let before = try AdapterStore.loadManifest(initial)
         let work = (model as NSString).appendingPathComponent("repair")
         let data = try self.data ?? DefaultData.locate(DefaultData.calibration, hint: "or pass --data TEXT")
-        let finetune = try FinetuneCommand.parse([
-            "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
-            "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
-            "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
-        ] + (resume ? ["--resume"] : []) + (codebookLR.map { ["--codebook-lr", String($0)] } ?? []))
+        let finetune = try FinetuneCommand.parse(
+            [
+                "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
+                "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
+                "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
+            ] + (resume ? ["--resume"] : []) + (codebookLR.map { ["--codebook-lr", String($0)] } ?? []))
         try finetune.run()
         var manifest = try AdapterStore.loadManifest(work)
         manifest.initialization = before.initialization + "+repair"

@@ -57,7 +57,9 @@ final class CLITests: XCTestCase {
         try assertFails(eval("\(dir)/shape"), mentioning: "expected [48, 32] from the model config")
         // Sizes beyond any real model, whose products (vocab × hidden) would overflow.
         try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/huge")
-        try config("\(dir)/huge") { $0["hidden_size"] = 1 << 40; $0["vocab_size"] = 1 << 40 }
+        try config("\(dir)/huge") {
+            $0["hidden_size"] = 1 << 40; $0["vocab_size"] = 1 << 40
+        }
         try assertFails(eval("\(dir)/huge"), mentioning: "vocab_size 1099511627776 is beyond any supported model")
         // JSON nested 100,000 deep: refused by the parser's depth limit, no stack overflow.
         try fm.copyItem(atPath: Paths.fixture("tiny_hf"), toPath: "\(dir)/deep")
@@ -163,8 +165,9 @@ final class CLITests: XCTestCase {
                 "--out", "\(dir)/x",
             ])
         XCTAssertEqual(r.status, 0, r.err)
-        let results = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/x/results.json"))) as! [String: Any]
+        let results =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/x/results.json"))) as! [String: Any]
         let cells = try XCTUnwrap(results["cells"] as? [[String: Any]])
         XCTAssertEqual(cells.map { $0["method"] as? String }, methods)
         for c in cells { XCTAssertEqual(c["status"] as? String, "ok", "\(c)") }

@@ -5,7 +5,7 @@ import XCTest
 @testable import LowRAQuant
 @testable import LowRATensor
 
-/// Calibrated quantization (issue 13): error feedback against an independent numpy GPTQ and a
+/// Calibrated quantization: error feedback against an independent numpy GPTQ and a
 /// plain column-by-column loop, CLoQ against its closed-form minimum and an independent solver.
 final class ErrorFeedbackTests: XCTestCase {
     private func gaussian(_ rng: inout SplitMix64) -> Double {
@@ -166,7 +166,8 @@ final class ErrorFeedbackTests: XCTestCase {
         let cb = randomCodebooks(w, out: out, n: n, rng: &rng)
         let (offsets, scales) = (cb.offsets, cb.scales)
         let codes = errorFeedbackQuantize(
-            w, out: out, in: n, inverseFactor: try inverseCholeskyUpper(h.values, n: n), codebooks: cb).codes
+            w, out: out, in: n, inverseFactor: try inverseCholeskyUpper(h.values, n: n), codebooks: cb
+        ).codes
         var refit = cb
         refit.levels = refitLevels(w, out: out, in: n, codes: codes, codebooks: cb, covariance: h.values)
         let before = h.rowErrors(zip(w, dequantize(codes, cb)).map { $0 - $1 }, rows: out)

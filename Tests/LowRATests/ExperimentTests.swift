@@ -26,7 +26,8 @@ final class ExperimentTests: XCTestCase {
     }
 
     private let spec = ExperimentSpec(
-        model: "m.gguf", train: "t", valid: "v", test: "x", methods: ["none", "qlora", "lowra"], bits: [2, 1.5], steps: 3, rank: 4,
+        model: "m.gguf", train: "t", valid: "v", test: "x", methods: ["none", "qlora", "lowra"], bits: [2, 1.5],
+        steps: 3, rank: 4,
         seq: 32, batch: 1, lr: 1e-3, seed: 0, evalTokens: 100)
 
     func testMarkdownTableKeepsEveryCell() {
@@ -36,7 +37,8 @@ final class ExperimentTests: XCTestCase {
         let head = lines.firstIndex { $0.hasPrefix("| method | bits | code") }!
         let rows = lines[(head + 2)...].prefix { $0.hasPrefix("| ") }.map { $0 }
         XCTAssertEqual(rows.count, 4, md)
-        XCTAssertTrue(rows[1].contains("| 60.00 |") && rows[1].contains("3.00×") && rows[1].contains("9000.00"), String(rows[1]))
+        XCTAssertTrue(
+            rows[1].contains("| 60.00 |") && rows[1].contains("3.00×") && rows[1].contains("9000.00"), String(rows[1]))
         XCTAssertTrue(rows[2].contains("did not converge"), String(rows[2]))
         XCTAssertTrue(rows[3].contains("unsupported"), String(rows[3]))
         XCTAssertTrue(rows[1].contains("960 s"))
@@ -56,7 +58,9 @@ final class ExperimentTests: XCTestCase {
         s.drift = "fortunes.txt"
         s.driftTokens = 1000
         let md = ExperimentReport.markdown(spec: s, cells: cs)
-        func row(_ gap: String) -> String { String(md.split(separator: "\n").first { $0.hasPrefix("| \(gap) |") } ?? "") }
+        func row(_ gap: String) -> String {
+            String(md.split(separator: "\n").first { $0.hasPrefix("| \(gap) |") } ?? "")
+        }
         XCTAssertTrue(row("1.05×").contains("none in this sweep"), md)
         XCTAssertTrue(row("1.1×").contains("| 3 | lowra | 22.00 |") && row("1.1×").contains("0.0500"), row("1.1×"))
         XCTAssertTrue(row("4×").contains("| 2 | lowra | 60.00 |"), row("4×"))  // 1.5 bits did not converge: not offered
@@ -73,7 +77,10 @@ final class ExperimentTests: XCTestCase {
     /// setup), and hold one polyline per series.
     func testPlotsRender() throws {
         let dir = try temporaryDirectory(self)
-        let plots = ["ppl": ExperimentReport.perplexityPlot(spec: spec, cells: cells()), "loss": ExperimentReport.lossPlot(cells: cells())]
+        let plots = [
+            "ppl": ExperimentReport.perplexityPlot(spec: spec, cells: cells()),
+            "loss": ExperimentReport.lossPlot(cells: cells()),
+        ]
         // lowra before and after (qlora has no points; fp32 before/after are reference lines)
         XCTAssertEqual(plots["ppl"]!.components(separatedBy: "<polyline").count - 1, 2)
         XCTAssertTrue(plots["ppl"]!.contains("fp32 + LoRA"))

@@ -267,8 +267,9 @@ final class FaultTests: XCTestCase {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             if p.terminationReason == .uncaughtSignal { killed += 1 }
-            let manifest = try JSONSerialization.jsonObject(
-                with: Data(contentsOf: URL(fileURLWithPath: "\(out)/lowra_quant.json"))) as! [String: Any]
+            let manifest =
+                try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: "\(out)/lowra_quant.json"))) as! [String: Any]
             let bits = (manifest["report"] as? [String: Any])?["target_bits"] as? Double
             XCTAssertTrue(bits == 2 || bits == 1.75, "\(String(describing: bits))")
             XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/model.safetensors"))
@@ -339,8 +340,9 @@ final class FaultTests: XCTestCase {
             ]
         }
         func numbers(_ out: String) throws -> [String] {
-            let r = try JSONSerialization.jsonObject(
-                with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
+            let r =
+                try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json"))) as! [String: Any]
             return (r["cells"] as! [[String: Any]]).map { c in
                 let before = (c["before"] as? [String: Any])?["perplexity"] as? Double
                 let after = (c["after"] as? [String: Any])?["perplexity"] as? Double
@@ -357,8 +359,10 @@ final class FaultTests: XCTestCase {
             let p = try startLowra(args("\(dir)/killed"))
             usleep(UInt32((0.1 + 0.5 * rng.nextUnit()) * duration * 1e6))
             // The experiment and the step it is running (a power cut takes both).
-            let children = (try? String(
-                contentsOfFile: "/proc/\(p.processIdentifier)/task/\(p.processIdentifier)/children", encoding: .utf8))?
+            let children =
+                (try? String(
+                    contentsOfFile: "/proc/\(p.processIdentifier)/task/\(p.processIdentifier)/children", encoding: .utf8
+                ))?
                 .split(separator: " ").compactMap { Int32($0) } ?? []
             kill(p.processIdentifier, SIGKILL)
             for c in children { kill(c, SIGKILL) }

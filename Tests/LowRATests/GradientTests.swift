@@ -37,7 +37,9 @@ final class GradientTests: XCTestCase {
             }
         }
         let rel = (d / max(s, 1e-30)).squareRoot()
-        XCTAssertLessThanOrEqual(rel, 2e-3, "\(what): relative error \(rel); largest difference \(worst) at \(at): \(num[at]) vs \(ana[at])", line: line)
+        XCTAssertLessThanOrEqual(
+            rel, 2e-3, "\(what): relative error \(rel); largest difference \(worst) at \(at): \(num[at]) vs \(ana[at])",
+            line: line)
     }
 
     func testRMSNorm() {
@@ -74,12 +76,14 @@ final class GradientTests: XCTestCase {
         let gate = randoms(n, -3...3), up = randoms(n), g = randoms(n)
         var dgate = [Float](repeating: 0, count: n), dup = [Float](repeating: 0, count: n)
         swigluBackward(&dgate, &dup, g, gate, up, count: n)
-        assertClose(numeric(gate, g) { x in
-            var y = [Float](repeating: 0, count: n); swigluForward(&y, x, up, count: n); return y
-        }, dgate, "swiglu gate")
-        assertClose(numeric(up, g) { x in
-            var y = [Float](repeating: 0, count: n); swigluForward(&y, gate, x, count: n); return y
-        }, dup, "swiglu up")
+        assertClose(
+            numeric(gate, g) { x in
+                var y = [Float](repeating: 0, count: n); swigluForward(&y, x, up, count: n); return y
+            }, dgate, "swiglu gate")
+        assertClose(
+            numeric(up, g) { x in
+                var y = [Float](repeating: 0, count: n); swigluForward(&y, gate, x, count: n); return y
+            }, dup, "swiglu up")
     }
 
     func testCausalSoftmax() {
@@ -159,8 +163,9 @@ final class GradientTests: XCTestCase {
         var dA = [Float](repeating: 0, count: r * inF), dB = [Float](repeating: 0, count: out * r)
         var dx = [Float](repeating: 0, count: t * inF), dyB = [Float](repeating: 0, count: t * r)
         matmul(g, w, &dx, m: t, n: inF, k: out)  // the frozen W's part of dx
-        loraBackward(dA: &dA, dB: &dB, dx: &dx, dyB: &dyB, dy: g, x: x, xa: xa, a: a, b: b,
-                     rows: t, in: inF, out: out, rank: r, scale: s)
+        loraBackward(
+            dA: &dA, dB: &dB, dx: &dx, dyB: &dyB, dy: g, x: x, xa: xa, a: a, b: b,
+            rows: t, in: inF, out: out, rank: r, scale: s)
         assertClose(numeric(a, g) { f(x, $0, b) }, dA, "lora A")
         assertClose(numeric(b, g) { f(x, a, $0) }, dB, "lora B")
         assertClose(numeric(x, g) { f($0, a, b) }, dx, "lora x")
@@ -181,7 +186,10 @@ final class GradientTests: XCTestCase {
         for head in 0..<h {
             let gk = head / (h / kv)
             for i in 0..<t {
-                var s = (0...i).map { j in (0..<d).reduce(Float(0)) { $0 + q[i * h * d + head * d + $1] * k[j * kv * d + gk * d + $1] } / Float(d).squareRoot() }
+                var s = (0...i).map { j in
+                    (0..<d).reduce(Float(0)) { $0 + q[i * h * d + head * d + $1] * k[j * kv * d + gk * d + $1] }
+                        / Float(d).squareRoot()
+                }
                 let mx = s.max()!
                 s = s.map { expf($0 - mx) }
                 let z = s.reduce(0, +)
@@ -195,8 +203,9 @@ final class GradientTests: XCTestCase {
         attentionForward(&o, &probs, q, k, v, tokens: t, heads: h, kvHeads: kv, headDim: d)
         var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count)
         var dv = [Float](repeating: 0, count: v.count), scratch = [Float](repeating: 0, count: t * t)
-        attentionBackward(dq: &dq, dk: &dk, dv: &dv, scratch: &scratch, dout: g, probs: probs, q: q, k: k, v: v,
-                          tokens: t, heads: h, kvHeads: kv, headDim: d)
+        attentionBackward(
+            dq: &dq, dk: &dk, dv: &dv, scratch: &scratch, dout: g, probs: probs, q: q, k: k, v: v,
+            tokens: t, heads: h, kvHeads: kv, headDim: d)
         assertClose(numeric(q, g) { f($0, k, v) }, dq, "attention q")
         assertClose(numeric(k, g) { f(q, $0, v) }, dk, "attention k")
         assertClose(numeric(v, g) { f(q, k, $0) }, dv, "attention v")

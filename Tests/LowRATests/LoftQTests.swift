@@ -17,7 +17,8 @@ final class LoftQTests: XCTestCase {
         for i in w.indices { w[i] += Float(rng.nextUnit() - 0.5) * (rng.nextUnit() < 0.02 ? 0.5 : 0.05) }
         let bits: [UInt8] = (0..<out).map { $0 % 4 == 0 ? 4 : 2 }
         let s: Float = 2
-        let res = try loftqInitialize(w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: r, steps: 5, scale: s)
+        let res = try loftqInitialize(
+            w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: r, steps: 5, scale: s)
         XCTAssertEqual(res.errors.count, 6)
         XCTAssertLessThan(res.errors.last!, 0.9 * res.errors[0], "errors \(res.errors)")
         XCTAssertEqual(res.packed.bits, bits)
@@ -27,6 +28,7 @@ final class LoftQTests: XCTestCase {
         for i in rec.indices { rec[i] += ba[i] }
         let err = zip(w, rec).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
         XCTAssertEqual(err, res.errors.last!, accuracy: 1e-4 * res.errors.last!)
-        XCTAssertThrowsError(try loftqInitialize(w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: 0))
+        XCTAssertThrowsError(
+            try loftqInitialize(w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: 0))
     }
 }

@@ -43,10 +43,11 @@ final class ModelTransformTests: XCTestCase {
             let c = loaded.config
             var rng = SplitMix64(seed: 5)
             let moments = (0..<c.numLayers).map { _ in
-                Dictionary(uniqueKeysWithValues: LinearInput.allCases.map { site in
-                    let n = LinearKind.allCases.first { $0.input == site }!.shape(c).in
-                    return (site, (0..<n).map { _ in Float(0.01 + 10 * rng.nextUnit()) })
-                })
+                Dictionary(
+                    uniqueKeysWithValues: LinearInput.allCases.map { site in
+                        let n = LinearKind.allCases.first { $0.input == site }!.shape(c).in
+                        return (site, (0..<n).map { _ in Float(0.01 + 10 * rng.nextUnit()) })
+                    })
             }
             let alpha = Dictionary(uniqueKeysWithValues: LinearInput.allCases.map { ($0, Float(0.5)) })
             let w = ChannelScaling(alpha: alpha).apply(to: loaded.model.weights, config: c, secondMoments: moments)

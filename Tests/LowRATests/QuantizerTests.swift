@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 
+import CLowRAPacked
 @testable import LowRAModel
 @testable import LowRAQuant
 @testable import LowRATensor
@@ -193,8 +194,12 @@ final class QuantizerTests: XCTestCase {
         let tokens = Array(0..<64).map { ($0 * 11 + 3) % m.config.vocabSize }
         var req = QuantizeRequest(method: .lowra, bits: 2)
         req.calibration = try CalibrationRequest(config: m.config, tokens: tokens, window: 32, source: "test")
-        XCTAssertThrowsError(try m.weights.quantized({ var r = req; r.calibration!.errorFeedback = false
-            r.loftq = LoftQRequest(rank: 4, alpha: 4, calibrated: true); return r }()))
+        XCTAssertThrowsError(
+            try m.weights.quantized(
+                {
+                    var r = req; r.calibration!.errorFeedback = false
+                    r.loftq = LoftQRequest(rank: 4, alpha: 4, calibrated: true); return r
+                }()))
         req.loftq = LoftQRequest(rank: 4, alpha: 4, steps: 1, calibrated: true)
         let q = try m.weights.quantized(req)
         XCTAssertEqual(q.loftq.count, m.weights.quantizableLinears.count)
@@ -227,6 +232,35 @@ final class QuantizerTests: XCTestCase {
                 XCTAssertEqual(levels, p.levels)
             }
         }
+    }
+
+    /// Snapping is idempotent bit for bit: fresh random rows of 2, 4 and 16 levels at scales from
+    /// 2^-20 to 2^20, a quarter with a maximum just off the grid (1.0000005 · scale, as a learned row
+    /// can end), are put on their grids and snapped again; nothing may move, and the grid's codes and
+    /// (min, step) must be the ones the kernels re-derive from the stored levels.
+    func testSnappingIsIdempotentOnRowsOffAnyGrid() {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SplitMix64(seed: seed)
+        var moved = 0
+        for t in 0..<60_000 {
+            let n = [2, 4, 16][t % 3]
+            let scale = Float(0.5 + rng.nextUnit()) * Float(pow(2.0, Double(Int(rng.nextUnit() * 41) - 20)))
+            var row = (0..<n).map { _ in Float(2 * rng.nextUnit() - 1) * scale + (t % 7 == 0 ? scale : 0) }
+            if t % 4 == 0 { row[Int(rng.nextUnit() * Double(n))] = 1.000_000_5 * scale }
+            snapToIntegerLevels(&row, rowOffsets: [0, n])
+            var again = row
+            snapToIntegerLevels(&again, rowOffsets: [0, n])
+            var u = [UInt8](repeating: 0, count: 16)
+            var lo: Float = 0
+            var step: Float = 0
+            lowra_integer_levels_row(row, UInt32(n), &u, &lo, &step)
+            let rebuilt = (0..<n).map { lo + step * Float(u[$0]) }
+            if again != row || rebuilt != row { moved += 1 }
+            if moved == 1 && (again != row || rebuilt != row) {
+                XCTFail("seed \(seed), row \(t): \(row) → \(again), grid \(rebuilt)")
+            }
+        }
+        XCTAssertEqual(moved, 0, "seed \(seed)")
     }
 
     func testDoubleQuantizedScalesNeverUnderestimate() {

@@ -16,13 +16,13 @@ final class QwenModelTests: XCTestCase {
 
     override func setUpWithError() throws {
         #if DEBUG
-            throw XCTSkip("runs in release builds (make test)")
+        throw XCTSkip("runs in release builds (make test)")
         #else
-            guard FileManager.default.fileExists(atPath: Paths.qwen) else {
-                throw XCTSkip("\(Paths.qwen) is absent (make setup-qwen)")
-            }
-            if Self.shared == nil { Self.shared = try LoadedModel.load(Paths.qwen) }
-            loaded = Self.shared
+        guard FileManager.default.fileExists(atPath: Paths.qwen) else {
+            throw XCTSkip("\(Paths.qwen) is absent (make setup-qwen)")
+        }
+        if Self.shared == nil { Self.shared = try LoadedModel.load(Paths.qwen) }
+        loaded = Self.shared
         #endif
     }
 

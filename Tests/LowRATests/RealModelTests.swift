@@ -11,9 +11,9 @@ import XCTest
 final class RealModelTests: XCTestCase {
     override func setUpWithError() throws {
         #if DEBUG
-            throw XCTSkip("runs in release builds (make test)")
+        throw XCTSkip("runs in release builds (make test)")
         #else
-            try Paths.requireSmolLM2()
+        try Paths.requireSmolLM2()
         #endif
     }
 
@@ -27,14 +27,13 @@ final class RealModelTests: XCTestCase {
         XCTAssertEqual(Array(top), ref["first_row_top5"] as? [Int])
     }
 
-    /// Issue 10's reshape (one architecture description, one forward) and issue 11's weight store
-    /// left quantized SmolLM2 unchanged: every tensor but the embedding is byte-identical to what
-    /// the code before them wrote (commit 2aa9b71: `lowra quantize --bits 2 --init none`), the
-    /// embedding now keeps the source's Q8_0 blocks (values identical to the GGUF's), and the
-    /// perplexity is the same (`eval --max-tokens 512 --context 512`). Pinned again after issue 12
-    /// moved each row's levels onto the integer kernels' uint8 grid (each by at most 1/510 of the
-    /// row's range): perplexity 171,128 → 177,624 on this base, which without LoftQ or fine-tuning
-    /// is so broken that any change moves it by percents (the 4-bit base moved 30.31 → 30.36).
+    /// Reshapes leave quantized SmolLM2 unchanged: every packed tensor of the data-free 2-bit model
+    /// (`lowra quantize --bits 2 --init none --calibration none`) is pinned by its sha256, the
+    /// embedding keeps the source's Q8_0 blocks (values identical to the GGUF's), and the perplexity
+    /// is pinned (`eval --max-tokens 512 --context 512`). The same bytes come out on AVX-512 Xeon,
+    /// AVX-512 EPYC and AVX2-only EPYC machines. The levels lie on the integer
+    /// kernels' uint8 grid; without LoftQ or fine-tuning this base is so broken that any change
+    /// moves its perplexity by percents.
     func testQuantizedSmolLM2Unchanged() throws {
         let loaded = try LoadedModel.load(Paths.smolLM2)
         let (w, map, report, _) = try loaded.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2))

@@ -23,8 +23,12 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(f.metadata, ["format": "pt", "note": "héllo"])
         XCTAssertEqual(try f.floats("f32"), values)
         XCTAssertEqual(f.tensors["f32"]?.shape, [2, 3])
-        for (got, want) in zip(try f.floats("f16"), values) { XCTAssertEqual(got, want, accuracy: abs(want) * 1e-3 + 1e-6) }
-        for (got, want) in zip(try f.floats("bf16"), values) { XCTAssertEqual(got, want, accuracy: abs(want) * 8e-3 + 1e-6) }
+        for (got, want) in zip(try f.floats("f16"), values) {
+            XCTAssertEqual(got, want, accuracy: abs(want) * 1e-3 + 1e-6)
+        }
+        for (got, want) in zip(try f.floats("bf16"), values) {
+            XCTAssertEqual(got, want, accuracy: abs(want) * 8e-3 + 1e-6)
+        }
         XCTAssertEqual(try f.floats("u8"), [0, 1, 128, 255])
         XCTAssertEqual(try f.floats("i32"), [-7, 0, 123_456])
         // The header is padded to 8 bytes, as the format asks.

@@ -7,7 +7,7 @@ import XCTest
 @testable import LowRATrain
 
 #if canImport(FoundationNetworking)
-    import FoundationNetworking
+import FoundationNetworking
 #endif
 
 /// `lowra serve` end to end on SmolLM2 quantized to 2 bits, with a shelf of random adapters whose
@@ -378,8 +378,11 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(s4, 200)
         let g = try runProcess(
             Paths.lowraBinary,
-            ["generate", "--model", f.base, "--adapter", "\(f.shelf)/delta", "--prompt", "Hi", "--max-new-tokens", "6",
-                "--temperature", "0"])
+            [
+                "generate", "--model", f.base, "--adapter", "\(f.shelf)/delta", "--prompt", "Hi", "--max-new-tokens",
+                "6",
+                "--temperature", "0",
+            ])
         XCTAssertEqual(completionText(o4), String(g.out.dropLast()))
         let (_, metrics) = try await rawGet(server, "/metrics")
         XCTAssertTrue(metrics.contains("lowra_expanded_adapters 0"), metrics)  // released when it ended

@@ -47,25 +47,34 @@ final class TokenizerTests: XCTestCase {
         let original = try Data(contentsOf: URL(fileURLWithPath: Paths.fixture("tiny_hf/tokenizer.json")))
         let root = try JSONSerialization.jsonObject(with: original) as! [String: Any]
         for (where_, edit) in [
-            ("vocab", { (r: inout [String: Any]) in
-                var model = r["model"] as! [String: Any]
-                var vocab = model["vocab"] as! [String: Int]
-                vocab["zz"] = 0x7e68_ffc8_3d6e_3930
-                model["vocab"] = vocab
-                r["model"] = model
-            }),
-            ("added", { (r: inout [String: Any]) in
-                var added = r["added_tokens"] as? [[String: Any]] ?? []
-                added.append(["id": 1 << 40, "content": "<huge>", "special": true])
-                r["added_tokens"] = added
-            }),
-            ("negative", { (r: inout [String: Any]) in
-                var model = r["model"] as! [String: Any]
-                var vocab = model["vocab"] as! [String: Int]
-                vocab["neg"] = -5
-                model["vocab"] = vocab
-                r["model"] = model
-            }),
+            (
+                "vocab",
+                { (r: inout [String: Any]) in
+                    var model = r["model"] as! [String: Any]
+                    var vocab = model["vocab"] as! [String: Int]
+                    vocab["zz"] = 0x7e68_ffc8_3d6e_3930
+                    model["vocab"] = vocab
+                    r["model"] = model
+                }
+            ),
+            (
+                "added",
+                { (r: inout [String: Any]) in
+                    var added = r["added_tokens"] as? [[String: Any]] ?? []
+                    added.append(["id": 1 << 40, "content": "<huge>", "special": true])
+                    r["added_tokens"] = added
+                }
+            ),
+            (
+                "negative",
+                { (r: inout [String: Any]) in
+                    var model = r["model"] as! [String: Any]
+                    var vocab = model["vocab"] as! [String: Int]
+                    vocab["neg"] = -5
+                    model["vocab"] = vocab
+                    r["model"] = model
+                }
+            ),
         ] as [(String, (inout [String: Any]) -> Void)] {
             var r = root
             edit(&r)
@@ -153,14 +162,16 @@ final class TokenizerTests: XCTestCase {
                 {%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}
                 {%- else %}{{- 'You are Qwen.' }}{%- endif %}{%- else %}{%- if messages[0]['role'] == 'system' %}
                 {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}
-                {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
+                {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. \
+                You are a helpful assistant.<|im_end|>\\n' }}
                 {%- endif %}{%- endif %}{{- '<|im_start|>assistant\\n' }}
                 """)
         XCTAssertEqual(qwen.format, .chatML)
         XCTAssertEqual(qwen.defaultSystem, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
         let llama = try ChatTemplate(
             source: """
-                {{- bos_token }}{%- set date_string = "26 Jul 2024" %}{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+                {{- bos_token }}{%- set date_string = "26 Jul 2024" %}\
+                {{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
                 {{- "Cutting Knowledge Date: December 2023\\n" }}{{- "Today Date: " + date_string + "\\n\\n" }}
                 {%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'
                 + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}

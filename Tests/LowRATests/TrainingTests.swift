@@ -292,7 +292,9 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(d.inputs[0].count, 64)
         // Multi-turn: loss on both assistant turns only.
         let conv =
-            #"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Speak."}, {"role": "user", "content": "again"}, {"role": "assistant", "content": "All: speak."}]}"#
+            #"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, "#
+            + #"{"role": "assistant", "content": "Speak."}, {"role": "user", "content": "again"}, "#
+            + #"{"role": "assistant", "content": "All: speak."}]}"#
         let c = try TrainingData.jsonl(try write(conv + "\n", "m.jsonl"), tokenizer: m.tokenizer, seq: 64)
         XCTAssertEqual(
             c.targets[0].filter { $0 >= 0 },

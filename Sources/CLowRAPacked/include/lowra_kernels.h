@@ -112,9 +112,12 @@ uint64_t lowra_q8_activation_bytes(uint64_t n, uint64_t in);
 void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders, int split, void *buffer,
                        lowra_q8_activations *a);
 
-/// One row's `count` levels as uint8 codes: u[k] = round((levels[k] - min) / step), step =
-/// (max - min) / 255, so levels[k] ≈ min + step * u[k]; u[k] = 0 for count <= k < 16.
+/// One row's `count` levels (count <= 16) as uint8 codes: u[k] = round((levels[k] - min) / step),
+/// step ≈ (max - min) / 255, so levels[k] ≈ min + step * u[k]; u[k] = 0 for count <= k < 16.
 void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16], float *min, float *step);
+/// Moves a row's levels onto that grid: levels[k] = min + step * u[k], each operation rounded on its
+/// own. Idempotent: levels already on a grid re-derive the same (min, step, u) and stay bit for bit.
+void lowra_snap_levels_row(float *levels, unsigned count);
 
 /// Y[c][r] ≈ sum_j X[c][j] W[r][j] as lowra_packed_gemm, from quantized activations and the
 /// view's integer levels.

@@ -57,12 +57,14 @@ public struct ByteLevelBPE: Sendable {
         for (i, t) in tokens.enumerated() where vocab[t] == nil { vocab[t] = i }
         let byteIds = (0..<256).map { vocab[String(ByteLevel.byteToScalar[$0])] }
         guard byteIds.compactMap({ $0 }).count >= 128 else {
-            throw LowRAError(.malformedFile, "tokenizer: most single bytes have no token; not a byte-level BPE vocabulary")
+            throw LowRAError(
+                .malformedFile, "tokenizer: most single bytes have no token; not a byte-level BPE vocabulary")
         }
         var m = [UInt64: (rank: Int32, id: Int32)](minimumCapacity: mergeList.count)
         for (rank, (a, b)) in mergeList.enumerated() {
             guard let ia = vocab[a], let ib = vocab[b], let merged = vocab[a + b] else {
-                throw LowRAError(.malformedFile, "tokenizer: merge #\(rank) '\(a) \(b)' uses tokens missing from the vocabulary")
+                throw LowRAError(
+                    .malformedFile, "tokenizer: merge #\(rank) '\(a) \(b)' uses tokens missing from the vocabulary")
             }
             let key = UInt64(ia) << 32 | UInt64(ib)
             if m[key] == nil { m[key] = (Int32(rank), Int32(merged)) }

@@ -71,8 +71,9 @@ public struct GPT2Splitter: PreTokenizer {
 }
 
 /// The pre-tokenizer of Llama 3 (`llama-bpe`, up to three digits a piece) and Qwen2 (`qwen2`,
-/// one digit a piece), written out as a scanner over Unicode scalars. Its pattern is
-/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,k}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+/// one digit a piece), written out as a scanner over Unicode scalars. Its pattern is the alternation of
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)`, `[^\r\n\p{L}\p{N}]?\p{L}+`, `\p{N}{1,k}`, ` ?[^\s\p{L}\p{N}]+[\r\n]*`,
+/// `\s*[\r\n]+`, `\s+(?!\S)` and `\s+`,
 /// with the first alternative that matches winning, as in a regex engine.
 public struct WordPieceSplitter: PreTokenizer {
     /// Digits per number piece: 3 for Llama 3, 1 for Qwen2.
