@@ -1,19 +1,25 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Dependencies run one way: CLowRAPacked (packed format, C kernels) <- LowRATensor (BLAS, kernel
-// paths) <- LowRAIO (file formats),
-// LowRAQuant (packed format, quantizer) <- LowRAModel (config, tokenizer, Llama runtime)
-// <- LowRATrain (LoRA adapters, backward pass, optimizer, data, checkpoints, cards)
-// <- LowRAServe (the OpenAI-compatible server, on Hummingbird; LowRAAPI: its request parsing) <- lowra (CLI).
+// Dependencies run one way (ARCHITECTURE.md draws the graph):
+// CLowRAPacked (packed format, C kernels) <- LowRATensor (BLAS, kernel paths) <- LowRAIO (file formats)
+// <- LowRAQuant (per-tensor quantizer), LowRATokenizer (byte-level BPE, chat templates)
+// <- LowRAModel (architecture, config, weights, the forward, LoRA factors, generation, evaluation)
+// <- LowRAPipeline (model quantizer, calibration, transforms, the quantized directory, model loading)
+// <- LowRAAdapters (PEFT store, cards, compressed adapters)
+// <- LowRATrain (backward pass, optimizer, data, trainer), LowRAServe (the OpenAI-compatible server; its
+// request parsing is LowRAAPI) <- LowRABench (benchmarks, synthetic checkpoints), lowra (CLI).
 let package = Package(
     name: "LowRA",
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "lowra", targets: ["lowra"]),
+        .library(name: "LowRATokenizer", targets: ["LowRATokenizer"]),
         .library(name: "LowRAModel", targets: ["LowRAModel"]),
         .library(name: "LowRAIO", targets: ["LowRAIO"]),
         .library(name: "LowRAAPI", targets: ["LowRAAPI"]),
+        .library(name: "LowRAPipeline", targets: ["LowRAPipeline"]),
+        .library(name: "LowRAAdapters", targets: ["LowRAAdapters"]),
         .library(name: "LowRATrain", targets: ["LowRATrain"]),
     ],
     dependencies: [
@@ -33,27 +39,48 @@ let package = Package(
             dependencies: ["CBLAS", "CLowRAPacked", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "LowRAIO", dependencies: ["LowRATensor", "CLowRAPacked"]),
         .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
-        .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant"]),
+        .target(name: "LowRATokenizer", dependencies: ["LowRATensor", "LowRAIO"]),
+        .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer"]),
+        .target(
+            name: "LowRAPipeline",
+            dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer", "LowRAModel"]),
+        .target(
+            name: "LowRAAdapters",
+            dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel", "LowRAPipeline"]),
+        .target(
+            name: "LowRATrain",
+            dependencies: [
+                "LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer", "LowRAModel", "LowRAPipeline",
+                "LowRAAdapters",
+            ]),
         .target(name: "LowRAReport"),
-        .target(name: "LowRATrain", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel"]),
-        .target(name: "LowRAAPI", dependencies: ["LowRAModel"]),
+        .target(name: "LowRAAPI", dependencies: ["LowRAModel", "LowRATokenizer"]),
         .target(
             name: "LowRAServe",
             dependencies: [
-                "LowRAAPI", "LowRATrain", "LowRAModel", "LowRATensor",
+                "LowRAAPI", "LowRAAdapters", "LowRAPipeline", "LowRAModel", "LowRATokenizer", "LowRATensor",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+        .target(
+            name: "LowRABench",
+            dependencies: [
+                "LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer", "LowRAModel", "LowRAPipeline", "LowRATrain",
+            ]),
         .executableTarget(
             name: "lowra",
             dependencies: [
-                "LowRATrain", "LowRAReport", "LowRAModel", "LowRAQuant", "LowRATensor", "LowRAServe",
+                "LowRATrain", "LowRAReport", "LowRAModel", "LowRAPipeline", "LowRAAdapters", "LowRATokenizer",
+                "LowRAQuant", "LowRATensor", "LowRAServe", "LowRABench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "LowRATests",
-            dependencies: ["LowRAModel", "LowRATrain", "LowRAReport", "LowRAServe", "LowRAAPI"]),
+            dependencies: [
+                "LowRAModel", "LowRAPipeline", "LowRAAdapters", "LowRATokenizer", "LowRATrain", "LowRAReport",
+                "LowRAServe", "LowRAAPI", "LowRABench",
+            ]),
     ]
 )

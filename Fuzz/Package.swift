@@ -3,9 +3,9 @@
 // never links them: scripts/fuzz.sh builds them with -sanitize=fuzzer,address and runs each.
 import PackageDescription
 
-func harness(_ name: String, _ product: String) -> Target {
+func harness(_ name: String, _ products: String...) -> Target {
     .executableTarget(
-        name: name, dependencies: ["FuzzSupport", .product(name: product, package: "LowRA")],
+        name: name, dependencies: ["FuzzSupport"] + products.map { .product(name: $0, package: "LowRA") },
         swiftSettings: [.unsafeFlags(["-parse-as-library"])])
 }
 
@@ -14,8 +14,9 @@ let package = Package(
     dependencies: [.package(name: "LowRA", path: "..")],
     targets: [
         .target(name: "FuzzSupport"), harness("FuzzGGUF", "LowRAIO"), harness("FuzzSafeTensors", "LowRAIO"),
-        harness("FuzzModelJSON", "LowRAModel"), harness("FuzzRequest", "LowRAAPI"),
-        harness("FuzzQuantizedModel", "LowRAModel"), harness("FuzzAdapter", "LowRATrain"),
-        harness("FuzzTrainingData", "LowRATrain"),
+        harness("FuzzModelJSON", "LowRAModel", "LowRATokenizer", "LowRAPipeline"), harness("FuzzRequest", "LowRAAPI"),
+        harness("FuzzQuantizedModel", "LowRAModel", "LowRAPipeline"),
+        harness("FuzzAdapter", "LowRAModel", "LowRAPipeline", "LowRAAdapters"),
+        harness("FuzzTrainingData", "LowRAModel", "LowRATrain", "LowRATokenizer"),
     ]
 )

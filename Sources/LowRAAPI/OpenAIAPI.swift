@@ -1,5 +1,6 @@
 import Foundation
 import LowRAModel
+import LowRATokenizer
 
 /// An error as OpenAI's API reports it: an HTTP status and `{"error": {message, type, param, code}}`.
 public struct APIError: Error, CustomStringConvertible, Sendable {

@@ -101,7 +101,10 @@ public final class BatchDecoder: @unchecked Sendable {
                 groups.append((a, [i]))
             }
         }
-        for l in w.blocks.indices { block(l, rows: rows, ropes: ropes, groups: groups) }
+        let buffers = BlockBuffers(
+            xIn: nil, xn1: xn, q: q, k: k, v: v, att: att, proj: proj, xMid: nil, xn2: xn, gate: gate, up: up, act: act)
+        let steps = BatchSteps(decoder: self, rows: rows, ropes: ropes, groups: groups)
+        for l in w.blocks.indices { w.blockForward(l, config: c, x: x, rows: n, buffers: buffers, steps: steps) }
         for r in rows { r.cache.advance(1) }
 
         w.finalNorm.withUnsafeBufferPointer {
@@ -131,7 +134,7 @@ public final class BatchDecoder: @unchecked Sendable {
     }
 
     /// ys[i] (n, out_i) = input (n, in) · W_iᵀ + b_i, then each row's own adapter: s · B A x.
-    private func linears(
+    fileprivate func linears(
         _ l: Int, _ kinds: [LinearKind], _ input: UnsafeMutablePointer<Float>, _ ys: [UnsafeMutablePointer<Float>],
         rows n: Int, groups: [(adapter: LoRAAdapter, rows: [Int])]
     ) {
@@ -177,27 +180,45 @@ public final class BatchDecoder: @unchecked Sendable {
             for (j, r) in chunk.enumerated() { (y + r * out).update(from: gatheredOut + j * out, count: out) }
         }
     }
+}
 
-    private func block(
-        _ l: Int, rows: [DecodeRow], ropes: [RopeTable], groups: [(adapter: LoRAAdapter, rows: [Int])]
+/// The steps of a batched decode step (`LlamaWeights.blockForward`): row i is one sequence's next
+/// token at its own position, with its own cache and adapter. Each is computed as decoding that
+/// sequence alone computes it.
+private struct BatchSteps: BlockSteps {
+    let decoder: BatchDecoder
+    let rows: [DecodeRow]
+    let ropes: [RopeTable]
+    let groups: [(adapter: LoRAAdapter, rows: [Int])]
+
+    var config: LlamaConfig { decoder.model.config }
+
+    func linears(
+        _ l: Int, _ kinds: [LinearKind], _ input: UnsafeMutablePointer<Float>, _ ys: [UnsafeMutablePointer<Float>]
     ) {
-        let c = model.config
+        decoder.linears(l, kinds, input, ys, rows: rows.count, groups: groups)
+    }
+
+    func rope(_ l: Int, q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>) {
+        let c = config
+        for i in rows.indices {
+            ropeForward(
+                q + i * c.qDim, rows: 1, stride: c.qDim, heads: c.numHeads, headDim: c.headDim, table: ropes[i],
+                layout: c.ropeLayout)
+            ropeForward(
+                k + i * c.kvDim, rows: 1, stride: c.kvDim, heads: c.numKVHeads, headDim: c.headDim, table: ropes[i],
+                layout: c.ropeLayout)
+        }
+    }
+
+    func attention(
+        _ l: Int, q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+        out att: UnsafeMutablePointer<Float>
+    ) {
+        let c = config
         let n = rows.count
-        let (C, F, H, KV, D, qD, kvD) = (
-            c.hiddenSize, c.intermediateSize, c.numHeads, c.numKVHeads, c.headDim, c.qDim, c.kvDim
-        )
-        let block = model.weights.blocks[l]
-        block.attnNorm.withUnsafeBufferPointer {
-            rmsnormForward(xn, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
-        }
-        linears(l, [.q, .k, .v], xn, [q, k, v], rows: n, groups: groups)
-        for (i, r) in rows.enumerated() {
-            let qi = q + i * qD
-            let ki = k + i * kvD
-            ropeForward(qi, rows: 1, stride: qD, heads: H, headDim: D, table: ropes[i], layout: c.ropeLayout)
-            ropeForward(ki, rows: 1, stride: kvD, heads: KV, headDim: D, table: ropes[i], layout: c.ropeLayout)
-            r.cache.append(layer: l, keys: ki, values: v + i * kvD, rows: 1)
-        }
+        let (H, KV, D, qD, kvD) = (c.numHeads, c.numKVHeads, c.headDim, c.qDim, c.kvDim)
+        for (i, r) in rows.enumerated() { r.cache.append(layer: l, keys: k + i * kvD, values: v + i * kvD, rows: 1) }
         // Every (row, head) of the step in one dispatch: one sequence's short context alone is too
         // little to split, n of them are not. Each head is computed as decoding alone computes it.
         let keys = rows.map { $0.cache.length + 1 }
@@ -215,14 +236,15 @@ public final class BatchDecoder: @unchecked Sendable {
                     UInt64(D), scratch + i * H * longest, att + i * qD, UInt64(h), UInt64(h + 1))
             }
         }
-        linears(l, [.o], att, [proj], rows: n, groups: groups)
-        addInPlace(x, proj, count: n * C)
-        block.ffnNorm.withUnsafeBufferPointer {
-            rmsnormForward(xn, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
-        }
-        linears(l, [.gate, .up], xn, [gate, up], rows: n, groups: groups)
-        for i in 0..<n { swigluForward(act + i * F, gate + i * F, up + i * F, count: F) }
-        linears(l, [.down], act, [proj], rows: n, groups: groups)
-        addInPlace(x, proj, count: n * C)
     }
+
+    /// Row by row, as decoding each sequence alone does.
+    func swiglu(
+        _ act: UnsafeMutablePointer<Float>, _ gate: UnsafeMutablePointer<Float>, _ up: UnsafeMutablePointer<Float>
+    ) {
+        let F = config.intermediateSize
+        for i in rows.indices { swigluForward(act + i * F, gate + i * F, up + i * F, count: F) }
+    }
+
+    func observe(_ l: Int, _ site: LinearInput, _ input: UnsafeMutablePointer<Float>, cols: Int) {}
 }

@@ -342,6 +342,10 @@ public struct LlamaWeights: Sendable {
     public var finalNorm: [Float]  // (C)
     public var head: Linear?  // (V, C); nil when tied to the embedding
 
+    public init(embedding: Linear, blocks: [LlamaBlock], finalNorm: [Float], head: Linear?) {
+        (self.embedding, self.blocks, self.finalNorm, self.head) = (embedding, blocks, finalNorm, head)
+    }
+
     /// Bytes of weights resident in memory (packed layers at their packed size).
     public var weightBytes: Int {
         embedding.weightBytes + 4 * finalNorm.count + (head?.weightBytes ?? 0)

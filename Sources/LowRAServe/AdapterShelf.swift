@@ -1,7 +1,8 @@
 import Foundation
 import LowRAModel
 import LowRATensor
-import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 /// The adapters a server may serve over its base: a directory whose subdirectories are adapters,
 /// each admitted by its card (same base, not retired, evaluated enough for the base's bits).

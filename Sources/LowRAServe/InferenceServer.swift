@@ -4,9 +4,10 @@ import Logging
 import LowRAAPI
 import LowRAModel
 import LowRATensor
-import LowRATrain
 import NIOCore
 import Prometheus
+import LowRAPipeline
+import LowRAAdapters
 
 /// What `lowra serve` is told.
 public struct ServeOptions: Sendable {

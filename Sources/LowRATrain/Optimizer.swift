@@ -1,4 +1,5 @@
 import Foundation
+import LowRAAdapters
 
 /// AdamW (decoupled weight decay) over one flat parameter vector, with bias correction.
 public struct AdamW: Sendable, Equatable {
@@ -40,7 +41,7 @@ public struct AdamW: Sendable, Equatable {
 
 /// Learning rate per step: linear warmup from 0, then cosine decay to 0 or constant.
 public struct LRSchedule: Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable, CaseIterable { case cosine, constant }
+    public typealias Kind = LRScheduleKind
     public var kind: Kind
     public var peak: Float
     public var warmupSteps: Int

@@ -2,6 +2,7 @@ import Foundation
 import LowRAIO
 import LowRAModel
 import LowRATensor
+import LowRATokenizer
 
 /// Training examples cut to one sequence length: each has `seq` input ids and `seq` targets
 /// (the next token, or -1 where no loss is taken).

@@ -4,6 +4,8 @@ import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 /// `lowra adapter compress`: low-bit adapters for the shelf.
 struct AdapterCommand: ParsableCommand {
@@ -57,7 +59,7 @@ struct AdapterCompress: ParsableCommand {
         var measured = [AdapterCard.Evaluation]()
         for e in card.evaluations where e.baseFingerprint == fingerprint {
             guard FileManager.default.fileExists(atPath: e.dataset.file),
-                (try? LowRAModel.fingerprint(e.dataset.file)) == e.dataset.sha256
+                (try? LowRAPipeline.fingerprint(e.dataset.file)) == e.dataset.sha256
             else {
                 printErr("skipping the \(e.role.rawValue) evaluation on \(e.dataset.file): the file is gone or changed")
                 continue

@@ -4,6 +4,8 @@ import LowRAModel
 import LowRAQuant
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRABench
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

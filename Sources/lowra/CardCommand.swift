@@ -4,6 +4,8 @@ import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 extension AdapterCard.Role: ExpressibleByArgument {}
 

@@ -4,6 +4,8 @@ import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 extension LRSchedule.Kind: ExpressibleByArgument {}
 
@@ -87,7 +89,7 @@ struct FinetuneCommand: ParsableCommand {
             guard let path = teacher ?? loaded.quantManifest?.source else {
                 throw ValidationError("--distill-weight needs --teacher (the model is not a quantized directory)")
             }
-            let sha = teacher == nil ? loaded.quantManifest!.sourceSHA256 : try LowRAModel.fingerprint(path)
+            let sha = teacher == nil ? loaded.quantManifest!.sourceSHA256 : try LowRAPipeline.fingerprint(path)
             teacherModel = (try LoadedModel.load(path).model, sha)
             teacherPath = path
             printErr("distilling from \(path) (weight \(distillWeight!))")

@@ -4,6 +4,10 @@ import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
+import LowRATokenizer
+import LowRAPipeline
+import LowRAAdapters
+import LowRABench
 
 extension KernelActivations: ExpressibleByArgument {}
 

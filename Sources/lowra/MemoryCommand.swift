@@ -5,6 +5,7 @@ import LowRAModel
 import LowRAReport
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
 
 struct MemoryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

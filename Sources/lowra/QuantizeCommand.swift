@@ -5,6 +5,8 @@ import LowRAModel
 import LowRAQuant
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 extension QuantMethod: ExpressibleByArgument {}
 extension AssignerKind: ExpressibleByArgument {}

@@ -4,6 +4,8 @@ import LowRAIO
 import LowRAModel
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 /// The generic repair (RILQ's idea): before any task, the quantized model's initial adapter is
 /// trained on a generic text to match the unquantized source model's next-token distribution

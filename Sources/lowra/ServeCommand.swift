@@ -5,6 +5,8 @@ import LowRAModel
 import LowRAServe
 import LowRATensor
 import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 /// `lowra serve`: the OpenAI-compatible server over one base and a shelf of adapters.
 struct ServeCommand: ParsableCommand {

@@ -3,6 +3,9 @@ import Foundation
 import LowRAModel
 import LowRATensor
 import LowRATrain
+import LowRATokenizer
+import LowRAPipeline
+import LowRABench
 
 struct SynthCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,8 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRAPipeline
+@testable import LowRAAdapters
 
 /// Low-bit adapters (`CompressedAdapter`): error falls with bits, the file round-trips exactly,
 /// `AdapterStore.load` expands them, a damaged file is an error.

@@ -5,6 +5,7 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRAPipeline
 
 /// The `lowra` binary turns bad input into one clear line and a non-zero exit.
 final class CLITests: XCTestCase {
@@ -290,7 +291,7 @@ final class CLITests: XCTestCase {
         )
         try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
         let args = [
-            "finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "150", "--seq",
+            "finetune", "--model", q, "--train", "\(dir)/t.txt", "--valid", "\(dir)/t.txt", "--steps", "300", "--seq",
             "64",
             "--batch", "8", "--save-every", "10", "--lr", "3e-3", "--seed", "3", "--json",
         ]

@@ -4,6 +4,7 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRAAdapters
 
 /// Adapter cards: written by finetune, edited by `card set`, extended by `eval --record`, and the
 /// serving rule `card verify` applies.

@@ -6,6 +6,8 @@ import XCTest
 @testable import LowRAQuant
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRAPipeline
+@testable import LowRAAdapters
 
 /// Codebook tuning (`CodebookTuner`, `finetune/repair --codebook-lr`): the levels' gradient
 /// against finite differences through the whole model, the per-level sum against a direct one,

@@ -5,6 +5,8 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRAPipeline
+@testable import LowRAAdapters
 
 /// Streaming `quantize` under bad input and faults: a truncated shard, a tensor whose dtype or
 /// shape disagrees with its bytes, a full disk, kill -9 in the middle. Each ends with one

@@ -5,6 +5,7 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRAQuant
 @testable import LowRATensor
+@testable import LowRAPipeline
 
 final class ModelTests: XCTestCase {
     private func expectedLogits(_ name: String) throws -> (tokens: [Int], vocab: Int, logits: [Double]) {

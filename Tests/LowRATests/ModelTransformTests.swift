@@ -2,6 +2,7 @@ import XCTest
 
 @testable import LowRAModel
 @testable import LowRATensor
+@testable import LowRAPipeline
 
 final class ModelTransformTests: XCTestCase {
     func testRandomOrthogonalIsOrthogonal() throws {

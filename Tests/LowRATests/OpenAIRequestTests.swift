@@ -3,6 +3,8 @@ import XCTest
 
 @testable import LowRAModel
 @testable import LowRAAPI
+@testable import LowRATokenizer
+@testable import LowRAPipeline
 
 /// The server's request parsing and text streaming, without a server.
 final class OpenAIRequestTests: XCTestCase {

@@ -5,6 +5,7 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRAQuant
 @testable import LowRATensor
+@testable import LowRAPipeline
 
 final class QuantizedModelTests: XCTestCase {
     /// Budget honesty, a save/load round trip that keeps logits and tokens exactly, and packed

@@ -5,6 +5,7 @@ import CLowRAPacked
 @testable import LowRAModel
 @testable import LowRAQuant
 @testable import LowRATensor
+@testable import LowRAPipeline
 
 final class QuantizerTests: XCTestCase {
     /// Heavy-tailed random weights (out, in), like trained linear layers.

@@ -3,6 +3,8 @@ import XCTest
 
 @testable import LowRAModel
 @testable import LowRATensor
+@testable import LowRATokenizer
+@testable import LowRAPipeline
 
 /// End-to-end checks on the second real model, Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M: Qwen2
 /// architecture, q/k/v bias, untied head, half-split RoPE in the GGUF, k-quants). Release builds

@@ -5,6 +5,8 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRATokenizer
+@testable import LowRAPipeline
 
 /// End-to-end checks on SmolLM2-135M. Release builds only: debug builds are too slow for a
 /// 135M-parameter model (`make test` runs the suite in release).

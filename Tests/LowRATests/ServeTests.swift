@@ -8,6 +8,8 @@ import XCTest
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+@testable import LowRAPipeline
+@testable import LowRAAdapters
 #endif
 
 /// `lowra serve` end to end on SmolLM2 quantized to 2 bits, with a shelf of random adapters whose

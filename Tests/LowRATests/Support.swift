@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 
 import LowRAModel
+@testable import LowRAPipeline
 
 /// Paths to committed fixtures and to the files setup fetches.
 enum Paths {

@@ -4,6 +4,9 @@ import XCTest
 @testable import LowRAIO
 @testable import LowRAModel
 @testable import LowRATensor
+@testable import LowRATokenizer
+@testable import LowRAPipeline
+@testable import LowRABench
 
 final class SyntheticCheckpointTests: XCTestCase {
     /// A synthetic checkpoint loads as a sharded bf16 Hugging Face model of the config's shape,

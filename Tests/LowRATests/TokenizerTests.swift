@@ -4,6 +4,7 @@ import XCTest
 @testable import LowRAIO
 @testable import LowRAModel
 @testable import LowRATensor
+@testable import LowRATokenizer
 
 final class TokenizerTests: XCTestCase {
     private func cases(_ name: String) throws -> [(text: String, ids: [Int])] {

@@ -5,6 +5,9 @@ import XCTest
 @testable import LowRAModel
 @testable import LowRATensor
 @testable import LowRATrain
+@testable import LowRATokenizer
+@testable import LowRAPipeline
+@testable import LowRAAdapters
 
 final class TrainingTests: XCTestCase {
     /// A tiny model (fixture), optionally quantized, with a random non-zero adapter.

@@ -4,6 +4,7 @@ import XCTest
 @testable import LowRAIO
 @testable import LowRAModel
 @testable import LowRATensor
+@testable import LowRAPipeline
 
 /// The weight store: tensors stay in their file's dtype behind a memory map and are converted
 /// to fp32 a panel of rows at a time; results equal the dense fp32 path.

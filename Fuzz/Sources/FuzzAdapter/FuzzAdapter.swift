@@ -9,7 +9,8 @@
 import Foundation
 import FuzzSupport
 import LowRAModel
-import LowRATrain
+import LowRAPipeline
+import LowRAAdapters
 
 let directory = "/dev/shm/lowra-fuzz-adapter-\(getpid())"
 let names = [

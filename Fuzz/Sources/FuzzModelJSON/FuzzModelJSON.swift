@@ -6,6 +6,8 @@
 import Foundation
 import FuzzSupport
 import LowRAModel
+import LowRATokenizer
+import LowRAPipeline
 
 let directory: String = {
     let d = "/dev/shm/lowra-fuzz-model-\(getpid())"

@@ -8,6 +8,7 @@
 import Foundation
 import FuzzSupport
 import LowRAModel
+import LowRAPipeline
 
 let directory = "/dev/shm/lowra-fuzz-quantized-\(getpid())"
 let names = [

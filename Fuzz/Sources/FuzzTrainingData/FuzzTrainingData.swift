@@ -6,6 +6,7 @@ import Foundation
 import FuzzSupport
 import LowRAModel
 import LowRATrain
+import LowRATokenizer
 
 let tokenizer = try! Tokenizer(tokenizerJSON: repositoryRoot + "/Tests/Fixtures/tiny_hf/tokenizer.json")
 

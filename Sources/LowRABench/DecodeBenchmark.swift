@@ -1,4 +1,5 @@
 import Foundation
+import LowRAModel
 import LowRATensor
 
 /// Generation speed of one model as a user sees it: prefill of a prompt (logits of its last

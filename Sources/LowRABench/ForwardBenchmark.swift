@@ -1,4 +1,5 @@
 import Foundation
+import LowRAModel
 import LowRAQuant
 import LowRATensor
 

@@ -1,7 +1,9 @@
 import Foundation
+import LowRAModel
 import LowRAIO
 import LowRAQuant
 import LowRATensor
+import LowRATokenizer
 
 /// What `lowra_quant.json` records about how a quantized model directory was made.
 public struct QuantManifest: Codable, Sendable {

@@ -1,6 +1,8 @@
 import Foundation
+import LowRAModel
 import LowRAIO
 import LowRATensor
+import LowRATokenizer
 
 /// A random model of a real shape, written as a sharded bf16 Hugging Face checkpoint — for
 /// measuring memory and time at 7B–13B scale, which no model in the reachable registries has.

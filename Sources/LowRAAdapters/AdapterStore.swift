@@ -2,6 +2,7 @@ import Foundation
 import LowRAIO
 import LowRAModel
 import LowRATensor
+import LowRAPipeline
 
 /// What `lowra_manifest.json` records beside a PEFT adapter: the base it belongs to and how it
 /// was made.

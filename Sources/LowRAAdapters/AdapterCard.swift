@@ -2,6 +2,7 @@ import Foundation
 import LowRAIO
 import LowRAModel
 import LowRATensor
+import LowRAPipeline
 
 /// An adapter's papers (`adapter_card.json` beside its PEFT files): who made it for what, the
 /// base it belongs to, what it was trained on, and the evaluations it passed. `finetune` writes

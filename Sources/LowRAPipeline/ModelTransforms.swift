@@ -1,4 +1,5 @@
 import Foundation
+import LowRAModel
 import LowRATensor
 
 /// Incoherence by rotation, folded into the weights before quantization (the idea of QuIP and

@@ -1,3 +1,4 @@
+import LowRATrain
 import Foundation
 import LowRAModel
 import LowRATensor

@@ -1,6 +1,8 @@
 import Foundation
+import LowRAModel
 import LowRAIO
 import LowRATensor
+import LowRATokenizer
 
 /// A model with its tokenizer, loaded from a GGUF file or a Hugging Face directory.
 public struct LoadedModel: Sendable {

@@ -1,3 +1,4 @@
+import LowRAQuant
 import Foundation
 import LowRATensor
 

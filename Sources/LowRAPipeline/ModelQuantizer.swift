@@ -1,4 +1,5 @@
 import Foundation
+import LowRAModel
 import LowRAIO
 import LowRAQuant
 import LowRATensor
