@@ -93,7 +93,7 @@ public struct CompressedAdapter: Sendable {
     }
 
     /// The fp32 adapter the forward runs.
-    public func expanded(config: LlamaConfig) throws -> LoRAAdapter {
+    public func expanded(config: ModelConfig) throws -> LoRAAdapter {
         var adapter = try LoRAAdapter(config: config, rank: rank, alpha: alpha)
         guard factors.count == adapter.slots.count else {
             throw LowRAError(

@@ -185,7 +185,7 @@ public enum AdapterStore {
     }
 
     public static func save(
-        _ adapter: LoRAAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String
+        _ adapter: LoRAAdapter, config: ModelConfig, manifest: AdapterManifest, to dir: String
     ) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
@@ -237,7 +237,7 @@ public enum AdapterStore {
     /// Writes a compressed adapter: its factors (packed, or Q8_0 bytes), the PEFT config for
     /// reference, and the manifest (with `compression_bits`) last.
     public static func saveCompressed(
-        _ c: CompressedAdapter, config: LlamaConfig, manifest: AdapterManifest, to dir: String
+        _ c: CompressedAdapter, config: ModelConfig, manifest: AdapterManifest, to dir: String
     ) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let slots = try LoRAAdapter.layout(config: config, rank: c.rank).slots
@@ -262,7 +262,7 @@ public enum AdapterStore {
 
     /// A compressed adapter for the base with `fingerprint`, kept compressed.
     public static func loadCompressed(
-        _ dir: String, config: LlamaConfig, fingerprint: String
+        _ dir: String, config: ModelConfig, fingerprint: String
     ) throws -> (CompressedAdapter, AdapterManifest) {
         let manifest = try checkedManifest(dir, fingerprint: fingerprint)
         guard let bits = manifest.compressionBits, CompressedAdapter.supportedBits.contains(bits) else {
@@ -317,7 +317,7 @@ public enum AdapterStore {
     /// Loads the adapter in `dir` for the base whose fingerprint is `fingerprint`; an adapter made
     /// for another base, or whose tensors do not fit the model, is refused.
     public static func load(
-        _ dir: String, config: LlamaConfig, fingerprint: String
+        _ dir: String, config: ModelConfig, fingerprint: String
     ) throws -> (LoRAAdapter, AdapterManifest) {
         let manifest = try checkedManifest(dir, fingerprint: fingerprint)
         if manifest.compressionBits != nil {

@@ -20,14 +20,15 @@ public struct DecodeMeasurement: Codable, Sendable {
 
 public enum DecodeBenchmark {
     /// Weight bytes a decoded token reads from `weights`.
-    public static func bytesPerToken(_ w: LlamaWeights) -> Int {
+    public static func bytesPerToken(_ w: ModelWeights) -> Int {
         let layers = w.blocks.reduce(0) { acc, b in acc + b.linears.reduce(0) { $0 + $1.weightBytes } }
         return layers + w.outputHead.weightBytes + w.embedding.weightBytes / max(1, w.embedding.outFeatures)
     }
 
     /// One measurement: a `prefill`-token prompt, then `decode` tokens from a 16-token prompt,
     /// each timed alone. Token ids are a fixed pseudo-random sequence, so runs compare.
-    public static func measure(model: LlamaModel, prefill: Int = 512, decode: Int = 128) throws -> DecodeMeasurement {
+    public static func measure(model: LanguageModel, prefill: Int = 512, decode: Int = 128) throws -> DecodeMeasurement
+    {
         let c = model.config
         guard prefill >= 1, decode >= 1, prefill <= c.maxPositions, 16 + decode <= c.maxPositions else {
             throw LowRAError(
@@ -59,9 +60,9 @@ public func benchmarkTokens(_ count: Int, vocabulary: Int) -> [Int] {
     (0..<count).map { ($0 * 7919 + 13) % vocabulary }
 }
 
-extension LlamaWeights {
+extension ModelWeights {
     /// The same model with every matrix expanded to fp32 (the fp32 runtime's baseline).
-    public func expandedToFP32() -> LlamaWeights {
+    public func expandedToFP32() -> ModelWeights {
         func dense(_ l: Linear) -> Linear {
             Linear(outFeatures: l.outFeatures, inFeatures: l.inFeatures, weight: l.weight, bias: l.bias)
         }

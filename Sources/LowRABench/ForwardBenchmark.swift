@@ -31,7 +31,7 @@ public struct ForwardBenchmark: Codable, Sendable {
 
     /// Runs each measurement `repeats` times and keeps the best. `progress` names the step.
     public static func run(
-        model: LlamaModel, tokens t: Int = 512, decodeTokens: Int = 64, repeats: Int = 3,
+        model: LanguageModel, tokens t: Int = 512, decodeTokens: Int = 64, repeats: Int = 3,
         progress: ((String) -> Void)? = nil
     ) throws -> ForwardBenchmark {
         let c = model.config

@@ -17,7 +17,7 @@ public enum SyntheticCheckpoint {
     public static let outlierScale: Float = 8
 
     /// (name, shape) of every tensor of `config`, in model order, under Hugging Face names.
-    public static func tensors(_ c: LlamaConfig) -> [(name: String, shape: [Int])] {
+    public static func tensors(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
         let hf = WeightNaming.huggingFace
         var out: [(String, [Int])] = [(hf.name(.embedding), [c.vocabSize, c.hiddenSize])]
         for l in 0..<c.numLayers {
@@ -37,7 +37,7 @@ public enum SyntheticCheckpoint {
     /// Writes config.json, the shards, model.safetensors.index.json and the tokenizer files into
     /// `dir` (built beside it and renamed into place). `progress(done, total)` counts tensors.
     public static func write(
-        config c: LlamaConfig, tokenizer: Tokenizer, to dir: String, seed: UInt64 = 0, shardBytes: Int = 2_000_000_000,
+        config c: ModelConfig, tokenizer: Tokenizer, to dir: String, seed: UInt64 = 0, shardBytes: Int = 2_000_000_000,
         progress: ((Int, Int) -> Void)? = nil
     ) throws {
         try c.validate()
@@ -64,7 +64,7 @@ public enum SyntheticCheckpoint {
     }
 
     private static func writeContents(
-        config c: LlamaConfig, tokenizer: Tokenizer, to dir: String, seed: UInt64, shardBytes: Int,
+        config c: ModelConfig, tokenizer: Tokenizer, to dir: String, seed: UInt64, shardBytes: Int,
         progress: ((Int, Int) -> Void)?
     ) throws {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }

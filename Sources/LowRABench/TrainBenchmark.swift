@@ -9,7 +9,7 @@ public enum TrainBenchmark {
     /// token (forward and the input-gradient backward; the frozen base gets no weight gradient)
     /// plus attention, 12 · L · H · T² · D per sequence (QKᵀ and PV forward, four products
     /// backward). LoRA's own products are not counted.
-    public static func stepFlops(_ c: LlamaConfig, batch: Int, seq: Int) -> Double {
+    public static func stepFlops(_ c: ModelConfig, batch: Int, seq: Int) -> Double {
         let perBlock: Int = LinearKind.allCases.reduce(0) { acc, k in acc + k.shape(c).out * k.shape(c).in }
         let linear = Double(c.numLayers) * Double(perBlock)
         let head = Double(c.vocabSize * c.hiddenSize)
@@ -19,7 +19,7 @@ public enum TrainBenchmark {
     }
 
     public static func run(
-        config c: LlamaConfig, weights: LlamaWeights, rank: Int, batch: Int, seq: Int, steps: Int,
+        config c: ModelConfig, weights: ModelWeights, rank: Int, batch: Int, seq: Int, steps: Int,
         recompute: Bool = false,
         progress: ((String) -> Void)? = nil
     ) throws -> [String: Any] {

@@ -64,7 +64,7 @@ public enum LinearKind: Int, CaseIterable, Sendable, Codable {
     }
 
     /// (out, in) of this layer's weight W, y = x Wᵀ.
-    public func shape(_ c: LlamaConfig) -> (out: Int, in: Int) {
+    public func shape(_ c: ModelConfig) -> (out: Int, in: Int) {
         switch self {
         case .q: (c.qDim, c.hiddenSize)
         case .k, .v: (c.kvDim, c.hiddenSize)
@@ -74,7 +74,7 @@ public enum LinearKind: Int, CaseIterable, Sendable, Codable {
         }
     }
 
-    public func hasBias(_ c: LlamaConfig) -> Bool { c.attentionBias && [.q, .k, .v].contains(self) }
+    public func hasBias(_ c: ModelConfig) -> Bool { c.attentionBias && [.q, .k, .v].contains(self) }
 
     public init?(name: String) {
         guard let k = Self.allCases.first(where: { $0.name == name }) else { return nil }

@@ -6,7 +6,7 @@ import LowRATensor
 // style): each row is one sequence's next token with its own KV cache, position and adapter. The
 // base's products run once for all rows; each adapter's LoRA product runs over the rows that use
 // it. Batch-invariant: a row's logits are bit for bit those of decoding that sequence alone
-// (`LlamaModel.forward` with one token), whichever other rows share the step — the kernels take
+// (`LanguageModel.forward` with one token), whichever other rows share the step — the kernels take
 // at most `KernelPath.batchColumns` columns per call and compute each column the same way in any
 // company, and whatever has no such kernel (fp32 weights) runs row by row.
 
@@ -25,14 +25,14 @@ public struct DecodeRow {
 
 /// Runs decode steps of up to `maxRows` sequences over one model, with buffers allocated once.
 public final class BatchDecoder: @unchecked Sendable {
-    public let model: LlamaModel
+    public let model: LanguageModel
     public let maxRows: Int
     /// Rows one kernel call takes (`KernelPath.batchColumns`).
     private let width = KernelPath.batchColumns
     private let x, xn, q, k, v, att, proj, gate, up, act: UnsafeMutablePointer<Float>
     private var allocations = [UnsafeMutablePointer<Float>]()
 
-    public init(model: LlamaModel, maxRows: Int) {
+    public init(model: LanguageModel, maxRows: Int) {
         precondition(maxRows >= 1)
         self.model = model
         self.maxRows = maxRows
@@ -182,7 +182,7 @@ public final class BatchDecoder: @unchecked Sendable {
     }
 }
 
-/// The steps of a batched decode step (`LlamaWeights.blockForward`): row i is one sequence's next
+/// The steps of a batched decode step (`ModelWeights.blockForward`): row i is one sequence's next
 /// token at its own position, with its own cache and adapter. Each is computed as decoding that
 /// sequence alone computes it.
 private struct BatchSteps: BlockSteps {
@@ -191,7 +191,7 @@ private struct BatchSteps: BlockSteps {
     let ropes: [RopeTable]
     let groups: [(adapter: LoRAAdapter, rows: [Int])]
 
-    var config: LlamaConfig { decoder.model.config }
+    var config: ModelConfig { decoder.model.config }
 
     func linears(
         _ l: Int, _ kinds: [LinearKind], _ input: UnsafeMutablePointer<Float>, _ ys: [UnsafeMutablePointer<Float>]

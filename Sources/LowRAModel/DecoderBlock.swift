@@ -55,12 +55,12 @@ public protocol BlockSteps {
     func observe(_ l: Int, _ site: LinearInput, _ input: UnsafeMutablePointer<Float>, cols: Int)
 }
 
-extension LlamaWeights {
+extension ModelWeights {
     /// Block `l` over x (N, C), in place: x += o(attention(RoPE(q, k), v)) of rmsnorm(x);
     /// x += down(silu(gate) · up) of rmsnorm(x) — norm → q/k/v → RoPE → attention → o → residual →
     /// norm → gate/up → SwiGLU → down → residual. Every intermediate goes to `b`.
     public func blockForward(
-        _ l: Int, config c: LlamaConfig, x: UnsafeMutablePointer<Float>, rows n: Int, buffers b: BlockBuffers,
+        _ l: Int, config c: ModelConfig, x: UnsafeMutablePointer<Float>, rows n: Int, buffers b: BlockBuffers,
         steps: some BlockSteps
     ) {
         let C = c.hiddenSize
@@ -95,7 +95,7 @@ extension LlamaWeights {
     /// One block of the single-sequence forward over x (batch·T, C), in place, its activations in
     /// `ws.activations(l)` (what backward reads when they are saved).
     public func blockForward(
-        _ l: Int, config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
+        _ l: Int, config c: ModelConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
         rope: RopeTable, cache: KVCache?, adapter: AdapterView?, observe: LinearInputObserver?
     ) {
         let a = ws.activations(l)
@@ -112,8 +112,8 @@ extension LlamaWeights {
 /// The steps of the single-sequence forward: `batch` sequences of T tokens each sharing one
 /// adapter; with a cache (batch 1) the tokens continue it, without one each sequence starts at 0.
 struct SequenceSteps: BlockSteps {
-    let weights: LlamaWeights
-    let config: LlamaConfig
+    let weights: ModelWeights
+    let config: ModelConfig
     let workspace: ForwardWorkspace
     let activations: BlockActivations
     let rope: RopeTable

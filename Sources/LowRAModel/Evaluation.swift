@@ -36,7 +36,7 @@ public struct EvalResult: Codable, Sendable {
     }
 }
 
-extension LlamaModel {
+extension LanguageModel {
     /// Rows of logits scored at once by `evaluate`.
     static let scoreChunk = 64
 
@@ -46,7 +46,8 @@ extension LlamaModel {
     /// `stepwise` runs the generation path instead: each token decoded alone through a KV cache and
     /// its logits computed alone, so the decode kernels (and their `activations`) are what is scored.
     public func evaluate(
-        tokens: [Int], context: Int, adapter: LoRAAdapter? = nil, reference: LlamaModel? = nil, stepwise: Bool = false,
+        tokens: [Int], context: Int, adapter: LoRAAdapter? = nil, reference: LanguageModel? = nil,
+        stepwise: Bool = false,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
         if let reference, reference.config.vocabSize != config.vocabSize {
@@ -78,7 +79,7 @@ extension LlamaModel {
             // Hidden states for the window (no KV cache: nothing attends to these keys later), then
             // logits a chunk of rows at a time: a (T, V) array of a large vocabulary (512 × 151,936
             // floats = 311 MB) is never held.
-            func states(_ model: LlamaModel, _ adapter: LoRAAdapter?) throws -> [Float] {
+            func states(_ model: LanguageModel, _ adapter: LoRAAdapter?) throws -> [Float] {
                 guard stepwise else { return try model.hidden(window, cache: nil, adapter: adapter) }
                 let cache = KVCache(config: model.config, capacity: window.count)
                 return try window.flatMap { try model.hidden([$0], cache: cache, adapter: adapter) }

@@ -88,7 +88,7 @@ public struct GenerationResult: Sendable {
     }
 }
 
-extension LlamaModel {
+extension LanguageModel {
     /// Generates up to `maxNewTokens` after `prompt`, calling `onToken` with each new id;
     /// `onToken` returns false to stop. Stops at `eos`. `adapter` (if any) runs on every linear layer.
     public func generate(

@@ -24,12 +24,12 @@ public struct LoRAAdapter: Sendable, Equatable {
     public var parameterCount: Int { values.count }
 
     /// The paper's rank 64, or the model's smallest layer dimension when that is lower.
-    public static func defaultRank(_ config: LlamaConfig) -> Int {
+    public static func defaultRank(_ config: ModelConfig) -> Int {
         min(64, config.hiddenSize, config.kvDim, config.intermediateSize)
     }
 
     /// Zero factors for every linear layer of `config`'s blocks. alpha defaults to the rank.
-    public init(config: LlamaConfig, rank: Int, alpha: Float? = nil) throws {
+    public init(config: ModelConfig, rank: Int, alpha: Float? = nil) throws {
         let (slots, count) = try Self.layout(config: config, rank: rank)
         let alpha = alpha ?? Float(rank)
         guard alpha > 0, alpha.isFinite else {
@@ -43,7 +43,7 @@ public struct LoRAAdapter: Sendable, Equatable {
 
     /// The slots of a rank-`rank` adapter for `config` and its parameter count, without the
     /// parameters themselves; a rank the model cannot take is refused.
-    public static func layout(config: LlamaConfig, rank: Int) throws -> (slots: [Slot], parameters: Int) {
+    public static func layout(config: ModelConfig, rank: Int) throws -> (slots: [Slot], parameters: Int) {
         let smallest = min(config.hiddenSize, config.kvDim, config.intermediateSize)
         guard rank >= 1, rank <= smallest else {
             throw LowRAError(.invalidArgument, "LoRA rank must be in 1...\(smallest) for this model, got \(rank)")

@@ -6,7 +6,7 @@ import LowRATensor
 /// What calibrated quantization reads: a generic text (neither the task's data nor the drift
 /// text, so the base stays task-agnostic) cut into windows, and which of its uses are on.
 public struct CalibrationRequest: Sendable {
-    public var config: LlamaConfig
+    public var config: ModelConfig
     public var tokens: [Int]
     /// Tokens per window; each window starts at position 0. Whole windows only.
     public var window: Int
@@ -22,7 +22,7 @@ public struct CalibrationRequest: Sendable {
     /// After error feedback, each row's levels refit to its codes through H (`refitLevels`).
     public var refitLevels = false
 
-    public init(config: LlamaConfig, tokens: [Int], window: Int, source: String) throws {
+    public init(config: ModelConfig, tokens: [Int], window: Int, source: String) throws {
         guard window >= 2, tokens.count >= window else {
             throw LowRAError(
                 .invalidArgument,
@@ -51,11 +51,11 @@ public final class BlockCalibrator: @unchecked Sendable {
     public private(set) var block = 0
     /// Wall time spent in `run` so far.
     public private(set) var seconds = 0.0
-    private let weights: LlamaWeights
+    private let weights: ModelWeights
     private var x: [Float]  // (windows · window, C)
     private let windows: Int
 
-    public init(_ request: CalibrationRequest, weights: LlamaWeights) {
+    public init(_ request: CalibrationRequest, weights: ModelWeights) {
         self.request = request
         self.weights = weights
         let c = request.config
@@ -72,7 +72,7 @@ public final class BlockCalibrator: @unchecked Sendable {
     /// `loraScale`) on every window. Returns H per linear input when `statistics`; with `advance`
     /// the carried stream becomes the block's output and `block` moves on.
     public func run(
-        _ blk: LlamaBlock, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1,
+        _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1,
         statistics: Bool, advance: Bool
     ) throws -> [LinearInput: InputCovariance] {
         let started = Date()

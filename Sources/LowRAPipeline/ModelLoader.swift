@@ -8,7 +8,7 @@ import LowRATokenizer
 public struct LoadedModel: Sendable {
     public let path: String
     public let format: String  // "gguf" or "huggingface"
-    public var model: LlamaModel
+    public var model: LanguageModel
     public let tokenizer: Tokenizer
     /// Tensor name, dtype as stored, shape: for `inspect`.
     public let storedTensors: [(name: String, dtype: String, shape: [Int])]
@@ -17,7 +17,7 @@ public struct LoadedModel: Sendable {
     /// Set for quantized LowRA directories.
     public var quantManifest: QuantManifest? = nil
 
-    public var config: LlamaConfig { model.config }
+    public var config: ModelConfig { model.config }
 
     /// Progress: (step, total) while tensors load.
     public static func load(_ path: String, progress: ((Int, Int) -> Void)? = nil) throws -> LoadedModel {
@@ -30,11 +30,11 @@ public struct LoadedModel: Sendable {
     }
 
     /// A validated `config.json`.
-    public static func readConfig(_ path: String) throws -> LlamaConfig {
+    public static func readConfig(_ path: String) throws -> ModelConfig {
         let data = try mapFile(path)
-        let config: LlamaConfig
+        let config: ModelConfig
         do {
-            config = try JSONDecoder().decode(LlamaConfig.self, from: data)
+            config = try JSONDecoder().decode(ModelConfig.self, from: data)
         } catch {
             throw LowRAError.malformed("config.json", "cannot read the model config (\(error))")
         }
@@ -56,7 +56,7 @@ public struct LoadedModel: Sendable {
         return LoadedModel(
             path: dir,
             format: "lowra quantized (\(manifest.report.method.rawValue), \(manifest.report.targetBits) bits)",
-            model: try LlamaModel(config: config, weights: weights),
+            model: try LanguageModel(config: config, weights: weights),
             tokenizer: try Tokenizer(tokenizerJSON: p("tokenizer.json")),
             storedTensors: file.tensors.values.sorted { $0.name < $1.name }.map {
                 ($0.name, $0.dtype.rawValue, $0.shape)
@@ -66,14 +66,14 @@ public struct LoadedModel: Sendable {
 
     static func loadGGUF(_ path: String, progress: ((Int, Int) -> Void)?) throws -> LoadedModel {
         let gguf = try GGUFFile(path: path)
-        let config = try LlamaConfig(gguf: gguf)
+        let config = try ModelConfig(gguf: gguf)
         try config.validate()
         let tokenizer = try Tokenizer(gguf: gguf)
-        let weights = try LlamaWeights.load(from: gguf, naming: .gguf, config: config, progress: progress)
+        let weights = try ModelWeights.load(from: gguf, naming: .gguf, config: config, progress: progress)
         var meta = [String: String]()
         for (k, v) in gguf.metadata where !k.hasPrefix("tokenizer.ggml.") { meta[k] = v.summary }
         return LoadedModel(
-            path: path, format: "gguf \(gguf.version)", model: try LlamaModel(config: config, weights: weights),
+            path: path, format: "gguf \(gguf.version)", model: try LanguageModel(config: config, weights: weights),
             tokenizer: tokenizer, storedTensors: gguf.tensors.map { ($0.name, $0.typeName, $0.shape) },
             fileBytes: gguf.fileSize, metadata: meta)
     }
@@ -85,7 +85,7 @@ public struct LoadedModel: Sendable {
         let files = try shards.map { try SafeTensorsFile(path: p($0)) }
         let source = SafeTensorsSet(files: files, description: (dir as NSString).lastPathComponent)
         let tokenizer = try Tokenizer(tokenizerJSON: p("tokenizer.json"))
-        let weights = try LlamaWeights.load(from: source, naming: .huggingFace, config: config, progress: progress)
+        let weights = try ModelWeights.load(from: source, naming: .huggingFace, config: config, progress: progress)
         var tensors = [(name: String, dtype: String, shape: [Int])]()
         for f in files {
             for t in f.tensors.values.sorted(by: { $0.name < $1.name }) {
@@ -96,7 +96,7 @@ public struct LoadedModel: Sendable {
             $0 + ((try? FileManager.default.attributesOfItem(atPath: p($1))[.size] as? Int) ?? 0)
         }
         return LoadedModel(
-            path: dir, format: "huggingface", model: try LlamaModel(config: config, weights: weights),
+            path: dir, format: "huggingface", model: try LanguageModel(config: config, weights: weights),
             tokenizer: tokenizer, storedTensors: tensors, fileBytes: bytes, metadata: files.first?.metadata ?? [:])
     }
 }

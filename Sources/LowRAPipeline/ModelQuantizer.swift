@@ -83,7 +83,7 @@ public struct QuantizeRequest: Sendable {
     public init(method: QuantMethod, bits: Double) {
         self.method = method
         self.bits = bits
-        options.precisions = bits < 2 ? [1, 2, 4] : [2, 4]
+        options.precisions = QuantizationRecipe.defaultPrecisions(bits: bits)
         if method != .lowra {
             options.lloydIterations = 0
             options.scope = .tensor
@@ -176,7 +176,7 @@ public struct QuantizeReport: Codable, Sendable {
     }
 }
 
-extension LlamaWeights {
+extension ModelWeights {
     /// (HF name, block, kind) of every linear layer that gets quantized, in model order (the
     /// order of an adapter's slots).
     public var quantizableLinears: [(name: String, block: Int, kind: LinearKind)] {
@@ -190,7 +190,7 @@ extension LlamaWeights {
     /// `quantizationPlan`, then `packLayer` one layer at a time straight into the output.
     public func quantized(
         _ request: QuantizeRequest, progress: ((String, Int, Int) -> Void)? = nil
-    ) throws -> (weights: LlamaWeights, map: PrecisionMap, report: QuantizeReport, loftq: [(a: [Float], b: [Float])]) {
+    ) throws -> (weights: ModelWeights, map: PrecisionMap, report: QuantizeReport, loftq: [(a: [Float], b: [Float])]) {
         let plan = try quantizationPlan(request, progress: progress)
         var out = self
         var loftq = [(a: [Float], b: [Float])]()
@@ -212,15 +212,8 @@ extension LlamaWeights {
     ) throws -> QuantizationPlan {
         let t0 = Date()
         let layers = quantizableLinears
-        guard request.bits >= 1, request.bits <= 4 else {
-            throw LowRAError(.invalidArgument, "--bits must be between 1 and 4, got \(request.bits)")
-        }
-        if request.method != .lowra && request.bits < 2 && request.precisionMap == nil {
-            throw LowRAError(
-                .invalidArgument,
-                "\(request.method.rawValue) supports budgets of 2 bits or more (it mixes whole layers at 2 and 4 bits); "
-                    + "use --method lowra below 2 bits")
-        }
+        try QuantizationRecipe.checkBudget(
+            method: request.method, bits: request.bits, precisionMap: request.precisionMap != nil)
         var options = request.options
         if let map = request.precisionMap {
             try map.validate(layers.map { ($0.name, blocks[$0.block][$0.kind].outFeatures) })
@@ -465,7 +458,7 @@ struct SiteFactors {
     var covariance: [Float]? = nil
 }
 
-/// What pass 1 and the assignment decided (see `LlamaWeights.quantizationPlan`), and the report
+/// What pass 1 and the assignment decided (see `ModelWeights.quantizationPlan`), and the report
 /// rows pass 2 adds as it packs each layer.
 public final class QuantizationPlan: @unchecked Sendable {
     public let request: QuantizeRequest
@@ -520,7 +513,7 @@ public final class QuantizationPlan: @unchecked Sendable {
     /// Sequential calibration up to block l: the stream passes through every block before l (all
     /// packed by now, with their initial adapter), then H of block l's inputs is gathered with
     /// its original weights and factored.
-    func prepareBlock(_ l: Int, weights: LlamaWeights) throws {
+    func prepareBlock(_ l: Int, weights: ModelWeights) throws {
         let cal = request.calibration!
         if calibrator == nil { calibrator = BlockCalibrator(cal, weights: weights) }
         let stream = calibrator!

@@ -32,7 +32,7 @@ public struct ResidualRotation: Sendable {
     public var description: String { "rotated (seed \(seed)" + (block.map { ", blocks of \($0)" } ?? "") + ")" }
 
     /// The rotated model: all weights dense fp32 (the source's are read once and released).
-    public func apply(to weights: LlamaWeights, config: LlamaConfig) throws -> (LlamaWeights, LlamaConfig) {
+    public func apply(to weights: ModelWeights, config: ModelConfig) throws -> (ModelWeights, ModelConfig) {
         let c = config.hiddenSize
         let d = config.headDim
         let qb = block ?? c
@@ -138,8 +138,8 @@ public struct ChannelScaling: Sendable {
 
     /// `secondMoments[l][site]`: E[x_j²] of block l's inputs in the source model.
     public func apply(
-        to weights: LlamaWeights, config c: LlamaConfig, secondMoments: [[LinearInput: [Float]]]
-    ) -> LlamaWeights {
+        to weights: ModelWeights, config c: ModelConfig, secondMoments: [[LinearInput: [Float]]]
+    ) -> ModelWeights {
         var out = weights
         for l in weights.blocks.indices {
             var blk = weights.blocks[l]
@@ -199,7 +199,7 @@ private func scaleRows(_ lin: Linear, _ s: [Float]) -> Linear {
     return Linear(outFeatures: lin.outFeatures, inFeatures: k, weight: w, bias: lin.bias.map { zip($0, s).map(*) })
 }
 
-extension LlamaWeights {
+extension ModelWeights {
     /// E[x_j²] of every block's four linear inputs over the calibration windows, in the model as it is.
     public func inputSecondMoments(_ request: CalibrationRequest) throws -> [[LinearInput: [Float]]] {
         let stream = BlockCalibrator(request, weights: self)

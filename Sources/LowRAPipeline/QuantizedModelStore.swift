@@ -45,7 +45,7 @@ public enum QuantizedModelStore {
 
     /// Saves a model whose linear layers are already packed (in memory).
     public static func save(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, map: PrecisionMap,
+        to dir: String, config: ModelConfig, weights: ModelWeights, tokenizer: Tokenizer, map: PrecisionMap,
         manifest: QuantManifest, headEncoding: GGMLType? = nil
     ) throws {
         try save(
@@ -61,19 +61,19 @@ public enum QuantizedModelStore {
     /// one layer, not the model. `manifest` receives the finished report. Returns LoftQ's initial
     /// factors (slot order), if the plan asked for them.
     public static func saveStreaming(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, plan: QuantizationPlan,
+        to dir: String, config: ModelConfig, weights: ModelWeights, tokenizer: Tokenizer, plan: QuantizationPlan,
         progress: ((Int, Int) -> Void)? = nil, manifest: (QuantizeReport) -> QuantManifest
     ) throws -> [(a: [Float], b: [Float])] {
         // The plan lists every linear layer, layer by layer in `LinearKind` order.
         precondition(plan.layers.count == weights.blocks.count * LinearKind.allCases.count)
         var factors = [(a: [Float], b: [Float])]()
-        // Small layers are packed a block's worth at a time (`LlamaWeights.packLayers`); those
+        // Small layers are packed a block's worth at a time (`ModelWeights.packLayers`); those
         // packed ahead wait here for their turn in the file.
         var ahead = [Int: (PackedLinear, (a: [Float], b: [Float])?)]()
         func small(_ i: Int) -> Bool {
             let l = plan.layers[i]
             let lin = weights.blocks[l.block][l.kind]
-            return lin.outFeatures * lin.inFeatures <= LlamaWeights.concurrentPackElements
+            return lin.outFeatures * lin.inFeatures <= ModelWeights.concurrentPackElements
         }
         try save(
             to: dir, config: config, weights: weights, tokenizer: tokenizer, head: plan.request.headEncoding,
@@ -110,7 +110,7 @@ public enum QuantizedModelStore {
     }
 
     private static func save(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, head: GGMLType?,
+        to dir: String, config: ModelConfig, weights: ModelWeights, tokenizer: Tokenizer, head: GGMLType?,
         layer: (Int, LinearKind) -> LayerSource, finish: () throws -> (PrecisionMap, QuantManifest)
     ) throws {
         // Everything goes to a temporary sibling directory renamed into place at the end, so an
@@ -180,7 +180,7 @@ public enum QuantizedModelStore {
     }
 
     private static func write(
-        to dir: String, config: LlamaConfig, weights: LlamaWeights, tokenizer: Tokenizer, head: GGMLType?,
+        to dir: String, config: ModelConfig, weights: ModelWeights, tokenizer: Tokenizer, head: GGMLType?,
         layer: (Int, LinearKind) -> LayerSource, finish: () throws -> (PrecisionMap, QuantManifest)
     ) throws {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
@@ -387,7 +387,7 @@ public enum QuantizedModelStore {
     }
 
     /// Loads the weights of a quantized directory: packed layers stay packed.
-    static func loadWeights(_ file: SafeTensorsFile, config c: LlamaConfig) throws -> LlamaWeights {
+    static func loadWeights(_ file: SafeTensorsFile, config c: ModelConfig) throws -> ModelWeights {
         let desc = (file.path as NSString).lastPathComponent
         func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
             guard let info = file.tensors[name] else {
@@ -416,10 +416,10 @@ public enum QuantizedModelStore {
             return Linear(packed: try readPacked(file, name, out: out, in: inF), bias: b)
         }
         let names = WeightNaming.huggingFace
-        var blocks = [LlamaBlock]()
+        var blocks = [BlockWeights]()
         for l in 0..<c.numLayers {
             blocks.append(
-                LlamaBlock(
+                BlockWeights(
                     attnNorm: try tensor(names.name(.attentionNorm(layer: l)), [c.hiddenSize]),
                     ffnNorm: try tensor(names.name(.mlpNorm(layer: l)), [c.hiddenSize]),
                     linears: try LinearKind.allCases.map { try linear(l, $0) }))
@@ -448,7 +448,7 @@ public enum QuantizedModelStore {
         // The packed layers were copied out of the map: drop its pages (the embedding and head
         // stay mapped and come back as they are read).
         file.file.releaseAll()
-        return LlamaWeights(
+        return ModelWeights(
             embedding: try matrix(names.name(.embedding)), blocks: blocks,
             finalNorm: try tensor(names.name(.finalNorm), [c.hiddenSize]),
             head: c.tieWordEmbeddings ? nil : try matrix(names.name(.head)))

@@ -57,6 +57,18 @@ public struct SVGChart: Sendable {
         "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
     ]
 
+    /// An SVG document's opening: its size, a white background and the title centred at `titleX`.
+    static func header(width: Double, height: Double, title: String, titleX: Double) -> String {
+        """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+        viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(titleX)" y="24" text-anchor="middle" font-size="15" \
+        font-weight="bold">\(escape(title))</text>
+
+        """
+    }
+
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
@@ -120,14 +132,7 @@ public struct SVGChart: Sendable {
         }
         func py(_ y: Double) -> Double { mt + ph - (ty(y) - ly0) / (ly1 - ly0) * ph }
 
-        var s = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
-            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="\(ml + pw / 2)" y="24" text-anchor="middle" font-size="15" \
-            font-weight="bold">\(Self.escape(title))</text>
-
-            """
+        var s = Self.header(width: width, height: height, title: title, titleX: ml + pw / 2)
         // Grid and ticks.
         let yTicks: [Double] =
             yScale == .log10

@@ -23,14 +23,7 @@ public struct SVGStackedBars: Sendable {
         let height = mt + Double(bars.count) * (barH + gap) + 30 + legendH
         let pw = width - ml - mr
         let maxTotal = max(bars.map { $0.values.reduce(0, +) }.max() ?? 1, 1e-12)
-        var s = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
-            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="\(width / 2)" y="24" text-anchor="middle" font-size="15" \
-            font-weight="bold">\(SVGChart.escape(title))</text>
-
-            """
+        var s = SVGChart.header(width: width, height: height, title: title, titleX: width / 2)
         for (i, bar) in bars.enumerated() {
             let y = mt + Double(i) * (barH + gap)
             s +=

@@ -35,7 +35,7 @@ public final class AdapterShelf: @unchecked Sendable {
     }
 
     public let directory: String?
-    public let config: LlamaConfig
+    public let config: ModelConfig
     public let fingerprint: String
     public let minEvalTokens: Int
     /// Resident adapters' bytes at most (the least recently used leave first).
@@ -63,7 +63,7 @@ public final class AdapterShelf: @unchecked Sendable {
     public var loads: Int { lock.withLock { loaded } }
 
     public init(
-        directory: String?, config: LlamaConfig, fingerprint: String, minEvalTokens: Int, capBytes: Int,
+        directory: String?, config: ModelConfig, fingerprint: String, minEvalTokens: Int, capBytes: Int,
         maxAdapterBytes: Int
     ) throws {
         self.directory = directory.map { URL(fileURLWithPath: $0).standardizedFileURL.path }

@@ -5,7 +5,7 @@ import LowRATensor
 /// Continuous batching over one base model: one thread owns the model; requests join between
 /// decode steps (each prompt prefilled alone), every step decodes all active sequences together
 /// — whatever their adapters — through `BatchDecoder`, and finished ones leave. A request's
-/// tokens equal `LlamaModel.generate` with the same prompt, adapter and sampling options: the
+/// tokens equal `LanguageModel.generate` with the same prompt, adapter and sampling options: the
 /// same prefill, the same per-request sampler, and batch-invariant decode steps.
 public final class GenerationEngine: @unchecked Sendable {
     /// What a request asks the engine for.
@@ -78,7 +78,7 @@ public final class GenerationEngine: @unchecked Sendable {
         var isSet: Bool { lock.withLock { value } }
     }
 
-    public let model: LlamaModel
+    public let model: LanguageModel
     public let maxBatch: Int
     public let eos: Int?
     private let decoder: BatchDecoder
@@ -88,7 +88,7 @@ public final class GenerationEngine: @unchecked Sendable {
     private var stats = Stats()
     private var thread: Thread?
 
-    public init(model: LlamaModel, maxBatch: Int, eos: Int?) {
+    public init(model: LanguageModel, maxBatch: Int, eos: Int?) {
         precondition(maxBatch >= 1)
         self.model = model
         self.maxBatch = maxBatch

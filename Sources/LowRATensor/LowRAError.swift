@@ -18,6 +18,12 @@ public struct LowRAError: Error, CustomStringConvertible, Equatable, Sendable {
 
     public var description: String { message }
 
+    /// The exit status of a `lowra` process that stops on this error: `divergedExitStatus` when
+    /// training diverged (so a caller such as `lowra experiment` tells it from other failures
+    /// without reading the message), else 1.
+    public var exitStatus: Int32 { kind == .diverged ? Self.divergedExitStatus : 1 }
+    public static let divergedExitStatus: Int32 = 3
+
     public static func malformed(_ file: String, _ detail: String) -> LowRAError {
         LowRAError(.malformedFile, "\(file): \(detail)")
     }

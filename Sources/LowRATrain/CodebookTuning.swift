@@ -29,7 +29,7 @@ public final class CodebookTuner {
     private let dW: UnsafeMutablePointer<Float>
 
     /// Tunes every packed layer of `weights` with per-row codebooks (others stay as they are).
-    public init(weights: LlamaWeights) throws {
+    public init(weights: ModelWeights) throws {
         var layers = [Layer]()
         var at = 0
         for (l, block) in weights.blocks.enumerated() {
@@ -119,7 +119,7 @@ public final class CodebookTuner {
     }
 
     /// `weights` with the levels of a `save`d file in place of their packed layers' levels.
-    public static func apply(_ path: String, to weights: LlamaWeights) throws -> LlamaWeights {
+    public static func apply(_ path: String, to weights: ModelWeights) throws -> ModelWeights {
         let file = try SafeTensorsFile(path: path)
         var w = weights
         for (l, block) in weights.blocks.enumerated() {

@@ -2,7 +2,7 @@ import Foundation
 import LowRAModel
 import LowRATensor
 
-extension LlamaModel {
+extension LanguageModel {
     /// Perplexity and next-token accuracy over the trained positions of conversation examples
     /// (the assistant turns of JSONL data): each example runs alone from an empty cache, cut
     /// after its last scored position. `tokens` in the result counts the scored targets.

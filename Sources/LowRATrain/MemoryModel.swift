@@ -7,7 +7,7 @@ import LowRAModel
 /// packed codes and double-quantized block scales in theirs, everything else is fp32;
 /// activations follow `TrainingGraph`'s buffers exactly.
 public struct MemoryModel: Sendable {
-    public var config: LlamaConfig
+    public var config: ModelConfig
     /// Code bits per quantized parameter (nil: the linear layers stay fp32).
     public var bits: Double?
     public var rank: Int
@@ -28,7 +28,7 @@ public struct MemoryModel: Sendable {
     /// file's encoding too: 2 for a 16-bit checkpoint, or the model's own.
     public var unquantizedBytesPerValue: Double = 2
 
-    public init(config: LlamaConfig, bits: Double?, rank: Int, batch: Int = 1, seq: Int = 512) {
+    public init(config: ModelConfig, bits: Double?, rank: Int, batch: Int = 1, seq: Int = 512) {
         self.config = config
         self.bits = bits
         self.rank = rank
@@ -119,23 +119,23 @@ public struct MemoryModel: Sendable {
     public func total(training: Bool) -> Int { breakdown(training: training).reduce(0) { $0 + $1.1 } }
 
     /// A built-in shape by name, spelled with or without the dash after "llama" ("llama2-7b" or "llama-2-7b").
-    public static func preset(named name: String) -> LlamaConfig? {
+    public static func preset(named name: String) -> ModelConfig? {
         presets[name.lowercased()] ?? presets[name.lowercased().replacingOccurrences(of: "llama2-", with: "llama-2-")]
     }
 
     public static var presetNames: String { presets.keys.sorted().joined(separator: ", ") }
 
     /// Published shapes for the paper's models (LLaMA-2 7B and 13B, LLaMA 33B).
-    public static let presets: [String: LlamaConfig] = [
-        "llama-2-7b": LlamaConfig(
+    public static let presets: [String: ModelConfig] = [
+        "llama-2-7b": ModelConfig(
             vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32,
             numKVHeads: 32, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
             tieWordEmbeddings: false),
-        "llama-2-13b": LlamaConfig(
+        "llama-2-13b": ModelConfig(
             vocabSize: 32000, hiddenSize: 5120, intermediateSize: 13824, numLayers: 40, numHeads: 40,
             numKVHeads: 40, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096,
             tieWordEmbeddings: false),
-        "llama-33b": LlamaConfig(
+        "llama-33b": ModelConfig(
             vocabSize: 32000, hiddenSize: 6656, intermediateSize: 17920, numLayers: 60, numHeads: 52,
             numKVHeads: 52, headDim: 128, ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 2048,
             tieWordEmbeddings: false),

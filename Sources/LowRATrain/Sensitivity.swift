@@ -9,7 +9,7 @@ import LowRATensor
 /// output error alone, so error goes where the loss feels it least. By Hugging Face layer name;
 /// scaled so that the mean over all channels is 1.
 public func outputSensitivity(
-    config: LlamaConfig, weights: LlamaWeights, tokens: [Int], seq: Int, progress: ((Int, Int) -> Void)? = nil
+    config: ModelConfig, weights: ModelWeights, tokens: [Int], seq: Int, progress: ((Int, Int) -> Void)? = nil
 ) throws -> [String: [Float]] {
     let sequences = (tokens.count - 1) / seq
     guard sequences >= 1 else {

@@ -71,7 +71,7 @@ public final class Trainer {
     public static let checkpointFile = "checkpoint.safetensors"
     public static let logFile = "train_log.csv"
 
-    public let config: LlamaConfig
+    public let config: ModelConfig
     public let options: FinetuneOptions
     public let train: TrainingData
     public let valid: TrainingData?
@@ -80,7 +80,7 @@ public final class Trainer {
     public let runKey: String
     private let graph: TrainingGraph
     /// With distillation: the model whose logits the adapter learns to match.
-    private let teacher: LlamaModel?
+    private let teacher: LanguageModel?
 
     public private(set) var adapter: LoRAAdapter
     private var adam: AdamW
@@ -90,9 +90,9 @@ public final class Trainer {
     private var step = 0
 
     public init(
-        config: LlamaConfig, weights: LlamaWeights, baseFingerprint: String, adapter: LoRAAdapter, train: TrainingData,
+        config: ModelConfig, weights: ModelWeights, baseFingerprint: String, adapter: LoRAAdapter, train: TrainingData,
         valid: TrainingData?, options: FinetuneOptions, outDir: String,
-        teacher: (model: LlamaModel, fingerprint: String)? = nil
+        teacher: (model: LanguageModel, fingerprint: String)? = nil
     ) throws {
         try options.validate()
         guard (options.distillWeight != nil) == (teacher != nil) else {

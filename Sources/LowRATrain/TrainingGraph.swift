@@ -4,7 +4,7 @@ import LowRATensor
 
 /// The training pass of a Llama model with LoRA on every linear layer of every block (llm.c
 /// style: flat buffers, one hand-written backward per forward op). The forward is the model's
-/// own (`LlamaWeights.forwardBlocks`, shared with evaluation and generation), run over the batch
+/// own (`ModelWeights.forwardBlocks`, shared with evaluation and generation), run over the batch
 /// with every layer's activations saved; this class adds the head's loss and the backward pass.
 /// The base weights are frozen; a packed layer is dequantized a cache-sized panel of rows at a
 /// time into one shared scratch buffer, in forward and again in backward, and never kept expanded.
@@ -15,10 +15,10 @@ import LowRATensor
 /// saved; backward runs the block's forward again into one shared set of activations before
 /// taking its gradient — about a third more compute for a fraction of the memory.
 public final class TrainingGraph: @unchecked Sendable {
-    public let config: LlamaConfig
+    public let config: ModelConfig
     /// Frozen during a step; codebook tuning swaps a packed layer for one with new levels between
     /// steps (`replaceLinear`).
-    public private(set) var weights: LlamaWeights
+    public private(set) var weights: ModelWeights
     public let batch: Int
     public let seq: Int
     public let rank: Int
@@ -60,7 +60,7 @@ public final class TrainingGraph: @unchecked Sendable {
     public var workspaceBytes: Int { workspace.bytes }
 
     public init(
-        config: LlamaConfig, weights: LlamaWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
+        config: ModelConfig, weights: ModelWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
         recompute: Bool = false, distill: Bool = false
     ) throws {
         guard batch >= 1, seq >= 1 else {

@@ -146,7 +146,7 @@ struct BenchDecode: ParsableCommand {
     func run() throws {
         struct Entry {
             let label: String
-            let model: LlamaModel
+            let model: LanguageModel
             let fileBits: Double
             var runs: [DecodeMeasurement] = []
         }
@@ -160,7 +160,7 @@ struct BenchDecode: ParsableCommand {
         for path in fp32 {
             printErr("bench: loading \(path) as fp32")
             let m = try LoadedModel.load(path)
-            let expanded = try LlamaModel(config: m.config, weights: m.model.weights.expandedToFP32())
+            let expanded = try LanguageModel(config: m.config, weights: m.model.weights.expandedToFP32())
             entries.append(Entry(label: "\(path) (fp32)", model: expanded, fileBits: 32))
         }
         for round in 1...rounds {

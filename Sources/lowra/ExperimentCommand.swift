@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LowRAIO
 import LowRAModel
+import LowRAPipeline
 import LowRAReport
 import LowRATensor
 
@@ -217,6 +218,12 @@ struct ExperimentCommand: ParsableCommand {
         let json: [String: Any]?
         let lastError: String?
         let seconds: Double
+
+        /// The step's JSON as `T` (nil when the step failed or printed something else).
+        func output<T: Decodable>(_: T.Type) -> T? {
+            guard let json, let data = try? JSONSerialization.data(withJSONObject: json) else { return nil }
+            return try? stepDecoder().decode(T.self, from: data)
+        }
     }
 
     /// Runs `lowra args` with stdout captured (its JSON) and stderr appended to `log`; the JSON is
@@ -272,35 +279,31 @@ struct ExperimentCommand: ParsableCommand {
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
         let log = p("log.txt")
         var rss = 0
-        /// A step that failed: `means` when its error mentions `marker`, else failed.
-        func failed(_ s: Step, marker: String, means: ExperimentCell.Status) -> ExperimentCell {
-            cell.status = (s.lastError ?? "").contains(marker) ? means : .failed
+        /// A step that failed: did not converge when the child said training diverged (its exit
+        /// status), else failed.
+        func failed(_ s: Step) -> ExperimentCell {
+            cell.status = s.status == LowRAError.divergedExitStatus ? .didNotConverge : .failed
             cell.note = s.lastError
             return cell
         }
-        /// One `lowra eval --json` step: its JSON, or nil with the cell marked failed.
-        func evalStep(_ args: [String], _ name: String, sameArgs: Bool = false) throws -> [String: Any]? {
+        /// One `lowra eval --json` step: its output, or nil with the cell marked failed.
+        func evalStep(_ args: [String], _ name: String, sameArgs: Bool = false) throws -> EvalStepOutput? {
             let s = try step(["eval"] + args, cache: p("\(name).json"), log: log, sameArgs: sameArgs)
             cell.seconds[name] = s.seconds
-            guard let j = s.json else {
+            guard let out = s.output(EvalStepOutput.self) else {
                 cell.status = .failed
-                cell.note = "\(name): \(s.lastError ?? "")"
+                cell.note = "\(name): \(s.lastError ?? "no evaluation in the output")"
                 return nil
             }
-            rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
-            return j
+            rss = max(rss, out.peakRssBytes ?? 0)
+            return out
         }
         func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
-            guard
-                let j = try evalStep(
-                    [
-                        "--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context",
-                        String(seq), "--json",
-                    ] + extra, name)
-            else { return nil }
-            return EvalNumbers(
-                perplexity: j["perplexity"] as? Double ?? .nan, accuracy: j["accuracy"] as? Double ?? .nan,
-                tokens: j["tokens"] as? Int ?? 0)
+            try evalStep(
+                [
+                    "--model", modelPath, "--data", test, "--max-tokens", String(evalTokens), "--context", String(seq),
+                    "--json",
+                ] + extra, name)?.numbers
         }
         /// Drift from the unquantized base on the drift text (.some(nil) when the sweep has none; nil on failure).
         func driftCheck(_ modelPath: String, _ extra: [String], _ name: String) throws -> DriftNumbers?? {
@@ -312,53 +315,32 @@ struct ExperimentCommand: ParsableCommand {
                         "--reference", model, "--json",
                     ] + extra, name, sameArgs: true)
             else { return nil }
-            guard let kl = j["kl_divergence"] as? Double, let top1 = j["top1_agreement"] as? Double else {
+            guard let kl = j.klDivergence, let top1 = j.top1Agreement else {
                 cell.status = .failed
                 cell.note = "\(name): no KL divergence in the output"
                 return nil
             }
-            return .some(
-                DriftNumbers(
-                    kl: kl, top1: top1, perplexity: j["perplexity"] as? Double ?? .nan, tokens: j["tokens"] as? Int ?? 0
-                ))
+            return .some(DriftNumbers(kl: kl, top1: top1, perplexity: j.perplexity, tokens: j.tokens))
         }
 
         // 1. Quantize (with the method's initial adapter).
         var base = model
         if let b = cell.bits {
-            if ["qlora", "loftq"].contains(cell.method) && b < 2 {
+            let recipe = cellRecipe(cell.method, bits: b, spec: spec)
+            do {
+                _ = try recipe.resolved { throw LowRAError(.invalidArgument, "every cell names its calibration") }
+            } catch RecipeError.baselineBelowTwoBits {
                 cell.status = .unsupported
                 cell.note = "\(cell.method) mixes whole layers at 2 and 4 bits; it has no budget below 2"
                 return cell
             }
             let q = p("model")
-            var args = [
-                "quantize", "--model", model, "--bits", String(b), "--out", q, "--rank", String(rank), "--seed",
-                String(seed), "--json",
-            ]
-            // Every option spelled out: the data-free rows stay data-free whatever quantize's defaults.
-            let dataFree = ["--calibration", "none"]
-            switch cell.method {
-            case "qlora": args += ["--method", "qlora", "--init", "zeros"] + dataFree
-            case "loftq": args += ["--method", "loftq", "--init", "loftq"] + dataFree
-            case "lowra-pa": args += ["--method", "lowra", "--lloyd-iters", "0", "--init", "loftq"] + dataFree
-            case "lowra": args += ["--method", "lowra", "--init", "loftq"] + dataFree
-            default:
-                let cal = ["--calibration", spec.calibration!, "--calibration-tokens", String(spec.calibrationTokens!)]
-                let fisher = ["--precisions", "1,2,4", "--sensitivity", "fisher"]
-                switch cell.method {
-                case "lowra-diag":
-                    args += cal + ["--calibration-method", "diag", "--sensitivity", "none", "--init", "loftq"]
-                case "lowra-gptq": args += cal + ["--sensitivity", "none", "--init", "loftq"]
-                case "lowra-fisher": args += cal + fisher + ["--init", "loftq"]
-                default: args += cal + fisher + ["--init", "cloq"]
-                }
-            }
+            let args = ["quantize", "--model", model, "--out", q, "--json"] + recipe.quantizeArguments
             let s = try step(args, cache: p("quantize.json"), log: log)
             cell.seconds["quantize"] = s.seconds
-            guard let j = s.json else { return failed(s, marker: "2 bits or more", means: .unsupported) }
-            cell.codeBitsPerParam = j["code_bits_per_param"] as? Double
-            cell.storedBitsPerParam = j["stored_bits_per_param"] as? Double
+            guard let j = s.output(QuantizeStepOutput.self) else { return failed(s) }
+            cell.codeBitsPerParam = j.codeBitsPerParam
+            cell.storedBitsPerParam = j.storedBitsPerParam
             base = q
         }
 
@@ -377,7 +359,7 @@ struct ExperimentCommand: ParsableCommand {
                 ],
                 cache: p("repair.json"), log: log)
             cell.seconds["repair"] = s.seconds
-            guard s.json != nil else { return failed(s, marker: "diverged", means: .didNotConverge) }
+            guard s.json != nil else { return failed(s) }
             start = ["--adapter", repaired]
         }
 
@@ -397,10 +379,10 @@ struct ExperimentCommand: ParsableCommand {
         if cell.method == "lowra-distill" { ftArgs += ["--distill-weight", String(spec.distillWeight!)] }
         let ft = try step(ftArgs, cache: p("finetune.json"), log: log)
         cell.seconds["finetune"] = ft.seconds
-        guard let j = ft.json else { return failed(ft, marker: "diverged", means: .didNotConverge) }
-        rss = max(rss, j["peak_rss_bytes"] as? Int ?? 0)
-        cell.validLossBefore = j["valid_loss_before"] as? Double
-        cell.validLossAfter = j["valid_loss_after"] as? Double
+        guard let j = ft.output(FinetuneStepOutput.self) else { return failed(ft) }
+        rss = max(rss, j.peakRssBytes ?? 0)
+        cell.validLossBefore = j.validLossBefore
+        cell.validLossAfter = j.validLossAfter
         if let csv = try? String(
             contentsOfFile: (adapter as NSString).appendingPathComponent("train_log.csv"), encoding: .utf8)
         {
@@ -420,5 +402,32 @@ struct ExperimentCommand: ParsableCommand {
             cell.note = String(format: "validation loss rose from %.3f to %.3f", b, a)
         }
         return cell
+    }
+
+    /// The quantization recipe of a cell: every choice spelled out, so the data-free rows stay
+    /// data-free whatever `quantize`'s defaults, and each calibrated step adds one to the one before.
+    private func cellRecipe(_ method: String, bits: Double, spec: ExperimentSpec) -> QuantizationRecipe {
+        var r = QuantizationRecipe(method: .lowra, bits: bits)
+        (r.rank, r.seed) = (rank, seed)
+        switch method {
+        case "qlora", "loftq", "lowra-pa", "lowra":
+            r.calibration = .dataFree
+            r.method = method == "qlora" ? .qlora : method == "loftq" ? .loftq : .lowra
+            r.initialization = method == "qlora" ? .zeros : .loftq
+            if method == "lowra-pa" { r.lloydIterations = 0 }
+        default:
+            r.calibration = .text(spec.calibration!)
+            r.calibrationTokens = spec.calibrationTokens!
+            switch method {
+            case "lowra-diag":
+                (r.calibrationMethod, r.sensitivity, r.initialization) = (
+                    .diag, QuantizationRecipe.Sensitivity.none, .loftq
+                )
+            case "lowra-gptq": (r.sensitivity, r.initialization) = (QuantizationRecipe.Sensitivity.none, .loftq)
+            case "lowra-fisher": (r.precisions, r.sensitivity, r.initialization) = ([1, 2, 4], .fisher, .loftq)
+            default: (r.precisions, r.sensitivity, r.initialization) = ([1, 2, 4], .fisher, .cloq)
+            }
+        }
+        return r
     }
 }

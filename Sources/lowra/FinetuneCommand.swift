@@ -83,7 +83,7 @@ struct FinetuneCommand: ParsableCommand {
         let trainData = try TrainingData.load(train, tokenizer: loaded.tokenizer, seq: seq)
         let validData = try valid.map { try TrainingData.load($0, tokenizer: loaded.tokenizer, seq: seq) }
         let fingerprint = try baseFingerprint(modelOptions.model)
-        var teacherModel: (model: LlamaModel, fingerprint: String)?
+        var teacherModel: (model: LanguageModel, fingerprint: String)?
         var teacherPath: String?
         if distillWeight != nil {
             guard let path = teacher ?? loaded.quantManifest?.source else {

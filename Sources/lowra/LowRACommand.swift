@@ -33,7 +33,15 @@ struct LowRACommand: ParsableCommand {
             execv("/proc/self/exe", CommandLine.unsafeArgv)  // returns only on failure: run as we are
         }
         #endif
-        main(nil)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as LowRAError {
+            printErr("Error: \(error.message)")
+            Foundation.exit(error.exitStatus)
+        } catch {
+            exit(withError: error)
+        }
     }
 }
 
@@ -55,7 +63,7 @@ struct RuntimeOptions: ParsableArguments {
 
     func apply(to loaded: inout LoadedModel) throws {
         guard fp32 else { return }
-        loaded.model = try LlamaModel(config: loaded.config, weights: loaded.model.weights.expandedToFP32())
+        loaded.model = try LanguageModel(config: loaded.config, weights: loaded.model.weights.expandedToFP32())
     }
 }
 

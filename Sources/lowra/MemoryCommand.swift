@@ -32,7 +32,7 @@ struct MemoryCommand: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
-        let config: LlamaConfig
+        let config: ModelConfig
         let name: String
         var stored: (embedding: Double, head: Double, linear: Double?)?
         switch (model, self.config) {

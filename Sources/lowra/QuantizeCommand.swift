@@ -94,80 +94,53 @@ struct QuantizeCommand: ParsableCommand {
     var channelScaling: Float?
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
-    func run() throws {
-        // The defaults (docs/results/below-2-bits.md): lowra calibrates on the generic text with error
-        // feedback, Fisher-weighted assignment of 1/2/4-bit channels and CLoQ; `--calibration
-        // none` is the paper's data-free recipe, and the baselines' default.
-        let calibrationPath: String?
-        if let c = calibration {
-            calibrationPath = c == "none" ? nil : c
-        } else if method == .lowra {
-            calibrationPath = try DefaultData.locate(
-                DefaultData.calibration,
-                hint: "quantize --method lowra calibrates on it by default; pass --calibration TEXT, or "
-                    + "--calibration none for the paper's data-free recipe")
-        } else {
-            calibrationPath = nil
-        }
-        let calibrated = calibrationPath != nil
-        let errorFeedback = calibrated && calibrationMethod == "gptq"
-        let recipe = errorFeedback && method == .lowra  // the calibrated recipe's defaults apply
-        let sensitivity = self.sensitivity ?? (recipe ? "fisher" : "none")
-        let initKind = `init` ?? (method == .qlora ? "zeros" : recipe ? "cloq" : "loftq")
-        guard ["loftq", "cloq", "zeros", "none"].contains(initKind) else {
-            throw ValidationError("--init takes loftq, cloq, zeros or none")
-        }
-        guard ["gptq", "diag"].contains(calibrationMethod) else {
+    /// The recipe these flags describe (`QuantizationRecipe` owns the defaults and the rules).
+    func recipe() throws -> QuantizationRecipe {
+        var r = QuantizationRecipe(method: method, bits: bits)
+        r.calibration = calibration.map { $0 == "none" ? .dataFree : .text($0) } ?? .automatic
+        r.calibrationTokens = calibrationTokens
+        guard let calibrationMethod = QuantizationRecipe.CalibrationMethod(rawValue: calibrationMethod) else {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
-        guard damping > 0, damping.isFinite else { throw ValidationError("--damping must be positive") }
-        if refitLevels && !errorFeedback {
-            throw ValidationError("--refit-levels needs --calibration TEXT with --calibration-method gptq")
-        }
-        guard ["fisher", "none"].contains(sensitivity) else {
-            throw ValidationError("--sensitivity takes fisher or none")
-        }
-        if sensitivity == "fisher" && !calibrated {
-            throw LowRAError(.invalidArgument, "--sensitivity fisher needs --calibration (the text it is measured on)")
-        }
-        if channelScaling != nil && !calibrated {
-            throw LowRAError(.invalidArgument, "--channel-scaling needs --calibration (the text it is measured on)")
-        }
-        if let b = rotationBlock, !rotate || b < 1 {
-            throw ValidationError("--rotation-block takes a positive size, with --rotate")
-        }
-        var sensitivitySeconds: Double?
-        if initKind == "cloq" && !errorFeedback {
-            throw LowRAError(.invalidArgument, "--init cloq needs --calibration (with --calibration-method gptq)")
-        }
-        guard loftqSteps >= 1 else { throw ValidationError("--loftq-steps must be positive") }
-        var request = QuantizeRequest(method: method, bits: bits)
-        if let s = precisions {
-            let ps = s.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard !ps.isEmpty, ps.allSatisfy({ [1, 2, 4].contains($0) }) else {
-                throw ValidationError("--precisions takes values from 1,2,4")
+        r.calibrationMethod = calibrationMethod
+        r.damping = damping
+        r.refitLevels = refitLevels
+        if let s = sensitivity {
+            guard let v = QuantizationRecipe.Sensitivity(rawValue: s) else {
+                throw ValidationError("--sensitivity takes fisher or none")
             }
-            request.options.precisions = Array(Set(ps)).sorted()
-        } else if sensitivity == "fisher" && precisionMap == nil {
-            // The Fisher keeps 1-bit channels out of the layers that hurt: mixing pays at every budget.
-            request.options.precisions = [1, 2, 4]
+            r.sensitivity = v
         }
-        if let c = codebook { request.options.scope = c }
-        if let n = lloydIters {
-            guard n >= 0 else { throw ValidationError("--lloyd-iters must not be negative") }
-            request.options.lloydIterations = n
+        if let i = `init` {
+            guard let v = QuantizationRecipe.Initialization(rawValue: i) else {
+                throw ValidationError("--init takes loftq, cloq, zeros or none")
+            }
+            r.initialization = v
         }
-        if method != .lowra && (codebook != nil || (lloydIters ?? 0) > 0) {
-            throw ValidationError("--codebook and --lloyd-iters apply to --method lowra only")
+        r.precisions = precisions.map {
+            $0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         }
-        request.options.weighting = weighting
-        request.options.doubleQuant = !noDoubleQuant
-        request.assigner = assigner
-        request.seed = seed
-        if let path = precisionMap { request.precisionMap = try PrecisionMap.read(path) }
-        guard [4, 8, 16].contains(headBits) else {
-            throw LowRAError(.invalidArgument, "--head-bits takes 4, 8 or 16, got \(headBits)")
+        (r.codebook, r.lloydIterations, r.weighting, r.assigner) = (codebook, lloydIters, weighting, assigner)
+        (r.doubleQuant, r.precisionMap, r.seed) = (!noDoubleQuant, precisionMap, seed)
+        (r.rank, r.alpha, r.loftqSteps, r.headBits) = (rank, alpha, loftqSteps, headBits)
+        (r.rotate, r.rotationBlock, r.channelScaling) = (rotate, rotationBlock, channelScaling)
+        return r
+    }
+
+    func run() throws {
+        let resolved: ResolvedRecipe
+        do {
+            resolved = try recipe().resolved {
+                try DefaultData.locate(
+                    DefaultData.calibration,
+                    hint: "quantize --method lowra calibrates on it by default; pass --calibration TEXT, or "
+                        + "--calibration none for the paper's data-free recipe")
+            }
+        } catch let e as RecipeError where e.isUsage {
+            throw ValidationError(e.description)
         }
+        let initKind = resolved.initialization.rawValue
+        var sensitivitySeconds: Double?
         let lock = try OutputLock(out)
         defer { withExtendedLifetime(lock) {} }
         var loaded = try modelOptions.load()
@@ -181,37 +154,21 @@ struct QuantizeCommand: ParsableCommand {
                         + "of this machine's memory")
             }
         }
+        var transform: String?
         if rotate {
             let rotation = ResidualRotation(seed: seed, block: rotationBlock)
             let (w, c) = try rotation.apply(to: loaded.model.weights, config: loaded.config)
-            loaded.model = try LlamaModel(config: c, weights: w)
-            request.transform = rotation.description
-        }
-        if headBits != 16 {
-            guard loaded.config.hiddenSize % 32 == 0 else {
-                throw LowRAError(
-                    .invalidArgument,
-                    "--head-bits \(headBits) writes blocks of 32 values; hidden size \(loaded.config.hiddenSize) "
-                        + "is not a multiple of 32"
-                )
-            }
-            request.headEncoding = headBits == 8 ? .q8_0 : .q4_0
+            loaded.model = try LanguageModel(config: c, weights: w)
+            transform = rotation.description
         }
         guard loaded.quantManifest == nil else {
             throw LowRAError(
                 .invalidArgument, "\(modelOptions.model) is already quantized; quantize the original model")
         }
-        var adapter: LoRAAdapter?
-        if initKind != "none" {
-            // Validates rank and alpha.
-            adapter = try LoRAAdapter(
-                config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
-            if initKind == "loftq" || initKind == "cloq" {
-                request.loftq = LoftQRequest(
-                    rank: adapter!.rank, alpha: adapter!.alpha, steps: loftqSteps, calibrated: initKind == "cloq")
-            }
-        }
-        if let path = calibrationPath {
+        let adapter = try resolved.initialAdapter(config: loaded.config)
+        var request = try resolved.request(config: loaded.config, adapter: adapter)
+        request.transform = transform
+        if let path = resolved.calibrationText {
             let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
             request.calibration = try CalibrationRequest(
                 config: loaded.config, tokens: tokens, window: min(512, tokens.count, loaded.config.maxPositions),
@@ -220,13 +177,13 @@ struct QuantizeCommand: ParsableCommand {
                 let m = try loaded.model.weights.inputSecondMoments(request.calibration!)
                 let scaling = ChannelScaling(alpha: [.attention: a, .mlp: a, .output: a, .down: a])
                 let w = scaling.apply(to: loaded.model.weights, config: loaded.config, secondMoments: m)
-                loaded.model = try LlamaModel(config: loaded.config, weights: w)
+                loaded.model = try LanguageModel(config: loaded.config, weights: w)
                 request.transform = [request.transform, scaling.description].compactMap { $0 }.joined(separator: ", ")
             }
-            request.calibration!.errorFeedback = calibrationMethod == "gptq"
+            request.calibration!.errorFeedback = resolved.errorFeedback
             request.calibration!.damping = damping
             request.calibration!.refitLevels = refitLevels
-            if sensitivity == "fisher" {
+            if resolved.sensitivity == .fisher {
                 let bar = ProgressBar("fisher ")
                 let t0 = Date()
                 request.sensitivity = try outputSensitivity(
@@ -269,7 +226,7 @@ struct QuantizeCommand: ParsableCommand {
             var adapterManifest = AdapterManifest(
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),
                 rank: adapter.rank, alpha: adapter.alpha, initialization: initKind)
-            if initKind == "loftq" || initKind == "cloq" {
+            if resolved.fitsAdapter {
                 for (s, f) in zip(adapter.slots, loftq) { adapter.setFactors(s, a: f.a, b: f.b) }
                 adapterManifest.loftq = report.layers.map {
                     LoftQLayerReport(
@@ -329,7 +286,7 @@ struct QuantizeCommand: ParsableCommand {
                     report.totalSquaredError, lb, (report.totalSquaredError - lb) / max(report.totalSquaredError, 1e-30)
                 ))
         }
-        if initKind == "loftq" || initKind == "cloq" {
+        if resolved.fitsAdapter {
             let z = report.layers.compactMap(\.zeroInitError)
             let q = report.layers.compactMap(\.loftqError)
             print(
@@ -364,5 +321,38 @@ func printLayerTable(_ report: QuantizeReport) {
                     format: "  %4dx%-5d  %8.3f  %10.3f  %7.4f  %@", l.outFeatures, l.inFeatures, l.codeBitsPerParam,
                     stored, l.relativeError, ch)
                 + (loftq ? String(format: "  %.4f → %.4f", l.zeroInitError ?? 0, l.loftqError ?? 0) : ""))
+    }
+}
+
+extension QuantizationRecipe {
+    /// The `lowra quantize` flags that describe this recipe — the inverse of
+    /// `QuantizeCommand.recipe()` — with every choice the recipe makes spelled out.
+    var quantizeArguments: [String] {
+        var a = ["--method", method.rawValue, "--bits", String(bits)]
+        switch calibration {
+        case .automatic: break
+        case .dataFree: a += ["--calibration", "none"]
+        case .text(let path): a += ["--calibration", path, "--calibration-tokens", String(calibrationTokens)]
+        }
+        if calibrationMethod != .gptq { a += ["--calibration-method", calibrationMethod.rawValue] }
+        if damping != 0.01 { a += ["--damping", String(damping)] }
+        if refitLevels { a.append("--refit-levels") }
+        if let s = sensitivity { a += ["--sensitivity", s.rawValue] }
+        if let p = precisions { a += ["--precisions", p.map(String.init).joined(separator: ",")] }
+        if let c = codebook { a += ["--codebook", c.rawValue] }
+        if let n = lloydIterations { a += ["--lloyd-iters", String(n)] }
+        if weighting != .absmax { a += ["--weighting", weighting.rawValue] }
+        if let k = assigner { a += ["--assigner", k.rawValue] }
+        if !doubleQuant { a.append("--no-double-quant") }
+        if let m = precisionMap { a += ["--precision-map", m] }
+        if let i = initialization { a += ["--init", i.rawValue] }
+        if let r = rank { a += ["--rank", String(r)] }
+        if let x = alpha { a += ["--alpha", String(x)] }
+        if loftqSteps != 5 { a += ["--loftq-steps", String(loftqSteps)] }
+        if headBits != 16 { a += ["--head-bits", String(headBits)] }
+        if rotate { a.append("--rotate") }
+        if let b = rotationBlock { a += ["--rotation-block", String(b)] }
+        if let x = channelScaling { a += ["--channel-scaling", String(x)] }
+        return a + ["--seed", String(seed)]
     }
 }

@@ -24,7 +24,7 @@ struct SynthCommand: ParsableCommand {
 
     func run() throws {
         guard shardMb >= 1 else { throw ValidationError("--shard-mb must be positive") }
-        let c: LlamaConfig
+        let c: ModelConfig
         if let preset = MemoryModel.preset(named: config) {
             c = preset
         } else if FileManager.default.fileExists(atPath: config) {

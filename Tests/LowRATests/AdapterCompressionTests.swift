@@ -10,7 +10,7 @@ import XCTest
 /// Low-bit adapters (`CompressedAdapter`): error falls with bits, the file round-trips exactly,
 /// `AdapterStore.load` expands them, a damaged file is an error.
 final class AdapterCompressionTests: XCTestCase {
-    func randomAdapter(_ c: LlamaConfig, rank: Int, seed: UInt64) throws -> LoRAAdapter {
+    func randomAdapter(_ c: ModelConfig, rank: Int, seed: UInt64) throws -> LoRAAdapter {
         var a = try LoRAAdapter(config: c, rank: rank)
         var rng = SplitMix64(seed: seed)
         for i in a.values.indices { a.values[i] = Float(rng.nextUnit() * 2 - 1) * 0.1 }

@@ -14,7 +14,7 @@ final class BatchDecodeTests: XCTestCase {
         return s.sample(logits[...])
     }
 
-    func randomAdapter(_ config: LlamaConfig, seed: UInt64) throws -> LoRAAdapter {
+    func randomAdapter(_ config: ModelConfig, seed: UInt64) throws -> LoRAAdapter {
         var a = try LoRAAdapter(config: config, rank: 4, alpha: 8)
         var rng = SplitMix64(seed: seed)
         for i in a.values.indices { a.values[i] = Float(rng.nextUnit() - 0.5) * 0.2 }
@@ -23,12 +23,12 @@ final class BatchDecodeTests: XCTestCase {
 
     /// Nineteen sequences (more than one kernel call of 16 columns) over three adapters and the bare
     /// base, joining and leaving at different steps: every row's logits at every step equal bit for
-    /// bit those of the same sequence decoded alone with `LlamaModel.forward` — for a base in its
+    /// bit those of the same sequence decoded alone with `LanguageModel.forward` — for a base in its
     /// file's encoding, packed at 2 bits, and expanded to fp32 (row by row).
     func testBatchedDecodeEqualsEachSequenceDecodedAlone() throws {
         let src = try LoadedModel.load(Paths.fixture("tiny.gguf"))
         let packed = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2)).weights
-        let bases: [(String, LlamaWeights)] = [
+        let bases: [(String, ModelWeights)] = [
             ("stored", src.model.weights), ("packed", packed), ("fp32", src.model.weights.expandedToFP32()),
         ]
         let c = src.config
@@ -42,7 +42,7 @@ final class BatchDecodeTests: XCTestCase {
         let prompts = (0..<count).map { i in (0..<(1 + i % 5)).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } }
         let joins = (0..<count).map { $0 % 3 }  // the step a sequence joins at
         for (name, weights) in bases {
-            let model = try LlamaModel(config: c, weights: weights)
+            let model = try LanguageModel(config: c, weights: weights)
             // Alone: prefill, then one token at a time (greedy), keeping every step's logits.
             var alone = [[[Float]]]()
             for i in 0..<count {
@@ -91,7 +91,7 @@ final class BatchDecodeTests: XCTestCase {
 
     /// The same prompt through the one block definition in both of its callers, against the float64
     /// numpy forward (`Tests/Fixtures/tiny_logits.json`): fed one token at a time through the
-    /// single-sequence forward (`LlamaModel.forward`, KV cache) and as three rows of batched decode
+    /// single-sequence forward (`LanguageModel.forward`, KV cache) and as three rows of batched decode
     /// steps (`BatchDecoder`, each row its own cache), every position's logits are within the f16
     /// KV cache's rounding of the reference (2⁻¹¹ relative per key and value: 5·10⁻³ of the logits at
     /// most on these random models, 1% allowed, as for decode against prefill), and the two paths

@@ -276,15 +276,38 @@ final class CLITests: XCTestCase {
         return lines.dropFirst().map { row in idx.map { row[$0] } }
     }
 
-    /// quantize --init loftq → finetune killed with SIGKILL → finetune --resume finishes with the
-    /// same losses as an uninterrupted run; eval applies the initial and the trained adapter.
-    func testFinetuneKillAndResume() throws {
-        let dir = try temporaryDirectory(self)
+    /// The tiny model quantized to 2 bits with a rank-4 LoftQ adapter, through the CLI, in DIR/q.
+    private func quantizeTiny(_ dir: String) throws -> String {
         let q = "\(dir)/q"
         let quant = try runProcess(
             Paths.lowraBinary,
             ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--rank", "4", "--json"])
         XCTAssertEqual(quant.status, 0, quant.err)
+        return q
+    }
+
+    /// A training run that diverges stops with its own exit status (`LowRAError.divergedExitStatus`),
+    /// which is how `lowra experiment` tells "did not converge" from a failure without reading text.
+    func testDivergedTrainingHasItsOwnExitStatus() throws {
+        let dir = try temporaryDirectory(self)
+        let q = try quantizeTiny(dir)
+        let text = String(repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\n", count: 12)
+        try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let r = try runProcess(
+            Paths.lowraBinary,
+            [
+                "finetune", "--model", q, "--train", "\(dir)/t.txt", "--steps", "20", "--seq", "32", "--batch", "2",
+                "--lr", "1e30", "--max-grad-norm", "0", "--out", "\(dir)/ft",
+            ])
+        XCTAssertEqual(r.status, LowRAError.divergedExitStatus, r.err)
+        XCTAssertTrue(r.err.contains("Error: training diverged"), r.err)
+    }
+
+    /// quantize --init loftq → finetune killed with SIGKILL → finetune --resume finishes with the
+    /// same losses as an uninterrupted run; eval applies the initial and the trained adapter.
+    func testFinetuneKillAndResume() throws {
+        let dir = try temporaryDirectory(self)
+        let q = try quantizeTiny(dir)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(q)/adapter/adapter_model.safetensors"))
         let text = String(
             repeating: "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n", count: 12

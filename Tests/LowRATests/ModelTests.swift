@@ -66,7 +66,7 @@ final class ModelTests: XCTestCase {
         var plain = try LoadedModel.load(Paths.fixture("tiny_llama3_hf"))
         var config = plain.config
         config.ropeScaling = nil
-        plain.model = try LlamaModel(config: config, weights: plain.model.weights)
+        plain.model = try LanguageModel(config: config, weights: plain.model.weights)
         let got = try plain.model.forward(tokens, cache: KVCache(config: config, capacity: tokens.count))
         let want = (models["tiny_llama3_hf"]!["logits"] as! [NSNumber]).map(\.doubleValue)
         XCTAssertGreaterThan(maxRelativeDifference(got, want).0, 1e-2)
@@ -85,7 +85,7 @@ final class ModelTests: XCTestCase {
             let q = try LoadedModel.load(dir)
             XCTAssertEqual(q.config, src.config, name)
             let tokens = [5, 17, 40, 2, 99, 3]
-            let a = try LlamaModel(config: src.config, weights: w).forward(
+            let a = try LanguageModel(config: src.config, weights: w).forward(
                 tokens, cache: KVCache(config: src.config, capacity: 8))
             let b = try q.model.forward(tokens, cache: KVCache(config: q.config, capacity: 8))
             XCTAssertEqual(a, b, name)
@@ -251,7 +251,7 @@ final class ModelTests: XCTestCase {
             var cfg = base
             cfg[key] = value
             XCTAssertThrowsError(
-                try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: cfg)), key
+                try JSONDecoder().decode(ModelConfig.self, from: JSONSerialization.data(withJSONObject: cfg)), key
             ) {
                 let m = "\(($0 as? LowRAError)?.message ?? "\($0)")"
                 XCTAssertTrue(m.contains(expected) && !m.contains("\n"), m)
@@ -262,7 +262,7 @@ final class ModelTests: XCTestCase {
         mistral["model_type"] = "mistral"
         mistral["sliding_window"] = 16
         mistral["rope_scaling"] = NSNull()
-        let c = try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: mistral))
+        let c = try JSONDecoder().decode(ModelConfig.self, from: JSONSerialization.data(withJSONObject: mistral))
         XCTAssertEqual(c.modelType, "mistral")
         XCTAssertEqual(c.maxPositions, 16)
         XCTAssertNil(c.ropeScaling)

@@ -27,7 +27,7 @@ final class ModelTransformTests: XCTestCase {
             let (w, rc) = try ResidualRotation(seed: 7).apply(to: loaded.model.weights, config: c)
             XCTAssertFalse(rc.tieWordEmbeddings)
             XCTAssertTrue(w.blocks.allSatisfy { $0.attnNorm.allSatisfy { $0 == 1 } })
-            let rotated = try LlamaModel(config: rc, weights: w)
+            let rotated = try LanguageModel(config: rc, weights: w)
             let tokens = (0..<12).map { ($0 * 7 + 3) % c.vocabSize }
             let a = try loaded.model.forward(tokens, cache: KVCache(config: c, capacity: 16))
             let b = try rotated.forward(tokens, cache: KVCache(config: rc, capacity: 16))
@@ -52,7 +52,7 @@ final class ModelTransformTests: XCTestCase {
             }
             let alpha = Dictionary(uniqueKeysWithValues: LinearInput.allCases.map { ($0, Float(0.5)) })
             let w = ChannelScaling(alpha: alpha).apply(to: loaded.model.weights, config: c, secondMoments: moments)
-            let scaled = try LlamaModel(config: c, weights: w)
+            let scaled = try LanguageModel(config: c, weights: w)
             let tokens = (0..<12).map { ($0 * 5 + 1) % c.vocabSize }
             let a = try loaded.model.forward(tokens, cache: KVCache(config: c, capacity: 16))
             let b = try scaled.forward(tokens, cache: KVCache(config: c, capacity: 16))

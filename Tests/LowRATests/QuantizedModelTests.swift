@@ -45,7 +45,7 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertEqual(
                 q.tokenizer.encode("First Citizen: <|im_start|>user 42"),
                 src.tokenizer.encode("First Citizen: <|im_start|>user 42"))
-            let a = try LlamaModel(config: src.config, weights: w).forward(
+            let a = try LanguageModel(config: src.config, weights: w).forward(
                 tokens, cache: KVCache(config: src.config, capacity: 64))
             let b = try q.model.forward(tokens, cache: KVCache(config: src.config, capacity: 64))
             XCTAssertEqual(a, b)
@@ -83,10 +83,11 @@ final class QuantizedModelTests: XCTestCase {
     func testImpossibleBudgetsAreRefused() throws {
         let w = try LoadedModel.load(Paths.fixture("tiny_hf")).model.weights
         XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .qlora, bits: 1.5))) {
-            XCTAssertTrue(($0 as! LowRAError).message.contains("2 bits or more"))
+            XCTAssertEqual($0 as? RecipeError, .baselineBelowTwoBits(.qlora))
+            XCTAssertTrue("\($0)".contains("2 bits or more"))
         }
         XCTAssertThrowsError(try w.quantized(QuantizeRequest(method: .lowra, bits: 0.5))) {
-            XCTAssertTrue(($0 as! LowRAError).message.contains("between 1 and 4"))
+            XCTAssertEqual($0 as? RecipeError, .bitsOutOfRange(0.5))
         }
         var twoFour = QuantizeRequest(method: .lowra, bits: 1.5)
         twoFour.options.precisions = [2, 4]

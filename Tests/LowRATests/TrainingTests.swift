@@ -14,7 +14,7 @@ final class TrainingTests: XCTestCase {
     private func setup(
         _ path: String, quantize bits: Double? = nil, rank: Int = 2, seed: UInt64 = 1
     )
-        throws -> (LlamaConfig, LlamaWeights, LoRAAdapter)
+        throws -> (ModelConfig, ModelWeights, LoRAAdapter)
     {
         let m = try LoadedModel.load(path)
         var w = m.model.weights
@@ -86,7 +86,7 @@ final class TrainingTests: XCTestCase {
         let got = try XCTUnwrap(sens[name])
         XCTAssertEqual(got.count, config.kvDim)
         let adapter = try LoRAAdapter(config: config, rank: 1)
-        func loss(_ weights: LlamaWeights, _ s: Int) throws -> Double {
+        func loss(_ weights: ModelWeights, _ s: Int) throws -> Double {
             let graph = try TrainingGraph(config: config, weights: weights, batch: 1, seq: 1, rank: 1)
             return try graph.loss(inputs: [tokens[s]], targets: [tokens[s + 1]], adapter: adapter).loss
         }
@@ -191,7 +191,7 @@ final class TrainingTests: XCTestCase {
             let (inputs, targets) = randomBatch(16, vocab: config.vocabSize, seed: 11)
             let graph = try TrainingGraph(config: config, weights: weights, batch: 2, seq: 8, rank: adapter.rank)
             let trained = try graph.loss(inputs: inputs, targets: targets, adapter: adapter)
-            let model = try LlamaModel(config: config, weights: weights)
+            let model = try LanguageModel(config: config, weights: weights)
             model.activations = .float  // 8 tokens run through the decode kernels: compare their fp32 path
             var total = 0.0
             for b in 0..<2 {
@@ -375,7 +375,7 @@ final class FinetuneTests: XCTestCase {
         }
         let tokens = [5, 17, 40, 2, 99, 3, 250]
         let a = try m.model.forward(tokens, cache: KVCache(config: m.config, capacity: 8), adapter: adapter)
-        let b = try LlamaModel(config: hfConfig, weights: hfWeights)
+        let b = try LanguageModel(config: hfConfig, weights: hfWeights)
             .forward(tokens, cache: KVCache(config: hfConfig, capacity: 8), adapter: raw)
         XCTAssertLessThan(maxRelativeDifference(a, b.map(Double.init)).0, 1e-4)
         let cfg =

@@ -308,7 +308,7 @@ public struct LoRAFactors {
 }
 
 /// One transformer block's weights: two RMSNorm gains and the linear layers, indexed by kind.
-public struct LlamaBlock: Sendable {
+public struct BlockWeights: Sendable {
     public var attnNorm: [Float]  // (C)
     public var ffnNorm: [Float]  // (C)
     /// One per `LinearKind`, in its order: q (H*D, C), k and v (KV*D, C), o (C, H*D),
@@ -335,14 +335,14 @@ public struct LlamaBlock: Sendable {
 }
 
 /// All weights of a Llama-family model: linear layers dense, packed or stored; norms and biases fp32.
-public struct LlamaWeights: Sendable {
+public struct ModelWeights: Sendable {
     /// (V, C): looked up a row at a time, and the head when tied.
     public var embedding: Linear
-    public var blocks: [LlamaBlock]
+    public var blocks: [BlockWeights]
     public var finalNorm: [Float]  // (C)
     public var head: Linear?  // (V, C); nil when tied to the embedding
 
-    public init(embedding: Linear, blocks: [LlamaBlock], finalNorm: [Float], head: Linear?) {
+    public init(embedding: Linear, blocks: [BlockWeights], finalNorm: [Float], head: Linear?) {
         (self.embedding, self.blocks, self.finalNorm, self.head) = (embedding, blocks, finalNorm, head)
     }
 
@@ -445,15 +445,15 @@ public struct SafeTensorsSet: TensorSource {
     }
 }
 
-extension LlamaWeights {
+extension ModelWeights {
     /// Opens and shape-checks every tensor the configuration calls for, by the architecture's
     /// names (`WeightNaming`) and shapes (`LinearKind.shape`). Matrices (embedding, linear layers,
     /// head) stay in their stored dtype behind the file's memory map; norms and biases are read
     /// as fp32.
     public static func load(
-        from source: TensorSource, naming: WeightNaming, config c: LlamaConfig,
+        from source: TensorSource, naming: WeightNaming, config c: ModelConfig,
         progress: ((Int, Int) -> Void)? = nil
-    ) throws -> LlamaWeights {
+    ) throws -> ModelWeights {
         func checked(_ t: ModelTensor, _ shape: [Int]) throws -> String {
             let name = naming.name(t)
             guard let actual = source.shape(name) else {
@@ -472,7 +472,7 @@ extension LlamaWeights {
             Linear(stored: try source.matrix(try checked(t, shape)))
         }
         let embedding = try matrix(.embedding, [c.vocabSize, c.hiddenSize])
-        var blocks = [LlamaBlock]()
+        var blocks = [BlockWeights]()
         for l in 0..<c.numLayers {
             progress?(l, c.numLayers)
             let linears = try LinearKind.allCases.map { kind in
@@ -482,13 +482,13 @@ extension LlamaWeights {
                 return linear
             }
             blocks.append(
-                LlamaBlock(
+                BlockWeights(
                     attnNorm: try tensor(.attentionNorm(layer: l), [c.hiddenSize]),
                     ffnNorm: try tensor(.mlpNorm(layer: l), [c.hiddenSize]), linears: linears))
         }
         progress?(c.numLayers, c.numLayers)
         let finalNorm = try tensor(.finalNorm, [c.hiddenSize])
         let head: Linear? = c.tieWordEmbeddings ? nil : try matrix(.head, [c.vocabSize, c.hiddenSize])
-        return LlamaWeights(embedding: embedding, blocks: blocks, finalNorm: finalNorm, head: head)
+        return ModelWeights(embedding: embedding, blocks: blocks, finalNorm: finalNorm, head: head)
     }
 }

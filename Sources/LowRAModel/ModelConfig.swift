@@ -85,7 +85,7 @@ struct AnyCodingKey: CodingKey {
 }
 
 /// Hyper-parameters of a Llama-family model. Coding keys are Hugging Face `config.json` names.
-public struct LlamaConfig: Codable, Equatable, Sendable {
+public struct ModelConfig: Codable, Equatable, Sendable {
     /// The family's `model_type` ("llama", "mistral", "qwen2"): see `ModelFamily`.
     public var modelType: String
     public var vocabSize: Int

@@ -15,7 +15,7 @@ public final class KVCache: @unchecked Sendable {
     private let kvDim: Int
     private let storage: UnsafeMutablePointer<UInt16>  // (L, 2, capacity, KV*D)
 
-    public init(config: LlamaConfig, capacity: Int) {
+    public init(config: ModelConfig, capacity: Int) {
         self.capacity = capacity
         kvDim = config.kvDim
         let count = max(1, config.numLayers * 2 * capacity * config.kvDim)
@@ -105,7 +105,7 @@ public final class ForwardWorkspace: @unchecked Sendable {
     /// Training saves every layer (`saveEveryLayer`) or, recomputing, keeps one set with the
     /// probabilities backward needs (`keepProbs`); inference keeps one set and one head's scores.
     public init(
-        config c: LlamaConfig, batch: Int, tokens: Int, keys: Int, rank: Int, saveEveryLayer: Bool,
+        config c: ModelConfig, batch: Int, tokens: Int, keys: Int, rank: Int, saveEveryLayer: Bool,
         keepProbs: Bool? = nil, weightScratch: Int, cached: Bool = false
     ) {
         self.batch = batch
@@ -152,15 +152,15 @@ public final class ForwardWorkspace: @unchecked Sendable {
     public func activations(_ l: Int) -> BlockActivations { layers[savesEveryLayer ? l : 0] }
 }
 
-extension LlamaWeights {
+extension ModelWeights {
     /// Embeds `tokens` (batch·T ids, row-major) into x (N, C) and runs every block on it. With a
     /// cache (batch 1), the T tokens sit at positions cache.length…, attend to the cached keys,
     /// and their keys and values are appended; without one, each sequence starts at position 0.
     /// `layerInputs` (one (N, C) buffer per layer) receives each block's input, for a backward
     /// that recomputes the blocks instead of saving their activations. `releaseStored` drops each
-    /// block's mapped weight pages after its use (`LlamaBlock.releaseStored`).
+    /// block's mapped weight pages after its use (`BlockWeights.releaseStored`).
     public func forwardBlocks(
-        _ tokens: [Int], config c: LlamaConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
+        _ tokens: [Int], config c: ModelConfig, x: UnsafeMutablePointer<Float>, workspace ws: ForwardWorkspace,
         cache: KVCache?, adapter: AdapterView?, layerInputs: [UnsafeMutablePointer<Float>]? = nil,
         observe: LinearInputObserver? = nil, releaseStored: Bool = false
     ) {
@@ -189,13 +189,13 @@ extension LlamaWeights {
 }
 
 /// A Llama-family model ready to run: configuration and weights.
-public final class LlamaModel: @unchecked Sendable {
-    public let config: LlamaConfig
-    public let weights: LlamaWeights
+public final class LanguageModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let weights: ModelWeights
     /// The activations the decode kernels take: int16 by default, int8 (faster) or fp32 to compare.
     public var activations = KernelActivations.default
 
-    public init(config: LlamaConfig, weights: LlamaWeights) throws {
+    public init(config: ModelConfig, weights: ModelWeights) throws {
         try config.validate()
         self.config = config
         self.weights = weights

@@ -1,0 +1,243 @@
+import Foundation
+import LowRAIO
+import LowRAModel
+import LowRAQuant
+import LowRATensor
+
+/// Every choice of a quantization run, with its defaults and rules in one place. A caller (the
+/// `quantize` command, `experiment`'s cells, tests) fills in what it wants and leaves the rest nil;
+/// `resolved(defaultCalibrationText:)` applies the defaults — for `--method lowra` the calibrated
+/// recipe measured in docs/results/below-2-bits.md: error feedback on a generic text,
+/// Fisher-weighted 1/2/4-bit channels and a CLoQ adapter; for the baselines and `.dataFree` the
+/// paper's data-free recipe — and refuses a combination that cannot run with a `RecipeError`.
+public struct QuantizationRecipe: Codable, Sendable, Equatable {
+    /// Where the calibration statistics come from.
+    public enum Calibration: Codable, Sendable, Equatable {
+        /// The generic calibration text for `.lowra`, none for the baselines.
+        case automatic
+        /// None: the paper's data-free recipe (squared weight error).
+        case dataFree
+        /// This text file.
+        case text(String)
+    }
+    public enum CalibrationMethod: String, Codable, Sendable, CaseIterable {
+        /// Error feedback through each layer's input covariance, gathered sequentially, and
+        /// output-error costs in the assignment.
+        case gptq
+        /// E[x²] weighs Lloyd-Max and the error table only.
+        case diag
+    }
+    public enum Sensitivity: String, Codable, Sendable, CaseIterable {
+        /// Each channel's cost weighted by its output-channel Fisher on the calibration text.
+        case fisher
+        case none
+    }
+    public enum Initialization: String, Codable, Sendable, CaseIterable {
+        case loftq, cloq, zeros, none
+    }
+
+    public var method: QuantMethod
+    /// Budget in code bits per quantized parameter.
+    public var bits: Double
+    public var calibration = Calibration.automatic
+    /// Tokens of the calibration text (whole windows of 512).
+    public var calibrationTokens = 4096
+    public var calibrationMethod = CalibrationMethod.gptq
+    /// Damping of the input covariance, as a fraction of its mean diagonal.
+    public var damping: Float = 0.01
+    /// After error feedback, refit each row's levels to its codes through the input covariance.
+    public var refitLevels = false
+    /// nil: Fisher with the calibrated recipe, else none.
+    public var sensitivity: Sensitivity?
+    /// Allowed per-channel precisions; nil: `defaultPrecisions`.
+    public var precisions: [Int]?
+    /// nil: per channel (lowra); the baselines use NormalFloat levels per tensor.
+    public var codebook: CodebookScope?
+    /// Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels); nil: the quantizer's default.
+    public var lloydIterations: Int?
+    public var weighting = LloydWeighting.absmax
+    /// nil: exact for lowra, layerwise for the baselines.
+    public var assigner: AssignerKind?
+    public var doubleQuant = true
+    /// A precision map to reuse instead of assigning (`precision_map.json`).
+    public var precisionMap: String?
+    /// nil: CLoQ for the calibrated recipe, LoftQ for data-free lowra and loftq, zeros for qlora.
+    public var initialization: Initialization?
+    /// The initial adapter's rank (nil: `LoRAAdapter.defaultRank`) and alpha (nil: the rank).
+    public var rank: Int?
+    public var alpha: Float?
+    public var loftqSteps = 5
+    /// The head's encoding (the embedding when tied): 8 (Q8_0), 4 (Q4_0) or 16 (the source's).
+    public var headBits = 16
+    /// Equivalence transforms before quantizing (measured, not adopted).
+    public var rotate = false
+    public var rotationBlock: Int?
+    public var channelScaling: Float?
+    /// Seeds the two-level ILP's K-Means, LoftQ's randomized SVD, rotations and Kaiming init.
+    public var seed: UInt64 = 0
+
+    public init(method: QuantMethod = .lowra, bits: Double) {
+        self.method = method
+        self.bits = bits
+    }
+
+    /// The precisions a budget mixes by default: {1, 2, 4} below 2 bits or with the Fisher (which
+    /// keeps 1-bit channels out of the layers that hurt), else {2, 4}.
+    public static func defaultPrecisions(bits: Double, fisher: Bool = false) -> [Int] {
+        bits < 2 || fisher ? [1, 2, 4] : [2, 4]
+    }
+
+    /// The budgets a method can reach: the baselines mix whole layers at 2 and 4 bits, so they
+    /// have none below 2 (a precision map can still say otherwise).
+    public static func checkBudget(method: QuantMethod, bits: Double, precisionMap: Bool = false) throws {
+        guard bits >= 1, bits <= 4 else { throw RecipeError.bitsOutOfRange(bits) }
+        if method != .lowra && bits < 2 && !precisionMap { throw RecipeError.baselineBelowTwoBits(method) }
+    }
+
+    /// The recipe with every default filled in, or the first rule it breaks. `defaultCalibrationText`
+    /// finds the generic text (called only when `.automatic` calibration needs it; it throws when
+    /// the text is missing).
+    public func resolved(defaultCalibrationText: () throws -> String) throws -> ResolvedRecipe {
+        try Self.checkBudget(method: method, bits: bits, precisionMap: precisionMap != nil)
+        let text: String?
+        switch calibration {
+        case .text(let path): text = path
+        case .dataFree: text = nil
+        case .automatic: text = method == .lowra ? try defaultCalibrationText() : nil
+        }
+        let calibrated = text != nil
+        let errorFeedback = calibrated && calibrationMethod == .gptq
+        let calibratedRecipe = errorFeedback && method == .lowra
+        let sensitivity = self.sensitivity ?? (calibratedRecipe ? .fisher : .none)
+        let initialization = self.initialization ?? (method == .qlora ? .zeros : calibratedRecipe ? .cloq : .loftq)
+        guard damping > 0, damping.isFinite else { throw RecipeError.damping }
+        if refitLevels && !errorFeedback { throw RecipeError.refitNeedsErrorFeedback }
+        if sensitivity == .fisher && !calibrated { throw RecipeError.needsCalibration("--sensitivity fisher") }
+        if channelScaling != nil && !calibrated { throw RecipeError.needsCalibration("--channel-scaling") }
+        if let b = rotationBlock, !rotate || b < 1 { throw RecipeError.rotationBlock }
+        if initialization == .cloq && !errorFeedback { throw RecipeError.cloqNeedsErrorFeedback }
+        guard loftqSteps >= 1 else { throw RecipeError.loftqSteps }
+        guard calibrationTokens >= 2 || !calibrated else { throw RecipeError.calibrationTokens }
+        if let ps = precisions, ps.isEmpty || !ps.allSatisfy({ [1, 2, 4].contains($0) }) {
+            throw RecipeError.precisions
+        }
+        if let n = lloydIterations, n < 0 { throw RecipeError.lloydIterations }
+        if method != .lowra && (codebook != nil || (lloydIterations ?? 0) > 0) { throw RecipeError.codebookForBaseline }
+        guard [4, 8, 16].contains(headBits) else { throw RecipeError.headBits(headBits) }
+        let precisions =
+            self.precisions.map { Array(Set($0)).sorted() }
+            ?? (sensitivity == .fisher && precisionMap == nil ? Self.defaultPrecisions(bits: bits, fisher: true) : nil)
+        return ResolvedRecipe(
+            recipe: self, calibrationText: text, errorFeedback: errorFeedback, sensitivity: sensitivity,
+            initialization: initialization, precisions: precisions)
+    }
+}
+
+/// A recipe with its defaults applied: what a run does.
+public struct ResolvedRecipe: Sendable {
+    public let recipe: QuantizationRecipe
+    /// The calibration text (nil: data-free).
+    public let calibrationText: String?
+    public let errorFeedback: Bool
+    public let sensitivity: QuantizationRecipe.Sensitivity
+    public let initialization: QuantizationRecipe.Initialization
+    /// nil: the quantizer's default for the budget.
+    public let precisions: [Int]?
+
+    public var calibrated: Bool { calibrationText != nil }
+    /// Whether the initial adapter comes from an alternating low-rank fit (LoftQ or CLoQ).
+    public var fitsAdapter: Bool { initialization == .loftq || initialization == .cloq }
+
+    /// The head's encoding in the quantized directory (nil: the source's).
+    public var headEncoding: GGMLType? { recipe.headBits == 16 ? nil : recipe.headBits == 8 ? .q8_0 : .q4_0 }
+
+    /// The quantizer's request for a model of `config` whose initial adapter is `adapter` (from
+    /// `initialAdapter(config:)`), without what needs the model's data (calibration tokens, the
+    /// Fisher, transforms: `QuantizeRequest.calibration`, `.sensitivity`, `.transform`, set by the
+    /// caller).
+    public func request(config: ModelConfig, adapter: LoRAAdapter?) throws -> QuantizeRequest {
+        let r = recipe
+        var request = QuantizeRequest(method: r.method, bits: r.bits)
+        if let ps = precisions { request.options.precisions = ps }
+        if let c = r.codebook { request.options.scope = c }
+        if let n = r.lloydIterations { request.options.lloydIterations = n }
+        request.options.weighting = r.weighting
+        request.options.doubleQuant = r.doubleQuant
+        request.assigner = r.assigner
+        request.seed = r.seed
+        if let path = r.precisionMap { request.precisionMap = try PrecisionMap.read(path) }
+        if let encoding = headEncoding {
+            guard config.hiddenSize % 32 == 0 else { throw RecipeError.headBlocks(r.headBits, config.hiddenSize) }
+            request.headEncoding = encoding
+        }
+        if let adapter, fitsAdapter {
+            request.loftq = LoftQRequest(
+                rank: adapter.rank, alpha: adapter.alpha, steps: r.loftqSteps, calibrated: initialization == .cloq)
+        }
+        return request
+    }
+
+    /// The initial adapter (zero factors) of the recipe's rank and alpha, or nil for `--init none`;
+    /// refuses a rank or alpha the model cannot take.
+    public func initialAdapter(config: ModelConfig) throws -> LoRAAdapter? {
+        guard initialization != .none else { return nil }
+        return try LoRAAdapter(
+            config: config, rank: recipe.rank ?? LoRAAdapter.defaultRank(config), alpha: recipe.alpha)
+    }
+}
+
+/// Why a recipe cannot run, in words for the user (`description`).
+public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
+    case bitsOutOfRange(Double)
+    /// QLoRA and LoftQ mix whole layers at 2 and 4 bits: no budget below 2.
+    case baselineBelowTwoBits(QuantMethod)
+    case needsCalibration(String)
+    case refitNeedsErrorFeedback
+    case cloqNeedsErrorFeedback
+    case damping
+    case rotationBlock
+    case loftqSteps
+    case calibrationTokens
+    case precisions
+    case lloydIterations
+    case codebookForBaseline
+    case headBits(Int)
+    case headBlocks(Int, Int)
+
+    public var description: String {
+        switch self {
+        case .bitsOutOfRange(let b): "--bits must be between 1 and 4, got \(b)"
+        case .baselineBelowTwoBits(let m):
+            "\(m.rawValue) supports budgets of 2 bits or more (it mixes whole layers at 2 and 4 bits); "
+                + "use --method lowra below 2 bits"
+        case .needsCalibration(let what): "\(what) needs --calibration (the text it is measured on)"
+        case .refitNeedsErrorFeedback: "--refit-levels needs --calibration TEXT with --calibration-method gptq"
+        case .cloqNeedsErrorFeedback: "--init cloq needs --calibration (with --calibration-method gptq)"
+        case .damping: "--damping must be positive"
+        case .rotationBlock: "--rotation-block takes a positive size, with --rotate"
+        case .loftqSteps: "--loftq-steps must be positive"
+        case .calibrationTokens: "--calibration-tokens must be at least 2"
+        case .precisions: "--precisions takes values from 1,2,4"
+        case .lloydIterations: "--lloyd-iters must not be negative"
+        case .codebookForBaseline: "--codebook and --lloyd-iters apply to --method lowra only"
+        case .headBits(let b): "--head-bits takes 4, 8 or 16, got \(b)"
+        case .headBlocks(let b, let c):
+            "--head-bits \(b) writes blocks of 32 values; hidden size \(c) is not a multiple of 32"
+        }
+    }
+
+    /// A mistake in how the command was called (shown with its usage), rather than a combination
+    /// the quantizer cannot run.
+    public var isUsage: Bool {
+        switch self {
+        case .damping, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
+            .refitNeedsErrorFeedback:
+            true
+        default: false
+        }
+    }
+}
+
+extension RecipeError: LocalizedError {
+    public var errorDescription: String? { description }
+}

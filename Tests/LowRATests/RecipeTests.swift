@@ -1,0 +1,80 @@
+import Foundation
+import XCTest
+
+@testable import LowRAModel
+@testable import LowRAPipeline
+@testable import LowRATensor
+
+/// `QuantizationRecipe`: the defaults each method gets and the combinations it refuses, typed.
+final class RecipeTests: XCTestCase {
+    private func resolve(_ r: QuantizationRecipe) throws -> ResolvedRecipe {
+        try r.resolved { "data/calibration.txt" }
+    }
+
+    func testDefaults() throws {
+        let lowra = try resolve(QuantizationRecipe(method: .lowra, bits: 2))
+        XCTAssertEqual(lowra.calibrationText, "data/calibration.txt")
+        XCTAssertTrue(lowra.errorFeedback)
+        XCTAssertEqual(lowra.sensitivity, .fisher)
+        XCTAssertEqual(lowra.initialization, .cloq)
+        XCTAssertEqual(lowra.precisions, [1, 2, 4])
+
+        var paper = QuantizationRecipe(method: .lowra, bits: 2)
+        paper.calibration = .dataFree
+        let dataFree = try resolve(paper)
+        XCTAssertNil(dataFree.calibrationText)
+        XCTAssertEqual(dataFree.sensitivity, QuantizationRecipe.Sensitivity.none)
+        XCTAssertEqual(dataFree.initialization, .loftq)
+        XCTAssertNil(dataFree.precisions)
+
+        var diag = QuantizationRecipe(method: .lowra, bits: 2)
+        diag.calibrationMethod = .diag
+        XCTAssertEqual(try resolve(diag).initialization, .loftq)
+        XCTAssertEqual(try resolve(diag).sensitivity, QuantizationRecipe.Sensitivity.none)
+
+        let qlora = try resolve(QuantizationRecipe(method: .qlora, bits: 3))
+        XCTAssertNil(qlora.calibrationText)
+        XCTAssertEqual(qlora.initialization, .zeros)
+        XCTAssertEqual(try resolve(QuantizationRecipe(method: .loftq, bits: 3)).initialization, .loftq)
+
+        XCTAssertEqual(QuantizationRecipe.defaultPrecisions(bits: 1.5), [1, 2, 4])
+        XCTAssertEqual(QuantizationRecipe.defaultPrecisions(bits: 2), [2, 4])
+        XCTAssertEqual(QuantizeRequest(method: .lowra, bits: 1.75).options.precisions, [1, 2, 4])
+    }
+
+    func testRefusals() throws {
+        func refuses(_ r: QuantizationRecipe, _ error: RecipeError, line: UInt = #line) {
+            XCTAssertThrowsError(try resolve(r), line: line) { XCTAssertEqual($0 as? RecipeError, error, line: line) }
+        }
+        refuses(QuantizationRecipe(method: .qlora, bits: 1.5), .baselineBelowTwoBits(.qlora))
+        refuses(QuantizationRecipe(method: .loftq, bits: 1.9), .baselineBelowTwoBits(.loftq))
+        refuses(QuantizationRecipe(method: .lowra, bits: 0.5), .bitsOutOfRange(0.5))
+        var r = QuantizationRecipe(method: .lowra, bits: 2)
+        r.calibration = .dataFree
+        r.initialization = .cloq
+        refuses(r, .cloqNeedsErrorFeedback)
+        r.initialization = nil
+        r.sensitivity = .fisher
+        refuses(r, .needsCalibration("--sensitivity fisher"))
+        r.sensitivity = nil
+        r.refitLevels = true
+        refuses(r, .refitNeedsErrorFeedback)
+        r = QuantizationRecipe(method: .qlora, bits: 2)
+        r.lloydIterations = 2
+        refuses(r, .codebookForBaseline)
+        r = QuantizationRecipe(method: .lowra, bits: 2)
+        r.precisions = [3]
+        refuses(r, .precisions)
+        r.precisions = nil
+        r.headBits = 6
+        refuses(r, .headBits(6))
+        // A precision map lets a baseline below 2 bits; a missing default text is the caller's error.
+        r = QuantizationRecipe(method: .qlora, bits: 1.5)
+        r.precisionMap = "map.json"
+        XCTAssertNoThrow(try resolve(r))
+        XCTAssertThrowsError(
+            try QuantizationRecipe(method: .lowra, bits: 2).resolved { throw LowRAError(.io, "no text") }
+        ) { XCTAssertEqual(($0 as? LowRAError)?.message, "no text") }
+        XCTAssertTrue("\(RecipeError.baselineBelowTwoBits(.qlora))".contains("2 bits or more"))
+    }
+}
