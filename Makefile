@@ -4,7 +4,7 @@ SWIFT ?= swift
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 LOWRA := .build/release/lowra
 
-.PHONY: setup setup-qwen build demo quick test test-debug walkthrough lint format fixtures bench fuzz clean
+.PHONY: setup setup-qwen build demo quick test test-debug walkthrough check-docs lint format fixtures bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +31,10 @@ test: setup
 # The README's walkthrough, run exactly as written (scripts/walkthrough.sh; CI runs it).
 walkthrough: build
 	bash scripts/walkthrough.sh
+
+# Every command in docs/usage.md parses (its subcommand exists, its flags are in --help).
+check-docs: build
+	python3 scripts/check_usage_doc.py
 
 # Lines past 120 columns in Sources/ and Tests/ (CI fails on them); `format` applies .swift-format.
 lint:

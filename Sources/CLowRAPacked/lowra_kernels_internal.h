@@ -60,4 +60,41 @@ static inline float lowra_half_to_float(uint16_t h) {
     return f;
 }
 
+/// Row r's levels, zero-padded to 16 (so vector loads never read past the codebook).
+static inline void lowra_row_levels(const lowra_packed_view *w, uint64_t r, float tab[16]) {
+    unsigned k = 1u << w->bits[r];
+    memset(tab, 0, 16 * sizeof(float));
+    memcpy(tab, w->levels + w->level_offsets[r], k * sizeof(float));
+}
+
+/// Code j of a row of `b`-bit codes.
+static inline unsigned lowra_code_at(const uint8_t *row, uint64_t j, unsigned b) {
+    uint64_t bit = j * b;
+    return (row[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
+}
+
+/// FN instantiated once per (columns n, width): the compiler keeps the accumulators in registers.
+#define LOWRA_DISPATCH_COLUMNS(FN)                                                                      \
+    switch (n) {                                                                                        \
+    case 1: LOWRA_ROWS_BY_WIDTH(1, FN) break;                                                           \
+    case 2: LOWRA_ROWS_BY_WIDTH(2, FN) break;                                                           \
+    case 3: LOWRA_ROWS_BY_WIDTH(3, FN) break;                                                           \
+    case 4: LOWRA_ROWS_BY_WIDTH(4, FN) break;                                                           \
+    case 5: LOWRA_ROWS_BY_WIDTH(5, FN) break;                                                           \
+    case 6: LOWRA_ROWS_BY_WIDTH(6, FN) break;                                                           \
+    case 7: LOWRA_ROWS_BY_WIDTH(7, FN) break;                                                           \
+    default: LOWRA_ROWS_BY_WIDTH(8, FN) break;                                                          \
+    }
+
+/// The fp32 kernels of packed weights, one per instruction-set path (arch/x86/packed_gemm_*.c).
+typedef void (*lowra_packed_gemm_fn)(const lowra_packed_view *, const float *, uint64_t, float *, uint64_t, uint64_t,
+                                     uint64_t);
+typedef void (*lowra_packed_dequantize_fn)(const lowra_packed_view *, uint64_t, uint64_t, float *);
+void lowra_packed_gemm_avx512(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
+                              uint64_t r0, uint64_t r1);
+void lowra_packed_dequantize_avx512(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
+void lowra_packed_gemm_avx2(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
+                            uint64_t r0, uint64_t r1);
+void lowra_packed_dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
+
 #endif

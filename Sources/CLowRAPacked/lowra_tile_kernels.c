@@ -457,23 +457,6 @@ TILE_TARGET static void q8_0_tiled_vnni(const lowra_q8_0_tiled_view *t, const lo
 }
 #endif
 
-static int tiles_off = -1;  // -1: not yet decided; LOWRA_TILES=0 keeps the row kernels
-
-void lowra_tiled_disable(void) { tiles_off = 1; }
-
-int lowra_tiled_supported(int path) {
-#if defined(__x86_64__)
-    if (tiles_off < 0) {
-        const char *env = getenv("LOWRA_TILES");
-        tiles_off = env && strcmp(env, "0") == 0;
-    }
-    return !tiles_off && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
-#else
-    (void)path;
-    return 0;
-#endif
-}
-
 void lowra_tiled_gemm_q8(int path, const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                          uint64_t t0, uint64_t t1) {
     lowra_kernels_init();

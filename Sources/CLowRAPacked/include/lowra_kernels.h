@@ -1,10 +1,13 @@
 // Kernels that multiply straight from the packed format (lowra_packed.h), never expanding W:
 // Y = X W^T for a few columns (decode: one; a batch of sequences: up to LOWRA_MAX_COLUMNS).
 //
-// The table of kernels: one function per instruction-set path, chosen at run time.
-//   LOWRA_PATH_SCALAR  portable C (any CPU; the arm64 build uses it until a NEON path exists)
+// The table of kernels: one function per instruction-set path, chosen at run time (lowra_cpu.c
+// detects the CPU and reads the environment's overrides; each kernel file keeps the scalar reference
+// and the dispatch, and the vector code lives in arch/<architecture>/, a file per path).
+//   LOWRA_PATH_SCALAR  portable C (any CPU; the reference every other path is tested against)
 //   LOWRA_PATH_AVX2    x86-64 with AVX2 + FMA: 8 lanes, each row's levels in two registers
 //   LOWRA_PATH_AVX512  x86-64 with AVX-512 F/BW: 16 lanes, each row's levels in one register
+//   LOWRA_PATH_NEON    arm64 (a slot: no NEON kernels yet, so arm64 runs the scalar path)
 // Per block of 64 inputs the row's levels are scaled once by the block's absmax; codes are
 // unpacked in registers (variable shifts) and looked up with a lane permute, then multiplied
 // into the columns with fused multiply-adds.
@@ -15,7 +18,13 @@
 
 #define LOWRA_MAX_COLUMNS 8
 
-enum lowra_kernel_path { LOWRA_PATH_SCALAR = 0, LOWRA_PATH_AVX2 = 1, LOWRA_PATH_AVX512 = 2 };
+enum lowra_kernel_path {
+    LOWRA_PATH_SCALAR = 0,
+    LOWRA_PATH_AVX2 = 1,
+    LOWRA_PATH_AVX512 = 2,
+    LOWRA_PATH_NEON = 3,
+    LOWRA_PATH_COUNT = 4
+};
 
 /// One packed weight as the kernels read it: pointers into its arrays or its mapped file.
 typedef struct {
@@ -43,7 +52,7 @@ typedef struct {
 int lowra_kernel_best_path(void);
 /// Whether this CPU can run `path`.
 int lowra_kernel_path_supported(int path);
-/// "scalar", "avx2" or "avx512".
+/// "scalar", "avx2", "avx512" or "neon".
 const char *lowra_kernel_path_name(int path);
 /// The path's name with the instructions its integer kernels use: "avx512 vnni vbmi", "avx512 vnni",
 /// "avx512 (integer kernels: avx2)" on AVX-512 CPUs without VNNI; else as lowra_kernel_path_name.
