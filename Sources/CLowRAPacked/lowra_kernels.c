@@ -22,17 +22,13 @@ static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, 
         const uint64_t r = lowra_row_at(w, i);
         const unsigned b = w->bits[r];
         const uint8_t *row = w->codes + w->row_offsets[r];
-        float tab[16], sl[16], acc[LOWRA_MAX_COLUMNS] = {0};
+        float tab[16], acc[LOWRA_MAX_COLUMNS] = {0};
         lowra_row_levels(w, r, tab);
         for (uint64_t blk = 0; blk < nb; blk++) {
             const float s = lowra_block_scale(w, r * nb + blk);
-            for (unsigned i = 0; i < 16; i++) sl[i] = s * tab[i];
             const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
             float part[LOWRA_MAX_COLUMNS] = {0};
-            for (uint64_t j = j0; j < j1; j++) {
-                const float v = sl[lowra_code_at(row, j, b)];
-                for (uint64_t c = 0; c < n; c++) part[c] += v * x[c * in + j];
-            }
+            lowra_lookup_dot(row, b, j0, j1, s, tab, x, in, n, part);
             for (uint64_t c = 0; c < n; c++) acc[c] += part[c];
         }
         for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = acc[c];
@@ -46,8 +42,10 @@ static void dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t 
         const uint8_t *row = w->codes + w->row_offsets[r];
         float tab[16];
         lowra_row_levels(w, r, tab);
-        for (uint64_t j = 0; j < in; j++)
-            out[j] = lowra_block_scale(w, r * nb + j / LOWRA_BLOCK) * tab[lowra_code_at(row, j, b)];
+        for (uint64_t blk = 0; blk < nb; blk++) {
+            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
+            lowra_lookup_span(row, b, j0, j1, lowra_block_scale(w, r * nb + blk), tab, out);
+        }
     }
 }
 

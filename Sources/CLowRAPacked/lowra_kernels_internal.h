@@ -73,6 +73,22 @@ static inline unsigned lowra_code_at(const uint8_t *row, uint64_t j, unsigned b)
     return (row[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
 }
 
+/// sums[c] += Σ_{j0 <= j < j1} s·tab[code j] · x[c][j] for columns c < n (x rows `in` apart): the
+/// scalar reference's block, and the vector kernels' tail of a partial block.
+static inline void lowra_lookup_dot(const uint8_t *row, unsigned b, uint64_t j0, uint64_t j1, float s,
+                                    const float tab[16], const float *x, uint64_t in, uint64_t n, float *sums) {
+    for (uint64_t j = j0; j < j1; j++) {
+        const float v = s * tab[lowra_code_at(row, j, b)];
+        for (uint64_t c = 0; c < n; c++) sums[c] += v * x[c * in + j];
+    }
+}
+
+/// out[j] = s·tab[code j] for j0 <= j < j1.
+static inline void lowra_lookup_span(const uint8_t *row, unsigned b, uint64_t j0, uint64_t j1, float s,
+                                     const float tab[16], float *out) {
+    for (uint64_t j = j0; j < j1; j++) out[j] = s * tab[lowra_code_at(row, j, b)];
+}
+
 /// FN instantiated once per (columns n, width): the compiler keeps the accumulators in registers.
 #define LOWRA_DISPATCH_COLUMNS(FN)                                                                      \
     switch (n) {                                                                                        \

@@ -1,12 +1,12 @@
 import Foundation
 import XCTest
 
-@testable import LowRAIO
+import LowRAIO
 @testable import LowRAModel
 @testable import LowRATensor
-@testable import LowRATrain
-@testable import LowRATokenizer
-@testable import LowRAPipeline
+import LowRATrain
+import LowRATokenizer
+import LowRAPipeline
 
 /// End-to-end checks on SmolLM2-135M. Release builds only: debug builds are too slow for a
 /// 135M-parameter model (`make test` runs the suite in release).

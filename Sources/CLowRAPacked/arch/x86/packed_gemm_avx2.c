@@ -64,10 +64,7 @@ AVX2 static inline __attribute__((always_inline)) void rows_avx2(const lowra_pac
             const __m256 v = lookup8_avx2(row + j * b / 8, b, tlo, thi);
             for (uint64_t c = 0; c < n; c++) acc[c] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + c * in + j), acc[c]);
         }
-        for (; j < j1; j++) {
-            const float v = s * tab[lowra_code_at(row, j, b)];
-            for (uint64_t c = 0; c < n; c++) tail[c] += v * x[c * in + j];
-        }
+        lowra_lookup_dot(row, b, j, j1, s, tab, x, in, n, tail);
     }
     for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = lowra_hsum8(_mm256_add_ps(acc[c], acc2[c])) + tail[c];
 }
@@ -87,7 +84,7 @@ AVX2 void lowra_packed_dequantize_avx2(const lowra_packed_view *w, uint64_t r0, 
             const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
             uint64_t j = j0;
             for (; j + 8 <= j1; j += 8) _mm256_storeu_ps(out + j, lookup8_avx2(row + j * b / 8, b, tlo, thi));
-            for (; j < j1; j++) out[j] = s * tab[lowra_code_at(row, j, b)];
+            lowra_lookup_span(row, b, j, j1, s, tab, out);
         }
     }
 }

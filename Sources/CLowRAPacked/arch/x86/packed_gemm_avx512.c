@@ -68,14 +68,10 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(const lowra
             const __m512 v = _mm512_permutexvar_ps(codes16_avx512(row + j * b / 8, b), t);
             for (uint64_t c = 0; c < n; c++) acc[c] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + c * in + j), acc[c]);
         }
-        for (; j < j1; j++) {
-            const float v = s * tab[lowra_code_at(row, j, b)];
-            for (uint64_t c = 0; c < n; c++) tail[c] += v * x[c * in + j];
-        }
+        lowra_lookup_dot(row, b, j, j1, s, tab, x, in, n, tail);
     }
     for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[c], acc2[c])) + tail[c];
 }
-
 
 AVX512 void lowra_packed_dequantize_avx512(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
     const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
@@ -92,7 +88,7 @@ AVX512 void lowra_packed_dequantize_avx512(const lowra_packed_view *w, uint64_t 
             uint64_t j = j0;
             for (; j + 16 <= j1; j += 16)
                 _mm512_storeu_ps(out + j, _mm512_permutexvar_ps(codes16_avx512(row + j * b / 8, b), t));
-            for (; j < j1; j++) out[j] = s * tab[lowra_code_at(row, j, b)];
+            lowra_lookup_span(row, b, j, j1, s, tab, out);
         }
     }
 }
