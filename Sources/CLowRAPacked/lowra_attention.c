@@ -88,7 +88,7 @@ void lowra_attention_decode_f16(int path, const float *q, const uint16_t *keys, 
         const float *qh = q + h * head_dim;
         const uint16_t *k = keys + g * head_dim, *v = values + g * head_dim;
 #if defined(__x86_64__)
-        if (path >= LOWRA_PATH_AVX2 && head_dim % 8 == 0) {
+        if (lowra_path_x86_vector(path) && head_dim % 8 == 0) {
             head_avx2(qh, k, v, tk, stride, head_dim, scale, scores + h * tk, out + h * head_dim);
             continue;
         }
@@ -99,7 +99,7 @@ void lowra_attention_decode_f16(int path, const float *q, const uint16_t *keys, 
 
 int lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n) {
 #if defined(__x86_64__)
-    if (path >= LOWRA_PATH_AVX2 && lowra_kernel_path_supported(path)) {
+    if (lowra_path_x86_vector(path) && lowra_kernel_path_supported(path)) {
         to_halves_f16c(src, dst, n);
         return 1;
     }
@@ -110,7 +110,7 @@ int lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n
 
 void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t n) {
 #if defined(__x86_64__)
-    if (path >= LOWRA_PATH_AVX2 && lowra_kernel_path_supported(path)) return to_floats_f16c(src, dst, n);
+    if (lowra_path_x86_vector(path) && lowra_kernel_path_supported(path)) return to_floats_f16c(src, dst, n);
 #endif
     (void)path;
     for (uint64_t i = 0; i < n; i++) dst[i] = lowra_half_to_float(src[i]);

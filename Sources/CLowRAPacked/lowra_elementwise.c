@@ -62,7 +62,7 @@ __attribute__((target("avx2,fma"))) static void swiglu_avx2(const float *gate, c
 void lowra_swiglu(int path, const float *gate, const float *up, float *out, uint64_t n) {
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
 #if defined(__x86_64__)
-    if (path >= LOWRA_PATH_AVX2) return swiglu_avx2(gate, up, out, n);  // AVX-512 too: 8 lanes suffice
+    if (lowra_path_x86_vector(path)) return swiglu_avx2(gate, up, out, n);  // AVX-512 too: 8 lanes suffice
 #endif
     swiglu_scalar(gate, up, out, n);
 }

@@ -17,6 +17,11 @@ __attribute__((target("avx2"))) static inline float lowra_hsum8(__m256 a) {
 }
 #endif
 
+/// Whether `path` is one of the x86 vector paths (AVX2, or AVX-512, which also runs the AVX2 code
+/// where it has none of its own). Paths are not ordered by speed across architectures: compare
+/// by name, never with `>=`.
+static inline int lowra_path_x86_vector(int path) { return path == LOWRA_PATH_AVX2 || path == LOWRA_PATH_AVX512; }
+
 /// The row a product visits at position i (lowra_packed_view.order).
 static inline uint64_t lowra_row_at(const lowra_packed_view *w, uint64_t i) {
     return w->order ? (uint64_t)w->order[i] : i;

@@ -84,7 +84,7 @@ void lowra_lora_up(int path, const float *b, uint64_t out, uint64_t r, const flo
 #if defined(__x86_64__)
     if (path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path))
         return lora_up_avx512(b, r, xa, n, s, y, ldy, o0, o1);
-    if (path >= LOWRA_PATH_AVX2 && lowra_kernel_path_supported(LOWRA_PATH_AVX2))
+    if (lowra_path_x86_vector(path) && lowra_kernel_path_supported(LOWRA_PATH_AVX2))
         return lora_up_avx2(b, r, xa, n, s, y, ldy, o0, o1);
 #endif
     (void)path;

@@ -737,7 +737,7 @@ void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_a
         pthread_once(&tables_once, fill_tables);
         return lowra_kernel_vbmi() ? packed_q8_vbmi(w, x, y, ldy, r0, r1) : packed_q8_vnni(w, x, y, ldy, r0, r1);
     }
-    if (path >= LOWRA_PATH_AVX2) return packed_q8_avx2(w, x, y, ldy, r0, r1);
+    if (lowra_path_x86_vector(path)) return packed_q8_avx2(w, x, y, ldy, r0, r1);
 #endif
     packed_q8_scalar(w, x, y, ldy, r0, r1);
 }
@@ -749,7 +749,7 @@ void lowra_q8_0_gemm_q8(int path, const uint8_t *rows, uint64_t row_bytes, const
     if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
 #if defined(__x86_64__)
     if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) return q8_0_vnni(rows, row_bytes, x, y, ldy, r0, r1);
-    if (path >= LOWRA_PATH_AVX2) return q8_0_avx2(rows, row_bytes, x, y, ldy, r0, r1);
+    if (lowra_path_x86_vector(path)) return q8_0_avx2(rows, row_bytes, x, y, ldy, r0, r1);
 #endif
     q8_0_scalar(rows, row_bytes, x, y, ldy, r0, r1);
 }
