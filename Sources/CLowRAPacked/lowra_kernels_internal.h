@@ -118,4 +118,20 @@ void lowra_packed_gemm_avx2(const lowra_packed_view *w, const float *x, uint64_t
                             uint64_t r0, uint64_t r1);
 void lowra_packed_dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
 
+/// SwiGLU (lowra_elementwise.c, arch/x86/swiglu_avx2.c).
+void lowra_swiglu_scalar(const float *gate, const float *up, float *out, uint64_t n);
+void lowra_swiglu_avx2(const float *gate, const float *up, float *out, uint64_t n);
+/// One-query f16 attention and the f16 conversions (lowra_attention.c, arch/x86/attention_avx2.c).
+void lowra_attention_head_avx2(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
+                               uint64_t stride, uint64_t d, float scale, float *scores, float *out);
+void lowra_to_halves_f16c(const float *src, uint16_t *dst, uint64_t n);
+void lowra_to_floats_f16c(const uint16_t *src, float *dst, uint64_t n);
+/// The LoRA up-projection (lowra_lora.c, arch/x86/lora_up_*.c).
+void lowra_lora_up_scalar(const float *b, uint64_t out, uint64_t r, const float *xa, uint64_t n, float s, float *y,
+                          uint64_t ldy, uint64_t o0, uint64_t o1);
+void lowra_lora_up_avx512(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
+                          uint64_t o0, uint64_t o1);
+void lowra_lora_up_avx2(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
+                        uint64_t o0, uint64_t o1);
+
 #endif
