@@ -10,7 +10,7 @@
 #include <math.h>
 
 void lowra_lora_up_scalar(const float *b, uint64_t out, uint64_t r, const float *xa, uint64_t n, float s, float *y,
-                           uint64_t ldy, uint64_t o0, uint64_t o1) {
+                          uint64_t ldy, uint64_t o0, uint64_t o1) {
     for (uint64_t c = 0; c < n; c++)
         for (uint64_t o = o0; o < o1; o++) {
             float acc = 0;

@@ -11,7 +11,7 @@ AVX2 static inline __m256 gather8(const float *p, uint64_t r) {
     return _mm256_i32gather_ps(p, lanes, 4);
 }
 
-LORA_UP(lowra_lora_up_avx2, AVX2, 8, __m256, _mm256_setzero_ps(), gather8, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_loadu_ps,
-        _mm256_storeu_ps)
+LORA_UP(lowra_lora_up_avx2, AVX2, 8, __m256, _mm256_setzero_ps(), gather8, _mm256_fmadd_ps, _mm256_set1_ps,
+        _mm256_loadu_ps, _mm256_storeu_ps)
 
 #endif
