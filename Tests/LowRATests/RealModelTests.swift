@@ -32,8 +32,11 @@ final class RealModelTests: XCTestCase {
     /// Reshapes leave quantized SmolLM2 unchanged: every packed tensor of the data-free 2-bit model
     /// (`lowra quantize --bits 2 --init none --calibration none`) is pinned by its sha256, the
     /// embedding keeps the source's Q8_0 blocks (values identical to the GGUF's), and the perplexity
-    /// is pinned (`eval --max-tokens 512 --context 512`). The same bytes come out on AVX-512 Xeon,
-    /// AVX-512 EPYC and AVX2-only EPYC machines. The levels lie on the integer
+    /// is pinned (`eval --max-tokens 512 --context 512`). The bytes rest on the code, not on the CPU:
+    /// the data-free quantizer without an adapter calls no BLAS and no instruction-set path (each
+    /// row's Lloyd-Max, error table and packing are Swift loops in a fixed order, never fused or
+    /// reassociated); the same bytes came out on AVX-512 Xeon, AVX-512 EPYC and AVX2-only EPYC
+    /// machines and under `LOWRA_KERNEL=scalar`. The levels lie on the integer
     /// kernels' uint8 grid; without LoftQ or fine-tuning this base is so broken that any change
     /// moves its perplexity by percents.
     func testQuantizedSmolLM2Unchanged() throws {
