@@ -2,7 +2,7 @@
 # Runs the README's walkthrough exactly as written (the lines between <!-- walkthrough --> and
 # <!-- /walkthrough -->), in a scratch folder that links the repository's .build, models and data,
 # so the user's runs/ is never touched. Fails if any line fails or the server's answer is not a
-# completion. Needs the release build (make build) and setup. About 5 minutes on 2 cores.
+# completion. Needs the release build (make build) and setup. 5–9 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
