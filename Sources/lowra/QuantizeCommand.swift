@@ -79,17 +79,17 @@ struct QuantizeCommand: ParsableCommand {
     ) var headBits: Int = 16
     @Flag(
         help: """
-            Rotate the model first (an equivalent model without outlier columns; not adopted, see the README): the \
-            residual stream by a random orthogonal matrix, norms folded into the layers, each value head by \
-            another; the head is untied.
+            Rotate the model first (an equivalent model without outlier columns; not adopted, see \
+            docs/results/below-2-bits.md): the residual stream by a random orthogonal matrix, norms folded into \
+            the layers, each value head by another; the head is untied.
             """)
     var rotate = false
     @Option(help: "With --rotate: the residual rotation's block size (default: the whole hidden size).")
     var rotationBlock: Int?
     @Option(
         help: """
-            AWQ-style channel scaling before quantization (not adopted, see the README): each linear input's \
-            channels scaled by E[x²]^(α/2) from the calibration text, folded into the norms, v and up.
+            AWQ-style channel scaling before quantization (not adopted, see docs/results/below-2-bits.md): each \
+            linear input's channels scaled by E[x²]^(α/2) from the calibration text, folded into the norms, v and up.
             """)
     var channelScaling: Float?
     @Flag(help: "Print one JSON object on stdout.") var json = false
