@@ -53,7 +53,8 @@ extension LanguageModel {
         if let reference, reference.config.vocabSize != config.vocabSize {
             throw LowRAError(
                 .invalidArgument,
-                "the reference model's vocabulary (\(reference.config.vocabSize)) differs from the model's (\(config.vocabSize))"
+                "the reference model's vocabulary (\(reference.config.vocabSize)) differs from the model's "
+                    + "(\(config.vocabSize))"
             )
         }
         var klSum = 0.0

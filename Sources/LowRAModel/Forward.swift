@@ -246,7 +246,8 @@ public final class LanguageModel: @unchecked Sendable {
         if let adapter, adapter.slots.count != c.numLayers * LinearKind.allCases.count {
             throw LowRAError(
                 .shapeMismatch,
-                "the adapter has \(adapter.slots.count) layers; the model needs \(c.numLayers * LinearKind.allCases.count)"
+                "the adapter has \(adapter.slots.count) layers; the model needs "
+                    + "\(c.numLayers * LinearKind.allCases.count)"
             )
         }
         let ws = ForwardWorkspace(

@@ -283,7 +283,8 @@ extension ModelWeights {
                 guard let b = map.layers[l.name], b.count == a.outFeatures else {
                     throw LowRAError(
                         .invalidArgument,
-                        "precision map: layer \(l.name) missing or has the wrong number of channels (model has \(a.outFeatures))"
+                        "precision map: layer \(l.name) missing or has the wrong number of channels (model has "
+                            + "\(a.outFeatures))"
                     )
                 }
                 bits.append(b)

@@ -175,7 +175,8 @@ public enum ExperimentReport {
         var s = "# LowRA experiment\n\n"
         if !provenance.isEmpty { s += provenance.map { "- \($0)\n" }.joined() + "\n" }
         s +=
-            "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × \(spec.seq) tokens "
+            "Model `\(spec.model)`; fine-tuning on `\(spec.train)` for \(spec.steps) steps of \(spec.batch) × "
+            + "\(spec.seq) tokens "
         s += "(LoRA rank \(spec.rank), lr \(spec.lr), seed \(spec.seed)); "
         s +=
             spec.test.lowercased().hasSuffix(".jsonl")
@@ -187,7 +188,8 @@ public enum ExperimentReport {
         s += "qlora's zero-initialized adapter changes nothing); \"after\" adds the fine-tuned adapter. "
         s += "Gap = perplexity after / full-precision LoRA's (method none) perplexity after.\n\n"
         s +=
-            "| method | bits | code b/p | stored b/p | ppl before | acc before | ppl after | acc after | gap | peak RSS | wall time |\n"
+            "| method | bits | code b/p | stored b/p | ppl before | acc before | ppl after | acc after | gap | peak "
+            + "RSS | wall time |\n"
         s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         for c in cells {
             let bits = c.bits.map(bitsLabel) ?? "fp32"
@@ -200,7 +202,8 @@ public enum ExperimentReport {
                 let gap = ceiling.flatMap { ce in c.after.map { gapLabel($0.perplexity / ce) } } ?? "—"
                 let after = c.status == .ok ? ppl(c.after) : "did not converge (\(ppl(c.after)))"
                 s +=
-                    "| \(c.method) | \(bits) | \(code) | \(stored) | \(ppl(c.before)) | \(acc(c.before)) | \(after) | \(acc(c.after)) | \(gap) | \(rss) | \(wall) |\n"
+                    "| \(c.method) | \(bits) | \(code) | \(stored) | \(ppl(c.before)) | \(acc(c.before)) | \(after) | "
+                    + "\(acc(c.after)) | \(gap) | \(rss) | \(wall) |\n"
             case .unsupported, .failed:
                 let why = c.status == .unsupported ? "unsupported" : "failed"
                 s += "| \(c.method) | \(bits) | — | — | \(why) | — | \(why) | — | — | — | — |\n"
@@ -229,9 +232,11 @@ public enum ExperimentReport {
     static func driftTable(spec: ExperimentSpec, drift: String, cells: [ExperimentCell]) -> String {
         var s = "## Drift from the base\n\n"
         s +=
-            "Every cell against the unquantized base model (no adapter) on `\(drift)`, a text of another domain, in windows of \(spec.seq): "
+            "Every cell against the unquantized base model (no adapter) on `\(drift)`, a text of another domain, in "
+            + "windows of \(spec.seq): "
         s +=
-            "KL(base ‖ model) in nats per token, top-1 agreement of the two models' next-token choices, and the model's own perplexity there. "
+            "KL(base ‖ model) in nats per token, top-1 agreement of the two models' next-token choices, and the "
+            + "model's own perplexity there. "
         s += "Fewer bits, more testing: a cell at b bits is checked on \(spec.driftTokens ?? 0) × 4 / b tokens.\n\n"
         s += "| method | bits | tokens | KL before | top-1 before | ppl before | KL after | top-1 after | ppl after |\n"
         s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
@@ -252,13 +257,15 @@ public enum ExperimentReport {
         else { return "" }
         var s = "## Which precision should I ship?\n\n"
         s +=
-            "For each perplexity gap you can accept against full-precision LoRA (\(ppl(none.after)) after fine-tuning), the lowest budget that "
+            "For each perplexity gap you can accept against full-precision LoRA (\(ppl(none.after)) after "
+            + "fine-tuning), the lowest budget that "
         s += "meets it in this sweep, and how far that model has drifted from the base"
         s +=
             none.driftAfter.map { String(format: " (full-precision LoRA itself: KL %.4f, top-1 %.3f)", $0.kl, $0.top1) }
             ?? ""
         s +=
-            ". Fewer bits kept means more evaluation owed: test the chosen cell on your own task and regression suite before shipping it.\n\n"
+            ". Fewer bits kept means more evaluation owed: test the chosen cell on your own task and regression suite "
+            + "before shipping it.\n\n"
         s += "| accepted gap | lowest bits | method | ppl after | gap | KL after | top-1 after |\n"
         s += "| --- | --- | --- | --- | --- | --- | --- |\n"
         let quantized = cells.filter { $0.status == .ok && $0.bits != nil && $0.after != nil }
@@ -275,7 +282,8 @@ public enum ExperimentReport {
             let kl = c.driftAfter.map { String(format: "%.4f", $0.kl) } ?? "—"
             let top1 = c.driftAfter.map { String(format: "%.3f", $0.top1) } ?? "—"
             s +=
-                "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | \(gapLabel(c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
+                "| \(t) | \(bitsLabel(c.bits!)) | \(c.method) | \(ppl(c.after)) | "
+                + "\(gapLabel(c.after!.perplexity / ceiling)) | \(kl) | \(top1) |\n"
         }
         return s
     }

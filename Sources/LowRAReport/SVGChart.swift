@@ -159,14 +159,16 @@ public struct SVGChart: Sendable {
         s += "<rect x=\"\(ml)\" y=\"\(mt)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#333\"/>\n"
         s += "<text x=\"\(ml + pw / 2)\" y=\"\(height - 14)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
         s +=
-            "<text transform=\"translate(18 \(mt + ph / 2)) rotate(-90)\" text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
+            "<text transform=\"translate(18 \(mt + ph / 2)) rotate(-90)\" "
+            + "text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
 
         // Reference lines, then series.
         var legend = [(String, String, String, Bool)]()  // name, color, dash attribute, dotted
         for r in references where r.y.isFinite && (yScale == .linear || r.y > 0) {
             let y = py(r.y)
             s +=
-                "<line x1=\"\(ml)\" y1=\"\(y)\" x2=\"\(ml + pw)\" y2=\"\(y)\" stroke=\"\(r.color)\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/>\n"
+                "<line x1=\"\(ml)\" y1=\"\(y)\" x2=\"\(ml + pw)\" y2=\"\(y)\" stroke=\"\(r.color)\" "
+                + "stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/>\n"
             legend.append((r.label, r.color, "", true))
         }
         for ser in series {
@@ -176,7 +178,8 @@ public struct SVGChart: Sendable {
             guard !p.isEmpty else { continue }
             let path = p.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
             s +=
-                "<polyline fill=\"none\" stroke=\"\(ser.color)\" stroke-width=\"2\"\(ser.dashAttribute) points=\"\(path)\"/>\n"
+                "<polyline fill=\"none\" stroke=\"\(ser.color)\" stroke-width=\"2\"\(ser.dashAttribute) "
+                + "points=\"\(path)\"/>\n"
             if ser.markers {
                 for q in p {
                     s += String(
@@ -185,7 +188,8 @@ public struct SVGChart: Sendable {
                     if ser.dashed {
                         s += String(
                             format:
-                                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"none\" stroke=\"%@\" stroke-width=\"1.5\"/>\n",
+                                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"none\" stroke=\"%@\" "
+                                + "stroke-width=\"1.5\"/>\n",
                             px(q.x), py(q.y), ser.color)
                     }
                 }
@@ -197,7 +201,8 @@ public struct SVGChart: Sendable {
         for (name, color, dashed, dotted) in legend {
             let dash = dotted ? " stroke-dasharray=\"2 3\"" : dashed
             s +=
-                "<line x1=\"\(ml + pw + 14)\" y1=\"\(ly)\" x2=\"\(ml + pw + 40)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"2\"\(dash)/>\n"
+                "<line x1=\"\(ml + pw + 14)\" y1=\"\(ly)\" x2=\"\(ml + pw + 40)\" y2=\"\(ly)\" stroke=\"\(color)\" "
+                + "stroke-width=\"2\"\(dash)/>\n"
             s += "<text x=\"\(ml + pw + 46)\" y=\"\(ly + 4)\">\(Self.escape(name))</text>\n"
             ly += 18
         }

@@ -27,13 +27,15 @@ public struct SVGStackedBars: Sendable {
         for (i, bar) in bars.enumerated() {
             let y = mt + Double(i) * (barH + gap)
             s +=
-                "<text x=\"\(ml - 8)\" y=\"\(y + barH / 2 + 4)\" text-anchor=\"end\">\(SVGChart.escape(bar.label))</text>\n"
+                "<text x=\"\(ml - 8)\" y=\"\(y + barH / 2 + 4)\" "
+                + "text-anchor=\"end\">\(SVGChart.escape(bar.label))</text>\n"
             var x = ml
             for (j, v) in bar.values.enumerated() where v > 0 {
                 let w = v / maxTotal * pw
                 s += String(
                     format:
-                        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %.1f %@</title></rect>\n",
+                        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %.1f "
+                        + "%@</title></rect>\n",
                     x, y, w, barH, SVGChart.palette[j % SVGChart.palette.count], SVGChart.escape(components[j]), v, unit
                 )
                 x += w
@@ -45,7 +47,8 @@ public struct SVGStackedBars: Sendable {
         var ly = mt + Double(bars.count) * (barH + gap) + 20
         for (j, name) in components.enumerated() {
             s +=
-                "<rect x=\"\(ml)\" y=\"\(ly - 10)\" width=\"14\" height=\"12\" fill=\"\(SVGChart.palette[j % SVGChart.palette.count])\"/>\n"
+                "<rect x=\"\(ml)\" y=\"\(ly - 10)\" width=\"14\" height=\"12\" "
+                + "fill=\"\(SVGChart.palette[j % SVGChart.palette.count])\"/>\n"
             s += "<text x=\"\(ml + 20)\" y=\"\(ly)\">\(SVGChart.escape(name))</text>\n"
             ly += 18
         }

@@ -196,7 +196,8 @@ public final class Trainer {
         guard state.runKey == runKey else {
             throw LowRAError(
                 .invalidArgument,
-                "\(file) belongs to another run (different base, data, rank or hyper-parameters); use another --out or drop --resume"
+                "\(file) belongs to another run (different base, data, rank or hyper-parameters); use another --out or "
+                    + "drop --resume"
             )
         }
         let values = try st.floats("adapter")

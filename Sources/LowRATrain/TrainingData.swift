@@ -132,7 +132,8 @@ public struct TrainingData: Sendable {
             guard ids.count >= 2, trained[1..<ids.count].contains(true) else {
                 throw LowRAError(
                     .invalidArgument,
-                    "\(where_): no assistant token within the first \(seq + 1) tokens; raise --seq or shorten the prompt"
+                    "\(where_): no assistant token within the first \(seq + 1) tokens; raise --seq or shorten the "
+                        + "prompt"
                 )
             }
             tokens += ids.count

@@ -116,13 +116,15 @@ public final class TrainingGraph: @unchecked Sendable {
         guard inputs.count == n, targets.count == n else {
             throw LowRAError(
                 .shapeMismatch,
-                "a training batch needs \(n) inputs and targets (\(batch) x \(seq)), got \(inputs.count) and \(targets.count)"
+                "a training batch needs \(n) inputs and targets (\(batch) x \(seq)), got \(inputs.count) and "
+                    + "\(targets.count)"
             )
         }
         guard adapter.rank == rank, adapter.slots.count == config.numLayers * LinearKind.allCases.count else {
             throw LowRAError(
                 .shapeMismatch,
-                "the adapter (rank \(adapter.rank), \(adapter.slots.count) layers) does not fit this graph (rank \(rank))"
+                "the adapter (rank \(adapter.rank), \(adapter.slots.count) layers) does not fit this graph (rank "
+                    + "\(rank))"
             )
         }
         let v = config.vocabSize

@@ -50,14 +50,18 @@ struct ExperimentCommand: ParsableCommand {
         help: "Evaluate on the first N tokens of --test (default: 8192; --quick: 1024).")
     var evalTokensArg: Int?
     @Option(
-        help:
-            "A text of another domain: measure every cell's drift from the unquantized base there (KL, top-1 agreement)."
+        help: """
+            A text of another domain: measure every cell's drift from the unquantized base there (KL, top-1 \
+            agreement).
+            """
     )
     var drift: String?
     @Option(
         name: .customLong("drift-tokens"),
-        help:
-            "Drift tokens for the fp32 and 4-bit cells; a cell at b bits gets N × 4 / b: fewer bits, more testing (default: 2048; --quick: 512)."
+        help: """
+            Drift tokens for the fp32 and 4-bit cells; a cell at b bits gets N × 4 / b: fewer bits, more testing \
+            (default: 2048; --quick: 512).
+            """
     )
     var driftTokensArg: Int?
     @Option(help: "Generic calibration text of the calibrated methods (lowra-diag … lowra-distill).")
@@ -69,8 +73,10 @@ struct ExperimentCommand: ParsableCommand {
     @Option(help: "Output directory.") var out: String = "runs/experiment"
     @Flag(help: "Continue the sweep in --out, keeping finished cells.") var resume = false
     @Flag(
-        help:
-            "A short profile for a first look (about 10 minutes on 2 cores): none, qlora, loftq, lowra at 2 and 1.5 bits, 10 steps, small evaluations. Options given explicitly still apply."
+        help: """
+            A short profile for a first look (about 10 minutes on 2 cores): none, qlora, loftq, lowra at 2 and 1.5 \
+            bits, 10 steps, small evaluations. Options given explicitly still apply.
+            """
     )
     var quick = false
 

@@ -104,7 +104,8 @@ struct FinetuneCommand: ParsableCommand {
             if let r = rank, r != start.rank {
                 throw LowRAError(
                     .invalidArgument,
-                    "--rank \(r) does not match the starting adapter's rank \(start.rank) (\(dir)); re-quantize with --rank \(r) or drop --rank"
+                    "--rank \(r) does not match the starting adapter's rank \(start.rank) (\(dir)); re-quantize with "
+                        + "--rank \(r) or drop --rank"
                 )
             }
             if let a = alpha, a != start.alpha {

@@ -39,7 +39,8 @@ struct InspectCommand: ParsableCommand {
             "arch       \(c.numLayers) layers, hidden \(c.hiddenSize), ffn \(c.intermediateSize), "
                 + "\(c.numHeads) heads / \(c.numKVHeads) kv heads of \(c.headDim), vocab \(c.vocabSize)")
         print(
-            "           rope base \(c.ropeTheta) (\(c.ropeLayout.rawValue)), rms eps \(c.rmsNormEps), context \(c.maxPositions), "
+            "           rope base \(c.ropeTheta) (\(c.ropeLayout.rawValue)), rms eps \(c.rmsNormEps), context "
+                + "\(c.maxPositions), "
                 + "\(c.tieWordEmbeddings ? "tied" : "untied") head\(c.attentionBias ? ", q/k/v bias" : "")")
         print(String(format: "parameters %.2fM", Double(params) / 1e6))
         var byType = [String: (count: Int, elements: Int)]()
@@ -67,13 +68,15 @@ struct InspectCommand: ParsableCommand {
             print(
                 String(
                     format:
-                        "quantized  %@ at %.2f bits (assigner %@, codebook %@, Lloyd-Max %d iterations, %@ weighting, %@ scales)",
+                        "quantized  %@ at %.2f bits (assigner %@, codebook %@, Lloyd-Max %d iterations, %@ weighting, "
+                        + "%@ scales)",
                     r.method.rawValue, r.targetBits, r.assigner, r.options.scope.rawValue, r.options.lloydIterations,
                     r.options.weighting.rawValue, r.options.doubleQuant ? "double-quantized" : "fp32"))
             print(
                 String(
                     format:
-                        "           code %.4f bits/param, stored %.4f bits/param over %.2fM quantized params; source sha256 %@",
+                        "           code %.4f bits/param, stored %.4f bits/param over %.2fM quantized params; source "
+                        + "sha256 %@",
                     r.codeBitsPerParam, r.storedBitsPerParam, Double(r.quantizedParameters) / 1e6,
                     String(m.sourceSHA256.prefix(16))))
             print("")

@@ -13,7 +13,8 @@ struct MemoryCommand: ParsableCommand {
         abstract:
             "Modeled memory of fine-tuning or inference per bit budget (the paper's Appendix C, for LowRA's formats).",
         discussion:
-            "Give --model (a model whose shape to use) or --config (a Hugging Face config.json, or one of \(MemoryModel.presetNames))."
+            "Give --model (a model whose shape to use) or --config (a Hugging Face config.json, or one of "
+            + "\(MemoryModel.presetNames))."
     )
 
     @Option(help: "A model (GGUF, Hugging Face or quantized directory) whose shape to use.") var model: String?

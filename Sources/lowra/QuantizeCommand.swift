@@ -28,8 +28,10 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Weighted Lloyd-Max iterations (lowra; 0 keeps NormalFloat levels).") var lloydIters: Int?
     @Option(help: "Lloyd-Max point weight: absmax (the paper) | absmax2.") var weighting: LloydWeighting = .absmax
     @Option(
-        help:
-            "Precision assigner: exact | ilp (the paper's two-level ILP) | layerwise (default: exact for lowra, layerwise for the baselines)."
+        help: """
+            Precision assigner: exact | ilp (the paper's two-level ILP) | layerwise (default: exact for lowra, \
+            layerwise for the baselines).
+            """
     )
     var assigner: AssignerKind?
     @Option(help: "Reuse a precision map (precision_map.json) instead of assigning.") var precisionMap: String?
@@ -276,7 +278,8 @@ struct QuantizeCommand: ParsableCommand {
         print(
             String(
                 format:
-                    "%@ at %.2f bits: code %.4f bits/param, stored %.4f bits/param (%.1f MB for %.1fM quantized params), %.1fs",
+                    "%@ at %.2f bits: code %.4f bits/param, stored %.4f bits/param (%.1f MB for %.1fM quantized "
+                    + "params), %.1fs",
                 report.method.rawValue, report.targetBits, report.codeBitsPerParam, report.storedBitsPerParam,
                 Double(report.storedBytes) / 1e6, Double(report.quantizedParameters) / 1e6, report.seconds))
         if let lb = report.lowerBound {
@@ -299,7 +302,8 @@ struct QuantizeCommand: ParsableCommand {
                     100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
         } else if initKind == "zeros" {
             print(
-                "initial adapter (rank \(adapter?.rank ?? 0), A Kaiming-uniform, B = 0) in \(out)/\(AdapterStore.initialAdapterDirectory)"
+                "initial adapter (rank \(adapter?.rank ?? 0), A Kaiming-uniform, B = 0) in "
+                    + "\(out)/\(AdapterStore.initialAdapterDirectory)"
             )
         }
         print("saved \(out)")

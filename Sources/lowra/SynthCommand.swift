@@ -11,7 +11,8 @@ struct SynthCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synth",
         abstract:
-            "Write a random model of a real shape as a sharded bf16 Hugging Face checkpoint (for memory and speed at 7B–13B)."
+            "Write a random model of a real shape as a sharded bf16 Hugging Face checkpoint (for memory and speed at "
+            + "7B–13B)."
     )
 
     @Option(help: "A built-in shape (\(MemoryModel.presetNames)) or a Hugging Face config.json.") var config: String

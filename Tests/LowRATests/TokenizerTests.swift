@@ -129,7 +129,8 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(template.defaultSystem, "You are a tiny test model")
         XCTAssertEqual(
             try template.render([ChatMessage(role: "user", content: "Hi")]),
-            "<|im_start|>system\nYou are a tiny test model<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            "<|im_start|>system\nYou are a tiny test model<|im_end|>\n"
+                + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         )
         XCTAssertEqual(
             try template.render(
@@ -181,7 +182,8 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(llama.format, .llama3)
         XCTAssertEqual(
             try llama.render([ChatMessage(role: "user", content: " Hi\n")]),
-            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                + "Today Date: 26 Jul 2024\n\n"
                 + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
                 + "<|start_header_id|>assistant<|end_header_id|>\n\n")
         let llama30 = try ChatTemplate(
@@ -191,7 +193,8 @@ final class TokenizerTests: XCTestCase {
             try llama30.render(
                 [ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "Q")],
                 addGenerationPrompt: false),
-            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+                + "Q<|eot_id|>"
         )
     }
 }

@@ -220,7 +220,8 @@ final class TrainingTests: XCTestCase {
 
 final class FinetuneTests: XCTestCase {
     static let text =
-        "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n"
+        "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n"
+        + "First Citizen:\nYou are all resolved rather to die than to famish?\n"
 
     private func write(_ s: String, _ name: String) throws -> String {
         let path = "\(try temporaryDirectory(self))/\(name)"
