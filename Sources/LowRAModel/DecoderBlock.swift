@@ -128,19 +128,13 @@ struct SequenceSteps: BlockSteps {
     ) {
         let block = weights.blocks[l]
         let ws = workspace
-        let xa = kinds.map { adapter == nil ? nil : activations.xa[$0.rawValue] }
-        if kinds.count == 1 {
-            block[kinds[0]].forward(
-                input, rows: rows, into: ys[0], scratch: ws.weightScratch,
-                lora: adapter?.factors(layer: l, kind: kinds[0]), xa: xa[0], activations: ws.activations,
-                directRows: ws.directRows)
-        } else {
-            // Layers that share their input: one product (`Linear.forward(_:_:rows:into:...)`).
-            Linear.forward(
-                kinds.map { block[$0] }, input, rows: rows, into: ys, scratch: ws.weightScratch,
-                lora: kinds.map { adapter?.factors(layer: l, kind: $0) }, xa: xa, activations: ws.activations,
-                directRows: ws.directRows)
-        }
+        // Layers that share their input take one product (`Linear.forward(_:_:rows:into:...)`; a
+        // single layer is its own `forward`).
+        Linear.forward(
+            kinds.map { block[$0] }, input, rows: rows, into: ys, scratch: ws.weightScratch,
+            lora: kinds.map { adapter?.factors(layer: l, kind: $0) },
+            xa: kinds.map { adapter == nil ? nil : activations.xa[$0.rawValue] }, activations: ws.activations,
+            directRows: ws.directRows)
     }
 
     func rope(_ l: Int, q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>) {

@@ -177,6 +177,17 @@ public struct ResolvedRecipe: Sendable {
         return request
     }
 
+    /// The calibration of a model of `config` on `tokens` of the recipe's text (`source` names it):
+    /// windows of up to 512 tokens, with the recipe's error feedback, damping and level refit.
+    public func calibration(config: ModelConfig, tokens: [Int], source: String) throws -> CalibrationRequest {
+        var c = try CalibrationRequest(
+            config: config, tokens: tokens, window: min(512, tokens.count, config.maxPositions), source: source)
+        c.errorFeedback = errorFeedback
+        c.damping = recipe.damping
+        c.refitLevels = recipe.refitLevels
+        return c
+    }
+
     /// The initial adapter (zero factors) of the recipe's rank and alpha, or nil for `--init none`;
     /// refuses a rank or alpha the model cannot take.
     public func initialAdapter(config: ModelConfig) throws -> LoRAAdapter? {

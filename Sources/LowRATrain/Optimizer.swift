@@ -41,13 +41,12 @@ public struct AdamW: Sendable, Equatable {
 
 /// Learning rate per step: linear warmup from 0, then cosine decay to 0 or constant.
 public struct LRSchedule: Sendable, Equatable {
-    public typealias Kind = LRScheduleKind
-    public var kind: Kind
+    public var kind: LRScheduleKind
     public var peak: Float
     public var warmupSteps: Int
     public var totalSteps: Int
 
-    public init(kind: Kind, peak: Float, warmupSteps: Int, totalSteps: Int) {
+    public init(kind: LRScheduleKind, peak: Float, warmupSteps: Int, totalSteps: Int) {
         self.kind = kind
         self.peak = peak
         self.warmupSteps = warmupSteps

@@ -221,15 +221,13 @@ struct ExperimentCommand: ParsableCommand {
 
     private struct Step {
         let status: Int32
-        let json: [String: Any]?
+        /// The step's JSON object, as cached (nil when it failed).
+        let data: Data?
         let lastError: String?
         let seconds: Double
 
         /// The step's JSON as `T` (nil when the step failed or printed something else).
-        func output<T: Decodable>(_: T.Type) -> T? {
-            guard let json, let data = try? JSONSerialization.data(withJSONObject: json) else { return nil }
-            return try? stepDecoder().decode(T.self, from: data)
-        }
+        func output<T: Decodable>(_: T.Type) -> T? { data.flatMap { try? JSONDecoder().decode(T.self, from: $0) } }
     }
 
     /// Runs `lowra args` with stdout captured (its JSON) and stderr appended to `log`; the JSON is
@@ -241,7 +239,7 @@ struct ExperimentCommand: ParsableCommand {
             let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
             !sameArgs || obj["_args"] as? String == line
         {
-            return Step(status: 0, json: obj, lastError: nil, seconds: obj["_seconds"] as? Double ?? 0)
+            return Step(status: 0, data: data, lastError: nil, seconds: obj["_seconds"] as? Double ?? 0)
         }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let proc = Process()
@@ -266,16 +264,17 @@ struct ExperimentCommand: ParsableCommand {
             let text = String(decoding: FileManager.default.contents(atPath: log) ?? Data(), as: UTF8.self)
             let last = text.split(separator: "\n").last { $0.hasPrefix("Error:") }.map(String.init)
             return Step(
-                status: proc.terminationStatus, json: nil, lastError: last ?? "exit status \(proc.terminationStatus)",
+                status: proc.terminationStatus, data: nil, lastError: last ?? "exit status \(proc.terminationStatus)",
                 seconds: seconds)
         }
         guard var obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            return Step(status: 1, json: nil, lastError: "lowra \(args[0]) printed no JSON", seconds: seconds)
+            return Step(status: 1, data: nil, lastError: "lowra \(args[0]) printed no JSON", seconds: seconds)
         }
         obj["_seconds"] = seconds
         obj["_args"] = line
-        try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: cache)
-        return Step(status: 0, json: obj, lastError: nil, seconds: seconds)
+        let cached = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+        try writeAtomically(cached, to: cache)
+        return Step(status: 0, data: cached, lastError: nil, seconds: seconds)
     }
 
     private func runCell(_ start: ExperimentCell, spec: ExperimentSpec, dir: String) throws -> ExperimentCell {
@@ -301,7 +300,7 @@ struct ExperimentCommand: ParsableCommand {
                 cell.note = "\(name): \(s.lastError ?? "no evaluation in the output")"
                 return nil
             }
-            rss = max(rss, out.peakRssBytes ?? 0)
+            rss = max(rss, out.peakRSSBytes ?? 0)
             return out
         }
         func eval(_ modelPath: String, _ extra: [String], _ name: String) throws -> EvalNumbers? {
@@ -334,7 +333,7 @@ struct ExperimentCommand: ParsableCommand {
         if let b = cell.bits {
             let recipe = cellRecipe(cell.method, bits: b, spec: spec)
             do {
-                _ = try recipe.resolved { throw LowRAError(.invalidArgument, "every cell names its calibration") }
+                try QuantizationRecipe.checkBudget(method: recipe.method, bits: b)
             } catch RecipeError.baselineBelowTwoBits {
                 cell.status = .unsupported
                 cell.note = "\(cell.method) mixes whole layers at 2 and 4 bits; it has no budget below 2"
@@ -344,7 +343,7 @@ struct ExperimentCommand: ParsableCommand {
             let args = ["quantize", "--model", model, "--out", q, "--json"] + recipe.quantizeArguments
             let s = try step(args, cache: p("quantize.json"), log: log)
             cell.seconds["quantize"] = s.seconds
-            guard let j = s.output(QuantizeStepOutput.self) else { return failed(s) }
+            guard let j = s.output(QuantizeReport.self) else { return failed(s) }
             cell.codeBitsPerParam = j.codeBitsPerParam
             cell.storedBitsPerParam = j.storedBitsPerParam
             base = q
@@ -365,7 +364,7 @@ struct ExperimentCommand: ParsableCommand {
                 ],
                 cache: p("repair.json"), log: log)
             cell.seconds["repair"] = s.seconds
-            guard s.json != nil else { return failed(s) }
+            guard s.data != nil else { return failed(s) }
             start = ["--adapter", repaired]
         }
 
@@ -386,7 +385,7 @@ struct ExperimentCommand: ParsableCommand {
         let ft = try step(ftArgs, cache: p("finetune.json"), log: log)
         cell.seconds["finetune"] = ft.seconds
         guard let j = ft.output(FinetuneStepOutput.self) else { return failed(ft) }
-        rss = max(rss, j.peakRssBytes ?? 0)
+        rss = max(rss, j.peakRSSBytes ?? 0)
         cell.validLossBefore = j.validLossBefore
         cell.validLossAfter = j.validLossAfter
         if let csv = try? String(

@@ -7,7 +7,7 @@ import LowRATrain
 import LowRAPipeline
 import LowRAAdapters
 
-extension LRSchedule.Kind: ExpressibleByArgument {}
+extension LRScheduleKind: ExpressibleByArgument {}
 
 struct FinetuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +31,7 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Tokens per sequence.") var seq: Int = 256
     @Option(help: "LoRA rank of a fresh adapter (must match a starting adapter's rank when given).") var rank: Int?
     @Option(help: "LoRA alpha of a fresh adapter (default: the rank).") var alpha: Float?
-    @Option(help: "cosine | constant (after warmup).") var schedule: LRSchedule.Kind = .cosine
+    @Option(help: "cosine | constant (after warmup).") var schedule: LRScheduleKind = .cosine
     @Option(help: "Warmup as a fraction of the steps.") var warmup: Double = 0.03
     @Option(help: "AdamW weight decay.") var weightDecay: Float = 0
     @Option(help: "Clip the gradient to this global L2 norm (0: no clipping).") var maxGradNorm: Float = 0.3

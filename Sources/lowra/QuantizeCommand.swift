@@ -141,12 +141,14 @@ struct QuantizeCommand: ParsableCommand {
         } catch let e as RecipeError where e.isUsage {
             throw ValidationError(e.description)
         }
+        // From here on the recipe, not the flags, says what to do.
+        let r = resolved.recipe
         let initKind = resolved.initialization.rawValue
         var sensitivitySeconds: Double?
         let lock = try OutputLock(out)
         defer { withExtendedLifetime(lock) {} }
         var loaded = try modelOptions.load()
-        if rotate || channelScaling != nil {
+        if r.rotate || r.channelScaling != nil {
             // Both hold every layer in fp32.
             let bytes = 4 * loaded.model.weights.parameterCount
             guard UInt64(bytes) <= ProcessInfo.processInfo.physicalMemory / 2 else {
@@ -157,8 +159,8 @@ struct QuantizeCommand: ParsableCommand {
             }
         }
         var transform: String?
-        if rotate {
-            let rotation = ResidualRotation(seed: seed, block: rotationBlock)
+        if r.rotate {
+            let rotation = ResidualRotation(seed: r.seed, block: r.rotationBlock)
             let (w, c) = try rotation.apply(to: loaded.model.weights, config: loaded.config)
             loaded.model = try LanguageModel(config: c, weights: w)
             transform = rotation.description
@@ -171,20 +173,16 @@ struct QuantizeCommand: ParsableCommand {
         var request = try resolved.request(config: loaded.config, adapter: adapter)
         request.transform = transform
         if let path = resolved.calibrationText {
-            let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(calibrationTokens))
-            request.calibration = try CalibrationRequest(
-                config: loaded.config, tokens: tokens, window: min(512, tokens.count, loaded.config.maxPositions),
-                source: (path as NSString).lastPathComponent)
-            if let a = channelScaling {
+            let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(r.calibrationTokens))
+            request.calibration = try resolved.calibration(
+                config: loaded.config, tokens: tokens, source: (path as NSString).lastPathComponent)
+            if let a = r.channelScaling {
                 let m = try loaded.model.weights.inputSecondMoments(request.calibration!)
                 let scaling = ChannelScaling(alpha: [.attention: a, .mlp: a, .output: a, .down: a])
                 let w = scaling.apply(to: loaded.model.weights, config: loaded.config, secondMoments: m)
                 loaded.model = try LanguageModel(config: loaded.config, weights: w)
                 request.transform = [request.transform, scaling.description].compactMap { $0 }.joined(separator: ", ")
             }
-            request.calibration!.errorFeedback = resolved.errorFeedback
-            request.calibration!.damping = damping
-            request.calibration!.refitLevels = refitLevels
             if resolved.sensitivity == .fisher {
                 let bar = ProgressBar("fisher ")
                 let t0 = Date()
@@ -235,7 +233,7 @@ struct QuantizeCommand: ParsableCommand {
                         name: $0.name, zeroInitError: $0.zeroInitError ?? 0, loftqError: $0.loftqError ?? 0)
                 }
             } else {
-                adapter.initializeKaiming(seed: seed)
+                adapter.initializeKaiming(seed: r.seed)
             }
             try AdapterStore.save(
                 adapter, config: loaded.config, manifest: adapterManifest,
@@ -297,10 +295,10 @@ struct QuantizeCommand: ParsableCommand {
                     format:
                         "%@ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init "
                         + "(%.1f%% lower); initial adapter in %@/%@",
-                    initKind == "cloq" ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, loftqSteps,
+                    resolved.initialization == .cloq ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, r.loftqSteps,
                     q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
                     100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
-        } else if initKind == "zeros" {
+        } else if resolved.initialization == .zeros {
             print(
                 "initial adapter (rank \(adapter?.rank ?? 0), A Kaiming-uniform, B = 0) in "
                     + "\(out)/\(AdapterStore.initialAdapterDirectory)"
