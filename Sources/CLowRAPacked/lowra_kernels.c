@@ -26,7 +26,7 @@ static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, 
         lowra_row_levels(w, r, tab);
         for (uint64_t blk = 0; blk < nb; blk++) {
             const float s = lowra_block_scale(w, r * nb + blk);
-            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
+            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = lowra_block_end(blk, in);
             float part[LOWRA_MAX_COLUMNS] = {0};
             lowra_lookup_dot(row, b, j0, j1, s, tab, x, in, n, part);
             for (uint64_t c = 0; c < n; c++) acc[c] += part[c];
@@ -38,13 +38,11 @@ static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, 
 static void dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
     const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
     for (uint64_t r = r0; r < r1; r++, out += in) {
-        const unsigned b = w->bits[r];
-        const uint8_t *row = w->codes + w->row_offsets[r];
         float tab[16];
         lowra_row_levels(w, r, tab);
-        for (uint64_t blk = 0; blk < nb; blk++) {
-            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
-            lowra_lookup_span(row, b, j0, j1, lowra_block_scale(w, r * nb + blk), tab, out);
+        for (uint64_t j = 0; j < in; j++) {
+            const float s = lowra_block_scale(w, r * nb + j / LOWRA_BLOCK);
+            out[j] = s * tab[lowra_code_at(w->codes + w->row_offsets[r], j, w->bits[r])];
         }
     }
 }

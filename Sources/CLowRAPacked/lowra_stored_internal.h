@@ -45,6 +45,18 @@ static inline void lowra_stored_decode(unsigned t, const uint8_t *row, uint64_t 
     }
 }
 
+/// s + Σ_{j <= i < in} row[i]·x[i]: the vector kernels' tail of a float-like row (ggml rows have none).
+static inline float lowra_stored_tail_dot(unsigned t, const uint8_t *row, uint64_t j, uint64_t in, const float *x,
+                                          float s) {
+    float buf[32];
+    for (; j < in; j += 32) {
+        const uint64_t count = in - j < 32 ? in - j : 32;
+        lowra_stored_decode(t, row, j, count, buf);
+        for (uint64_t i = 0; i < count; i++) s += buf[i] * x[j + i];
+    }
+    return s;
+}
+
 // One instantiation per (columns, type).
 #define LOWRA_STORED_TYPES(FN, N)                                                                       \
     for (uint64_t r = r0; r < r1; r++) {                                                                \

@@ -22,6 +22,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,35 +242,39 @@ static void q8_0_tiled_scalar(const lowra_q8_0_tiled_view *t, const lowra_q8_act
 }
 
 
+// One group of at most LOWRA_TILE_COLUMNS columns (the most one call keeps in registers) of the
+// tiled packed weight (q8_0 false) or the tiled Q8_0 weight (q8_0 true).
+static void tiled_group(int path, bool q8_0, const void *view, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                        uint64_t t0, uint64_t t1) {
+#if defined(__x86_64__)
+    if (lowra_tiled_supported(path)) {
+        if (q8_0) return lowra_q8_0_tiled_gemm_vnni(view, x, y, ldy, t0, t1);
+        return lowra_tiled_gemm_vbmi(view, x, y, ldy, t0, t1);
+    }
+#endif
+    (void)path;
+    if (q8_0) return q8_0_tiled_scalar(view, x, y, ldy, t0, t1);
+    tiled_scalar(view, x, y, ldy, t0, t1);
+}
+
+// The columns of x in groups, each group's outputs in its own columns of y.
+static void in_column_groups(int path, bool q8_0, const void *view, const lowra_q8_activations *x, float *y,
+                             uint64_t ldy, uint64_t t0, uint64_t t1) {
+    if (t0 >= t1) return;
+    for (uint64_t c0 = 0; c0 < x->n; c0 += LOWRA_TILE_COLUMNS) {
+        const uint64_t count = x->n - c0 < LOWRA_TILE_COLUMNS ? x->n - c0 : LOWRA_TILE_COLUMNS;
+        const lowra_q8_activations part = lowra_q8_columns(x, c0, count);
+        tiled_group(path, q8_0, view, &part, y + c0 * ldy, ldy, t0, t1);
+    }
+}
+
 void lowra_tiled_gemm_q8(int path, const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                          uint64_t t0, uint64_t t1) {
     lowra_kernels_init();
-    if (x->n == 0 || t0 >= t1) return;
-    while (x->n > LOWRA_TILE_COLUMNS) {  // more columns: in groups of the most one call keeps
-        lowra_q8_activations part = lowra_q8_columns(x, 0, LOWRA_TILE_COLUMNS);
-        lowra_tiled_gemm_q8(path, t, &part, y, ldy, t0, t1);
-        const lowra_q8_activations rest = lowra_q8_columns(x, LOWRA_TILE_COLUMNS, x->n - LOWRA_TILE_COLUMNS);
-        return lowra_tiled_gemm_q8(path, t, &rest, y + LOWRA_TILE_COLUMNS * ldy, ldy, t0, t1);
-    }
-#if defined(__x86_64__)
-    if (lowra_tiled_supported(path)) return lowra_tiled_gemm_vbmi(t, x, y, ldy, t0, t1);
-#endif
-    (void)path;
-    tiled_scalar(t, x, y, ldy, t0, t1);
+    in_column_groups(path, false, t, x, y, ldy, t0, t1);
 }
 
 void lowra_q8_0_tiled_gemm_q8(int path, const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y,
                               uint64_t ldy, uint64_t t0, uint64_t t1) {
-    if (x->n == 0 || t0 >= t1) return;
-    if (x->n > LOWRA_TILE_COLUMNS) {
-        const lowra_q8_activations part = lowra_q8_columns(x, 0, LOWRA_TILE_COLUMNS);
-        lowra_q8_0_tiled_gemm_q8(path, t, &part, y, ldy, t0, t1);
-        const lowra_q8_activations rest = lowra_q8_columns(x, LOWRA_TILE_COLUMNS, x->n - LOWRA_TILE_COLUMNS);
-        return lowra_q8_0_tiled_gemm_q8(path, t, &rest, y + LOWRA_TILE_COLUMNS * ldy, ldy, t0, t1);
-    }
-#if defined(__x86_64__)
-    if (lowra_tiled_supported(path)) return lowra_q8_0_tiled_gemm_vnni(t, x, y, ldy, t0, t1);
-#endif
-    (void)path;
-    q8_0_tiled_scalar(t, x, y, ldy, t0, t1);
+    in_column_groups(path, true, t, x, y, ldy, t0, t1);
 }

@@ -10,10 +10,7 @@ public func matmulTransB(
     m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0,
     ldx: Int? = nil, ldw: Int? = nil, ldy: Int? = nil
 ) {
-    lowra_pool_park()
-    cblas_sgemm(
-        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), alpha,
-        x, Int32(ldx ?? k), w, Int32(ldw ?? k), beta, y, Int32(ldy ?? n))
+    sgemm(CblasTrans, x, w, y, m: m, n: n, k: k, alpha: alpha, beta: beta, lda: ldx ?? k, ldb: ldw ?? k, ldy: ldy)
 }
 
 /// y (M, N) = alpha * a (M, K) · b (K, N) + beta * y, all row-major.
@@ -23,10 +20,19 @@ public func matmul(
     m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0,
     lda: Int? = nil, ldb: Int? = nil, ldy: Int? = nil
 ) {
+    sgemm(CblasNoTrans, a, b, y, m: m, n: n, k: k, alpha: alpha, beta: beta, lda: lda ?? k, ldb: ldb ?? n, ldy: ldy)
+}
+
+/// The one call into BLAS's sgemm (row-major, a not transposed), after parking the kernel pool's threads.
+@inline(__always)
+private func sgemm(
+    _ transB: CBLAS_TRANSPOSE, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+    m: Int, n: Int, k: Int, alpha: Float, beta: Float, lda: Int, ldb: Int, ldy: Int?
+) {
     lowra_pool_park()
     cblas_sgemm(
-        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha,
-        a, Int32(lda ?? k), b, Int32(ldb ?? n), beta, y, Int32(ldy ?? n))
+        CblasRowMajor, CblasNoTrans, transB, Int32(m), Int32(n), Int32(k), alpha,
+        a, Int32(lda), b, Int32(ldb), beta, y, Int32(ldy ?? n))
 }
 
 /// y (N) = W (N, K) · x (K).

@@ -485,13 +485,17 @@ final class CLITests: XCTestCase {
         let other = String(
             repeating: "The quick brown fox jumps over the lazy dog; a stitch in time saves nine.\n", count: 12)
         try other.write(toFile: "\(dir)/other.txt", atomically: true, encoding: .utf8)
-        let drifted = try runProcess(
-            Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "40"])
-        XCTAssertEqual(drifted.status, 0, drifted.err)
-        let results3 =
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
-            as! [String: Any]
-        let cells3 = results3["cells"] as! [[String: Any]]
+        // Resumes the sweep measuring drift on `tokens` tokens and returns its cells.
+        func resumeWithDrift(tokens: Int) throws -> [[String: Any]] {
+            let run = try runProcess(
+                Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "\(tokens)"])
+            XCTAssertEqual(run.status, 0, run.err)
+            let results =
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
+                as! [String: Any]
+            return results["cells"] as! [[String: Any]]
+        }
+        let cells3 = try resumeWithDrift(tokens: 40)
         XCTAssertEqual(
             cells3.map { ($0["loss_curve"] as? [[Double]]) }, cells.map { ($0["loss_curve"] as? [[Double]]) })
         func drift(_ c: [String: Any], _ k: String) -> [String: Any]? { c[k] as? [String: Any] }
@@ -505,12 +509,6 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(md.contains("## Drift from the base") && md.contains("## Which precision should I ship?"), md)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/drift.svg"))
         // A different drift budget measures again.
-        let more = try runProcess(
-            Paths.lowraBinary, args + ["--resume", "--drift", "\(dir)/other.txt", "--drift-tokens", "60"])
-        XCTAssertEqual(more.status, 0, more.err)
-        let results4 =
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
-            as! [String: Any]
-        XCTAssertEqual(drift((results4["cells"] as! [[String: Any]])[0], "drift_after")?["tokens"] as? Int, 64)
+        XCTAssertEqual(drift(try resumeWithDrift(tokens: 60)[0], "drift_after")?["tokens"] as? Int, 64)
     }
 }

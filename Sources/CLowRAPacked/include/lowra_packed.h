@@ -37,6 +37,10 @@ enum lowra_codebook_scope { LOWRA_SCOPE_CHANNEL = 0, LOWRA_SCOPE_TENSOR = 1 };
 
 static inline uint64_t lowra_row_bytes(uint64_t in, unsigned bits) { return (in * bits + 7) / 8; }
 static inline uint64_t lowra_blocks_per_row(uint64_t in) { return (in + LOWRA_BLOCK - 1) / LOWRA_BLOCK; }
+/// One past the last element of block blk in a row of `in` elements (the last block may be partial).
+static inline uint64_t lowra_block_end(uint64_t blk, uint64_t in) {
+    return blk * LOWRA_BLOCK + LOWRA_BLOCK < in ? blk * LOWRA_BLOCK + LOWRA_BLOCK : in;
+}
 static inline uint64_t lowra_tensor_level_offset(unsigned bits) { return bits == 1 ? 0 : bits == 2 ? 2 : 6; }
 
 static inline uint64_t lowra_absmax_bytes(uint64_t out, uint64_t in, int double_quant) {

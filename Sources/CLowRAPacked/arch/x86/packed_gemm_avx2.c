@@ -1,5 +1,6 @@
 // The fp32 kernels of packed weights (lowra_packed_gemm, lowra_packed_dequantize) for x86-64 with
-// AVX2 + FMA; the scalar reference and the dispatch are in lowra_kernels.c.
+// AVX2 + FMA: the primitives of packed_gemm_template.h; the scalar reference and the dispatch are in
+// lowra_kernels.c.
 #if defined(__x86_64__)
 
 #include "../../lowra_kernels_internal.h"
@@ -32,66 +33,30 @@ AVX2 static inline __attribute__((always_inline)) __m256 lookup8_avx2(const uint
     return _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(thi, idx), upper);
 }
 
-AVX2 static inline __attribute__((always_inline)) void rows_avx2(const lowra_packed_view *w, const float *x,
-                                                                   const uint64_t n, float *y, uint64_t ldy, uint64_t r,
-                                                                   const unsigned b) {
-    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
-    const uint8_t *row = w->codes + w->row_offsets[r];
-    float tab[16];
-    lowra_row_levels(w, r, tab);
-    const __m256 lo = _mm256_loadu_ps(tab), hi = _mm256_loadu_ps(tab + 8);
-    __m256 acc[LOWRA_MAX_COLUMNS], acc2[LOWRA_MAX_COLUMNS];
-    float tail[LOWRA_MAX_COLUMNS];
-    for (uint64_t c = 0; c < n; c++) {
-        acc[c] = acc2[c] = _mm256_setzero_ps();
-        tail[c] = 0;
-    }
-    for (uint64_t blk = 0; blk < nb; blk++) {
-        const float s = lowra_block_scale(w, r * nb + blk);
-        const __m256 sv = _mm256_set1_ps(s);
-        const __m256 tlo = _mm256_mul_ps(lo, sv), thi = _mm256_mul_ps(hi, sv);
-        const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
-        uint64_t j = j0;
-        for (; j + 16 <= j1; j += 16) {
-            const __m256 v = lookup8_avx2(row + j * b / 8, b, tlo, thi);
-            const __m256 v2 = lookup8_avx2(row + (j + 8) * b / 8, b, tlo, thi);
-            for (uint64_t c = 0; c < n; c++) {
-                acc[c] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + c * in + j), acc[c]);
-                acc2[c] = _mm256_fmadd_ps(v2, _mm256_loadu_ps(x + c * in + j + 8), acc2[c]);
-            }
-        }
-        for (; j + 8 <= j1; j += 8) {
-            const __m256 v = lookup8_avx2(row + j * b / 8, b, tlo, thi);
-            for (uint64_t c = 0; c < n; c++) acc[c] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + c * in + j), acc[c]);
-        }
-        lowra_lookup_dot(row, b, j, j1, s, tab, x, in, n, tail);
-    }
-    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = lowra_hsum8(_mm256_add_ps(acc[c], acc2[c])) + tail[c];
+// The row's levels in two registers (levels 0-7, 8-15).
+typedef struct {
+    __m256 lo, hi;
+} table_avx2;
+
+AVX2 static inline __attribute__((always_inline)) table_avx2 table_scale_avx2(const table_avx2 t, const float s) {
+    const __m256 sv = _mm256_set1_ps(s);
+    return (table_avx2){_mm256_mul_ps(t.lo, sv), _mm256_mul_ps(t.hi, sv)};
 }
 
-AVX2 void lowra_packed_dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
-    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
-    for (uint64_t r = r0; r < r1; r++, out += in) {
-        const unsigned b = w->bits[r];
-        const uint8_t *row = w->codes + w->row_offsets[r];
-        float tab[16];
-        lowra_row_levels(w, r, tab);
-        const __m256 lo = _mm256_loadu_ps(tab), hi = _mm256_loadu_ps(tab + 8);
-        for (uint64_t blk = 0; blk < nb; blk++) {
-            const float s = lowra_block_scale(w, r * nb + blk);
-            const __m256 sv = _mm256_set1_ps(s);
-            const __m256 tlo = _mm256_mul_ps(lo, sv), thi = _mm256_mul_ps(hi, sv);
-            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
-            uint64_t j = j0;
-            for (; j + 8 <= j1; j += 8) _mm256_storeu_ps(out + j, lookup8_avx2(row + j * b / 8, b, tlo, thi));
-            lowra_lookup_span(row, b, j, j1, s, tab, out);
-        }
-    }
-}
-
-AVX2 void lowra_packed_gemm_avx2(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
-                                 uint64_t r0, uint64_t r1) {
-    LOWRA_DISPATCH_COLUMNS(rows_avx2)
-}
+#define PATH avx2
+#define TARGET AVX2
+#define VEC __m256
+#define VW 8
+#define TABLE table_avx2
+#define TABLE_LOAD(tab) ((table_avx2){_mm256_loadu_ps(tab), _mm256_loadu_ps((tab) + 8)})
+#define TABLE_SCALE(t, s) table_scale_avx2(t, s)
+#define LOOKUP(p, b, t) lookup8_avx2(p, b, (t).lo, (t).hi)
+#define VZERO _mm256_setzero_ps
+#define VLOAD _mm256_loadu_ps
+#define VSTORE _mm256_storeu_ps
+#define VADD _mm256_add_ps
+#define VFMA _mm256_fmadd_ps
+#define VHSUM lowra_hsum8
+#include "packed_gemm_template.h"
 
 #endif

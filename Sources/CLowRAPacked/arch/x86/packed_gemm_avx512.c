@@ -1,5 +1,6 @@
 // The fp32 kernels of packed weights (lowra_packed_gemm, lowra_packed_dequantize) for x86-64 with
-// AVX-512 F/BW/VL; the scalar reference and the dispatch are in lowra_kernels.c.
+// AVX-512 F/BW/VL: the primitives of packed_gemm_template.h; the scalar reference and the dispatch are
+// in lowra_kernels.c.
 #if defined(__x86_64__)
 
 #include "../../lowra_kernels_internal.h"
@@ -36,66 +37,25 @@ AVX512 static inline __attribute__((always_inline)) __m512i codes16_avx512(const
     }
 }
 
-AVX512 static inline __attribute__((always_inline)) void rows_avx512(const lowra_packed_view *w, const float *x,
-                                                                       const uint64_t n, float *y, uint64_t ldy,
-                                                                       uint64_t r, const unsigned b) {
-    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
-    const uint8_t *row = w->codes + w->row_offsets[r];
-    float tab[16];
-    lowra_row_levels(w, r, tab);
-    const __m512 table = _mm512_loadu_ps(tab);
-    // Two sets of accumulators, alternating by 16 inputs, halve the fused multiply-add chains.
-    __m512 acc[LOWRA_MAX_COLUMNS], acc2[LOWRA_MAX_COLUMNS];
-    float tail[LOWRA_MAX_COLUMNS];
-    for (uint64_t c = 0; c < n; c++) {
-        acc[c] = acc2[c] = _mm512_setzero_ps();
-        tail[c] = 0;
-    }
-    for (uint64_t blk = 0; blk < nb; blk++) {
-        const float s = lowra_block_scale(w, r * nb + blk);
-        const __m512 t = _mm512_mul_ps(table, _mm512_set1_ps(s));
-        const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
-        uint64_t j = j0;
-        for (; j + 32 <= j1; j += 32) {
-            const __m512 v = _mm512_permutexvar_ps(codes16_avx512(row + j * b / 8, b), t);
-            const __m512 v2 = _mm512_permutexvar_ps(codes16_avx512(row + (j + 16) * b / 8, b), t);
-            for (uint64_t c = 0; c < n; c++) {
-                acc[c] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + c * in + j), acc[c]);
-                acc2[c] = _mm512_fmadd_ps(v2, _mm512_loadu_ps(x + c * in + j + 16), acc2[c]);
-            }
-        }
-        for (; j + 16 <= j1; j += 16) {
-            const __m512 v = _mm512_permutexvar_ps(codes16_avx512(row + j * b / 8, b), t);
-            for (uint64_t c = 0; c < n; c++) acc[c] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + c * in + j), acc[c]);
-        }
-        lowra_lookup_dot(row, b, j, j1, s, tab, x, in, n, tail);
-    }
-    for (uint64_t c = 0; c < n; c++) y[c * ldy + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[c], acc2[c])) + tail[c];
+AVX512 static inline __attribute__((always_inline)) __m512 lookup16_avx512(const uint8_t *p, const unsigned b,
+                                                                          const __m512 t) {
+    return _mm512_permutexvar_ps(codes16_avx512(p, b), t);
 }
 
-AVX512 void lowra_packed_dequantize_avx512(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
-    const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
-    for (uint64_t r = r0; r < r1; r++, out += in) {
-        const unsigned b = w->bits[r];
-        const uint8_t *row = w->codes + w->row_offsets[r];
-        float tab[16];
-        lowra_row_levels(w, r, tab);
-        const __m512 table = _mm512_loadu_ps(tab);
-        for (uint64_t blk = 0; blk < nb; blk++) {
-            const float s = lowra_block_scale(w, r * nb + blk);
-            const __m512 t = _mm512_mul_ps(table, _mm512_set1_ps(s));
-            const uint64_t j0 = blk * LOWRA_BLOCK, j1 = j0 + LOWRA_BLOCK < in ? j0 + LOWRA_BLOCK : in;
-            uint64_t j = j0;
-            for (; j + 16 <= j1; j += 16)
-                _mm512_storeu_ps(out + j, _mm512_permutexvar_ps(codes16_avx512(row + j * b / 8, b), t));
-            lowra_lookup_span(row, b, j, j1, s, tab, out);
-        }
-    }
-}
-
-AVX512 void lowra_packed_gemm_avx512(const lowra_packed_view *w, const float *x, uint64_t n, float *y,
-                                     uint64_t ldy, uint64_t r0, uint64_t r1) {
-    LOWRA_DISPATCH_COLUMNS(rows_avx512)
-}
+#define PATH avx512
+#define TARGET AVX512
+#define VEC __m512
+#define VW 16
+#define TABLE __m512
+#define TABLE_LOAD(tab) _mm512_loadu_ps(tab)
+#define TABLE_SCALE(t, s) _mm512_mul_ps(t, _mm512_set1_ps(s))
+#define LOOKUP lookup16_avx512
+#define VZERO _mm512_setzero_ps
+#define VLOAD _mm512_loadu_ps
+#define VSTORE _mm512_storeu_ps
+#define VADD _mm512_add_ps
+#define VFMA _mm512_fmadd_ps
+#define VHSUM _mm512_reduce_add_ps
+#include "packed_gemm_template.h"
 
 #endif

@@ -61,16 +61,8 @@ AVX2 INLINE void row_avx2(unsigned t, const uint8_t *row, uint64_t in, const flo
             }
         }
     }
-    float buf[32];
-    for (uint64_t c = 0; c < n; c++) {
-        float s = lowra_hsum8(acc[c]);
-        for (uint64_t j1 = j; j1 < in; j1 += 32) {
-            const uint64_t count = in - j1 < 32 ? in - j1 : 32;
-            lowra_stored_decode(t, row, j1, count, buf);
-            for (uint64_t i = 0; i < count; i++) s += buf[i] * x[c * in + j1 + i];
-        }
-        y[c * ldy + r] = s;
-    }
+    for (uint64_t c = 0; c < n; c++)
+        y[c * ldy + r] = lowra_stored_tail_dot(t, row, j, in, x + c * in, lowra_hsum8(acc[c]));
 }
 
 AVX2 void lowra_stored_gemm_avx2(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in,

@@ -50,16 +50,8 @@ AVX512 INLINE void row_avx512(unsigned t, const uint8_t *row, uint64_t in, const
             }
         }
     }
-    float buf[32];
-    for (uint64_t c = 0; c < n; c++) {
-        float s = _mm512_reduce_add_ps(acc[c]);
-        for (uint64_t j1 = j; j1 < in; j1 += 32) {  // the tail of a float-like row (ggml rows have none)
-            const uint64_t count = in - j1 < 32 ? in - j1 : 32;
-            lowra_stored_decode(t, row, j1, count, buf);
-            for (uint64_t i = 0; i < count; i++) s += buf[i] * x[c * in + j1 + i];
-        }
-        y[c * ldy + r] = s;
-    }
+    for (uint64_t c = 0; c < n; c++)
+        y[c * ldy + r] = lowra_stored_tail_dot(t, row, j, in, x + c * in, _mm512_reduce_add_ps(acc[c]));
 }
 
 AVX512 void lowra_stored_gemm_avx512(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in,
