@@ -4,8 +4,8 @@
 
 #include <math.h>
 
-static void head_scalar(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk, uint64_t stride,
-                        uint64_t d, float scale, float *scores, float *out) {
+void lowra_attention_head_scalar(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
+                                 uint64_t stride, uint64_t d, float scale, float *scores, float *out) {
     float m = -INFINITY;
     for (uint64_t t = 0; t < tk; t++) {
         float s = 0;
@@ -25,41 +25,31 @@ static void head_scalar(const float *q, const uint16_t *keys, const uint16_t *va
     }
 }
 
+void lowra_to_floats_scalar(const uint16_t *src, float *dst, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) dst[i] = lowra_half_to_float(src[i]);
+}
+
 void lowra_attention_decode_f16(int path, const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
                                 uint64_t heads, uint64_t kv_heads, uint64_t head_dim, float *scores, float *out,
                                 uint64_t h0, uint64_t h1) {
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
     const uint64_t group = heads / kv_heads, stride = kv_heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
+    void (*head)(const float *, const uint16_t *, const uint16_t *, uint64_t, uint64_t, uint64_t, float, float *,
+                 float *) = head_dim % 8 == 0 ? lowra_kernels_for(path)->attention_head : lowra_attention_head_scalar;
     for (uint64_t h = h0; h < h1; h++) {
         const uint64_t g = h / group;
-        const float *qh = q + h * head_dim;
-        const uint16_t *k = keys + g * head_dim, *v = values + g * head_dim;
-#if defined(__x86_64__)
-        if (lowra_path_x86_vector(path) && head_dim % 8 == 0) {
-            lowra_attention_head_avx2(qh, k, v, tk, stride, head_dim, scale, scores + h * tk, out + h * head_dim);
-            continue;
-        }
-#endif
-        head_scalar(qh, k, v, tk, stride, head_dim, scale, scores + h * tk, out + h * head_dim);
+        head(q + h * head_dim, keys + g * head_dim, values + g * head_dim, tk, stride, head_dim, scale, scores + h * tk,
+             out + h * head_dim);
     }
 }
 
 int lowra_floats_to_halves(int path, const float *src, uint16_t *dst, uint64_t n) {
-#if defined(__x86_64__)
-    if (lowra_path_x86_vector(path) && lowra_kernel_path_supported(path)) {
-        lowra_to_halves_f16c(src, dst, n);
-        return 1;
-    }
-#endif
-    (void)path, (void)src, (void)dst, (void)n;
-    return 0;
+    const lowra_kernel_table *k = lowra_kernels_for(path);
+    if (!k->to_halves) return 0;
+    k->to_halves(src, dst, n);
+    return 1;
 }
 
 void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t n) {
-#if defined(__x86_64__)
-    if (lowra_path_x86_vector(path) && lowra_kernel_path_supported(path)) return lowra_to_floats_f16c(src, dst, n);
-#endif
-    (void)path;
-    for (uint64_t i = 0; i < n; i++) dst[i] = lowra_half_to_float(src[i]);
+    lowra_kernels_for(path)->to_floats(src, dst, n);
 }

@@ -13,9 +13,5 @@ void lowra_swiglu_scalar(const float *gate, const float *up, float *out, uint64_
 }
 
 void lowra_swiglu(int path, const float *gate, const float *up, float *out, uint64_t n) {
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
-#if defined(__x86_64__)
-    if (lowra_path_x86_vector(path)) return lowra_swiglu_avx2(gate, up, out, n);  // AVX-512 too: 8 lanes suffice
-#endif
-    lowra_swiglu_scalar(gate, up, out, n);
+    lowra_kernels_for(path)->swiglu(gate, up, out, n);
 }

@@ -15,8 +15,8 @@ void lowra_kernels_init(void) {
 // ---------------------------------------------------------------------------------------------
 // Scalar path: per block, the levels scaled once, then lookups.
 
-static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0,
-                        uint64_t r1) {
+void lowra_packed_gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
+                              uint64_t r0, uint64_t r1) {
     const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
     for (uint64_t i = r0; i < r1; i++) {
         const uint64_t r = lowra_row_at(w, i);
@@ -35,7 +35,7 @@ static void gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, 
     }
 }
 
-static void dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
+void lowra_packed_dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
     const uint64_t in = w->in, nb = lowra_blocks_per_row(in);
     for (uint64_t r = r0; r < r1; r++, out += in) {
         float tab[16];
@@ -48,40 +48,23 @@ static void dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The table: one entry per instruction-set path (lowra_kernel_path); a NULL entry (NEON, for now)
-// runs the scalar reference. The CPU detection that picks a path is in lowra_cpu.c.
-
-static const struct {
-    lowra_packed_gemm_fn gemm;
-    lowra_packed_dequantize_fn dequantize;
-} packed_kernels[LOWRA_PATH_COUNT] = {
-    [LOWRA_PATH_SCALAR] = {gemm_scalar, dequantize_scalar},
-#if defined(__x86_64__)
-    [LOWRA_PATH_AVX2] = {lowra_packed_gemm_avx2, lowra_packed_dequantize_avx2},
-    [LOWRA_PATH_AVX512] = {lowra_packed_gemm_avx512, lowra_packed_dequantize_avx512},
-#endif
-};
-
-static lowra_packed_gemm_fn kernel(int path) {
-    return packed_kernels[path].gemm ? packed_kernels[path].gemm : gemm_scalar;
-}
+// Entry points: each path's kernel from the table (lowra_kernel_table.c).
 
 void lowra_packed_gemm(int path, const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                        uint64_t r0, uint64_t r1) {
     lowra_kernels_init();
     if (n == 0 || r0 >= r1) return;
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
+    const lowra_kernel_table *k = lowra_kernels_for(path);
     while (n > LOWRA_MAX_COLUMNS) {  // more columns: in groups of the most a kernel takes
-        kernel(path)(w, x, LOWRA_MAX_COLUMNS, y, ldy, r0, r1);
+        k->packed_gemm(w, x, LOWRA_MAX_COLUMNS, y, ldy, r0, r1);
         x += LOWRA_MAX_COLUMNS * w->in;
         y += LOWRA_MAX_COLUMNS * ldy;
         n -= LOWRA_MAX_COLUMNS;
     }
-    kernel(path)(w, x, n, y, ldy, r0, r1);
+    k->packed_gemm(w, x, n, y, ldy, r0, r1);
 }
 
 void lowra_packed_dequantize(int path, const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out) {
     lowra_kernels_init();
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
-    (packed_kernels[path].dequantize ? packed_kernels[path].dequantize : dequantize_scalar)(w, r0, r1, out);
+    lowra_kernels_for(path)->packed_dequantize(w, r0, r1, out);
 }

@@ -17,11 +17,6 @@ __attribute__((target("avx2"))) static inline float lowra_hsum8(__m256 a) {
 }
 #endif
 
-/// Whether `path` is one of the x86 vector paths (AVX2, or AVX-512, which also runs the AVX2 code
-/// where it has none of its own). Paths are not ordered by speed across architectures: compare
-/// by name, never with `>=`.
-static inline int lowra_path_x86_vector(int path) { return path == LOWRA_PATH_AVX2 || path == LOWRA_PATH_AVX512; }
-
 /// The row a product visits at position i (lowra_packed_view.order).
 static inline uint64_t lowra_row_at(const lowra_packed_view *w, uint64_t i) {
     return w->order ? (uint64_t)w->order[i] : i;
@@ -107,28 +102,76 @@ static inline void lowra_lookup_span(const uint8_t *row, unsigned b, uint64_t j0
     default: LOWRA_ROWS_BY_WIDTH(8, FN) break;                                                          \
     }
 
-/// The fp32 kernels of packed weights, one per instruction-set path (arch/x86/packed_gemm_*.c).
-typedef void (*lowra_packed_gemm_fn)(const lowra_packed_view *, const float *, uint64_t, float *, uint64_t, uint64_t,
-                                     uint64_t);
-typedef void (*lowra_packed_dequantize_fn)(const lowra_packed_view *, uint64_t, uint64_t, float *);
+// ---------------------------------------------------------------------------------------------
+// The one table of kernels (lowra_kernel_table.c): an entry per instruction-set path, each the
+// path's function for every kernel that has per-path code. A path without its own version of a
+// kernel holds the scalar reference; a path the CPU lacks is the scalar table. The public entry
+// points (lowra_kernels.h) check their arguments, split columns and look their kernel up here.
+
+typedef struct {
+    /// Y = X Wᵀ in fp32 from packed codes, at most LOWRA_MAX_COLUMNS columns (lowra_kernels.c,
+    /// arch/x86/packed_gemm_*.c).
+    void (*packed_gemm)(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy, uint64_t r0,
+                        uint64_t r1);
+    void (*packed_dequantize)(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
+    /// Y = X Wᵀ from int8 activations, at most LOWRA_MAX_COLUMNS columns (lowra_q8_kernels.c, arch/x86/q8_*.c).
+    void (*packed_q8)(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy, uint64_t r0,
+                      uint64_t r1);
+    void (*q8_0_q8)(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                    uint64_t r0, uint64_t r1);
+    /// ggml-typed rows (lowra_stored_kernels.c, arch/x86/stored_*.c): a gemm of at most
+    /// LOWRA_MAX_COLUMNS columns, and Q8_0 rows to fp32.
+    void (*stored_gemm)(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x, uint64_t n,
+                        float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+    void (*stored_q8_0_rows)(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
+                             float *out);
+    /// One query head of f16-cache attention (lowra_attention.c, arch/x86/attention_avx2.c); the
+    /// vector version takes head dimensions that are multiples of 8 (others: the scalar one).
+    void (*attention_head)(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
+                           uint64_t stride, uint64_t d, float scale, float *scores, float *out);
+    /// fp32 → f16 (NULL where the path has no conversion: the caller converts) and f16 → fp32.
+    void (*to_halves)(const float *src, uint16_t *dst, uint64_t n);
+    void (*to_floats)(const uint16_t *src, float *dst, uint64_t n);
+    /// y[c][o] += s · B[o]·xa[c] for rows o0 ..< o1 (lowra_lora.c, arch/x86/lora_up_*.c).
+    void (*lora_up)(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
+                    uint64_t o0, uint64_t o1);
+    void (*swiglu)(const float *gate, const float *up, float *out, uint64_t n);
+} lowra_kernel_table;
+
+/// The table of `path`, or of the scalar path when this CPU lacks `path`.
+const lowra_kernel_table *lowra_kernels_for(int path);
+
+// The scalar references, each in the file of its kernel.
+void lowra_packed_gemm_scalar(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
+                              uint64_t r0, uint64_t r1);
+void lowra_packed_dequantize_scalar(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
+void lowra_packed_q8_scalar(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                            uint64_t r0, uint64_t r1);
+void lowra_q8_0_q8_scalar(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                          uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_stored_gemm_scalar(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
+                              uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_stored_q8_0_rows_scalar(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
+                                   float *out);
+void lowra_attention_head_scalar(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
+                                 uint64_t stride, uint64_t d, float scale, float *scores, float *out);
+void lowra_to_floats_scalar(const uint16_t *src, float *dst, uint64_t n);
+void lowra_lora_up_scalar(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
+                          uint64_t o0, uint64_t o1);
+void lowra_swiglu_scalar(const float *gate, const float *up, float *out, uint64_t n);
+
+// The x86 paths' versions (arch/x86/).
 void lowra_packed_gemm_avx512(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                               uint64_t r0, uint64_t r1);
 void lowra_packed_dequantize_avx512(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
 void lowra_packed_gemm_avx2(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                             uint64_t r0, uint64_t r1);
 void lowra_packed_dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
-
-/// SwiGLU (lowra_elementwise.c, arch/x86/swiglu_avx2.c).
-void lowra_swiglu_scalar(const float *gate, const float *up, float *out, uint64_t n);
 void lowra_swiglu_avx2(const float *gate, const float *up, float *out, uint64_t n);
-/// One-query f16 attention and the f16 conversions (lowra_attention.c, arch/x86/attention_avx2.c).
 void lowra_attention_head_avx2(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
                                uint64_t stride, uint64_t d, float scale, float *scores, float *out);
 void lowra_to_halves_f16c(const float *src, uint16_t *dst, uint64_t n);
 void lowra_to_floats_f16c(const uint16_t *src, float *dst, uint64_t n);
-/// The LoRA up-projection (lowra_lora.c, arch/x86/lora_up_*.c).
-void lowra_lora_up_scalar(const float *b, uint64_t out, uint64_t r, const float *xa, uint64_t n, float s, float *y,
-                          uint64_t ldy, uint64_t o0, uint64_t o1);
 void lowra_lora_up_avx512(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
                           uint64_t o0, uint64_t o1);
 void lowra_lora_up_avx2(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,

@@ -9,27 +9,19 @@
 
 #include <math.h>
 
-void lowra_lora_up_scalar(const float *b, uint64_t out, uint64_t r, const float *xa, uint64_t n, float s, float *y,
-                          uint64_t ldy, uint64_t o0, uint64_t o1) {
+void lowra_lora_up_scalar(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
+                          uint64_t o0, uint64_t o1) {
     for (uint64_t c = 0; c < n; c++)
         for (uint64_t o = o0; o < o1; o++) {
             float acc = 0;
             for (uint64_t k = 0; k < r; k++) acc = fmaf(b[o * r + k], xa[c * r + k], acc);
             y[c * ldy + o] = fmaf(s, acc, y[c * ldy + o]);
         }
-    (void)out;
 }
 
 void lowra_lora_up(int path, const float *b, uint64_t out, uint64_t r, const float *xa, uint64_t n, float s, float *y,
                    uint64_t ldy, uint64_t o0, uint64_t o1) {
     if (n == 0 || o0 >= o1) return;
     if (o1 > out) o1 = out;
-#if defined(__x86_64__)
-    if (path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path))
-        return lowra_lora_up_avx512(b, r, xa, n, s, y, ldy, o0, o1);
-    if (lowra_path_x86_vector(path) && lowra_kernel_path_supported(LOWRA_PATH_AVX2))
-        return lowra_lora_up_avx2(b, r, xa, n, s, y, ldy, o0, o1);
-#endif
-    (void)path;
-    lowra_lora_up_scalar(b, out, r, xa, n, s, y, ldy, o0, o1);
+    lowra_kernels_for(path)->lora_up(b, r, xa, n, s, y, ldy, o0, o1);
 }

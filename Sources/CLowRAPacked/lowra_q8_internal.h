@@ -42,6 +42,8 @@ void lowra_q8_reorder_vbmi(const int8_t *v, unsigned o, int8_t *dst);
 // The products per x86 path.
 void lowra_packed_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                           uint64_t r0, uint64_t r1);
+void lowra_packed_q8_avx512(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                            uint64_t r0, uint64_t r1);
 void lowra_packed_q8_vnni(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                           uint64_t r0, uint64_t r1);
 void lowra_packed_q8_vbmi(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,

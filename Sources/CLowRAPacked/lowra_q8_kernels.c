@@ -146,12 +146,20 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
         .n = n, .in = in, .nb = nb, .q = q, .lo = lo, .scale = scale, .sum = sum, .offset = offset};
 }
 
+// GCC ignores the STDC FP_CONTRACT pragma below (and contracts by default off x86): the functions
+// that rely on it are compiled without contraction there too.
+#if defined(__GNUC__) && !defined(__clang__)
+#define LOWRA_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define LOWRA_NO_CONTRACT
+#endif
+
 // The row's grid step: the fixed point nearest (hi - lo) / 255 of step -> ((lo + 255 step) - lo) / 255,
 // each operation rounded on its own (no fused multiply-add, whatever the compiler's contraction
 // setting), so levels put on the grid by lowra_snap_levels_row re-derive exactly this step: their
 // maximum is lo + 255 step as computed here. The map is monotone, so the iteration moves one way and
 // stops within a few ulps; in practice after one or two steps.
-static float grid_step(float lo, float hi) {
+LOWRA_NO_CONTRACT static float grid_step(float lo, float hi) {
 #pragma STDC FP_CONTRACT OFF
     float st = (hi - lo) / 255.0f;
     for (int i = 0; i < 64 && st > 0; i++) {
@@ -164,7 +172,8 @@ static float grid_step(float lo, float hi) {
     return st;
 }
 
-void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16], float *min, float *step) {
+LOWRA_NO_CONTRACT void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16], float *min,
+                                                float *step) {
 #pragma STDC FP_CONTRACT OFF
     float lo = levels[0], hi = levels[0];
     for (unsigned k = 1; k < count; k++) {
@@ -181,7 +190,7 @@ void lowra_integer_levels_row(const float *levels, unsigned count, uint8_t u[16]
     *step = st;
 }
 
-void lowra_snap_levels_row(float *levels, unsigned count) {
+LOWRA_NO_CONTRACT void lowra_snap_levels_row(float *levels, unsigned count) {
 #pragma STDC FP_CONTRACT OFF
     uint8_t u[16];
     float lo, st;
@@ -196,8 +205,8 @@ void lowra_snap_levels_row(float *levels, unsigned count) {
 // ---------------------------------------------------------------------------------------------
 // Scalar path: natural order, the same integers.
 
-static void packed_q8_scalar(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
-                             uint64_t r0, uint64_t r1) {
+void lowra_packed_q8_scalar(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                            uint64_t r0, uint64_t r1) {
     const uint64_t in = w->in, nb = x->nb;
     for (uint64_t i = r0; i < r1; i++) {
         const uint64_t r = lowra_row_at(w, i);
@@ -230,8 +239,8 @@ static inline float q8_0_scale(const uint8_t *block) {
 }
 
 
-static void q8_0_scalar(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
-                        uint64_t ldy, uint64_t r0, uint64_t r1) {
+void lowra_q8_0_q8_scalar(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                          uint64_t ldy, uint64_t r0, uint64_t r1) {
     const uint64_t nb = x->nb, n32 = x->in / 32;
     for (uint64_t r = r0; r < r1; r++) {
         for (uint64_t c = 0; c < x->n; c++) {
@@ -268,32 +277,28 @@ static void by_groups(int path, const lowra_packed_view *w, const uint8_t *rows,
     }
 }
 
+#if defined(__x86_64__)
+// The AVX-512 path's integer kernel: VBMI's byte permutes where the CPU has them and LOWRA_VBMI
+// allows (decided per call: lowra_kernel_set_vbmi may switch it), else VNNI.
+void lowra_packed_q8_avx512(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                            uint64_t r0, uint64_t r1) {
+    if (!lowra_kernel_vbmi()) return lowra_packed_q8_vnni(w, x, y, ldy, r0, r1);
+    pthread_once(&tables_once, fill_tables);
+    lowra_packed_q8_vbmi(w, x, y, ldy, r0, r1);
+}
+#endif
+
 void lowra_packed_gemm_q8(int path, const lowra_packed_view *w, const lowra_q8_activations *x, float *y,
                           uint64_t ldy, uint64_t r0, uint64_t r1) {
     lowra_kernels_init();
     if (x->n == 0 || r0 >= r1) return;
     if (x->n > LOWRA_MAX_COLUMNS) return by_groups(path, w, NULL, 0, x, y, ldy, r0, r1);
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
-#if defined(__x86_64__)
-    if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni()) {
-        pthread_once(&tables_once, fill_tables);
-        return lowra_kernel_vbmi() ? lowra_packed_q8_vbmi(w, x, y, ldy, r0, r1)
-                                   : lowra_packed_q8_vnni(w, x, y, ldy, r0, r1);
-    }
-    if (lowra_path_x86_vector(path)) return lowra_packed_q8_avx2(w, x, y, ldy, r0, r1);
-#endif
-    packed_q8_scalar(w, x, y, ldy, r0, r1);
+    lowra_kernels_for(path)->packed_q8(w, x, y, ldy, r0, r1);
 }
 
 void lowra_q8_0_gemm_q8(int path, const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1) {
     if (x->n == 0 || r0 >= r1) return;
     if (x->n > LOWRA_MAX_COLUMNS) return by_groups(path, NULL, rows, row_bytes, x, y, ldy, r0, r1);
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
-#if defined(__x86_64__)
-    if (path == LOWRA_PATH_AVX512 && lowra_cpu_has_vnni())
-        return lowra_q8_0_q8_vnni(rows, row_bytes, x, y, ldy, r0, r1);
-    if (lowra_path_x86_vector(path)) return lowra_q8_0_q8_avx2(rows, row_bytes, x, y, ldy, r0, r1);
-#endif
-    q8_0_scalar(rows, row_bytes, x, y, ldy, r0, r1);
+    lowra_kernels_for(path)->q8_0_q8(rows, row_bytes, x, y, ldy, r0, r1);
 }

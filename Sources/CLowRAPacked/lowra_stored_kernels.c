@@ -9,8 +9,8 @@ int lowra_stored_gemm_supports(unsigned t) {
     return t == T_F32 || t == T_F16 || t == T_Q4_0 || t == T_Q4_1 || t == T_Q8_0 || t == T_BF16;
 }
 
-static void stored_scalar(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x, uint64_t n,
-                          float *y, uint64_t ldy, uint64_t r0, uint64_t r1) {
+void lowra_stored_gemm_scalar(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
+                              uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1) {
     float buf[32];
     for (uint64_t r = r0; r < r1; r++) {
         const uint8_t *row = rows + r * row_bytes;
@@ -28,32 +28,31 @@ static void stored_scalar(unsigned t, const uint8_t *rows, uint64_t row_bytes, u
     }
 }
 
+void lowra_stored_q8_0_rows_scalar(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
+                                   float *out) {
+    for (uint64_t r = r0; r < r1; r++, out += in) {
+        for (uint64_t j = 0; j < in; j += 32)
+            lowra_stored_decode(T_Q8_0, rows + r * row_bytes, j, in - j < 32 ? in - j : 32, out + j);
+    }
+}
+
 void lowra_stored_gemm(int path, unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
                        uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1) {
     if (n == 0 || r0 >= r1 || !lowra_stored_gemm_supports(t)) return;
-    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
+    const lowra_kernel_table *k = lowra_kernels_for(path);
     while (n > 0) {
-        const uint64_t k = n < LOWRA_MAX_COLUMNS ? n : LOWRA_MAX_COLUMNS;
-#if defined(__x86_64__)
-        if (path == LOWRA_PATH_AVX512) lowra_stored_gemm_avx512(t, rows, row_bytes, in, x, k, y, ldy, r0, r1);
-        else if (path == LOWRA_PATH_AVX2) lowra_stored_gemm_avx2(t, rows, row_bytes, in, x, k, y, ldy, r0, r1);
-        else
-#endif
-            stored_scalar(t, rows, row_bytes, in, x, k, y, ldy, r0, r1);
-        x += k * in;
-        y += k * ldy;
-        n -= k;
+        const uint64_t columns = n < LOWRA_MAX_COLUMNS ? n : LOWRA_MAX_COLUMNS;
+        k->stored_gemm(t, rows, row_bytes, in, x, columns, y, ldy, r0, r1);
+        x += columns * in;
+        y += columns * ldy;
+        n -= columns;
     }
 }
 
 void lowra_stored_dequantize(int path, unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0,
                              uint64_t r1, float *out) {
     if (!lowra_stored_gemm_supports(t)) return;
-#if defined(__x86_64__)
-    if (t == T_Q8_0 && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path))
-        return lowra_stored_q8_0_rows_avx512(rows, row_bytes, in, r0, r1, out);
-#endif
-    (void)path;
+    if (t == T_Q8_0) return lowra_kernels_for(path)->stored_q8_0_rows(rows, row_bytes, in, r0, r1, out);
     for (uint64_t r = r0; r < r1; r++, out += in) {
         for (uint64_t j = 0; j < in; j += 32)
             lowra_stored_decode(t, rows + r * row_bytes, j, in - j < 32 ? in - j : 32, out + j);

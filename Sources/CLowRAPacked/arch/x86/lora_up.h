@@ -36,7 +36,7 @@ enum { LORA_K = 32 };
                 }                                                                                       \
             }                                                                                           \
         }                                                                                               \
-        if (o < o1) lowra_lora_up_scalar(b, 0, r, xa, n, s, y, ldy, o, o1);                                   \
+        if (o < o1) lowra_lora_up_scalar(b, r, xa, n, s, y, ldy, o, o1);                                      \
     }
 
 #endif

@@ -1,0 +1,64 @@
+// The one table of kernels: for each instruction-set path, its function for every kernel with
+// per-path code (lowra_kernels_internal.h says what each entry computes). Built once from what
+// this CPU has; a path the CPU lacks gets the scalar table, and a path without its own version of
+// a kernel the scalar reference. A new path (NEON: arch/arm/) fills its row here.
+#include "lowra_kernels_internal.h"
+#include "lowra_q8_internal.h"
+#include "lowra_stored_internal.h"
+
+#include <pthread.h>
+
+static const lowra_kernel_table scalar_table = {
+    .packed_gemm = lowra_packed_gemm_scalar,
+    .packed_dequantize = lowra_packed_dequantize_scalar,
+    .packed_q8 = lowra_packed_q8_scalar,
+    .q8_0_q8 = lowra_q8_0_q8_scalar,
+    .stored_gemm = lowra_stored_gemm_scalar,
+    .stored_q8_0_rows = lowra_stored_q8_0_rows_scalar,
+    .attention_head = lowra_attention_head_scalar,
+    .to_halves = NULL,  // Swift converts (the same rounding)
+    .to_floats = lowra_to_floats_scalar,
+    .lora_up = lowra_lora_up_scalar,
+    .swiglu = lowra_swiglu_scalar,
+};
+
+static lowra_kernel_table tables[LOWRA_PATH_COUNT];
+
+static void build_tables(void) {
+    for (int p = 0; p < LOWRA_PATH_COUNT; p++) tables[p] = scalar_table;
+#if defined(__x86_64__)
+    if (lowra_kernel_path_supported(LOWRA_PATH_AVX2)) {
+        lowra_kernel_table *t = &tables[LOWRA_PATH_AVX2];
+        t->packed_gemm = lowra_packed_gemm_avx2;
+        t->packed_dequantize = lowra_packed_dequantize_avx2;
+        t->packed_q8 = lowra_packed_q8_avx2;
+        t->q8_0_q8 = lowra_q8_0_q8_avx2;
+        t->stored_gemm = lowra_stored_gemm_avx2;
+        t->attention_head = lowra_attention_head_avx2;
+        t->to_halves = lowra_to_halves_f16c;
+        t->to_floats = lowra_to_floats_f16c;
+        t->lora_up = lowra_lora_up_avx2;
+        t->swiglu = lowra_swiglu_avx2;
+    }
+    if (lowra_kernel_path_supported(LOWRA_PATH_AVX512)) {
+        lowra_kernel_table *t = &tables[LOWRA_PATH_AVX512];
+        *t = tables[LOWRA_PATH_AVX2];  // AVX2's kernels where AVX-512 has no version of its own
+        t->packed_gemm = lowra_packed_gemm_avx512;
+        t->packed_dequantize = lowra_packed_dequantize_avx512;
+        if (lowra_cpu_has_vnni()) {  // without VNNI the integer kernels stay AVX2's
+            t->packed_q8 = lowra_packed_q8_avx512;
+            t->q8_0_q8 = lowra_q8_0_q8_vnni;
+        }
+        t->stored_gemm = lowra_stored_gemm_avx512;
+        t->stored_q8_0_rows = lowra_stored_q8_0_rows_avx512;
+        t->lora_up = lowra_lora_up_avx512;
+    }
+#endif
+}
+
+const lowra_kernel_table *lowra_kernels_for(int path) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_tables);
+    if (!lowra_kernel_path_supported(path)) path = LOWRA_PATH_SCALAR;
+    return &tables[path];
+}
