@@ -215,6 +215,11 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     case headBits(Int)
     case headBlocks(Int, Int)
 
+    /// The ≥ 2-bit rule of the baselines, in words (a refusal's reason, and the experiment's note).
+    public static func noBudgetBelowTwo(_ method: QuantMethod) -> String {
+        "\(method.rawValue) mixes whole layers at 2 and 4 bits; it has no budget below 2"
+    }
+
     public var description: String {
         switch self {
         case .bitsOutOfRange(let b): "--bits must be between 1 and 4, got \(b)"

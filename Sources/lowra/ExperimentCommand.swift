@@ -334,9 +334,9 @@ struct ExperimentCommand: ParsableCommand {
             let recipe = cellRecipe(cell.method, bits: b, spec: spec)
             do {
                 try QuantizationRecipe.checkBudget(method: recipe.method, bits: b)
-            } catch RecipeError.baselineBelowTwoBits {
+            } catch RecipeError.baselineBelowTwoBits(let method) {
                 cell.status = .unsupported
-                cell.note = "\(cell.method) mixes whole layers at 2 and 4 bits; it has no budget below 2"
+                cell.note = RecipeError.noBudgetBelowTwo(method)
                 return cell
             }
             let q = p("model")
