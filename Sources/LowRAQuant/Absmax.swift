@@ -11,8 +11,9 @@ public enum AbsmaxStorage: Sendable, Equatable {
     public static let group = Int(LOWRA_DQ_GROUP)
 
     /// Scales for `raw` block absmax values. Double quantization rounds each code up, so the
-    /// decoded scale is never below the block's true absmax and normalized weights stay in [-1, 1].
-    public init(raw: [Float], doubleQuant: Bool) {
+    /// decoded scale is never below the block's true absmax and normalized weights stay in [-1, 1];
+    /// `roundUp: false` rounds to the nearest code instead (trained scales, which bound nothing).
+    public init(raw: [Float], doubleQuant: Bool, roundUp: Bool = true) {
         guard doubleQuant else {
             self = .plain(HeldArray(raw))
             return
@@ -26,6 +27,10 @@ public enum AbsmaxStorage: Sendable, Equatable {
             scales[g] = s
             guard s > 0 else { continue }
             for i in range {
+                guard roundUp else {
+                    codes[i] = UInt8(min(255, max(0, (raw[i] / s * 255).rounded())))
+                    continue
+                }
                 var c = min(255, Int((raw[i] / s * 255).rounded(.up)))
                 while c < 255 && Float(c) / 255 * s < raw[i] { c += 1 }
                 codes[i] = UInt8(c)

@@ -307,22 +307,7 @@ extension TensorAnalysis {
     public func pack(codes: [UInt8], bits: [UInt8], levels override: [Float]? = nil) throws -> PackedLinear {
         let out = outFeatures
         let inF = inFeatures
-        var offsets = [0]
-        for b in bits { offsets.append(offsets.last! + (inF * Int(b) + 7) / 8) }
-        var packedCodes = [UInt8](repeating: 0, count: offsets.last!)
-        packedCodes.withUnsafeMutableBufferPointer { pb in
-            codes.withUnsafeBufferPointer { cb in
-                let io = UncheckedSendable((pb.baseAddress!, cb.baseAddress!))
-                parallelFor(out, minPerChunk: 8) { rows in
-                    let (dst, codes) = io.value
-                    for r in rows {
-                        let b = Int(bits[r])
-                        let row = dst + offsets[r]
-                        for j in 0..<inF { row[j * b / 8] |= codes[r * inF + j] << UInt8((j * b) % 8) }
-                    }
-                }
-            }
-        }
+        let packedCodes = packCodes(codes, bits: bits, in: inF)
         var lv = [Float]()
         if let override {
             lv = override

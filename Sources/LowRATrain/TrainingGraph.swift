@@ -273,87 +273,122 @@ public final class TrainingGraph: @unchecked Sendable {
 
     // MARK: - Backward
 
-    /// dxIn (N, in) += dy W + LoRA input gradient; adds the A and B gradients.
+    /// The adapter a backward pass takes gradients for: its values and where their gradients go.
+    private struct AdapterGradient {
+        let adapter: LoRAAdapter
+        let params: UnsafePointer<Float>
+        let grad: UnsafeMutablePointer<Float>
+    }
+
+    /// dxIn (N, in) += dy W + LoRA input gradient; adds the A and B gradients (with an adapter).
     private func linearBackward(
-        _ lin: Linear, _ slot: LoRAAdapter.Slot, _ params: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>,
-        scale: Float, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, xa: UnsafePointer<Float>,
+        _ l: Int, _ kind: LinearKind, _ lora: AdapterGradient?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
         dxIn: UnsafeMutablePointer<Float>
     ) {
-        observeOutputGradient?(slot.layer, slot.kind, dy, n, lin.outFeatures)
-        observeLinearGradient?(slot.layer, slot.kind, dy, x, n)
+        let lin = weights.blocks[l][kind]
+        observeOutputGradient?(l, kind, dy, n, lin.outFeatures)
+        observeLinearGradient?(l, kind, dy, x, n)
         lin.backwardInput(dy, rows: n, into: dxIn, accumulate: true, scratch: workspace.weightScratch)
+        guard let lora else { return }
+        let slot = lora.adapter.slot(layer: l, kind: kind)
         loraBackward(
-            dA: grad + slot.offsetA, dB: grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x, xa: xa,
-            a: params + slot.offsetA, b: params + slot.offsetB, rows: n, in: lin.inFeatures,
-            out: lin.outFeatures, rank: rank, scale: scale)
+            dA: lora.grad + slot.offsetA, dB: lora.grad + slot.offsetB, dx: dxIn, dyB: dyB, dy: dy, x: x,
+            xa: workspace.activations(l).xa[kind.rawValue], a: lora.params + slot.offsetA,
+            b: lora.params + slot.offsetB, rows: n, in: lin.inFeatures, out: lin.outFeatures, rank: rank,
+            scale: lora.adapter.scale)
     }
 
     private func backward(_ params: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>, _ adapter: LoRAAdapter) {
         let c = config
-        let C = c.hiddenSize
-        let F = c.intermediateSize
-        let H = c.numHeads
-        let KV = c.numKVHeads
-        let D = c.headDim
-        let qD = c.qDim
-        let kvD = c.kvDim
-        let T = seq
-        let s = adapter.scale
-        dx.update(repeating: 0, count: n * C)
+        dx.update(repeating: 0, count: n * c.hiddenSize)
         weights.finalNorm.withUnsafeBufferPointer {
-            rmsnormBackward(dx, dnormed, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+            rmsnormBackward(dx, dnormed, x, $0.baseAddress!, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         }
+        let lora = AdapterGradient(adapter: adapter, params: params, grad: grad)
         for l in stride(from: c.numLayers - 1, through: 0, by: -1) {
-            let block = weights.blocks[l]
             if let layerInputs {  // run block l again from its saved input: its activations are back
-                replay.update(from: layerInputs[l], count: n * C)
+                replay.update(from: layerInputs[l], count: n * c.hiddenSize)
                 weights.blockForward(
                     l, config: c, x: replay, workspace: workspace, rope: rope, cache: nil,
                     adapter: AdapterView(adapter, params: params), observe: nil)
             }
-            let sv = workspace.activations(l)
-            func slot(_ k: LinearKind) -> LoRAAdapter.Slot { adapter.slot(layer: l, kind: k) }
-            func xa(_ k: LinearKind) -> UnsafeMutablePointer<Float> { sv.xa[k.rawValue] }
-            // MLP: x_out = xMid + down(swiglu(gate(xn2), up(xn2))).
-            dact.update(repeating: 0, count: n * F)
-            linearBackward(
-                block[.down], slot(.down), params, grad, scale: s, dy: dx, x: sv.act, xa: xa(.down), dxIn: dact)
-            dgate.update(repeating: 0, count: n * F)
-            dup.update(repeating: 0, count: n * F)
-            swigluBackward(dgate, dup, dact, sv.gate, sv.up, count: n * F)
-            dxn.update(repeating: 0, count: n * C)
-            linearBackward(
-                block[.gate], slot(.gate), params, grad, scale: s, dy: dgate, x: sv.xn2, xa: xa(.gate), dxIn: dxn)
-            linearBackward(block[.up], slot(.up), params, grad, scale: s, dy: dup, x: sv.xn2, xa: xa(.up), dxIn: dxn)
-            block.ffnNorm.withUnsafeBufferPointer {
-                rmsnormBackward(dx, dxn, sv.xMid, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
-            }
-            // Attention: xMid = xIn + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1))).
-            datt.update(repeating: 0, count: n * qD)
-            linearBackward(block[.o], slot(.o), params, grad, scale: s, dy: dx, x: sv.att, xa: xa(.o), dxIn: datt)
-            dq.update(repeating: 0, count: n * qD)
-            dk.update(repeating: 0, count: n * kvD)
-            dv.update(repeating: 0, count: n * kvD)
-            for b in 0..<batch {
-                attentionBackward(
-                    dq: dq + b * T * qD, dk: dk + b * T * kvD, dv: dv + b * T * kvD, scratch: attnScratch,
-                    dout: datt + b * T * qD, probs: sv.probs + b * H * T * T, q: sv.q + b * T * qD,
-                    k: sv.k + b * T * kvD, v: sv.v + b * T * kvD, tokens: T, heads: H, kvHeads: KV, headDim: D)
-                ropeBackward(
-                    dq + b * T * qD, rows: T, stride: qD, heads: H, headDim: D, table: rope, layout: c.ropeLayout)
-                ropeBackward(
-                    dk + b * T * kvD, rows: T, stride: kvD, heads: KV, headDim: D, table: rope, layout: c.ropeLayout)
-            }
-            dxn.update(repeating: 0, count: n * C)
-            linearBackward(block[.q], slot(.q), params, grad, scale: s, dy: dq, x: sv.xn1, xa: xa(.q), dxIn: dxn)
-            linearBackward(block[.k], slot(.k), params, grad, scale: s, dy: dk, x: sv.xn1, xa: xa(.k), dxIn: dxn)
-            linearBackward(block[.v], slot(.v), params, grad, scale: s, dy: dv, x: sv.xn1, xa: xa(.v), dxIn: dxn)
-            if l > 0 {  // the embedding is frozen: nothing needs the gradient below block 0
-                block.attnNorm.withUnsafeBufferPointer {
-                    rmsnormBackward(dx, dxn, sv.xIn, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
-                }
-            }
-            if releasesStoredWeights { block.releaseStored() }
+            blockBackward(l, lora, inputGradient: l > 0)  // the embedding is frozen: nothing needs it below block 0
+            if releasesStoredWeights { weights.blocks[l].releaseStored() }
         }
+    }
+
+    /// Backward through block l, whose activations are in the workspace: dx holds ∂L/∂(block output)
+    /// on entry and, with `inputGradient`, ∂L/∂(block input) on return.
+    private func blockBackward(_ l: Int, _ lora: AdapterGradient?, inputGradient: Bool) {
+        let c = config
+        let (C, F, qD, kvD, T) = (c.hiddenSize, c.intermediateSize, c.qDim, c.kvDim, seq)
+        let block = weights.blocks[l]
+        let sv = workspace.activations(l)
+        // MLP: x_out = xMid + down(swiglu(gate(xn2), up(xn2))).
+        dact.update(repeating: 0, count: n * F)
+        linearBackward(l, .down, lora, dy: dx, x: sv.act, dxIn: dact)
+        dgate.update(repeating: 0, count: n * F)
+        dup.update(repeating: 0, count: n * F)
+        swigluBackward(dgate, dup, dact, sv.gate, sv.up, count: n * F)
+        dxn.update(repeating: 0, count: n * C)
+        linearBackward(l, .gate, lora, dy: dgate, x: sv.xn2, dxIn: dxn)
+        linearBackward(l, .up, lora, dy: dup, x: sv.xn2, dxIn: dxn)
+        block.ffnNorm.withUnsafeBufferPointer {
+            rmsnormBackward(dx, dxn, sv.xMid, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        }
+        // Attention: xMid = xIn + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1))).
+        datt.update(repeating: 0, count: n * qD)
+        linearBackward(l, .o, lora, dy: dx, x: sv.att, dxIn: datt)
+        dq.update(repeating: 0, count: n * qD)
+        dk.update(repeating: 0, count: n * kvD)
+        dv.update(repeating: 0, count: n * kvD)
+        for b in 0..<batch {
+            attentionBackward(
+                dq: dq + b * T * qD, dk: dk + b * T * kvD, dv: dv + b * T * kvD, scratch: attnScratch,
+                dout: datt + b * T * qD, probs: sv.probs + b * c.numHeads * T * T, q: sv.q + b * T * qD,
+                k: sv.k + b * T * kvD, v: sv.v + b * T * kvD, tokens: T, heads: c.numHeads, kvHeads: c.numKVHeads,
+                headDim: c.headDim)
+            ropeBackward(
+                dq + b * T * qD, rows: T, stride: qD, heads: c.numHeads, headDim: c.headDim, table: rope,
+                layout: c.ropeLayout)
+            ropeBackward(
+                dk + b * T * kvD, rows: T, stride: kvD, heads: c.numKVHeads, headDim: c.headDim, table: rope,
+                layout: c.ropeLayout)
+        }
+        dxn.update(repeating: 0, count: n * C)
+        linearBackward(l, .q, lora, dy: dq, x: sv.xn1, dxIn: dxn)
+        linearBackward(l, .k, lora, dy: dk, x: sv.xn1, dxIn: dxn)
+        linearBackward(l, .v, lora, dy: dv, x: sv.xn1, dxIn: dxn)
+        if inputGradient {
+            block.attnNorm.withUnsafeBufferPointer {
+                rmsnormBackward(dx, dxn, sv.xIn, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+            }
+        }
+    }
+
+    // MARK: - Block reconstruction
+
+    /// One step of block reconstruction: block l (its weights as they are in this graph, no
+    /// adapter) runs on hidden states `input` (N, C) of the graph's batch, and L is the mean
+    /// squared error of its output to `target` (N, C). With `gradient`, backward runs through the
+    /// block alone: `observeLinearGradient` sees each of its linear layers' ∂L/∂y and input (their
+    /// ∂L/∂W = dyᵀ x). Returns L. Needs a graph built with rank 0.
+    public func blockReconstructionLoss(
+        _ l: Int, input: UnsafePointer<Float>, target: UnsafePointer<Float>, gradient: Bool
+    ) -> Double {
+        precondition(rank == 0 && l >= 0 && l < config.numLayers)
+        let count = n * config.hiddenSize
+        x.update(from: input, count: count)
+        weights.blockForward(
+            l, config: config, x: x, workspace: workspace, rope: rope, cache: nil, adapter: nil, observe: nil)
+        var loss = 0.0
+        let g = 2 / Float(count)
+        for i in 0..<count {
+            let d = x[i] - target[i]
+            loss += Double(d) * Double(d)
+            dx[i] = g * d
+        }
+        if gradient { blockBackward(l, nil, inputGradient: false) }
+        return loss / Double(count)
     }
 }

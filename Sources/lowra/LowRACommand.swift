@@ -19,8 +19,8 @@ struct LowRACommand: ParsableCommand {
         subcommands: [
             QuantizeCommand.self, RepairCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self,
             CardCommand.self, AdapterCommand.self, ServeCommand.self, TokenizeCommand.self,
-            InspectCommand.self, ExperimentCommand.self, MemoryCommand.self, SynthCommand.self, PlotCommand.self,
-            BenchCommand.self,
+            InspectCommand.self, ExperimentCommand.self, ReconstructCommand.self, MemoryCommand.self, SynthCommand.self,
+            PlotCommand.self, BenchCommand.self,
         ])
 
     /// Re-executes once with the OpenBLAS settings it lacks (`preferredBLASEnvironment`), then

@@ -121,3 +121,18 @@ func assertPerplexityMatchesReference(
     XCTAssertEqual(r.accuracy, ref["accuracy"] as! Double, accuracy: 0.005, file: file, line: line)
     return (ref, tokens)
 }
+
+/// ‖num − ana‖ / ‖num + ana‖ over pairs of (numeric, analytic) derivatives: a gradient check's
+/// relative error. Fails the test when the pairs carry no signal at all (a check of nothing).
+func gradientMismatch(
+    _ pairs: [(numeric: Double, analytic: Double)], file: StaticString = #filePath, line: UInt = #line
+) -> Double {
+    var d = 0.0
+    var norm = 0.0
+    for (num, ana) in pairs {
+        d += (num - ana) * (num - ana)
+        norm += (num + ana) * (num + ana)
+    }
+    XCTAssertGreaterThan(norm, 1e-10, "every derivative checked is zero", file: file, line: line)
+    return (d / max(norm, 1e-30)).squareRoot()
+}

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import LowRAAdapters
+import LowRAIO
+import LowRAModel
+import LowRAPipeline
+import LowRATensor
+import LowRATrain
+
+/// Block reconstruction of a quantized model (`reconstructBlocks`): its codes, block scales and
+/// levels trained block by block to match the unquantized source's block outputs on a generic
+/// text, written as a new quantized model directory.
+struct ReconstructCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reconstruct",
+        abstract: "Train a quantized model's codes, scales and levels block by block against its source model.",
+        discussion: """
+            Each block in order: its packed layers are trained through the quantizer (latent weights choose the \
+            codes by a straight-through estimator; block scales and per-row levels by their gradients) so that the \
+            block, on the hidden states of the blocks reconstructed before it, matches the unquantized block's \
+            outputs (mean squared error); then codes, scales and levels are frozen. A block that comes out worse \
+            keeps its layers. The new directory's initial adapter is zero-initialized (B = 0): an adapter fitted to \
+            the old base does not fit the new one.
+            """)
+
+    @Option(help: "A quantized model directory (lowra quantize writes one).") var model: String
+    @Option(help: "The unquantized source model (default: the one the quantized model records).") var source: String?
+    @Option(help: "Generic text to reconstruct on (default: calibration.txt, found as quantize does).")
+    var calibration: String?
+    @Option(help: "Output directory: the reconstructed quantized model.") var out: String
+    @Option(help: "Calibration sequences.") var sequences: Int = 32
+    @Option(help: "Tokens per sequence.") var tokens: Int = 128
+    @Option(help: "Sequences per step.") var batch: Int = 4
+    @Option(help: "Passes over the calibration sequences per block.") var epochs: Int = 4
+    @Option(help: "Adam learning rate of the latent weights (relative to a layer's mean scale).")
+    var weightLR: Float = 5e-3
+    @Option(help: "Adam learning rate of the block scales (relative to a layer's mean scale).")
+    var scaleLR: Float = 1e-4
+    @Option(help: "Adam learning rate of the levels (normalized units).") var levelLR: Float = 1e-3
+    @Option(help: "Seed of the sequences' order.") var seed: UInt64 = 0
+    @Flag(help: "Print one JSON object with every block's report on stdout.") var json = false
+
+    func run() throws {
+        guard QuantizedModelStore.isQuantizedDirectory(model) else {
+            throw LowRAError(
+                .invalidArgument, "\(model) is not a quantized model directory (lowra quantize writes one)")
+        }
+        var o = ReconstructionOptions()
+        (o.sequences, o.tokens, o.batch, o.epochs, o.seed) = (sequences, tokens, batch, epochs, seed)
+        (o.weightLR, o.scaleLR, o.levelLR) = (weightLR, scaleLR, levelLR)
+        try o.validate()
+        let lock = try OutputLock(out)
+        defer { withExtendedLifetime(lock) {} }
+        let loaded = try LoadedModel.load(model)
+        guard let manifest = loaded.quantManifest else {
+            throw LowRAError(.invalidArgument, "\(model) has no quantization manifest")
+        }
+        let sourcePath = source ?? manifest.source
+        let sourceModel = try LoadedModel.load(sourcePath)
+        guard sourceModel.config.numLayers == loaded.config.numLayers,
+            sourceModel.config.hiddenSize == loaded.config.hiddenSize
+        else {
+            throw LowRAError(.shapeMismatch, "\(sourcePath) is not the model \(model) was quantized from")
+        }
+        let text = try calibration ?? DefaultData.locate(DefaultData.calibration, hint: "or pass --calibration TEXT")
+        let ids = loaded.tokenizer.encode(try readText(text))
+        let bar = ProgressBar("blocks ")
+        let t0 = Date()
+        let (weights, reports) = try reconstructBlocks(
+            source: sourceModel.model.weights, quantized: loaded.model.weights, config: loaded.config,
+            calibration: ids, options: o
+        ) { bar.update($0.block + 1, loaded.config.numLayers) }
+        var newManifest = manifest
+        newManifest.report.seconds += Date().timeIntervalSince(t0)
+        try QuantizedModelStore.save(
+            to: out, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer,
+            map: try PrecisionMap.read((model as NSString).appendingPathComponent("precision_map.json")),
+            manifest: newManifest)
+        let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+        if let old = try? AdapterStore.loadManifest(initial) {
+            var adapter = try LoRAAdapter(config: loaded.config, rank: old.rank, alpha: old.alpha)
+            adapter.initializeKaiming(seed: seed)
+            let m = AdapterManifest(
+                baseFingerprint: try baseFingerprint(out), base: out, quantization: old.quantization, rank: old.rank,
+                alpha: old.alpha, initialization: "zeros+reconstruct")
+            try AdapterStore.save(
+                adapter, config: loaded.config, manifest: m,
+                to: (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            printJSON([
+                "out": out, "seconds": Date().timeIntervalSince(t0),
+                "options": try JSONSerialization.jsonObject(with: encoder.encode(o)),
+                "blocks": try JSONSerialization.jsonObject(with: encoder.encode(reports)),
+                "peak_rss_bytes": MemoryStats.current().peakResidentBytes,
+            ])
+            return
+        }
+        print("block  loss before  loss after  codes moved  kept  seconds")
+        for r in reports {
+            print(
+                String(
+                    format: "%5d  %11.4g  %10.4g  %10.2f%%  %4@  %7.1f", r.block, r.lossBefore, r.lossAfter,
+                    100 * r.codesChanged, r.kept ? "yes" : "no", r.seconds))
+        }
+        print(String(format: "reconstructed %@ in %.1fs; saved %@", model, Date().timeIntervalSince(t0), out))
+    }
+}
