@@ -31,6 +31,15 @@ public struct ReconstructionOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
+    /// These options with sequences no longer than `context` tokens and no more of them than
+    /// `tokenCount` calibration tokens hold (at least one).
+    public func fitted(tokenCount: Int, context: Int) -> ReconstructionOptions {
+        var o = self
+        o.tokens = max(2, min(tokens, context))
+        o.sequences = max(1, min(sequences, tokenCount / o.tokens))
+        return o
+    }
+
     public func validate() throws {
         guard sequences >= 1, tokens >= 2, batch >= 1, epochs >= 0 else {
             throw LowRAError(.invalidArgument, "reconstruction: sequences, batch positive; tokens at least 2")

@@ -94,6 +94,14 @@ struct QuantizeCommand: ParsableCommand {
             linear input's channels scaled by E[x²]^(α/2) from the calibration text, folded into the norms, v and up.
             """)
     var channelScaling: Float?
+    @Flag(
+        help: ArgumentHelp(
+            "After packing, train every block's codes, scales and levels against the source on the calibration text.",
+            discussion: """
+                Block reconstruction with its default effort (lowra reconstruct sets it); the initial adapter \
+                starts at zero. Slower: minutes on SmolLM2-135M. See docs/results/below-2-bits.md.
+                """))
+    var reconstruct = false
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     /// The recipe these flags describe (`QuantizationRecipe` owns the defaults and the rules).
@@ -126,6 +134,7 @@ struct QuantizeCommand: ParsableCommand {
         (r.doubleQuant, r.precisionMap, r.seed) = (!noDoubleQuant, precisionMap, seed)
         (r.rank, r.alpha, r.loftqSteps, r.headBits) = (rank, alpha, loftqSteps, headBits)
         (r.rotate, r.rotationBlock, r.channelScaling) = (rotate, rotationBlock, channelScaling)
+        r.reconstruct = reconstruct
         return r
     }
 
@@ -172,8 +181,10 @@ struct QuantizeCommand: ParsableCommand {
         let adapter = try resolved.initialAdapter(config: loaded.config)
         var request = try resolved.request(config: loaded.config, adapter: adapter)
         request.transform = transform
+        var calibrationTokens = [Int]()
         if let path = resolved.calibrationText {
             let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(r.calibrationTokens))
+            calibrationTokens = tokens
             request.calibration = try resolved.calibration(
                 config: loaded.config, tokens: tokens, source: (path as NSString).lastPathComponent)
             if let a = r.channelScaling {
@@ -239,6 +250,17 @@ struct QuantizeCommand: ParsableCommand {
                 adapter, config: loaded.config, manifest: adapterManifest,
                 to: (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
         }
+        var reconstruction: [BlockReconstructionReport]?
+        if r.reconstruct {
+            let bar = ProgressBar("blocks ")
+            let quantized = try LoadedModel.load(out)
+            reconstruction = try reconstructDirectory(
+                quantized, source: loaded.model.weights, tokens: calibrationTokens,
+                options: ReconstructionOptions().fitted(
+                    tokenCount: calibrationTokens.count, context: loaded.config.maxPositions),
+                out: out, seed: r.seed
+            ) { bar.update($0.block + 1, loaded.config.numLayers) }
+        }
         if json {
             let data = try JSONEncoder().encode(report)
             var obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
@@ -253,10 +275,16 @@ struct QuantizeCommand: ParsableCommand {
             if let s = sensitivitySeconds { obj["sensitivity_seconds"] = s }
             obj["peak_rss_bytes"] = MemoryStats.current().peakResidentBytes
             if let adapter { obj["rank"] = adapter.rank }
+            if let reconstruction {
+                let encoder = JSONEncoder()
+                encoder.keyEncodingStrategy = .convertToSnakeCase
+                obj["reconstruction"] = try JSONSerialization.jsonObject(with: encoder.encode(reconstruction))
+            }
             printJSON(obj)
             return
         }
         printLayerTable(report)
+        if let reconstruction { printReconstructionTable(reconstruction) }
         print(
             String(
                 format:
@@ -353,6 +381,7 @@ extension QuantizationRecipe {
         if loftqSteps != 5 { a += ["--loftq-steps", String(loftqSteps)] }
         if headBits != 16 { a += ["--head-bits", String(headBits)] }
         if rotate { a.append("--rotate") }
+        if reconstruct { a.append("--reconstruct") }
         if let b = rotationBlock { a += ["--rotation-block", String(b)] }
         if let x = channelScaling { a += ["--channel-scaling", String(x)] }
         return a + ["--seed", String(seed)]

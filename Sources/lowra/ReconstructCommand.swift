@@ -63,30 +63,12 @@ struct ReconstructCommand: ParsableCommand {
             throw LowRAError(.shapeMismatch, "\(sourcePath) is not the model \(model) was quantized from")
         }
         let text = try calibration ?? DefaultData.locate(DefaultData.calibration, hint: "or pass --calibration TEXT")
-        let ids = loaded.tokenizer.encode(try readText(text))
         let bar = ProgressBar("blocks ")
         let t0 = Date()
-        let (weights, reports) = try reconstructBlocks(
-            source: sourceModel.model.weights, quantized: loaded.model.weights, config: loaded.config,
-            calibration: ids, options: o
+        let reports = try reconstructDirectory(
+            loaded, source: sourceModel.model.weights, tokens: loaded.tokenizer.encode(try readText(text)), options: o,
+            out: out, seed: seed
         ) { bar.update($0.block + 1, loaded.config.numLayers) }
-        var newManifest = manifest
-        newManifest.report.seconds += Date().timeIntervalSince(t0)
-        try QuantizedModelStore.save(
-            to: out, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer,
-            map: try PrecisionMap.read((model as NSString).appendingPathComponent("precision_map.json")),
-            manifest: newManifest)
-        let initial = (model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
-        if let old = try? AdapterStore.loadManifest(initial) {
-            var adapter = try LoRAAdapter(config: loaded.config, rank: old.rank, alpha: old.alpha)
-            adapter.initializeKaiming(seed: seed)
-            let m = AdapterManifest(
-                baseFingerprint: try baseFingerprint(out), base: out, quantization: old.quantization, rank: old.rank,
-                alpha: old.alpha, initialization: "zeros+reconstruct")
-            try AdapterStore.save(
-                adapter, config: loaded.config, manifest: m,
-                to: (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
-        }
         if json {
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -98,13 +80,82 @@ struct ReconstructCommand: ParsableCommand {
             ])
             return
         }
-        print("block  loss before  loss after  codes moved  kept  seconds")
-        for r in reports {
-            print(
-                String(
-                    format: "%5d  %11.4g  %10.4g  %10.2f%%  %4@  %7.1f", r.block, r.lossBefore, r.lossAfter,
-                    100 * r.codesChanged, r.kept ? "yes" : "no", r.seconds))
-        }
+        printReconstructionTable(reports)
         print(String(format: "reconstructed %@ in %.1fs; saved %@", model, Date().timeIntervalSince(t0), out))
+    }
+}
+
+/// Reconstructs the quantized model `loaded` against `source` on `tokens` and writes it to `out`
+/// (which may be the directory it was loaded from): the model, its precision map, a zero-initialized
+/// initial adapter of the old one's rank and alpha (an adapter fitted to the old base would not fit
+/// the new one) and `reconstruction.json` (options and every block's report), all in a staging
+/// directory renamed into place at the end.
+func reconstructDirectory(
+    _ loaded: LoadedModel, source: ModelWeights, tokens: [Int], options: ReconstructionOptions, out: String,
+    seed: UInt64, progress: ((BlockReconstructionReport) -> Void)? = nil
+) throws -> [BlockReconstructionReport] {
+    guard let manifest = loaded.quantManifest else {
+        throw LowRAError(.invalidArgument, "\(loaded.path) has no quantization manifest")
+    }
+    let fm = FileManager.default
+    var isDir: ObjCBool = false
+    if fm.fileExists(atPath: out, isDirectory: &isDir) {
+        let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: out))?.isEmpty ?? false)
+        guard empty || QuantizedModelStore.isQuantizedDirectory(out) else {
+            throw LowRAError(.invalidArgument, "\(out) exists and is not a LowRA quantized model; choose another --out")
+        }
+    }
+    let t0 = Date()
+    let (weights, reports) = try reconstructBlocks(
+        source: source, quantized: loaded.model.weights, config: loaded.config, calibration: tokens,
+        options: options, progress: progress)
+    var newManifest = manifest
+    newManifest.report.seconds += Date().timeIntervalSince(t0)
+    QuantizedModelStore.removeStaleStaging(of: out)
+    let staging = out + ".tmp-\(getpid())"
+    try? fm.removeItem(atPath: staging)
+    do {
+        try QuantizedModelStore.save(
+            to: staging, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer,
+            map: try PrecisionMap.read((loaded.path as NSString).appendingPathComponent("precision_map.json")),
+            manifest: newManifest)
+        let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+        if let old = try? AdapterStore.loadManifest(initial) {
+            var adapter = try LoRAAdapter(config: loaded.config, rank: old.rank, alpha: old.alpha)
+            adapter.initializeKaiming(seed: seed)
+            let m = AdapterManifest(
+                baseFingerprint: try baseFingerprint(staging), base: out, quantization: old.quantization,
+                rank: old.rank, alpha: old.alpha, initialization: "zeros+reconstruct")
+            try AdapterStore.save(
+                adapter, config: loaded.config, manifest: m,
+                to: (staging as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
+        }
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let record = ReconstructionRecord(options: options, blocks: reports)
+        try writeAtomically(
+            try encoder.encode(record), to: (staging as NSString).appendingPathComponent("reconstruction.json"))
+        try QuantizedModelStore.replaceDirectory(out, with: staging)
+    } catch {
+        try? fm.removeItem(atPath: staging)
+        throw error
+    }
+    return reports
+}
+
+/// `reconstruction.json`: how a quantized model was reconstructed.
+struct ReconstructionRecord: Codable {
+    var options: ReconstructionOptions
+    var blocks: [BlockReconstructionReport]
+}
+
+func printReconstructionTable(_ reports: [BlockReconstructionReport]) {
+    print("block  loss before  loss after  codes moved  kept  seconds")
+    for r in reports {
+        print(
+            String(
+                format: "%5d  %11.4g  %10.4g  %10.2f%%  %4@  %7.1f", r.block, r.lossBefore, r.lossAfter,
+                100 * r.codesChanged, r.kept ? "yes" : "no", r.seconds))
     }
 }

@@ -68,6 +68,19 @@ final class RecipeTests: XCTestCase {
         r.precisions = nil
         r.headBits = 6
         refuses(r, .headBits(6))
+        // Reconstruction trains per-row codebooks on the calibration text; its base changes after
+        // packing, so its initial adapter starts at zero and a fitted one is refused.
+        r = QuantizationRecipe(method: .lowra, bits: 2)
+        r.reconstruct = true
+        XCTAssertEqual(try resolve(r).initialization, .zeros)
+        r.initialization = .cloq
+        refuses(r, .reconstructFitsNoAdapter)
+        r.initialization = nil
+        r.calibration = .dataFree
+        refuses(r, .reconstructNeedsCalibratedLowRA)
+        r = QuantizationRecipe(method: .qlora, bits: 2)
+        r.reconstruct = true
+        refuses(r, .reconstructNeedsCalibratedLowRA)
         // A precision map lets a baseline below 2 bits; a missing default text is the caller's error.
         r = QuantizationRecipe(method: .qlora, bits: 1.5)
         r.precisionMap = "map.json"
