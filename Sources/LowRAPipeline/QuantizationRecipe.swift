@@ -112,12 +112,8 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         let errorFeedback = calibrated && calibrationMethod == .gptq
         let calibratedRecipe = errorFeedback && method == .lowra
         let sensitivity = self.sensitivity ?? (calibratedRecipe ? .fisher : .none)
-        // Reconstruction changes the base after packing: an adapter fitted to the packed base would
-        // not fit it, so its initial adapter starts at zero.
-        let initialization =
-            self.initialization ?? (method == .qlora || reconstruct ? .zeros : calibratedRecipe ? .cloq : .loftq)
+        let initialization = self.initialization ?? (method == .qlora ? .zeros : calibratedRecipe ? .cloq : .loftq)
         if reconstruct && (method != .lowra || !calibrated) { throw RecipeError.reconstructNeedsCalibratedLowRA }
-        if reconstruct && [.loftq, .cloq].contains(initialization) { throw RecipeError.reconstructFitsNoAdapter }
         guard damping > 0, damping.isFinite else { throw RecipeError.damping }
         if refitLevels && !errorFeedback { throw RecipeError.refitNeedsErrorFeedback }
         if sensitivity == .fisher && !calibrated { throw RecipeError.needsCalibration("--sensitivity fisher") }
@@ -223,7 +219,6 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     case headBits(Int)
     case headBlocks(Int, Int)
     case reconstructNeedsCalibratedLowRA
-    case reconstructFitsNoAdapter
 
     /// The ≥ 2-bit rule of the baselines, in words (a refusal's reason, and the experiment's note).
     public static func noBudgetBelowTwo(_ method: QuantMethod) -> String {
@@ -249,8 +244,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
         case .headBits(let b): "--head-bits takes 4, 8 or 16, got \(b)"
         case .reconstructNeedsCalibratedLowRA:
             "--reconstruct needs --method lowra and a calibration text (it trains per-row codebooks on it)"
-        case .reconstructFitsNoAdapter:
-            "--reconstruct changes the base after packing: --init loftq or cloq would fit the old one (use zeros)"
+
         case .headBlocks(let b, let c):
             "--head-bits \(b) writes blocks of 32 values; hidden size \(c) is not a multiple of 32"
         }

@@ -26,6 +26,8 @@ public struct ReconstructionOptions: Codable, Sendable, Equatable {
     public var weightLR: Float = 5e-3
     public var scaleLR: Float = 1e-4
     public var levelLR: Float = 1e-3
+    /// Adam learning rate of the initial adapter's factors, trained beside the block when one is given.
+    public var adapterLR: Float = 1e-3
     /// Seeds the order of the sequences in each epoch.
     public var seed: UInt64 = 0
 
@@ -44,7 +46,7 @@ public struct ReconstructionOptions: Codable, Sendable, Equatable {
         guard sequences >= 1, tokens >= 2, batch >= 1, epochs >= 0 else {
             throw LowRAError(.invalidArgument, "reconstruction: sequences, batch positive; tokens at least 2")
         }
-        guard [weightLR, scaleLR, levelLR].allSatisfy({ $0 >= 0 && $0.isFinite }) else {
+        guard [weightLR, scaleLR, levelLR, adapterLR].allSatisfy({ $0 >= 0 && $0.isFinite }) else {
             throw LowRAError(.invalidArgument, "reconstruction: learning rates must be finite and not negative")
         }
     }
@@ -67,12 +69,15 @@ public struct BlockReconstructionReport: Codable, Sendable, Equatable {
 
 /// Reconstructs every block of `quantized` (packed layers with per-row codebooks) against
 /// `source` (the full-precision model it was quantized from) on the calibration token stream.
-/// progress(report) after each block. Returns the model with reconstructed blocks and a report
-/// per block.
+/// With `adapter` (the quantized model's initial adapter, e.g. CLoQ's), the block runs with it and
+/// its factors train beside the block: the quantized weights learn to complement it.
+/// progress(report) after each block. Returns the model with reconstructed blocks, the adapter
+/// and a report per block.
 public func reconstructBlocks(
     source: ModelWeights, quantized: ModelWeights, config: ModelConfig, calibration tokens: [Int],
-    options o: ReconstructionOptions, progress: ((BlockReconstructionReport) -> Void)? = nil
-) throws -> (weights: ModelWeights, reports: [BlockReconstructionReport]) {
+    adapter initialAdapter: LoRAAdapter? = nil, options o: ReconstructionOptions,
+    progress: ((BlockReconstructionReport) -> Void)? = nil
+) throws -> (weights: ModelWeights, adapter: LoRAAdapter?, reports: [BlockReconstructionReport]) {
     try o.validate()
     let (S, T, C) = (o.sequences, o.tokens, config.hiddenSize)
     guard tokens.count >= S * T else {
@@ -94,10 +99,14 @@ public func reconstructBlocks(
     var xQuant = xSource
     var target = xSource
     let runner = BlockRunner(
-        config: config, tokens: T, scratch: max(source.scratchFloats(rows: .max), quantized.scratchFloats(rows: .max)))
+        config: config, tokens: T, scratch: max(source.scratchFloats(rows: .max), quantized.scratchFloats(rows: .max)),
+        rank: initialAdapter?.rank ?? 0)
     var model = quantized
+    var adapter = initialAdapter
+    var adapterGradient = [Float](repeating: 0, count: adapter?.values.count ?? 0)
     let graph = try TrainingGraph(
-        config: config, weights: quantized, batch: batch, seq: T, rank: 0, headChunk: 1, recompute: true)
+        config: config, weights: quantized, batch: batch, seq: T, rank: adapter?.rank ?? 0, headChunk: 1,
+        recompute: true)
     var reports = [BlockReconstructionReport]()
     var rng = SplitMix64(seed: o.seed)
     func count(_ b: Int) -> Int { min(batch, S - b * batch) }
@@ -107,14 +116,18 @@ public func reconstructBlocks(
         // the next block's full-precision input.
         target = xSource
         target.withUnsafeMutableBufferPointer { x in
-            for b in 0..<batches { runner.run(source, l, x.baseAddress! + b * batch * T * C, sequences: count(b)) }
+            for b in 0..<batches {
+                runner.run(source, l, x.baseAddress! + b * batch * T * C, sequences: count(b), adapter: nil)
+            }
         }
         xSource = target
 
         let kinds = LinearKind.allCases.filter { model.blocks[l][$0].packed?.scope == .channel }
         guard !kinds.isEmpty else {
             xQuant.withUnsafeMutableBufferPointer { x in
-                for b in 0..<batches { runner.run(model, l, x.baseAddress! + b * batch * T * C, sequences: count(b)) }
+                for b in 0..<batches {
+                    runner.run(model, l, x.baseAddress! + b * batch * T * C, sequences: count(b), adapter: adapter)
+                }
             }
             continue
         }
@@ -129,7 +142,7 @@ public func reconstructBlocks(
                     target.withUnsafeBufferPointer { y in
                         graph.blockReconstructionLoss(
                             l, input: x.baseAddress! + b * batch * T * C, target: y.baseAddress! + b * batch * T * C,
-                            gradient: false)
+                            gradient: false, adapter: adapter)
                     }
                 }
             }
@@ -154,6 +167,17 @@ public func reconstructBlocks(
             }
         }
         defer { graph.observeLinearGradient = nil }
+        // The adapter's factors of this block's layers, and their optimizer.
+        let adapterRanges: [Range<Int>] = adapter.map { a in
+            kinds.flatMap { kind -> [Range<Int>] in
+                let s = a.slot(layer: l, kind: kind)
+                return [
+                    s.offsetA..<(s.offsetA + a.rank * s.inFeatures), s.offsetB..<(s.offsetB + s.outFeatures * a.rank),
+                ]
+            }
+        } ?? []
+        let adapterBefore = adapterRanges.map { r in adapter!.values[r] }
+        var adapterAdam = AdamW(count: adapterRanges.reduce(0) { $0 + $1.count })
         var steps = 0
         for _ in 0..<o.epochs {
             var order = Array(0..<batches).filter { count($0) == batch }
@@ -171,11 +195,15 @@ public func reconstructBlocks(
                             outFeatures: layers[k].outFeatures, inFeatures: layers[k].inFeatures, weight: weightsQ[k],
                             bias: original[k].bias))
                 }
+                for r in adapterRanges { for i in r { adapterGradient[i] = 0 } }
                 let loss = xQuant.withUnsafeBufferPointer { x in
                     target.withUnsafeBufferPointer { y in
-                        graph.blockReconstructionLoss(
-                            l, input: x.baseAddress! + b * batch * T * C, target: y.baseAddress! + b * batch * T * C,
-                            gradient: true)
+                        adapterGradient.withUnsafeMutableBufferPointer { g in
+                            graph.blockReconstructionLoss(
+                                l, input: x.baseAddress! + b * batch * T * C,
+                                target: y.baseAddress! + b * batch * T * C, gradient: true, adapter: adapter,
+                                adapterGradient: g.baseAddress)
+                        }
                     }
                 }
                 guard loss.isFinite else {
@@ -195,6 +223,17 @@ public func reconstructBlocks(
                     adam[k].0.update(&layers[k].latent, gradient: gLatent, lr: o.weightLR * scaleUnit[k])
                     adam[k].1.update(&layers[k].scales, gradient: gScales, lr: o.scaleLR * scaleUnit[k])
                     adam[k].2.update(&layers[k].levels, gradient: gLevels, lr: o.levelLR)
+                }
+                if var a = adapter {
+                    var factors = adapterRanges.flatMap { a.values[$0] }
+                    let g = adapterRanges.flatMap { adapterGradient[$0] }
+                    adapterAdam.update(&factors, gradient: g, lr: o.adapterLR)
+                    var at = 0
+                    for r in adapterRanges {
+                        a.values.replaceSubrange(r, with: factors[at..<(at + r.count)])
+                        at += r.count
+                    }
+                    adapter = a
                 }
                 steps += 1
             }
@@ -219,8 +258,14 @@ public func reconstructBlocks(
             model.blocks[l][kind] = chosen
             graph.replaceLinear(l, kind, with: chosen)
         }
+        if !kept, var a = adapter {
+            for (r, v) in zip(adapterRanges, adapterBefore) { a.values.replaceSubrange(r, with: v) }
+            adapter = a
+        }
         xQuant.withUnsafeMutableBufferPointer { x in
-            for b in 0..<batches { runner.run(model, l, x.baseAddress! + b * batch * T * C, sequences: count(b)) }
+            for b in 0..<batches {
+                runner.run(model, l, x.baseAddress! + b * batch * T * C, sequences: count(b), adapter: adapter)
+            }
         }
         let report = BlockReconstructionReport(
             block: l, lossBefore: before, lossAfter: after, kept: kept,
@@ -229,7 +274,7 @@ public func reconstructBlocks(
         reports.append(report)
         progress?(report)
     }
-    return (model, reports)
+    return (model, adapter, reports)
 }
 
 /// The codes a trainable layer's latent weights choose now.
@@ -250,22 +295,33 @@ final class BlockRunner {
     private var workspaces = [Int: ForwardWorkspace]()
     private let scratch: Int
 
-    init(config: ModelConfig, tokens: Int, scratch: Int) {
+    private let rank: Int
+
+    init(config: ModelConfig, tokens: Int, scratch: Int, rank: Int) {
         self.config = config
         self.tokens = tokens
         self.scratch = scratch
+        self.rank = rank
         rope = RopeTable(start: 0, count: tokens, frequencies: config.ropeFrequencies)
     }
 
-    /// x (sequences · tokens, C) ← block l of `weights` applied to x.
-    func run(_ weights: ModelWeights, _ l: Int, _ x: UnsafeMutablePointer<Float>, sequences: Int) {
+    /// x (sequences · tokens, C) ← block l of `weights` (with `adapter`) applied to x.
+    func run(
+        _ weights: ModelWeights, _ l: Int, _ x: UnsafeMutablePointer<Float>, sequences: Int, adapter: LoRAAdapter?
+    ) {
         let ws =
             workspaces[sequences]
             ?? ForwardWorkspace(
-                config: config, batch: sequences, tokens: tokens, keys: tokens, rank: 0, saveEveryLayer: false,
+                config: config, batch: sequences, tokens: tokens, keys: tokens, rank: rank, saveEveryLayer: false,
                 weightScratch: scratch)
         workspaces[sequences] = ws
-        weights.blockForward(
-            l, config: config, x: x, workspace: ws, rope: rope, cache: nil, adapter: nil, observe: nil)
+        guard let adapter else {
+            return weights.blockForward(
+                l, config: config, x: x, workspace: ws, rope: rope, cache: nil, adapter: nil, observe: nil)
+        }
+        adapter.withView {
+            weights.blockForward(
+                l, config: config, x: x, workspace: ws, rope: rope, cache: nil, adapter: $0, observe: nil)
+        }
     }
 }

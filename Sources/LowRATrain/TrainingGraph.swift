@@ -368,19 +368,39 @@ public final class TrainingGraph: @unchecked Sendable {
 
     // MARK: - Block reconstruction
 
-    /// One step of block reconstruction: block l (its weights as they are in this graph, no
-    /// adapter) runs on hidden states `input` (N, C) of the graph's batch, and L is the mean
-    /// squared error of its output to `target` (N, C). With `gradient`, backward runs through the
-    /// block alone: `observeLinearGradient` sees each of its linear layers' ∂L/∂y and input (their
-    /// ∂L/∂W = dyᵀ x). Returns L. Needs a graph built with rank 0.
+    /// One step of block reconstruction: block l (its weights as they are in this graph, with
+    /// `adapter` when given) runs on hidden states `input` (N, C) of the graph's batch, and L is the
+    /// mean squared error of its output to `target` (N, C). With `gradient`, backward runs through
+    /// the block alone: `observeLinearGradient` sees each of its linear layers' ∂L/∂y and input
+    /// (their ∂L/∂W = dyᵀ x), and the gradient of the adapter's block-l factors is added to
+    /// `adapterGradient` (the layout of its values). Returns L. The adapter's rank is the graph's.
     public func blockReconstructionLoss(
-        _ l: Int, input: UnsafePointer<Float>, target: UnsafePointer<Float>, gradient: Bool
+        _ l: Int, input: UnsafePointer<Float>, target: UnsafePointer<Float>, gradient: Bool,
+        adapter: LoRAAdapter? = nil, adapterGradient: UnsafeMutablePointer<Float>? = nil
     ) -> Double {
-        precondition(rank == 0 && l >= 0 && l < config.numLayers)
+        precondition(l >= 0 && l < config.numLayers && (adapter?.rank ?? 0) == rank)
+        precondition(!gradient || adapter == nil || adapterGradient != nil)
+        x.update(from: input, count: n * config.hiddenSize)
+        guard let adapter else {
+            weights.blockForward(
+                l, config: config, x: x, workspace: workspace, rope: rope, cache: nil, adapter: nil, observe: nil)
+            return reconstructionLoss(l, target: target, gradient: gradient, lora: nil)
+        }
+        return adapter.values.withUnsafeBufferPointer { p in
+            weights.blockForward(
+                l, config: config, x: x, workspace: workspace, rope: rope, cache: nil,
+                adapter: AdapterView(adapter, params: p.baseAddress!), observe: nil)
+            let lora = adapterGradient.map { AdapterGradient(adapter: adapter, params: p.baseAddress!, grad: $0) }
+            return reconstructionLoss(l, target: target, gradient: gradient, lora: lora)
+        }
+    }
+
+    /// The mean squared error of block l's output (in x) to `target`; with `gradient`, its
+    /// backward through the block.
+    private func reconstructionLoss(
+        _ l: Int, target: UnsafePointer<Float>, gradient: Bool, lora: AdapterGradient?
+    ) -> Double {
         let count = n * config.hiddenSize
-        x.update(from: input, count: count)
-        weights.blockForward(
-            l, config: config, x: x, workspace: workspace, rope: rope, cache: nil, adapter: nil, observe: nil)
         var loss = 0.0
         let g = 2 / Float(count)
         for i in 0..<count {
@@ -388,7 +408,7 @@ public final class TrainingGraph: @unchecked Sendable {
             loss += Double(d) * Double(d)
             dx[i] = g * d
         }
-        if gradient { blockBackward(l, nil, inputGradient: false) }
+        if gradient { blockBackward(l, lora, inputGradient: false) }
         return loss / Double(count)
     }
 }

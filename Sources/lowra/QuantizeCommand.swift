@@ -99,7 +99,7 @@ struct QuantizeCommand: ParsableCommand {
             "After packing, train every block's codes, scales and levels against the source on the calibration text.",
             discussion: """
                 Block reconstruction with its default effort (lowra reconstruct sets it); the initial adapter \
-                starts at zero. Slower: minutes on SmolLM2-135M. See docs/results/below-2-bits.md.
+                trains beside each block. Slower: minutes on SmolLM2-135M. See docs/results/below-2-bits.md.
                 """))
     var reconstruct = false
     @Flag(help: "Print one JSON object on stdout.") var json = false

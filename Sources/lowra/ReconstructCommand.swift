@@ -19,8 +19,8 @@ struct ReconstructCommand: ParsableCommand {
             codes by a straight-through estimator; block scales and per-row levels by their gradients) so that the \
             block, on the hidden states of the blocks reconstructed before it, matches the unquantized block's \
             outputs (mean squared error); then codes, scales and levels are frozen. A block that comes out worse \
-            keeps its layers. The new directory's initial adapter is zero-initialized (B = 0): an adapter fitted to \
-            the old base does not fit the new one.
+            keeps its layers. The model's initial adapter (CLoQ's, LoftQ's or zeros) runs with each block and its \
+            factors train beside it.
             """)
 
     @Option(help: "A quantized model directory (lowra quantize writes one).") var model: String
@@ -37,6 +37,7 @@ struct ReconstructCommand: ParsableCommand {
     @Option(help: "Adam learning rate of the block scales (relative to a layer's mean scale).")
     var scaleLR: Float = 1e-4
     @Option(help: "Adam learning rate of the levels (normalized units).") var levelLR: Float = 1e-3
+    @Option(help: "Adam learning rate of the initial adapter's factors.") var adapterLR: Float = 1e-3
     @Option(help: "Seed of the sequences' order.") var seed: UInt64 = 0
     @Flag(help: "Print one JSON object with every block's report on stdout.") var json = false
 
@@ -47,7 +48,7 @@ struct ReconstructCommand: ParsableCommand {
         }
         var o = ReconstructionOptions()
         (o.sequences, o.tokens, o.batch, o.epochs, o.seed) = (sequences, tokens, batch, epochs, seed)
-        (o.weightLR, o.scaleLR, o.levelLR) = (weightLR, scaleLR, levelLR)
+        (o.weightLR, o.scaleLR, o.levelLR, o.adapterLR) = (weightLR, scaleLR, levelLR, adapterLR)
         try o.validate()
         let lock = try OutputLock(out)
         defer { withExtendedLifetime(lock) {} }
@@ -86,10 +87,9 @@ struct ReconstructCommand: ParsableCommand {
 }
 
 /// Reconstructs the quantized model `loaded` against `source` on `tokens` and writes it to `out`
-/// (which may be the directory it was loaded from): the model, its precision map, a zero-initialized
-/// initial adapter of the old one's rank and alpha (an adapter fitted to the old base would not fit
-/// the new one) and `reconstruction.json` (options and every block's report), all in a staging
-/// directory renamed into place at the end.
+/// (which may be the directory it was loaded from): the model, its precision map, its initial adapter
+/// (trained beside the blocks, recorded as "+reconstruct") and `reconstruction.json` (options and
+/// every block's report), all in a staging directory renamed into place at the end.
 func reconstructDirectory(
     _ loaded: LoadedModel, source: ModelWeights, tokens: [Int], options: ReconstructionOptions, out: String,
     seed: UInt64, progress: ((BlockReconstructionReport) -> Void)? = nil
@@ -106,9 +106,15 @@ func reconstructDirectory(
         }
     }
     let t0 = Date()
-    let (weights, reports) = try reconstructBlocks(
+    let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
+    var initialAdapter: (LoRAAdapter, AdapterManifest)?
+    if fm.fileExists(atPath: initial) {
+        let m = try AdapterStore.loadManifest(initial)
+        initialAdapter = (try AdapterStore.load(initial, config: loaded.config, fingerprint: m.baseFingerprint).0, m)
+    }
+    let (weights, adapter, reports) = try reconstructBlocks(
         source: source, quantized: loaded.model.weights, config: loaded.config, calibration: tokens,
-        options: options, progress: progress)
+        adapter: initialAdapter?.0, options: options, progress: progress)
     var newManifest = manifest
     newManifest.report.seconds += Date().timeIntervalSince(t0)
     QuantizedModelStore.removeStaleStaging(of: out)
@@ -119,13 +125,11 @@ func reconstructDirectory(
             to: staging, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer,
             map: try PrecisionMap.read((loaded.path as NSString).appendingPathComponent("precision_map.json")),
             manifest: newManifest)
-        let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
-        if let old = try? AdapterStore.loadManifest(initial) {
-            var adapter = try LoRAAdapter(config: loaded.config, rank: old.rank, alpha: old.alpha)
-            adapter.initializeKaiming(seed: seed)
-            let m = AdapterManifest(
-                baseFingerprint: try baseFingerprint(staging), base: out, quantization: old.quantization,
-                rank: old.rank, alpha: old.alpha, initialization: "zeros+reconstruct")
+        if let adapter, let old = initialAdapter?.1 {
+            var m = old
+            m.baseFingerprint = try baseFingerprint(staging)
+            m.base = out
+            m.initialization = old.initialization + "+reconstruct"
             try AdapterStore.save(
                 adapter, config: loaded.config, manifest: m,
                 to: (staging as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))

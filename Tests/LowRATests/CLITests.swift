@@ -105,8 +105,8 @@ final class CLITests: XCTestCase {
 
     /// `quantize --reconstruct`: the packed model reconstructed in place against its source on the
     /// calibration text — closer to the source (lower KL) than the same quantization without it,
-    /// with its record (reconstruction.json), a zero-initialized adapter for the new base, and a
-    /// report in the JSON; `lowra reconstruct` refuses an output that is not a quantized model.
+    /// with its record (reconstruction.json), its initial adapter trained beside it, and a report
+    /// in the JSON; `lowra reconstruct` refuses an output that is not a quantized model.
     func testQuantizeWithReconstruction() throws {
         let dir = try temporaryDirectory(self)
         let text = (0..<60).map { "line \($0): the quick brown fox jumps over the lazy dog." }.joined(separator: "\n")
@@ -140,7 +140,7 @@ final class CLITests: XCTestCase {
         XCTAssertNotNil(blocks[0]["loss_before"] as? Double)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/rec/reconstruction.json"))
         let adapter = try String(contentsOfFile: "\(dir)/rec/adapter/lowra_manifest.json", encoding: .utf8)
-        XCTAssertTrue(adapter.contains("zeros+reconstruct"), adapter)
+        XCTAssertTrue(adapter.contains("zeros+reconstruct"), adapter)  // --init zeros: its factors trained too
         XCTAssertLessThan(try kl("\(dir)/rec"), try kl("\(dir)/plain"))
         try "not a model".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
         let refused = try runProcess(

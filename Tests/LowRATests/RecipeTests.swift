@@ -68,14 +68,10 @@ final class RecipeTests: XCTestCase {
         r.precisions = nil
         r.headBits = 6
         refuses(r, .headBits(6))
-        // Reconstruction trains per-row codebooks on the calibration text; its base changes after
-        // packing, so its initial adapter starts at zero and a fitted one is refused.
+        // Reconstruction trains per-row codebooks (and the initial adapter) on the calibration text.
         r = QuantizationRecipe(method: .lowra, bits: 2)
         r.reconstruct = true
-        XCTAssertEqual(try resolve(r).initialization, .zeros)
-        r.initialization = .cloq
-        refuses(r, .reconstructFitsNoAdapter)
-        r.initialization = nil
+        XCTAssertEqual(try resolve(r).initialization, .cloq)
         r.calibration = .dataFree
         refuses(r, .reconstructNeedsCalibratedLowRA)
         r = QuantizationRecipe(method: .qlora, bits: 2)

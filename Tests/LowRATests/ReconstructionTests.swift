@@ -116,9 +116,9 @@ final class ReconstructionTests: XCTestCase {
         XCTAssertGreaterThan(checked, (layer.scales.count + layer.levels.count) / 2)
     }
 
-    /// A 2-bit tiny model reconstructed against its fp32 source: the packed layers start exactly
-    /// at the quantized model, no block's error goes up, some go down, the frozen levels sit on
-    /// their integer grids, and the result is a model that runs.
+    /// A 2-bit tiny model reconstructed against its fp32 source with an initial adapter: the packed
+    /// layers start exactly at the quantized model, no block's error goes up, some go down, the
+    /// adapter trains, the frozen levels sit on their integer grids, and the result is a model that runs.
     func testReconstructionLowersTheBlocksErrorsOnATinyModel() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny_hf"))
         let quantized = try m.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2)).weights
@@ -135,9 +135,13 @@ final class ReconstructionTests: XCTestCase {
         (o.sequences, o.tokens, o.batch, o.epochs) = (8, 16, 2, 3)
         o.weightLR = 2e-2
         var seen = 0
-        let (weights, reports) = try reconstructBlocks(
-            source: m.model.weights, quantized: quantized, config: m.config, calibration: tokens, options: o
+        var adapter = try LoRAAdapter(config: m.config, rank: 2)
+        adapter.initializeKaiming(seed: 5)
+        let (weights, trained, reports) = try reconstructBlocks(
+            source: m.model.weights, quantized: quantized, config: m.config, calibration: tokens, adapter: adapter,
+            options: o
         ) { _ in seen += 1 }
+        XCTAssertNotEqual(trained?.values, adapter.values)  // the adapter's factors trained beside the blocks
         XCTAssertEqual(reports.count, m.config.numLayers)
         XCTAssertEqual(seen, m.config.numLayers)
         for r in reports {
