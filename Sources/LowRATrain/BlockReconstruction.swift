@@ -24,7 +24,7 @@ public struct ReconstructionOptions: Codable, Sendable, Equatable {
     /// Adam learning rates: latent weights and block scales relative to each layer's mean block
     /// scale (its weights' typical absmax), levels in normalized units (in [-1, 1]).
     public var weightLR: Float = 5e-3
-    public var scaleLR: Float = 1e-4
+    public var scaleLR: Float = 5e-3
     public var levelLR: Float = 1e-3
     /// Adam learning rate of the initial adapter's factors, trained beside the block when one is given.
     public var adapterLR: Float = 1e-3

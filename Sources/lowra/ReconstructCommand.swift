@@ -35,7 +35,7 @@ struct ReconstructCommand: ParsableCommand {
     @Option(help: "Adam learning rate of the latent weights (relative to a layer's mean scale).")
     var weightLR: Float = 5e-3
     @Option(help: "Adam learning rate of the block scales (relative to a layer's mean scale).")
-    var scaleLR: Float = 1e-4
+    var scaleLR: Float = 5e-3
     @Option(help: "Adam learning rate of the levels (normalized units).") var levelLR: Float = 1e-3
     @Option(help: "Adam learning rate of the initial adapter's factors.") var adapterLR: Float = 1e-3
     @Option(help: "Seed of the sequences' order.") var seed: UInt64 = 0
