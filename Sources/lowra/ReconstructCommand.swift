@@ -56,6 +56,13 @@ struct ReconstructCommand: ParsableCommand {
         guard let manifest = loaded.quantManifest else {
             throw LowRAError(.invalidArgument, "\(model) has no quantization manifest")
         }
+        if let transform = manifest.report.transform {
+            // Its source is the transformed model, which only `quantize` holds.
+            throw LowRAError(
+                .invalidArgument,
+                "\(model) was quantized after an equivalence transform (\(transform)); reconstruct it in the same "
+                    + "run: lowra quantize ... --reconstruct")
+        }
         let sourcePath = source ?? manifest.source
         let sourceModel = try LoadedModel.load(sourcePath)
         guard sourceModel.config.numLayers == loaded.config.numLayers,
