@@ -28,12 +28,18 @@ void lowra_stored_gemm_scalar(unsigned t, const uint8_t *rows, uint64_t row_byte
     }
 }
 
-void lowra_stored_q8_0_rows_scalar(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
-                                   float *out) {
+// Rows r0 ..< r1 of type t to fp32, a block of 32 at a time.
+static void decode_rows(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
+                        float *out) {
     for (uint64_t r = r0; r < r1; r++, out += in) {
         for (uint64_t j = 0; j < in; j += 32)
-            lowra_stored_decode(T_Q8_0, rows + r * row_bytes, j, in - j < 32 ? in - j : 32, out + j);
+            lowra_stored_decode(t, rows + r * row_bytes, j, in - j < 32 ? in - j : 32, out + j);
     }
+}
+
+void lowra_stored_q8_0_rows_scalar(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
+                                   float *out) {
+    decode_rows(T_Q8_0, rows, row_bytes, in, r0, r1, out);
 }
 
 void lowra_stored_gemm(int path, unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
@@ -53,8 +59,5 @@ void lowra_stored_dequantize(int path, unsigned t, const uint8_t *rows, uint64_t
                              uint64_t r1, float *out) {
     if (!lowra_stored_gemm_supports(t)) return;
     if (t == T_Q8_0) return lowra_kernels_for(path)->stored_q8_0_rows(rows, row_bytes, in, r0, r1, out);
-    for (uint64_t r = r0; r < r1; r++, out += in) {
-        for (uint64_t j = 0; j < in; j += 32)
-            lowra_stored_decode(t, rows + r * row_bytes, j, in - j < 32 ? in - j : 32, out + j);
-    }
+    decode_rows(t, rows, row_bytes, in, r0, r1, out);
 }

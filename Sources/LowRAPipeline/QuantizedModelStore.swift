@@ -116,14 +116,7 @@ public enum QuantizedModelStore {
         // Everything goes to a temporary sibling directory renamed into place at the end, so an
         // interrupted run never leaves a half-written model under `dir`.
         let fm = FileManager.default
-        var isDir: ObjCBool = false
-        if fm.fileExists(atPath: dir, isDirectory: &isDir) {
-            let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: dir))?.isEmpty ?? false)
-            guard empty || isQuantizedDirectory(dir) else {
-                throw LowRAError(
-                    .invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
-            }
-        }
+        try checkOutputDirectory(dir)
         removeStaleStaging(of: dir)
         let staging = dir + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
@@ -142,6 +135,17 @@ public enum QuantizedModelStore {
     /// Puts the finished directory `staging` in place of `dir` (moved aside to `dir.old-PID`
     /// first, removed after; `removeStaleStaging` restores it when killed in between) and flushes
     /// the renames to disk.
+    /// Refuses `dir` as a place to write a quantized model unless it is missing, empty, or a
+    /// quantized model already (which the write replaces).
+    public static func checkOutputDirectory(_ dir: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else { return }
+        let empty = isDir.boolValue && ((try? FileManager.default.contentsOfDirectory(atPath: dir))?.isEmpty ?? false)
+        guard empty || isQuantizedDirectory(dir) else {
+            throw LowRAError(.invalidArgument, "\(dir) exists and is not a LowRA quantized model; choose another --out")
+        }
+    }
+
     public static func replaceDirectory(_ dir: String, with staging: String) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: dir) {

@@ -6,7 +6,8 @@ import LowRATensor
 // weight v_rj = w'_rj / s_r,b(j): moving the continuous latent w' moves the codes (a straight-
 // through estimator: ∂Q/∂w' taken as 1 where |v| ≤ 1, the absmax range; 0 outside it), while
 // the block scales and the levels have the exact derivative with the codes held:
-//   ∂L/∂s_r,b = Σ_{j in b} level_r[code_rj] · ∂L/∂Q_rj,   ∂L/∂level_r[k] = Σ_{j : code_rj = k} s_r,b(j) · ∂L/∂Q_rj.
+//   ∂L/∂s_r,b = Σ_{j in b} level_r[code_rj] · ∂L/∂Q_rj,
+//   ∂L/∂level_r[k] = Σ_{j : code_rj = k} s_r,b(j) · ∂L/∂Q_rj.
 
 /// A packed weight with continuous latent weights, fp32 block scales and per-row levels, all
 /// trainable; `packed()` freezes them back into the packed format (channel-scope codebooks).
@@ -36,7 +37,8 @@ public struct TrainableQuantized: Sendable {
         bits = packed.bits
         levelOffsets = packed.levelOffsets + [packed.levels.count]
         latent = packed.dequantized()
-        scales = packed.absmax.decoded(count: packed.outFeatures * ((packed.inFeatures + 63) / 64))
+        scales = packed.absmax.decoded(
+            count: packed.outFeatures * ((packed.inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block))
         levels = packed.levels
         doubleQuant = packed.absmax.isDoubleQuant
     }
@@ -119,7 +121,8 @@ public struct TrainableQuantized: Sendable {
     /// each row's uint8 grid (what the integer kernels need), scales stored as the source stored
     /// its own (double-quantized to the nearest code), and the codes then chosen again for the
     /// stored scales and levels, so the packed weight is the nearest one to the latent weights.
-    public func packed() throws -> PackedLinear {
+    /// Returns it with those codes (out · in, one per byte).
+    public func packed() throws -> (packed: PackedLinear, codes: [UInt8]) {
         var lv = levels
         snapToIntegerLevels(&lv, rowOffsets: levelOffsets)
         let storage = AbsmaxStorage(raw: scales.map { max($0, 0) }, doubleQuant: doubleQuant, roundUp: false)
@@ -131,9 +134,10 @@ public struct TrainableQuantized: Sendable {
         weight.withUnsafeMutableBufferPointer { w in
             codes.withUnsafeMutableBufferPointer { frozen.forward(weight: w.baseAddress!, codes: $0.baseAddress!) }
         }
-        return try PackedLinear(
+        let packed = try PackedLinear(
             outFeatures: outFeatures, inFeatures: inFeatures, bits: bits,
             codes: packCodes(codes, bits: bits, in: inFeatures), absmax: storage, levels: lv, scope: .channel)
+        return (packed, codes)
     }
 }
 

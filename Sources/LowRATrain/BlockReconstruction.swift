@@ -114,13 +114,12 @@ public func reconstructBlocks(
         let t0 = Date()
         // The targets: the full-precision block on its own model's hidden states, which are also
         // the next block's full-precision input.
-        target = xSource
-        target.withUnsafeMutableBufferPointer { x in
+        xSource.withUnsafeMutableBufferPointer { x in
             for b in 0..<batches {
                 runner.run(source, l, x.baseAddress! + b * batch * T * C, sequences: count(b), adapter: nil)
             }
         }
-        xSource = target
+        target = xSource
 
         let kinds = LinearKind.allCases.filter { model.blocks[l][$0].packed?.scope == .channel }
         guard !kinds.isEmpty else {
@@ -155,6 +154,10 @@ public func reconstructBlocks(
         var weightsQ = layers.map { [Float](repeating: 0, count: $0.outFeatures * $0.inFeatures) }
         var codes = layers.map { [UInt8](repeating: 0, count: $0.outFeatures * $0.inFeatures) }
         var dW = layers.map { [Float](repeating: 0, count: $0.outFeatures * $0.inFeatures) }
+        // The three gradients of each layer (`backward` writes every entry).
+        var gLatent = layers.map { [Float](repeating: 0, count: $0.latent.count) }
+        var gScales = layers.map { [Float](repeating: 0, count: $0.scales.count) }
+        var gLevels = layers.map { [Float](repeating: 0, count: $0.levels.count) }
         var adam = layers.map {
             (AdamW(count: $0.latent.count), AdamW(count: $0.scales.count), AdamW(count: $0.levels.count))
         }
@@ -210,30 +213,26 @@ public func reconstructBlocks(
                     throw LowRAError(.diverged, "block reconstruction diverged in block \(l)")
                 }
                 for k in layers.indices {
-                    var gLatent = [Float](repeating: 0, count: layers[k].latent.count)
-                    var gScales = [Float](repeating: 0, count: layers[k].scales.count)
-                    var gLevels = [Float](repeating: 0, count: layers[k].levels.count)
                     dW[k].withUnsafeBufferPointer { d in
                         codes[k].withUnsafeBufferPointer { c in
                             layers[k].backward(
-                                d.baseAddress!, codes: c.baseAddress!, latent: &gLatent, scales: &gScales,
-                                levels: &gLevels)
+                                d.baseAddress!, codes: c.baseAddress!, latent: &gLatent[k], scales: &gScales[k],
+                                levels: &gLevels[k])
                         }
                     }
-                    adam[k].0.update(&layers[k].latent, gradient: gLatent, lr: o.weightLR * scaleUnit[k])
-                    adam[k].1.update(&layers[k].scales, gradient: gScales, lr: o.scaleLR * scaleUnit[k])
-                    adam[k].2.update(&layers[k].levels, gradient: gLevels, lr: o.levelLR)
+                    adam[k].0.update(&layers[k].latent, gradient: gLatent[k], lr: o.weightLR * scaleUnit[k])
+                    adam[k].1.update(&layers[k].scales, gradient: gScales[k], lr: o.scaleLR * scaleUnit[k])
+                    adam[k].2.update(&layers[k].levels, gradient: gLevels[k], lr: o.levelLR)
                 }
-                if var a = adapter {
-                    var factors = adapterRanges.flatMap { a.values[$0] }
+                if let values = adapter?.values {
+                    var factors = adapterRanges.flatMap { values[$0] }
                     let g = adapterRanges.flatMap { adapterGradient[$0] }
                     adapterAdam.update(&factors, gradient: g, lr: o.adapterLR)
                     var at = 0
-                    for r in adapterRanges {
-                        a.values.replaceSubrange(r, with: factors[at..<(at + r.count)])
+                    for r in adapterRanges {  // in place: the adapter's values are not copied
+                        adapter!.values.replaceSubrange(r, with: factors[at..<(at + r.count)])
                         at += r.count
                     }
-                    adapter = a
                 }
                 steps += 1
             }
@@ -242,25 +241,23 @@ public func reconstructBlocks(
         // Freeze, measure, keep only what lowered the block's error.
         let frozen = try layers.map { try $0.packed() }
         for (k, kind) in kinds.enumerated() {
-            graph.replaceLinear(l, kind, with: Linear(packed: frozen[k], bias: original[k].bias))
+            graph.replaceLinear(l, kind, with: Linear(packed: frozen[k].packed, bias: original[k].bias))
         }
         let after = blockLoss()
         let kept = after < before
         var changed = 0
         var total = 0
         for k in layers.indices {
-            let now = codesOf(try TrainableQuantized(frozen[k]))
-            changed += zip(now, startCodes[k]).reduce(0) { $0 + ($1.0 != $1.1 ? 1 : 0) }
-            total += now.count
+            changed += zip(frozen[k].codes, startCodes[k]).reduce(0) { $0 + ($1.0 != $1.1 ? 1 : 0) }
+            total += startCodes[k].count
         }
         for (k, kind) in kinds.enumerated() {
-            let chosen = kept ? Linear(packed: frozen[k], bias: original[k].bias) : original[k]
+            let chosen = kept ? Linear(packed: frozen[k].packed, bias: original[k].bias) : original[k]
             model.blocks[l][kind] = chosen
             graph.replaceLinear(l, kind, with: chosen)
         }
-        if !kept, var a = adapter {
-            for (r, v) in zip(adapterRanges, adapterBefore) { a.values.replaceSubrange(r, with: v) }
-            adapter = a
+        if !kept {
+            for (r, v) in zip(adapterRanges, adapterBefore) { adapter!.values.replaceSubrange(r, with: v) }
         }
         xQuant.withUnsafeMutableBufferPointer { x in
             for b in 0..<batches {
@@ -315,13 +312,11 @@ final class BlockRunner {
                 config: config, batch: sequences, tokens: tokens, keys: tokens, rank: rank, saveEveryLayer: false,
                 weightScratch: scratch)
         workspaces[sequences] = ws
-        guard let adapter else {
-            return weights.blockForward(
-                l, config: config, x: x, workspace: ws, rope: rope, cache: nil, adapter: nil, observe: nil)
-        }
-        adapter.withView {
+        func run(_ view: AdapterView?) {
             weights.blockForward(
-                l, config: config, x: x, workspace: ws, rope: rope, cache: nil, adapter: $0, observe: nil)
+                l, config: config, x: x, workspace: ws, rope: rope, cache: nil, adapter: view, observe: nil)
         }
+        guard let adapter else { return run(nil) }
+        adapter.withView(run)
     }
 }

@@ -381,17 +381,16 @@ public final class TrainingGraph: @unchecked Sendable {
         precondition(l >= 0 && l < config.numLayers && (adapter?.rank ?? 0) == rank)
         precondition(!gradient || adapter == nil || adapterGradient != nil)
         x.update(from: input, count: n * config.hiddenSize)
-        guard let adapter else {
+        func run(_ view: AdapterView?, _ lora: AdapterGradient?) -> Double {
             weights.blockForward(
-                l, config: config, x: x, workspace: workspace, rope: rope, cache: nil, adapter: nil, observe: nil)
-            return reconstructionLoss(l, target: target, gradient: gradient, lora: nil)
-        }
-        return adapter.values.withUnsafeBufferPointer { p in
-            weights.blockForward(
-                l, config: config, x: x, workspace: workspace, rope: rope, cache: nil,
-                adapter: AdapterView(adapter, params: p.baseAddress!), observe: nil)
-            let lora = adapterGradient.map { AdapterGradient(adapter: adapter, params: p.baseAddress!, grad: $0) }
+                l, config: config, x: x, workspace: workspace, rope: rope, cache: nil, adapter: view, observe: nil)
             return reconstructionLoss(l, target: target, gradient: gradient, lora: lora)
+        }
+        guard let adapter else { return run(nil, nil) }
+        return adapter.values.withUnsafeBufferPointer { p in
+            run(
+                AdapterView(adapter, params: p.baseAddress!),
+                adapterGradient.map { AdapterGradient(adapter: adapter, params: p.baseAddress!, grad: $0) })
         }
     }
 

@@ -105,13 +105,7 @@ func reconstructDirectory(
         throw LowRAError(.invalidArgument, "\(loaded.path) has no quantization manifest")
     }
     let fm = FileManager.default
-    var isDir: ObjCBool = false
-    if fm.fileExists(atPath: out, isDirectory: &isDir) {
-        let empty = isDir.boolValue && ((try? fm.contentsOfDirectory(atPath: out))?.isEmpty ?? false)
-        guard empty || QuantizedModelStore.isQuantizedDirectory(out) else {
-            throw LowRAError(.invalidArgument, "\(out) exists and is not a LowRA quantized model; choose another --out")
-        }
-    }
+    try QuantizedModelStore.checkOutputDirectory(out)
     let t0 = Date()
     let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
     var initialAdapter: (LoRAAdapter, AdapterManifest)?
