@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 // Dependencies run one way (ARCHITECTURE.md draws the graph):
@@ -9,6 +10,25 @@ import PackageDescription
 // <- LowRAAdapters (PEFT store, cards, compressed adapters)
 // <- LowRATrain (backward pass, optimizer, data, trainer), LowRAServe (the OpenAI-compatible server; its
 // request parsing is LowRAAPI) <- LowRABench (benchmarks, synthetic checkpoints), lowra (CLI).
+
+// Data-parallel training (`finetune --distributed`) links Open MPI when its development files are installed
+// (Debian: libopenmpi-dev); without them CLowRAComm builds without MPI and --distributed says how to add it.
+// LOWRA_MPI=0 builds without MPI even where it is installed.
+let mpiPkgConfig = [
+    "/usr/lib/x86_64-linux-gnu/pkgconfig", "/usr/lib/aarch64-linux-gnu/pkgconfig", "/usr/lib/pkgconfig",
+    "/usr/local/lib/pkgconfig", "/opt/homebrew/lib/pkgconfig",
+].map { $0 + "/ompi-c.pc" }
+let withMPI =
+    Context.environment["LOWRA_MPI"] != "0" && mpiPkgConfig.contains { FileManager.default.fileExists(atPath: $0) }
+let commTarget: Target =
+    withMPI
+    ? .target(name: "CLowRAComm", dependencies: ["CMPI"], cSettings: [.define("LOWRA_HAVE_MPI")])
+    : .target(name: "CLowRAComm")
+let mpiTargets: [Target] =
+    withMPI
+    ? [.systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])])]
+    : []
+
 let package = Package(
     name: "LowRA",
     platforms: [.macOS(.v14)],
@@ -34,6 +54,7 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CCbc", path: "Sources/CCbc"),
         .target(name: "CLowRAPacked"),
+        commTarget,
         .target(
             name: "LowRATensor",
             dependencies: ["CBLAS", "CLowRAPacked", .product(name: "Crypto", package: "swift-crypto")]),
@@ -51,7 +72,7 @@ let package = Package(
             name: "LowRATrain",
             dependencies: [
                 "LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer", "LowRAModel", "LowRAPipeline",
-                "LowRAAdapters",
+                "LowRAAdapters", "CLowRAComm",
             ]),
         .target(name: "LowRAReport"),
         .target(name: "LowRAAPI", dependencies: ["LowRAModel", "LowRATokenizer"]),
@@ -82,5 +103,5 @@ let package = Package(
                 "LowRAModel", "LowRAPipeline", "LowRAAdapters", "LowRATokenizer", "LowRATrain", "LowRAReport",
                 "LowRAServe", "LowRAAPI", "LowRABench",
             ]),
-    ]
+    ] + mpiTargets
 )

@@ -44,6 +44,9 @@ public struct FinetuneResult: Codable, Sendable {
     public var trainedTokens: Int
     public var adapterParameters: Int
     public var workspaceBytes: Int
+    /// Data-parallel ranks (1: one process) and the seconds this rank spent in their collectives.
+    public var ranks: Int = 1
+    public var communicationSeconds: Double = 0
     public var log: [TrainLogRow]
 
     enum CodingKeys: String, CodingKey {
@@ -59,6 +62,8 @@ public struct FinetuneResult: Codable, Sendable {
             "trained_tokens"
         case adapterParameters = "adapter_parameters"
         case workspaceBytes = "workspace_bytes"
+        case ranks
+        case communicationSeconds = "communication_seconds"
         case log
     }
 }
@@ -67,6 +72,11 @@ public struct FinetuneResult: Codable, Sendable {
 /// norm clipping, gradient accumulation, periodic validation, atomic checkpoints and an exact
 /// resume. Deterministic for a given seed: batches are a pure function of (seed, step), and
 /// every reduction runs in a fixed order.
+///
+/// Data-parallel over a `Communicator` of n ranks: each rank runs its n-th of every micro-batch
+/// (the batch must divide), the gradients are summed over the ranks in one buffer per step, each
+/// share weighted by its targets so that the sum is the single-process mean; every rank then
+/// takes the same step. Validation is split the same way; rank 0 alone writes checkpoints and logs.
 public final class Trainer {
     public static let checkpointFile = "checkpoint.safetensors"
     public static let logFile = "train_log.csv"
@@ -81,6 +91,9 @@ public final class Trainer {
     private let graph: TrainingGraph
     /// With distillation: the model whose logits the adapter learns to match.
     private let teacher: LanguageModel?
+    public let communicator: Communicator
+    /// Sequences of each micro-batch this rank runs.
+    private let localBatch: Int
 
     public private(set) var adapter: LoRAAdapter
     private var adam: AdamW
@@ -92,9 +105,22 @@ public final class Trainer {
     public init(
         config: ModelConfig, weights: ModelWeights, baseFingerprint: String, adapter: LoRAAdapter, train: TrainingData,
         valid: TrainingData?, options: FinetuneOptions, outDir: String,
-        teacher: (model: LanguageModel, fingerprint: String)? = nil
+        teacher: (model: LanguageModel, fingerprint: String)? = nil, communicator: Communicator = .single
     ) throws {
         try options.validate()
+        if communicator.size > 1 {
+            guard options.batch % communicator.size == 0 else {
+                throw LowRAError(
+                    .invalidArgument,
+                    "--batch \(options.batch) does not split over \(communicator.size) ranks: use a multiple of the ranks")
+            }
+            guard teacher == nil, options.codebookLR == nil else {
+                throw LowRAError(
+                    .unsupported, "distributed training trains the adapter alone (no distillation or codebook tuning)")
+            }
+        }
+        self.communicator = communicator
+        localBatch = options.batch / communicator.size
         guard (options.distillWeight != nil) == (teacher != nil) else {
             throw LowRAError(.invalidArgument, "distillation needs both a weight and a teacher model")
         }
@@ -117,7 +143,7 @@ public final class Trainer {
         self.adapter = adapter
         adam = AdamW(count: adapter.values.count, weightDecay: options.weightDecay)
         graph = try TrainingGraph(
-            config: config, weights: weights, batch: options.batch, seq: options.seq, rank: adapter.rank,
+            config: config, weights: weights, batch: localBatch, seq: options.seq, rank: adapter.rank,
             recompute: options.recompute, distill: teacher != nil)
         codebooks = options.codebookLR == nil ? nil : try CodebookTuner(weights: weights)
         if let codebooks { codebooks.attach(to: graph) }
@@ -134,25 +160,26 @@ public final class Trainer {
 
     private func path(_ f: String) -> String { (outDir as NSString).appendingPathComponent(f) }
 
-    /// Mean loss over the first `validSequences` validation sequences.
+    /// Mean loss over the first `validSequences` validation sequences (each rank its share of
+    /// every batch, the sums added over the ranks).
     public func validationLoss() throws -> Double? {
         guard let valid else { return nil }
         let n = min(valid.count, options.validSequences)
-        var total = 0.0
-        var count = 0
-        var start = 0
+        var sums = [0.0, 0.0]  // loss, targets
+        var start = communicator.rank * localBatch
         while start < n {
-            var (inp, tgt) = valid.batch(start: start, size: min(options.batch, n - start), seed: 0, shuffle: false)
-            while inp.count < options.batch * options.seq {  // pad a short last batch with masked rows
+            var (inp, tgt) = valid.batch(start: start, size: min(localBatch, n - start), seed: 0, shuffle: false)
+            while inp.count < localBatch * options.seq {  // pad a short last batch with masked rows
                 inp.append(inp[0])
                 tgt.append(-1)
             }
             let r = try graph.loss(inputs: inp, targets: tgt, adapter: adapter)
-            total += r.loss
-            count += r.count
+            sums[0] += r.loss
+            sums[1] += Double(r.count)
             start += options.batch
         }
-        return count > 0 ? total / Double(count) : nil
+        try communicator.sum(&sums)
+        return sums[1] > 0 ? sums[0] / sums[1] : nil
     }
 
     // MARK: - Checkpoints
@@ -168,6 +195,7 @@ public final class Trainer {
     /// Streamed from the arrays themselves (no in-memory copy of the file: at 7B the adapter and
     /// its moments are 480 MB), into a temporary file renamed into place.
     private func saveCheckpoint() throws {
+        guard communicator.isLeader else { return }
         var w = SafeTensorsPlan()
         let state = CheckpointState(
             runKey: runKey, step: step, adamStep: adam.step, log: log, codebookAdamStep: codebooks?.adam.step)
@@ -222,6 +250,7 @@ public final class Trainer {
     }
 
     private func writeLog() throws {
+        guard communicator.isLeader else { return }
         func f(_ x: Double?) -> String { x.map { String(format: "%.6f", $0) } ?? "" }
         var csv = "step,lr,train_loss,grad_norm,tokens_per_s,valid_loss\n"
         for r in log {
@@ -264,24 +293,36 @@ public final class Trainer {
         let schedule = LRSchedule(
             kind: options.schedule, peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps)
         let t0 = Date()
+        let communicated = communicator.seconds
         var trainedTokens = 0
         var grad = [Float](repeating: 0, count: adapter.values.count)
         while step < min(options.steps, until ?? options.steps) {
             let ts = Date()
             for i in grad.indices { grad[i] = 0 }
             codebooks?.zeroGradients()
-            var lossSum = 0.0
-            var count = 0
+            var sums = [0.0, 0.0]  // loss, targets
             for micro in 0..<options.gradAccum {
                 let start = (step * options.gradAccum + micro) * options.batch
-                let (inp, tgt) = train.batch(start: start, size: options.batch, seed: options.seed)
+                var (inp, tgt) = train.batch(start: start, size: options.batch, seed: options.seed)
+                var gradScale = 1 / Float(options.gradAccum)
+                if communicator.size > 1 {
+                    // This rank's share of the micro-batch, weighted by its share of the targets.
+                    let all = tgt.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                    let rows = (communicator.rank * localBatch * options.seq)..<((communicator.rank + 1) * localBatch
+                        * options.seq)
+                    (inp, tgt) = (Array(inp[rows]), Array(tgt[rows]))
+                    let mine = tgt.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                    gradScale = all > 0 ? Float(mine) / Float(all) / Float(options.gradAccum) : 0
+                }
                 let r = try graph.lossAndGradient(
                     inputs: inp, targets: tgt, adapter: adapter, gradient: &grad,
-                    gradScale: 1 / Float(options.gradAccum), teacher: try teacherTarget(inp))
-                lossSum += r.loss
-                count += r.count
+                    gradScale: gradScale, teacher: try teacherTarget(inp))
+                sums[0] += r.loss
+                sums[1] += Double(r.count)
             }
-            let loss = count > 0 ? lossSum / Double(count) : 0
+            try communicator.sum(&grad)
+            try communicator.sum(&sums)
+            let loss = sums[1] > 0 ? sums[0] / sums[1] : 0
             let norm = clipGradientNorm(&grad, maxNorm: options.maxGradNorm)
             guard loss.isFinite, norm.isFinite else {
                 throw LowRAError(
@@ -322,6 +363,7 @@ public final class Trainer {
             validLossBefore: log.first { $0.step == 0 }?.validLoss, validLossAfter: log.last?.validLoss,
             tokensPerSecond: seconds > 0 ? Double(trainedTokens) / seconds : 0, seconds: seconds,
             trainedTokens: trainedTokens,
-            adapterParameters: adapter.parameterCount, workspaceBytes: graph.workspaceBytes, log: log)
+            adapterParameters: adapter.parameterCount, workspaceBytes: graph.workspaceBytes, ranks: communicator.size,
+            communicationSeconds: communicator.seconds - communicated, log: log)
     }
 }

@@ -56,8 +56,30 @@ struct FinetuneCommand: ParsableCommand {
             discussion: "The tuned levels go to --out/tuned_levels.safetensors; the adapter fits the tuned base only."))
     var codebookLR: Float?
     @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
+    @Flag(
+        help: ArgumentHelp(
+            "Data-parallel over the ranks of `mpirun -np N` (each runs 1/N of every batch; rank 0 writes).",
+            discussion: "The same global --batch, seed and steps give the single-process run's adapter."))
+    var distributed = false
 
     func run() throws {
+        let comm = distributed ? try Communicator.mpi() : .single
+        do {
+            try train(comm)
+        } catch {
+            // The other ranks would wait for this one in their next collective: end them all.
+            if comm.size > 1 {
+                printErr("Error on rank \(comm.rank): \((error as? LowRAError)?.message ?? "\(error)")")
+                comm.abort(code: (error as? LowRAError)?.exitStatus ?? 1)
+            }
+            throw error
+        }
+        comm.finish()
+    }
+
+    func train(_ comm: Communicator) throws {
+        // Rank 0 speaks and writes; the others only compute.
+        let say: (String) -> Void = comm.isLeader ? { printErr($0) } : { _ in }
         var o = FinetuneOptions()
         (o.steps, o.lr, o.batch, o.gradAccum, o.seq) = (steps, lr, batch, gradAccum, seq)
         (o.schedule, o.warmup, o.weightDecay, o.maxGradNorm) = (schedule, warmup, weightDecay, maxGradNorm)
@@ -67,7 +89,10 @@ struct FinetuneCommand: ParsableCommand {
         o.codebookLR = codebookLR
         try o.validate()
         if teacher != nil && distillWeight == nil { throw ValidationError("--teacher needs --distill-weight") }
-        let lock = try OutputLock(out)
+        if comm.size > 1 {
+            say("distributed: \(comm.size) ranks (\(comm.localSize) on this host), \(workerCount) threads each")
+        }
+        let lock = comm.isLeader ? try OutputLock(out) : nil
         defer { withExtendedLifetime(lock) {} }
         let checkpoint = (out as NSString).appendingPathComponent(Trainer.checkpointFile)
         if !resume && FileManager.default.fileExists(atPath: checkpoint) {
@@ -92,7 +117,7 @@ struct FinetuneCommand: ParsableCommand {
             let sha = teacher == nil ? loaded.quantManifest!.sourceSHA256 : try LowRAPipeline.fingerprint(path)
             teacherModel = (try LoadedModel.load(path).model, sha)
             teacherPath = path
-            printErr("distilling from \(path) (weight \(distillWeight!))")
+            say("distilling from \(path) (weight \(distillWeight!))")
         }
 
         // The starting adapter.
@@ -113,19 +138,19 @@ struct FinetuneCommand: ParsableCommand {
                     .invalidArgument, "--alpha \(a) does not match the starting adapter's alpha \(start.alpha) (\(dir))"
                 )
             }
-            printErr("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)")
+            say("starting from \(dir) (rank \(start.rank), \(startManifest!.initialization) initialization)")
         } else {
             start = try LoRAAdapter(
                 config: loaded.config, rank: rank ?? LoRAAdapter.defaultRank(loaded.config), alpha: alpha)
             start.initializeKaiming(seed: seed)
-            printErr("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)")
+            say("starting from a fresh adapter (rank \(start.rank), A Kaiming-uniform, B = 0)")
         }
 
         let trainer = try Trainer(
             config: loaded.config, weights: loaded.model.weights, baseFingerprint: fingerprint, adapter: start,
-            train: trainData, valid: validData, options: o, outDir: out, teacher: teacherModel)
+            train: trainData, valid: validData, options: o, outDir: out, teacher: teacherModel, communicator: comm)
         // Progress goes to stderr, also with --json (which only shapes stdout).
-        printErr(
+        say(
             String(
                 format:
                     "train: %d sequences of %d tokens (%@, %d tokens)%@; adapter %.2fM parameters; workspace %.0f MB",
@@ -135,6 +160,7 @@ struct FinetuneCommand: ParsableCommand {
         let bar = ProgressBar("finetune")
         var lastReport = Date.distantPast
         let result = try trainer.run(resume: resume) { p in
+            guard comm.isLeader else { return }
             let r = p.row
             if p.phase == "valid" {
                 bar.update(p.step, p.steps, "validating…")
@@ -148,10 +174,11 @@ struct FinetuneCommand: ParsableCommand {
                 && (Date().timeIntervalSince(lastReport) > 30 || p.step == p.steps || r.validLoss != nil)
             {
                 lastReport = Date()
-                printErr("step \(p.step)/\(p.steps) \(extra)")
+                say("step \(p.step)/\(p.steps) \(extra)")
             }
         }
 
+        guard comm.isLeader else { return }
         // The adapter, in PEFT layout, with what made it.
         var manifest = AdapterManifest(
             baseFingerprint: fingerprint, base: modelOptions.model,

@@ -26,6 +26,8 @@ struct LowRACommand: ParsableCommand {
     /// Re-executes once with the OpenBLAS settings it lacks (`preferredBLASEnvironment`), then
     /// parses the arguments and runs.
     static func main() {
+        // Ranks of an MPI job on one host share its cores; OpenBLAS reads its thread count when it loads.
+        for (k, v) in Communicator.threadEnvironment() { setenv(k, v, 1) }
         #if os(Linux)
         let missing = preferredBLASEnvironment()
         if !missing.isEmpty {

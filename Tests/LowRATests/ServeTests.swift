@@ -45,35 +45,15 @@ final class ServeTests: XCTestCase {
                 + ["--calibration", "none"])
         guard q.status == 0 else { throw LowRAError(.io, "quantize failed: \(q.err)") }
         let loaded = try LoadedModel.load(base)
-        let fp = try baseFingerprint(base)
-        let quant = QuantSummary(loaded.quantManifest!.report)
         var rng = SplitMix64(seed: 11)
-        /// A random adapter whose card says what `edit` makes it say.
         func make(_ name: String, _ edit: (inout AdapterManifest, inout AdapterCard) -> Void) throws {
-            var a = try LoRAAdapter(config: loaded.config, rank: 4, alpha: 8)
-            for s in a.slots {
-                let bound = 1 / Double(s.inFeatures).squareRoot()
-                for i in 0..<(4 * s.inFeatures) { a.values[s.offsetA + i] = Float((2 * rng.nextUnit() - 1) * bound) }
-                for i in 0..<(4 * s.outFeatures) { a.values[s.offsetB + i] = Float((2 * rng.nextUnit() - 1) * 0.2) }
-            }
-            var m = AdapterManifest(
-                baseFingerprint: fp, base: base, quantization: quant, rank: 4, alpha: 8, initialization: "random")
-            var card = AdapterCard(manifest: m, dir: "\(shelf)/\(name)")
-            for role in AdapterCard.Role.allCases {
-                card.evaluations.append(
-                    AdapterCard.Evaluation(
-                        role: role,
-                        dataset: .init(file: "test.txt", sha256: String(repeating: "0", count: 64), bytes: 1),
-                        tokens: 2048, perplexity: 30, baseFingerprint: fp, source: "test"))
-            }
-            edit(&m, &card)
-            try AdapterStore.save(a, config: loaded.config, manifest: m, to: "\(shelf)/\(name)")
-            try card.save(to: "\(shelf)/\(name)")
+            try makeAdapter(name, base: base, loaded: loaded, shelf: shelf, rng: &rng, edit)
         }
         let names = ["alpha", "bravo", "charlie"]
         for n in names { try make(n) { _, _ in } }
         // A compressed copy of alpha at 4 bits, named delta4 on its card.
-        let (alpha, alphaManifest) = try AdapterStore.load("\(shelf)/alpha", config: loaded.config, fingerprint: fp)
+        let (alpha, alphaManifest) = try AdapterStore.load(
+            "\(shelf)/alpha", config: loaded.config, fingerprint: try baseFingerprint(base))
         try AdapterStore.saveCompressed(
             try CompressedAdapter(alpha, bits: 4), config: loaded.config, manifest: alphaManifest, to: "\(shelf)/delta")
         var deltaCard = try AdapterCard.load("\(shelf)/alpha")
@@ -94,6 +74,34 @@ final class ServeTests: XCTestCase {
         let f = Fixture(dir: dir, base: base, shelf: shelf, adapters: names)
         shared = f
         return f
+    }
+
+    /// A random rank-4 adapter for `base` in `shelf/name` whose card admits it (evaluations of every
+    /// role over 2,048 tokens) unless `edit` makes it say otherwise.
+    static func makeAdapter(
+        _ name: String, base: String, loaded: LoadedModel, shelf: String, rng: inout SplitMix64,
+        _ edit: (inout AdapterManifest, inout AdapterCard) -> Void = { _, _ in }
+    ) throws {
+        let fp = try baseFingerprint(base)
+        var a = try LoRAAdapter(config: loaded.config, rank: 4, alpha: 8)
+        for s in a.slots {
+            let bound = 1 / Double(s.inFeatures).squareRoot()
+            for i in 0..<(4 * s.inFeatures) { a.values[s.offsetA + i] = Float((2 * rng.nextUnit() - 1) * bound) }
+            for i in 0..<(4 * s.outFeatures) { a.values[s.offsetB + i] = Float((2 * rng.nextUnit() - 1) * 0.2) }
+        }
+        var m = AdapterManifest(
+            baseFingerprint: fp, base: base, quantization: QuantSummary(loaded.quantManifest!.report), rank: 4, alpha: 8,
+            initialization: "random")
+        var card = AdapterCard(manifest: m, dir: "\(shelf)/\(name)")
+        for role in AdapterCard.Role.allCases {
+            card.evaluations.append(
+                AdapterCard.Evaluation(
+                    role: role, dataset: .init(file: "test.txt", sha256: String(repeating: "0", count: 64), bytes: 1),
+                    tokens: 2048, perplexity: 30, baseFingerprint: fp, source: "test"))
+        }
+        edit(&m, &card)
+        try AdapterStore.save(a, config: loaded.config, manifest: m, to: "\(shelf)/\(name)")
+        try card.save(to: "\(shelf)/\(name)")
     }
 
     /// A running `lowra serve` and the port it bound.
