@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Step time of LoRA fine-tuning with one process and with `mpirun -np 2 … --distributed` on this host,
-# and the time each rank spends in the all-reduce (docs/past-one-machine.md).
+# the time rank 0 waits for the other at each step's end (a barrier) and then spends in the all-reduce
+# of the adapter's gradient (docs/past-one-machine.md).
 #
 #   scripts/bench_distributed.sh [MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf] [STEPS=20]
 #
@@ -18,10 +19,11 @@ summary() {
   python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
-steps, comm = r["steps"], r.get("communication_seconds", 0)
+steps, comm, wait = r["steps"], r.get("communication_seconds", 0), r.get("wait_seconds", 0)
 print(json.dumps({"run": sys.argv[1], "ranks": r.get("ranks", 1), "seconds_per_step": round(r["seconds"] / steps, 4),
                   "tokens_per_s": round(r["tokens_per_s"], 1), "communication_seconds_per_step": round(comm / steps, 5),
-                  "communication_share": round(comm / r["seconds"], 4), "final_train_loss": r["final_train_loss"]}))
+                  "communication_share": round(comm / r["seconds"], 4),
+                  "wait_seconds_per_step": round(wait / steps, 5), "final_train_loss": r["final_train_loss"]}))
 ' "$1"
 }
 "$lowra" "${args[@]}" --out "$work/one" 2>/dev/null | summary "one process"

@@ -20,6 +20,7 @@ for block in blocks:
     joined = re.sub(r"\\\n\s*", " ", block)
     for line in joined.split("\n"):
         line = line.strip()
+        line = re.sub(r"^mpirun\s.*?(?=(?:\.build/release/)?lowra\s)", "", line)  # mpirun -np 2 lowra ...
         m = re.match(r"(?:\.build/release/)?lowra\s+(.*)", line)
         if m:
             commands.append(m.group(1))

@@ -19,6 +19,8 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
+# Replicas on one host share its cores: each gets its share of threads unless LOWRA_THREADS is set.
+threads=${LOWRA_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
 # The committed config with its two example servers replaced by one line per replica.
 grep -v '^    server replica' deploy/haproxy.cfg > "$work/haproxy.cfg"
 ports=()
@@ -26,7 +28,7 @@ for i in $(seq 1 "$n"); do
   p=$((port + i))
   ports+=("$p")
   echo "    server replica$i 127.0.0.1:$p" >> "$work/haproxy.cfg"
-  "$lowra" serve --model "$base" --shelf "$shelf" --port "$p" > "$work/replica$i.log" 2>&1 &
+  LOWRA_THREADS=$threads OPENBLAS_NUM_THREADS=$threads "$lowra" serve --model "$base" --shelf "$shelf" --port "$p" > "$work/replica$i.log" 2>&1 &
   pids+=($!)
 done
 for i in $(seq 1 "$n"); do
@@ -38,7 +40,7 @@ done
 LOWRA_FRONTEND="127.0.0.1:$port" haproxy -db -f "$work/haproxy.cfg" &
 pids+=($!)
 until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done
-echo "HAProxy on http://127.0.0.1:$port in front of $n replicas (ports ${ports[*]})" >&2
+echo "HAProxy on http://127.0.0.1:$port in front of $n replicas (ports ${ports[*]}; $threads threads each)" >&2
 if [ "${LOAD:-0}" = 1 ]; then
   python3 scripts/cluster_load.py "$port" "$shelf" "$(IFS=,; echo "${ports[*]}")" ${LOAD_ARGS:-}
 else

@@ -10,8 +10,9 @@ public final class Communicator: @unchecked Sendable {
     public let size: Int
     /// Ranks on this host (they share its cores).
     public let localSize: Int
-    /// Seconds spent in collectives so far (waiting for slower ranks included).
+    /// Seconds spent in sums so far, and in barriers (waiting for the slowest rank).
     public private(set) var seconds = 0.0
+    public private(set) var waitSeconds = 0.0
     private let mpi: Bool
 
     private init(rank: Int, size: Int, localSize: Int, mpi: Bool) {
@@ -29,7 +30,8 @@ public final class Communicator: @unchecked Sendable {
         var (rank, size, local) = (Int32(0), Int32(1), Int32(1))
         var error = [CChar](repeating: 0, count: 512)
         guard lowra_comm_init(&rank, &size, &local, &error, Int32(error.count)) == 0 else {
-            throw LowRAError(.unsupported, String(cString: error))
+            let message = error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+            throw LowRAError(.unsupported, String(decoding: message, as: UTF8.self))
         }
         return Communicator(rank: Int(rank), size: Int(size), localSize: Int(local), mpi: true)
     }
@@ -67,7 +69,10 @@ public final class Communicator: @unchecked Sendable {
 
     public func barrier() throws {
         guard size > 1 else { return }
-        try timed("MPI_Barrier") { lowra_comm_barrier() }
+        let t = Date()
+        let rc = lowra_comm_barrier()
+        waitSeconds += Date().timeIntervalSince(t)
+        guard rc == 0 else { throw LowRAError(.io, "MPI_Barrier failed on rank \(rank) of \(size) (code \(rc))") }
     }
 
     /// Leaves MPI after the last collective.

@@ -44,8 +44,10 @@ public struct FinetuneResult: Codable, Sendable {
     public var trainedTokens: Int
     public var adapterParameters: Int
     public var workspaceBytes: Int
-    /// Data-parallel ranks (1: one process) and the seconds this rank spent in their collectives.
+    /// Data-parallel ranks (1: one process), the seconds this rank spent waiting for the others at
+    /// each step's end, and then in the all-reduce itself.
     public var ranks: Int = 1
+    public var waitSeconds: Double = 0
     public var communicationSeconds: Double = 0
     public var log: [TrainLogRow]
 
@@ -63,6 +65,7 @@ public struct FinetuneResult: Codable, Sendable {
         case adapterParameters = "adapter_parameters"
         case workspaceBytes = "workspace_bytes"
         case ranks
+        case waitSeconds = "wait_seconds"
         case communicationSeconds = "communication_seconds"
         case log
     }
@@ -112,7 +115,8 @@ public final class Trainer {
             guard options.batch % communicator.size == 0 else {
                 throw LowRAError(
                     .invalidArgument,
-                    "--batch \(options.batch) does not split over \(communicator.size) ranks: use a multiple of the ranks")
+                    "--batch \(options.batch) does not split over \(communicator.size) ranks: use a multiple of the "
+                        + "ranks")
             }
             guard teacher == nil, options.codebookLR == nil else {
                 throw LowRAError(
@@ -293,7 +297,7 @@ public final class Trainer {
         let schedule = LRSchedule(
             kind: options.schedule, peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps)
         let t0 = Date()
-        let communicated = communicator.seconds
+        let (communicated, waited) = (communicator.seconds, communicator.waitSeconds)
         var trainedTokens = 0
         var grad = [Float](repeating: 0, count: adapter.values.count)
         while step < min(options.steps, until ?? options.steps) {
@@ -320,6 +324,7 @@ public final class Trainer {
                 sums[0] += r.loss
                 sums[1] += Double(r.count)
             }
+            try communicator.barrier()  // apart, so that the sum's time is the communication alone
             try communicator.sum(&grad)
             try communicator.sum(&sums)
             let loss = sums[1] > 0 ? sums[0] / sums[1] : 0
@@ -364,6 +369,7 @@ public final class Trainer {
             tokensPerSecond: seconds > 0 ? Double(trainedTokens) / seconds : 0, seconds: seconds,
             trainedTokens: trainedTokens,
             adapterParameters: adapter.parameterCount, workspaceBytes: graph.workspaceBytes, ranks: communicator.size,
-            communicationSeconds: communicator.seconds - communicated, log: log)
+            waitSeconds: communicator.waitSeconds - waited, communicationSeconds: communicator.seconds - communicated,
+            log: log)
     }
 }

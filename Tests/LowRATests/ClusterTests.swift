@@ -26,7 +26,10 @@ final class ClusterTests: XCTestCase {
         for n in names { try ServeTests.makeAdapter(n, base: base, loaded: loaded, shelf: shelf, rng: &rng) }
         let r = try runProcess(
             "/usr/bin/env",
-            ["python3", "\(Paths.repo)/scripts/cluster_check.py", Paths.lowraBinary, base, shelf, "--json", "\(dir)/r.json"],
+            [
+                "python3", "\(Paths.repo)/scripts/cluster_check.py", Paths.lowraBinary, base, shelf, "--json",
+                "\(dir)/r.json",
+            ],
             environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])
         XCTAssertEqual(r.status, 0, r.err + r.out)
         guard r.status == 0 else { return }

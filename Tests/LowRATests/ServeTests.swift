@@ -90,8 +90,8 @@ final class ServeTests: XCTestCase {
             for i in 0..<(4 * s.outFeatures) { a.values[s.offsetB + i] = Float((2 * rng.nextUnit() - 1) * 0.2) }
         }
         var m = AdapterManifest(
-            baseFingerprint: fp, base: base, quantization: QuantSummary(loaded.quantManifest!.report), rank: 4, alpha: 8,
-            initialization: "random")
+            baseFingerprint: fp, base: base, quantization: QuantSummary(loaded.quantManifest!.report), rank: 4,
+            alpha: 8, initialization: "random")
         var card = AdapterCard(manifest: m, dir: "\(shelf)/\(name)")
         for role in AdapterCard.Role.allCases {
             card.evaluations.append(
