@@ -37,7 +37,10 @@ final class DistributedTests: XCTestCase {
 
     /// Root is allowed (CI containers); CMA single-copy transfers need ptrace rights containers may lack.
     func mpiArgs(_ ranks: Int) -> [String] {
-        ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none", "-np", "\(ranks)"]
+        [
+            "--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none", "-np",
+            "\(ranks)",
+        ]
     }
 
     /// Train and validation text: slices of Tiny Shakespeare.
