@@ -67,7 +67,10 @@ let package = Package(
             dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer", "LowRAModel"]),
         .target(
             name: "LowRAAdapters",
-            dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel", "LowRAPipeline"]),
+            dependencies: [
+                "LowRATensor", "LowRAIO", "LowRAQuant", "LowRAModel", "LowRAPipeline",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(
             name: "LowRATrain",
             dependencies: [

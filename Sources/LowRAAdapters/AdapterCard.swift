@@ -175,8 +175,11 @@ public struct AdapterCard: Codable, Sendable, Equatable {
     }
 
     /// Why an adapter may not be served: over another base, retired, or evaluated too little.
-    public struct Refusal: Sendable, Equatable, CustomStringConvertible {
-        public enum Kind: String, Sendable { case otherBase, retired, underEvaluated }
+    public struct Refusal: Error, Sendable, Equatable, CustomStringConvertible {
+        /// `untrusted`: a server with trusted keys found the adapter unsigned, signed by another
+        /// key, or changed since it was signed (`AdapterSignature`).
+        public enum Kind: String, Sendable { case otherBase, retired, underEvaluated, untrusted }
+        public init(kind: Kind, message: String) { (self.kind, self.message) = (kind, message) }
         public let kind: Kind
         public let message: String
         public var description: String { message }

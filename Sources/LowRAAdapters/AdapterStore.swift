@@ -158,6 +158,14 @@ public enum AdapterStore {
     /// Where `quantize --init` keeps the initial adapter inside a quantized model directory.
     public static let initialAdapterDirectory = "adapter"
 
+    /// The files of `dir` that loading its adapter reads (weights, configuration, manifest, card):
+    /// what a signature must cover.
+    public static func loadedFiles(_ dir: String) -> [String] {
+        ["adapter_model.safetensors", compressedFile, "adapter_config.json", manifestFile, AdapterCard.file].filter {
+            FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent($0))
+        }
+    }
+
     public static func isAdapterDirectory(_ path: String) -> Bool {
         FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(manifestFile))
     }

@@ -8,7 +8,9 @@ import LowRAAdapters
 /// each admitted by its card (same base, not retired, evaluated enough for the base's bits).
 /// Adapters load on first use and stay resident, least recently used evicted first, while their
 /// factors fit a byte cap. Thread-safe; a load runs outside the lock, and requests for an adapter
-/// being loaded wait for that one load only.
+/// being loaded wait for that one load only. With trusted keys, an adapter must also be signed by
+/// one of them with every file unchanged (`AdapterSignature`), checked when it is admitted and
+/// again each time it is loaded from disk.
 public final class AdapterShelf: @unchecked Sendable {
     public struct Entry: Sendable {
         public let dir: String
@@ -17,6 +19,8 @@ public final class AdapterShelf: @unchecked Sendable {
         public let bytes: Int
         /// 8, 4 or 2 for a compressed adapter, kept compressed while resident.
         public let compressionBits: Int?
+        /// Who signed it, when the shelf checks signatures.
+        public let signer: AdapterSignature.Signer?
         public var id: String { "\(card.name)@\(card.version)" }
     }
 
@@ -42,6 +46,8 @@ public final class AdapterShelf: @unchecked Sendable {
     public let capBytes: Int
     /// An adapter larger than this is refused.
     public let maxAdapterBytes: Int
+    /// The keys an adapter must be signed with (nil: signatures are not checked).
+    public let trustedKeys: [PublicSigningKey]?
 
     private let lock = NSCondition()
     private var entries = [String: Entry]()  // by name@version
@@ -64,8 +70,9 @@ public final class AdapterShelf: @unchecked Sendable {
 
     public init(
         directory: String?, config: ModelConfig, fingerprint: String, minEvalTokens: Int, capBytes: Int,
-        maxAdapterBytes: Int
+        maxAdapterBytes: Int, trustedKeys: [PublicSigningKey]? = nil
     ) throws {
+        self.trustedKeys = trustedKeys
         self.directory = directory.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         self.config = config
         self.fingerprint = fingerprint
@@ -99,7 +106,10 @@ public final class AdapterShelf: @unchecked Sendable {
         do { card = try AdapterCard.loadOrMake(dir) } catch { throw Failure.invalid("\(error)") }
         let manifest: AdapterManifest
         do { manifest = try AdapterStore.loadManifest(dir) } catch { throw Failure.invalid("\(error)") }
-        if let refusal = card.admission(fingerprint: fingerprint, minTokens: minEvalTokens).first {
+        var refusal = card.admission(fingerprint: fingerprint, minTokens: minEvalTokens).first
+        var signer: AdapterSignature.Signer?
+        do { signer = try checkSignature(dir) } catch let r as AdapterCard.Refusal { refusal = refusal ?? r }
+        if let refusal {
             lock.withLock { refusals[card.name] = (dir, refusal) }
             throw Failure.refused(card.name, refusal)
         }
@@ -114,7 +124,8 @@ public final class AdapterShelf: @unchecked Sendable {
             let file = (dir as NSString).appendingPathComponent(AdapterStore.compressedFile)
             bytes = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? bytes
         }
-        let entry = Entry(dir: dir, card: card, bytes: bytes, compressionBits: manifest.compressionBits)
+        let entry = Entry(
+            dir: dir, card: card, bytes: bytes, compressionBits: manifest.compressionBits, signer: signer)
         guard entry.bytes <= maxAdapterBytes else {
             throw Failure.tooLarge(
                 "adapter \(card.name): \(entry.bytes / 1_000_000) MB in memory, "
@@ -226,6 +237,9 @@ public final class AdapterShelf: @unchecked Sendable {
         loading.insert(e.id)
         lock.unlock()
         let result = Result { () throws -> Resident in
+            do { _ = try checkSignature(e.dir) } catch let r as AdapterCard.Refusal {
+                throw Failure.refused(e.card.name, r)
+            }
             if e.compressionBits != nil {
                 return .compressed(try AdapterStore.loadCompressed(e.dir, config: config, fingerprint: fingerprint).0)
             }
@@ -243,6 +257,15 @@ public final class AdapterShelf: @unchecked Sendable {
         makeRoom(e.bytes, keeping: e.id)
         if e.bytes <= capBytes { resident[e.id] = (adapter, clock) }
         return adapter
+    }
+
+    /// The signer of the adapter in `dir` when the shelf checks signatures (nil when it does not);
+    /// an `untrusted` refusal naming what does not hold otherwise.
+    private func checkSignature(_ dir: String) throws -> AdapterSignature.Signer? {
+        guard let trustedKeys else { return nil }
+        do { return try AdapterSignature.verify(dir, trusted: trustedKeys) } catch let f as AdapterSignature.Failure {
+            throw AdapterCard.Refusal(kind: .untrusted, message: "\(dir): \(f.message)")
+        }
     }
 
     /// Evicts resident adapters, least recently used first and never `id`, until `extra` more

@@ -134,7 +134,7 @@ public final class InferenceServer: Sendable {
     }
 
     /// Shelf failures as API errors: unknown 404, another base 409, retired 410, evaluated too
-    /// little 403, too large 413, invalid 400.
+    /// little or not signed by a trusted key 403, too large 413, invalid 400.
     func shelfCall<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
@@ -148,6 +148,7 @@ public final class InferenceServer: Sendable {
                 case .otherBase: throw APIError(409, f.description, code: "adapter_base_mismatch")
                 case .retired: throw APIError(410, f.description, code: "adapter_retired")
                 case .underEvaluated: throw APIError(403, f.description, code: "adapter_under_evaluated")
+                case .untrusted: throw APIError(403, f.description, code: "adapter_untrusted")
                 }
             }
         }
@@ -280,7 +281,7 @@ public final class InferenceServer: Sendable {
                 "created": Int(ISO8601DateFormatter().date(from: c.created)?.timeIntervalSince1970 ?? 0),
                 "owned_by": c.owner, "name": c.name, "version": c.version, "task": c.task,
                 "rank": c.rank, "retire_after": c.retireAfter ?? NSNull(), "evaluations": c.evaluations.count,
-                "bytes": e.bytes,
+                "bytes": e.bytes, "signed_by": e.signer.map { "\($0.name) (\($0.keyID))" } ?? NSNull(),
             ])
         }
         return ["object": "list", "data": data]

@@ -13,8 +13,8 @@ extension AdapterCard.Role: ExpressibleByArgument {}
 struct CardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "card",
-        abstract: "Show, edit or verify an adapter's card (its name, task, base and passed evaluations).",
-        subcommands: [CardShow.self, CardSet.self, CardVerify.self])
+        abstract: "Show, edit, sign or verify an adapter's card (its name, task, base and passed evaluations).",
+        subcommands: [CardShow.self, CardSet.self, CardSign.self, CardVerify.self])
 }
 
 /// The N₀ of the serving rule: an adapter over a base of b code bits needs N₀·4/b evaluated
@@ -97,17 +97,81 @@ struct CardSet: ParsableCommand {
 struct CardVerify: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Whether the server would serve the adapter over a base: same base, not retired, enough evaluations.")
+        abstract: "Whether the server would serve the adapter over a base: same base, not retired, enough evaluations.",
+        discussion: """
+            A signed adapter's signature is checked too (it verifies, every file is unchanged), and its signer shown; \
+            with --trusted-keys the adapter must be signed by one of those keys, as `serve --trusted-keys` asks.
+            """)
     @Argument(help: "The adapter directory.") var dir: String
     @Option(help: "The base it is to be served over.") var model: String
     @OptionGroup var admission: AdmissionOptions
+    @Option(help: "A directory of trusted public keys (*.pub): the adapter must be signed by one of them.")
+    var trustedKeys: String?
 
     func run() throws {
         let card = try AdapterCard.load(dir)
-        let reasons = card.admission(fingerprint: try baseFingerprint(model), minTokens: admission.minEvalTokens)
-        guard reasons.isEmpty else {
-            throw LowRAError(.invalidArgument, "\(dir): refused: " + reasons.map(\.message).joined(separator: "; "))
+        var reasons = card.admission(fingerprint: try baseFingerprint(model), minTokens: admission.minEvalTokens)
+            .map(\.message)
+        var signedBy = "unsigned"
+        let signature = (dir as NSString).appendingPathComponent(AdapterSignature.file)
+        if FileManager.default.fileExists(atPath: signature) || trustedKeys != nil {
+            let trusted = try trustedKeys.map { try PublicSigningKey.loadAll($0) }
+            do {
+                let s = try AdapterSignature.verify(dir, trusted: trusted)
+                signedBy = "signed by \(s.name) (key \(s.keyID)) on \(s.signed), \(s.files) files unchanged"
+            } catch let f as AdapterSignature.Failure {
+                reasons.append(f.message)
+            }
         }
-        print("\(card.name)@\(card.version): may be served over \(model)")
+        guard reasons.isEmpty else {
+            throw LowRAError(.invalidArgument, "\(dir): refused: " + reasons.joined(separator: "; "))
+        }
+        print("\(card.name)@\(card.version): may be served over \(model); \(signedBy)")
+    }
+}
+
+/// `lowra card sign`: an Ed25519 signature over the adapter's files (`adapter_signature.json`).
+struct CardSign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sign", abstract: "Sign an adapter: its card and the SHA-256 of each of its files.",
+        discussion: """
+            Writes adapter_signature.json beside the files. Sign last: changing the card afterwards (card set, \
+            eval --record) breaks the signature until the adapter is signed again.
+            """)
+    @Argument(help: "The adapter directory.") var dir: String
+    @Option(help: "The private key (NAME.key from `lowra keys generate`).") var key: String
+
+    func run() throws {
+        let t = Date()
+        let doc = try AdapterSignature.sign(dir, key: try SigningKey.load(key))
+        let id = try PublicSigningKey.load(
+            ((key as NSString).deletingPathExtension as NSString).appendingPathExtension("pub")!
+        ).id
+        print(
+            String(
+                format: "signed %@: %d files, by %@ (key %@), in %.2f s", dir, doc.files.count, doc.signerName, id,
+                Date().timeIntervalSince(t)))
+    }
+}
+
+/// `lowra keys generate`: an Ed25519 key pair for signing adapters.
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Make keys for signing adapters.", subcommands: [KeysGenerate.self])
+}
+
+struct KeysGenerate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Write an Ed25519 key pair: NAME.key (private, mode 0600) and NAME.pub (give it to servers).")
+    @Option(help: "The key's name (letters, digits, '.', '_', '-'): who signs with it.") var name: String
+    @Option(help: "Directory for the two files.") var out: String
+
+    func run() throws {
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }), !name.hasPrefix(".")
+        else { throw ValidationError("--name: letters, digits, '.', '_' and '-' only") }
+        let key = SigningKey(name: name)
+        let (priv, pub) = try key.save(in: out)
+        print("wrote \(priv) (keep it private) and \(pub) (key \(key.publicKey.id))")
     }
 }

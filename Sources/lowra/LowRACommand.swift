@@ -18,7 +18,7 @@ struct LowRACommand: ParsableCommand {
         abstract: "LoRA fine-tuning of LLMs on a frozen base quantized under 2 bits.",
         subcommands: [
             QuantizeCommand.self, RepairCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self,
-            CardCommand.self, AdapterCommand.self, ServeCommand.self, TokenizeCommand.self,
+            CardCommand.self, KeysCommand.self, AdapterCommand.self, ServeCommand.self, TokenizeCommand.self,
             InspectCommand.self, ExperimentCommand.self, ReconstructCommand.self, MemoryCommand.self, SynthCommand.self,
             PlotCommand.self, BenchCommand.self,
         ])

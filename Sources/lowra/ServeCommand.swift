@@ -40,6 +40,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The name the base answers to (default: the model's file or directory name; \"base\" always works).")
     var baseName: String?
     @OptionGroup var admission: AdmissionOptions
+    @Option(
+        help: ArgumentHelp(
+            "Serve only adapters signed by a key in this directory (*.pub), their files unchanged since.",
+            discussion: "Checked when an adapter is admitted and each time it is loaded; others get 403 and the reason."
+        ))
+    var trustedKeys: String?
 
     func run() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
@@ -57,8 +63,12 @@ struct ServeCommand: ParsableCommand {
                 + (tiles > 0 ? ", decode tiles \(tiles >> 20) MB" : ""))
         let shelf = try AdapterShelf(
             directory: shelf, config: loaded.config, fingerprint: try baseFingerprint(modelOptions.model),
-            minEvalTokens: admission.minEvalTokens, capBytes: maxResidentMb << 20, maxAdapterBytes: maxAdapterMb << 20)
-        for e in shelf.all { printErr("adapter \(e.id): \(e.card.task) (\(e.bytes >> 20) MB)") }
+            minEvalTokens: admission.minEvalTokens, capBytes: maxResidentMb << 20, maxAdapterBytes: maxAdapterMb << 20,
+            trustedKeys: try trustedKeys.map { try PublicSigningKey.loadAll($0) })
+        for e in shelf.all {
+            let signed = e.signer.map { ", signed by \($0.name) (\($0.keyID))" } ?? ""
+            printErr("adapter \(e.id): \(e.card.task) (\(e.bytes >> 20) MB\(signed))")
+        }
         for r in shelf.refused { printErr("refused \(r.name) (\(r.dir)): \(r.reason)") }
         var o = ServeOptions()
         (o.host, o.port, o.maxBatch) = (host, port, maxBatch)
