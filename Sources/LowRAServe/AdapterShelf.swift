@@ -62,11 +62,60 @@ public final class AdapterShelf: @unchecked Sendable {
     }
     private var loading = Set<String>()
     private var clock: UInt64 = 0
-    private var evicted = 0
-    private var loaded = 0
+    private var evicted = [String: Int]()  // by id
+    private var loaded = [String: Int]()
     /// Adapters evicted to stay under the cap, and adapters loaded from disk, so far.
-    public var evictions: Int { lock.withLock { evicted } }
-    public var loads: Int { lock.withLock { loaded } }
+    public var evictions: Int { lock.withLock { evicted.values.reduce(0, +) } }
+    public var loads: Int { lock.withLock { loaded.values.reduce(0, +) } }
+    /// Names whose adapters are never evicted (`serve --pin`).
+    public private(set) var pinned = Set<String>()
+
+    /// What the server reports of one adapter (per-adapter metrics).
+    public struct Usage: Sendable {
+        public let id: String
+        public let resident: Bool
+        public let pinned: Bool
+        public let loads: Int
+        public let evictions: Int
+    }
+
+    /// Every admitted adapter's residency and its loads and evictions so far.
+    public var usage: [Usage] {
+        lock.withLock {
+            entries.values.sorted { $0.id < $1.id }.map {
+                Usage(
+                    id: $0.id, resident: resident[$0.id] != nil, pinned: pinned.contains($0.card.name),
+                    loads: loaded[$0.id] ?? 0, evictions: evicted[$0.id] ?? 0)
+            }
+        }
+    }
+
+    /// Keeps the adapters `names` resident from now on (every version): loaded now, never evicted.
+    /// Their bytes count against the cap; pinning more than the cap holds is refused.
+    public func pin(_ names: [String]) throws {
+        var bytes = 0
+        for name in names {
+            let versions = all.filter { $0.card.name == name }
+            guard !versions.isEmpty else {
+                if let r = refused.first(where: { $0.name == name }) {
+                    throw Failure.invalid("cannot pin \(name): refused (\(r.reason))")
+                }
+                throw Failure.invalid("cannot pin \(name): no such adapter on the shelf")
+            }
+            bytes += versions.reduce(0) { $0 + $1.bytes }
+        }
+        guard bytes <= capBytes else {
+            throw Failure.tooLarge(
+                "pinned adapters take \(bytes / 1_000_000) MB, above the resident cap of \(capBytes / 1_000_000) MB")
+        }
+        lock.withLock { pinned.formUnion(names) }
+        for name in names {
+            for e in all where e.card.name == name {
+                _ = try acquire(e)
+                release(e)
+            }
+        }
+    }
 
     public init(
         directory: String?, config: ModelConfig, fingerprint: String, minEvalTokens: Int, capBytes: Int,
@@ -252,10 +301,11 @@ public final class AdapterShelf: @unchecked Sendable {
             lock.unlock()
         }
         let adapter = try result.get()
-        loaded += 1
+        loaded[e.id, default: 0] += 1
         guard entries[e.id] != nil else { return adapter }  // removed meanwhile: serve this request only
         makeRoom(e.bytes, keeping: e.id)
-        if e.bytes <= capBytes { resident[e.id] = (adapter, clock) }
+        // Kept when it fits beside what is left (pinned adapters and expansions in use may not leave).
+        if residentBytesLocked + expandedBytesLocked + e.bytes <= capBytes { resident[e.id] = (adapter, clock) }
         return adapter
     }
 
@@ -268,17 +318,21 @@ public final class AdapterShelf: @unchecked Sendable {
         }
     }
 
-    /// Evicts resident adapters, least recently used first and never `id`, until `extra` more
+    private func isPinned(_ id: String) -> Bool { entries[id].map { pinned.contains($0.card.name) } ?? false }
+
+    /// Evicts resident adapters, least recently used first and never `id` or a pinned one, until `extra` more
     /// bytes fit under the cap beside the resident ones and the expansions in use (which stay
     /// until their requests end). Called with the lock held.
     private func makeRoom(_ extra: Int, keeping id: String) {
         var used = residentBytesLocked + expandedBytesLocked
         while used + extra > capBytes,
-            let victim = resident.filter({ $0.key != id }).min(by: { $0.value.lastUse < $1.value.lastUse })
+            let victim = resident.filter({ $0.key != id && !isPinned($0.key) }).min(by: {
+                $0.value.lastUse < $1.value.lastUse
+            })
         {
             resident[victim.key] = nil
             used -= entries[victim.key]?.bytes ?? 0
-            evicted += 1
+            evicted[victim.key, default: 0] += 1
         }
     }
 }

@@ -47,6 +47,7 @@ public final class InferenceServer: Sendable {
         let lock = NSLock()
         var evictions = 0
         var loads = 0
+        var byAdapter = [String: (loads: Int, evictions: Int)]()
     }
 
     public init(
@@ -282,9 +283,14 @@ public final class InferenceServer: Sendable {
                 "owned_by": c.owner, "name": c.name, "version": c.version, "task": c.task,
                 "rank": c.rank, "retire_after": c.retireAfter ?? NSNull(), "evaluations": c.evaluations.count,
                 "bytes": e.bytes, "signed_by": e.signer.map { "\($0.name) (\($0.keyID))" } ?? NSNull(),
+                "admissible": true, "pinned": shelf.pinned.contains(c.name),
             ])
         }
-        return ["object": "list", "data": data]
+        // Adapters on the shelf that are not served, and why (beside `data`, which clients read).
+        let refused: [[String: Any]] = shelf.refused.map {
+            ["name": $0.name, "admissible": false, "reason": $0.reason, "path": $0.dir]
+        }
+        return ["object": "list", "data": data, "refused": refused]
     }
 
     func metricsResponse() -> Response {
@@ -303,6 +309,25 @@ public final class InferenceServer: Sendable {
         registry.makeGauge(
             descriptor: metric("decode_rows", "", "Sequence rows decoded (rows / steps: the mean batch)")
         ).set(Double(s.rows))
+        for u in shelf.usage {
+            let labels = [("model", u.id)]
+            registry.makeGauge(
+                descriptor: metric("adapter_resident", "", "1 while the adapter is in memory"), labels: labels
+            ).set(Double(u.resident ? 1 : 0))
+            registry.makeGauge(descriptor: metric("adapter_pinned", "", "1 for a pinned adapter"), labels: labels)
+                .set(Double(u.pinned ? 1 : 0))
+            counted.lock.withLock {
+                let last = counted.byAdapter[u.id] ?? (0, 0)
+                registry.makeCounter(
+                    descriptor: metric("adapter_loads_by_model", "total", "Loads from disk, per adapter"),
+                    labels: labels
+                ).increment(by: Int64(u.loads - last.loads))
+                registry.makeCounter(
+                    descriptor: metric("adapter_evictions_by_model", "total", "Evictions, per adapter"), labels: labels
+                ).increment(by: Int64(u.evictions - last.evictions))
+                counted.byAdapter[u.id] = (u.loads, u.evictions)
+            }
+        }
         counted.lock.withLock {
             let (ev, ld) = (shelf.evictions, shelf.loads)
             registry.makeCounter(

@@ -46,6 +46,8 @@ struct ServeCommand: ParsableCommand {
             discussion: "Checked when an adapter is admitted and each time it is loaded; others get 403 and the reason."
         ))
     var trustedKeys: String?
+    @Option(help: "Keep this adapter (every version) in memory from the start, never evicted (repeatable).")
+    var pin: [String] = []
 
     func run() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
@@ -70,6 +72,10 @@ struct ServeCommand: ParsableCommand {
             printErr("adapter \(e.id): \(e.card.task) (\(e.bytes >> 20) MB\(signed))")
         }
         for r in shelf.refused { printErr("refused \(r.name) (\(r.dir)): \(r.reason)") }
+        if !pin.isEmpty {
+            try shelf.pin(pin)
+            printErr("pinned: " + pin.joined(separator: ", "))
+        }
         var o = ServeOptions()
         (o.host, o.port, o.maxBatch) = (host, port, maxBatch)
         (o.maxBodyBytes, o.defaultMaxTokens, o.maxWaiting) = (maxBodyKb << 10, defaultMaxTokens, maxWaiting)

@@ -207,6 +207,47 @@ final class ServeTests: XCTestCase {
         XCTAssertGreaterThan(rows / steps, 2, "rows \(rows), steps \(steps)")
     }
 
+    /// `--pin`: the pinned adapter is loaded at start and stays while others come and go under a
+    /// cap that holds one adapter; the per-adapter metrics say so (residency, pinned, loads,
+    /// evictions, requests), and /v1/models lists versions, pins and the refused adapters' reasons.
+    func testPinnedAdapterStaysAndPerAdapterMetrics() async throws {
+        let f = try Self.fixture()
+        // One rank-4 SmolLM2 adapter is 4.9 MB: the cap holds the pinned one only.
+        let server = try Server([
+            "--model", f.base, "--shelf", f.shelf, "--pin", "alpha", "--max-resident-mb", "7",
+        ])
+        for m in ["bravo", "charlie", "bravo"] {
+            let (status, o) = try await request(
+                server, "/v1/completions", body: json(["model": m, "prompt": "Hello", "max_tokens": 2]))
+            XCTAssertEqual(status, 200, "\(String(describing: o))")
+        }
+        let (_, metrics) = try await rawGet(server, "/metrics")
+        func value(_ name: String, _ model: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix("\(name){model=\"\(model)\"}") }.flatMap {
+                Double($0.split(separator: " ").last!)
+            }
+        }
+        XCTAssertEqual(value("lowra_adapter_resident", "alpha@1"), 1, metrics)
+        XCTAssertEqual(value("lowra_adapter_pinned", "alpha@1"), 1, metrics)
+        XCTAssertEqual(value("lowra_adapter_loads_by_model_total", "alpha@1"), 1, metrics)
+        XCTAssertEqual(value("lowra_adapter_evictions_by_model_total", "alpha@1"), 0, metrics)
+        XCTAssertEqual(value("lowra_adapter_resident", "bravo@1"), 0, metrics)
+        XCTAssertEqual(value("lowra_adapter_loads_by_model_total", "bravo@1"), 2, metrics)
+        XCTAssertTrue(metrics.contains("lowra_requests_total{model=\"bravo@1\""), metrics)
+        let (_, models) = try await request(server, "/v1/models", method: "GET")
+        let data = (models?["data"] as? [[String: Any]]) ?? []
+        let alpha = data.first { ($0["name"] as? String) == "alpha" }
+        XCTAssertEqual(alpha?["pinned"] as? Bool, true)
+        XCTAssertEqual(alpha?["version"] as? String, "1")
+        XCTAssertEqual(alpha?["admissible"] as? Bool, true)
+        let refused = (models?["refused"] as? [[String: Any]]) ?? []
+        let retired = refused.first { ($0["name"] as? String) == "retired" }
+        XCTAssertEqual(retired?["admissible"] as? Bool, false)
+        XCTAssertTrue((retired?["reason"] as? String)?.contains("retired after") ?? false, "\(refused)")
+        // Pinning an adapter the shelf lacks stops the server before it listens.
+        XCTAssertThrowsError(try Server(["--model", f.base, "--shelf", f.shelf, "--pin", "nobody"]))
+    }
+
     func rawGet(_ server: Server, _ path: String) async throws -> (Int, String) {
         let (data, response) = try await URLSession.shared.data(from: URL(string: server.url + path)!)
         return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
