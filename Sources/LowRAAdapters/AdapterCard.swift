@@ -26,6 +26,8 @@ public struct AdapterCard: Codable, Sendable, Equatable {
     public var rank: Int
     public var alpha: Float
     public var evaluations: [Evaluation] = []
+    /// For an imported adapter: the PEFT directory, its weights' SHA-256 and its configuration.
+    public var importedFrom: PEFTImport.Source?
 
     /// A file's identity: path as given, sha256, size.
     public struct DataRecord: Codable, Sendable, Equatable {
@@ -93,6 +95,7 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         case trainingData = "training_data"
         case baseFingerprint = "base_fingerprint"
         case base, quantization, rank, alpha, evaluations
+        case importedFrom = "imported_from"
     }
 
     public static let file = "adapter_card.json"
@@ -116,6 +119,7 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         quantization = m.quantization
         rank = m.rank
         alpha = m.alpha
+        importedFrom = m.imported
     }
 
     public static func now() -> String { ISO8601DateFormatter().string(from: Date()) }

@@ -23,6 +23,8 @@ public struct AdapterManifest: Codable, Sendable {
     public var training: TrainingRecord?
     /// Set when the factors are stored compressed (`adapter_model.lowra.safetensors`): 8, 4 or 2.
     public var compressionBits: Int?
+    /// Set for an adapter trained elsewhere and imported (`lowra adapter import`): where it came from.
+    public var imported: PEFTImport.Source?
 
     public init(
         baseFingerprint: String, base: String, quantization: QuantSummary?, rank: Int, alpha: Float,
@@ -43,6 +45,7 @@ public struct AdapterManifest: Codable, Sendable {
         case base, quantization, rank, alpha
         case initialization, loftq, training
         case compressionBits = "compression_bits"
+        case imported
     }
 }
 

@@ -7,10 +7,55 @@ import LowRATrain
 import LowRAPipeline
 import LowRAAdapters
 
-/// `lowra adapter compress`: low-bit adapters for the shelf.
+/// `lowra adapter compress|import`: low-bit adapters for the shelf; adapters trained elsewhere.
 struct AdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "adapter", abstract: "Operations on adapters.", subcommands: [AdapterCompress.self])
+        commandName: "adapter", abstract: "Operations on adapters.",
+        subcommands: [AdapterCompress.self, AdapterImport.self])
+}
+
+struct AdapterImport: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Bring a Hugging Face PEFT LoRA adapter (trained elsewhere) onto a base of the same architecture.",
+        discussion: """
+            Reads adapter_config.json (r, lora_alpha, use_rslora, target_modules, layers_to_transform) and \
+            adapter_model.safetensors; checks every tensor's name and shape against the base; writes the adapter in \
+            LowRA's layout with a card that names its source. It is not servable until evaluated on this base: \
+            `lowra eval --record` on the task data and on the drift text.
+            """)
+
+    @Argument(help: "The PEFT adapter directory.") var peft: String
+    @Option(help: "The base it is to run over (a quantized directory, GGUF or Hugging Face model).") var model: String
+    @Option(help: "The imported adapter's directory.") var out: String
+
+    func run() throws {
+        let lock = try OutputLock(out)
+        defer { withExtendedLifetime(lock) {} }
+        guard !FileManager.default.fileExists(atPath: out) else {
+            throw LowRAError(.invalidArgument, "\(out) exists; choose another --out")
+        }
+        let loaded = try LoadedModel.load(model)
+        let (adapter, source) = try PEFTImport.read(peft, config: loaded.config)
+        var manifest = AdapterManifest(
+            baseFingerprint: try baseFingerprint(model), base: model,
+            quantization: loaded.quantManifest.map { QuantSummary($0.report) }, rank: adapter.rank,
+            alpha: adapter.alpha, initialization: "imported")
+        manifest.imported = source
+        let staging = out + ".tmp-\(getpid())"
+        try? FileManager.default.removeItem(atPath: staging)
+        try AdapterStore.save(adapter, config: loaded.config, manifest: manifest, to: staging)
+        var card = AdapterCard(manifest: manifest, dir: out)
+        card.task = "imported from \((peft as NSString).lastPathComponent)"
+        try card.save(to: staging)
+        try FileManager.default.moveItem(atPath: staging, toPath: out)
+        print(
+            String(
+                format: "imported %@: rank %d, scale %.4g (lora_alpha %g%@), %d tensors over %@ → %@", peft,
+                source.rank, adapter.scale, source.loraAlpha, source.rsLoRA ? ", rsLoRA" : "", source.tensors,
+                source.targetModules.joined(separator: ","), out))
+        print("not servable until evaluated on this base: lowra eval --model \(model) --adapter \(out) --record …")
+    }
 }
 
 struct AdapterCompress: ParsableCommand {
