@@ -28,6 +28,70 @@ public struct AdapterCard: Codable, Sendable, Equatable {
     public var evaluations: [Evaluation] = []
     /// For an imported adapter: the PEFT directory, its weights' SHA-256 and its configuration.
     public var importedFrom: PEFTImport.Source?
+    /// For a version trained from an earlier one (`finetune --from`): that version.
+    public var parent: Parent?
+    /// Set by `lowra card promote` once this version kept its parent's task evaluations.
+    public var promotion: Promotion?
+
+    public struct Parent: Codable, Sendable, Equatable {
+        public var name: String
+        public var version: String
+        public var dir: String
+        /// SHA-256 of the parent's adapter_model.safetensors when the child was trained.
+        public var weightsSHA256: String
+
+        public init(name: String, version: String, dir: String, weightsSHA256: String) {
+            (self.name, self.version, self.dir, self.weightsSHA256) = (name, version, dir, weightsSHA256)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, version, dir
+            case weightsSHA256 = "weights_sha256"
+        }
+    }
+
+    /// The check a promotion passed: each of the parent's task evaluations run on this version.
+    public struct Promotion: Codable, Sendable, Equatable {
+        public var date: String
+        /// The largest rise of a task perplexity allowed, as a fraction (0.05: 5%).
+        public var maxRegression: Double
+        public var checks: [Check]
+
+        public struct Check: Codable, Sendable, Equatable {
+            public var dataset: DataRecord
+            public var tokens: Int
+            public var parentPerplexity: Double
+            public var perplexity: Double
+
+            public init(dataset: DataRecord, tokens: Int, parentPerplexity: Double, perplexity: Double) {
+                (self.dataset, self.tokens, self.parentPerplexity, self.perplexity) =
+                    (dataset, tokens, parentPerplexity, perplexity)
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case dataset, tokens, perplexity
+                case parentPerplexity = "parent_perplexity"
+            }
+        }
+
+        public init(date: String, maxRegression: Double, checks: [Check]) {
+            (self.date, self.maxRegression, self.checks) = (date, maxRegression, checks)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case date, checks
+            case maxRegression = "max_regression"
+        }
+    }
+
+    /// Whether a bare name may resolve to this version: a first version (no parent), or a later
+    /// one that `card promote` passed.
+    public var isPromoted: Bool { parent == nil || promotion != nil }
+
+    /// The version after `v`: its leading number plus one ("3" → "4", "2.1" → "3"), else "2".
+    public static func nextVersion(_ v: String) -> String {
+        Int(v.prefix { $0.isNumber }).map { String($0 + 1) } ?? "2"
+    }
 
     /// A file's identity: path as given, sha256, size.
     public struct DataRecord: Codable, Sendable, Equatable {
@@ -96,6 +160,7 @@ public struct AdapterCard: Codable, Sendable, Equatable {
         case baseFingerprint = "base_fingerprint"
         case base, quantization, rank, alpha, evaluations
         case importedFrom = "imported_from"
+        case parent, promotion
     }
 
     public static let file = "adapter_card.json"

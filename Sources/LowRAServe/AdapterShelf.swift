@@ -184,9 +184,7 @@ public final class AdapterShelf: @unchecked Sendable {
             if let old = entries[entry.id] { resident[old.id] = nil }
             entries[entry.id] = entry
             refusals[card.name] = nil
-            let versions = entries.values.filter { $0.card.name == card.name }
-            latest[card.name] =
-                versions.max { $0.card.version.compare($1.card.version, options: .numeric) == .orderedAscending }!.id
+            updateLatest()
         }
         return entry
     }
@@ -201,15 +199,21 @@ public final class AdapterShelf: @unchecked Sendable {
                 entries[id] = nil
                 resident[id] = nil
             }
-            latest = [:]
-            for e in entries.values {
-                if let cur = latest[e.card.name], let c = entries[cur],
-                    c.card.version.compare(e.card.version, options: .numeric) != .orderedAscending
-                {
-                    continue
-                }
-                latest[e.card.name] = e.id
+            updateLatest()
+        }
+    }
+
+    /// What a bare name resolves to: each name's highest promoted version (a first version counts
+    /// as promoted; a later one after `lowra card promote`). Called with the lock held.
+    private func updateLatest() {
+        latest = [:]
+        for e in entries.values where e.card.isPromoted {
+            if let cur = latest[e.card.name], let c = entries[cur],
+                c.card.version.compare(e.card.version, options: .numeric) != .orderedAscending
+            {
+                continue
             }
+            latest[e.card.name] = e.id
         }
     }
 
@@ -227,6 +231,9 @@ public final class AdapterShelf: @unchecked Sendable {
             if let id = name.contains("@") ? name : latest[name], let e = entries[id] { return e }
             let bare = String(name.split(separator: "@").first ?? "")
             if let r = refusals[bare] { throw Failure.refused(bare, r.refusal) }
+            if !name.contains("@"), let v = entries.values.first(where: { $0.card.name == name }) {
+                throw Failure.unknown("\(name) has no promoted version yet (lowra card promote); ask for \(v.id)")
+            }
             throw Failure.unknown("the model \(name) does not exist on this server")
         }
     }

@@ -14,6 +14,35 @@ struct AdapterCommand: ParsableCommand {
         subcommands: [AdapterCompress.self, AdapterImport.self])
 }
 
+/// An evaluation on a card, run again with another adapter on the same data (by sha256) and at
+/// least as many tokens: what `adapter compress` and `card promote` compare.
+struct Replay {
+    let evaluation: AdapterCard.Evaluation
+    let loaded: LoadedModel
+    let reference: LanguageModel?
+
+    /// nil when the evaluation's dataset is gone or changed.
+    init?(_ e: AdapterCard.Evaluation, loaded: LoadedModel) throws {
+        guard FileManager.default.fileExists(atPath: e.dataset.file),
+            (try? LowRAPipeline.fingerprint(e.dataset.file)) == e.dataset.sha256
+        else { return nil }
+        (evaluation, self.loaded) = (e, loaded)
+        reference = try e.reference.map { try LoadedModel.load($0).model }
+    }
+
+    func run(_ a: LoRAAdapter) throws -> EvalResult {
+        let e = evaluation
+        if e.dataset.file.lowercased().hasSuffix(".jsonl") {
+            let data = try TrainingData.jsonl(e.dataset.file, tokenizer: loaded.tokenizer, seq: 512)
+            return try loaded.model.evaluate(examples: data, adapter: a)
+        }
+        let window = min(512, loaded.config.maxPositions)
+        let n = e.tokens + (e.tokens + window - 2) / (window - 1) + 1  // predictions ≥ e.tokens
+        let tokens = Array(loaded.tokenizer.encode(try readText(e.dataset.file)).prefix(n))
+        return try loaded.model.evaluate(tokens: tokens, context: window, adapter: a, reference: reference)
+    }
+}
+
 struct AdapterImport: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
@@ -103,25 +132,12 @@ struct AdapterCompress: ParsableCommand {
         var card = try AdapterCard.loadOrMake(dir)
         var measured = [AdapterCard.Evaluation]()
         for e in card.evaluations where e.baseFingerprint == fingerprint {
-            guard FileManager.default.fileExists(atPath: e.dataset.file),
-                (try? LowRAPipeline.fingerprint(e.dataset.file)) == e.dataset.sha256
-            else {
+            guard let replay = try Replay(e, loaded: loaded) else {
                 printErr("skipping the \(e.role.rawValue) evaluation on \(e.dataset.file): the file is gone or changed")
                 continue
             }
-            let reference = try e.reference.map { try LoadedModel.load($0).model }
-            func run(_ a: LoRAAdapter) throws -> EvalResult {
-                if e.dataset.file.lowercased().hasSuffix(".jsonl") {
-                    let data = try TrainingData.jsonl(e.dataset.file, tokenizer: loaded.tokenizer, seq: 512)
-                    return try loaded.model.evaluate(examples: data, adapter: a)
-                }
-                let window = min(512, loaded.config.maxPositions)
-                let n = e.tokens + (e.tokens + window - 2) / (window - 1) + 1  // predictions ≥ e.tokens
-                let tokens = Array(loaded.tokenizer.encode(try readText(e.dataset.file)).prefix(n))
-                return try loaded.model.evaluate(tokens: tokens, context: window, adapter: a, reference: reference)
-            }
-            let before = try run(adapter)
-            let after = try run(small)
+            let before = try replay.run(adapter)
+            let after = try replay.run(small)
             var m = AdapterCard.Evaluation(
                 role: e.role, dataset: e.dataset, tokens: after.predictions, perplexity: after.perplexity,
                 baseFingerprint: fingerprint, source: "lowra adapter compress")

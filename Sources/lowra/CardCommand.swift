@@ -14,7 +14,9 @@ struct CardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "card",
         abstract: "Show, edit, sign or verify an adapter's card (its name, task, base and passed evaluations).",
-        subcommands: [CardShow.self, CardSet.self, CardSign.self, CardVerify.self])
+        subcommands: [
+            CardShow.self, CardSet.self, CardSign.self, CardVerify.self, CardPromote.self, CardRetire.self,
+        ])
 }
 
 /// The N₀ of the serving rule: an adapter over a base of b code bits needs N₀·4/b evaluated
@@ -127,6 +129,90 @@ struct CardVerify: ParsableCommand {
             throw LowRAError(.invalidArgument, "\(dir): refused: " + reasons.joined(separator: "; "))
         }
         print("\(card.name)@\(card.version): may be served over \(model); \(signedBy)")
+    }
+}
+
+/// `lowra card promote`: a new version (`finetune --from`) must keep its parent's tasks.
+struct CardPromote: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "promote",
+        abstract: "Let a new version answer to its bare name, if it kept every task its parent was evaluated on.",
+        discussion: """
+            Runs each of the parent's task evaluations on this base (same dataset by sha256, same token count) \
+            with the parent and with this version, in the same run; refuses when any perplexity rose by more \
+            than --max-regression. The check is recorded on the card; the server then serves NAME as this version \
+            (NAME@VERSION reaches any version).
+            """)
+    @Argument(help: "The new version's adapter directory.") var dir: String
+    @Option(help: "The largest rise of a task perplexity allowed, in percent.") var maxRegression: Double = 5
+    @Option(help: "The base (default: the one the adapter's manifest names).") var model: String?
+
+    func run() throws {
+        guard maxRegression >= 0, maxRegression.isFinite else { throw ValidationError("--max-regression must be ≥ 0") }
+        var card = try AdapterCard.load(dir)
+        guard let parent = card.parent else {
+            throw LowRAError(.invalidArgument, "\(dir): \(card.name)@\(card.version) has no parent (a first version)")
+        }
+        let parentCard = try AdapterCard.loadOrMake(parent.dir)
+        let weights = (parent.dir as NSString).appendingPathComponent(AdapterStore.loadedFiles(parent.dir)[0])
+        guard try LowRAPipeline.fingerprint(weights) == parent.weightsSHA256 else {
+            throw LowRAError(
+                .invalidArgument, "\(parent.dir): the parent's weights changed since this version was trained")
+        }
+        let base = try model ?? AdapterStore.loadManifest(dir).base
+        let loaded = try LoadedModel.load(base)
+        let fingerprint = try baseFingerprint(base)
+        let (child, _) = try AdapterStore.load(dir, config: loaded.config, fingerprint: fingerprint)
+        let (old, _) = try AdapterStore.load(parent.dir, config: loaded.config, fingerprint: fingerprint)
+        let tasks = parentCard.evaluations.filter { $0.role == .task && $0.baseFingerprint == fingerprint }
+        guard !tasks.isEmpty else {
+            throw LowRAError(.invalidArgument, "\(parent.dir): the parent has no task evaluation on this base to keep")
+        }
+        var checks = [AdapterCard.Promotion.Check]()
+        var regressions = [String]()
+        for e in tasks {
+            guard let replay = try Replay(e, loaded: loaded) else {
+                throw LowRAError(.io, "\(e.dataset.file): the parent's task data is gone or changed; cannot check it")
+            }
+            let before = try replay.run(old)
+            let after = try replay.run(child)
+            let change = after.perplexity / before.perplexity - 1
+            print(
+                String(
+                    format: "%@ (%d tokens): perplexity %.3f (%@@%@) → %.3f (%@@%@), %+.2f%%", e.dataset.file,
+                    after.predictions, before.perplexity, parent.name, parent.version, after.perplexity, card.name,
+                    card.version, 100 * change))
+            checks.append(.init(
+                dataset: e.dataset, tokens: after.predictions, parentPerplexity: before.perplexity,
+                perplexity: after.perplexity))
+            if change > maxRegression / 100 {
+                regressions.append(String(format: "%@ %+.2f%%", e.dataset.file, 100 * change))
+            }
+        }
+        guard regressions.isEmpty else {
+            throw LowRAError(
+                .invalidArgument,
+                "\(card.name)@\(card.version) is not promoted: it forgot its parent's tasks beyond "
+                    + String(format: "%g%%: ", maxRegression) + regressions.joined(separator: ", "))
+        }
+        card.promotion = AdapterCard.Promotion(
+            date: AdapterCard.now(), maxRegression: maxRegression / 100, checks: checks)
+        try card.save(to: dir)
+        print("promoted \(card.name)@\(card.version): it answers to \(card.name)")
+    }
+}
+
+/// `lowra card retire`: an adapter no server serves from today on.
+struct CardRetire: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retire", abstract: "Retire an adapter version now (its card's retire-after becomes yesterday).")
+    @Argument(help: "The adapter directory.") var dir: String
+
+    func run() throws {
+        var card = try AdapterCard.loadOrMake(dir)
+        card.retireAfter = AdapterCard.today(Date().addingTimeInterval(-86_400))
+        try card.save(to: dir)
+        print("retired \(card.name)@\(card.version): servers refuse it from now on (410) once they load its card")
     }
 }
 

@@ -24,6 +24,12 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Validation data (same formats).") var valid: String?
     @Option(help: "Output directory for the adapter, log and checkpoints.") var out: String
     @Option(help: "Start from this adapter instead of the model's initial one.") var adapter: String?
+    @Option(
+        name: .customLong("from"),
+        help: ArgumentHelp(
+            "Continue this adapter into its next version (its name, version + 1, the parent named on the card).",
+            discussion: "`lowra card promote` then checks that the new version kept the parent's tasks."))
+    var parent: String?
     @Option(help: "Optimizer steps.") var steps: Int = 200
     @Option(help: "Peak learning rate.") var lr: Float = 3e-4
     @Option(help: "Sequences per micro-batch.") var batch: Int = 4
@@ -89,6 +95,7 @@ struct FinetuneCommand: ParsableCommand {
         o.codebookLR = codebookLR
         try o.validate()
         if teacher != nil && distillWeight == nil { throw ValidationError("--teacher needs --distill-weight") }
+        if parent != nil && adapter != nil { throw ValidationError("--from starts from its adapter: drop --adapter") }
         if comm.size > 1 {
             say("distributed: \(comm.size) ranks (\(comm.localSize) on this host), \(workerCount) threads each")
         }
@@ -124,7 +131,7 @@ struct FinetuneCommand: ParsableCommand {
         let initial = (modelOptions.model as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
         var start: LoRAAdapter
         var startManifest: AdapterManifest?
-        if let dir = adapter ?? (AdapterStore.isAdapterDirectory(initial) ? initial : nil) {
+        if let dir = parent ?? adapter ?? (AdapterStore.isAdapterDirectory(initial) ? initial : nil) {
             (start, startManifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: fingerprint)
             if let r = rank, r != start.rank {
                 throw LowRAError(
@@ -234,7 +241,16 @@ struct FinetuneCommand: ParsableCommand {
         manifest: AdapterManifest, result: FinetuneResult, validData: TrainingData?, fingerprint: String
     ) throws {
         var card = AdapterCard(manifest: manifest, dir: out, trainingBytes: try fileBytes(train))
-        if let old = try? AdapterCard.load(out) {
+        if let parent {
+            // The next version of the parent: its identity, one version up, the parent named.
+            let p = try AdapterCard.loadOrMake(parent)
+            (card.name, card.task, card.owner) = (p.name, p.task, p.owner)
+            card.version = AdapterCard.nextVersion(p.version)
+            let weights = (parent as NSString).appendingPathComponent(AdapterStore.loadedFiles(parent)[0])
+            card.parent = AdapterCard.Parent(
+                name: p.name, version: p.version, dir: URL(fileURLWithPath: parent).standardizedFileURL.path,
+                weightsSHA256: try LowRAPipeline.fingerprint(weights))
+        } else if let old = try? AdapterCard.load(out) {
             (card.name, card.version, card.task, card.owner) = (old.name, old.version, old.task, old.owner)
             card.retireAfter = old.retireAfter
         }
