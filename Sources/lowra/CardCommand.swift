@@ -55,6 +55,17 @@ func describe(_ card: AdapterCard) -> String {
     if let t = card.trainingData {
         lines.append("trained on \(t.file) (\(t.bytes) bytes, sha256 \(t.sha256.prefix(12))…)")
     }
+    if let s = card.importedFrom {
+        lines.append(
+            "imported from \(s.path) (PEFT, rank \(s.rank), lora_alpha \(s.loraAlpha), sha256 \(s.sha256.prefix(12))…)")
+    }
+    if let p = card.parent {
+        lines.append(
+            "continued from \(p.name)@\(p.version) (\(p.dir)); "
+                + (card.promotion.map {
+                    String(format: "promoted %@ (tasks kept within %g%%)", $0.date, 100 * $0.maxRegression)
+                } ?? "not promoted: answers to \(card.name)@\(card.version) only"))
+    }
     if card.evaluations.isEmpty { lines.append("no evaluations") }
     for e in card.evaluations {
         var s = String(
