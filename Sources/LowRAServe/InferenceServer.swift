@@ -41,6 +41,7 @@ public final class InferenceServer: Sendable {
     let registry = PrometheusCollectorRegistry()
     let logger: Logger
     let counted = Counted()
+    let stats = AdapterStats()
 
     /// Counters read from the shelf at each scrape (turned into Prometheus counter increments).
     final class Counted: @unchecked Sendable {
@@ -75,6 +76,12 @@ public final class InferenceServer: Sendable {
     func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/health") { _, _ in self.json(["status": "ok"]) }
+        router.get("/") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: Self.shelfPage)))
+        }
+        router.get("/v1/shelf") { _, _ in try await self.handle { self.json(try self.shelfState()) } }
         router.get("/metrics") { _, _ in self.metricsResponse() }
         router.get("/v1/models") { _, _ in self.json(self.modelList()) }
         router.get("/v1/adapters/:name") { _, context in
@@ -377,6 +384,10 @@ struct Reply: Sendable {
             buckets: Self.latencyBuckets
         )
         .record(ContinuousClock.now - started)
+        let elapsed = ContinuousClock.now - started
+        server.stats.record(
+            label, tokens: tokens,
+            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
         if let f = firstToken {
             r.makeDurationHistogram(
                 descriptor: metric("time_to_first_token", "seconds", "Time from request to first token"),
