@@ -26,7 +26,8 @@ quick: build
 
 test: setup
 	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
-	LOWRA_REQUIRE_OPENAI=1 LOWRA_REQUIRE_CLUSTER=1 LOWRA_REQUIRE_BROWSER=1 $(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
+	LOWRA_REQUIRE_OPENAI=1 LOWRA_REQUIRE_CLUSTER=1 LOWRA_REQUIRE_BROWSER=1 \
+	    $(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
 
 # The README's walkthrough, run exactly as written (scripts/walkthrough.sh; CI runs it).
 walkthrough: build

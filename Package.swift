@@ -8,8 +8,9 @@ import PackageDescription
 // <- LowRAModel (architecture, config, weights, the forward, LoRA factors, generation, evaluation)
 // <- LowRAPipeline (model quantizer, calibration, transforms, the quantized directory, model loading)
 // <- LowRAAdapters (PEFT store, cards, compressed adapters)
-// <- LowRATrain (backward pass, optimizer, data, trainer; + CLowRAComm, MPI collectives), LowRAServe (the OpenAI-compatible server; its
-// request parsing is LowRAAPI) <- LowRABench (benchmarks, synthetic checkpoints), lowra (CLI).
+// <- LowRATrain (backward pass, optimizer, data, trainer; + CLowRAComm, MPI collectives),
+// LowRAServe (the OpenAI-compatible server; its request parsing is LowRAAPI)
+// <- LowRABench (benchmarks, synthetic checkpoints), lowra (CLI).
 
 // Data-parallel training (`finetune --distributed`) links Open MPI when its development files are installed
 // (Debian: libopenmpi-dev); without them CLowRAComm builds without MPI and --distributed says how to add it.

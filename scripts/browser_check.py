@@ -52,7 +52,8 @@ def main():
         wait.until(lambda d: any(o.get_attribute("value").split("@")[0] == adapter
                                  for o in d.find_elements(By.CSS_SELECTOR, "#model option")))
         select = Select(driver.find_element(By.ID, "model"))
-        value = next(o.get_attribute("value") for o in select.options if o.get_attribute("value").split("@")[0] == adapter)
+        values = [o.get_attribute("value") for o in select.options]
+        value = next(v for v in values if v.split("@")[0] == adapter)
         select.select_by_value(value)
         field = driver.find_element(By.ID, "max")
         field.clear()

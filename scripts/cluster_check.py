@@ -164,7 +164,8 @@ def main():
             except OSError:
                 pass
             if time.time() > deadline or haproxy.poll() is not None:
-                fail(f"HAProxy did not answer on {front}: {haproxy.stderr.read() if haproxy.poll() is not None else ''}")
+                log = haproxy.stderr.read() if haproxy.poll() is not None else ""
+                fail(f"HAProxy did not answer on {front}: {log}")
             time.sleep(0.1)
 
         # 1. Affinity and equality: 4 requests per adapter (text/chat × whole/streamed), 4 at a time.

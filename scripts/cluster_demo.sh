@@ -28,7 +28,8 @@ for i in $(seq 1 "$n"); do
   p=$((port + i))
   ports+=("$p")
   echo "    server replica$i 127.0.0.1:$p" >> "$work/haproxy.cfg"
-  LOWRA_THREADS=$threads OPENBLAS_NUM_THREADS=$threads "$lowra" serve --model "$base" --shelf "$shelf" --port "$p" > "$work/replica$i.log" 2>&1 &
+  LOWRA_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
+    "$lowra" serve --model "$base" --shelf "$shelf" --port "$p" > "$work/replica$i.log" 2>&1 &
   pids+=($!)
 done
 for i in $(seq 1 "$n"); do

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load through the balancer: completions for every adapter on a shelf, a few at a time.
+"""Load through the balancer: completions for every adapter the replicas serve, a few at a time.
 
 Usage: cluster_load.py FRONT_PORT SHELF_DIR REPLICA_PORT[,REPLICA_PORT…] [--requests 32] [--concurrency 8]
        [--tokens 32]
@@ -7,22 +7,18 @@ Prints one JSON object: requests, seconds, generated tokens per second through t
 replica's share (requests and tokens from its /metrics). Standard library only.
 """
 import argparse
-import http.client
 import json
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cluster_check
+
 
 def call(port, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    c.request(method, path, body=json.dumps(body) if body else None, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read().decode()
-    c.close()
-    if r.status != 200:
-        raise SystemExit(f"{method} {path} on {port}: HTTP {r.status}: {data[:200]}")
+    status, data = cluster_check.call(port, method, path, body, timeout=600)
+    if status != 200:
+        raise SystemExit(f"{method} {path} on {port}: HTTP {status}: {data[:200]}")
     return data
 
 
@@ -41,8 +37,9 @@ def main():
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--tokens", type=int, default=32)
     a = p.parse_args()
-    names = sorted(json.load(open(os.path.join(a.shelf, d, "adapter_card.json")))["name"]
-                   for d in os.listdir(a.shelf) if os.path.isfile(os.path.join(a.shelf, d, "adapter_card.json")))
+    # The adapters the replicas serve (a refused one on the shelf is left out).
+    served = json.loads(call(a.front, "GET", "/v1/models"))["data"]
+    names = sorted({m["name"] for m in served if "name" in m})
     ports = [int(x) for x in a.replicas.split(",")]
     before = [replica_totals(q) for q in ports]
 

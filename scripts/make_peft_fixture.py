@@ -54,7 +54,8 @@ def main():
     json.dump({"tokens": tokens, "scale": scale, "vocab": int(with_adapter.shape[1]),
                "logits": [float(x) for x in with_adapter.reshape(-1)]},
               open(os.path.join(FIX, "peft_tiny_logits.json"), "w"))
-    print(f"peft_tiny: {len(tensors)} tensors, scale {scale}, max logit change {np.abs(with_adapter - without).max():.3f}")
+    change = np.abs(with_adapter - without).max()
+    print(f"peft_tiny: {len(tensors)} tensors, scale {scale}, max logit change {change:.3f}")
 
 
 if __name__ == "__main__":

@@ -41,22 +41,21 @@ int lowra_comm_init(int *rank, int *size, int *local_size, char *error, int erro
 // MPI counts are ints: a large buffer goes in pieces of at most 2^30 elements.
 #define LOWRA_COMM_PIECE ((int64_t)1 << 30)
 
-int lowra_comm_allreduce_float(float *values, int64_t count) {
+static int allreduce_sum(char *values, int64_t count, MPI_Datatype type, size_t size) {
     for (int64_t at = 0; at < count; at += LOWRA_COMM_PIECE) {
         int n = (int)(count - at < LOWRA_COMM_PIECE ? count - at : LOWRA_COMM_PIECE);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, values + (size_t)at * size, n, type, MPI_SUM, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return rc;
     }
     return 0;
 }
 
+int lowra_comm_allreduce_float(float *values, int64_t count) {
+    return allreduce_sum((char *)values, count, MPI_FLOAT, sizeof(float));
+}
+
 int lowra_comm_allreduce_double(double *values, int64_t count) {
-    for (int64_t at = 0; at < count; at += LOWRA_COMM_PIECE) {
-        int n = (int)(count - at < LOWRA_COMM_PIECE ? count - at : LOWRA_COMM_PIECE);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) return rc;
-    }
-    return 0;
+    return allreduce_sum((char *)values, count, MPI_DOUBLE, sizeof(double));
 }
 
 int lowra_comm_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LowRAIO
+import LowRAPipeline
 import LowRATensor
 
 /// Who vouches for an adapter: an Ed25519 signature (swift-crypto) over the SHA-256 of every file in
@@ -61,11 +62,6 @@ public enum AdapterSignature {
         }.sorted()
     }
 
-    static func digest(_ path: String) throws -> String {
-        let data = try mapFile(path)
-        return data.withUnsafeBytes { SHA256.hex(data: $0) }
-    }
-
     /// Signs every file of the adapter in `dir` with `key`, writing `adapter_signature.json`
     /// (atomically). Sign after the last change to the card: a later `eval --record` or `card set`
     /// changes the card, and the signature no longer holds until the adapter is signed again.
@@ -75,7 +71,9 @@ public enum AdapterSignature {
             throw LowRAError(.invalidArgument, "\(dir): not a LowRA adapter")
         }
         var files = [String: String]()
-        for name in try coveredFiles(dir) { files[name] = try digest((dir as NSString).appendingPathComponent(name)) }
+        for name in try coveredFiles(dir) {
+            files[name] = try fingerprint((dir as NSString).appendingPathComponent(name))
+        }
         let stamp = ISO8601DateFormatter().string(from: now)
         var doc = Document(
             format: domain, signer: key.publicKey.text, signerName: key.name, signed: stamp, files: files,
@@ -121,7 +119,7 @@ public enum AdapterSignature {
             guard !name.contains("/"), name != file else { throw Failure(message: "\(file): bad file name \(name)") }
             let p = (dir as NSString).appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: p) else { throw Failure(message: "\(name) is missing") }
-            guard try digest(p) == doc.files[name] else {
+            guard try fingerprint(p) == doc.files[name] else {
                 throw Failure(message: "\(name) does not match its signed SHA-256 (changed after signing)")
             }
         }

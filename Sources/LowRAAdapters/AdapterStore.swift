@@ -325,6 +325,29 @@ public enum AdapterStore {
         }
     }
 
+    /// Slot `s`'s factors A (rank × in) and B (out × rank) from a PEFT file, stored under keys `a`
+    /// and `b`: shapes checked, B's q/k rows taken from Hugging Face order into the base's.
+    static func readFactors(
+        _ file: SafeTensorsFile, _ s: LoRAAdapter.Slot, a: String, b: String, rank: Int, config: ModelConfig,
+        dir: String
+    ) throws -> (a: [Float], b: [Float]) {
+        for (k, shape) in [(a, [rank, s.inFeatures]), (b, [s.outFeatures, rank])] {
+            guard let info = file.tensors[k] else {
+                throw LowRAError(.missingTensor, "\(dir): adapter tensor \(k) not found")
+            }
+            guard info.shape == shape else {
+                throw LowRAError(
+                    .shapeMismatch,
+                    "\(dir): adapter tensor \(k) has shape \(info.shape), expected \(shape) for this base")
+            }
+        }
+        var factorB = try file.floats(b)
+        if config.ropeLayout == .interleaved && [.q, .k].contains(s.kind) {
+            factorB = reorderRows(factorB[...], rank: rank, headDim: config.headDim, toHalfSplit: false)
+        }
+        return (try file.floats(a), factorB)
+    }
+
     /// Loads the adapter in `dir` for the base whose fingerprint is `fingerprint`; an adapter made
     /// for another base, or whose tensors do not fit the model, is refused.
     public static func load(
@@ -338,21 +361,8 @@ public enum AdapterStore {
         var adapter = try LoRAAdapter(config: config, rank: manifest.rank, alpha: manifest.alpha)
         let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))
         for s in adapter.slots {
-            for (factor, shape) in [("A", [adapter.rank, s.inFeatures]), ("B", [s.outFeatures, adapter.rank])] {
-                let k = key(s, factor)
-                guard let info = file.tensors[k] else {
-                    throw LowRAError(.missingTensor, "\(dir): adapter tensor \(k) not found")
-                }
-                guard info.shape == shape else {
-                    throw LowRAError(
-                        .shapeMismatch, "\(dir): adapter tensor \(k) has shape \(info.shape), expected \(shape)")
-                }
-            }
-            let a = try file.floats(key(s, "A"))
-            var b = try file.floats(key(s, "B"))
-            if config.ropeLayout == .interleaved && [.q, .k].contains(s.kind) {
-                b = reorderRows(b[...], rank: adapter.rank, headDim: config.headDim, toHalfSplit: false)
-            }
+            let (a, b) = try readFactors(
+                file, s, a: key(s, "A"), b: key(s, "B"), rank: adapter.rank, config: config, dir: dir)
             adapter.setFactors(s, a: a, b: b)
         }
         guard adapter.values.allSatisfy(\.isFinite) else {

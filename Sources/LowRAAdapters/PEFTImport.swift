@@ -1,6 +1,7 @@
 import Foundation
 import LowRAIO
 import LowRAModel
+import LowRAPipeline
 import LowRATensor
 
 /// A Hugging Face PEFT LoRA adapter trained elsewhere (`adapter_config.json` and
@@ -67,7 +68,7 @@ public enum PEFTImport {
             }
         }
         let layers = (peft["layers_to_transform"] as? [Int]) ?? (peft["layers_to_transform"] as? Int).map { [$0] }
-        let targeted: (LoRAAdapter.Slot) throws -> Bool
+        let targeted: (LoRAAdapter.Slot) -> Bool
         if let list = peft["target_modules"] as? [String] {
             targeted = { s in list.contains(s.kind.moduleName) && (layers?.contains(s.layer) ?? true) }
         } else if let pattern = peft["target_modules"] as? String {
@@ -97,7 +98,7 @@ public enum PEFTImport {
         var tensors = 0
         for s in adapter.slots {
             let keys = (tensorKey(s, "A"), tensorKey(s, "B"))
-            guard try targeted(s) else {
+            guard targeted(s) else {
                 if let k = keys.0 ?? keys.1 {
                     throw LowRAError(.invalidArgument, "\(dir): \(k) is not in target_modules")
                 }
@@ -107,18 +108,7 @@ public enum PEFTImport {
                 throw LowRAError(
                     .missingTensor, "\(dir): no LoRA factors for \(WeightNaming.huggingFace.linear(s.layer, s.kind))")
             }
-            for (k, shape) in [(ka, [rank, s.inFeatures]), (kb, [s.outFeatures, rank])]
-            where file.tensors[k]!.shape != shape {
-                throw LowRAError(
-                    .shapeMismatch,
-                    "\(dir): \(k) has shape \(file.tensors[k]!.shape), but this base needs \(shape) (another "
-                        + "architecture?)")
-            }
-            let a = try file.floats(ka)
-            var b = try file.floats(kb)
-            if config.ropeLayout == .interleaved && [.q, .k].contains(s.kind) {
-                b = AdapterStore.reorderRows(b[...], rank: rank, headDim: config.headDim, toHalfSplit: false)
-            }
+            let (a, b) = try AdapterStore.readFactors(file, s, a: ka, b: kb, rank: rank, config: config, dir: dir)
             adapter.setFactors(s, a: a, b: b)
             used.formUnion([ka, kb])
             tensors += 2
@@ -134,7 +124,7 @@ public enum PEFTImport {
         }
         let source = Source(
             path: URL(fileURLWithPath: dir).standardizedFileURL.path,
-            sha256: try mapFile(weightsPath).withUnsafeBytes { SHA256.hex(data: $0) }, rank: rank, loraAlpha: alpha,
+            sha256: try fingerprint(weightsPath), rank: rank, loraAlpha: alpha,
             rsLoRA: rs,
             targetModules: (peft["target_modules"] as? [String]) ?? [(peft["target_modules"] as? String) ?? ""],
             baseModel: peft["base_model_name_or_path"] as? String, tensors: tensors)

@@ -311,11 +311,11 @@ public final class Trainer {
                 var gradScale = 1 / Float(options.gradAccum)
                 if communicator.size > 1 {
                     // This rank's share of the micro-batch, weighted by its share of the targets.
-                    let all = tgt.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                    let all = TrainingGraph.targetCount(tgt)
                     let rows = (communicator.rank * localBatch * options.seq)..<((communicator.rank + 1) * localBatch
                         * options.seq)
                     (inp, tgt) = (Array(inp[rows]), Array(tgt[rows]))
-                    let mine = tgt.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                    let mine = TrainingGraph.targetCount(tgt)
                     gradScale = all > 0 ? Float(mine) / Float(all) / Float(options.gradAccum) : 0
                 }
                 let r = try graph.lossAndGradient(

@@ -171,6 +171,9 @@ public final class TrainingGraph: @unchecked Sendable {
         }
     }
 
+    /// The positions a loss counts (masked ones are negative).
+    static func targetCount<C: Collection<Int>>(_ targets: C) -> Int { targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+
     /// Forward and backward: adds ∂L/∂(A, B) × gradScale to `gradient` (same layout as the
     /// adapter's values), where L is the mean cross-entropy over this batch's unmasked targets.
     /// Returns the summed loss and the number of targets.
@@ -184,7 +187,7 @@ public final class TrainingGraph: @unchecked Sendable {
             throw LowRAError(
                 .shapeMismatch, "gradient has \(gradient.count) entries, the adapter \(adapter.values.count)")
         }
-        let count = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+        let count = Self.targetCount(targets)
         guard count > 0 else { return (0, 0) }
         return adapter.values.withUnsafeBufferPointer { p in
             gradient.withUnsafeMutableBufferPointer { g in

@@ -77,7 +77,7 @@ struct AdapterImport: ParsableCommand {
         var card = AdapterCard(manifest: manifest, dir: out)
         card.task = "imported from \((peft as NSString).lastPathComponent)"
         try card.save(to: staging)
-        try FileManager.default.moveItem(atPath: staging, toPath: out)
+        try QuantizedModelStore.replaceDirectory(out, with: staging)
         print(
             String(
                 format: "imported %@: rank %d, scale %.4g (lora_alpha %g%@), %d tensors over %@ → %@", peft,

@@ -57,7 +57,8 @@ func describe(_ card: AdapterCard) -> String {
     }
     if let s = card.importedFrom {
         lines.append(
-            "imported from \(s.path) (PEFT, rank \(s.rank), lora_alpha \(s.loraAlpha), sha256 \(s.sha256.prefix(12))…)")
+            "imported from \(s.path) (PEFT, rank \(s.rank), lora_alpha \(s.loraAlpha), "
+                + "sha256 \(s.sha256.prefix(12))…)")
     }
     if let p = card.parent {
         lines.append(
@@ -159,7 +160,9 @@ struct CardPromote: ParsableCommand {
     @Option(help: "The base (default: the one the adapter's manifest names).") var model: String?
 
     func run() throws {
-        guard maxRegression >= 0, maxRegression.isFinite else { throw ValidationError("--max-regression must be ≥ 0") }
+        guard maxRegression >= 0, maxRegression.isFinite else {
+            throw ValidationError("--max-regression must be ≥ 0")
+        }
         var card = try AdapterCard.load(dir)
         guard let parent = card.parent else {
             throw LowRAError(.invalidArgument, "\(dir): \(card.name)@\(card.version) has no parent (a first version)")
