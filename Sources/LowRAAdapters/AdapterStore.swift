@@ -177,24 +177,6 @@ public enum AdapterStore {
         "base_model.model.\(WeightNaming.huggingFace.linear(s.layer, s.kind)).lora_\(factor).weight"
     }
 
-    /// Row `r` of a q/k projection in GGUF's interleaved order comes from this row in HF order.
-    static func halfSplitRow(_ r: Int, headDim d: Int) -> Int {
-        let head = r / d
-        let j = r % d
-        return head * d + (j % 2) * (d / 2) + j / 2
-    }
-
-    static func reorderRows(_ b: ArraySlice<Float>, rank: Int, headDim d: Int, toHalfSplit: Bool) -> [Float] {
-        var out = [Float](repeating: 0, count: b.count)
-        let base = b.startIndex
-        for r in 0..<(b.count / rank) {
-            let h = halfSplitRow(r, headDim: d)
-            let (src, dst) = toHalfSplit ? (r, h) : (h, r)
-            for j in 0..<rank { out[dst * rank + j] = b[base + src * rank + j] }
-        }
-        return out
-    }
-
     public static func save(
         _ adapter: LoRAAdapter, config: ModelConfig, manifest: AdapterManifest, to dir: String
     ) throws {
@@ -209,7 +191,8 @@ public enum AdapterStore {
             w.add(key(s, "B"), shape: [s.outFeatures, adapter.rank]) {
                 let b = adapter.factors(s).b
                 return permuted
-                    ? reorderRows(b, rank: adapter.rank, headDim: config.headDim, toHalfSplit: true) : Array(b)
+                    ? RopeLayout.interleaved.reorderRows(
+                        b, rowLength: adapter.rank, headDim: config.headDim, to: .halfSplit) : Array(b)
             }
         }
         try w.write(to: p("adapter_model.safetensors"))
@@ -343,7 +326,8 @@ public enum AdapterStore {
         }
         var factorB = try file.floats(b)
         if config.ropeLayout == .interleaved && [.q, .k].contains(s.kind) {
-            factorB = reorderRows(factorB[...], rank: rank, headDim: config.headDim, toHalfSplit: false)
+            factorB = RopeLayout.halfSplit.reorderRows(
+                factorB[...], rowLength: rank, headDim: config.headDim, to: .interleaved)
         }
         return (try file.floats(a), factorB)
     }

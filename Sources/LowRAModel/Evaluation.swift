@@ -45,9 +45,11 @@ extension LanguageModel {
     /// `adapter` (if any) on the model and none on `reference`. `progress(done, total)` reports windows.
     /// `stepwise` runs the generation path instead: each token decoded alone through a KV cache and
     /// its logits computed alone, so the decode kernels (and their `activations`) are what is scored.
+    /// `scoredFrom` > 0 scores only the predictions made at positions ≥ it in each window (the
+    /// earlier tokens are context), as llama.cpp's perplexity tool scores the second half.
     public func evaluate(
         tokens: [Int], context: Int, adapter: LoRAAdapter? = nil, reference: LanguageModel? = nil,
-        stepwise: Bool = false,
+        stepwise: Bool = false, scoredFrom: Int = 0,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> EvalResult {
         if let reference, reference.config.vocabSize != config.vocabSize {
@@ -63,6 +65,9 @@ extension LanguageModel {
             throw LowRAError(.invalidArgument, "evaluation needs at least 2 tokens, got \(tokens.count)")
         }
         guard context >= 2 else { throw LowRAError(.invalidArgument, "--context must be at least 2") }
+        guard scoredFrom >= 0, scoredFrom < context - 1 else {
+            throw LowRAError(.invalidArgument, "scored positions must start before the window's last")
+        }
         guard context <= config.maxPositions else {
             throw LowRAError(
                 .invalidArgument, "--context \(context) exceeds the model's context of \(config.maxPositions)")
@@ -76,7 +81,7 @@ extension LanguageModel {
         for (w, start) in starts.enumerated() {
             let window = Array(tokens[start..<min(start + context, tokens.count)])
             progress?(w, starts.count)
-            guard window.count >= 2 else { continue }
+            guard window.count >= scoredFrom + 2 else { continue }
             // Hidden states for the window (no KV cache: nothing attends to these keys later), then
             // logits a chunk of rows at a time: a (T, V) array of a large vocabulary (512 × 151,936
             // floats = 311 MB) is never held.
@@ -89,8 +94,8 @@ extension LanguageModel {
             let refHidden = try reference.map { try states($0, nil) }
             let v = config.vocabSize
             let c = config.hiddenSize
-            let n = window.count - 1  // scored positions
-            for r0 in stride(from: 0, to: n, by: stepwise ? 1 : Self.scoreChunk) {
+            let n = window.count - 1  // predictions in the window
+            for r0 in stride(from: scoredFrom, to: n, by: stepwise ? 1 : Self.scoreChunk) {
                 let m = stepwise ? 1 : min(Self.scoreChunk, n - r0)
                 let logits = hidden.withUnsafeBufferPointer { self.logits($0.baseAddress! + r0 * c, rows: m) }
                 // Per-position scores, computed in parallel, summed in order (deterministic).
@@ -125,7 +130,7 @@ extension LanguageModel {
                     agree += same
                 }
             }
-            count += n
+            count += n - scoredFrom
             windows += 1
         }
         progress?(starts.count, starts.count)

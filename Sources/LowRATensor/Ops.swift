@@ -27,6 +27,32 @@ public enum RopeLayout: String, Codable, Sendable {
     case interleaved
     /// Pairs (i, i + D/2): Hugging Face checkpoints.
     case halfSplit = "half_split"
+
+    /// Row `r` of a q/k projection in interleaved (GGUF) order comes from this row in half-split (HF) order.
+    public static func halfSplitRow(_ r: Int, headDim d: Int) -> Int {
+        let head = r / d
+        let j = r % d
+        return head * d + (j % 2) * (d / 2) + j / 2
+    }
+
+    /// Row `r` of a q/k projection in half-split order comes from this row in interleaved order.
+    public static func interleavedRow(_ r: Int, headDim d: Int) -> Int {
+        let head = r / d
+        let j = r % d
+        return head * d + (j < d / 2 ? 2 * j : 2 * (j - d / 2) + 1)
+    }
+
+    /// Rows of `rowLength` values (a q/k projection's rows, or its LoRA B's) moved from this layout to `target`.
+    public func reorderRows(_ m: ArraySlice<Float>, rowLength: Int, headDim d: Int, to target: RopeLayout) -> [Float] {
+        guard target != self else { return Array(m) }
+        var out = [Float](repeating: 0, count: m.count)
+        let base = m.startIndex
+        for r in 0..<(m.count / rowLength) {
+            let src = target == .interleaved ? Self.halfSplitRow(r, headDim: d) : Self.interleavedRow(r, headDim: d)
+            for j in 0..<rowLength { out[r * rowLength + j] = m[base + src * rowLength + j] }
+        }
+        return out
+    }
 }
 
 /// cos/sin tables for positions [start, start + count), each (count, D/2).

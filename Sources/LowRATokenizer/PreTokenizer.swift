@@ -3,6 +3,8 @@ public protocol PreTokenizer: Sendable {
     func split(_ text: Substring) -> [Substring]
     /// The equivalent `pre_tokenizer` entry of a Hugging Face `tokenizer.json`.
     var huggingFaceSpec: [String: Any] { get }
+    /// llama.cpp's name for it (`tokenizer.ggml.pre`; `Tokenizer(gguf:)` reads the same names), nil if it has none.
+    var ggufName: String? { get }
 }
 
 /// Every numeric character becomes a piece of its own (Hugging Face `Digits(individual_digits)`),
@@ -10,6 +12,7 @@ public protocol PreTokenizer: Sendable {
 public struct DigitSplitter: PreTokenizer {
     public init() {}
     public var huggingFaceSpec: [String: Any] { ["type": "Digits", "individual_digits": true] }
+    public var ggufName: String? { nil }
 
     public func split(_ text: Substring) -> [Substring] {
         let scalars = text.unicodeScalars
@@ -37,6 +40,7 @@ public struct GPT2Splitter: PreTokenizer {
     public var huggingFaceSpec: [String: Any] {
         ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
     }
+    public var ggufName: String? { "gpt2" }
 
     public func split(_ text: Substring) -> [Substring] {
         let scalars = text.unicodeScalars
@@ -79,6 +83,7 @@ public struct WordPieceSplitter: PreTokenizer {
     /// Digits per number piece: 3 for Llama 3, 1 for Qwen2.
     public let maxDigits: Int
     public init(maxDigits: Int) { self.maxDigits = maxDigits }
+    public var ggufName: String? { [1: "qwen2", 3: "llama-bpe"][maxDigits] }
 
     public static func pattern(maxDigits: Int) -> String {
         let digits = maxDigits == 1 ? "\\p{N}" : "\\p{N}{1,\(maxDigits)}"
@@ -139,6 +144,10 @@ public struct SequencePreTokenizer: PreTokenizer {
     public let steps: [any PreTokenizer]
     public init(_ steps: [any PreTokenizer]) { self.steps = steps }
     public var huggingFaceSpec: [String: Any] { ["type": "Sequence", "pretokenizers": steps.map(\.huggingFaceSpec)] }
+    public var ggufName: String? {
+        if steps.count == 1 { return steps[0].ggufName }
+        return steps.count == 2 && steps[0] is DigitSplitter && steps[1] is GPT2Splitter ? "smollm" : nil
+    }
 
     public func split(_ text: Substring) -> [Substring] {
         var pieces = [text]

@@ -326,6 +326,39 @@ extension Tokenizer {
     }
 }
 
+extension Tokenizer {
+    /// This tokenizer as GGUF `tokenizer.*` metadata (what `init(gguf:)` reads), its token list
+    /// padded with unused `[PADn]` entries to `vocabularySize` (the embedding's rows) as llama.cpp's
+    /// converter does. Refused when llama.cpp has no pre-tokenizer that splits text as this one does.
+    public func ggufMetadata(vocabularySize: Int) throws -> [(String, GGUFValue)] {
+        guard let pre = preTokenizer.ggufName, ignoreMerges == (pre == "llama-bpe"), normalizesNFC == (pre == "qwen2")
+        else {
+            throw LowRAError(
+                .unsupported,
+                "this tokenizer's pre-tokenizer has no llama.cpp equivalent (known: smollm, gpt2, qwen2, llama-bpe)")
+        }
+        guard vocabularySize >= vocabSize else {
+            throw LowRAError(
+                .invalidArgument, "the tokenizer has \(vocabSize) tokens, more than the model's \(vocabularySize)")
+        }
+        let padding = (vocabSize..<vocabularySize).map { "[PAD\($0)]" }
+        let added = Set(addedTokens.values)
+        // Token types as llama.cpp numbers them: 1 normal, 3 control (added), 5 unused (padding).
+        let types = (0..<vocabularySize).map { GGUFValue.int32($0 >= vocabSize ? 5 : added.contains($0) ? 3 : 1) }
+        var m: [(String, GGUFValue)] = [
+            ("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string(pre)),
+            ("tokenizer.ggml.tokens", .array((bpe.idToToken + padding).map { .string($0) })),
+            ("tokenizer.ggml.token_type", .array(types)),
+            ("tokenizer.ggml.merges", .array(bpe.mergeList.map { .string("\($0.0) \($0.1)") })),
+            ("tokenizer.ggml.add_bos_token", .bool(addBos)), ("tokenizer.ggml.add_eos_token", .bool(false)),
+        ]
+        if let b = bosTokenId { m.append(("tokenizer.ggml.bos_token_id", .uint32(UInt32(b)))) }
+        if let e = eosTokenId { m.append(("tokenizer.ggml.eos_token_id", .uint32(UInt32(e)))) }
+        if let t = chatTemplate { m.append(("tokenizer.chat_template", .string(t.source))) }
+        return m
+    }
+}
+
 /// `s` as a JSON string literal (RFC 8259: quote, backslash and control characters escaped).
 func jsonQuoted(_ s: String) -> String {
     var out = "\""

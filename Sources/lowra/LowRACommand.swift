@@ -20,7 +20,7 @@ struct LowRACommand: ParsableCommand {
             QuantizeCommand.self, RepairCommand.self, FinetuneCommand.self, EvalCommand.self, GenerateCommand.self,
             CardCommand.self, KeysCommand.self, AdapterCommand.self, ServeCommand.self, TokenizeCommand.self,
             InspectCommand.self, ExperimentCommand.self, ReconstructCommand.self, MemoryCommand.self, SynthCommand.self,
-            PlotCommand.self, BenchCommand.self,
+            PlotCommand.self, BenchCommand.self, ExportCommand.self,
         ])
 
     /// Re-executes once with the OpenBLAS settings it lacks (`preferredBLASEnvironment`), then
@@ -168,6 +168,12 @@ struct EvalCommand: ParsableCommand {
             (the decode kernels, with --activations).
             """)
     var stepwise = false
+    @Flag(
+        help: """
+            Score as llama.cpp's llama-perplexity does, to compare with it: BOS first when the tokenizer adds one, \
+            whole windows only, each window's first token BOS (if added), its second half scored.
+            """)
+    var llamaPerplexity = false
     @Option(help: "Activations of the decode kernels: int16 (two int8 halves, default), int8 (faster) or float.")
     var activations: KernelActivations = .default
     @Flag(help: "Append this evaluation to the --adapter's card (adapter_card.json).") var record = false
@@ -179,7 +185,9 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         if let n = maxTokens, n < 2 { throw ValidationError("--max-tokens must be at least 2") }
-        if stepwise && conversationsData { throw ValidationError("--stepwise applies to plain text data") }
+        if (stepwise || llamaPerplexity) && conversationsData {
+            throw ValidationError("--stepwise and --llama-perplexity apply to plain text data")
+        }
         if record && adapterOptions.adapter == nil {
             throw LowRAError(.invalidArgument, "--record needs --adapter (the adapter whose card records it)")
         }
@@ -210,10 +218,12 @@ struct EvalCommand: ParsableCommand {
         } else {
             var tokens = loaded.tokenizer.encode(text)
             if let n = maxTokens { tokens = Array(tokens.prefix(n)) }
+            if llamaPerplexity { tokens = try llamaPerplexityWindows(tokens, window: window, loaded.tokenizer) }
             let ref = try reference.map { try LoadedModel.load($0).model }
             ref?.activations = activations
             r = try loaded.model.evaluate(
-                tokens: tokens, context: window, adapter: adapter, reference: ref, stepwise: stepwise
+                tokens: tokens, context: window, adapter: adapter, reference: ref, stepwise: stepwise,
+                scoredFrom: llamaPerplexity ? window / 2 : 0
             ) { bar.update($0, $1) }
         }
         if record { try recordEvaluation(r, adapterDir: adapterOptions.adapter!) }
@@ -226,7 +236,7 @@ struct EvalCommand: ParsableCommand {
                     "mean_nll": r.meanNLL, "windows": r.windows, "context": r.context, "seconds": r.seconds,
                     "tokens_per_s": Double(r.tokens) / r.seconds, "peak_rss_bytes": mem.peakResidentBytes,
                     "model": modelOptions.model, "data": data, "adapter": adapterLine ?? "none",
-                    "stepwise": stepwise, "activations": activations.rawValue,
+                    "stepwise": stepwise, "activations": activations.rawValue, "llama_perplexity": llamaPerplexity,
                 ].merging(r.klDivergence.map { ["kl_divergence": $0, "top1_agreement": r.top1Agreement!] } ?? [:]) {
                     a, _ in a
                 })
@@ -246,6 +256,21 @@ struct EvalCommand: ParsableCommand {
 }
 
 extension EvalCommand {
+    /// The tokens llama.cpp's perplexity tool scores (tools/perplexity: `perplexity`): the text's
+    /// tokens (BOS first when the tokenizer adds one) cut to whole windows, each window's first
+    /// token replaced by BOS when the tokenizer adds one.
+    func llamaPerplexityWindows(_ tokens: [Int], window: Int, _ tokenizer: Tokenizer) throws -> [Int] {
+        let whole = tokens.count / window * window
+        guard whole > 0 else {
+            throw LowRAError(.invalidArgument, "\(data): \(tokens.count) tokens, fewer than one window of \(window)")
+        }
+        var out = Array(tokens.prefix(whole))
+        if tokenizer.addBos, let bos = tokenizer.bosTokenId {
+            for start in stride(from: 0, to: whole, by: window) { out[start] = bos }
+        }
+        return out
+    }
+
     /// Appends `r` to the adapter's card (made from its manifest if it has none), atomically.
     func recordEvaluation(_ r: EvalResult, adapterDir: String) throws {
         var card = try AdapterCard.loadOrMake(adapterDir)

@@ -361,7 +361,7 @@ final class FinetuneTests: XCTestCase {
                 let w = lin.weight
                 var out = w
                 for r in 0..<lin.outFeatures {
-                    let h = AdapterStore.halfSplitRow(r, headDim: d)
+                    let h = RopeLayout.halfSplitRow(r, headDim: d)
                     for j in 0..<lin.inFeatures { out[h * lin.inFeatures + j] = w[r * lin.inFeatures + j] }
                 }
                 hfWeights.blocks[l][kind] = Linear(
