@@ -29,9 +29,10 @@ run $L export --model "$out/q2" --adapter "$out/ft" --adapter-only --gguf "$out/
 # Perplexity: windows of 512, the first EVAL_TOKENS tokens of the validation text.
 chunks=$((eval_tokens / 512))
 ours=$(run $L eval --model "$out/q2" --adapter "$out/ft" --data data/valid.txt --context 512 --llama-perplexity \
-    --max-tokens "$eval_tokens" --json | python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["perplexity"])')
-llama_ppl() {
-    run "$bin/llama-perplexity" -f data/valid.txt -c 512 -b 512 --chunks "$chunks" -t "$(nproc)" "$@" 2>&1 |
+    --max-tokens "$eval_tokens" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["perplexity"])')
+llama_ppl() {  # llama.cpp logs to stderr, the final estimate included
+    echo "+ llama-perplexity $*" >> "$log"
+    "$bin/llama-perplexity" -f data/valid.txt -c 512 -b 512 --chunks "$chunks" -t "$(nproc)" "$@" 2>&1 |
         tee -a "$log" | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'
 }
 f16=$(llama_ppl -m "$out/merged-f16.gguf")

@@ -56,8 +56,8 @@ public enum GGUFExport {
                 let merge = adapter.flatMap { a in
                     a.slots.first { $0.layer == l && $0.kind == kind }.map { (a, $0) }
                 }
-                try g.add(names.name(.weight(layer: l, kind)), shape: [lin.outFeatures, lin.inFeatures], type: type.ggml)
-                {
+                let shape = [lin.outFeatures, lin.inFeatures]
+                try g.add(names.name(.weight(layer: l, kind)), shape: shape, type: type.ggml) {
                     try encodeRows(lin, rows: rows, type: type.ggml, merging: merge)
                 }
                 if let bias = lin.bias { try addVector(&g, names.name(.bias(layer: l, kind)), rows.map { bias[$0] }) }
@@ -117,7 +117,8 @@ public enum GGUFExport {
             ("\(a).attention.layer_norm_rms_epsilon", .float32(c.rmsNormEps)),
         ]
         if let s = c.ropeScaling, s.kind == .linear, c.ropeFrequencyFactors == nil {
-            m += [("\(a).rope.scaling.type", .string("linear")), ("\(a).rope.scaling.factor", .float32(Float(s.factor)))]
+            m.append(("\(a).rope.scaling.type", .string("linear")))
+            m.append(("\(a).rope.scaling.factor", .float32(Float(s.factor))))
         }
         return m
     }
@@ -138,9 +139,8 @@ public enum GGUFExport {
     /// Source row of each exported row: q/k rows moved between RoPE layouts, others in place.
     static func rowOrder(_ rows: Int, headDim d: Int, _ reorder: (from: RopeLayout, to: RopeLayout)?) -> [Int] {
         guard let reorder, reorder.from != reorder.to else { return Array(0..<rows) }
-        return (0..<rows).map {
-            reorder.to == .interleaved ? RopeLayout.halfSplitRow($0, headDim: d) : RopeLayout.interleavedRow($0, headDim: d)
-        }
+        let source = reorder.to == .interleaved ? RopeLayout.halfSplitRow : RopeLayout.interleavedRow
+        return (0..<rows).map { source($0, d) }
     }
 
     static func addVector(_ g: inout GGUFWriter, _ name: String, _ v: [Float]) throws {

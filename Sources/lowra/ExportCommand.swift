@@ -21,8 +21,8 @@ struct ExportCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "The GGUF file to write.") var gguf: String
-    @Option(help: "Tensor type of the matrices: f16, q8_0 or f32 (norms and biases stay f32).") var type: GGUFExportType =
-        .f16
+    @Option(help: "Tensor type of the matrices: f16, q8_0 or f32 (norms and biases stay f32).")
+    var type: GGUFExportType = .f16
     @Flag(help: "Write only the adapter, as a GGUF LoRA (general.type = adapter).") var adapterOnly = false
     @Option(help: "general.name in the file (default: the output's file name).") var name: String?
 

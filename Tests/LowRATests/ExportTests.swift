@@ -19,7 +19,8 @@ final class ExportTests: XCTestCase {
     let tokens = [1, 17, 42, 5, 99, 3, 64, 28, 7, 11, 250, 33]
 
     func logits(_ model: LanguageModel, adapter: LoRAAdapter? = nil) throws -> [Float] {
-        try model.forward(tokens, cache: KVCache(config: model.config, capacity: tokens.count), logits: .all, adapter: adapter)
+        let cache = KVCache(config: model.config, capacity: tokens.count)
+        return try model.forward(tokens, cache: cache, logits: .all, adapter: adapter)
     }
 
     /// A 2-bit quantized fixture with an adapter: PEFT's tiny adapter imported for the llama models
@@ -43,13 +44,16 @@ final class ExportTests: XCTestCase {
         for fixture in ["tiny_hf", "tiny.gguf", "tiny_qwen2.gguf"] {
             let (q, adapterDir) = try quantizedWithAdapter(fixture, in: dir)
             let loaded = try LoadedModel.load(q)
-            let (adapter, _) = try AdapterStore.load(adapterDir, config: loaded.config, fingerprint: try baseFingerprint(q))
+            let (adapter, _) = try AdapterStore.load(
+                adapterDir, config: loaded.config, fingerprint: try baseFingerprint(q))
             let want = try logits(loaded.model, adapter: adapter)
-            XCTAssertGreaterThan(relativeL2(want, try logits(loaded.model)), 1e-3, "\(fixture): the adapter changes the logits")
+            XCTAssertGreaterThan(
+                relativeL2(want, try logits(loaded.model)), 1e-3, "\(fixture): the adapter changes the logits")
             var tolerance: [GGUFExportType: Double] = [.f32: 1e-4, .f16: 2e-3, .q8_0: 2e-2]
             for type in GGUFExportType.allCases {
                 let out = "\(dir)/\(fixture)-\(type.rawValue).gguf"
-                let r = try lowra(["export", "--model", q, "--adapter", adapterDir, "--gguf", out, "--type", type.rawValue])
+                let r = try lowra(
+                    ["export", "--model", q, "--adapter", adapterDir, "--gguf", out, "--type", type.rawValue])
                 XCTAssertEqual(r.status, 0, r.err)
                 let exported = try LoadedModel.load(out)
                 XCTAssertTrue(exported.format.hasPrefix("gguf"), exported.format)
@@ -74,7 +78,8 @@ final class ExportTests: XCTestCase {
             let (q, adapterDir) = try quantizedWithAdapter(fixture, in: dir)
             let (base, lora, merged) = ("\(dir)/base.gguf", "\(dir)/lora.gguf", "\(dir)/merged.gguf")
             for args in [
-                ["--no-adapter", "--gguf", base, "--type", "f32"], ["--adapter", adapterDir, "--gguf", merged, "--type", "f32"],
+                ["--no-adapter", "--gguf", base, "--type", "f32"],
+                ["--adapter", adapterDir, "--gguf", merged, "--type", "f32"],
                 ["--adapter", adapterDir, "--adapter-only", "--gguf", lora],
             ] {
                 let r = try lowra(["export", "--model", q] + args)
@@ -111,11 +116,36 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// `eval --llama-perplexity`'s scoring: only the predictions from the window's middle on, each
+    /// window from an empty cache — against the logits of a plain forward of each window.
+    func testScoringTheSecondHalfOfEachWindow() throws {
+        let model = try LoadedModel.load(Paths.fixture("tiny.gguf")).model
+        let all = Array((0..<40).map { ($0 * 37 + 5) % model.config.vocabSize })
+        let r = try model.evaluate(tokens: all, context: 16, scoredFrom: 8)
+        XCTAssertEqual(r.windows, 2, "the last 8 tokens reach no scored position")
+        XCTAssertEqual(r.predictions, 2 * 7)
+        var nll = 0.0
+        for start in [0, 16] {
+            let window = Array(all[start..<(start + 16)])
+            let cache = KVCache(config: model.config, capacity: window.count)
+            let logits = try model.forward(window, cache: cache, logits: .all)
+            let v = model.config.vocabSize
+            for i in 8..<(window.count - 1) {
+                let row = logits[(i * v)..<((i + 1) * v)].map(Double.init)
+                let m = row.max()!
+                nll += m + log(row.reduce(0) { $0 + exp($1 - m) }) - row[window[i + 1]]
+            }
+        }
+        XCTAssertEqual(r.meanNLL, nll / Double(r.predictions), accuracy: 1e-4)
+        XCTAssertThrowsError(try model.evaluate(tokens: all, context: 16, scoredFrom: 15))
+    }
+
     /// Refusals: a LoRA without an adapter, an output that is not .gguf, a pre-tokenizer llama.cpp lacks.
     func testExportRefusals() throws {
         let dir = try temporaryDirectory(self)
         let q = "\(dir)/q"
-        var r = try lowra(["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--init", "none"])
+        var r = try lowra(
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--init", "none"])
         XCTAssertEqual(r.status, 0, r.err)
         r = try lowra(["export", "--model", q, "--adapter-only", "--gguf", "\(dir)/x.gguf"])
         XCTAssertNotEqual(r.status, 0)
@@ -136,7 +166,8 @@ final class ExportTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         var g = GGUFWriter()
         let values: [(String, GGUFValue)] = [
-            ("u8", .uint8(7)), ("i8", .int8(-7)), ("u16", .uint16(700)), ("i16", .int16(-700)), ("u32", .uint32(70_000)),
+            ("u8", .uint8(7)), ("i8", .int8(-7)), ("u16", .uint16(700)), ("i16", .int16(-700)),
+            ("u32", .uint32(70_000)),
             ("i32", .int32(-70_000)), ("f32", .float32(0.25)), ("b", .bool(true)), ("s", .string("héllo")),
             ("u64", .uint64(1 << 40)), ("i64", .int64(-(1 << 40))), ("f64", .float64(-0.125)),
             ("a", .array([.string("x"), .string("yz")])), ("ai", .array([.int32(1), .int32(-2)])),
