@@ -4,7 +4,7 @@ SWIFT ?= swift
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 LOWRA := .build/release/lowra
 
-.PHONY: setup setup-qwen build demo quick test test-debug walkthrough check-docs lint format fixtures bench fuzz clean
+.PHONY: setup setup-qwen build demo quick test test-debug kernel-check walkthrough check-docs lint format fixtures bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -28,6 +28,12 @@ test: setup
 	$(SWIFT) build -c release --product lowra -Xswiftc -enable-testing
 	LOWRA_REQUIRE_OPENAI=1 LOWRA_REQUIRE_CLUSTER=1 LOWRA_REQUIRE_BROWSER=1 \
 	    $(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
+	bash scripts/kernel_check.sh
+
+# The C kernels' vector paths against the scalar reference in C: this machine's, and arm64 NEON
+# cross-compiled and run under qemu-user (installs gcc-aarch64-linux-gnu and qemu-user).
+kernel-check:
+	bash scripts/kernel_check.sh
 
 # The README's walkthrough, run exactly as written (scripts/walkthrough.sh; CI runs it).
 walkthrough: build

@@ -5,6 +5,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 static int cpu_supports(int path) {
 #if defined(__x86_64__)
@@ -15,8 +19,20 @@ static int cpu_supports(int path) {
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");
 #endif
-    // LOWRA_PATH_NEON: no NEON kernels yet; arm64 runs the scalar path.
+#if defined(__aarch64__)
+    if (path == LOWRA_PATH_NEON) return 1;  // Advanced SIMD is part of every arm64 CPU
+#endif
     return path == LOWRA_PATH_SCALAR;
+}
+
+int lowra_cpu_has_dotprod(void) {
+#if defined(__aarch64__) && defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__aarch64__) && defined(__APPLE__)
+    return 1;  // every Apple arm64 CPU (A11 and later, M1 and later) has the dot-product instructions
+#else
+    return 0;
+#endif
 }
 
 int lowra_kernel_path_supported(int path) {
@@ -103,6 +119,8 @@ int lowra_tiled_supported(int path) {
 }
 
 const char *lowra_kernel_variant_name(int path) {
+    if (path == LOWRA_PATH_NEON && lowra_kernel_path_supported(path))
+        return lowra_cpu_has_dotprod() ? "neon sdot" : "neon (no dot product)";
     if (path != LOWRA_PATH_AVX512 || !lowra_kernel_path_supported(path)) return lowra_kernel_path_name(path);
     if (!lowra_cpu_has_vnni()) return "avx512 (integer kernels: avx2)";
     if (!lowra_kernel_vbmi()) return "avx512 vnni";

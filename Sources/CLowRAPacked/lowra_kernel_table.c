@@ -1,7 +1,7 @@
 // The one table of kernels: for each instruction-set path, its function for every kernel with
 // per-path code (lowra_kernels_internal.h says what each entry computes). Built once from what
 // this CPU has; a path the CPU lacks gets the scalar table, and a path without its own version of
-// a kernel the scalar reference. A new path (NEON: arch/arm/) fills its row here.
+// a kernel the scalar reference.
 #include "lowra_kernels_internal.h"
 #include "lowra_q8_internal.h"
 #include "lowra_stored_internal.h"
@@ -52,6 +52,20 @@ static void build_tables(void) {
         t->stored_gemm = lowra_stored_gemm_avx512;
         t->stored_q8_0_rows = lowra_stored_q8_0_rows_avx512;
         t->lora_up = lowra_lora_up_avx512;
+    }
+#endif
+#if defined(__aarch64__)
+    if (lowra_kernel_path_supported(LOWRA_PATH_NEON)) {
+        lowra_kernel_table *t = &tables[LOWRA_PATH_NEON];
+        t->packed_gemm = lowra_packed_gemm_neon;
+        t->packed_dequantize = lowra_packed_dequantize_neon;
+        t->packed_q8 = lowra_cpu_has_dotprod() ? lowra_packed_q8_sdot : lowra_packed_q8_neon;
+        t->q8_0_q8 = lowra_cpu_has_dotprod() ? lowra_q8_0_q8_sdot : lowra_q8_0_q8_neon;
+        t->stored_gemm = lowra_stored_gemm_neon;
+        t->attention_head = lowra_attention_head_neon;
+        t->to_halves = lowra_to_halves_neon;
+        t->to_floats = lowra_to_floats_neon;
+        t->lora_up = lowra_lora_up_neon;
     }
 #endif
 }

@@ -40,6 +40,8 @@ extern float lowra_dq_fraction[256];
 void lowra_kernels_init(void);
 /// Whether this CPU has AVX-512 VNNI (the integer kernels' fastest code).
 int lowra_cpu_has_vnni(void);
+/// Whether this arm64 CPU has the dot-product instructions (sdot: the NEON integer kernels' fastest code).
+int lowra_cpu_has_dotprod(void);
 
 // The scale of flattened block i, as the Swift side decodes it.
 static inline float lowra_block_scale(const lowra_packed_view *w, uint64_t i) {
@@ -176,5 +178,27 @@ void lowra_lora_up_avx512(const float *b, uint64_t r, const float *xa, uint64_t 
                           uint64_t o0, uint64_t o1);
 void lowra_lora_up_avx2(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
                         uint64_t o0, uint64_t o1);
+
+// The NEON path's versions (arch/arm/).
+void lowra_packed_gemm_neon(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
+                            uint64_t r0, uint64_t r1);
+void lowra_packed_dequantize_neon(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
+void lowra_packed_q8_neon(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                          uint64_t r0, uint64_t r1);
+void lowra_packed_q8_sdot(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                          uint64_t r0, uint64_t r1);
+void lowra_q8_0_q8_neon(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                        uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_q8_0_q8_sdot(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                        uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_stored_gemm_neon(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
+                            uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_attention_head_neon(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
+                               uint64_t stride, uint64_t d, float scale, float *scores, float *out);
+void lowra_to_halves_neon(const float *src, uint16_t *dst, uint64_t n);
+void lowra_to_floats_neon(const uint16_t *src, float *dst, uint64_t n);
+void lowra_lora_up_neon(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
+                        uint64_t o0, uint64_t o1);
+
 
 #endif

@@ -7,7 +7,8 @@
 //   LOWRA_PATH_SCALAR  portable C (any CPU; the reference every other path is tested against)
 //   LOWRA_PATH_AVX2    x86-64 with AVX2 + FMA: 8 lanes, each row's levels in two registers
 //   LOWRA_PATH_AVX512  x86-64 with AVX-512 F/BW: 16 lanes, each row's levels in one register
-//   LOWRA_PATH_NEON    arm64 (a slot: no NEON kernels yet, so arm64 runs the scalar path)
+//   LOWRA_PATH_NEON    arm64 Advanced SIMD: 8 lanes in two registers, levels by byte-table lookups;
+//                      integer products with sdot where the CPU has it (arch/arm/, tested under qemu)
 // Per block of 64 inputs the row's levels are scaled once by the block's absmax; codes are
 // unpacked in registers (variable shifts) and looked up with a lane permute, then multiplied
 // into the columns with fused multiply-adds.
@@ -55,7 +56,8 @@ int lowra_kernel_path_supported(int path);
 /// "scalar", "avx2", "avx512" or "neon".
 const char *lowra_kernel_path_name(int path);
 /// The path's name with the instructions its integer kernels use: "avx512 vnni vbmi", "avx512 vnni",
-/// "avx512 (integer kernels: avx2)" on AVX-512 CPUs without VNNI; else as lowra_kernel_path_name.
+/// "avx512 (integer kernels: avx2)" on AVX-512 CPUs without VNNI; "neon sdot" or "neon (no dot product)";
+/// else as lowra_kernel_path_name.
 const char *lowra_kernel_variant_name(int path);
 /// Whether the AVX-512 integer kernels unpack with VBMI (vpmultishiftqb, vpermb): when the CPU has
 /// it, unless the environment variable LOWRA_VBMI=0 says otherwise.

@@ -1,7 +1,9 @@
-// The LoRA up-projection for x86-64 with AVX2 + FMA: 8 rows of B a step (lora_up.h).
+// The LoRA up-projection for x86-64 with AVX2 + FMA: 8 rows of B a step (lowra_lora_up_template.h).
 #if defined(__x86_64__)
 
-#include "lora_up.h"
+#include "../../lowra_lora_up_template.h"
+
+#include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
 

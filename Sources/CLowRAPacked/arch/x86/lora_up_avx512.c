@@ -1,7 +1,9 @@
-// The LoRA up-projection for x86-64 with AVX-512: 16 rows of B a step (lora_up.h).
+// The LoRA up-projection for x86-64 with AVX-512: 16 rows of B a step (lowra_lora_up_template.h).
 #if defined(__x86_64__)
 
-#include "lora_up.h"
+#include "../../lowra_lora_up_template.h"
+
+#include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 

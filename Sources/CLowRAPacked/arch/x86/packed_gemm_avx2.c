@@ -1,5 +1,5 @@
 // The fp32 kernels of packed weights (lowra_packed_gemm, lowra_packed_dequantize) for x86-64 with
-// AVX2 + FMA: the primitives of packed_gemm_template.h; the scalar reference and the dispatch are in
+// AVX2 + FMA: the primitives of lowra_packed_gemm_template.h; the scalar reference and the dispatch are in
 // lowra_kernels.c.
 #if defined(__x86_64__)
 
@@ -57,6 +57,6 @@ AVX2 static inline __attribute__((always_inline)) table_avx2 table_scale_avx2(co
 #define VADD _mm256_add_ps
 #define VFMA _mm256_fmadd_ps
 #define VHSUM lowra_hsum8
-#include "packed_gemm_template.h"
+#include "../../lowra_packed_gemm_template.h"
 
 #endif

@@ -1,5 +1,5 @@
 // The fp32 kernels of packed weights (lowra_packed_gemm, lowra_packed_dequantize) for x86-64 with
-// AVX-512 F/BW/VL: the primitives of packed_gemm_template.h; the scalar reference and the dispatch are
+// AVX-512 F/BW/VL: the primitives of lowra_packed_gemm_template.h; the scalar reference and the dispatch are
 // in lowra_kernels.c.
 #if defined(__x86_64__)
 
@@ -56,6 +56,6 @@ AVX512 static inline __attribute__((always_inline)) __m512 lookup16_avx512(const
 #define VADD _mm512_add_ps
 #define VFMA _mm512_fmadd_ps
 #define VHSUM _mm512_reduce_add_ps
-#include "packed_gemm_template.h"
+#include "../../lowra_packed_gemm_template.h"
 
 #endif

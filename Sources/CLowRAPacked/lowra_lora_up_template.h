@@ -1,11 +1,10 @@
-// The LoRA up-projection's vector loop, instantiated per x86 path (lora_up_avx2.c, lora_up_avx512.c);
-// the scalar reference, whose order every path keeps, and the dispatch are in lowra_lora.c.
-#ifndef LOWRA_ARCH_X86_LORA_UP_H
-#define LOWRA_ARCH_X86_LORA_UP_H
+// The LoRA up-projection's vector loop, instantiated per vector path (arch/x86/lora_up_avx2.c,
+// arch/x86/lora_up_avx512.c, arch/arm/lora_up_neon.c); the scalar reference, whose order every path
+// keeps, and the dispatch are in lowra_lora.c.
+#ifndef LOWRA_LORA_UP_TEMPLATE_H
+#define LOWRA_LORA_UP_TEMPLATE_H
 
-#include "../../lowra_kernels_internal.h"
-
-#include <immintrin.h>
+#include "lowra_kernels_internal.h"
 
 // One register of outputs (LANES rows of B from row o) for the columns of xa in groups of
 // LOWRA_TILE_COLUMNS, B's columns gathered LORA_K at a time: each output's chain runs k = 0 ..< r

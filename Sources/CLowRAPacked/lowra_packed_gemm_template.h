@@ -1,4 +1,5 @@
-// The fp32 kernels of packed weights, written once for every x86 vector width. A path's file
+// The fp32 kernels of packed weights, written once for every vector width (x86: AVX2, AVX-512;
+// arm64: NEON, two registers a vector). A path's file
 // defines its primitives, then includes this file, which defines rows_<PATH> (the gemm's rows, for
 // LOWRA_DISPATCH_COLUMNS) and lowra_packed_dequantize_<PATH>. The primitives:
 //   TARGET               the function attribute naming the instruction sets

@@ -1,0 +1,386 @@
+// Every vector path of the C kernels against the scalar reference, in C alone, on fresh random inputs:
+// the cases of KernelTests.swift for a machine that cannot build the Swift package — arm64 under
+// qemu-user (scripts/kernel_check_arm64.sh cross-compiles this file with the kernels and runs it
+// with and without the dot-product instructions). On x86-64 it checks AVX2 and AVX-512 the same way.
+//
+//   kernel_check [SEED]     exit status 0 when every path agrees; one line per failure otherwise
+//
+// Exact where the code guarantees it (panel dequantization, the LoRA up-projection's fused chains,
+// f16 conversions); elsewhere within 2e-5 of Σ|w·x| (the products' rounding in another order).
+#include "lowra_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t state;
+static uint64_t next(void) {  // xorshift64*
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 2685821657736338717ull;
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next() >> 40) / (float)(1 << 24); }
+
+static int failures = 0, checks = 0;
+static const char *path_name;
+
+static void fail(const char *what, const char *detail) {
+    if (failures < 40) printf("FAIL [%s] %s: %s\n", path_name, what, detail);
+    failures++;
+}
+
+// |got - want| <= tol · bound[i] for every i (bound: Σ|w·x| of each output).
+static void expect_close(const char *what, const float *got, const float *want, const double *bound, uint64_t count,
+                         double tol) {
+    checks++;
+    for (uint64_t i = 0; i < count; i++) {
+        const double d = fabs((double)got[i] - (double)want[i]);
+        if (!(d <= tol * bound[i] + 1e-30)) {
+            char s[160];
+            snprintf(s, sizeof s, "element %llu: %.9g vs %.9g (bound %.3g)", (unsigned long long)i, got[i], want[i],
+                     bound[i]);
+            return fail(what, s);
+        }
+    }
+}
+
+static void expect_same(const char *what, const void *got, const void *want, uint64_t bytes) {
+    checks++;
+    if (memcmp(got, want, bytes) != 0) {
+        const uint8_t *a = got, *b = want;
+        uint64_t i = 0;
+        while (a[i] == b[i]) i++;
+        char s[80];
+        snprintf(s, sizeof s, "first differing byte %llu", (unsigned long long)i);
+        fail(what, s);
+    }
+}
+
+static uint16_t half_bits(float f) {  // IEEE binary16, round to nearest even (an independent reference)
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, m = x & 0x7fffff;
+    if (e == 0xff) return (uint16_t)(sign | 0x7c00 | (m ? 0x200 | (m >> 13) : 0));
+    const int exp = (int)e - 127 + 15;
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        const uint32_t mant = m | 0x800000, shift = (uint32_t)(14 - exp);
+        uint32_t h = mant >> shift;
+        const uint32_t rest = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rest > half || (rest == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)exp << 10) | (m >> 13);
+    const uint32_t rest = m & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed weights: random widths, codes, levels, block scales (plain or double-quantized), row order.
+
+typedef struct {
+    lowra_packed_view v;
+    uint8_t *bits, *codes, *absmax_codes, *levels_u8;
+    int64_t *row_offsets, *level_offsets, *order;
+    float *levels, *absmax, *absmax_scales, *level_min, *level_step;
+} packed;
+
+static packed make_packed(uint64_t out, uint64_t in, int dq, int ordered) {
+    packed p = {0};
+    const uint64_t nb = lowra_blocks_per_row(in);
+    p.bits = malloc(out);
+    p.row_offsets = malloc((out + 1) * sizeof(int64_t));
+    p.level_offsets = malloc(out * sizeof(int64_t));
+    p.levels_u8 = calloc(out, 16);
+    p.level_min = malloc(out * sizeof(float));
+    p.level_step = malloc(out * sizeof(float));
+    uint64_t bytes = 0, levels = 0;
+    for (uint64_t r = 0; r < out; r++) {
+        const unsigned widths[3] = {1, 2, 4};
+        p.bits[r] = (uint8_t)widths[next() % 3];
+        p.row_offsets[r] = (int64_t)bytes;
+        p.level_offsets[r] = (int64_t)levels;
+        bytes += lowra_row_bytes(in, p.bits[r]);
+        levels += 1u << p.bits[r];
+    }
+    p.row_offsets[out] = (int64_t)bytes;
+    p.codes = malloc(bytes + 64);
+    for (uint64_t i = 0; i < bytes + 64; i++) p.codes[i] = (uint8_t)next();
+    p.levels = malloc(levels * sizeof(float));
+    for (uint64_t r = 0; r < out; r++) {
+        const unsigned k = 1u << p.bits[r];
+        float *l = p.levels + p.level_offsets[r];
+        for (unsigned i = 0; i < k; i++) l[i] = uniform(-1, 1);
+        lowra_integer_levels_row(l, k, p.levels_u8 + 16 * r, &p.level_min[r], &p.level_step[r]);
+    }
+    if (dq) {
+        p.absmax_codes = malloc(out * nb);
+        for (uint64_t i = 0; i < out * nb; i++) p.absmax_codes[i] = (uint8_t)next();
+        const uint64_t groups = (out * nb + LOWRA_DQ_GROUP - 1) / LOWRA_DQ_GROUP;
+        p.absmax_scales = malloc(groups * sizeof(float));
+        for (uint64_t g = 0; g < groups; g++) p.absmax_scales[g] = uniform(0.01f, 2);
+    } else {
+        p.absmax = malloc(out * nb * sizeof(float));
+        for (uint64_t i = 0; i < out * nb; i++) p.absmax[i] = uniform(0.001f, 2);
+    }
+    if (ordered) {
+        p.order = malloc(out * sizeof(int64_t));
+        for (uint64_t i = 0; i < out; i++) p.order[i] = (int64_t)i;
+        for (uint64_t i = out; i > 1; i--) {
+            const uint64_t j = next() % i;
+            const int64_t t = p.order[i - 1];
+            p.order[i - 1] = p.order[j];
+            p.order[j] = t;
+        }
+    }
+    p.v = (lowra_packed_view){.out = out, .in = in, .bits = p.bits, .codes = p.codes, .row_offsets = p.row_offsets,
+                              .levels = p.levels, .level_offsets = p.level_offsets, .absmax = p.absmax,
+                              .absmax_codes = p.absmax_codes, .absmax_scales = p.absmax_scales,
+                              .levels_u8 = p.levels_u8, .level_min = p.level_min, .level_step = p.level_step,
+                              .order = p.order};
+    return p;
+}
+
+static void free_packed(packed *p) {
+    free(p->bits), free(p->codes), free(p->absmax_codes), free(p->levels_u8), free(p->row_offsets);
+    free(p->level_offsets), free(p->order), free(p->levels), free(p->absmax), free(p->absmax_scales);
+    free(p->level_min), free(p->level_step);
+}
+
+static float *random_floats(uint64_t count, float scale) {
+    float *x = malloc(count * sizeof(float) + 64);
+    for (uint64_t i = 0; i < count; i++) x[i] = uniform(-scale, scale);
+    return x;
+}
+
+// bound[c * out + r] = Σ_j |W[r][j] x[c][j]|, with W from the scalar dequantization.
+static double *bounds(const float *w, const float *x, uint64_t n, uint64_t out, uint64_t in) {
+    double *b = malloc(n * out * sizeof(double));
+    for (uint64_t c = 0; c < n; c++)
+        for (uint64_t r = 0; r < out; r++) {
+            double s = 0;
+            for (uint64_t j = 0; j < in; j++) s += fabs((double)w[r * in + j] * x[c * in + j]);
+            b[c * out + r] = s;
+        }
+    return b;
+}
+
+static void check_packed(int path, uint64_t out, uint64_t in, int dq, int ordered) {
+    char what[120];
+    packed p = make_packed(out, in, dq, ordered);
+    float *w = malloc(out * in * sizeof(float)), *wv = malloc(out * in * sizeof(float));
+    lowra_packed_dequantize(LOWRA_PATH_SCALAR, &p.v, 0, out, w);
+    lowra_packed_dequantize(path, &p.v, 0, out, wv);
+    snprintf(what, sizeof what, "packed_dequantize out %llu in %llu dq %d", (unsigned long long)out,
+             (unsigned long long)in, dq);
+    expect_same(what, wv, w, out * in * sizeof(float));
+    const uint64_t columns[] = {1, 2, 3, 4, 7, 8, 9, 17};
+    for (unsigned k = 0; k < sizeof columns / sizeof columns[0]; k++) {
+        const uint64_t n = columns[k];
+        float *x = random_floats(n * in, 1);
+        float *y = malloc(n * out * sizeof(float)), *yv = malloc(n * out * sizeof(float));
+        double *b = bounds(w, x, n, out, in);
+        const uint64_t r0 = out > 2 ? 1 : 0;  // a sub-range of rows: the others untouched
+        for (uint64_t i = 0; i < n * out; i++) y[i] = yv[i] = -7;
+        lowra_packed_gemm(LOWRA_PATH_SCALAR, &p.v, x, n, y, out, r0, out);
+        lowra_packed_gemm(path, &p.v, x, n, yv, out, r0, out);
+        snprintf(what, sizeof what, "packed_gemm out %llu in %llu n %llu dq %d order %d", (unsigned long long)out,
+                 (unsigned long long)in, (unsigned long long)n, dq, ordered);
+        expect_close(what, yv, y, b, n * out, 2e-5);
+        for (int split = 0; split < 2; split++) {
+            void *buffer = aligned_alloc(64, (lowra_q8_activation_bytes(n, in) + 63) / 64 * 64);
+            lowra_q8_activations a;
+            lowra_q8_quantize(x, n, in, lowra_q8_order(1) | lowra_q8_order(2) | lowra_q8_order(4), split, buffer, &a);
+            lowra_packed_gemm_q8(LOWRA_PATH_SCALAR, &p.v, &a, y, out, r0, out);
+            lowra_packed_gemm_q8(path, &p.v, &a, yv, out, r0, out);
+            snprintf(what, sizeof what, "packed_gemm_q8 out %llu in %llu n %llu split %d dq %d order %d",
+                     (unsigned long long)out, (unsigned long long)in, (unsigned long long)n, split, dq, ordered);
+            expect_close(what, yv, y, b, n * out, 2e-5);
+            free(buffer);
+        }
+        free(x), free(y), free(yv), free(b);
+    }
+    free(w), free(wv);
+    free_packed(&p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored matrices (ggml encodings) and Q8_0 rows with integer activations.
+
+static uint64_t stored_row_bytes(unsigned t, uint64_t in) {
+    switch (t) {
+    case 0: return 4 * in;
+    case 1: case 30: return 2 * in;
+    case 8: return in / 32 * 34;
+    case 3: return in / 32 * 20;
+    default: return in / 32 * 18;
+    }
+}
+
+static uint8_t *random_stored(unsigned t, uint64_t out, uint64_t in) {
+    const uint64_t row = stored_row_bytes(t, in);
+    uint8_t *m = malloc(out * row + 64);
+    for (uint64_t r = 0; r < out; r++) {
+        uint8_t *p = m + r * row;
+        if (t == 0) {
+            for (uint64_t j = 0; j < in; j++) {
+                const float f = uniform(-1, 1);
+                memcpy(p + 4 * j, &f, 4);
+            }
+        } else if (t == 1 || t == 30) {
+            for (uint64_t j = 0; j < in; j++) {
+                const float f = uniform(-1, 1);
+                uint32_t u;
+                memcpy(&u, &f, 4);
+                const uint16_t h = t == 1 ? half_bits(f) : (uint16_t)(u >> 16);
+                memcpy(p + 2 * j, &h, 2);
+            }
+        } else {
+            const uint64_t bytes = row / (in / 32);
+            for (uint64_t k = 0; k < in / 32; k++) {
+                uint8_t *blk = p + k * bytes;
+                for (uint64_t i = 0; i < bytes; i++) blk[i] = (uint8_t)next();
+                const uint16_t d = half_bits(uniform(0.001f, 0.05f)), mn = half_bits(uniform(-0.5f, 0.5f));
+                memcpy(blk, &d, 2);
+                if (t == 3) memcpy(blk + 2, &mn, 2);
+                if (t == 8)
+                    for (int i = 0; i < 32; i++)
+                        if (blk[2 + i] == 0x80) blk[2 + i] = 0x81;  // int8 weights in [-127, 127], as ggml writes
+            }
+        }
+    }
+    return m;
+}
+
+static void check_stored(int path, unsigned t, uint64_t out, uint64_t in) {
+    char what[120];
+    uint8_t *m = random_stored(t, out, in);
+    const uint64_t row = stored_row_bytes(t, in);
+    float *w = malloc(out * in * sizeof(float)), *wv = malloc(out * in * sizeof(float));
+    lowra_stored_dequantize(LOWRA_PATH_SCALAR, t, m, row, in, 0, out, w);
+    lowra_stored_dequantize(path, t, m, row, in, 0, out, wv);
+    snprintf(what, sizeof what, "stored_dequantize type %u in %llu", t, (unsigned long long)in);
+    expect_same(what, wv, w, out * in * sizeof(float));
+    for (uint64_t n = 1; n <= 9; n += 4) {
+        float *x = random_floats(n * in, 1);
+        float *y = malloc(n * out * sizeof(float)), *yv = malloc(n * out * sizeof(float));
+        double *b = bounds(w, x, n, out, in);
+        lowra_stored_gemm(LOWRA_PATH_SCALAR, t, m, row, in, x, n, y, out, 0, out);
+        lowra_stored_gemm(path, t, m, row, in, x, n, yv, out, 0, out);
+        snprintf(what, sizeof what, "stored_gemm type %u in %llu n %llu", t, (unsigned long long)in,
+                 (unsigned long long)n);
+        expect_close(what, yv, y, b, n * out, 2e-5);
+        if (t == 8) {
+            for (int split = 0; split < 2; split++) {
+                void *buffer = aligned_alloc(64, (lowra_q8_activation_bytes(n, in) + 63) / 64 * 64);
+                lowra_q8_activations a;
+                lowra_q8_quantize(x, n, in, 0, split, buffer, &a);
+                lowra_q8_0_gemm_q8(LOWRA_PATH_SCALAR, m, row, &a, y, out, 0, out);
+                lowra_q8_0_gemm_q8(path, m, row, &a, yv, out, 0, out);
+                snprintf(what, sizeof what, "q8_0_gemm_q8 in %llu n %llu split %d", (unsigned long long)in,
+                         (unsigned long long)n, split);
+                expect_close(what, yv, y, b, n * out, 2e-5);
+                free(buffer);
+            }
+        }
+        free(x), free(y), free(yv), free(b);
+    }
+    free(m), free(w), free(wv);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention over an f16 cache, f16 conversions, the LoRA up-projection.
+
+static void check_attention(int path, uint64_t tk, uint64_t heads, uint64_t kv_heads, uint64_t d) {
+    char what[120];
+    const uint64_t cache = tk * kv_heads * d;
+    uint16_t *k = malloc(cache * 2), *v = malloc(cache * 2);
+    for (uint64_t i = 0; i < cache; i++) k[i] = half_bits(uniform(-2, 2)), v[i] = half_bits(uniform(-2, 2));
+    float *q = random_floats(heads * d, 1);
+    float *s = malloc(heads * tk * sizeof(float)), *sv = malloc(heads * tk * sizeof(float));
+    float *o = malloc(heads * d * sizeof(float)), *ov = malloc(heads * d * sizeof(float));
+    double *b = malloc(heads * d * sizeof(double));
+    lowra_attention_decode_f16(LOWRA_PATH_SCALAR, q, k, v, tk, heads, kv_heads, d, s, o, 0, heads);
+    lowra_attention_decode_f16(path, q, k, v, tk, heads, kv_heads, d, sv, ov, 0, heads);
+    for (uint64_t i = 0; i < heads * d; i++) b[i] = 2;  // |values| <= 2, probabilities sum to 1
+    snprintf(what, sizeof what, "attention tk %llu heads %llu/%llu d %llu", (unsigned long long)tk,
+             (unsigned long long)heads, (unsigned long long)kv_heads, (unsigned long long)d);
+    expect_close(what, ov, o, b, heads * d, 2e-5);
+    free(k), free(v), free(q), free(s), free(sv), free(o), free(ov), free(b);
+}
+
+static void check_halves(int path) {
+    const uint64_t n = 4099;
+    float *x = malloc(n * sizeof(float)), *back = malloc(65536 * sizeof(float)), *want = malloc(65536 * sizeof(float));
+    uint16_t *h = malloc(n * 2), *ref = malloc(n * 2), *all = malloc(65536 * 2);
+    for (uint64_t i = 0; i < n; i++) {
+        const float scales[] = {1e-7f, 1e-4f, 1, 300, 70000};  // subnormal, normal, overflowing halves
+        x[i] = uniform(-1, 1) * scales[next() % 5];
+        ref[i] = half_bits(x[i]);
+    }
+    if (lowra_floats_to_halves(path, x, h, n)) expect_same("floats_to_halves", h, ref, n * 2);
+    uint64_t m = 0;
+    for (uint32_t i = 0; i < 65536; i++) {
+        if (((i >> 10) & 0x1f) == 0x1f && (i & 0x3ff)) continue;  // NaNs: any quiet NaN will do
+        all[m] = (uint16_t)i;
+        m++;
+    }
+    lowra_halves_to_floats(LOWRA_PATH_SCALAR, all, want, m);
+    lowra_halves_to_floats(path, all, back, m);
+    expect_same("halves_to_floats (every non-NaN half)", back, want, m * sizeof(float));
+    free(x), free(back), free(want), free(h), free(ref), free(all);
+}
+
+static void check_lora_up(int path, uint64_t out, uint64_t r, uint64_t n) {
+    char what[120];
+    float *b = random_floats(out * r, 1), *xa = random_floats(n * r, 1);
+    float *y = random_floats(n * out, 1), *yv = malloc(n * out * sizeof(float));
+    memcpy(yv, y, n * out * sizeof(float));
+    lowra_lora_up(LOWRA_PATH_SCALAR, b, out, r, xa, n, 0.75f, y, out, 0, out);
+    lowra_lora_up(path, b, out, r, xa, n, 0.75f, yv, out, 0, out);
+    snprintf(what, sizeof what, "lora_up out %llu r %llu n %llu (bit for bit)", (unsigned long long)out,
+             (unsigned long long)r, (unsigned long long)n);
+    expect_same(what, yv, y, n * out * sizeof(float));
+    free(b), free(xa), free(y), free(yv);
+}
+
+int main(int argc, char **argv) {
+    const uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
+    int tested = 0;
+    for (int path = LOWRA_PATH_SCALAR + 1; path < LOWRA_PATH_COUNT; path++) {
+        if (!lowra_kernel_path_supported(path)) continue;
+        tested++;
+        path_name = lowra_kernel_variant_name(path);
+        const int before = checks;
+        state = seed * 0x9E3779B97F4A7C15ull + (uint64_t)path;
+        const uint64_t ins[] = {32, 64, 100, 576, 1000};
+        for (unsigned i = 0; i < sizeof ins / sizeof ins[0]; i++)
+            for (int dq = 0; dq < 2; dq++) check_packed(path, i % 2 ? 37 : 5, ins[i], dq, (int)(i % 2));
+        const unsigned types[] = {0, 1, 30, 8, 2, 3};
+        for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++) {
+            check_stored(path, types[i], 11, 576);
+            check_stored(path, types[i], 3, 64);
+            if (types[i] == 0 || types[i] == 1 || types[i] == 30) check_stored(path, types[i], 5, 100);
+        }
+        const uint64_t lengths[] = {1, 7, 33, 130};
+        for (unsigned i = 0; i < 4; i++) {
+            check_attention(path, lengths[i], 9, 3, 64);
+            check_attention(path, lengths[i], 4, 4, 8);
+            check_attention(path, lengths[i], 2, 1, 12);  // not a multiple of 8: the scalar kernel
+        }
+        check_halves(path);
+        const uint64_t ranks[] = {1, 4, 16, 33, 64};
+        for (unsigned i = 0; i < 5; i++)
+            for (uint64_t n = 1; n <= 9; n += 4) check_lora_up(path, i % 2 ? 37 : 64, ranks[i], n);
+        printf("path %s: %d checks\n", path_name, checks - before);
+    }
+    if (!tested) printf("no vector path on this CPU: nothing to compare\n");
+    printf("seed %llu: %d failures\n", (unsigned long long)seed, failures);
+    return failures ? 1 : 0;
+}
