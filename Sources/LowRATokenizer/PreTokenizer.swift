@@ -145,9 +145,13 @@ public struct SequencePreTokenizer: PreTokenizer {
     public init(_ steps: [any PreTokenizer]) { self.steps = steps }
     public var huggingFaceSpec: [String: Any] { ["type": "Sequence", "pretokenizers": steps.map(\.huggingFaceSpec)] }
     public var ggufName: String? {
-        if steps.count == 1 { return steps[0].ggufName }
-        return steps.count == 2 && steps[0] is DigitSplitter && steps[1] is GPT2Splitter ? "smollm" : nil
+        let flat = flattened
+        if flat.count == 1 { return flat[0].ggufName }
+        return flat.count == 2 && flat[0] is DigitSplitter && flat[1] is GPT2Splitter ? "smollm" : nil
     }
+    /// The steps with nested sequences spliced in; a step that splits nothing (an empty sequence:
+    /// a ByteLevel step without its regex) is gone.
+    var flattened: [any PreTokenizer] { steps.flatMap { ($0 as? SequencePreTokenizer)?.flattened ?? [$0] } }
 
     public func split(_ text: Substring) -> [Substring] {
         var pieces = [text]

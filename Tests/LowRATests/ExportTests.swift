@@ -159,6 +159,25 @@ final class ExportTests: XCTestCase {
         XCTAssertThrowsError(try odd.ggufMetadata(vocabularySize: tok.vocabSize)) {
             XCTAssertTrue("\($0)".contains("no llama.cpp equivalent"), "\($0)")
         }
+        // Each pre-tokenizer llama.cpp names, also after the trip through tokenizer.json that a
+        // quantized directory's tokenizer takes (Qwen2's comes back as Split + a regex-less ByteLevel).
+        let kinds: [(String, any PreTokenizer, Bool, Bool)] = [
+            ("smollm", SequencePreTokenizer([DigitSplitter(), GPT2Splitter()]), false, false),
+            ("gpt2", GPT2Splitter(), false, false), ("qwen2", WordPieceSplitter(maxDigits: 1), false, true),
+            ("llama-bpe", WordPieceSplitter(maxDigits: 3), true, false),
+        ]
+        for (name, pre, ignoreMerges, nfc) in kinds {
+            let t = Tokenizer(
+                bpe: tok.bpe, preTokenizer: pre, addedTokens: [:], eosTokenId: nil, ignoreMerges: ignoreMerges,
+                normalizesNFC: nfc)
+            let json = "\(dir)/\(name).json"
+            try t.huggingFaceFiles().tokenizer.write(to: URL(fileURLWithPath: json))
+            for u in [t, try Tokenizer(tokenizerJSON: json)] {
+                let m = Dictionary(try u.ggufMetadata(vocabularySize: tok.vocabSize + 3)) { a, _ in a }
+                XCTAssertEqual(m["tokenizer.ggml.pre"]?.string, name)
+                XCTAssertEqual(m["tokenizer.ggml.tokens"]?.array?.last?.string, "[PAD\(tok.vocabSize + 2)]")
+            }
+        }
     }
 
     /// The writer's bytes, read back: every metadata type, arrays, tensor offsets aligned to 32.
