@@ -118,7 +118,7 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// `dequantizeRows` on the calling thread, by the C kernels for the types they read (a panel
     /// for sgemm, while the workers are parked); the same values.
-    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best)
+    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current)
     {
         guard multipliesDirectly else { return dequantizeRows(range, into: dst) }
         lowra_stored_dequantize(
@@ -134,7 +134,7 @@ public struct StoredMatrix: @unchecked Sendable {
     /// Q8_0 rows with integer `activations` (.int16, .int8) use the integer kernels: the tiled one
     /// (`lowra_q8_0_tiled_gemm_q8`) where `KernelPath.usesTiles`, else `lowra_q8_0_gemm_q8`.
     public func multiply(
-        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.current,
         activations: KernelActivations = .default
     ) {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")

@@ -226,7 +226,7 @@ private struct BatchSteps: BlockSteps {
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * H * longest)
         defer { scratch.deallocate() }
         let io = UncheckedSendable((rows.map { ($0.cache.keys(l), $0.cache.values(l)) }, keys, q, att, scratch))
-        let path = KernelPath.best
+        let path = KernelPath.current
         parallelFor(n * H, minPerChunk: max(1, 16_384 / (longest * D))) { range in
             let (cached, keys, q, att, scratch) = io.value
             for item in range {

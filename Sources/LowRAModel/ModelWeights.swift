@@ -391,7 +391,7 @@ public struct ModelWeights: Sendable {
     /// process turns to the row kernels instead (a model mapped from a file larger than memory
     /// must not gain an in-memory copy).
     @discardableResult
-    public func prepareDecode(path: Int = KernelPath.best) -> Int {
+    public func prepareDecode(path: Int = KernelPath.current) -> Int {
         guard KernelPath.usesTiles(path) else { return 0 }
         guard decodeTileBytesEstimate <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
             KernelPath.disableTiles()

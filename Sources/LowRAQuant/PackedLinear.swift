@@ -127,7 +127,7 @@ public struct PackedLinear: Sendable, Equatable {
 
     /// W (out, in) in fp32, rows split across the workers (`lowra_packed_dequantize`: the same
     /// values as `dequantizeRow`).
-    public func dequantize(into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best) {
+    public func dequantize(into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current) {
         let out = UncheckedSendable(dst)
         parallelFor(outFeatures, minPerChunk: 16) { rows in
             dequantizePanel(rows, into: out.value + rows.lowerBound * inFeatures, path: path)
@@ -136,7 +136,7 @@ public struct PackedLinear: Sendable, Equatable {
 
     /// Rows `range` of W in fp32 into dst (range.count, in), on the calling thread: a panel for
     /// sgemm (`Linear.forEachPanel`), as `StoredMatrix.dequantizePanel` is for stored weights.
-    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.best)
+    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current)
     {
         withView { lowra_packed_dequantize(Int32(path), $0, UInt64(range.lowerBound), UInt64(range.upperBound), dst) }
     }
@@ -206,7 +206,7 @@ public struct PackedLinear: Sendable, Equatable {
     /// `activations` .int16/.int8 quantizes X per block of 64 once and multiplies with integer dot
     /// products (`lowra_packed_gemm_q8`); .float runs the fp32 kernels.
     public func multiply(
-        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.best,
+        _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.current,
         activations: KernelActivations = .default
     ) {
         withView { view in
@@ -250,7 +250,7 @@ public struct PackedLinear: Sendable, Equatable {
     /// the workers in one dispatch.
     public static func multiply(
         _ weights: [PackedLinear], _ x: UnsafePointer<Float>, columns n: Int, into ys: [UnsafeMutablePointer<Float>],
-        path: Int = KernelPath.best, activations: KernelActivations = .default
+        path: Int = KernelPath.current, activations: KernelActivations = .default
     ) {
         precondition(weights.count == ys.count && weights.allSatisfy { $0.inFeatures == weights[0].inFeatures })
         guard activations != .float, weights.count > 1 else {

@@ -28,7 +28,7 @@ public func attentionForward(
 public func attentionDecode(
     _ out: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Float>, _ k: UnsafePointer<UInt16>,
     _ v: UnsafePointer<UInt16>, keys tk: Int, heads h: Int, kvHeads kv: Int, headDim d: Int,
-    scores: UnsafeMutablePointer<Float>, path: Int = KernelPath.best
+    scores: UnsafeMutablePointer<Float>, path: Int = KernelPath.current
 ) {
     let io = UncheckedSendable((out, q, k, v, scores))
     parallelFor(h, minPerChunk: max(1, 16_384 / max(1, tk * d))) { range in

@@ -28,7 +28,7 @@ public func bfloat16FromFloat(_ x: Float) -> UInt16 {
 /// dst[i] = halfFromFloat(src[i]) for `count` values: F16C (`lowra_floats_to_halves`) where the
 /// kernel path has it, Swift's Float16 otherwise.
 public func halvesFromFloats(
-    _ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<UInt16>, count: Int, path: Int = KernelPath.best
+    _ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<UInt16>, count: Int, path: Int = KernelPath.current
 ) {
     guard lowra_floats_to_halves(Int32(path), src, dst, UInt64(count)) == 0 else { return }
     for i in 0..<count { dst[i] = halfFromFloat(src[i]) }
@@ -37,7 +37,7 @@ public func halvesFromFloats(
 /// dst[i] = floatFromHalf(src[i]) for `count` values (`lowra_halves_to_floats`, F16C where the
 /// kernel path has it).
 public func floatsFromHalves(
-    _ src: UnsafePointer<UInt16>, into dst: UnsafeMutablePointer<Float>, count: Int, path: Int = KernelPath.best
+    _ src: UnsafePointer<UInt16>, into dst: UnsafeMutablePointer<Float>, count: Int, path: Int = KernelPath.current
 ) {
     lowra_halves_to_floats(Int32(path), src, dst, UInt64(count))
 }

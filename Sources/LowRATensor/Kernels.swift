@@ -6,9 +6,28 @@ public enum KernelPath {
     /// AVX-512, AVX2, NEON or scalar: the fastest this CPU runs, unless the environment variable
     /// LOWRA_KERNEL=scalar|avx2 forces a slower one.
     public static let best = Int(lowra_kernel_best_path())
-    public static func name(_ path: Int = best) -> String { String(cString: lowra_kernel_path_name(Int32(path))) }
+    nonisolated(unsafe) private static var selected = best
+    /// The path kernel calls run when not told otherwise: `best`, or the one `run(on:_:)` selects.
+    public static var current: Int { selected }
+    /// Runs `body` with every kernel call of the process on `path` (a benchmark comparing paths in one
+    /// run; nothing else may run kernels meanwhile), then restores the previous path.
+    public static func run<R>(on path: Int, _ body: () throws -> R) throws -> R {
+        guard supported(path) else {
+            let runs = all.map { name($0) }.joined(separator: ", ")
+            throw LowRAError(.unsupported, "this CPU cannot run the \(name(path)) kernels (it runs: \(runs))")
+        }
+        let previous = selected
+        selected = path
+        defer { selected = previous }
+        return try body()
+    }
+    /// The path called `name` ("scalar", "avx2", "avx512", "neon"), or nil.
+    public static func named(_ name: String) -> Int? {
+        (0..<Int(LOWRA_PATH_COUNT.rawValue)).first { Self.name($0) == name }
+    }
+    public static func name(_ path: Int = current) -> String { String(cString: lowra_kernel_path_name(Int32(path))) }
     /// The path's name with the instructions its integer kernels use ("avx512 vnni vbmi", ...).
-    public static func variant(_ path: Int = best) -> String {
+    public static func variant(_ path: Int = current) -> String {
         String(cString: lowra_kernel_variant_name(Int32(path)))
     }
     /// The AVX-512 integer kernels with and without VBMI on CPUs that have it (`[true]` or `[false]`

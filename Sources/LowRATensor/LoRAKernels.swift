@@ -17,7 +17,7 @@ public func loraForward(
     // A few rows (decode): xa by the stored fp32 kernel on this thread (r rows), then the
     // up-projection by `lowra_lora_up` (16 rows of B per register; the same bits for any t, so a
     // sequence's output does not depend on the others batched with it).
-    let path = KernelPath.best
+    let path = KernelPath.current
     let ab = UnsafeRawPointer(a).assumingMemoryBound(to: UInt8.self)
     lowra_stored_gemm(Int32(path), 0, ab, UInt64(4 * inF), UInt64(inF), x, UInt64(t), xa, UInt64(r), 0, UInt64(r))
     let io = UncheckedSendable((b, xa, y))

@@ -152,7 +152,7 @@ public func softmaxRowsForward(
 /// paths' exp is within 1e-6 relative of expf's).
 public func swigluForward(
     _ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
-    count n: Int, path: Int = KernelPath.best
+    count n: Int, path: Int = KernelPath.current
 ) {
     parallelFor(n, minPerChunk: 16384) { range in
         lowra_swiglu(

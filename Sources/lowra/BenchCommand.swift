@@ -126,6 +126,12 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Prompt tokens for prefill.") var prefill: Int = 512
     @Option(help: "Tokens decoded per measurement.") var decode: Int = 128
     @Option(help: "Rounds; mean and standard deviation are reported.") var rounds: Int = 3
+    @Option(
+        help: """
+            Kernel paths to compare in this run, comma-separated (scalar, avx2, avx512, neon; default: the fastest \
+            this CPU runs): every model on every path in each round.
+            """)
+    var path: String?
     @Option(help: "Path of llama.cpp's llama-bench (scripts/build_llamacpp.sh builds it).") var llamaBench: String?
     @Option(help: "A GGUF file for llama-bench (repeatable).") var gguf: [String] = []
     @Flag(help: "Print one JSON object on stdout.") var json = false
@@ -141,6 +147,23 @@ struct BenchDecode: ParsableCommand {
         if let missing = (models + fp32 + gguf).first(where: { !FileManager.default.fileExists(atPath: $0) }) {
             throw ValidationError("\(missing): no such file or directory")
         }
+        _ = try paths()
+    }
+
+    /// The kernel paths to measure, each one this CPU runs.
+    func paths() throws -> [Int] {
+        guard let path else { return [KernelPath.current] }
+        return try path.split(separator: ",").map { word in
+            let name = word.trimmingCharacters(in: .whitespaces)
+            guard let p = KernelPath.named(name) else {
+                throw ValidationError("--path: unknown kernel path '\(name)' (scalar, avx2, avx512, neon)")
+            }
+            guard KernelPath.supported(p) else {
+                let runs = KernelPath.all.map { KernelPath.name($0) }.joined(separator: ", ")
+                throw ValidationError("--path: this CPU cannot run \(name) (it runs: \(runs))")
+            }
+            return p
+        }
     }
 
     func run() throws {
@@ -148,26 +171,33 @@ struct BenchDecode: ParsableCommand {
             let label: String
             let model: LanguageModel
             let fileBits: Double
+            var path = KernelPath.current
             var runs: [DecodeMeasurement] = []
         }
-        var entries = [Entry]()
-        for path in models {
-            printErr("bench: loading \(path)")
-            let m = try LoadedModel.load(path)
+        var loaded = [Entry]()
+        for file in models {
+            printErr("bench: loading \(file)")
+            let m = try LoadedModel.load(file)
             let params = Double(m.model.weights.parameterCount)
-            entries.append(Entry(label: path, model: m.model, fileBits: 8 * Double(m.fileBytes) / params))
+            loaded.append(Entry(label: file, model: m.model, fileBits: 8 * Double(m.fileBytes) / params))
         }
-        for path in fp32 {
-            printErr("bench: loading \(path) as fp32")
-            let m = try LoadedModel.load(path)
+        for file in fp32 {
+            printErr("bench: loading \(file) as fp32")
+            let m = try LoadedModel.load(file)
             let expanded = try LanguageModel(config: m.config, weights: m.model.weights.expandedToFP32())
-            entries.append(Entry(label: "\(path) (fp32)", model: expanded, fileBits: 32))
+            loaded.append(Entry(label: "\(file) (fp32)", model: expanded, fileBits: 32))
         }
+        let kernelPaths = try paths()
+        var entries = kernelPaths.flatMap { p in loaded.map { var e = $0; e.path = p; return e } }
         for round in 1...rounds {
-            for i in entries.indices {
-                printErr("bench: round \(round)/\(rounds) \(entries[i].label)")
-                entries[i].runs.append(
-                    try DecodeBenchmark.measure(model: entries[i].model, prefill: prefill, decode: decode))
+            for p in kernelPaths {
+                try KernelPath.run(on: p) {
+                    for i in entries.indices where entries[i].path == p {
+                        printErr("bench: round \(round)/\(rounds) \(entries[i].label) on \(KernelPath.variant(p))")
+                        entries[i].runs.append(
+                            try DecodeBenchmark.measure(model: entries[i].model, prefill: prefill, decode: decode))
+                    }
+                }
             }
         }
         printErr("bench: memory bandwidth")
@@ -179,7 +209,8 @@ struct BenchDecode: ParsableCommand {
                 peers += try runLlamaBench(llamaBench, gguf: g)
             }
         }
-        let fp32Decode = entries.first { $0.label.hasSuffix("(fp32)") }.map { mean($0.runs.map(\.decodeTokensPerS)) }
+        let fp32Decode = entries.first { $0.label.hasSuffix("(fp32)") && $0.path == kernelPaths[0] }
+            .map { mean($0.runs.map(\.decodeTokensPerS)) }
         let peerDecode = peers.filter { ($0["test"] as? String) == "tg" }.compactMap { $0["tokens_per_s"] as? Double }
         let peerPrefill = peers.filter { ($0["test"] as? String) == "pp" }.compactMap { $0["tokens_per_s"] as? Double }
         var rows = [[String: Any]]()
@@ -188,7 +219,7 @@ struct BenchDecode: ParsableCommand {
             let p = e.runs.map(\.prefillTokensPerS)
             let bytes = e.runs[0].bytesPerToken
             var row: [String: Any] = [
-                "model": e.label, "file_bits_per_param": e.fileBits, "decode_tokens_per_s": mean(d),
+                "model": e.label, "kernel_path": KernelPath.variant(e.path), "file_bits_per_param": e.fileBits, "decode_tokens_per_s": mean(d),
                 "decode_sd": sd(d), "prefill_tokens_per_s": mean(p), "prefill_sd": sd(p), "bytes_per_token": bytes,
                 "bound_tokens_per_s": bandwidth * 1e9 / Double(bytes),
             ]
@@ -198,7 +229,7 @@ struct BenchDecode: ParsableCommand {
             rows.append(row)
         }
         let setup: [String: Any] = [
-            "kernel_path": KernelPath.variant(), "threads": workerCount, "blas_core": blasCoreName,
+            "kernel_paths": kernelPaths.map { KernelPath.variant($0) }, "threads": workerCount, "blas_core": blasCoreName,
             "blas_threads": blasThreadCount, "bandwidth_gbs": bandwidth, "prefill_tokens": prefill,
             "decode_tokens": decode, "rounds": rounds,
         ]
@@ -207,18 +238,18 @@ struct BenchDecode: ParsableCommand {
             return
         }
         print(
-            "kernels \(KernelPath.variant()), \(workerCount) threads; "
+            "kernels \(kernelPaths.map { KernelPath.variant($0) }.joined(separator: " / ")), \(workerCount) threads; "
                 + "OpenBLAS \(blasCoreName), \(blasThreadCount) threads; "
                 + String(format: "copy bandwidth %.1f GB/s; %d rounds", bandwidth, rounds))
         print(
-            "| model | file bits/param | decode tok/s | prefill \(prefill) tok/s | MB/token | bound tok/s | vs fp32 "
-                + "| vs llama.cpp tg |"
+            "| model | kernels | file bits/param | decode tok/s | prefill \(prefill) tok/s | MB/token | bound tok/s "
+                + "| vs fp32 | vs llama.cpp tg |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows {
             func f(_ k: String, _ fmt: String) -> String { (r[k] as? Double).map { String(format: fmt, $0) } ?? "-" }
             print(
-                "| \(r["model"]!) | \(f("file_bits_per_param", "%.2f")) | \(f("decode_tokens_per_s", "%.1f")) ± "
+                "| \(r["model"]!) | \(r["kernel_path"]!) | \(f("file_bits_per_param", "%.2f")) | \(f("decode_tokens_per_s", "%.1f")) ± "
                     + "\(f("decode_sd", "%.1f")) | \(f("prefill_tokens_per_s", "%.0f")) ± "
                     + "\(f("prefill_sd", "%.0f")) | "
                     + String(format: "%.1f", Double(r["bytes_per_token"] as! Int) / 1e6)

@@ -103,6 +103,34 @@ final class CLITests: XCTestCase {
         XCTAssertNotNil(obj["accuracy"] as? Double)
     }
 
+    /// `bench decode --path`: every path this CPU runs measured in one run, each row naming its path;
+    /// a path the CPU lacks or an unknown name is refused.
+    func testBenchDecodeComparesPaths() throws {
+        let dir = try temporaryDirectory(self)
+        var r = try runProcess(
+            Paths.lowraBinary,
+            ["quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "\(dir)/q", "--init", "none"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let names = KernelPath.all.map { KernelPath.name($0) }
+        r = try runProcess(
+            Paths.lowraBinary,
+            [
+                "bench", "decode", "--model", "\(dir)/q", "--path", names.joined(separator: ","), "--rounds", "1",
+                "--prefill", "8", "--decode", "4", "--json",
+            ])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let rows = obj["models"] as! [[String: Any]]
+        XCTAssertEqual(rows.compactMap { $0["kernel_path"] as? String }, KernelPath.all.map { KernelPath.variant($0) })
+        XCTAssertTrue(rows.allSatisfy { ($0["decode_tokens_per_s"] as? Double ?? 0) > 0 })
+        let lacking = (0..<4).first { !KernelPath.supported($0) }.map { KernelPath.name($0) } ?? "avx9"
+        for bad in [lacking, "avx9"] {
+            r = try runProcess(Paths.lowraBinary, ["bench", "decode", "--model", "\(dir)/q", "--path", bad])
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.err.contains("--path"), r.err)
+        }
+    }
+
     /// `quantize --reconstruct`: the packed model reconstructed in place against its source on the
     /// calibration text — closer to the source (lower KL) than the same quantization without it,
     /// with its record (reconstruction.json), its initial adapter trained beside it, and a report
