@@ -103,7 +103,7 @@ static packed make_packed(uint64_t out, uint64_t in, int dq, int ordered) {
     uint64_t bytes = 0, levels = 0;
     for (uint64_t r = 0; r < out; r++) {
         const unsigned widths[3] = {1, 2, 4};
-        p.bits[r] = (uint8_t)widths[next() % 3];
+        p.bits[r] = (uint8_t)widths[(r + next() % 2) % 3];  // every width once out >= 3
         p.row_offsets[r] = (int64_t)bytes;
         p.level_offsets[r] = (int64_t)levels;
         bytes += lowra_row_bytes(in, p.bits[r]);
@@ -180,9 +180,7 @@ static void check_packed(int path, uint64_t out, uint64_t in, int dq, int ordere
     snprintf(what, sizeof what, "packed_dequantize out %llu in %llu dq %d", (unsigned long long)out,
              (unsigned long long)in, dq);
     expect_same(what, wv, w, out * in * sizeof(float));
-    const uint64_t columns[] = {1, 2, 3, 4, 7, 8, 9, 17};
-    for (unsigned k = 0; k < sizeof columns / sizeof columns[0]; k++) {
-        const uint64_t n = columns[k];
+    for (uint64_t n = 1; n <= 17; n++) {
         float *x = random_floats(n * in, 1);
         float *y = malloc(n * out * sizeof(float)), *yv = malloc(n * out * sizeof(float));
         double *b = bounds(w, x, n, out, in);
@@ -267,7 +265,7 @@ static void check_stored(int path, unsigned t, uint64_t out, uint64_t in) {
     lowra_stored_dequantize(path, t, m, row, in, 0, out, wv);
     snprintf(what, sizeof what, "stored_dequantize type %u in %llu", t, (unsigned long long)in);
     expect_same(what, wv, w, out * in * sizeof(float));
-    for (uint64_t n = 1; n <= 9; n += 4) {
+    for (uint64_t n = 1; n <= 17; n += n < 9 ? 1 : 8) {
         float *x = random_floats(n * in, 1);
         float *y = malloc(n * out * sizeof(float)), *yv = malloc(n * out * sizeof(float));
         double *b = bounds(w, x, n, out, in);
@@ -350,6 +348,18 @@ static void check_lora_up(int path, uint64_t out, uint64_t r, uint64_t n) {
     free(b), free(xa), free(y), free(yv);
 }
 
+static void check_swiglu(int path) {
+    const uint64_t n = 1543;  // a tail past every vector width
+    float *g = random_floats(n, 12), *u = random_floats(n, 2), *y = malloc(n * sizeof(float));
+    float *yv = malloc(n * sizeof(float));
+    double *b = malloc(n * sizeof(double));
+    lowra_swiglu(LOWRA_PATH_SCALAR, g, u, y, n);
+    lowra_swiglu(path, g, u, yv, n);
+    for (uint64_t i = 0; i < n; i++) b[i] = fabs((double)y[i]) + 1e-30;
+    expect_close("swiglu", yv, y, b, n, 2e-6);
+    free(g), free(u), free(y), free(yv), free(b);
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     int tested = 0;
@@ -377,7 +387,8 @@ int main(int argc, char **argv) {
         check_halves(path);
         const uint64_t ranks[] = {1, 4, 16, 33, 64};
         for (unsigned i = 0; i < 5; i++)
-            for (uint64_t n = 1; n <= 9; n += 4) check_lora_up(path, i % 2 ? 37 : 64, ranks[i], n);
+            for (uint64_t n = 1; n <= 17; n++) check_lora_up(path, i % 2 ? 37 : 64, ranks[i], n);
+        check_swiglu(path);
         printf("path %s: %d checks\n", path_name, checks - before);
     }
     if (!tested) printf("no vector path on this CPU: nothing to compare\n");
