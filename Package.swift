@@ -15,12 +15,13 @@ import PackageDescription
 // Data-parallel training (`finetune --distributed`) links Open MPI when its development files are installed
 // (Debian: libopenmpi-dev); without them CLowRAComm builds without MPI and --distributed says how to add it.
 // LOWRA_MPI=0 builds without MPI even where it is installed.
-let mpiPkgConfig = [
+let pkgConfigDirectories = [
     "/usr/lib/x86_64-linux-gnu/pkgconfig", "/usr/lib/aarch64-linux-gnu/pkgconfig", "/usr/lib/pkgconfig",
     "/usr/local/lib/pkgconfig", "/opt/homebrew/lib/pkgconfig",
-].map { $0 + "/ompi-c.pc" }
+]
 let withMPI =
-    Context.environment["LOWRA_MPI"] != "0" && mpiPkgConfig.contains { FileManager.default.fileExists(atPath: $0) }
+    Context.environment["LOWRA_MPI"] != "0"
+    && pkgConfigDirectories.contains { FileManager.default.fileExists(atPath: $0 + "/ompi-c.pc") }
 let commTarget: Target =
     withMPI
     ? .target(name: "CLowRAComm", dependencies: ["CMPI"], cSettings: [.define("LOWRA_HAVE_MPI")])
@@ -29,6 +30,27 @@ let mpiTargets: [Target] =
     withMPI
     ? [.systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])])]
     : []
+
+// The one-shot ILP precision assigner (`--assigner ilp`, and the tests that compare the exact assigner with it)
+// uses COIN-OR CBC where its pkg-config file is installed (Debian: coinor-libcbc-dev; Homebrew: cbc); without
+// it (or with LOWRA_CBC=0) the package builds without CBC, and the default exact assigner needs none.
+let withCBC =
+    Context.environment["LOWRA_CBC"] != "0"
+    && pkgConfigDirectories.contains { FileManager.default.fileExists(atPath: $0 + "/cbc.pc") }
+let cbcTargets: [Target] =
+    withCBC
+    ? [
+        .systemLibrary(
+            name: "CCbc", path: "Sources/CCbc", pkgConfig: "cbc",
+            providers: [.apt(["coinor-libcbc-dev"]), .brew(["cbc"])])
+    ]
+    : []
+
+// BLAS and LAPACK (Sources/CBLAS): Accelerate on Apple platforms, OpenBLAS + LAPACKE elsewhere.
+let blasLinks: [LinkerSetting] = [
+    .linkedLibrary("openblas", .when(platforms: [.linux])), .linkedLibrary("lapacke", .when(platforms: [.linux])),
+    .linkedFramework("Accelerate", .when(platforms: [.macOS, .iOS])),
+]
 
 let package = Package(
     name: "LowRA",
@@ -53,14 +75,16 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
-        .systemLibrary(name: "CCbc", path: "Sources/CCbc"),
         .target(name: "CLowRAPacked"),
         commTarget,
         .target(
             name: "LowRATensor",
-            dependencies: ["CBLAS", "CLowRAPacked", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["CBLAS", "CLowRAPacked", .product(name: "Crypto", package: "swift-crypto")],
+            linkerSettings: blasLinks),
         .target(name: "LowRAIO", dependencies: ["LowRATensor", "CLowRAPacked"]),
-        .target(name: "LowRAQuant", dependencies: ["LowRATensor", "CLowRAPacked", "CCbc"]),
+        .target(
+            name: "LowRAQuant",
+            dependencies: ["LowRATensor", "CLowRAPacked"] + (withCBC ? ["CCbc"] : []) as [Target.Dependency]),
         .target(name: "LowRATokenizer", dependencies: ["LowRATensor", "LowRAIO"]),
         .target(name: "LowRAModel", dependencies: ["LowRATensor", "LowRAIO", "LowRAQuant", "LowRATokenizer"]),
         .target(
@@ -107,5 +131,5 @@ let package = Package(
                 "LowRAModel", "LowRAPipeline", "LowRAAdapters", "LowRATokenizer", "LowRATrain", "LowRAReport",
                 "LowRAServe", "LowRAAPI", "LowRABench",
             ]),
-    ] + mpiTargets
+    ] + mpiTargets + cbcTargets
 )

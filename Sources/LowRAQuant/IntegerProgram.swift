@@ -1,9 +1,19 @@
+#if canImport(CCbc)
 import CCbc
+#endif
 import LowRATensor
 
 /// A small mixed-integer linear program, solved with COIN-OR CBC through its C interface.
-/// Minimizes Σ obj·x subject to sparse rows (≤, ≥ or =) and variable bounds.
+/// Minimizes Σ obj·x subject to sparse rows (≤, ≥ or =) and variable bounds. The package builds
+/// without CBC where it is not installed (Package.swift); `solve` then says how to add it.
 public struct IntegerProgram {
+    /// Whether this build has CBC.
+    #if canImport(CCbc)
+    public static let available = true
+    #else
+    public static let available = false
+    #endif
+
     public enum Sense: UInt8 { case lessEqual = 76, greaterEqual = 71, equal = 69 }  // 'L', 'G', 'E'
 
     public struct Solution {
@@ -39,6 +49,7 @@ public struct IntegerProgram {
 
     /// Solves; `seconds` bounds the search (the best solution found so far is returned).
     public func solve(seconds: Double = 60) throws -> Solution {
+        #if canImport(CCbc)
         guard let model = Cbc_newModel() else { throw LowRAError(.io, "CBC: cannot create a model") }
         defer { Cbc_deleteModel(model) }
         Cbc_setLogLevel(model, 0)
@@ -58,5 +69,11 @@ public struct IntegerProgram {
         return Solution(
             values: values, objective: Cbc_getObjValue(model), bound: Cbc_getBestPossibleObjValue(model),
             optimal: Cbc_isProvenOptimal(model) != 0)
+        #else
+        throw LowRAError(
+            .unsupported,
+            "this build has no COIN-OR CBC, which the ILP assigner needs (install coinor-libcbc-dev or Homebrew's cbc "
+                + "and rebuild; the default exact assigner needs none)")
+        #endif
     }
 }

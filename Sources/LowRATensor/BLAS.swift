@@ -46,19 +46,19 @@ public func matvec(
 }
 
 /// Threads OpenBLAS uses.
-public var blasThreadCount: Int { Int(openblas_get_num_threads()) }
+public var blasThreadCount: Int { Int(lowra_blas_threads()) }
 
 /// Runs `body` with OpenBLAS on `n` threads, then restores its count: for work that runs BLAS
 /// calls on several of LowRA's own threads at once.
 public func withBLASThreads<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
     let previous = blasThreadCount
-    openblas_set_num_threads(Int32(n))
-    defer { openblas_set_num_threads(Int32(previous)) }
+    lowra_set_blas_threads(Int32(n))
+    defer { lowra_set_blas_threads(Int32(previous)) }
     return try body()
 }
 
 /// The CPU core type OpenBLAS chose its kernels for ("SkylakeX", "Haswell", …).
-public var blasCoreName: String { String(cString: openblas_get_corename()) }
+public var blasCoreName: String { String(cString: lowra_blas_core()) }
 
 /// Environment variables OpenBLAS should have been started with, or [:] when it was. OpenBLAS
 /// reads its settings once, when it loads, so only a process started with them gets them; the

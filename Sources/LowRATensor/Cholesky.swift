@@ -8,8 +8,7 @@ import CBLAS
 public func choleskyFactor(_ a: [Float], n: Int, upper: Bool = false) throws -> [Float] {
     precondition(a.count == n * n)
     var f = a
-    let uplo = CChar(UInt8(ascii: upper ? "U" : "L"))
-    let info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, uplo, Int32(n), &f, Int32(n))
+    let info = lowra_spotrf(upper ? 1 : 0, Int32(n), &f)
     guard info == 0 else {
         throw LowRAError(
             .invalidArgument,
@@ -26,7 +25,7 @@ public func choleskyFactor(_ a: [Float], n: Int, upper: Bool = false) throws -> 
 /// after it.
 public func inverseCholeskyUpper(_ a: [Float], n: Int) throws -> [Float] {
     var inv = try choleskyFactor(a, n: n)
-    guard LAPACKE_spotri(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), Int32(n), &inv, Int32(n)) == 0 else {
+    guard lowra_spotri_lower(Int32(n), &inv) == 0 else {
         throw LowRAError(.invalidArgument, "matrix of order \(n) could not be inverted")
     }
     for i in 0..<n {

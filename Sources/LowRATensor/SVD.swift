@@ -16,9 +16,7 @@ public func truncatedSVDExact(_ matrix: [Float], rows m: Int, cols n: Int, rank 
     var s = [Float](repeating: 0, count: kMin)
     var u = [Float](repeating: 0, count: m * kMin)
     var vt = [Float](repeating: 0, count: kMin * n)
-    let info = LAPACKE_sgesdd(
-        LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "S")), Int32(m), Int32(n), &a, Int32(n), &s,
-        &u, Int32(kMin), &vt, Int32(n))
+    let info = lowra_sgesdd(Int32(m), Int32(n), &a, &s, &u, &vt)
     guard info == 0 else { throw LowRAError(.invalidArgument, "LAPACK sgesdd failed (info \(info))") }
     var ur = [Float](repeating: 0, count: m * r)
     for i in 0..<m { for j in 0..<r { ur[i * r + j] = u[i * kMin + j] } }
@@ -67,13 +65,9 @@ public func orthonormalColumns(_ a: [Float], rows m: Int, cols n: Int) throws ->
 /// `signsFromR`, each column multiplied by the sign of R's diagonal entry.
 func orthonormalizeColumns(_ x: inout [Float], rows m: Int, cols n: Int, signsFromR: Bool = false) throws {
     precondition(x.count == m * n && m >= n)
-    var tau = [Float](repeating: 0, count: n)
-    guard LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(m), Int32(n), &x, Int32(n), &tau) == 0 else {
+    var diagonal = [Float](repeating: 0, count: n)
+    guard lowra_orthonormalize(Int32(m), Int32(n), &x, &diagonal) == 0 else {
         throw LowRAError(.invalidArgument, "LAPACK QR failed")
     }
-    let signs = signsFromR ? (0..<n).map { x[$0 * n + $0] < 0 ? Float(-1) : 1 } : nil
-    guard LAPACKE_sorgqr(LAPACK_ROW_MAJOR, Int32(m), Int32(n), Int32(n), &x, Int32(n), tau) == 0 else {
-        throw LowRAError(.invalidArgument, "LAPACK QR failed")
-    }
-    if let signs { for i in 0..<m { for j in 0..<n { x[i * n + j] *= signs[j] } } }
+    if signsFromR { for i in 0..<m { for j in 0..<n where diagonal[j] < 0 { x[i * n + j] = -x[i * n + j] } } }
 }
