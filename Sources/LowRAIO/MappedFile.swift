@@ -118,8 +118,9 @@ public struct StoredMatrix: @unchecked Sendable {
 
     /// `dequantizeRows` on the calling thread, by the C kernels for the types they read (a panel
     /// for sgemm, while the workers are parked); the same values.
-    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current)
-    {
+    public func dequantizePanel(
+        _ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current
+    ) {
         guard multipliesDirectly else { return dequantizeRows(range, into: dst) }
         lowra_stored_dequantize(
             Int32(path), type.rawValue, rawRows(0..<rows).assumingMemoryBound(to: UInt8.self), UInt64(rowBytes),

@@ -136,8 +136,9 @@ public struct PackedLinear: Sendable, Equatable {
 
     /// Rows `range` of W in fp32 into dst (range.count, in), on the calling thread: a panel for
     /// sgemm (`Linear.forEachPanel`), as `StoredMatrix.dequantizePanel` is for stored weights.
-    public func dequantizePanel(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current)
-    {
+    public func dequantizePanel(
+        _ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, path: Int = KernelPath.current
+    ) {
         withView { lowra_packed_dequantize(Int32(path), $0, UInt64(range.lowerBound), UInt64(range.upperBound), dst) }
     }
 

@@ -219,7 +219,8 @@ struct BenchDecode: ParsableCommand {
             let p = e.runs.map(\.prefillTokensPerS)
             let bytes = e.runs[0].bytesPerToken
             var row: [String: Any] = [
-                "model": e.label, "kernel_path": KernelPath.variant(e.path), "file_bits_per_param": e.fileBits, "decode_tokens_per_s": mean(d),
+                "model": e.label, "kernel_path": KernelPath.variant(e.path), "file_bits_per_param": e.fileBits,
+                "decode_tokens_per_s": mean(d),
                 "decode_sd": sd(d), "prefill_tokens_per_s": mean(p), "prefill_sd": sd(p), "bytes_per_token": bytes,
                 "bound_tokens_per_s": bandwidth * 1e9 / Double(bytes),
             ]
@@ -229,7 +230,8 @@ struct BenchDecode: ParsableCommand {
             rows.append(row)
         }
         let setup: [String: Any] = [
-            "kernel_paths": kernelPaths.map { KernelPath.variant($0) }, "threads": workerCount, "blas_core": blasCoreName,
+            "kernel_paths": kernelPaths.map { KernelPath.variant($0) }, "threads": workerCount,
+            "blas_core": blasCoreName,
             "blas_threads": blasThreadCount, "bandwidth_gbs": bandwidth, "prefill_tokens": prefill,
             "decode_tokens": decode, "rounds": rounds,
         ]
@@ -249,7 +251,8 @@ struct BenchDecode: ParsableCommand {
         for r in rows {
             func f(_ k: String, _ fmt: String) -> String { (r[k] as? Double).map { String(format: fmt, $0) } ?? "-" }
             print(
-                "| \(r["model"]!) | \(r["kernel_path"]!) | \(f("file_bits_per_param", "%.2f")) | \(f("decode_tokens_per_s", "%.1f")) ± "
+                "| \(r["model"]!) | \(r["kernel_path"]!) | \(f("file_bits_per_param", "%.2f")) | "
+                    + "\(f("decode_tokens_per_s", "%.1f")) ± "
                     + "\(f("decode_sd", "%.1f")) | \(f("prefill_tokens_per_s", "%.0f")) ± "
                     + "\(f("prefill_sd", "%.0f")) | "
                     + String(format: "%.1f", Double(r["bytes_per_token"] as! Int) / 1e6)
