@@ -30,6 +30,19 @@ static inline const uint8_t *block_codes(const uint8_t *row, uint64_t in, uint64
     return pad;
 }
 
+// One instantiation of a row kernel per number of columns (as lowra_kernels.c does): ROWS is
+// LOWRA_ROWS_BY_WIDTH for packed rows or LOWRA_Q8_0_ROWS for Q8_0 rows (arch/x86/q8_*.c, arch/arm/q8_neon.c).
+#define LOWRA_Q8_0_ROWS(N, FN)                                                                          \
+    for (uint64_t r = r0; r < r1; r++) FN(rows + r * row_bytes, x, N, y, ldy, r);
+#define LOWRA_BY_COLUMNS(ROWS, FN)                                                                      \
+    switch (x->n) {                                                                                     \
+    case 1: ROWS(1, FN) break;                                                                          \
+    case 2: ROWS(2, FN) break;                                                                          \
+    case 3: ROWS(3, FN) break;                                                                          \
+    case 4: ROWS(4, FN) break;                                                                          \
+    default: ROWS(x->n, FN) break;                                                                      \
+    }
+
 // One activation block: h (and l) rounded, its largest magnitude (lowra_q8_kernels.c, and the
 // AVX2 versions in arch/x86/q8_avx2.c); a block reordered with one byte permute (VBMI).
 void lowra_q8_round_block_scalar(const float *x, uint64_t count, float inv, int8_t h[LOWRA_BLOCK], int8_t *l);

@@ -141,33 +141,21 @@ DOTPROD INLINE int32_t q8_0_dot_sdot(const int8x16_t w0, const int8x16_t w1, con
 Q8_0_ROW(q8_0_row_neon, , q8_0_dot_neon)
 Q8_0_ROW(q8_0_row_sdot, DOTPROD, q8_0_dot_sdot)
 
-// One instantiation per number of columns (as lowra_kernels.c does).
-#define Q8_0_ROWS(N, FN)                                                                                    \
-    for (uint64_t r = r0; r < r1; r++) FN(rows + r * row_bytes, x, N, y, ldy, r);
-#define BY_COLUMNS(ROWS, FN)                                                                                \
-    switch (x->n) {                                                                                         \
-    case 1: ROWS(1, FN) break;                                                                              \
-    case 2: ROWS(2, FN) break;                                                                              \
-    case 3: ROWS(3, FN) break;                                                                              \
-    case 4: ROWS(4, FN) break;                                                                              \
-    default: ROWS(x->n, FN) break;                                                                          \
-    }
-
 void lowra_packed_q8_neon(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                           uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_neon)
+    LOWRA_BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_neon)
 }
 DOTPROD void lowra_packed_q8_sdot(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                   uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_sdot)
+    LOWRA_BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_sdot)
 }
 void lowra_q8_0_q8_neon(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(Q8_0_ROWS, q8_0_row_neon)
+    LOWRA_BY_COLUMNS(LOWRA_Q8_0_ROWS, q8_0_row_neon)
 }
 DOTPROD void lowra_q8_0_q8_sdot(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                                 uint64_t ldy, uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(Q8_0_ROWS, q8_0_row_sdot)
+    LOWRA_BY_COLUMNS(LOWRA_Q8_0_ROWS, q8_0_row_sdot)
 }
 
 #endif

@@ -155,11 +155,11 @@ AVX2 INLINE void q8_0_row_avx2(const uint8_t *row, const lowra_q8_activations *x
 
 AVX2 void lowra_packed_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_avx2)
+    LOWRA_BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_avx2)
 }
 AVX2 void lowra_q8_0_q8_avx2(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {
-    BY_COLUMNS(Q8_0_ROWS, q8_0_row_avx2)
+    LOWRA_BY_COLUMNS(LOWRA_Q8_0_ROWS, q8_0_row_avx2)
 }
 
 #endif

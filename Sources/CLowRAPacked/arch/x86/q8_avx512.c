@@ -244,9 +244,9 @@ Q8_0_ROW_512(q8_0_row1_vnni, 1)
         } else if (x->n == 1) {                                                                         \
             LOWRA_ROWS_BY_WIDTH(1, packed_row1_q8_##SUFFIX)                                             \
         } else if (x->lo) {                                                                             \
-            BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_##SUFFIX)                                    \
+            LOWRA_BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8s_##SUFFIX)                              \
         } else {                                                                                        \
-            BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_##SUFFIX)                                     \
+            LOWRA_BY_COLUMNS(LOWRA_ROWS_BY_WIDTH, packed_row_q8_##SUFFIX)                               \
         }                                                                                               \
     }
 
@@ -256,9 +256,9 @@ PACKED_Q8_512(VBMI, vbmi, row_table_vbmi, block_levels_vbmi, order_vbmi)
 VNNI void lowra_q8_0_q8_vnni(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                            uint64_t ldy, uint64_t r0, uint64_t r1) {
     if (x->n == 1) {
-        Q8_0_ROWS(1, q8_0_row1_vnni)
+        LOWRA_Q8_0_ROWS(1, q8_0_row1_vnni)
     } else {
-        BY_COLUMNS(Q8_0_ROWS, q8_0_row_vnni)
+        LOWRA_BY_COLUMNS(LOWRA_Q8_0_ROWS, q8_0_row_vnni)
     }
 }
 
