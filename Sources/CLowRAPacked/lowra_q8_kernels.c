@@ -41,7 +41,8 @@ static inline uint64_t align64(uint64_t n) { return (n + 63) & ~(uint64_t)63; }
 
 uint64_t lowra_q8_activation_bytes(uint64_t n, uint64_t in) {
     const uint64_t nb = lowra_blocks_per_row(in);
-    return 2 * align64(n * 4 * nb * 64) + align64(n * nb * 4) + align64(n * nb * 4) + n * nb * 64;
+    return 2 * align64(n * 4 * nb * 64) + align64(n * nb * 4) + align64(n * nb * 4) + align64(n * nb * 64) +
+           2 * n * 4 * nb * 64;
 }
 
 // h = round(x * inv) for `count` inputs (lrintf: nearest, ties to even) and, when l is given,
@@ -94,6 +95,7 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
     float *scale = (float *)(base + 2 * copy);
     int32_t *sum = (int32_t *)((uint8_t *)scale + align64(n * nb * 4));
     int32_t *offset = (int32_t *)((uint8_t *)sum + align64(n * nb * 4));
+    int16_t *t16 = split ? (int16_t *)((uint8_t *)offset + align64(n * nb * 64)) : NULL;
     const int32_t unit = split ? 256 : 1;
     for (uint64_t c = 0; c < n; c++) {
         for (uint64_t b = 0; b < nb; b++) {
@@ -127,6 +129,8 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
             }
             scale[c * nb + b] = m / 127.0f / (float)unit;
             sum[c * nb + b] = s;
+            if (t16)
+                for (unsigned j = 0; j < LOWRA_BLOCK; j++) t16[at + j] = (int16_t)(256 * v[j] + w[j]);
             for (unsigned o = 1; o < 4; o++) {
                 if (!(orders & (1u << o))) continue;  // lowra_q8_order(width) == 1 << order_of(width)
                 const uint64_t to = ((c * 4 + o) * nb + b) * LOWRA_BLOCK;
@@ -140,10 +144,15 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
                 reorder_scalar(v, o, q + to);
                 if (w) reorder_scalar(w, o, lo + to);
             }
+            for (unsigned o = 1; t16 && o < 4; o++) {
+                if (!(orders & (1u << o))) continue;
+                const uint64_t to = ((c * 4 + o) * nb + b) * LOWRA_BLOCK;
+                for (unsigned j = 0; j < LOWRA_BLOCK; j++) t16[to + j] = (int16_t)(256 * q[to + j] + lo[to + j]);
+            }
         }
     }
     *a = (lowra_q8_activations){
-        .n = n, .in = in, .nb = nb, .q = q, .lo = lo, .scale = scale, .sum = sum, .offset = offset};
+        .n = n, .in = in, .nb = nb, .q = q, .lo = lo, .scale = scale, .sum = sum, .offset = offset, .t16 = t16};
 }
 
 // GCC ignores the STDC FP_CONTRACT pragma below (and contracts by default off x86): the functions

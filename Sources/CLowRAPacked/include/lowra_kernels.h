@@ -109,6 +109,8 @@ typedef struct {
     const int32_t *sum;        // (n, nb): Σ t over the block
     const int32_t *offset;     // (n, nb, 16): 128 · Σ t over each 4 consecutive inputs, for Q8_0
                                // (filled only when lowra_q8_quantize's `orders` is 0)
+    const int16_t *t16;        // split: t = 256 h + l as int16 in q's layout and orders (one operand for
+                               // the AVX2 kernels' vpmaddwd instead of two widened halves), else NULL
 } lowra_q8_activations;
 
 /// The bit of lowra_q8_quantize's `orders` for codes of `bits` (1, 2 or 4) bits.
@@ -143,7 +145,8 @@ static inline lowra_q8_activations lowra_q8_columns(const lowra_q8_activations *
     const uint64_t at = c0 * 4 * x->nb * 64;
     return (lowra_q8_activations){.n = count, .in = x->in, .nb = x->nb, .q = x->q + at,
                                   .lo = x->lo ? x->lo + at : NULL, .scale = x->scale + c0 * x->nb,
-                                  .sum = x->sum + c0 * x->nb, .offset = x->offset + c0 * x->nb * 16};
+                                  .sum = x->sum + c0 * x->nb, .offset = x->offset + c0 * x->nb * 16,
+                                  .t16 = x->t16 ? x->t16 + at : NULL};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
     const uint8_t *row = w->codes + w->row_offsets[r];
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->levels_u8 + 16 * r)));
     const int8_t *v0 = x->q + order_of(b) * nb * LOWRA_BLOCK;
-    const int8_t *l0 = x->lo ? x->lo + order_of(b) * nb * LOWRA_BLOCK : NULL;
+    const int16_t *t0 = x->t16 ? x->t16 + order_of(b) * nb * LOWRA_BLOCK : NULL;
     __m256 acc[LOWRA_MAX_COLUMNS];
     float off[LOWRA_MAX_COLUMNS];
     for (uint64_t c = 0; c < n; c++) {
@@ -109,13 +109,27 @@ AVX2 INLINE void packed_row_q8_avx2(const lowra_packed_view *w, const lowra_q8_a
         lo = _mm256_shuffle_epi8(table, lo);
         hi = _mm256_shuffle_epi8(table, hi);
         const float a = lowra_block_scale(w, r * nb + blk);
+        // Split activations: the block's levels widened to int16 once for every column, then t = 256 h + l
+        // (int16) one vpmaddwd per 16 codes: |u t| <= 255 · 32639, a pair's sum fits int32.
+        __m256i u16[4];
+        if (t0) {
+            u16[0] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo));
+            u16[1] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(lo, 1));
+            u16[2] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi));
+            u16[3] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(hi, 1));
+        }
         for (uint64_t c = 0; c < n; c++) {
             const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;
-            const int8_t *v = v0 + at;
-            __m256i s = _mm256_add_epi32(dot32_avx2(lo, v), dot32_avx2(hi, v + 32));
-            if (l0) {  // t = 256 h + l
-                const __m256i sl = _mm256_add_epi32(dot32_avx2(lo, l0 + at), dot32_avx2(hi, l0 + at + 32));
-                s = _mm256_add_epi32(_mm256_slli_epi32(s, 8), sl);
+            __m256i s;
+            if (t0) {
+                const __m256i *t = (const __m256i *)(t0 + at);
+                s = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_madd_epi16(u16[0], _mm256_loadu_si256(t)),
+                                     _mm256_madd_epi16(u16[1], _mm256_loadu_si256(t + 1))),
+                    _mm256_add_epi32(_mm256_madd_epi16(u16[2], _mm256_loadu_si256(t + 2)),
+                                     _mm256_madd_epi16(u16[3], _mm256_loadu_si256(t + 3))));
+            } else {
+                s = _mm256_add_epi32(dot32_avx2(lo, v0 + at), dot32_avx2(hi, v0 + at + 32));
             }
             const float sc = a * x->scale[c * nb + blk];
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), acc[c]);
