@@ -21,6 +21,8 @@ public struct CalibrationRequest: Sendable {
     public var damping: Float = 0.01
     /// After error feedback, each row's levels refit to its codes through H (`refitLevels`).
     public var refitLevels = false
+    /// After error feedback (and the refit), sweeps of discrete code refinement through H (`refineCodes`).
+    public var refineCodes = 0
 
     public init(config: ModelConfig, tokens: [Int], window: Int, source: String) throws {
         guard window >= 2, tokens.count >= window else {

@@ -399,9 +399,12 @@ extension ModelWeights {
         let bits = plan.bits[i]
         let w = lin.weight
         let site = plan.sequential ? plan.siteFactors[l.kind.input] : nil
+        let cal = request.calibration
         guard let lq = request.loftq else {
             guard let site else { return PackedLayer(packed: try a.pack(w, bits: bits)) }
-            let r = try a.packWithErrorFeedback(w, bits: bits, inverseFactor: site.u, covariance: site.covariance)
+            let r = try a.packWithErrorFeedback(
+                w, bits: bits, inverseFactor: site.u, covariance: site.covariance,
+                refit: cal?.refitLevels ?? false, refinePasses: cal?.refineCodes ?? 0)
             return PackedLayer(packed: r.packed, rowErrors: r.rowErrors)
         }
         let scale = lq.alpha / Float(lq.rank)
@@ -415,7 +418,8 @@ extension ModelWeights {
                     let ta = analyzeTensor(
                         target, out: out, in: inF, options: options, columnWeights: site.diagonal, rowBits: bits)
                     return try ta.packWithErrorFeedback(
-                        target, bits: bits, inverseFactor: site.u, covariance: site.covariance
+                        target, bits: bits, inverseFactor: site.u, covariance: site.covariance,
+                        refit: cal?.refitLevels ?? false, refinePasses: cal?.refineCodes ?? 0
                     ).packed
                 },
                 lowRank: { residual, step in
@@ -542,7 +546,7 @@ public final class QuantizationPlan: @unchecked Sendable {
             return SiteFactors(
                 u: try inverseCholeskyUpper(d.values, n: d.n),
                 lower: request.loftq?.calibrated == true ? try choleskyFactor(d.values, n: d.n) : nil,
-                diagonal: h.diagonal, covariance: cal.refitLevels ? d.values : nil)
+                diagonal: h.diagonal, covariance: cal.refitLevels || cal.refineCodes > 0 ? d.values : nil)
         }
         factorsBlock = l
     }

@@ -47,6 +47,8 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
     public var damping: Float = 0.01
     /// After error feedback, refit each row's levels to its codes through the input covariance.
     public var refitLevels = false
+    /// Then sweeps of discrete code refinement through the input covariance (0: none).
+    public var refineCodes = 0
     /// nil: Fisher with the calibrated recipe, else none.
     public var sensitivity: Sensitivity?
     /// Allowed per-channel precisions; nil: `defaultPrecisions`.
@@ -116,6 +118,8 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         if reconstruct && (method != .lowra || !calibrated) { throw RecipeError.reconstructNeedsCalibratedLowRA }
         guard damping > 0, damping.isFinite else { throw RecipeError.damping }
         if refitLevels && !errorFeedback { throw RecipeError.refitNeedsErrorFeedback }
+        if refineCodes < 0 { throw RecipeError.refinePasses }
+        if refineCodes > 0 && !errorFeedback { throw RecipeError.refineNeedsErrorFeedback }
         if sensitivity == .fisher && !calibrated { throw RecipeError.needsCalibration("--sensitivity fisher") }
         if channelScaling != nil && !calibrated { throw RecipeError.needsCalibration("--channel-scaling") }
         if let b = rotationBlock, !rotate || b < 1 { throw RecipeError.rotationBlock }
@@ -189,6 +193,7 @@ public struct ResolvedRecipe: Sendable {
         c.errorFeedback = errorFeedback
         c.damping = recipe.damping
         c.refitLevels = recipe.refitLevels
+        c.refineCodes = recipe.refineCodes
         return c
     }
 
@@ -208,6 +213,8 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     case baselineBelowTwoBits(QuantMethod)
     case needsCalibration(String)
     case refitNeedsErrorFeedback
+    case refineNeedsErrorFeedback
+    case refinePasses
     case cloqNeedsErrorFeedback
     case damping
     case rotationBlock
@@ -233,6 +240,8 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "use --method lowra below 2 bits"
         case .needsCalibration(let what): "\(what) needs --calibration (the text it is measured on)"
         case .refitNeedsErrorFeedback: "--refit-levels needs --calibration TEXT with --calibration-method gptq"
+        case .refineNeedsErrorFeedback: "--refine-codes needs --calibration TEXT with --calibration-method gptq"
+        case .refinePasses: "--refine-codes must not be negative"
         case .cloqNeedsErrorFeedback: "--init cloq needs --calibration (with --calibration-method gptq)"
         case .damping: "--damping must be positive"
         case .rotationBlock: "--rotation-block takes a positive size, with --rotate"
@@ -255,7 +264,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     public var isUsage: Bool {
         switch self {
         case .damping, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
-            .refitNeedsErrorFeedback:
+            .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
             true
         default: false
         }

@@ -157,6 +157,70 @@ public func errorFeedbackQuantize(
     return ErrorFeedbackResult(codes: codes, rowErrors: errors)
 }
 
+/// Discrete code refinement (PV-Tuning's direction, for per-row scalar codebooks): with the levels
+/// and block scales fixed, each row's codes move one at a time, column by column for `passes`
+/// sweeps, to the level that lowers the row's output error (w − q) H (w − q)ᵀ most. With g = H(q − w)
+/// kept current, moving q_j by Δ changes the error by Δ(2 g_j + Δ H_jj), and a code moves only when
+/// that is negative, so no row's error ever rises; a sweep that moves nothing ends the row. `h` is
+/// the (damped) input covariance (in, in). Returns how many codes moved.
+@discardableResult
+public func refineCodes(
+    _ w: [Float], out: Int, in n: Int, codes: inout [UInt8], codebooks: RowCodebooks, covariance h: [Float],
+    passes: Int
+) -> Int {
+    guard passes > 0, out > 0, n > 0 else { return 0 }
+    let nb = codebooks.scales.count / out
+    func scale(_ r: Int, _ j: Int) -> Float { codebooks.scales[r * nb + j / codebooks.blockSize] }
+    // D = Q − W for every row, then G = D H by one matrix product.
+    var d = [Float](repeating: 0, count: out * n)
+    for r in 0..<out {
+        let o = codebooks.offsets[r]
+        for j in 0..<n { d[r * n + j] = codebooks.levels[o + Int(codes[r * n + j])] * scale(r, j) - w[r * n + j] }
+    }
+    var g = [Float](repeating: 0, count: out * n)
+    matmul(d, h, &g, m: out, n: n, k: n)
+    var moved = [Int](repeating: 0, count: out)
+    codes.withUnsafeMutableBufferPointer { cb in
+        moved.withUnsafeMutableBufferPointer { mb in
+            let io = UncheckedSendable((cb.baseAddress!, mb.baseAddress!))
+            parallelFor(out, minPerChunk: 4) { rows in
+                let (codes, moved) = io.value
+                var gr = [Double](repeating: 0, count: n)
+                for r in rows {
+                    for j in 0..<n { gr[j] = Double(g[r * n + j]) }
+                    let o = codebooks.offsets[r], k = codebooks.offsets[r + 1] - o
+                    for _ in 0..<passes {
+                        var movedThisPass = 0
+                        for j in 0..<n {
+                            let s = Double(scale(r, j))
+                            let c = Int(codes[r * n + j])
+                            let q = Double(codebooks.levels[o + c]) * s
+                            let hjj = Double(h[j * n + j])
+                            var best = 0.0, bestCode = c
+                            for v in 0..<k where v != c {
+                                let delta = Double(codebooks.levels[o + v]) * s - q
+                                let change = delta * (2 * gr[j] + delta * hjj)
+                                if change < best {
+                                    best = change
+                                    bestCode = v
+                                }
+                            }
+                            guard bestCode != c else { continue }
+                            let delta = Double(codebooks.levels[o + bestCode]) * s - q
+                            codes[r * n + j] = UInt8(bestCode)
+                            for i in 0..<n { gr[i] += delta * Double(h[j * n + i]) }  // H symmetric: row j
+                            movedThisPass += 1
+                        }
+                        moved[r] += movedThisPass
+                        if movedThisPass == 0 { break }
+                    }
+                }
+            }
+        }
+    }
+    return moved.reduce(0, +)
+}
+
 /// Each row's levels refit to its codes (error feedback chose them for the old levels): with the
 /// codes fixed, row r's weight is Σ_c L_c m_c (m_c the block scales where code c sits, 0
 /// elsewhere), and the output error (w_r − Σ_c L_c m_c) H (w_r − Σ_c L_c m_c)ᵀ is a quadratic in

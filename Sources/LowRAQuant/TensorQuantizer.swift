@@ -260,20 +260,30 @@ extension TensorAnalysis {
     /// through `inverseFactor`, the upper Cholesky factor of the damped H⁻¹; returns each row's
     /// output error tr(D H Dᵀ) too.
     /// With `covariance` (the damped H itself, per-row codebooks only) each row's levels are then
-    /// refit to its codes (`refitLevels`) and snapped to the kernels' grid, and the row errors
-    /// measured again for the levels kept.
+    /// refit to its codes (`refitLevels`, when `refit`) and snapped to the kernels' grid, its codes
+    /// refined for those levels (`refineCodes`, `refinePasses` sweeps), and the row errors measured
+    /// again for what is kept.
     public func packWithErrorFeedback(
-        _ w: [Float], bits: [UInt8], inverseFactor u: [Float], covariance: [Float]? = nil
+        _ w: [Float], bits: [UInt8], inverseFactor u: [Float], covariance: [Float]? = nil, refit: Bool = true,
+        refinePasses: Int = 0
     ) throws -> (packed: PackedLinear, rowErrors: [Double]) {
         try checkPrecisions(bits)
         let books = codebooks(bits)
         let r = errorFeedbackQuantize(w, out: outFeatures, in: inFeatures, inverseFactor: u, codebooks: books)
-        guard let h = covariance, options.scope == .channel else {
+        guard let h = covariance, options.scope == .channel, refit || refinePasses > 0 else {
             return (try pack(codes: r.codes, bits: bits), r.rowErrors)
         }
-        var levels = refitLevels(w, out: outFeatures, in: inFeatures, codes: r.codes, codebooks: books, covariance: h)
-        snapToIntegerLevels(&levels, rowOffsets: books.offsets)
-        let packed = try pack(codes: r.codes, bits: bits, levels: levels)
+        var levels = books.levels
+        if refit {
+            levels = refitLevels(w, out: outFeatures, in: inFeatures, codes: r.codes, codebooks: books, covariance: h)
+            snapToIntegerLevels(&levels, rowOffsets: books.offsets)
+        }
+        var codes = r.codes
+        var refined = books
+        refined.levels = levels
+        refineCodes(
+            w, out: outFeatures, in: inFeatures, codes: &codes, codebooks: refined, covariance: h, passes: refinePasses)
+        let packed = try pack(codes: codes, bits: bits, levels: levels)
         let d = zip(w, packed.dequantized()).map { $0 - $1 }
         return (packed, InputCovariance(n: inFeatures, values: h, tokens: 0).rowErrors(d, rows: outFeatures))
     }

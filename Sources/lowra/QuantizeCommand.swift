@@ -55,6 +55,12 @@ struct QuantizeCommand: ParsableCommand {
     var refitLevels = false
     @Option(
         help: """
+            Sweeps of discrete code refinement after error feedback (gptq): each code moved to the level that \
+            lowers its row's output error through the input covariance most (0: none).
+            """)
+    var refineCodes: Int = 0
+    @Option(
+        help: """
             fisher: weigh each channel's error in the assignment by its output-channel Fisher E[(dL/dy)²] on the \
             calibration text (the default with --calibration-method gptq) | none.
             """)
@@ -115,6 +121,7 @@ struct QuantizeCommand: ParsableCommand {
         r.calibrationMethod = calibrationMethod
         r.damping = damping
         r.refitLevels = refitLevels
+        r.refineCodes = refineCodes
         if let s = sensitivity {
             guard let v = QuantizationRecipe.Sensitivity(rawValue: s) else {
                 throw ValidationError("--sensitivity takes fisher or none")
@@ -367,6 +374,7 @@ extension QuantizationRecipe {
         if calibrationMethod != .gptq { a += ["--calibration-method", calibrationMethod.rawValue] }
         if damping != 0.01 { a += ["--damping", String(damping)] }
         if refitLevels { a.append("--refit-levels") }
+        if refineCodes > 0 { a += ["--refine-codes", String(refineCodes)] }
         if let s = sensitivity { a += ["--sensitivity", s.rawValue] }
         if let p = precisions { a += ["--precisions", p.map(String.init).joined(separator: ",")] }
         if let c = codebook { a += ["--codebook", c.rawValue] }
