@@ -110,29 +110,25 @@ static inline int lowra_spotrf_lapacke(int upper, int n, float *a) {
 }
 static inline int lowra_spotri_lower_lapacke(int n, float *a) { return LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', n, a, n); }
 
-static inline int lowra_sgesdd(int m, int n, float *a, float *s, float *u, float *vt) {
-    return lowra_sgesdd_lapacke(m, n, a, s, u, vt);
-}
-static inline int lowra_orthonormalize(int m, int n, float *x, float *diag_r) {
-    return lowra_orthonormalize_lapacke(m, n, x, diag_r);
-}
-static inline int lowra_spotrf(int upper, int n, float *a) { return lowra_spotrf_lapacke(upper, n, a); }
-static inline int lowra_spotri_lower(int n, float *a) { return lowra_spotri_lower_lapacke(n, a); }
+#define LOWRA_ROUTE(name) name##_lapacke
 static inline int lowra_blas_threads(void) { return openblas_get_num_threads(); }
 static inline void lowra_set_blas_threads(int n) { openblas_set_num_threads(n); }
 static inline const char *lowra_blas_core(void) { return openblas_get_corename(); }
 #else
-static inline int lowra_sgesdd(int m, int n, float *a, float *s, float *u, float *vt) {
-    return lowra_sgesdd_colmajor(m, n, a, s, u, vt);
-}
-static inline int lowra_orthonormalize(int m, int n, float *x, float *diag_r) {
-    return lowra_orthonormalize_colmajor(m, n, x, diag_r);
-}
-static inline int lowra_spotrf(int upper, int n, float *a) { return lowra_spotrf_colmajor(upper, n, a); }
-static inline int lowra_spotri_lower(int n, float *a) { return lowra_spotri_lower_colmajor(n, a); }
+#define LOWRA_ROUTE(name) name##_colmajor
 static inline int lowra_blas_threads(void) { return 0; }  // Accelerate decides
 static inline void lowra_set_blas_threads(int n) { (void)n; }
 static inline const char *lowra_blas_core(void) { return "Accelerate"; }
 #endif
+
+// The platform's route.
+static inline int lowra_sgesdd(int m, int n, float *a, float *s, float *u, float *vt) {
+    return LOWRA_ROUTE(lowra_sgesdd)(m, n, a, s, u, vt);
+}
+static inline int lowra_orthonormalize(int m, int n, float *x, float *diag_r) {
+    return LOWRA_ROUTE(lowra_orthonormalize)(m, n, x, diag_r);
+}
+static inline int lowra_spotrf(int upper, int n, float *a) { return LOWRA_ROUTE(lowra_spotrf)(upper, n, a); }
+static inline int lowra_spotri_lower(int n, float *a) { return LOWRA_ROUTE(lowra_spotri_lower)(n, a); }
 
 #endif

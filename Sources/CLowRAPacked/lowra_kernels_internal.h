@@ -183,16 +183,7 @@ void lowra_lora_up_avx2(const float *b, uint64_t r, const float *xa, uint64_t n,
 void lowra_packed_gemm_neon(const lowra_packed_view *w, const float *x, uint64_t n, float *y, uint64_t ldy,
                             uint64_t r0, uint64_t r1);
 void lowra_packed_dequantize_neon(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
-void lowra_packed_q8_neon(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
-                          uint64_t r0, uint64_t r1);
-void lowra_packed_q8_sdot(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
-                          uint64_t r0, uint64_t r1);
-void lowra_q8_0_q8_neon(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
-                        uint64_t ldy, uint64_t r0, uint64_t r1);
-void lowra_q8_0_q8_sdot(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
-                        uint64_t ldy, uint64_t r0, uint64_t r1);
-void lowra_stored_gemm_neon(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
-                            uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+// (its integer products are in lowra_q8_internal.h, its stored-matrix product in lowra_stored_internal.h)
 void lowra_attention_head_neon(const float *q, const uint16_t *keys, const uint16_t *values, uint64_t tk,
                                uint64_t stride, uint64_t d, float scale, float *scores, float *out);
 void lowra_to_halves_neon(const float *src, uint16_t *dst, uint64_t n);

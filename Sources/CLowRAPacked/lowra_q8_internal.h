@@ -52,7 +52,7 @@ void lowra_q8_round_block_avx2(const float *x, uint64_t count, float inv, int8_t
 int32_t lowra_q8_block_sum_avx2(const int8_t *v);
 void lowra_q8_reorder_vbmi(const int8_t *v, unsigned o, int8_t *dst);
 
-// The products per x86 path.
+// The products per path (arch/x86/, arch/arm/).
 void lowra_packed_q8_avx2(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
                           uint64_t r0, uint64_t r1);
 void lowra_packed_q8_avx512(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
@@ -64,6 +64,14 @@ void lowra_packed_q8_vbmi(const lowra_packed_view *w, const lowra_q8_activations
 void lowra_q8_0_q8_avx2(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1);
 void lowra_q8_0_q8_vnni(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                        uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_packed_q8_neon(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                          uint64_t r0, uint64_t r1);
+void lowra_packed_q8_sdot(const lowra_packed_view *w, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                          uint64_t r0, uint64_t r1);
+void lowra_q8_0_q8_neon(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
+                        uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_q8_0_q8_sdot(const uint8_t *rows, uint64_t row_bytes, const lowra_q8_activations *x, float *y,
                         uint64_t ldy, uint64_t r0, uint64_t r1);
 
 #endif

@@ -86,6 +86,8 @@ void lowra_stored_gemm_avx512(unsigned t, const uint8_t *rows, uint64_t row_byte
                               uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
 void lowra_stored_gemm_avx2(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
                             uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
+void lowra_stored_gemm_neon(unsigned t, const uint8_t *rows, uint64_t row_bytes, uint64_t in, const float *x,
+                            uint64_t n, float *y, uint64_t ldy, uint64_t r0, uint64_t r1);
 void lowra_stored_q8_0_rows_avx512(const uint8_t *rows, uint64_t row_bytes, uint64_t in, uint64_t r0, uint64_t r1,
                                    float *out);
 

@@ -39,20 +39,20 @@ public enum GGUFExport {
         g.set("general.name", .string(name))
         g.set("general.file_type", .uint32(type.fileType))
         if type == .q8_0 { g.set("general.quantization_version", .uint32(2)) }
-        for (k, v) in try hyperparameters(c, architecture: arch) { g.set(k, v) }
+        for (k, v) in hyperparameters(c, architecture: arch) { g.set(k, v) }
         for (k, v) in try tokenizer.ggufMetadata(vocabularySize: c.vocabSize) { g.set(k, v) }
 
         let names = WeightNaming.gguf
         try g.add(names.name(.embedding), shape: [c.vocabSize, c.hiddenSize], type: type.ggml) {
-            try encodeRows(w.embedding, rows: 0..<c.vocabSize, type: type.ggml)
+            try encodeRows(w.embedding, rows: Array(0..<c.vocabSize), type: type.ggml)
         }
         for (l, block) in w.blocks.enumerated() {
             try addVector(&g, names.name(.attentionNorm(layer: l)), block.attnNorm)
             try addVector(&g, names.name(.mlpNorm(layer: l)), block.ffnNorm)
             for kind in LinearKind.allCases {
                 let lin = block[kind]
-                let reorder = [.q, .k].contains(kind) ? (from: c.ropeLayout, to: layout) : nil
-                let rows = rowOrder(lin.outFeatures, headDim: c.headDim, reorder)
+                let from = [.q, .k].contains(kind) ? c.ropeLayout : layout
+                let rows = from.sourceRows(count: lin.outFeatures, headDim: c.headDim, to: layout)
                 let merge = adapter.flatMap { a in
                     a.slots.first { $0.layer == l && $0.kind == kind }.map { (a, $0) }
                 }
@@ -66,7 +66,7 @@ public enum GGUFExport {
         try addVector(&g, names.name(.finalNorm), w.finalNorm)
         if let head = w.head {
             try g.add(names.name(.head), shape: [c.vocabSize, c.hiddenSize], type: type.ggml) {
-                try encodeRows(head, rows: 0..<c.vocabSize, type: type.ggml)
+                try encodeRows(head, rows: Array(0..<c.vocabSize), type: type.ggml)
             }
         }
         if let factors = try ropeFrequencyFactors(c, architecture: arch) {
@@ -101,7 +101,7 @@ public enum GGUFExport {
     }
 
     /// `<arch>.*` keys as llama.cpp's converter writes them.
-    static func hyperparameters(_ c: ModelConfig, architecture a: String) throws -> [(String, GGUFValue)] {
+    static func hyperparameters(_ c: ModelConfig, architecture a: String) -> [(String, GGUFValue)] {
         var m: [(String, GGUFValue)] = [
             ("\(a).vocab_size", .uint32(UInt32(c.vocabSize))),
             ("\(a).context_length", .uint32(UInt32(c.maxPositions))),
@@ -136,13 +136,6 @@ public enum GGUFExport {
         }
     }
 
-    /// Source row of each exported row: q/k rows moved between RoPE layouts, others in place.
-    static func rowOrder(_ rows: Int, headDim d: Int, _ reorder: (from: RopeLayout, to: RopeLayout)?) -> [Int] {
-        guard let reorder, reorder.from != reorder.to else { return Array(0..<rows) }
-        let source = reorder.to == .interleaved ? RopeLayout.halfSplitRow : RopeLayout.interleavedRow
-        return (0..<rows).map { source($0, d) }
-    }
-
     static func addVector(_ g: inout GGUFWriter, _ name: String, _ v: [Float]) throws {
         try g.add(name, shape: [v.count], type: .f32) { floatBytes(v) }
     }
@@ -151,13 +144,12 @@ public enum GGUFExport {
 
     /// Rows `rows` of `linear` in fp32 (plus scale · B·A of `merging`'s slot, its B rows taken in
     /// the same order), encoded as `type`, a chunk of rows at a time.
-    static func encodeRows<R: Collection<Int>>(
-        _ linear: Linear, rows: R, type: GGMLType, merging: (LoRAAdapter, LoRAAdapter.Slot)? = nil
+    static func encodeRows(
+        _ linear: Linear, rows order: [Int], type: GGMLType, merging: (LoRAAdapter, LoRAAdapter.Slot)? = nil
     ) throws -> [UInt8] {
         let cols = linear.inFeatures
         let (qk, blockBytes) = type.blockLayout!
         let rowBytes = cols / qk * blockBytes
-        let order = Array(rows)
         var out = [UInt8](repeating: 0, count: order.count * rowBytes)
         let chunk = max(1, min(order.count, (1 << 20) / cols))
         var buf = [Float](repeating: 0, count: chunk * cols)

@@ -42,13 +42,19 @@ public enum RopeLayout: String, Codable, Sendable {
         return head * d + (j < d / 2 ? 2 * j : 2 * (j - d / 2) + 1)
     }
 
+    /// For each of `count` q/k rows in `target`'s layout, the row in this layout it comes from.
+    public func sourceRows(count: Int, headDim d: Int, to target: RopeLayout) -> [Int] {
+        guard target != self else { return Array(0..<count) }
+        let source = target == .interleaved ? Self.halfSplitRow : Self.interleavedRow
+        return (0..<count).map { source($0, d) }
+    }
+
     /// Rows of `rowLength` values (a q/k projection's rows, or its LoRA B's) moved from this layout to `target`.
     public func reorderRows(_ m: ArraySlice<Float>, rowLength: Int, headDim d: Int, to target: RopeLayout) -> [Float] {
         guard target != self else { return Array(m) }
         var out = [Float](repeating: 0, count: m.count)
         let base = m.startIndex
-        for r in 0..<(m.count / rowLength) {
-            let src = target == .interleaved ? Self.halfSplitRow(r, headDim: d) : Self.interleavedRow(r, headDim: d)
+        for (r, src) in sourceRows(count: m.count / rowLength, headDim: d, to: target).enumerated() {
             for j in 0..<rowLength { out[r * rowLength + j] = m[base + src * rowLength + j] }
         }
         return out

@@ -30,19 +30,20 @@ INLINE void unpack64_neon(const uint8_t *p, unsigned b, uint8x16_t out[4]) {
         return;
     }
     // b = 2: byte k holds codes 4k .. 4k + 3; b = 1: codes 8k .. 8k + 7. Each byte copied once per
-    // code it holds, then shifted right by the code's bit position.
+    // code it holds (group g of 16 codes: bytes 4g .. 4g + 3 or 2g, 2g + 1), then shifted right by the
+    // code's bit position.
+    static const uint8_t source2[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+    static const int8_t shift2[16] = {0, -2, -4, -6, 0, -2, -4, -6, 0, -2, -4, -6, 0, -2, -4, -6};
+    static const uint8_t source1[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const int8_t shift1[16] = {0, -1, -2, -3, -4, -5, -6, -7, 0, -1, -2, -3, -4, -5, -6, -7};
     uint8_t bytes[16] = {0};
     memcpy(bytes, p, 8 * b);
     const uint8x16_t v = vld1q_u8(bytes), mask = vdupq_n_u8((uint8_t)((1u << b) - 1));
-    const unsigned per = 8 / b;  // codes per byte
+    const uint8x16_t source = vld1q_u8(b == 2 ? source2 : source1);
+    const int8x16_t shift = vld1q_s8(b == 2 ? shift2 : shift1);
     for (unsigned g = 0; g < 4; g++) {
-        uint8_t idx[16];
-        int8_t shift[16];
-        for (unsigned i = 0; i < 16; i++) {
-            idx[i] = (uint8_t)((16 * g + i) / per);
-            shift[i] = (int8_t)(-(int)(((16 * g + i) % per) * b));
-        }
-        out[g] = vandq_u8(vshlq_u8(vqtbl1q_u8(v, vld1q_u8(idx)), vld1q_s8(shift)), mask);
+        const uint8x16_t from = vaddq_u8(source, vdupq_n_u8((uint8_t)(g * 16 * b / 8)));  // the group's bytes
+        out[g] = vandq_u8(vshlq_u8(vqtbl1q_u8(v, from), shift), mask);
     }
 }
 
