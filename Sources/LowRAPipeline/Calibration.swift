@@ -23,6 +23,16 @@ public struct CalibrationRequest: Sendable {
     public var refitLevels = false
     /// After error feedback (and the refit), sweeps of discrete code refinement through H (`refineCodes`).
     public var refineCodes = 0
+    /// The first tokens (whole windows) that pass 1 reads for the assignment's error tables;
+    /// pass 2 (error feedback, CLoQ) reads them all.
+    public var analysisTokens: Int
+
+    /// The request pass 1 runs on: the first `analysisTokens` only.
+    public var analysis: CalibrationRequest {
+        var r = self
+        r.tokens = Array(tokens.prefix(analysisTokens))
+        return r
+    }
 
     public init(config: ModelConfig, tokens: [Int], window: Int, source: String) throws {
         guard window >= 2, tokens.count >= window else {
@@ -34,12 +44,15 @@ public struct CalibrationRequest: Sendable {
         self.tokens = tokens
         self.window = window
         self.source = source
+        analysisTokens = tokens.count / window * window
     }
 
     /// Tokens actually used: whole windows.
     public var usedTokens: Int { tokens.count / window * window }
     public var description: String {
-        "\(source) (\(usedTokens) tokens; " + (errorFeedback ? "error feedback, damping \(damping))" : "diagonal)")
+        let analysis = analysisTokens < usedTokens ? ", the first \(analysisTokens) for analysis" : ""
+        return "\(source) (\(usedTokens) tokens\(analysis); "
+            + (errorFeedback ? "error feedback, damping \(damping))" : "diagonal)")
     }
 }
 
@@ -108,9 +121,7 @@ public final class BlockCalibrator: @unchecked Sendable {
         let observe: LinearInputObserver? =
             statistics
             ? { _, site, input, rows, n in
-                sums[site]!.withUnsafeMutableBufferPointer {
-                    matmulTransA(input, input, $0.baseAddress!, m: n, n: n, k: rows, beta: 1)
-                }
+                sums[site]!.withUnsafeMutableBufferPointer { gramUpdate(input, $0.baseAddress!, n: n, k: rows) }
             } : nil
         for first in stride(from: 0, to: windows, by: chunk) {
             let span = (first * t * c.hiddenSize)..<((first + chunk) * t * c.hiddenSize)
@@ -129,6 +140,9 @@ public final class BlockCalibrator: @unchecked Sendable {
         blk.releaseStored()  // each block is passed once per call: a model larger than memory goes through
         if advance { block += 1 }
         let tokens = windows * t
+        for site in sums.keys {
+            sums[site]!.withUnsafeMutableBufferPointer { mirrorUpper($0.baseAddress!, n: columns[site]!) }
+        }
         return sums.reduce(into: [:]) { out, entry in
             out[entry.key] = InputCovariance(
                 n: columns[entry.key]!, values: entry.value.map { $0 / Float(tokens) }, tokens: tokens)

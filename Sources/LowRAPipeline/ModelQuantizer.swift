@@ -239,7 +239,7 @@ extension ModelWeights {
         }
         // With calibration, each block's input statistics come from the full-precision model,
         // one block at a time (pass 2 gathers them again, sequentially, where error feedback is on).
-        let calibrator = request.calibration.map { BlockCalibrator($0, weights: self) }
+        let calibrator = request.calibration.map { BlockCalibrator($0.analysis, weights: self) }
         var stats = [LinearInput: InputCovariance]()
         var columnWeights = [[Float]?]()
         var analyses = [TensorAnalysis]()

@@ -42,6 +42,9 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
     public var calibration = Calibration.automatic
     /// Tokens of the calibration text (whole windows of 512).
     public var calibrationTokens = 4096
+    /// Of those, the first ones the Fisher and the assignment's error tables read (whole windows;
+    /// nil: all of them). Error feedback and CLoQ read every calibration token.
+    public var analysisTokens: Int?
     public var calibrationMethod = CalibrationMethod.gptq
     /// Damping of the input covariance, as a fraction of its mean diagonal.
     public var damping: Float = 0.01
@@ -126,6 +129,7 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         if initialization == .cloq && !errorFeedback { throw RecipeError.cloqNeedsErrorFeedback }
         guard loftqSteps >= 1 else { throw RecipeError.loftqSteps }
         guard calibrationTokens >= 2 || !calibrated else { throw RecipeError.calibrationTokens }
+        if let n = analysisTokens, n < 2 { throw RecipeError.analysisTokens }
         if let ps = precisions, ps.isEmpty || !ps.allSatisfy({ [1, 2, 4].contains($0) }) {
             throw RecipeError.precisions
         }
@@ -194,6 +198,7 @@ public struct ResolvedRecipe: Sendable {
         c.damping = recipe.damping
         c.refitLevels = recipe.refitLevels
         c.refineCodes = recipe.refineCodes
+        if let n = recipe.analysisTokens { c.analysisTokens = max(c.window, min(n, c.usedTokens)) / c.window * c.window }
         return c
     }
 
@@ -220,6 +225,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     case rotationBlock
     case loftqSteps
     case calibrationTokens
+    case analysisTokens
     case precisions
     case lloydIterations
     case codebookForBaseline
@@ -247,6 +253,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
         case .rotationBlock: "--rotation-block takes a positive size, with --rotate"
         case .loftqSteps: "--loftq-steps must be positive"
         case .calibrationTokens: "--calibration-tokens must be at least 2"
+        case .analysisTokens: "--analysis-tokens must be at least 2"
         case .precisions: "--precisions takes values from 1,2,4"
         case .lloydIterations: "--lloyd-iters must not be negative"
         case .codebookForBaseline: "--codebook and --lloyd-iters apply to --method lowra only"
@@ -263,7 +270,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     /// the quantizer cannot run.
     public var isUsage: Bool {
         switch self {
-        case .damping, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
+        case .damping, .analysisTokens, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
             .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
             true
         default: false

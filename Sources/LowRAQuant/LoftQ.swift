@@ -31,15 +31,14 @@ public func loftqInitialize(
         })
 }
 
-/// The rank-r truncated SVD of `residual` (out, in) split as √σ between B (out, r) and A (r, in)
-/// (randomized for large layers): LoftQ's factors, unweighted.
-public func plainLowRank(
-    _ residual: [Float], out: Int, in inF: Int, rank r: Int, seed: UInt64
-) throws -> (a: [Float], b: [Float]) {
-    let svd =
-        inF * out > 64 * 64 && r < min(out, inF) / 4
-        ? try truncatedSVDRandomized(residual, rows: out, cols: inF, rank: r, seed: seed)
-        : try truncatedSVDExact(residual, rows: out, cols: inF, rank: r)
+/// Whether LoftQ's and CLoQ's rank-r fits of an (out, in) layer use the randomized SVD: for
+/// layers past 64 × 64 with a rank under a quarter of the smaller side; the exact SVD otherwise.
+public func usesRandomizedSVD(out: Int, in n: Int, rank r: Int) -> Bool {
+    n * out > 64 * 64 && r < min(out, n) / 4
+}
+
+/// B (out, r), A (r, in) from a rank-r SVD: √σ on each side.
+func factors(_ svd: TruncatedSVD, out: Int, in inF: Int, rank r: Int) -> (a: [Float], b: [Float]) {
     var a = [Float](repeating: 0, count: r * inF)
     var b = [Float](repeating: 0, count: out * r)
     for i in 0..<out {
@@ -49,6 +48,18 @@ public func plainLowRank(
         for j in 0..<inF { a[i * inF + j] = svd.s[i].squareRoot() * svd.vt[i * inF + j] }
     }
     return (a, b)
+}
+
+/// The rank-r truncated SVD of `residual` (out, in) split as √σ between B (out, r) and A (r, in)
+/// (randomized for large layers): LoftQ's factors, unweighted.
+public func plainLowRank(
+    _ residual: [Float], out: Int, in inF: Int, rank r: Int, seed: UInt64
+) throws -> (a: [Float], b: [Float]) {
+    let svd =
+        usesRandomizedSVD(out: out, in: inF, rank: r)
+        ? try truncatedSVDRandomized(residual, rows: out, cols: inF, rank: r, seed: seed)
+        : try truncatedSVDExact(residual, rows: out, cols: inF, rank: r)
+    return factors(svd, out: out, in: inF, rank: r)
 }
 
 /// LoftQ's alternation with its two halves given: for `steps` steps, Q = quantize(W − s·BA), then

@@ -84,6 +84,22 @@ public func preferredBLASEnvironment(
     return out
 }
 
+/// The upper triangle of c (N, N) += aᵀ a, with a stored (K, N) row-major: a Gram matrix (a layer's
+/// input second moments) at half the products of `matmulTransA(a, a, …)`. The strict lower
+/// triangle is left as it was: `mirrorUpper` fills it once the sum is complete.
+@inline(__always)
+public func gramUpdate(_ a: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, n: Int, k: Int) {
+    lowra_pool_park()
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1, a, Int32(n), 1, c, Int32(n))
+}
+
+/// Copies the upper triangle of the symmetric (n, n) row-major c into its lower one.
+public func mirrorUpper(_ c: UnsafeMutablePointer<Float>, n: Int) {
+    for i in 0..<n {
+        for j in 0..<i { c[i * n + j] = c[j * n + i] }
+    }
+}
+
 /// y (M, N) = alpha * a^T · b + beta * y, with a stored (K, M) and b stored (K, N), row-major.
 @inline(__always)
 public func matmulTransA(

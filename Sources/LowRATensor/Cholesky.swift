@@ -1,4 +1,5 @@
 import CBLAS
+import CLowRAPacked
 
 // Symmetric positive definite matrices (a layer's input covariance H) by LAPACK: the factors that
 // calibrated quantization (error feedback) and calibrated LoRA initialization need.
@@ -32,6 +33,19 @@ public func inverseCholeskyUpper(_ a: [Float], n: Int) throws -> [Float] {
         for j in (i + 1)..<n { inv[i * n + j] = inv[j * n + i] }  // spotri fills the lower triangle
     }
     return try choleskyFactor(inv, n: n, upper: true)
+}
+
+/// x ← L x, Lᵀ x (x (n, cols), `left`) or x L (x (rows, n)) for lower-triangular L (n, n): a
+/// whitening by H's Cholesky factor without a product of the full size.
+public func multiplyLowerTriangular(
+    _ l: UnsafePointer<Float>, n: Int, _ x: UnsafeMutablePointer<Float>, other: Int, left: Bool,
+    transpose: Bool = false
+) {
+    precondition(left || !transpose)
+    lowra_pool_park()
+    cblas_strmm(
+        CblasRowMajor, left ? CblasLeft : CblasRight, CblasLower, transpose ? CblasTrans : CblasNoTrans, CblasNonUnit,
+        Int32(left ? n : other), Int32(left ? other : n), 1, l, Int32(n), x, Int32(left ? other : n))
 }
 
 /// x (rows, n) ← x · L⁻¹ for lower-triangular L (n, n): un-whitens factors found in the space

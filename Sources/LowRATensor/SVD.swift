@@ -30,23 +30,64 @@ public func truncatedSVDRandomized(
     _ matrix: [Float], rows m: Int, cols n: Int, rank r: Int, oversample: Int = 8, powerIterations: Int = 2,
     seed: UInt64 = 0
 ) throws -> TruncatedSVD {
+    precondition(matrix.count == m * n)
+    return try matrix.withUnsafeBufferPointer { mb in
+        let a = mb.baseAddress!
+        let products = MatrixProducts(
+            rows: m, cols: n,
+            times: { x, y, k in matmul(a, x, y, m: m, n: k, k: n) },
+            transposeTimes: { y, z, k in matmulTransA(a, y, z, m: n, n: k, k: m) },
+            leftTimes: { y, s, k in matmulTransA(y, a, s, m: k, n: n, k: m) })
+        return try truncatedSVDRandomized(
+            products, rank: r, oversample: oversample, powerIterations: powerIterations, seed: seed)
+    }
+}
+
+/// A matrix M (rows, cols) known only by its products with thin matrices, which is all the
+/// randomized SVD needs of it: a product of factors (CLoQ's whitened residual R·L) need not be
+/// formed. Buffers are row-major; k is the thin dimension.
+public struct MatrixProducts {
+    public let rows: Int
+    public let cols: Int
+    /// y (rows, k) = M x for x (cols, k).
+    public let times: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    /// z (cols, k) = Mᵀ y for y (rows, k).
+    public let transposeTimes: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    /// s (k, cols) = yᵀ M for y (rows, k).
+    public let leftTimes: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+
+    public init(
+        rows: Int, cols: Int, times: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void,
+        transposeTimes: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void,
+        leftTimes: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    ) {
+        (self.rows, self.cols, self.times, self.transposeTimes, self.leftTimes) =
+            (rows, cols, times, transposeTimes, leftTimes)
+    }
+}
+
+/// The randomized rank-r SVD of a matrix given by its products (see the matrix version).
+public func truncatedSVDRandomized(
+    _ matrix: MatrixProducts, rank r: Int, oversample: Int = 8, powerIterations: Int = 2, seed: UInt64 = 0
+) throws -> TruncatedSVD {
+    let (m, n) = (matrix.rows, matrix.cols)
     let l = min(min(m, n), r + oversample)
     guard r >= 1, r <= l else { throw LowRAError(.invalidArgument, "rank \(r) must be in 1...\(min(m, n))") }
     var rng = SplitMix64(seed: seed)
     let omega = (0..<(n * l)).map { _ in Float(rng.nextUnit() * 2 - 1) }  // (n, l)
     var y = [Float](repeating: 0, count: m * l)  // (m, l) = M Ω
-    matmul(matrix, omega, &y, m: m, n: l, k: n)
+    matrix.times(omega, &y, l)
     func orthonormalize(_ x: inout [Float], rows: Int) throws { try orthonormalizeColumns(&x, rows: rows, cols: l) }
     try orthonormalize(&y, rows: m)
     var z = [Float](repeating: 0, count: n * l)  // (n, l) = M^T Q
     for _ in 0..<powerIterations {
-        matmulTransA(matrix, y, &z, m: n, n: l, k: m)
+        matrix.transposeTimes(y, &z, l)
         try orthonormalize(&z, rows: n)
-        matmul(matrix, z, &y, m: m, n: l, k: n)
+        matrix.times(z, &y, l)
         try orthonormalize(&y, rows: m)
     }
     var small = [Float](repeating: 0, count: l * n)  // (l, n) = Q^T M
-    matmulTransA(y, matrix, &small, m: l, n: n, k: m)
+    matrix.leftTimes(y, &small, l)
     let inner = try truncatedSVDExact(small, rows: l, cols: n, rank: r)
     var u = [Float](repeating: 0, count: m * r)  // Q (m, l) · U_small (l, r)
     matmul(y, inner.u, &u, m: m, n: r, k: l)

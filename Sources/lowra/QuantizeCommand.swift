@@ -46,6 +46,12 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Tokens of the calibration text to use (whole windows of 512).") var calibrationTokens: Int = 4096
     @Option(
         help: """
+            Of the calibration tokens, the first ones the Fisher and the assignment's error tables read (default: \
+            all); error feedback and CLoQ read every one.
+            """)
+    var analysisTokens: Int?
+    @Option(
+        help: """
             gptq: error feedback through each layer's input covariance, gathered sequentially, and output-error \
             costs in the assignment (default) | diag: E[x²] weighs Lloyd-Max and the error table only.
             """)
@@ -115,6 +121,7 @@ struct QuantizeCommand: ParsableCommand {
         var r = QuantizationRecipe(method: method, bits: bits)
         r.calibration = calibration.map { $0 == "none" ? .dataFree : .text($0) } ?? .automatic
         r.calibrationTokens = calibrationTokens
+        r.analysisTokens = analysisTokens
         guard let calibrationMethod = QuantizationRecipe.CalibrationMethod(rawValue: calibrationMethod) else {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
@@ -205,7 +212,8 @@ struct QuantizeCommand: ParsableCommand {
                 let bar = ProgressBar("fisher ")
                 let t0 = Date()
                 request.sensitivity = try outputSensitivity(
-                    config: loaded.config, weights: loaded.model.weights, tokens: tokens,
+                    config: loaded.config, weights: loaded.model.weights,
+                    tokens: Array(tokens.prefix(request.calibration!.analysisTokens + 1)),
                     seq: min(256, tokens.count - 1, loaded.config.maxPositions)
                 ) { bar.update($0, $1) }
                 sensitivitySeconds = Date().timeIntervalSince(t0)
@@ -371,6 +379,7 @@ extension QuantizationRecipe {
         case .dataFree: a += ["--calibration", "none"]
         case .text(let path): a += ["--calibration", path, "--calibration-tokens", String(calibrationTokens)]
         }
+        if let n = analysisTokens { a += ["--analysis-tokens", String(n)] }
         if calibrationMethod != .gptq { a += ["--calibration-method", calibrationMethod.rawValue] }
         if damping != 0.01 { a += ["--damping", String(damping)] }
         if refitLevels { a.append("--refit-levels") }

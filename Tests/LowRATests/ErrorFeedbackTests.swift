@@ -311,4 +311,49 @@ final class ErrorFeedbackTests: XCTestCase {
         let plain = try plainLowRank(residual, out: out, in: n, rank: rank, seed: 0)
         XCTAssertLessThan(cloq, error(plain.a, plain.b))
     }
+
+    /// On layers large enough for the randomized SVD, CLoQ never forms R L (it multiplies by R and
+    /// by L's triangle in turn): the factors equal those of the randomized SVD of the formed R L
+    /// with the same sketch, and on a residual of decaying spectrum reach the closed-form minimum.
+    func testCalibratedLowRankByProductsMatchesTheFormedWhitening() throws {
+        let (out, n, rank) = (96, 80, 4)
+        XCTAssertTrue(usesRandomizedSVD(out: out, in: n, rank: rank))
+        var rng = SplitMix64(seed: 21)
+        // Singular values 2⁻ⁱ: the randomized range finder captures the top ones.
+        let u = try orthonormalColumns((0..<(out * n)).map { _ in Float(gaussian(&rng)) }, rows: out, cols: n)
+        let v = try orthonormalColumns((0..<(n * n)).map { _ in Float(gaussian(&rng)) }, rows: n, cols: n)
+        var residual = [Float](repeating: 0, count: out * n)
+        for i in 0..<out {
+            for j in 0..<n {
+                var x = 0.0
+                for k in 0..<n { x += Double(u[i * n + k]) * pow(0.5, Double(k)) * Double(v[j * n + k]) }
+                residual[i * n + j] = Float(x)
+            }
+        }
+        let h = InputCovariance(n: n, values: covariance(n: n, tokens: 300, seed: 22), tokens: 300).damped(0.01)
+        let lower = try choleskyFactor(h.values, n: n)
+        let f = try calibratedLowRank(residual, out: out, in: n, lower: lower, rank: rank, seed: 5)
+        var rl = [Float](repeating: 0, count: out * n)
+        matmul(residual, lower, &rl, m: out, n: n, k: n)
+        let svd = try truncatedSVDRandomized(rl, rows: out, cols: n, rank: rank, seed: 5)
+        var ba = [Float](repeating: 0, count: out * n)
+        matmul(f.b, f.a, &ba, m: out, n: n, k: rank)
+        var baL = [Float](repeating: 0, count: out * n)  // (B A) L, to compare in the whitened space
+        matmul(ba, lower, &baL, m: out, n: n, k: n)
+        var usvt = [Float](repeating: 0, count: out * n)
+        for i in 0..<out {
+            for j in 0..<n {
+                var x: Float = 0
+                for k in 0..<rank { x += svd.u[i * rank + k] * svd.s[k] * svd.vt[k * n + j] }
+                usvt[i * n + j] = x
+            }
+        }
+        let scale = usvt.map { Double($0 * $0) }.reduce(0, +).squareRoot()
+        let diff = zip(baL, usvt).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+        XCTAssertLessThan(diff, 1e-4 * scale)
+        let error = h.rowErrors(zip(residual, ba).map { $0 - $1 }, rows: out).reduce(0, +)
+        let sv = try truncatedSVDExact(rl, rows: out, cols: n, rank: n).s
+        let minimum = sv[rank...].reduce(0.0) { $0 + Double($1) * Double($1) }
+        XCTAssertEqual(error, minimum, accuracy: 1e-2 * minimum)
+    }
 }
