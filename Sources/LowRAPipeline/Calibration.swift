@@ -23,6 +23,11 @@ public struct CalibrationRequest: Sendable {
     public var refitLevels = false
     /// After error feedback (and the refit), sweeps of discrete code refinement through H (`refineCodes`).
     public var refineCodes = 0
+    /// Rows per layer whose error feedback the assignment's error tables measure at each
+    /// precision (nil: every row). The other rows' errors are their E[x²]-weighted errors scaled by
+    /// the layer's ratio of the two on the measured rows: error feedback costs out·in² per layer
+    /// and precision, this rows·in².
+    public var tableRows: Int?
     /// The first tokens (whole windows) that pass 1 reads for the assignment's error tables;
     /// pass 2 (error feedback, CLoQ) reads them all.
     public var analysisTokens: Int

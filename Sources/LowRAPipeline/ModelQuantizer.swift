@@ -258,11 +258,8 @@ extension ModelWeights {
                 let damped = h.damped(request.calibration!.damping)
                 let u = try inverseCholeskyUpper(damped.values, n: damped.n)
                 for p in options.precisions {
-                    let bits = [UInt8](repeating: UInt8(p), count: lin.outFeatures)
-                    a.errors[p] =
-                        errorFeedbackQuantize(
-                            w, out: lin.outFeatures, in: lin.inFeatures, inverseFactor: u, codebooks: a.codebooks(bits)
-                        ).rowErrors
+                    let rows = min(request.calibration!.tableRows ?? lin.outFeatures, lin.outFeatures)
+                    a.errors[p] = a.sampledErrorFeedbackErrors(w, precision: p, inverseFactor: u, rows: rows)
                 }
                 a.rowEnergy = damped.rowErrors(w, rows: lin.outFeatures)
             }

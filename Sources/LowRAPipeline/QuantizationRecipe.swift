@@ -36,15 +36,61 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         case loftq, cloq, zeros, none
     }
 
+    /// How much work `quantize` does where the recipe leaves a choice nil (`Effort`).
+    public enum Preset: String, Codable, Sendable, CaseIterable {
+        /// The paper's data-free recipe with one LoftQ step: seconds, no calibration text.
+        case fast
+        /// The calibrated recipe at the effort measured to cost little accuracy (the default).
+        case standard
+        /// The calibrated recipe at full effort: every calibration token for every step, exact
+        /// error tables, five CLoQ steps.
+        case thorough
+    }
+
+    /// What a preset fills in.
+    public struct Effort: Sendable, Equatable {
+        /// false: data-free unless a text is named.
+        public var calibrate: Bool
+        public var calibrationTokens: Int
+        /// nil: all the calibration tokens.
+        public var analysisTokens: Int?
+        /// nil: every row.
+        public var tableRows: Int?
+        /// Alternating steps of CLoQ, and of LoftQ when calibrated.
+        public var calibratedSteps: Int
+        /// LoftQ's steps, data-free.
+        public var dataFreeSteps: Int
+    }
+
+    public static func effort(_ preset: Preset) -> Effort {
+        switch preset {
+        case .fast:
+            Effort(
+                calibrate: false, calibrationTokens: 1024, analysisTokens: nil, tableRows: 128, calibratedSteps: 1,
+                dataFreeSteps: 1)
+        case .standard:
+            Effort(
+                calibrate: true, calibrationTokens: 2048, analysisTokens: 1024, tableRows: 128, calibratedSteps: 2,
+                dataFreeSteps: 5)
+        case .thorough:
+            Effort(
+                calibrate: true, calibrationTokens: 4096, analysisTokens: nil, tableRows: nil, calibratedSteps: 5,
+                dataFreeSteps: 5)
+        }
+    }
+
     public var method: QuantMethod
     /// Budget in code bits per quantized parameter.
     public var bits: Double
+    public var preset = Preset.standard
     public var calibration = Calibration.automatic
-    /// Tokens of the calibration text (whole windows of 512).
-    public var calibrationTokens = 4096
-    /// Of those, the first ones the Fisher and the assignment's error tables read (whole windows;
-    /// nil: all of them). Error feedback and CLoQ read every calibration token.
+    /// Tokens of the calibration text (whole windows of 512); nil: the preset's.
+    public var calibrationTokens: Int?
+    /// Of those, the first ones the Fisher and the assignment's error tables read (whole windows);
+    /// nil: the preset's. Error feedback and CLoQ read every calibration token.
     public var analysisTokens: Int?
+    /// Rows per layer whose error feedback the assignment's error tables measure; nil: the preset's.
+    public var tableRows: Int?
     public var calibrationMethod = CalibrationMethod.gptq
     /// Damping of the input covariance, as a fraction of its mean diagonal.
     public var damping: Float = 0.01
@@ -71,7 +117,8 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
     /// The initial adapter's rank (nil: `LoRAAdapter.defaultRank`) and alpha (nil: the rank).
     public var rank: Int?
     public var alpha: Float?
-    public var loftqSteps = 5
+    /// LoftQ's / CLoQ's alternating steps; nil: the preset's.
+    public var loftqSteps: Int?
     /// The head's encoding (the embedding when tied): 8 (Q8_0), 4 (Q4_0) or 16 (the source's).
     public var headBits = 16
     /// Equivalence transforms before quantizing (measured, not adopted).
@@ -107,11 +154,12 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
     /// the text is missing).
     public func resolved(defaultCalibrationText: () throws -> String) throws -> ResolvedRecipe {
         try Self.checkBudget(method: method, bits: bits, precisionMap: precisionMap != nil)
+        let effort = Self.effort(preset)
         let text: String?
         switch calibration {
         case .text(let path): text = path
         case .dataFree: text = nil
-        case .automatic: text = method == .lowra ? try defaultCalibrationText() : nil
+        case .automatic: text = method == .lowra && effort.calibrate ? try defaultCalibrationText() : nil
         }
         let calibrated = text != nil
         let errorFeedback = calibrated && calibrationMethod == .gptq
@@ -127,9 +175,10 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         if channelScaling != nil && !calibrated { throw RecipeError.needsCalibration("--channel-scaling") }
         if let b = rotationBlock, !rotate || b < 1 { throw RecipeError.rotationBlock }
         if initialization == .cloq && !errorFeedback { throw RecipeError.cloqNeedsErrorFeedback }
-        guard loftqSteps >= 1 else { throw RecipeError.loftqSteps }
-        guard calibrationTokens >= 2 || !calibrated else { throw RecipeError.calibrationTokens }
+        if let n = loftqSteps, n < 1 { throw RecipeError.loftqSteps }
+        if let n = calibrationTokens, n < 2, calibrated { throw RecipeError.calibrationTokens }
         if let n = analysisTokens, n < 2 { throw RecipeError.analysisTokens }
+        if let n = tableRows, n < 1 { throw RecipeError.tableRows }
         if let ps = precisions, ps.isEmpty || !ps.allSatisfy({ [1, 2, 4].contains($0) }) {
             throw RecipeError.precisions
         }
@@ -141,7 +190,10 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
             ?? (sensitivity == .fisher && precisionMap == nil ? Self.defaultPrecisions(bits: bits, fisher: true) : nil)
         return ResolvedRecipe(
             recipe: self, calibrationText: text, errorFeedback: errorFeedback, sensitivity: sensitivity,
-            initialization: initialization, precisions: precisions)
+            initialization: initialization, precisions: precisions,
+            calibrationTokens: calibrationTokens ?? effort.calibrationTokens,
+            analysisTokens: analysisTokens ?? effort.analysisTokens, tableRows: tableRows ?? effort.tableRows,
+            loftqSteps: loftqSteps ?? (calibrated ? effort.calibratedSteps : effort.dataFreeSteps))
     }
 }
 
@@ -155,6 +207,11 @@ public struct ResolvedRecipe: Sendable {
     public let initialization: QuantizationRecipe.Initialization
     /// nil: the quantizer's default for the budget.
     public let precisions: [Int]?
+    /// The recipe's or its preset's.
+    public let calibrationTokens: Int
+    public let analysisTokens: Int?
+    public let tableRows: Int?
+    public let loftqSteps: Int
 
     public var calibrated: Bool { calibrationText != nil }
     /// Whether the initial adapter comes from an alternating low-rank fit (LoftQ or CLoQ).
@@ -184,7 +241,7 @@ public struct ResolvedRecipe: Sendable {
         }
         if let adapter, fitsAdapter {
             request.loftq = LoftQRequest(
-                rank: adapter.rank, alpha: adapter.alpha, steps: r.loftqSteps, calibrated: initialization == .cloq)
+                rank: adapter.rank, alpha: adapter.alpha, steps: loftqSteps, calibrated: initialization == .cloq)
         }
         return request
     }
@@ -198,7 +255,8 @@ public struct ResolvedRecipe: Sendable {
         c.damping = recipe.damping
         c.refitLevels = recipe.refitLevels
         c.refineCodes = recipe.refineCodes
-        if let n = recipe.analysisTokens { c.analysisTokens = max(c.window, min(n, c.usedTokens)) / c.window * c.window }
+        c.tableRows = tableRows
+        if let n = analysisTokens { c.analysisTokens = max(c.window, min(n, c.usedTokens)) / c.window * c.window }
         return c
     }
 
@@ -226,6 +284,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     case loftqSteps
     case calibrationTokens
     case analysisTokens
+    case tableRows
     case precisions
     case lloydIterations
     case codebookForBaseline
@@ -254,6 +313,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
         case .loftqSteps: "--loftq-steps must be positive"
         case .calibrationTokens: "--calibration-tokens must be at least 2"
         case .analysisTokens: "--analysis-tokens must be at least 2"
+        case .tableRows: "--table-rows must be positive"
         case .precisions: "--precisions takes values from 1,2,4"
         case .lloydIterations: "--lloyd-iters must not be negative"
         case .codebookForBaseline: "--codebook and --lloyd-iters apply to --method lowra only"
@@ -270,7 +330,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     /// the quantizer cannot run.
     public var isUsage: Bool {
         switch self {
-        case .damping, .analysisTokens, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
+        case .damping, .analysisTokens, .tableRows, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
             .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
             true
         default: false

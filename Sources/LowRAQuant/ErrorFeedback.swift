@@ -298,3 +298,31 @@ func solveSymmetric(_ a: [Double], _ b: [Double], k: Int, indices: [Int]) -> [Do
     }
     return x
 }
+
+extension TensorAnalysis {
+    /// Every row's output error after error feedback at precision p (what `errorFeedbackQuantize`
+    /// reports), estimated from `rows` evenly spaced rows: error feedback runs on those alone,
+    /// and each row's E[x²]-weighted error (the analysis's table at p) is scaled by the measured
+    /// rows' ratio of the two (with every row measured: error feedback's errors). Error feedback
+    /// costs out·in² per layer and precision, this rows·in².
+    public func sampledErrorFeedbackErrors(
+        _ w: [Float], precision p: Int, inverseFactor u: [Float], rows n: Int
+    ) -> [Double] {
+        let (out, inF) = (outFeatures, inFeatures)
+        precondition(n >= 1 && n <= out && w.count == out * inF)
+        let picked = (0..<n).map { $0 * out / n }
+        var sample = n == out ? w : []
+        if n < out {
+            sample.reserveCapacity(n * inF)
+            for r in picked { sample += w[(r * inF)..<((r + 1) * inF)] }
+        }
+        let measured = errorFeedbackQuantize(
+            sample, out: n, in: inF, inverseFactor: u, codebooks: codebooks(precision: p, rows: picked)
+        ).rowErrors
+        if n == out { return measured }
+        let weighted = errors[p]!
+        let base = picked.reduce(0.0) { $0 + weighted[$1] }
+        let ratio = base > 0 ? measured.reduce(0, +) / base : 1
+        return weighted.map { $0 * ratio }
+    }
+}

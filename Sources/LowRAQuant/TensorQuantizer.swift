@@ -303,6 +303,18 @@ extension TensorAnalysis {
             scales: absmax.decoded(count: outFeatures * nb))
     }
 
+    /// The codebooks of `rows` (in that order) at precision p, as a layer of those rows alone.
+    public func codebooks(precision p: Int, rows: [Int]) -> RowCodebooks {
+        let k = 1 << p
+        let all = levels[p]!
+        let nb = (inFeatures + AbsmaxStorage.block - 1) / AbsmaxStorage.block
+        let scales = absmax.decoded(count: outFeatures * nb)
+        return RowCodebooks(
+            rows: rows.count, columns: inFeatures, blockSize: AbsmaxStorage.block,
+            levels: rows.flatMap { all[($0 * k)..<(($0 + 1) * k)] }, offsets: (0...rows.count).map { $0 * k },
+            scales: rows.flatMap { scales[($0 * nb)..<(($0 + 1) * nb)] })
+    }
+
     private func checkPrecisions(_ bits: [UInt8]) throws {
         guard bits.count == outFeatures else {
             throw LowRAError(.shapeMismatch, "pack: \(bits.count) precisions for \(outFeatures) rows")

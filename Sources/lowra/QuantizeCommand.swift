@@ -12,6 +12,7 @@ extension QuantMethod: ExpressibleByArgument {}
 extension AssignerKind: ExpressibleByArgument {}
 extension CodebookScope: ExpressibleByArgument {}
 extension LloydWeighting: ExpressibleByArgument {}
+extension QuantizationRecipe.Preset: ExpressibleByArgument {}
 
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,6 +22,13 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "lowra | qlora | loftq.") var method: QuantMethod = .lowra
     @Option(help: "Budget in code bits per quantized parameter, e.g. 1.75.") var bits: Double
     @Option(help: "Output directory.") var out: String
+    @Option(
+        help: """
+            fast: the paper's data-free recipe with one LoftQ step (seconds) | standard: the calibrated recipe \
+            (default) | thorough: the calibrated recipe at full effort (all calibration tokens everywhere, exact error \
+            tables, 5 CLoQ steps). Flags below override the preset's choices.
+            """)
+    var preset: QuantizationRecipe.Preset = .standard
     @Option(help: "Codebook scope: channel (default) | tensor (lowra; the baselines use NormalFloat levels).")
     var codebook: CodebookScope?
     @Option(help: "Allowed precisions, e.g. 1,2,4 (default: 1,2,4 with the Fisher or below 2 bits, else 2,4).")
@@ -43,13 +51,20 @@ struct QuantizeCommand: ParsableCommand {
             and `none`: the paper's data-free recipe).
             """)
     var calibration: String?
-    @Option(help: "Tokens of the calibration text to use (whole windows of 512).") var calibrationTokens: Int = 4096
+    @Option(help: "Tokens of the calibration text to use (whole windows of 512; default: 2048, thorough 4096).")
+    var calibrationTokens: Int?
     @Option(
         help: """
             Of the calibration tokens, the first ones the Fisher and the assignment's error tables read (default: \
-            all); error feedback and CLoQ read every one.
+            1024, thorough all); error feedback and CLoQ read every one.
             """)
     var analysisTokens: Int?
+    @Option(
+        help: """
+            Rows per layer whose error feedback the assignment's error tables measure at each precision (default: \
+            128, thorough all); the other rows' errors are scaled from their E[x²]-weighted errors.
+            """)
+    var tableRows: Int?
     @Option(
         help: """
             gptq: error feedback through each layer's input covariance, gathered sequentially, and output-error \
@@ -84,7 +99,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank:
         Int?
     @Option(help: "LoRA alpha (default: the rank).") var alpha: Float?
-    @Option(help: "LoftQ alternating steps.") var loftqSteps: Int = 5
+    @Option(help: "LoftQ / CLoQ alternating steps (default: CLoQ 2, thorough 5; data-free LoftQ 5, fast 1).")
+    var loftqSteps: Int?
     @Option(
         help: """
             The head's encoding (the embedding when tied): 8 (Q8_0 blocks), 4 (Q4_0) or 16 \
@@ -119,9 +135,11 @@ struct QuantizeCommand: ParsableCommand {
     /// The recipe these flags describe (`QuantizationRecipe` owns the defaults and the rules).
     func recipe() throws -> QuantizationRecipe {
         var r = QuantizationRecipe(method: method, bits: bits)
+        r.preset = preset
         r.calibration = calibration.map { $0 == "none" ? .dataFree : .text($0) } ?? .automatic
         r.calibrationTokens = calibrationTokens
         r.analysisTokens = analysisTokens
+        r.tableRows = tableRows
         guard let calibrationMethod = QuantizationRecipe.CalibrationMethod(rawValue: calibrationMethod) else {
             throw ValidationError("--calibration-method takes gptq or diag")
         }
@@ -197,7 +215,7 @@ struct QuantizeCommand: ParsableCommand {
         request.transform = transform
         var calibrationTokens = [Int]()
         if let path = resolved.calibrationText {
-            let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(r.calibrationTokens))
+            let tokens = Array(loaded.tokenizer.encode(try readText(path)).prefix(resolved.calibrationTokens))
             calibrationTokens = tokens
             request.calibration = try resolved.calibration(
                 config: loaded.config, tokens: tokens, source: (path as NSString).lastPathComponent)
@@ -338,7 +356,7 @@ struct QuantizeCommand: ParsableCommand {
                     format:
                         "%@ (rank %d, %d steps): mean relative error ‖W − Q − sBA‖/‖W‖ %.4f vs %.4f with zero init "
                         + "(%.1f%% lower); initial adapter in %@/%@",
-                    resolved.initialization == .cloq ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, r.loftqSteps,
+                    resolved.initialization == .cloq ? "CLoQ" : "LoftQ", adapter?.rank ?? 0, resolved.loftqSteps,
                     q.reduce(0, +) / Double(q.count), z.reduce(0, +) / Double(z.count),
                     100 * (1 - q.reduce(0, +) / max(z.reduce(0, +), 1e-30)), out, AdapterStore.initialAdapterDirectory))
         } else if resolved.initialization == .zeros {
@@ -377,9 +395,12 @@ extension QuantizationRecipe {
         switch calibration {
         case .automatic: break
         case .dataFree: a += ["--calibration", "none"]
-        case .text(let path): a += ["--calibration", path, "--calibration-tokens", String(calibrationTokens)]
+        case .text(let path): a += ["--calibration", path]
         }
+        if preset != .standard { a += ["--preset", preset.rawValue] }
+        if let n = calibrationTokens { a += ["--calibration-tokens", String(n)] }
         if let n = analysisTokens { a += ["--analysis-tokens", String(n)] }
+        if let n = tableRows { a += ["--table-rows", String(n)] }
         if calibrationMethod != .gptq { a += ["--calibration-method", calibrationMethod.rawValue] }
         if damping != 0.01 { a += ["--damping", String(damping)] }
         if refitLevels { a.append("--refit-levels") }
@@ -395,7 +416,7 @@ extension QuantizationRecipe {
         if let i = initialization { a += ["--init", i.rawValue] }
         if let r = rank { a += ["--rank", String(r)] }
         if let x = alpha { a += ["--alpha", String(x)] }
-        if loftqSteps != 5 { a += ["--loftq-steps", String(loftqSteps)] }
+        if let n = loftqSteps { a += ["--loftq-steps", String(n)] }
         if headBits != 16 { a += ["--head-bits", String(headBits)] }
         if rotate { a.append("--rotate") }
         if reconstruct { a.append("--reconstruct") }

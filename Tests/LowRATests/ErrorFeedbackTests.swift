@@ -356,4 +356,34 @@ final class ErrorFeedbackTests: XCTestCase {
         let minimum = sv[rank...].reduce(0.0) { $0 + Double($1) * Double($1) }
         XCTAssertEqual(error, minimum, accuracy: 1e-2 * minimum)
     }
+
+    /// The error tables' sampled estimate: with every row measured it is error feedback's own row
+    /// errors; on a layer whose rows are one row times powers of two (so that every row gets the
+    /// same normalized codes and its errors scale by the square of its factor, in both the
+    /// E[x²]-weighted table and error feedback) the estimate from 3 of 24 rows equals error
+    /// feedback's errors of every row.
+    func testSampledErrorTablesMatchErrorFeedbackWhereRowsScale() throws {
+        let (out, n) = (24, 80)
+        var rng = SplitMix64(seed: 31)
+        let base = (0..<n).map { _ in Float(gaussian(&rng)) }
+        let factors = (0..<out).map { Float(1 << ($0 % 5)) / 4 }
+        let w = (0..<(out * n)).map { factors[$0 / n] * base[$0 % n] }
+        let h = InputCovariance(n: n, values: covariance(n: n, tokens: 300, seed: 32), tokens: 300).damped(0.01)
+        let u = try inverseCholeskyUpper(h.values, n: n)
+        var options = QuantizerOptions()
+        options.doubleQuant = false  // scales exactly proportional to the rows
+        for p in [1, 2, 4] {
+            options.precisions = [p]
+            let a = analyzeTensor(w, out: out, in: n, options: options, columnWeights: h.diagonal)
+            let exact = errorFeedbackQuantize(
+                w, out: out, in: n, inverseFactor: u, codebooks: a.codebooks([UInt8](repeating: UInt8(p), count: out))
+            ).rowErrors
+            let all = a.sampledErrorFeedbackErrors(w, precision: p, inverseFactor: u, rows: out)
+            let sampled = a.sampledErrorFeedbackErrors(w, precision: p, inverseFactor: u, rows: 3)
+            for r in 0..<out {
+                XCTAssertEqual(all[r], exact[r], accuracy: 1e-9 * exact[r], "row \(r) at \(p) bits")
+                XCTAssertEqual(sampled[r], exact[r], accuracy: 1e-4 * exact[r], "row \(r) at \(p) bits")
+            }
+        }
+    }
 }
