@@ -257,11 +257,11 @@ extension ModelWeights {
                 // Each channel's cost at each precision: its output error after error feedback.
                 let damped = h.damped(request.calibration!.damping)
                 let u = try inverseCholeskyUpper(damped.values, n: damped.n)
+                let rows = min(request.calibration!.tableRows ?? lin.outFeatures, lin.outFeatures)
                 for p in options.precisions {
-                    let rows = min(request.calibration!.tableRows ?? lin.outFeatures, lin.outFeatures)
                     a.errors[p] = a.sampledErrorFeedbackErrors(w, precision: p, inverseFactor: u, rows: rows)
                 }
-                a.rowEnergy = damped.rowErrors(w, rows: lin.outFeatures)
+                a.rowEnergy = a.sampledRowEnergy(w, covariance: damped, rows: rows)
             }
             analyses.append(a)
             columnWeights.append(h?.diagonal)

@@ -308,21 +308,42 @@ extension TensorAnalysis {
     public func sampledErrorFeedbackErrors(
         _ w: [Float], precision p: Int, inverseFactor u: [Float], rows n: Int
     ) -> [Double] {
-        let (out, inF) = (outFeatures, inFeatures)
-        precondition(n >= 1 && n <= out && w.count == out * inF)
-        let picked = (0..<n).map { $0 * out / n }
-        var sample = n == out ? w : []
-        if n < out {
-            sample.reserveCapacity(n * inF)
-            for r in picked { sample += w[(r * inF)..<((r + 1) * inF)] }
-        }
+        let picked = Self.spacedRows(n, of: outFeatures)
         let measured = errorFeedbackQuantize(
-            sample, out: n, in: inF, inverseFactor: u, codebooks: codebooks(precision: p, rows: picked)
+            rows(w, picked), out: n, in: inFeatures, inverseFactor: u, codebooks: codebooks(precision: p, rows: picked)
         ).rowErrors
-        if n == out { return measured }
-        let weighted = errors[p]!
-        let base = picked.reduce(0.0) { $0 + weighted[$1] }
+        return Self.scaled(errors[p]!, measured: measured, at: picked)
+    }
+
+    /// Every row's output energy tr(w H wᵀ) through `covariance` (the relative error's denominator),
+    /// estimated from `rows` evenly spaced rows as `sampledErrorFeedbackErrors` estimates errors,
+    /// from the analysis's E[x²]-weighted energies.
+    public func sampledRowEnergy(_ w: [Float], covariance: InputCovariance, rows n: Int) -> [Double] {
+        let picked = Self.spacedRows(n, of: outFeatures)
+        return Self.scaled(rowEnergy, measured: covariance.rowErrors(rows(w, picked), rows: n), at: picked)
+    }
+
+    static func spacedRows(_ n: Int, of out: Int) -> [Int] {
+        precondition(n >= 1 && n <= out)
+        return (0..<n).map { $0 * out / n }
+    }
+
+    /// Rows `picked` of w (out, in); w itself when every row is picked.
+    private func rows(_ w: [Float], _ picked: [Int]) -> [Float] {
+        precondition(w.count == outFeatures * inFeatures)
+        guard picked.count < outFeatures else { return w }
+        var sample = [Float]()
+        sample.reserveCapacity(picked.count * inFeatures)
+        for r in picked { sample += w[(r * inFeatures)..<((r + 1) * inFeatures)] }
+        return sample
+    }
+
+    /// `proxy` scaled by the ratio of `measured` to it on the rows `picked`; `measured` itself when
+    /// every row was.
+    private static func scaled(_ proxy: [Double], measured: [Double], at picked: [Int]) -> [Double] {
+        if picked.count == proxy.count { return measured }
+        let base = picked.reduce(0.0) { $0 + proxy[$1] }
         let ratio = base > 0 ? measured.reduce(0, +) / base : 1
-        return weighted.map { $0 * ratio }
+        return proxy.map { $0 * ratio }
     }
 }

@@ -361,7 +361,7 @@ final class ErrorFeedbackTests: XCTestCase {
     /// errors; on a layer whose rows are one row times powers of two (so that every row gets the
     /// same normalized codes and its errors scale by the square of its factor, in both the
     /// E[x²]-weighted table and error feedback) the estimate from 3 of 24 rows equals error
-    /// feedback's errors of every row.
+    /// feedback's errors of every row; the row energies likewise.
     func testSampledErrorTablesMatchErrorFeedbackWhereRowsScale() throws {
         let (out, n) = (24, 80)
         var rng = SplitMix64(seed: 31)
@@ -384,6 +384,11 @@ final class ErrorFeedbackTests: XCTestCase {
                 XCTAssertEqual(all[r], exact[r], accuracy: 1e-9 * exact[r], "row \(r) at \(p) bits")
                 XCTAssertEqual(sampled[r], exact[r], accuracy: 1e-4 * exact[r], "row \(r) at \(p) bits")
             }
+            // The relative error's denominator, tr(w H wᵀ) per row, the same way.
+            let energy = h.rowErrors(w, rows: out)
+            let sampledEnergy = a.sampledRowEnergy(w, covariance: h, rows: 3)
+            XCTAssertEqual(a.sampledRowEnergy(w, covariance: h, rows: out), energy)
+            for r in 0..<out { XCTAssertEqual(sampledEnergy[r], energy[r], accuracy: 1e-4 * energy[r]) }
         }
     }
 }
