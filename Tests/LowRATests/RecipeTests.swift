@@ -42,6 +42,49 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(QuantizeRequest(method: .lowra, bits: 1.75).options.precisions, [1, 2, 4])
     }
 
+    /// A preset fills in only what the recipe leaves open: how much of the calibration text each
+    /// step reads, how many rows the error tables measure, the alternating steps, and (fast) whether
+    /// the automatic text is read at all.
+    func testPresetsFillOnlyWhatIsOpen() throws {
+        let standard = try resolve(QuantizationRecipe(method: .lowra, bits: 2))
+        XCTAssertEqual(standard.calibrationText, "data/calibration.txt")
+        XCTAssertEqual(standard.calibrationTokens, 2048)
+        XCTAssertEqual(standard.analysisTokens, 1024)
+        XCTAssertEqual(standard.tableRows, 128)
+        XCTAssertEqual(standard.loftqSteps, 2)
+        var paper = QuantizationRecipe(method: .lowra, bits: 2)
+        paper.calibration = .dataFree
+        XCTAssertEqual(try resolve(paper).loftqSteps, 5)  // the paper's LoftQ, data-free
+
+        var fast = QuantizationRecipe(method: .lowra, bits: 2)
+        fast.preset = .fast
+        let f = try resolve(fast)
+        XCTAssertNil(f.calibrationText)
+        XCTAssertEqual(f.initialization, .loftq)
+        XCTAssertEqual(f.loftqSteps, 1)
+        fast.calibration = .text("mine.txt")  // a named text is read even by the fast preset
+        fast.loftqSteps = 3
+        XCTAssertEqual(try resolve(fast).calibrationText, "mine.txt")
+        XCTAssertEqual(try resolve(fast).loftqSteps, 3)
+
+        var thorough = QuantizationRecipe(method: .lowra, bits: 2)
+        thorough.preset = .thorough
+        thorough.tableRows = 64
+        let t = try resolve(thorough)
+        XCTAssertEqual(t.calibrationTokens, 4096)
+        XCTAssertNil(t.analysisTokens)
+        XCTAssertEqual(t.tableRows, 64)
+        XCTAssertEqual(t.loftqSteps, 5)
+        let config = ModelConfig(
+            vocabSize: 64, hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, numKVHeads: 2)
+        let c = try t.calibration(config: config, tokens: Array(0..<4096), source: "x")
+        XCTAssertEqual(c.analysisTokens, 4096)
+        XCTAssertEqual(c.tableRows, 64)
+        let s = try standard.calibration(config: config, tokens: Array(0..<2048), source: "x")
+        XCTAssertEqual(s.analysisTokens, 1024)
+        XCTAssertEqual(s.analysis.tokens.count, 1024)
+    }
+
     func testRefusals() throws {
         func refuses(_ r: QuantizationRecipe, _ error: RecipeError, line: UInt = #line) {
             XCTAssertThrowsError(try resolve(r), line: line) { XCTAssertEqual($0 as? RecipeError, error, line: line) }
