@@ -70,7 +70,7 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
                 dataFreeSteps: 1)
         case .standard:
             Effort(
-                calibrate: true, calibrationTokens: 2048, analysisTokens: 1024, tableRows: 128, calibratedSteps: 2,
+                calibrate: true, calibrationTokens: 4096, analysisTokens: 1024, tableRows: 128, calibratedSteps: 5,
                 dataFreeSteps: 5)
         case .thorough:
             Effort(

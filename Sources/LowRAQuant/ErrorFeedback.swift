@@ -23,13 +23,18 @@ public struct InputCovariance: Sendable {
     /// H + λI with λ = `fraction` of the mean diagonal (GPTQ's damping; a column no input ever
     /// used gets λ too): positive definite, and the fraction keeps the error's units.
     public func damped(_ fraction: Float) -> InputCovariance {
+        var d = self
+        d.damp(fraction)
+        return d
+    }
+
+    /// `damped` in place (no copy of the n × n values when this is their only holder).
+    public mutating func damp(_ fraction: Float) {
         var mean = 0.0
         for j in 0..<n { mean += Double(values[j * n + j]) }
         mean /= Double(max(n, 1))
         let lambda = Float(mean > 0 ? mean * Double(fraction) : 1)
-        var v = values
-        for j in 0..<n { v[j * n + j] += lambda }
-        return InputCovariance(n: n, values: v, tokens: tokens)
+        for j in 0..<n { values[j * n + j] += lambda }
     }
 
     /// tr(D H Dᵀ) per row of D (rows, n): each output channel's squared output error.

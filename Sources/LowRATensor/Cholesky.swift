@@ -9,6 +9,11 @@ import CLowRAPacked
 public func choleskyFactor(_ a: [Float], n: Int, upper: Bool = false) throws -> [Float] {
     precondition(a.count == n * n)
     var f = a
+    try factorInPlace(&f, n: n, upper: upper)
+    return f
+}
+
+private func factorInPlace(_ f: inout [Float], n: Int, upper: Bool) throws {
     let info = lowra_spotrf(upper ? 1 : 0, Int32(n), &f)
     guard info == 0 else {
         throw LowRAError(
@@ -18,21 +23,23 @@ public func choleskyFactor(_ a: [Float], n: Int, upper: Bool = false) throws -> 
     for i in 0..<n {
         for j in 0..<n where upper ? j < i : j > i { f[i * n + j] = 0 }
     }
-    return f
 }
 
 /// The upper Cholesky factor U of A⁻¹ (A⁻¹ = Uᵀ U) of a symmetric positive definite (n, n)
 /// matrix: GPTQ's factor, whose row j carries column j's quantization error onto the columns
-/// after it.
+/// after it. One n × n buffer beside `a` (at 7B width down_proj's is 485 MB).
 public func inverseCholeskyUpper(_ a: [Float], n: Int) throws -> [Float] {
-    var inv = try choleskyFactor(a, n: n)
-    guard lowra_spotri_lower(Int32(n), &inv) == 0 else {
+    precondition(a.count == n * n)
+    var f = a
+    try factorInPlace(&f, n: n, upper: false)
+    guard lowra_spotri_lower(Int32(n), &f) == 0 else {
         throw LowRAError(.invalidArgument, "matrix of order \(n) could not be inverted")
     }
     for i in 0..<n {
-        for j in (i + 1)..<n { inv[i * n + j] = inv[j * n + i] }  // spotri fills the lower triangle
+        for j in (i + 1)..<n { f[i * n + j] = f[j * n + i] }  // spotri fills the lower triangle
     }
-    return try choleskyFactor(inv, n: n, upper: true)
+    try factorInPlace(&f, n: n, upper: true)
+    return f
 }
 
 /// x ← L x, Lᵀ x (x (n, cols), `left`) or x L (x (rows, n)) for lower-triangular L (n, n): a

@@ -48,10 +48,10 @@ final class RecipeTests: XCTestCase {
     func testPresetsFillOnlyWhatIsOpen() throws {
         let standard = try resolve(QuantizationRecipe(method: .lowra, bits: 2))
         XCTAssertEqual(standard.calibrationText, "data/calibration.txt")
-        XCTAssertEqual(standard.calibrationTokens, 2048)
+        XCTAssertEqual(standard.calibrationTokens, 4096)
         XCTAssertEqual(standard.analysisTokens, 1024)
         XCTAssertEqual(standard.tableRows, 128)
-        XCTAssertEqual(standard.loftqSteps, 2)
+        XCTAssertEqual(standard.loftqSteps, 5)
         var paper = QuantizationRecipe(method: .lowra, bits: 2)
         paper.calibration = .dataFree
         XCTAssertEqual(try resolve(paper).loftqSteps, 5)  // the paper's LoftQ, data-free
@@ -80,7 +80,7 @@ final class RecipeTests: XCTestCase {
         let c = try t.calibration(config: config, tokens: Array(0..<4096), source: "x")
         XCTAssertEqual(c.analysisTokens, 4096)
         XCTAssertEqual(c.tableRows, 64)
-        let s = try standard.calibration(config: config, tokens: Array(0..<2048), source: "x")
+        let s = try standard.calibration(config: config, tokens: Array(0..<4096), source: "x")
         XCTAssertEqual(s.analysisTokens, 1024)
         XCTAssertEqual(s.analysis.tokens.count, 1024)
     }
