@@ -89,6 +89,14 @@ static inline int lowra_spotri_lower_colmajor(int n, float *a) {
     return (int)info;
 }
 
+/// The inverse of a row-major upper-triangular matrix (n × n), in place (row-major upper is column-major lower).
+static inline int lowra_strtri_upper_colmajor(int n, float *a) {
+    const lowra_lapack_int nn = n;
+    lowra_lapack_int info = 0;
+    LOWRA_LAPACK(strtri)("L", "N", &nn, a, &nn, &info);
+    return (int)info;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The LAPACKE route, and the platform's choice.
 
@@ -109,6 +117,9 @@ static inline int lowra_spotrf_lapacke(int upper, int n, float *a) {
     return LAPACKE_spotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', n, a, n);
 }
 static inline int lowra_spotri_lower_lapacke(int n, float *a) { return LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', n, a, n); }
+static inline int lowra_strtri_upper_lapacke(int n, float *a) {
+    return LAPACKE_strtri(LAPACK_ROW_MAJOR, 'U', 'N', n, a, n);
+}
 
 #define LOWRA_ROUTE(name) name##_lapacke
 static inline int lowra_blas_threads(void) { return openblas_get_num_threads(); }
@@ -130,5 +141,6 @@ static inline int lowra_orthonormalize(int m, int n, float *x, float *diag_r) {
 }
 static inline int lowra_spotrf(int upper, int n, float *a) { return LOWRA_ROUTE(lowra_spotrf)(upper, n, a); }
 static inline int lowra_spotri_lower(int n, float *a) { return LOWRA_ROUTE(lowra_spotri_lower)(n, a); }
+static inline int lowra_strtri_upper(int n, float *a) { return LOWRA_ROUTE(lowra_strtri_upper)(n, a); }
 
 #endif

@@ -562,7 +562,14 @@ public final class QuantizationPlan: @unchecked Sendable {
 
     func record(_ i: Int, _ p: PackedLayer) {
         let a = analyses[i]!
-        if sequential { packedBlocks[layers[i].block, default: [:]][layers[i].kind] = p }
+        if sequential {
+            let (block, site) = (layers[i].block, layers[i].kind.input)
+            packedBlocks[block, default: [:]][layers[i].kind] = p
+            // A site's factors go once its last layer is packed (down_proj's are the largest).
+            if !layers[(i + 1)...].contains(where: { $0.block == block && $0.kind.input == site }) {
+                siteFactors[site] = nil
+            }
+        }
         var err = 0.0
         var energy = 0.0
         for r in 0..<a.outFeatures {

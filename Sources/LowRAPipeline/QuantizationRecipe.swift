@@ -38,7 +38,7 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
 
     /// How much work `quantize` does where the recipe leaves a choice nil (`Effort`).
     public enum Preset: String, Codable, Sendable, CaseIterable {
-        /// The paper's data-free recipe with one LoftQ step: seconds, no calibration text.
+        /// The paper's data-free recipe with three LoftQ steps: seconds, no calibration text.
         case fast
         /// The calibrated recipe at the effort measured to cost little accuracy (the default).
         case standard
@@ -66,11 +66,11 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         switch preset {
         case .fast:
             Effort(
-                calibrate: false, calibrationTokens: 1024, analysisTokens: nil, tableRows: 128, calibratedSteps: 1,
-                dataFreeSteps: 1)
+                calibrate: false, calibrationTokens: 1024, analysisTokens: nil, tableRows: 128, calibratedSteps: 3,
+                dataFreeSteps: 3)
         case .standard:
             Effort(
-                calibrate: true, calibrationTokens: 4096, analysisTokens: 1024, tableRows: 128, calibratedSteps: 5,
+                calibrate: true, calibrationTokens: 4096, analysisTokens: 1024, tableRows: 128, calibratedSteps: 3,
                 dataFreeSteps: 5)
         case .thorough:
             Effort(
@@ -330,8 +330,8 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     /// the quantizer cannot run.
     public var isUsage: Bool {
         switch self {
-        case .damping, .analysisTokens, .tableRows, .rotationBlock, .loftqSteps, .precisions, .lloydIterations, .codebookForBaseline,
-            .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
+        case .damping, .analysisTokens, .tableRows, .rotationBlock, .loftqSteps, .precisions, .lloydIterations,
+            .codebookForBaseline, .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
             true
         default: false
         }

@@ -24,7 +24,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Output directory.") var out: String
     @Option(
         help: """
-            fast: the paper's data-free recipe with one LoftQ step (seconds) | standard: the calibrated recipe \
+            fast: the paper's data-free recipe with 3 LoftQ steps (seconds) | standard: the calibrated recipe \
             (default) | thorough: the calibrated recipe at full effort (all calibration tokens everywhere, exact error \
             tables, 5 CLoQ steps). Flags below override the preset's choices.
             """)
@@ -51,7 +51,7 @@ struct QuantizeCommand: ParsableCommand {
             and `none`: the paper's data-free recipe).
             """)
     var calibration: String?
-    @Option(help: "Tokens of the calibration text to use (whole windows of 512; default: 2048, thorough 4096).")
+    @Option(help: "Tokens of the calibration text to use (whole windows of 512; default: 4096, fast 1024).")
     var calibrationTokens: Int?
     @Option(
         help: """
@@ -99,7 +99,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "LoRA rank of the initial adapter (default: 64, or the smallest layer dimension if lower).") var rank:
         Int?
     @Option(help: "LoRA alpha (default: the rank).") var alpha: Float?
-    @Option(help: "LoftQ / CLoQ alternating steps (default: CLoQ 2, thorough 5; data-free LoftQ 5, fast 1).")
+    @Option(help: "LoftQ / CLoQ alternating steps (default: 3, thorough 5; data-free LoftQ 5, fast 3).")
     var loftqSteps: Int?
     @Option(
         help: """

@@ -88,8 +88,51 @@ final class LinearAlgebraTests: XCTestCase {
                 assertClose(f1, f0, 1e-5, "inverse from the lower factor")
             }
         }
+        var r0 = [Float](repeating: 0, count: n * n)  // an upper-triangular matrix, well conditioned
+        for i in 0..<n { for j in i..<n { r0[i * n + j] = i == j ? Float(2 + i) : b[i * n + j] } }
+        var r1 = r0
+        XCTAssertEqual(lowra_strtri_upper_lapacke(Int32(n), &r0), 0)
+        XCTAssertEqual(lowra_strtri_upper_colmajor(Int32(n), &r1), 0)
+        assertClose(r1, r0, 1e-5, "triangular inverse")
         var notPD = a
         notPD[0] = -1
         XCTAssertGreaterThan(lowra_spotrf_colmajor(1, Int32(n), &notPD), 0, "not positive definite: info > 0")
+    }
+
+    /// GPTQ's factor U (A⁻¹ = Uᵀ U, upper, positive diagonal: unique) from one Cholesky of the
+    /// reversed matrix and a triangular inverse equals the one from inverting A and factoring the
+    /// inverse again, and Uᵀ U A is the identity.
+    func testInverseCholeskyUpperIsTheFactorOfTheInverse() throws {
+        let n = 40
+        let b = random(n * n)
+        var a = [Float](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0..<n { for t in 0..<n { a[i * n + j] += b[t * n + i] * b[t * n + j] } } }
+        for i in 0..<n { a[i * n + i] += 0.5 }
+        let u = try inverseCholeskyUpper(a, n: n)
+        var reference = a
+        XCTAssertEqual(lowra_spotrf(0, Int32(n), &reference), 0)
+        for i in 0..<n { for j in (i + 1)..<n { reference[i * n + j] = 0 } }
+        XCTAssertEqual(lowra_spotri_lower(Int32(n), &reference), 0)
+        for i in 0..<n { for j in (i + 1)..<n { reference[i * n + j] = reference[j * n + i] } }
+        reference = try choleskyFactor(reference, n: n, upper: true)
+        let scale = reference.map { abs($0) }.max()!
+        for i in 0..<n {
+            XCTAssertGreaterThan(u[i * n + i], 0)
+            for j in 0..<n {
+                if j < i { XCTAssertEqual(u[i * n + j], 0) }
+                XCTAssertEqual(u[i * n + j], reference[i * n + j], accuracy: 1e-3 * scale, "U[\(i), \(j)]")
+            }
+        }
+        for i in 0..<n {  // (Uᵀ U A)[i, j]
+            for j in 0..<n {
+                var x = 0.0
+                for k in 0..<n {
+                    var utu = 0.0
+                    for t in 0...min(i, k) { utu += Double(u[t * n + i]) * Double(u[t * n + k]) }
+                    x += utu * Double(a[k * n + j])
+                }
+                XCTAssertEqual(x, i == j ? 1 : 0, accuracy: 1e-2, "(UᵀUA)[\(i), \(j)]")
+            }
+        }
     }
 }

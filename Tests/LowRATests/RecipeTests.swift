@@ -51,7 +51,7 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(standard.calibrationTokens, 4096)
         XCTAssertEqual(standard.analysisTokens, 1024)
         XCTAssertEqual(standard.tableRows, 128)
-        XCTAssertEqual(standard.loftqSteps, 5)
+        XCTAssertEqual(standard.loftqSteps, 3)
         var paper = QuantizationRecipe(method: .lowra, bits: 2)
         paper.calibration = .dataFree
         XCTAssertEqual(try resolve(paper).loftqSteps, 5)  // the paper's LoftQ, data-free
@@ -61,7 +61,7 @@ final class RecipeTests: XCTestCase {
         let f = try resolve(fast)
         XCTAssertNil(f.calibrationText)
         XCTAssertEqual(f.initialization, .loftq)
-        XCTAssertEqual(f.loftqSteps, 1)
+        XCTAssertEqual(f.loftqSteps, 3)
         fast.calibration = .text("mine.txt")  // a named text is read even by the fast preset
         fast.loftqSteps = 3
         XCTAssertEqual(try resolve(fast).calibrationText, "mine.txt")
