@@ -5,7 +5,8 @@
 //     transposed problem (SVD of Aᵀ with U and Vᵀ swapped, LQ of Xᵀ for the QR of X, the other
 //     triangle for Cholesky).
 // Both routes are compiled wherever LAPACK is present, so the column-major one is tested on Linux
-// against LAPACKE (LinearAlgebraTests); `lowra_*` picks the platform's. The BLAS thread controls are
+// against LAPACKE (LinearAlgebraTests); `lowra_*` picks the platform's (the column-major one for the
+// triangular factorizations, which it solves without a copy). The BLAS thread controls are
 // OpenBLAS's; Accelerate manages its own threads.
 #ifndef LOWRA_LINEAR_ALGEBRA_H
 #define LOWRA_LINEAR_ALGEBRA_H
@@ -139,8 +140,11 @@ static inline int lowra_sgesdd(int m, int n, float *a, float *s, float *u, float
 static inline int lowra_orthonormalize(int m, int n, float *x, float *diag_r) {
     return LOWRA_ROUTE(lowra_orthonormalize)(m, n, x, diag_r);
 }
-static inline int lowra_spotrf(int upper, int n, float *a) { return LOWRA_ROUTE(lowra_spotrf)(upper, n, a); }
-static inline int lowra_spotri_lower(int n, float *a) { return LOWRA_ROUTE(lowra_spotri_lower)(n, a); }
-static inline int lowra_strtri_upper(int n, float *a) { return LOWRA_ROUTE(lowra_strtri_upper)(n, a); }
+// Cholesky, its inverse and triangular inverses take the column-major route everywhere: for a symmetric or
+// triangular matrix it only swaps which triangle LAPACK reads, where LAPACKE's row-major interface transposes
+// into an n × n copy and back (485 MB beside the input for a 7B model's down_proj).
+static inline int lowra_spotrf(int upper, int n, float *a) { return lowra_spotrf_colmajor(upper, n, a); }
+static inline int lowra_spotri_lower(int n, float *a) { return lowra_spotri_lower_colmajor(n, a); }
+static inline int lowra_strtri_upper(int n, float *a) { return lowra_strtri_upper_colmajor(n, a); }
 
 #endif

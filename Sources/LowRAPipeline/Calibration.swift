@@ -56,8 +56,9 @@ public struct CalibrationRequest: Sendable {
     public var usedTokens: Int { tokens.count / window * window }
     public var description: String {
         let analysis = analysisTokens < usedTokens ? ", the first \(analysisTokens) for analysis" : ""
+        let tables = tableRows.map { ", error tables from \($0) rows per layer" } ?? ""
         return "\(source) (\(usedTokens) tokens\(analysis); "
-            + (errorFeedback ? "error feedback, damping \(damping))" : "diagonal)")
+            + (errorFeedback ? "error feedback, damping \(damping)\(tables))" : "diagonal)")
     }
 }
 

@@ -158,9 +158,12 @@ public struct QuantizeReport: Codable, Sendable {
     public var seed: UInt64?
     /// The equivalence transform applied before quantization, if any (`QuantizeRequest.transform`).
     public var transform: String?
+    /// LoftQ's / CLoQ's alternating steps, when the initial adapter was fitted.
+    public var loftqSteps: Int?
 
     enum CodingKeys: String, CodingKey {
         case calibration, seed, transform
+        case loftqSteps = "loftq_steps"
         case phaseSeconds = "phase_seconds"
         case method
         case targetBits = "target_bits"
@@ -241,30 +244,36 @@ extension ModelWeights {
         // one block at a time (pass 2 gathers them again, sequentially, where error feedback is on).
         let calibrator = request.calibration.map { BlockCalibrator($0.analysis, weights: self) }
         var stats = [LinearInput: InputCovariance]()
-        // Per input site of the current block, the damped H and the upper Cholesky factor of its
-        // inverse: factored once for the layers that share the site (q, k, v; gate, up).
+        var diagonals = [LinearInput: [Float]]()  // E[x_j²] per site of the current block
+        // Per input site of the current block, the damped H (taken out of `stats`, so never held
+        // twice) and the upper Cholesky factor of its inverse: factored once for the layers that
+        // share the site (q, k, v; gate, up) and dropped when the next site begins.
         var factored = [LinearInput: (damped: InputCovariance, u: [Float])]()
+        let errorFeedback = request.calibration?.errorFeedback == true
         var columnWeights = [[Float]?]()
         var analyses = [TensorAnalysis]()
         for (i, l) in layers.enumerated() {
             progress?("analyze", i, layers.count)
             if let calibrator, calibrator.block == l.block {
                 stats = try calibrator.run(blocks[l.block], statistics: true, advance: true)
+                diagonals = stats.mapValues(\.diagonal)
+                if !errorFeedback { stats = [:] }
                 factored = [:]
             }
             let lin = blocks[l.block][l.kind]
             let w = lin.weight
-            let h = stats[l.kind.input]
+            let site = l.kind.input
+            let diagonal = diagonals[site]
             var a = analyzeTensor(
-                w, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: h?.diagonal)
-            if let h, request.calibration!.errorFeedback {
+                w, out: lin.outFeatures, in: lin.inFeatures, options: options, columnWeights: diagonal)
+            if errorFeedback {
                 // Each channel's cost at each precision: its output error after error feedback.
-                factored = factored.filter { $0.key == l.kind.input }  // a block's layers come site by site
-                if factored[l.kind.input] == nil {
-                    let damped = h.damped(request.calibration!.damping)
-                    factored[l.kind.input] = (damped, try inverseCholeskyUpper(damped.values, n: damped.n))
+                factored = factored.filter { $0.key == site }  // a block's layers come site by site
+                if factored[site] == nil, var d = stats.removeValue(forKey: site) {
+                    d.damp(request.calibration!.damping)
+                    factored[site] = (d, try inverseCholeskyUpper(d.values, n: d.n))
                 }
-                let (damped, u) = factored[l.kind.input]!
+                let (damped, u) = factored[site]!
                 let rows = min(request.calibration!.tableRows ?? lin.outFeatures, lin.outFeatures)
                 for p in options.precisions {
                     a.errors[p] = a.sampledErrorFeedbackErrors(w, precision: p, inverseFactor: u, rows: rows)
@@ -272,7 +281,7 @@ extension ModelWeights {
                 a.rowEnergy = a.sampledRowEnergy(w, covariance: damped, rows: rows)
             }
             analyses.append(a)
-            columnWeights.append(h?.diagonal)
+            columnWeights.append(diagonal)
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
         }
         progress?("analyze", layers.count, layers.count)
@@ -606,6 +615,6 @@ public final class QuantizationPlan: @unchecked Sendable {
             layers: rows.keys.sorted().map { rows[$0]! },
             calibration: request.calibration.map {
                 $0.description + (request.sensitivity == nil ? "" : "; Fisher-weighted assignment")
-            }, seed: request.seed, transform: request.transform)
+            }, seed: request.seed, transform: request.transform, loftqSteps: request.loftq?.steps)
     }
 }
