@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # What `lowra quantize` costs, each run under GNU time on an otherwise idle machine, as markdown rows:
 #   scripts/quantize_cost.sh presets   SmolLM2-135M at 2 bits with each preset (fast, standard, thorough)
-#   scripts/quantize_cost.sh wide      LLaMA-2-7B-width models of 1 and 2 blocks (`lowra synth` of a config with
-#                                      num_hidden_layers 1 and 2; random weights: time and memory are real, accuracy
-#                                      is not), the standard preset: a block's cost is the difference of the two
-#                                      runs, and 32 of them plus the 1-block run project a 7B model.
+#   scripts/quantize_cost.sh wide      LLaMA-2-7B-width models of BLOCKS blocks (default "1 2"; `lowra synth` of a
+#                                      config with that num_hidden_layers; random weights: time and memory are real,
+#                                      accuracy is not), the default preset (PRESET to choose): a block's cost is the
+#                                      difference of two runs, and 31 of them plus the 1-block run project a 7B model.
 # Environment: LOWRA (the binary), OUT (scratch, default runs/quantize-cost), BITS (2), RANK (adapter rank: 64, the
 # default; the experiments use 16), PRESETS ("fast standard thorough").
 set -euo pipefail
@@ -37,7 +37,7 @@ case ${1:-presets} in
 presets)
     for preset in ${PRESETS:-fast standard thorough}; do run "smollm2-$preset" --model "$MODEL" --preset "$preset"; done ;;
 wide)
-    for layers in 1 2; do
+    for layers in ${BLOCKS:-1 2}; do
         src=$OUT/llama2-7b-width-$layers
         if [ ! -f "$src/config.json" ]; then
             python3 - "$OUT/config-$layers.json" "$layers" <<'EOF'
