@@ -283,6 +283,7 @@ extension ModelWeights {
             analyses.append(a)
             columnWeights.append(diagonal)
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
+            MemoryStats.returnFreeMemory()
         }
         progress?("analyze", layers.count, layers.count)
         let tAnalyzed = Date()
@@ -392,6 +393,7 @@ extension ModelWeights {
                 withBLASThreads(1) { parallelTasks(range.count) { work(order[$0]) } }
             }
         }
+        defer { MemoryStats.returnFreeMemory() }
         return try (0..<range.count).map { k in
             let i = range.lowerBound + k
             let r = try results[k]!.get()

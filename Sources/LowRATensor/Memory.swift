@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 
 /// Resident memory of this process from /proc (Linux); zeros where unavailable.
@@ -16,6 +17,12 @@ public struct MemoryStats: Sendable {
         }
         return MemoryStats(residentBytes: kb("VmRSS:"), peakResidentBytes: kb("VmHWM:"))
     }
+
+    /// Hands the allocator's free memory back to the system (glibc's `malloc_trim`). Once a freed
+    /// block of 32 MB has raised glibc's mmap threshold, buffers below it come from the heap and
+    /// per-thread arenas, whose free pages stay resident: between the layers of a large model
+    /// that is gigabytes. A no-op elsewhere.
+    public static func returnFreeMemory() { lowra_return_free_memory() }
 }
 
 /// A one-line description of the machine, for reports: CPU model, cores, memory, OS.
