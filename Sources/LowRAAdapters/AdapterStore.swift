@@ -160,6 +160,9 @@ public enum AdapterStore {
     public static let manifestFile = "lowra_manifest.json"
     /// Where `quantize --init` keeps the initial adapter inside a quantized model directory.
     public static let initialAdapterDirectory = "adapter"
+    /// The base's tuned levels and block scales beside an adapter fine-tuned with them (`finetune
+    /// --codebook-lr / --scale-lr`): such an adapter runs only over that tuned base, never on a shelf.
+    public static let tunedBaseFile = "tuned_base.safetensors"
 
     /// The files of `dir` that loading its adapter reads (weights, configuration, manifest, card):
     /// what a signature must cover.

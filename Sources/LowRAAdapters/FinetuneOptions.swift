@@ -30,10 +30,16 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
     /// model's logits (nil: plain cross-entropy; 1: distillation alone, the generic repair).
     public var distillWeight: Float?
     /// Codebook tuning: peak learning rate of every packed layer's levels, trained beside the
-    /// adapter on the same schedule (`CodebookTuner`; nil: the base stays frozen).
+    /// adapter on the same schedule (`BaseTuner`; nil: the levels stay frozen).
     public var codebookLR: Float?
+    /// Scale tuning: peak learning rate of every packed layer's block scales, as a relative step of
+    /// each scale, trained beside the adapter on the same schedule (`BaseTuner`; nil: frozen).
+    public var scaleLR: Float?
 
     public init() {}
+
+    /// Whether the quantized base's own parameters train beside the adapter.
+    public var tunesBase: Bool { codebookLR != nil || scaleLR != nil }
 
     public var warmupSteps: Int { Int((warmup * Double(steps)).rounded()) }
 
@@ -52,6 +58,7 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
         }
         if let w = distillWeight, !(w > 0 && w <= 1) { throw bad("--distill-weight must be in (0, 1]") }
         if let c = codebookLR, !(c > 0 && c.isFinite) { throw bad("--codebook-lr must be positive") }
+        if let c = scaleLR, !(c > 0 && c.isFinite) { throw bad("--scale-lr must be positive") }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -66,5 +73,6 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
         case seed
         case distillWeight = "distill_weight"
         case codebookLR = "codebook_lr"
+        case scaleLR = "scale_lr"
     }
 }

@@ -52,6 +52,14 @@ public enum AbsmaxStorage: Sendable, Equatable {
 
     public func decoded(count: Int) -> [Float] { (0..<count).map(value) }
 
+    /// Blocks held.
+    public var count: Int {
+        switch self {
+        case .plain(let v): v.count
+        case .doubleQuant(let c, _): c.count
+        }
+    }
+
     public var storedBytes: Int {
         switch self {
         case .plain(let v): 4 * v.count

@@ -83,6 +83,19 @@ public struct ExperimentCell: Codable, Sendable {
 }
 
 /// What the experiment ran: recorded in results.json and at the top of results.md.
+/// What `lowra experiment` writes to results.json: the sweep, the command that ran it (or resumed
+/// it last), the machine and every cell.
+public struct ExperimentResults: Codable, Sendable {
+    public var spec: ExperimentSpec
+    public var command: String
+    public var machine: String
+    public var cells: [ExperimentCell]
+
+    public init(spec: ExperimentSpec, command: String, machine: String, cells: [ExperimentCell]) {
+        (self.spec, self.command, self.machine, self.cells) = (spec, command, machine, cells)
+    }
+}
+
 public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var model: String
     public var train: String
@@ -216,7 +229,8 @@ public enum ExperimentReport {
             s += "\n" + driftTable(spec: spec, drift: drift, cells: cells)
         }
         if ceiling != nil { s += "\n" + shipTable(spec: spec, cells: cells) }
-        s += "\nPlots: [perplexity vs bits](perplexity.svg), [training loss](loss.svg)"
+        s += "\nPlots: [perplexity vs bits](perplexity.svg), [× full-precision LoRA](gap.svg), "
+        s += "[training loss](loss.svg)"
         s += hasDrift ? ", [drift from the base](drift.svg).\n" : ".\n"
         return s
     }
@@ -336,6 +350,37 @@ public enum ExperimentReport {
             if let b = none.before { chart.references.append(("fp32 base", b.perplexity, "#555555")) }
             if let a = none.after { chart.references.append(("fp32 + LoRA", a.perplexity, "#000000")) }
         }
+        return chart.render()
+    }
+
+    /// Perplexity after fine-tuning as a multiple of full-precision LoRA's (each experiment's
+    /// method none, same data, steps, rank and seed) against the bit budget: one colour per
+    /// experiment (a model, a fine-tuning budget), one dash pattern per method; 1× and 1.5× as
+    /// reference lines. `runs` names each experiment.
+    public static func gapPlot(runs: [(name: String, spec: ExperimentSpec, cells: [ExperimentCell])]) -> String {
+        var chart = SVGChart(
+            title: "After fine-tuning, × full-precision LoRA", xLabel: "code bits per parameter",
+            yLabel: "perplexity / full-precision LoRA's (log scale)", yScale: .log10)
+        chart.reverseX = true
+        let dashes: [String?] = [nil, "8 3", "3 3", "10 3 2 3", "1 3"]
+        var methods = [String]()
+        for run in runs { for m in run.spec.methods where m != "none" && !methods.contains(m) { methods.append(m) } }
+        for (i, run) in runs.enumerated() {
+            guard let ceiling = run.cells.first(where: { $0.method == "none" && $0.status == .ok })?.after?.perplexity
+            else { continue }
+            for m in run.spec.methods where m != "none" {
+                let points = run.cells.filter { $0.method == m && $0.bits != nil && $0.after != nil }
+                    .map { (x: $0.bits!, y: $0.after!.perplexity / ceiling) }.sorted { $0.x > $1.x }
+                guard !points.isEmpty else { continue }
+                let dash = dashes[methods.firstIndex(of: m)! % dashes.count]
+                chart.series.append(
+                    .init(
+                        name: runs.count > 1 ? "\(run.name) \(m)" : m, points: points,
+                        color: SVGChart.palette[i % SVGChart.palette.count], dashPattern: dash))
+            }
+        }
+        chart.references.append(("1× (full-precision LoRA)", 1, "#000000"))
+        chart.references.append(("1.5×", 1.5, "#888888"))
         return chart.render()
     }
 

@@ -151,6 +151,10 @@ public final class AdapterShelf: @unchecked Sendable {
             }
         }
         guard AdapterStore.isAdapterDirectory(dir) else { throw Failure.invalid("\(path): not a LowRA adapter") }
+        let tunedBase = (dir as NSString).appendingPathComponent(AdapterStore.tunedBaseFile)
+        guard !FileManager.default.fileExists(atPath: tunedBase) else {
+            throw Failure.invalid("\(path): fine-tuned over its own tuned base (\(AdapterStore.tunedBaseFile))")
+        }
         let card: AdapterCard
         do { card = try AdapterCard.loadOrMake(dir) } catch { throw Failure.invalid("\(error)") }
         let manifest: AdapterManifest

@@ -100,8 +100,8 @@ public final class Trainer {
 
     public private(set) var adapter: LoRAAdapter
     private var adam: AdamW
-    /// With `options.codebookLR`: the base's levels being tuned.
-    public let codebooks: CodebookTuner?
+    /// With `options.codebookLR` / `scaleLR`: the base's levels and block scales being tuned.
+    public let baseTuner: BaseTuner?
     private var log = [TrainLogRow]()
     private var step = 0
 
@@ -118,9 +118,9 @@ public final class Trainer {
                     "--batch \(options.batch) does not split over \(communicator.size) ranks: use a multiple of the "
                         + "ranks")
             }
-            guard teacher == nil, options.codebookLR == nil else {
+            guard teacher == nil, !options.tunesBase else {
                 throw LowRAError(
-                    .unsupported, "distributed training trains the adapter alone (no distillation or codebook tuning)")
+                    .unsupported, "distributed training trains the adapter alone (no distillation or base tuning)")
             }
         }
         self.communicator = communicator
@@ -149,8 +149,10 @@ public final class Trainer {
         graph = try TrainingGraph(
             config: config, weights: weights, batch: localBatch, seq: options.seq, rank: adapter.rank,
             recompute: options.recompute, distill: teacher != nil)
-        codebooks = options.codebookLR == nil ? nil : try CodebookTuner(weights: weights)
-        if let codebooks { codebooks.attach(to: graph) }
+        baseTuner =
+            options.tunesBase
+            ? try BaseTuner(weights: weights, levels: options.codebookLR != nil, scales: options.scaleLR != nil) : nil
+        if let baseTuner { baseTuner.attach(to: graph) }
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         let opts = String(decoding: try enc.encode(options), as: UTF8.self)
@@ -194,6 +196,7 @@ public final class Trainer {
         var adamStep: Int
         var log: [TrainLogRow]
         var codebookAdamStep: Int?
+        var scaleAdamStep: Int?
     }
 
     /// Streamed from the arrays themselves (no in-memory copy of the file: at 7B the adapter and
@@ -202,17 +205,24 @@ public final class Trainer {
         guard communicator.isLeader else { return }
         var w = SafeTensorsPlan()
         let state = CheckpointState(
-            runKey: runKey, step: step, adamStep: adam.step, log: log, codebookAdamStep: codebooks?.adam.step)
+            runKey: runKey, step: step, adamStep: adam.step, log: log, codebookAdamStep: baseTuner?.levelAdam.step,
+            scaleAdamStep: baseTuner?.scaleAdam.step)
         w.metadata["lowra_checkpoint"] = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
         let (values, m, v) = (adapter.values, adam.m, adam.v)
         w.add("adapter", shape: [values.count]) { values }
         w.add("adam_m", shape: [m.count]) { m }
         w.add("adam_v", shape: [v.count]) { v }
-        if let codebooks {
-            let (levels, cm, cv) = (codebooks.master, codebooks.adam.m, codebooks.adam.v)
+        if let t = baseTuner, t.tunesLevels {
+            let (levels, cm, cv) = (t.levels, t.levelAdam.m, t.levelAdam.v)
             w.add("codebook_levels", shape: [levels.count]) { levels }
             w.add("codebook_m", shape: [cm.count]) { cm }
             w.add("codebook_v", shape: [cv.count]) { cv }
+        }
+        if let t = baseTuner, t.tunesScales {
+            let (factors, sm, sv) = (t.scaleFactors, t.scaleAdam.m, t.scaleAdam.v)
+            w.add("scale_factors", shape: [factors.count]) { factors }
+            w.add("scale_m", shape: [sm.count]) { sm }
+            w.add("scale_v", shape: [sv.count]) { sv }
         }
         try w.write(to: path(Self.checkpointFile))
     }
@@ -238,11 +248,20 @@ public final class Trainer {
         guard values.count == adapter.values.count, m.count == values.count, v.count == values.count else {
             throw LowRAError(.shapeMismatch, "\(file): checkpoint tensors do not fit the adapter")
         }
-        if let codebooks {
-            var cb = codebooks.adam
-            (cb.m, cb.v) = (try st.floats("codebook_m"), try st.floats("codebook_v"))
-            cb.step = state.codebookAdamStep ?? 0
-            try codebooks.restore(master: try st.floats("codebook_levels"), adam: cb, graph: graph)
+        if let t = baseTuner {
+            func floats(_ name: String, if tuned: Bool) throws -> [Float] { tuned ? try st.floats(name) : [] }
+            var (la, sa) = (t.levelAdam, t.scaleAdam)
+            (la.m, la.v, la.step) = (
+                try floats("codebook_m", if: t.tunesLevels), try floats("codebook_v", if: t.tunesLevels),
+                state.codebookAdamStep ?? 0
+            )
+            (sa.m, sa.v, sa.step) = (
+                try floats("scale_m", if: t.tunesScales), try floats("scale_v", if: t.tunesScales),
+                state.scaleAdamStep ?? 0
+            )
+            try t.restore(
+                levels: try floats("codebook_levels", if: t.tunesLevels), levelAdam: la,
+                scaleFactors: try floats("scale_factors", if: t.tunesScales), scaleAdam: sa, graph: graph)
         }
         adapter.values = values
         adam.m = m
@@ -303,7 +322,7 @@ public final class Trainer {
         while step < min(options.steps, until ?? options.steps) {
             let ts = Date()
             for i in grad.indices { grad[i] = 0 }
-            codebooks?.zeroGradients()
+            baseTuner?.zeroGradients()
             var sums = [0.0, 0.0]  // loss, targets
             for micro in 0..<options.gradAccum {
                 let start = (step * options.gradAccum + micro) * options.batch
@@ -335,8 +354,11 @@ public final class Trainer {
             }
             let lr = schedule.rate(at: step)
             adam.update(&adapter.values, gradient: grad, lr: lr)
-            if let codebooks, let peak = options.codebookLR {
-                try codebooks.step(lr: peak * lr / options.lr, graph: graph)
+            if let baseTuner {
+                // The adapter's schedule, scaled to each peak.
+                let f = lr / options.lr
+                try baseTuner.step(
+                    levelLR: options.codebookLR.map { $0 * f }, scaleLR: options.scaleLR.map { $0 * f }, graph: graph)
             }
             step += 1
             let tokens = options.batch * options.gradAccum * options.seq

@@ -25,8 +25,9 @@ struct ExperimentCommand: ParsableCommand {
             started is recorded as "did not converge". With --drift, every cell before and after fine-tuning is \
             compared with the unquantized base on that text (KL divergence, top-1 agreement), on more tokens the fewer \
             bits it keeps. Writes results.md (with a "which precision should I ship?" table), results.json, \
-            perplexity.svg, loss.svg and drift.svg to --out after every cell; --resume continues an interrupted \
-            sweep (a cell's finished steps are kept, an interrupted fine-tuning continues from its checkpoint).
+            perplexity.svg, gap.svg (× full-precision LoRA), loss.svg and drift.svg to --out after every cell; \
+            --resume continues an interrupted sweep (a cell's finished steps are kept, an interrupted fine-tuning \
+            continues from its checkpoint).
             """)
 
     @Option(help: "The full-precision model (GGUF file or Hugging Face directory).") var model: String
@@ -197,21 +198,17 @@ struct ExperimentCommand: ParsableCommand {
             a.contains(" ") || a.isEmpty ? "'\(a)'" : a
         }.joined(separator: " ")
         let machine = MachineInfo.describe()
-        struct Results: Encodable {
-            var spec: ExperimentSpec
-            var command: String
-            var machine: String
-            var cells: [ExperimentCell]
-        }
         try writeAtomically(
-            try enc.encode(Results(spec: spec, command: command, machine: machine, cells: cells)), to: p("results.json")
-        )
+            try enc.encode(ExperimentResults(spec: spec, command: command, machine: machine, cells: cells)),
+            to: p("results.json"))
         let provenance = ["Command (run or resumed last): `\(command)`", "Machine: \(machine)"]
         try writeAtomically(
             Data(ExperimentReport.markdown(spec: spec, cells: cells, provenance: provenance).utf8), to: p("results.md"))
         try writeAtomically(
             Data(ExperimentReport.perplexityPlot(spec: spec, cells: cells).utf8), to: p("perplexity.svg"))
         try writeAtomically(Data(ExperimentReport.lossPlot(cells: cells).utf8), to: p("loss.svg"))
+        try writeAtomically(
+            Data(ExperimentReport.gapPlot(runs: [(spec.model, spec, cells)]).utf8), to: p("gap.svg"))
         if spec.drift != nil {
             try writeAtomically(Data(ExperimentReport.driftPlot(spec: spec, cells: cells).utf8), to: p("drift.svg"))
         }

@@ -28,8 +28,8 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         guard gguf.lowercased().hasSuffix(".gguf") else { throw ValidationError("--gguf must name a .gguf file") }
-        let loaded = try modelOptions.load()
-        let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
+        var loaded = try modelOptions.load()
+        let (adapter, adapterLine) = try adapterOptions.load(for: &loaded, tunedBase: !adapterOnly)
         let title = name ?? ((gguf as NSString).lastPathComponent as NSString).deletingPathExtension
         let bar = ProgressBar("export")
         if adapterOnly {

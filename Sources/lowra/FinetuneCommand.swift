@@ -59,8 +59,13 @@ struct FinetuneCommand: ParsableCommand {
     @Option(
         help: ArgumentHelp(
             "Also tune the quantized base's levels at this peak learning rate (codebook tuning; lowra repair uses it).",
-            discussion: "The tuned levels go to --out/tuned_levels.safetensors; the adapter fits the tuned base only."))
+            discussion: "The tuned base goes to --out/tuned_base.safetensors; the adapter fits the tuned base only."))
     var codebookLR: Float?
+    @Option(
+        help: ArgumentHelp(
+            "Also tune the quantized base's block scales at this peak learning rate (a relative step of each scale).",
+            discussion: "With or without --codebook-lr; the tuned base goes to --out/tuned_base.safetensors."))
+    var scaleLR: Float?
     @Flag(help: "Print one JSON object with the final metrics on stdout.") var json = false
     @Flag(
         help: ArgumentHelp(
@@ -93,6 +98,7 @@ struct FinetuneCommand: ParsableCommand {
         o.recompute = recompute
         o.distillWeight = distillWeight
         o.codebookLR = codebookLR
+        o.scaleLR = scaleLR
         try o.validate()
         if teacher != nil && distillWeight == nil { throw ValidationError("--teacher needs --distill-weight") }
         if parent != nil && adapter != nil { throw ValidationError("--from starts from its adapter: drop --adapter") }
@@ -199,8 +205,8 @@ struct FinetuneCommand: ParsableCommand {
             validLossAfter: result.validLossAfter, seconds: result.seconds)
         manifest.training?.teacher = teacherPath
         try AdapterStore.save(trainer.adapter, config: loaded.config, manifest: manifest, to: out)
-        if let codebooks = trainer.codebooks {
-            try codebooks.save(to: (out as NSString).appendingPathComponent(CodebookTuner.file))
+        if let tuner = trainer.baseTuner {
+            try tuner.save(to: (out as NSString).appendingPathComponent(BaseTuner.file))
         }
         try writeCard(manifest: manifest, result: result, validData: validData, fingerprint: fingerprint)
         let log = (out as NSString).appendingPathComponent(Trainer.logFile)

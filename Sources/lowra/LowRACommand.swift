@@ -75,8 +75,10 @@ struct AdapterOptions: ParsableArguments {
     var adapter: String?
     @Flag(help: "Apply no adapter, not even the quantized model's initial one.") var noAdapter = false
 
-    /// The adapter to run on `loaded`, and a line saying which adapter that is (nil: none).
-    func load(for loaded: LoadedModel) throws -> (LoRAAdapter?, String?) {
+    /// The adapter to run on `loaded`, and a line saying which adapter that is (nil: none). An adapter
+    /// fine-tuned with the base's levels or scales (`finetune --codebook-lr / --scale-lr`) fits only
+    /// that tuned base: with `tunedBase` it is put into `loaded` (its layers rewritten), else refused.
+    func load(for loaded: inout LoadedModel, tunedBase: Bool = true) throws -> (LoRAAdapter?, String?) {
         if adapter != nil && noAdapter { throw ValidationError("--adapter and --no-adapter exclude each other") }
         if noAdapter { return (nil, nil) }
         let initial = (loaded.path as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
@@ -90,7 +92,21 @@ struct AdapterOptions: ParsableArguments {
             dir, config: loaded.config, fingerprint: try baseFingerprint(loaded.path))
         let what =
             manifest.training.map { "fine-tuned \($0.steps) steps" } ?? "\(manifest.initialization) initialization"
-        return (a, "adapter \(dir) (rank \(a.rank), \(what))")
+        let tuned = (dir as NSString).appendingPathComponent(BaseTuner.file)
+        guard FileManager.default.fileExists(atPath: tuned) else {
+            return (a, "adapter \(dir) (rank \(a.rank), \(what))")
+        }
+        guard tunedBase else {
+            throw LowRAError(
+                .unsupported,
+                "\(dir) was fine-tuned with its base's levels or scales (\(BaseTuner.file)): it runs only over that "
+                    + "tuned base, which eval, generate and a merged export apply; not here")
+        }
+        let activations = loaded.model.activations
+        loaded.model = try LanguageModel(
+            config: loaded.config, weights: try BaseTuner.apply(tuned, to: loaded.model.weights))
+        loaded.model.activations = activations
+        return (a, "adapter \(dir) (rank \(a.rank), \(what), over its tuned base)")
     }
 }
 
@@ -200,9 +216,9 @@ struct EvalCommand: ParsableCommand {
         let conversations = data.lowercased().hasSuffix(".jsonl")
         let text = try readText(data)
         var loaded = try modelOptions.load()
+        let (adapter, adapterLine) = try adapterOptions.load(for: &loaded)
         try runtimeOptions.apply(to: &loaded)
         loaded.model.activations = activations
-        let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine, !json { printErr(adapterLine) }
         let bar = ProgressBar("eval")
         let window = context ?? min(512, loaded.config.maxPositions)
@@ -329,8 +345,8 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--top-k and --temperature must not be negative")
         }
         var loaded = try modelOptions.load()
+        let (adapter, adapterLine) = try adapterOptions.load(for: &loaded)
         try runtimeOptions.apply(to: &loaded)
-        let (adapter, adapterLine) = try adapterOptions.load(for: loaded)
         if let adapterLine { printErr(adapterLine) }
         let tok = loaded.tokenizer
         var text = prompt

@@ -4,18 +4,43 @@ import LowRAIO
 import LowRAReport
 import LowRATensor
 
-/// Training curves of one or more fine-tuning runs as an SVG.
+/// Training curves of one or more fine-tuning runs, or the gaps of experiments, as an SVG.
 struct PlotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "plot", abstract: "Plot training and validation loss from finetune runs (train_log.csv) as SVG.")
+        commandName: "plot",
+        abstract: "Plot training and validation loss from finetune runs (train_log.csv) as SVG.",
+        discussion: """
+            With --gap: each experiment's (lowra experiment --out DIR) perplexity after fine-tuning as a multiple \
+            of its full-precision LoRA row against the bit budget, one colour per experiment (NAME=DIR names it).
+            """)
 
-    @Argument(help: "finetune output directories (or train_log.csv files).") var runs: [String]
+    @Argument(help: "finetune output directories (or train_log.csv files); with --gap, experiment directories.")
+    var runs: [String]
     @Option(help: "Output SVG file.") var out: String
     @Option(help: "Running mean over N steps for the training loss.") var smooth: Int = 10
+    @Flag(help: "Plot experiments' perplexity after fine-tuning / full-precision LoRA's against the bits.")
+    var gap = false
 
     func run() throws {
         guard !runs.isEmpty else { throw ValidationError("give at least one run") }
         guard smooth >= 1 else { throw ValidationError("--smooth must be positive") }
+        if gap {
+            let experiments = try runs.map { arg -> (name: String, spec: ExperimentSpec, cells: [ExperimentCell]) in
+                let parts = arg.split(separator: "=", maxSplits: 1).map(String.init)
+                let dir = parts.last!
+                let file = (dir as NSString).appendingPathComponent("results.json")
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw LowRAError(.io, "\(file): cannot read (an experiment's --out holds results.json)")
+                }
+                guard let r = try? JSONDecoder().decode(ExperimentResults.self, from: data) else {
+                    throw LowRAError.malformed(file, "not a LowRA experiment's results.json")
+                }
+                return (parts.count == 2 ? parts[0] : (dir as NSString).lastPathComponent, r.spec, r.cells)
+            }
+            try writeAtomically(Data(ExperimentReport.gapPlot(runs: experiments).utf8), to: out)
+            print("wrote \(out)")
+            return
+        }
         let svg = try trainingCurves(
             runs.map { r in
                 let file = r.hasSuffix(".csv") ? r : (r as NSString).appendingPathComponent("train_log.csv")

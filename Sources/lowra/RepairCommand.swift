@@ -34,6 +34,11 @@ struct RepairCommand: ParsableCommand {
             "Also tune the base's levels (every packed row's codebook) at this peak learning rate.",
             discussion: "The model is rewritten with the tuned levels (a new base fingerprint) beside its adapter."))
     var codebookLR: Float?
+    @Option(
+        help: ArgumentHelp(
+            "Also tune the base's block scales at this peak learning rate (a relative step of each scale).",
+            discussion: "Scales and levels together are EfficientQAT's end-to-end quantization parameters."))
+    var scaleLR: Float?
     @Flag(help: "Continue an interrupted repair.") var resume = false
 
     func run() throws {
@@ -47,12 +52,15 @@ struct RepairCommand: ParsableCommand {
         let before = try AdapterStore.loadManifest(initial)
         let work = (model as NSString).appendingPathComponent("repair")
         let data = try self.data ?? DefaultData.locate(DefaultData.calibration, hint: "or pass --data TEXT")
-        let finetune = try FinetuneCommand.parse(
-            [
-                "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
-                "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
-                "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
-            ] + (resume ? ["--resume"] : []) + (codebookLR.map { ["--codebook-lr", String($0)] } ?? []))
+        var arguments: [String] = [
+            "--model", model, "--train", data, "--out", work, "--distill-weight", "1", "--steps", String(steps),
+            "--batch", String(batch), "--seq", String(seq), "--lr", String(lr), "--seed", String(seed),
+            "--save-every", String(max(10, steps / 4)), "--schedule", "cosine",
+        ]
+        if resume { arguments.append("--resume") }
+        if let codebookLR { arguments += ["--codebook-lr", String(codebookLR)] }
+        if let scaleLR { arguments += ["--scale-lr", String(scaleLR)] }
+        let finetune = try FinetuneCommand.parse(arguments)
         try finetune.run()
         var manifest = try AdapterStore.loadManifest(work)
         manifest.initialization = before.initialization + "+repair"
@@ -60,8 +68,8 @@ struct RepairCommand: ParsableCommand {
         let loaded = try LoadedModel.load(model)
         let config = loaded.config
         let (adapter, _) = try AdapterStore.load(work, config: config, fingerprint: manifest.baseFingerprint)
-        if codebookLR != nil {
-            manifest.initialization += "+codebooks"
+        if codebookLR != nil || scaleLR != nil {
+            manifest.initialization += (codebookLR != nil ? "+codebooks" : "") + (scaleLR != nil ? "+scales" : "")
             try installTunedBase(loaded, adapter: adapter, manifest: manifest, work: work)
             return
         }
@@ -73,7 +81,7 @@ struct RepairCommand: ParsableCommand {
         print("repaired initial adapter installed in \(initial) (the run's log and checkpoint stay in \(work))")
     }
 
-    /// The model rewritten with the tuned levels and the repaired adapter (made for the new base's
+    /// The model rewritten with the tuned levels and scales and the repaired adapter (made for the new base's
     /// fingerprint), the run's directory carried over, swapped in whole for the old directory.
     func installTunedBase(_ loaded: LoadedModel, adapter: LoRAAdapter, manifest: AdapterManifest, work: String) throws {
         let fm = FileManager.default
@@ -82,8 +90,8 @@ struct RepairCommand: ParsableCommand {
         try? fm.removeItem(atPath: staging)
         do {
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
-            let weights = try CodebookTuner.apply(
-                (work as NSString).appendingPathComponent(CodebookTuner.file), to: loaded.model.weights)
+            let weights = try BaseTuner.apply(
+                (work as NSString).appendingPathComponent(BaseTuner.file), to: loaded.model.weights)
             try QuantizedModelStore.save(
                 to: staging, config: loaded.config, weights: weights, tokenizer: loaded.tokenizer,
                 map: try PrecisionMap.read((model as NSString).appendingPathComponent("precision_map.json")),
@@ -98,6 +106,6 @@ struct RepairCommand: ParsableCommand {
             try? fm.removeItem(atPath: staging)
             throw error
         }
-        print("tuned levels and the repaired initial adapter installed in \(model) (new base fingerprint)")
+        print("the tuned base and the repaired initial adapter installed in \(model) (new base fingerprint)")
     }
 }

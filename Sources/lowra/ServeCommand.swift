@@ -56,8 +56,8 @@ struct ServeCommand: ParsableCommand {
         guard maxResidentMb >= 1, maxAdapterMb >= 1, maxBodyKb >= 1, defaultMaxTokens >= 1 else {
             throw ValidationError("sizes and --default-max-tokens must be positive")
         }
-        let loaded = try modelOptions.load()
-        let (baseAdapter, adapterLine) = try adapterOptions.load(for: loaded)
+        var loaded = try modelOptions.load()
+        let (baseAdapter, adapterLine) = try adapterOptions.load(for: &loaded, tunedBase: false)
         printErr("the base runs with " + (adapterLine ?? "no adapter"))
         let tiles = loaded.model.weights.prepareDecode()
         printErr(

@@ -6,6 +6,7 @@ import XCTest
 @testable import LowRATensor
 @testable import LowRATrain
 @testable import LowRAPipeline
+@testable import LowRAAdapters
 
 /// The `lowra` binary turns bad input into one clear line and a non-zero exit.
 final class CLITests: XCTestCase {
@@ -223,6 +224,56 @@ final class CLITests: XCTestCase {
                 "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", "\(dir)/q2",
                 "--init", "cloq", "--calibration", "none",
             ], mentioning: "--calibration")
+    }
+
+    /// An adapter fine-tuned with the base's scales and levels (`finetune --scale-lr --codebook-lr`)
+    /// carries its tuned base: eval applies it (another perplexity than the same adapter over the
+    /// untouched base), serve and an adapter-only export refuse it, and `repair --scale-lr` rewrites
+    /// the model with tuned scales.
+    func testFinetuneOverATunedBase() throws {
+        let dir = try temporaryDirectory(self)
+        let (q, a) = ("\(dir)/q", "\(dir)/a")
+        let text = (0..<40).map { "line \($0): the quick brown fox jumps over the lazy dog." }.joined(separator: "\n")
+        try text.write(toFile: "\(dir)/t.txt", atomically: true, encoding: .utf8)
+        let quantize = try runProcess(
+            Paths.lowraBinary,
+            [
+                "quantize", "--model", Paths.fixture("tiny.gguf"), "--bits", "2", "--out", q, "--calibration", "none",
+                "--rank", "4",
+            ])
+        XCTAssertEqual(quantize.status, 0, quantize.err)
+        let ft = try runProcess(
+            Paths.lowraBinary,
+            [
+                "finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", a, "--steps", "6", "--seq", "32",
+                "--batch", "2", "--lr", "0.01", "--scale-lr", "0.05", "--codebook-lr", "0.01",
+            ])
+        XCTAssertEqual(ft.status, 0, ft.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(a)/\(AdapterStore.tunedBaseFile)"))
+        func perplexity(_ adapter: String) throws -> (Double, String) {
+            let ev = try runProcess(
+                Paths.lowraBinary,
+                ["eval", "--model", q, "--adapter", adapter, "--data", "\(dir)/t.txt", "--context", "32"])
+            XCTAssertEqual(ev.status, 0, ev.err)
+            let value = try XCTUnwrap(Double(try XCTUnwrap(ev.out.split(separator: " ").dropFirst().first)))
+            return (value, ev.err)
+        }
+        let (tuned, line) = try perplexity(a)
+        XCTAssertTrue(line.contains("over its tuned base"), line)
+        try FileManager.default.copyItem(atPath: a, toPath: "\(dir)/plain")
+        try FileManager.default.removeItem(atPath: "\(dir)/plain/\(AdapterStore.tunedBaseFile)")
+        let (plain, _) = try perplexity("\(dir)/plain")
+        XCTAssertNotEqual(tuned, plain)
+        try assertFails(["serve", "--model", q, "--adapter", a, "--port", "0"], mentioning: "tuned base")
+        try assertFails(
+            ["export", "--model", q, "--adapter", a, "--adapter-only", "--gguf", "\(dir)/a.gguf"],
+            mentioning: "tuned base")
+        let rep = try runProcess(
+            Paths.lowraBinary,
+            ["repair", "--model", q, "--data", "\(dir)/t.txt", "--steps", "4", "--seq", "32", "--scale-lr", "0.05"])
+        XCTAssertEqual(rep.status, 0, rep.err)
+        let manifest = try String(contentsOfFile: "\(q)/adapter/lowra_manifest.json", encoding: .utf8)
+        XCTAssertTrue(manifest.contains("+repair+scales"), manifest)
     }
 
     /// The calibrated ablation's cells end to end on a tiny model: each method's quantize, the
