@@ -7,6 +7,7 @@ import XCTest
 @testable import LowRATrain
 @testable import LowRAPipeline
 @testable import LowRAAdapters
+@testable import LowRAServe
 
 /// The `lowra` binary turns bad input into one clear line and a non-zero exit.
 final class CLITests: XCTestCase {
@@ -265,6 +266,14 @@ final class CLITests: XCTestCase {
         let (plain, _) = try perplexity("\(dir)/plain")
         XCTAssertNotEqual(tuned, plain)
         try assertFails(["serve", "--model", q, "--adapter", a, "--port", "0"], mentioning: "tuned base")
+        let shelf = "\(dir)/shelf"
+        try FileManager.default.createDirectory(atPath: shelf, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: a, toPath: "\(shelf)/a")
+        let loaded = try LoadedModel.load(q)
+        let s = try AdapterShelf(
+            directory: shelf, config: loaded.config, fingerprint: try baseFingerprint(q), minEvalTokens: 0,
+            capBytes: 1 << 30, maxAdapterBytes: 1 << 30)
+        XCTAssertThrowsError(try s.add("\(shelf)/a")) { XCTAssertTrue("\($0)".contains("tuned base"), "\($0)") }
         try assertFails(
             ["export", "--model", q, "--adapter", a, "--adapter-only", "--gguf", "\(dir)/a.gguf"],
             mentioning: "tuned base")
