@@ -46,7 +46,9 @@ public struct FinetuneOptions: Codable, Sendable, Equatable {
     public func validate() throws {
         func bad(_ m: String) -> LowRAError { LowRAError(.invalidArgument, m) }
         guard steps >= 1 else { throw bad("--steps must be positive") }
-        guard lr > 0, lr.isFinite else { throw bad("--lr must be positive") }
+        guard lr > 0 || lr == 0 && tunesBase, lr.isFinite else {
+            throw bad("--lr must be positive (0, holding the adapter, only while the base's scales or levels train)")
+        }
         guard batch >= 1, gradAccum >= 1 else { throw bad("--batch and --grad-accum must be positive") }
         guard seq >= 2 else { throw bad("--seq must be at least 2") }
         guard (0..<1).contains(warmup) else { throw bad("--warmup is a fraction of the steps in [0, 1)") }

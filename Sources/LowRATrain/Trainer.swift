@@ -315,6 +315,9 @@ public final class Trainer {
         }
         let schedule = LRSchedule(
             kind: options.schedule, peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps)
+        // The same shape at peak 1: the base's rates are their peaks times it.
+        var shape = schedule
+        shape.peak = 1
         let t0 = Date()
         let (communicated, waited) = (communicator.seconds, communicator.waitSeconds)
         var trainedTokens = 0
@@ -353,10 +356,9 @@ public final class Trainer {
                     .diverged, "training diverged at step \(step + 1): loss \(loss), gradient norm \(norm)")
             }
             let lr = schedule.rate(at: step)
-            adam.update(&adapter.values, gradient: grad, lr: lr)
+            if options.lr > 0 { adam.update(&adapter.values, gradient: grad, lr: lr) }  // lr 0: the adapter is held
             if let baseTuner {
-                // The adapter's schedule, scaled to each peak.
-                let f = lr / options.lr
+                let f = shape.rate(at: step)
                 try baseTuner.step(
                     levelLR: options.codebookLR.map { $0 * f }, scaleLR: options.scaleLR.map { $0 * f }, graph: graph)
             }

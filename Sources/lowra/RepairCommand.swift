@@ -27,7 +27,8 @@ struct RepairCommand: ParsableCommand {
     @Option(help: "Optimizer steps.") var steps: Int = 40
     @Option(help: "Sequences per step.") var batch: Int = 2
     @Option(help: "Tokens per sequence.") var seq: Int = 256
-    @Option(help: "Peak learning rate.") var lr: Float = 1e-3
+    @Option(help: "Peak learning rate of the adapter (0: held, while --scale-lr or --codebook-lr tune the base).")
+    var lr: Float = 1e-3
     @Option(help: "Seed of the data order.") var seed: UInt64 = 0
     @Option(
         help: ArgumentHelp(

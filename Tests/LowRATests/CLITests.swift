@@ -277,12 +277,27 @@ final class CLITests: XCTestCase {
         try assertFails(
             ["export", "--model", q, "--adapter", a, "--adapter-only", "--gguf", "\(dir)/a.gguf"],
             mentioning: "tuned base")
+        // The scales alone, the initial adapter held (--lr 0): the model is rewritten, the adapter's factors stay.
+        let before = try AdapterStore.load("\(q)/adapter", config: loaded.config, fingerprint: try baseFingerprint(q)).0
         let rep = try runProcess(
             Paths.lowraBinary,
-            ["repair", "--model", q, "--data", "\(dir)/t.txt", "--steps", "4", "--seq", "32", "--scale-lr", "0.05"])
+            [
+                "repair", "--model", q, "--data", "\(dir)/t.txt", "--steps", "4", "--seq", "32", "--lr", "0",
+                "--scale-lr", "0.05",
+            ])
         XCTAssertEqual(rep.status, 0, rep.err)
         let manifest = try String(contentsOfFile: "\(q)/adapter/lowra_manifest.json", encoding: .utf8)
         XCTAssertTrue(manifest.contains("+repair+scales"), manifest)
+        let after = try AdapterStore.load("\(q)/adapter", config: loaded.config, fingerprint: try baseFingerprint(q)).0
+        XCTAssertEqual(after.values, before.values)
+        let (tunedScales, loadedScales) = (
+            try LoadedModel.load(q).model.weights.blocks[0][.q].packed!.absmax,
+            loaded.model.weights.blocks[0][.q].packed!.absmax
+        )
+        XCTAssertNotEqual(tunedScales, loadedScales)
+        try assertFails(
+            ["repair", "--model", q, "--data", "\(dir)/t.txt", "--steps", "2", "--seq", "32", "--lr", "0"],
+            mentioning: "--lr must be positive")
     }
 
     /// The calibrated ablation's cells end to end on a tiny model: each method's quantize, the
