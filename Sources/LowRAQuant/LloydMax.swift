@@ -25,8 +25,11 @@ public func weightedLloydMax(
     let k = initialLevels.count
     var levels = initialLevels
     var thresholds = initialThresholds ?? midpointThresholds(levels)
-    let sumW = UnsafeMutablePointer<Double>.allocate(capacity: k)
-    let sumWX = UnsafeMutablePointer<Double>.allocate(capacity: k)
+    // Four sets of per-bin sums, point j into set j % 4, merged after the pass: consecutive points
+    // of one bin no longer wait on each other's stores, nor the error's sums on their own adds.
+    let lanes = 4
+    let sumW = UnsafeMutablePointer<Double>.allocate(capacity: lanes * k)
+    let sumWX = UnsafeMutablePointer<Double>.allocate(capacity: lanes * k)
     let lv = UnsafeMutablePointer<Float>.allocate(capacity: k)
     let th = UnsafeMutablePointer<Float>.allocate(capacity: max(1, k - 1))
     defer {
@@ -38,23 +41,40 @@ public func weightedLloydMax(
 
     // Weighted MSE of (levels, thresholds), filling the per-bin sums for the next update.
     func evaluate() -> Double {
-        for i in 0..<k {
-            sumW[i] = 0
-            sumWX[i] = 0
-            lv[i] = levels[i]
-        }
+        sumW.initialize(repeating: 0, count: lanes * k)
+        sumWX.initialize(repeating: 0, count: lanes * k)
+        for i in 0..<k { lv[i] = levels[i] }
         for i in 0..<(k - 1) { th[i] = thresholds[i] }
-        var err = 0.0, total = 0.0
-        for j in 0..<n {
+        var err = (0.0, 0.0, 0.0, 0.0), total = (0.0, 0.0, 0.0, 0.0)
+        @inline(__always) func point(_ j: Int, _ lane: Int, _ e: inout Double, _ t: inout Double) {
             let x = points[j], w = Double(weights[j])
             let b = binIndex(x, th, k - 1)
             let d = Double(x - lv[b])
-            err += w * d * d
-            total += w
-            sumW[b] += w
-            sumWX[b] += w * Double(x)
+            e += w * d * d
+            t += w
+            sumW[lane * k + b] += w
+            sumWX[lane * k + b] += w * Double(x)
         }
-        return total > 0 ? err / total : 0
+        var j = 0
+        while j + 4 <= n {
+            point(j, 0, &err.0, &total.0)
+            point(j + 1, 1, &err.1, &total.1)
+            point(j + 2, 2, &err.2, &total.2)
+            point(j + 3, 3, &err.3, &total.3)
+            j += 4
+        }
+        while j < n {
+            point(j, 0, &err.0, &total.0)
+            j += 1
+        }
+        for lane in 1..<lanes {
+            for i in 0..<k {
+                sumW[i] += sumW[lane * k + i]
+                sumWX[i] += sumWX[lane * k + i]
+            }
+        }
+        let e = (err.0 + err.1) + (err.2 + err.3), t = (total.0 + total.1) + (total.2 + total.3)
+        return t > 0 ? e / t : 0
     }
 
     var history = [evaluate()]
