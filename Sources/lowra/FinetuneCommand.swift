@@ -138,6 +138,15 @@ struct FinetuneCommand: ParsableCommand {
         var start: LoRAAdapter
         var startManifest: AdapterManifest?
         if let dir = parent ?? adapter ?? (AdapterStore.isAdapterDirectory(initial) ? initial : nil) {
+            guard
+                !FileManager.default.fileExists(
+                    atPath: (dir as NSString).appendingPathComponent(AdapterStore.tunedBaseFile))
+            else {
+                throw LowRAError(
+                    .unsupported,
+                    "\(dir) was fine-tuned over its own tuned base (\(AdapterStore.tunedBaseFile)); training cannot "
+                        + "continue from it over this base: start from the model's initial adapter")
+            }
             (start, startManifest) = try AdapterStore.load(dir, config: loaded.config, fingerprint: fingerprint)
             if let r = rank, r != start.rank {
                 throw LowRAError(

@@ -266,6 +266,12 @@ final class CLITests: XCTestCase {
         let (plain, _) = try perplexity("\(dir)/plain")
         XCTAssertNotEqual(tuned, plain)
         try assertFails(["serve", "--model", q, "--adapter", a, "--port", "0"], mentioning: "tuned base")
+        try assertFails(
+            [
+                "finetune", "--model", q, "--train", "\(dir)/t.txt", "--out", "\(dir)/a2", "--adapter", a,
+                "--steps", "1", "--seq", "32",
+            ],
+            mentioning: "tuned base")
         let shelf = "\(dir)/shelf"
         try FileManager.default.createDirectory(atPath: shelf, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: a, toPath: "\(shelf)/a")
