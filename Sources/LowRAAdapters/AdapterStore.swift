@@ -164,6 +164,12 @@ public enum AdapterStore {
     /// --codebook-lr / --scale-lr`): such an adapter runs only over that tuned base, never on a shelf.
     public static let tunedBaseFile = "tuned_base.safetensors"
 
+    /// The tuned base beside the adapter in `dir`, if it was fine-tuned over one (nil: it fits the shared base).
+    public static func tunedBase(of dir: String) -> String? {
+        let file = (dir as NSString).appendingPathComponent(tunedBaseFile)
+        return FileManager.default.fileExists(atPath: file) ? file : nil
+    }
+
     /// The files of `dir` that loading its adapter reads (weights, configuration, manifest, card):
     /// what a signature must cover.
     public static func loadedFiles(_ dir: String) -> [String] {

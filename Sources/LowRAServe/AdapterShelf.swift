@@ -151,8 +151,7 @@ public final class AdapterShelf: @unchecked Sendable {
             }
         }
         guard AdapterStore.isAdapterDirectory(dir) else { throw Failure.invalid("\(path): not a LowRA adapter") }
-        let tunedBase = (dir as NSString).appendingPathComponent(AdapterStore.tunedBaseFile)
-        guard !FileManager.default.fileExists(atPath: tunedBase) else {
+        guard AdapterStore.tunedBase(of: dir) == nil else {
             throw Failure.invalid("\(path): fine-tuned over its own tuned base (\(AdapterStore.tunedBaseFile))")
         }
         let card: AdapterCard

@@ -34,6 +34,8 @@ public final class BaseTuner {
     /// Every layer's block scales as factors of the loaded ones (1 at the start), concatenated in
     /// `layers` order; empty when the scales are not tuned.
     public private(set) var scaleFactors: [Float]
+    /// The loaded block scales (decoded) the factors multiply, in the layout of `scaleFactors`.
+    private let loadedScales: [Float]
     public private(set) var levelAdam: AdamW
     public private(set) var scaleAdam: AdamW
     private var levelGrad: [Float]
@@ -69,6 +71,7 @@ public final class BaseTuner {
         (tunesLevels, tunesScales) = (tuneLevels, tuneScales)
         levels = tuneLevels ? layers.flatMap(\.packed.levels) : []
         scaleFactors = [Float](repeating: 1, count: tuneScales ? atScale : 0)
+        loadedScales = tuneScales ? layers.flatMap { $0.packed.absmax.decoded(count: $0.packed.blockCount) } : []
         levelGrad = [Float](repeating: 0, count: levels.count)
         scaleGrad = [Float](repeating: 0, count: scaleFactors.count)
         levelAdam = AdamW(count: levels.count)
@@ -124,11 +127,7 @@ public final class BaseTuner {
         if tunesLevels, let lr = levelLR { levelAdam.update(&levels, gradient: levelGrad, lr: lr) }
         if tunesScales, let lr = scaleLR {
             // Chain rule to the factors: scale = loaded scale · factor.
-            var g = scaleGrad
-            for layer in layers {
-                let p = layer.packed
-                for b in 0..<p.blockCount { g[layer.scaleOffset + b] *= p.absmax.value(b) }
-            }
+            let g = zip(scaleGrad, loadedScales).map { $0 * $1 }
             scaleAdam.update(&scaleFactors, gradient: g, lr: lr)
         }
         try install(in: graph)
@@ -163,7 +162,8 @@ public final class BaseTuner {
         let layer = layers[i]
         let p = layer.packed
         guard tunesScales else { return p.absmax.decoded(count: p.blockCount) }
-        return (0..<p.blockCount).map { max(0, p.absmax.value($0) * scaleFactors[layer.scaleOffset + $0]) }
+        let at = layer.scaleOffset
+        return (0..<p.blockCount).map { max(0, loadedScales[at + $0] * scaleFactors[at + $0]) }
     }
 
     /// Layer i as the model runs it and a saved model keeps it.

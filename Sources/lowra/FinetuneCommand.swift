@@ -138,10 +138,7 @@ struct FinetuneCommand: ParsableCommand {
         var start: LoRAAdapter
         var startManifest: AdapterManifest?
         if let dir = parent ?? adapter ?? (AdapterStore.isAdapterDirectory(initial) ? initial : nil) {
-            guard
-                !FileManager.default.fileExists(
-                    atPath: (dir as NSString).appendingPathComponent(AdapterStore.tunedBaseFile))
-            else {
+            guard AdapterStore.tunedBase(of: dir) == nil else {
                 throw LowRAError(
                     .unsupported,
                     "\(dir) was fine-tuned over its own tuned base (\(AdapterStore.tunedBaseFile)); training cannot "

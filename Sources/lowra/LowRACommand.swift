@@ -92,8 +92,7 @@ struct AdapterOptions: ParsableArguments {
             dir, config: loaded.config, fingerprint: try baseFingerprint(loaded.path))
         let what =
             manifest.training.map { "fine-tuned \($0.steps) steps" } ?? "\(manifest.initialization) initialization"
-        let tuned = (dir as NSString).appendingPathComponent(BaseTuner.file)
-        guard FileManager.default.fileExists(atPath: tuned) else {
+        guard let tuned = AdapterStore.tunedBase(of: dir) else {
             return (a, "adapter \(dir) (rank \(a.rank), \(what))")
         }
         guard tunedBase else {
