@@ -189,24 +189,43 @@ public enum AdapterStore {
     public static func save(
         _ adapter: LoRAAdapter, config: ModelConfig, manifest: AdapterManifest, to dir: String
     ) throws {
+        try save(rank: adapter.rank, alpha: adapter.alpha, config: config, manifest: manifest, to: dir) { s in
+            let f = adapter.factors(s)
+            return (Array(f.a), Array(f.b))
+        }
+    }
+
+    /// `save` for an adapter that is never whole in memory: `factors` gives each slot's A (rank, in)
+    /// and B (out, rank) in the runtime's row order, once, in slot order, while the file is written.
+    public static func save(
+        rank: Int, alpha: Float, config: ModelConfig, manifest: AdapterManifest, to dir: String,
+        factors: @escaping (LoRAAdapter.Slot) throws -> (a: [Float], b: [Float])
+    ) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         func p(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
         // Streamed one factor at a time (no in-memory copy of the whole file).
         var w = SafeTensorsPlan()
         w.metadata["format"] = "pt"
-        for s in adapter.slots {
-            w.add(key(s, "A"), shape: [adapter.rank, s.inFeatures]) { Array(adapter.factors(s).a) }
+        var pendingB: [Float]?
+        for s in try LoRAAdapter.layout(config: config, rank: rank).slots {
+            w.add(key(s, "A"), shape: [rank, s.inFeatures]) {
+                let f = try factors(s)
+                precondition(f.a.count == rank * s.inFeatures && f.b.count == s.outFeatures * rank)
+                pendingB = f.b
+                return f.a
+            }
             let permuted = config.ropeLayout == .interleaved && [.q, .k].contains(s.kind)
-            w.add(key(s, "B"), shape: [s.outFeatures, adapter.rank]) {
-                let b = adapter.factors(s).b
+            w.add(key(s, "B"), shape: [s.outFeatures, rank]) {
+                let b = pendingB!
+                pendingB = nil
                 return permuted
-                    ? RopeLayout.interleaved.reorderRows(
-                        b, rowLength: adapter.rank, headDim: config.headDim, to: .halfSplit) : Array(b)
+                    ? RopeLayout.interleaved.reorderRows(b[...], rowLength: rank, headDim: config.headDim, to: .halfSplit)
+                    : b
             }
         }
         try w.write(to: p("adapter_model.safetensors"))
         try writeConfigAndManifest(
-            manifest, rank: adapter.rank, alpha: adapter.alpha,
+            manifest, rank: rank, alpha: alpha,
             peft: [
                 "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
                 "init_lora_weights": manifest.initialization == "loftq" ? "loftq" : true,

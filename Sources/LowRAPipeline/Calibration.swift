@@ -146,12 +146,18 @@ public final class BlockCalibrator: @unchecked Sendable {
         blk.releaseStored()  // each block is passed once per call: a model larger than memory goes through
         if advance { block += 1 }
         let tokens = windows * t
-        for site in sums.keys {
-            sums[site]!.withUnsafeMutableBufferPointer { mirrorUpper($0.baseAddress!, n: columns[site]!) }
+        // Each sum becomes its H in place and moves out: at LLaMA-2-7B's width the four are 677 MB.
+        var out = [LinearInput: InputCovariance]()
+        for site in Array(sums.keys) {
+            var v = sums.removeValue(forKey: site)!
+            let n = columns[site]!
+            v.withUnsafeMutableBufferPointer { buf in
+                mirrorUpper(buf.baseAddress!, n: n)
+                let count = Float(tokens)
+                for i in buf.indices { buf[i] /= count }
+            }
+            out[site] = InputCovariance(n: n, values: v, tokens: tokens)
         }
-        return sums.reduce(into: [:]) { out, entry in
-            out[entry.key] = InputCovariance(
-                n: columns[entry.key]!, values: entry.value.map { $0 / Float(tokens) }, tokens: tokens)
-        }
+        return out
     }
 }

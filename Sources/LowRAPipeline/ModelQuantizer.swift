@@ -280,7 +280,8 @@ extension ModelWeights {
                 }
                 a.rowEnergy = a.sampledRowEnergy(w, covariance: damped, rows: rows)
             }
-            analyses.append(a)
+            // LoftQ and CLoQ quantize what they fit afresh: the plan keeps only the errors of this one.
+            analyses.append(request.loftq == nil ? a : a.errorsOnly)
             columnWeights.append(diagonal)
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
             MemoryStats.returnFreeMemory()

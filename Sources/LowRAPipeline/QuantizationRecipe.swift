@@ -224,7 +224,7 @@ public struct ResolvedRecipe: Sendable {
     /// `initialAdapter(config:)`), without what needs the model's data (calibration tokens, the
     /// Fisher, transforms: `QuantizeRequest.calibration`, `.sensitivity`, `.transform`, set by the
     /// caller).
-    public func request(config: ModelConfig, adapter: LoRAAdapter?) throws -> QuantizeRequest {
+    public func request(config: ModelConfig, adapter: (rank: Int, alpha: Float)?) throws -> QuantizeRequest {
         let r = recipe
         var request = QuantizeRequest(method: r.method, bits: r.bits)
         if let ps = precisions { request.options.precisions = ps }
@@ -260,12 +260,17 @@ public struct ResolvedRecipe: Sendable {
         return c
     }
 
-    /// The initial adapter (zero factors) of the recipe's rank and alpha, or nil for `--init none`;
-    /// refuses a rank or alpha the model cannot take.
-    public func initialAdapter(config: ModelConfig) throws -> LoRAAdapter? {
+    /// The initial adapter's rank and alpha (its factors come from pass 2, or Kaiming's A with B = 0),
+    /// or nil for `--init none`; refuses a rank or alpha the model cannot take.
+    public func initialAdapter(config: ModelConfig) throws -> (rank: Int, alpha: Float)? {
         guard initialization != .none else { return nil }
-        return try LoRAAdapter(
-            config: config, rank: recipe.rank ?? LoRAAdapter.defaultRank(config), alpha: recipe.alpha)
+        let rank = recipe.rank ?? LoRAAdapter.defaultRank(config)
+        _ = try LoRAAdapter.layout(config: config, rank: rank)  // refuses a rank the model cannot take
+        let alpha = recipe.alpha ?? Float(rank)
+        guard alpha > 0, alpha.isFinite else {
+            throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)")
+        }
+        return (rank, alpha)
     }
 }
 

@@ -59,14 +59,14 @@ public enum QuantizedModelStore {
     /// Quantizes and saves in one pass over the model (pass 2 of `quantize`): each layer is packed
     /// from `plan` while its tensors are written and dropped right after, so peak memory holds
     /// one layer, not the model. `manifest` receives the finished report. Returns LoftQ's initial
-    /// factors (slot order), if the plan asked for them.
+    /// factors (slot order; none unless the plan asked for them), kept in a scratch file beside `dir`.
     public static func saveStreaming(
         to dir: String, config: ModelConfig, weights: ModelWeights, tokenizer: Tokenizer, plan: QuantizationPlan,
         progress: ((Int, Int) -> Void)? = nil, manifest: (QuantizeReport) -> QuantManifest
-    ) throws -> [(a: [Float], b: [Float])] {
+    ) throws -> SpilledFactors {
         // The plan lists every linear layer, layer by layer in `LinearKind` order.
         precondition(plan.layers.count == weights.blocks.count * LinearKind.allCases.count)
-        var factors = [(a: [Float], b: [Float])]()
+        let factors = try SpilledFactors(directory: parentDirectory(of: dir))
         // Small layers are packed a block's worth at a time (`ModelWeights.packLayers`); those
         // packed ahead wait here for their turn in the file.
         var ahead = [Int: (PackedLinear, (a: [Float], b: [Float])?)]()
@@ -90,7 +90,7 @@ public enum QuantizedModelStore {
                         for (k, p) in packed.enumerated() { ahead[i + k] = p }
                     }
                     let (packed, f) = ahead.removeValue(forKey: i)!
-                    if let f { factors.append(f) }
+                    if let f { try factors.append(f) }
                     return packed
                 }
             }
@@ -100,6 +100,30 @@ public enum QuantizedModelStore {
             return (plan.map, manifest(report))
         }
         return factors
+    }
+
+    /// The initial LoRA factors of `saveStreaming`, layer by layer, on disk until the adapter is written
+    /// (rank 64 at LLaMA-2-7B's shape: 20 MB a block, 640 MB in all, that would otherwise stay resident).
+    public final class SpilledFactors {
+        private let file: ScratchFile
+
+        init(directory: String) throws {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            file = try ScratchFile(directory: directory)
+        }
+
+        /// Layers whose factors are kept.
+        public var count: Int { file.count / 2 }
+
+        func append(_ f: (a: [Float], b: [Float])) throws {
+            try file.append(f.a)
+            try file.append(f.b)
+        }
+
+        /// Layer k's factors (slot order).
+        public func factors(_ k: Int) throws -> (a: [Float], b: [Float]) {
+            (try file.read(2 * k), try file.read(2 * k + 1))
+        }
     }
 
     /// Where a linear layer's tensors come from when the file is written: a layer in memory, or

@@ -7,15 +7,20 @@ import LowRATensor
 /// backward passes in sequences of `seq`. A channel's quantization cost in the precision
 /// assignment then becomes E[(∂L/∂y_r)²] · E[Δy_r²] — its estimated loss increase — instead of its
 /// output error alone, so error goes where the loss feels it least. By Hugging Face layer name;
-/// scaled so that the mean over all channels is 1.
+/// scaled so that the mean over all channels is 1. `recompute` (nil: when saving every block's
+/// activations would take more than `recomputeAboveBytes`, 2.4 GB at LLaMA-2-7B's shape) keeps only
+/// block inputs and replays each block in the backward pass, as fine-tuning's `--recompute` does.
 public func outputSensitivity(
-    config: ModelConfig, weights: ModelWeights, tokens: [Int], seq: Int, progress: ((Int, Int) -> Void)? = nil
+    config: ModelConfig, weights: ModelWeights, tokens: [Int], seq: Int, recompute: Bool? = nil,
+    progress: ((Int, Int) -> Void)? = nil
 ) throws -> [String: [Float]] {
     let sequences = (tokens.count - 1) / seq
     guard sequences >= 1 else {
         throw LowRAError(.invalidArgument, "sensitivity needs more than \(seq) tokens, got \(tokens.count)")
     }
-    let graph = try TrainingGraph(config: config, weights: weights, batch: 1, seq: seq, rank: 1)
+    let recompute = recompute ?? (sensitivityActivationBytes(config: config, seq: seq) > recomputeAboveBytes)
+    let graph = try TrainingGraph(
+        config: config, weights: weights, batch: 1, seq: seq, rank: 1, recompute: recompute)
     graph.releasesStoredWeights = true  // one layer of a model larger than memory resident at a time
     let adapter = try LoRAAdapter(config: config, rank: 1)  // B = 0: the model itself
     var sums = [String: [Double]]()
@@ -45,4 +50,14 @@ public func outputSensitivity(
     let count = sums.values.reduce(0) { $0 + $1.count }
     let mean = max(total / Double(count), 1e-300)
     return sums.mapValues { $0.map { Float($0 / mean) } }
+}
+
+/// Above this many bytes of saved activations `outputSensitivity` recomputes blocks in its backward
+/// passes (SmolLM2-135M saves 0.33 GB, Qwen2.5-0.5B 0.59 GB: neither recomputes).
+public let recomputeAboveBytes = 1 << 30
+
+/// Bytes of every block's saved activations in the Fisher's backward pass (rank-1 graph, one sequence).
+func sensitivityActivationBytes(config: ModelConfig, seq: Int) -> Int {
+    let model = MemoryModel(config: config, bits: nil, rank: 1, batch: 1, seq: seq)
+    return model.breakdown(training: true).first { $0.0 == "saved activations" }!.1
 }

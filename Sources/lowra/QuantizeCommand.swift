@@ -266,22 +266,25 @@ struct QuantizeCommand: ParsableCommand {
         let headValues = headLinear.outFeatures * headLinear.inFeatures
         let headBytes = request.headEncoding.map { headValues / 32 * $0.blockLayout!.bytes } ?? headLinear.weightBytes
         let headName = request.headEncoding?.name ?? headLinear.storedType?.name ?? "F32"
-        if var adapter {
+        if let adapter {
             var adapterManifest = AdapterManifest(
                 baseFingerprint: try baseFingerprint(out), base: out, quantization: QuantSummary(report),
                 rank: adapter.rank, alpha: adapter.alpha, initialization: initKind)
+            let dir = (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory)
             if resolved.fitsAdapter {
-                for (s, f) in zip(adapter.slots, loftq) { adapter.setFactors(s, a: f.a, b: f.b) }
                 adapterManifest.loftq = report.layers.map {
                     LoftQLayerReport(
                         name: $0.name, zeroInitError: $0.zeroInitError ?? 0, loftqError: $0.loftqError ?? 0)
                 }
+                // Read back a layer at a time from where pass 2 set them aside.
+                try AdapterStore.save(
+                    rank: adapter.rank, alpha: adapter.alpha, config: loaded.config, manifest: adapterManifest, to: dir
+                ) { try loftq.factors($0.layer * LinearKind.allCases.count + $0.kind.rawValue) }
             } else {
-                adapter.initializeKaiming(seed: r.seed)
+                var kaiming = try LoRAAdapter(config: loaded.config, rank: adapter.rank, alpha: adapter.alpha)
+                kaiming.initializeKaiming(seed: r.seed)
+                try AdapterStore.save(kaiming, config: loaded.config, manifest: adapterManifest, to: dir)
             }
-            try AdapterStore.save(
-                adapter, config: loaded.config, manifest: adapterManifest,
-                to: (out as NSString).appendingPathComponent(AdapterStore.initialAdapterDirectory))
         }
         var reconstruction: [BlockReconstructionReport]?
         if r.reconstruct {

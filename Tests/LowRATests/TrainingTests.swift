@@ -110,6 +110,22 @@ final class TrainingTests: XCTestCase {
         XCTAssertGreaterThan(ne, 0)
     }
 
+    /// The Fisher with blocks recomputed in the backward pass (what larger models get) equals the one
+    /// with every block's activations saved.
+    func testOutputSensitivityWithRecomputeIsTheSame() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf_bias_f16")).model
+        let tokens = (0..<33).map { ($0 * 7 + 3) % m.config.vocabSize }
+        let saved = try outputSensitivity(config: m.config, weights: m.weights, tokens: tokens, seq: 8, recompute: false)
+        let replayed = try outputSensitivity(
+            config: m.config, weights: m.weights, tokens: tokens, seq: 8, recompute: true)
+        XCTAssertEqual(Set(saved.keys), Set(replayed.keys))
+        for (name, v) in saved {
+            let (diff, at) = maxRelativeDifference(replayed[name]!, v.map(Double.init))
+            XCTAssertLessThanOrEqual(diff, 1e-5, "\(name)[\(at)]")
+        }
+        XCTAssertGreaterThan(sensitivityActivationBytes(config: m.config, seq: 8), 0)
+    }
+
     /// The whole model's LoRA gradient against central differences of its mean loss, for an fp32
     /// and a packed 2-bit base, both RoPE layouts (HF half-split and GGUF interleaved), GQA, and
     /// q/k/v bias, with saved activations and with recomputation (activation checkpointing).
