@@ -219,8 +219,8 @@ public enum AdapterStore {
                 let b = pendingB!
                 pendingB = nil
                 return permuted
-                    ? RopeLayout.interleaved.reorderRows(b[...], rowLength: rank, headDim: config.headDim, to: .halfSplit)
-                    : b
+                    ? RopeLayout.interleaved.reorderRows(
+                        b[...], rowLength: rank, headDim: config.headDim, to: .halfSplit) : b
             }
         }
         try w.write(to: p("adapter_model.safetensors"))

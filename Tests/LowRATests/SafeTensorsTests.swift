@@ -37,6 +37,22 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(n % 8, 0)
     }
 
+    /// Arrays set aside in a scratch file come back as written, in any order, and the file has no name
+    /// in its directory (nothing is left behind by a killed process); a missing directory is an error.
+    func testScratchFileReadsBackWhatItWasGiven() throws {
+        let dir = try temporaryDirectory(self)
+        let scratch = try ScratchFile(directory: dir)
+        var rng = SystemRandomNumberGenerator()
+        let arrays = [0, 1, 7, 4096, 100_003].map { n in (0..<n).map { _ in Float.random(in: -1...1, using: &rng) } }
+        for (i, a) in arrays.enumerated() { XCTAssertEqual(try scratch.append(a), i) }
+        XCTAssertEqual(scratch.count, arrays.count)
+        for i in [3, 0, 4, 2, 1, 4] { XCTAssertEqual(try scratch.read(i), arrays[i]) }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [])
+        XCTAssertThrowsError(try ScratchFile(directory: dir + "/missing")) {
+            XCTAssertTrue("\($0)".contains("cannot create a scratch file"), "\($0)")
+        }
+    }
+
     func testReadsFileWrittenByPythonSafetensors() throws {
         let f = try SafeTensorsFile(path: Paths.fixture("tiny_hf_bias_f16/model.safetensors"))
         XCTAssertEqual(f.metadata["format"], "pt")

@@ -115,7 +115,8 @@ final class TrainingTests: XCTestCase {
     func testOutputSensitivityWithRecomputeIsTheSame() throws {
         let m = try LoadedModel.load(Paths.fixture("tiny_hf_bias_f16")).model
         let tokens = (0..<33).map { ($0 * 7 + 3) % m.config.vocabSize }
-        let saved = try outputSensitivity(config: m.config, weights: m.weights, tokens: tokens, seq: 8, recompute: false)
+        let saved = try outputSensitivity(
+            config: m.config, weights: m.weights, tokens: tokens, seq: 8, recompute: false)
         let replayed = try outputSensitivity(
             config: m.config, weights: m.weights, tokens: tokens, seq: 8, recompute: true)
         XCTAssertEqual(Set(saved.keys), Set(replayed.keys))
