@@ -31,14 +31,19 @@ public struct LoRAAdapter: Sendable, Equatable {
     /// Zero factors for every linear layer of `config`'s blocks. alpha defaults to the rank.
     public init(config: ModelConfig, rank: Int, alpha: Float? = nil) throws {
         let (slots, count) = try Self.layout(config: config, rank: rank)
+        self.rank = rank
+        self.alpha = try Self.alpha(alpha, rank: rank)
+        self.slots = slots
+        values = [Float](repeating: 0, count: count)
+    }
+
+    /// `alpha`, or the rank when nil; refused unless positive and finite.
+    public static func alpha(_ alpha: Float?, rank: Int) throws -> Float {
         let alpha = alpha ?? Float(rank)
         guard alpha > 0, alpha.isFinite else {
             throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)")
         }
-        self.rank = rank
-        self.alpha = alpha
-        self.slots = slots
-        values = [Float](repeating: 0, count: count)
+        return alpha
     }
 
     /// The slots of a rank-`rank` adapter for `config` and its parameter count, without the

@@ -266,11 +266,7 @@ public struct ResolvedRecipe: Sendable {
         guard initialization != .none else { return nil }
         let rank = recipe.rank ?? LoRAAdapter.defaultRank(config)
         _ = try LoRAAdapter.layout(config: config, rank: rank)  // refuses a rank the model cannot take
-        let alpha = recipe.alpha ?? Float(rank)
-        guard alpha > 0, alpha.isFinite else {
-            throw LowRAError(.invalidArgument, "LoRA alpha must be positive, got \(alpha)")
-        }
-        return (rank, alpha)
+        return (rank, try LoRAAdapter.alpha(recipe.alpha, rank: rank))
     }
 }
 

@@ -96,17 +96,26 @@ public struct MemoryModel: Sendable {
         let F = c.intermediateSize
         let qD = c.qDim
         let kvD = c.kvDim
-        let perLayer = n * (4 * C + 2 * qD + 2 * kvD + 3 * F) + batch * c.numHeads * seq * seq + 7 * n * rank
-        // Recomputing keeps every block's input (N, C) and one layer's activations, plus the
-        // (N, C) residual the replayed block writes.
-        out.append(
-            ("saved activations", 4 * (recompute ? c.numLayers * n * C + perLayer + n * C : c.numLayers * perLayer)))
+        out.append(("saved activations", savedActivationBytes))
         let chunk = min(128, n)
         let scratch =
             n * (6 * C + 2 * qD + 2 * kvD + 3 * F + rank) + seq * seq + 2 * chunk * c.vocabSize
             + dequantizationScratch
         out.append(("step scratch", 4 * scratch))  // activation gradients, a logits chunk, one dequantized layer
         return out
+    }
+
+    /// The activations one fine-tuning step saves for its backward pass (`TrainingGraph`'s buffers).
+    public var savedActivationBytes: Int {
+        let c = config
+        let n = batch * seq
+        let perLayer =
+            n * (4 * c.hiddenSize + 2 * c.qDim + 2 * c.kvDim + 3 * c.intermediateSize) + batch * c.numHeads * seq * seq
+            + 7 * n * rank
+        // Recomputing keeps every block's input (N, C) and one layer's activations, plus the
+        // (N, C) residual the replayed block writes.
+        let C = c.hiddenSize
+        return 4 * (recompute ? c.numLayers * n * C + perLayer + n * C : c.numLayers * perLayer)
     }
 
     /// Every component name, in display order (base weights first).

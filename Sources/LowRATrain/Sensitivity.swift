@@ -58,6 +58,5 @@ public let recomputeAboveBytes = 1 << 30
 
 /// Bytes of every block's saved activations in the Fisher's backward pass (rank-1 graph, one sequence).
 func sensitivityActivationBytes(config: ModelConfig, seq: Int) -> Int {
-    let model = MemoryModel(config: config, bits: nil, rank: 1, batch: 1, seq: seq)
-    return model.breakdown(training: true).first { $0.0 == "saved activations" }!.1
+    MemoryModel(config: config, bits: nil, rank: 1, batch: 1, seq: seq).savedActivationBytes
 }
