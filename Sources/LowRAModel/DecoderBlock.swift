@@ -9,6 +9,16 @@ import LowRATensor
 // row); those are the `BlockSteps` a caller passes. The order of the operations is here alone.
 // The backward pass (`TrainingGraph`, LowRATrain) mirrors this function step for step.
 
+/// The block cut where its linear layers' inputs are ready: `.until(site)` runs from the previous
+/// cut to the point where `site`'s input is computed (and observed), `.end` finishes the block.
+public enum BlockSegment: Hashable, Sendable {
+    case until(LinearInput)
+    case end
+
+    /// The segments that make one block.
+    public static let inOrder: [BlockSegment] = LinearInput.allCases.map { .until($0) } + [.end]
+}
+
 /// The buffers one block reads and writes, for N rows (tokens) at once.
 public struct BlockBuffers {
     public var xIn: UnsafeMutablePointer<Float>?  // (N, C) the residual entering the block, when saved
@@ -63,33 +73,65 @@ extension ModelWeights {
         _ l: Int, config c: ModelConfig, x: UnsafeMutablePointer<Float>, rows n: Int, buffers b: BlockBuffers,
         steps: some BlockSteps
     ) {
+        for s in BlockSegment.inOrder { blockSegment(s, l, config: c, x: x, rows: n, buffers: b, steps: steps) }
+    }
+
+    /// One segment of `blockForward` (which is its segments in order): the part of block `l` from
+    /// the previous cut up to `s`.
+    public func blockSegment(
+        _ s: BlockSegment, _ l: Int, config c: ModelConfig, x: UnsafeMutablePointer<Float>, rows n: Int,
+        buffers b: BlockBuffers, steps: some BlockSteps
+    ) {
         let C = c.hiddenSize
-        let block = blocks[l]
-
-        // Attention.
-        b.xIn?.update(from: x, count: n * C)
-        block.attnNorm.withUnsafeBufferPointer {
-            rmsnormForward(b.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+        switch s {
+        case .until(.attention):
+            b.xIn?.update(from: x, count: n * C)
+            blocks[l].attnNorm.withUnsafeBufferPointer {
+                rmsnormForward(b.xn1, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+            }
+            steps.observe(l, .attention, b.xn1, cols: C)
+        case .until(.output):
+            steps.linears(l, [.q, .k, .v], b.xn1, [b.q, b.k, b.v])
+            steps.rope(l, q: b.q, k: b.k)
+            steps.attention(l, q: b.q, k: b.k, v: b.v, out: b.att)
+            steps.observe(l, .output, b.att, cols: c.qDim)
+        case .until(.mlp):
+            steps.linears(l, [.o], b.att, [b.proj])
+            addInPlace(x, b.proj, count: n * C)
+            // SwiGLU MLP.
+            b.xMid?.update(from: x, count: n * C)
+            blocks[l].ffnNorm.withUnsafeBufferPointer {
+                rmsnormForward(b.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
+            }
+            steps.observe(l, .mlp, b.xn2, cols: C)
+        case .until(.down):
+            steps.linears(l, [.gate, .up], b.xn2, [b.gate, b.up])
+            steps.swiglu(b.act, b.gate, b.up)
+            steps.observe(l, .down, b.act, cols: c.intermediateSize)
+        case .end:
+            steps.linears(l, [.down], b.act, [b.proj])
+            addInPlace(x, b.proj, count: n * C)
         }
-        steps.observe(l, .attention, b.xn1, cols: C)
-        steps.linears(l, [.q, .k, .v], b.xn1, [b.q, b.k, b.v])
-        steps.rope(l, q: b.q, k: b.k)
-        steps.attention(l, q: b.q, k: b.k, v: b.v, out: b.att)
-        steps.observe(l, .output, b.att, cols: c.qDim)
-        steps.linears(l, [.o], b.att, [b.proj])
-        addInPlace(x, b.proj, count: n * C)
+    }
 
-        // SwiGLU MLP.
-        b.xMid?.update(from: x, count: n * C)
-        block.ffnNorm.withUnsafeBufferPointer {
-            rmsnormForward(b.xn2, x, $0.baseAddress!, rows: n, cols: C, eps: c.rmsNormEps)
-        }
-        steps.observe(l, .mlp, b.xn2, cols: C)
-        steps.linears(l, [.gate, .up], b.xn2, [b.gate, b.up])
-        steps.swiglu(b.act, b.gate, b.up)
-        steps.observe(l, .down, b.act, cols: c.intermediateSize)
-        steps.linears(l, [.down], b.act, [b.proj])
-        addInPlace(x, b.proj, count: n * C)
+    /// `blockSegment` for the single-sequence forward, its intermediates in `ws.activations(l)`
+    /// except the values that cross a cut, which `carried` (where given) holds for a caller that runs each
+    /// segment over more rows than one forward takes (calibration's sequential pass): xn1 and att
+    /// (N, C) and (N, H*D) before attention's cuts, xn2 and act (N, C) and (N, F) before the MLP's.
+    public func blockSegment(
+        _ s: BlockSegment, _ l: Int, config c: ModelConfig, x: UnsafeMutablePointer<Float>,
+        workspace ws: ForwardWorkspace, rope: RopeTable, adapter: AdapterView?, observe: LinearInputObserver?,
+        carried: (xn1: UnsafeMutablePointer<Float>?, att: UnsafeMutablePointer<Float>?,
+                  xn2: UnsafeMutablePointer<Float>?, act: UnsafeMutablePointer<Float>?)
+    ) {
+        let a = ws.activations(l)
+        let buffers = BlockBuffers(
+            xIn: nil, xn1: carried.xn1 ?? a.xn1, q: a.q, k: a.k, v: a.v, att: carried.att ?? a.att, proj: ws.proj,
+            xMid: nil, xn2: carried.xn2 ?? a.xn2, gate: a.gate, up: a.up, act: carried.act ?? a.act)
+        let steps = SequenceSteps(
+            weights: self, config: c, workspace: ws, activations: a, rope: rope, cache: nil, adapter: adapter,
+            observer: observe)
+        blockSegment(s, l, config: c, x: x, rows: ws.batch * ws.tokens, buffers: buffers, steps: steps)
     }
 
     /// One block of the single-sequence forward over x (batch·T, C), in place, its activations in

@@ -137,12 +137,16 @@ public final class ForwardWorkspace: @unchecked Sendable {
         }
     }
 
-    deinit { for p in allocations { p.deallocate() } }
+    deinit { for p in allocations { free(p) } }
 
-    /// A zeroed buffer of `count` floats that lives as long as the workspace.
+    /// A zeroed buffer of `count` floats that lives as long as the workspace. From calloc: a large
+    /// one is fresh pages that the kernel zeroes when first touched, so a buffer a caller never
+    /// uses (a forward run one segment at a time uses a few) costs neither memory nor a memset.
     public func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-        let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        p.initialize(repeating: 0, count: max(count, 1))
+        guard let raw = calloc(max(count, 1), MemoryLayout<Float>.stride) else {
+            fatalError("out of memory: a workspace buffer of \(count) floats")
+        }
+        let p = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         allocations.append(p)
         bytes += 4 * count
         return p

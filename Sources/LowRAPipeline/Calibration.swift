@@ -89,32 +89,15 @@ public final class BlockCalibrator: @unchecked Sendable {
         }
     }
 
-    /// Runs `blk` (in place of block `block`; its LoRA factors per kind, if any, at scale
-    /// `loraScale`) on every window. Returns H per linear input when `statistics`; with `advance`
-    /// the carried stream becomes the block's output and `block` moves on.
-    public func run(
-        _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1,
-        statistics: Bool, advance: Bool
-    ) throws -> [LinearInput: InputCovariance] {
+    /// Runs `blk` (in place of block `block`, the original weights: pass 1) on every window.
+    /// Returns H per linear input when `statistics`; with `advance` the carried stream becomes the
+    /// block's output and `block` moves on.
+    public func run(_ blk: BlockWeights, statistics: Bool, advance: Bool) throws -> [LinearInput: InputCovariance] {
         let started = Date()
         defer { seconds += Date().timeIntervalSince(started) }
         let c = request.config
-        var one = weights
-        one.blocks = [blk]
-        var c1 = c
-        c1.numLayers = 1
-        var adapter: LoRAAdapter?
-        if !lora.isEmpty {
-            adapter = try LoRAAdapter(config: c1, rank: rank, alpha: alpha)
-            for (kind, f) in lora { adapter!.setFactors(adapter!.slot(layer: 0, kind: kind), a: f.a, b: f.b) }
-        }
+        let (one, c1, adapter, chunk, ws) = try oneBlock(blk, lora: [:], rank: 0, alpha: 1)
         let t = request.window
-        // Windows per forward: about 2048 rows, a divisor of the window count.
-        var chunk = max(1, min(windows, 2048 / t))
-        while windows % chunk != 0 { chunk -= 1 }
-        let ws = ForwardWorkspace(
-            config: c1, batch: chunk, tokens: t, keys: t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
-            weightScratch: one.scratchFloats(rows: chunk * t))
         let rows = chunk * t
         let buffer = ws.allocate(rows * c.hiddenSize)
         let rope = RopeTable(start: 0, count: t, frequencies: c.ropeFrequencies)
@@ -145,19 +128,151 @@ public final class BlockCalibrator: @unchecked Sendable {
         }
         blk.releaseStored()  // each block is passed once per call: a model larger than memory goes through
         if advance { block += 1 }
-        let tokens = windows * t
         // Each sum becomes its H in place and moves out: at LLaMA-2-7B's width the four are 677 MB.
         var out = [LinearInput: InputCovariance]()
-        for site in Array(sums.keys) {
-            var v = sums.removeValue(forKey: site)!
-            let n = columns[site]!
-            v.withUnsafeMutableBufferPointer { buf in
-                mirrorUpper(buf.baseAddress!, n: n)
-                let count = Float(tokens)
-                for i in buf.indices { buf[i] /= count }
-            }
-            out[site] = InputCovariance(n: n, values: v, tokens: tokens)
-        }
+        for site in Array(sums.keys) { out[site] = covariance(sums.removeValue(forKey: site)!, n: columns[site]!) }
         return out
+    }
+
+    /// H = E[x xᵀ] from the upper triangle of Σ x xᵀ over every window, in place.
+    private func covariance(_ sum: [Float], n: Int) -> InputCovariance {
+        var v = sum
+        let tokens = windows * request.window
+        v.withUnsafeMutableBufferPointer { buf in
+            mirrorUpper(buf.baseAddress!, n: n)
+            let count = Float(tokens)
+            for i in buf.indices { buf[i] /= count }
+        }
+        return InputCovariance(n: n, values: v, tokens: tokens)
+    }
+
+    /// A one-block model of `blk` (its LoRA factors per kind, if any, at scale alpha / rank), the
+    /// windows per forward (about 2048 rows, a divisor of the window count) and its workspace.
+    private func oneBlock(
+        _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])], rank: Int, alpha: Float
+    ) throws -> (ModelWeights, ModelConfig, LoRAAdapter?, Int, ForwardWorkspace) {
+        var one = weights
+        one.blocks = [blk]
+        var c1 = request.config
+        c1.numLayers = 1
+        var adapter: LoRAAdapter?
+        if !lora.isEmpty {
+            adapter = try LoRAAdapter(config: c1, rank: rank, alpha: alpha)
+            for (kind, f) in lora { adapter!.setFactors(adapter!.slot(layer: 0, kind: kind), a: f.a, b: f.b) }
+        }
+        let t = request.window
+        var chunk = max(1, min(windows, 2048 / t))
+        while windows % chunk != 0 { chunk -= 1 }
+        let ws = ForwardWorkspace(
+            config: c1, batch: chunk, tokens: t, keys: t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
+            weightScratch: one.scratchFloats(rows: chunk * t))
+        return (one, c1, adapter, chunk, ws)
+    }
+
+    // MARK: The sequential pass through quantized layers
+
+    /// The next segment of block `block` that `statistics(at:)` and `finishBlock` run (an index
+    /// into `BlockSegment.inOrder`), and the values crossing its cuts for every window.
+    private var segment = 0
+    private var carried: Carried?
+
+    /// Every window's xn1 or xn2 (tokens, C), attention output (tokens, H*D) and SwiGLU
+    /// activation (tokens, F): each written by one segment, read by the next, and freed once
+    /// spent, so that while the layers of a site are packed only what the rest of the block still
+    /// reads is held (at LLaMA-2-7B's width, act's 180 MB while down_proj is packed).
+    private final class Carried {
+        private let rows: Int
+        private let config: ModelConfig
+        private var buffers = [Int: UnsafeMutablePointer<Float>]()
+
+        init(rows: Int, config: ModelConfig) { (self.rows, self.config) = (rows, config) }
+
+        /// 0: xn, 1: att, 2: act.
+        func buffer(_ k: Int) -> UnsafeMutablePointer<Float> {
+            if let p = buffers[k] { return p }
+            let cols = [config.hiddenSize, config.qDim, config.intermediateSize][k]
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
+            buffers[k] = p
+            return p
+        }
+
+        func free(_ k: Int) { buffers.removeValue(forKey: k)?.deallocate() }
+
+        deinit { for p in buffers.values { p.deallocate() } }
+    }
+
+    /// Pass 2's stream, one site of block `block` at a time (GPTQ's true-sequential order): runs
+    /// the block up to `site`'s input with `blk`, whose layers before the site are already the
+    /// quantized ones (with their initial LoRA factors `lora`), and returns H of that input.
+    /// Every linear layer runs once: a block costs one forward, where gathering all four sites
+    /// from the original block and then passing the quantized one costs two. Sites come in
+    /// model order; `finishBlock` ends the block.
+    public func statistics(
+        at site: LinearInput, of blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0,
+        alpha: Float = 1
+    ) throws -> InputCovariance {
+        let target = BlockSegment.inOrder.firstIndex(of: .until(site))!
+        guard target >= segment else {
+            throw LowRAError(
+                .invalidArgument, "sequential calibration: \(site)'s input of block \(block) was passed already")
+        }
+        let n = LinearKind.allCases.first { $0.input == site }!.shape(request.config).in
+        var sum = [Float](repeating: 0, count: n * n)
+        try runSegments(through: target, blk, lora: lora, rank: rank, alpha: alpha) { observed, input, rows, cols in
+            guard observed == site else { return }
+            sum.withUnsafeMutableBufferPointer { gramUpdate(input, $0.baseAddress!, n: cols, k: rows) }
+        }
+        return covariance(sum, n: n)
+    }
+
+    /// Runs the rest of block `block` with `blk` (every layer quantized by now); the stream moves
+    /// on to the next block.
+    public func finishBlock(
+        _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1
+    ) throws {
+        let last = BlockSegment.inOrder.count - 1
+        try runSegments(through: last, blk, lora: lora, rank: rank, alpha: alpha) { _, _, _, _ in }
+        blk.releaseStored()
+        (segment, carried) = (0, nil)
+        block += 1
+    }
+
+    private func runSegments(
+        through last: Int, _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])], rank: Int, alpha: Float,
+        observe: @escaping (LinearInput, UnsafePointer<Float>, Int, Int) -> Void
+    ) throws {
+        guard segment <= last else { return }
+        let started = Date()
+        defer { seconds += Date().timeIntervalSince(started) }
+        let c = request.config
+        let (one, c1, adapter, chunk, ws) = try oneBlock(blk, lora: lora, rank: rank, alpha: alpha)
+        let t = request.window
+        if carried == nil { carried = Carried(rows: windows * t, config: c) }
+        let kept = carried!
+        let rope = RopeTable(start: 0, count: t, frequencies: c.ropeFrequencies)
+        let observer: LinearInputObserver = { _, site, input, rows, cols in observe(site, input, rows, cols) }
+        x.withUnsafeMutableBufferPointer { xb in
+            for s in segment...last {
+                // The buffers this segment reads or writes (xn1 and xn2 share one: xn1 is spent
+                // before xn2 is made).
+                let uses = [[0], [0, 1], [0, 1], [0, 2], [2]][s]
+                let held = (0..<3).map { uses.contains($0) ? kept.buffer($0) : nil }
+                for first in stride(from: 0, to: windows, by: chunk) {
+                    let r = first * t
+                    let xn = held[0].map { $0 + r * c.hiddenSize }
+                    let (att, act) = (held[1].map { $0 + r * c.qDim }, held[2].map { $0 + r * c.intermediateSize })
+                    func forward(_ view: AdapterView?) {
+                        one.blockSegment(
+                            BlockSegment.inOrder[s], 0, config: c1, x: xb.baseAddress! + r * c.hiddenSize,
+                            workspace: ws, rope: rope, adapter: view, observe: observer, carried: (xn, att, xn, act))
+                    }
+                    if let adapter { adapter.withView(forward) } else { forward(nil) }
+                }
+                // What no later segment reads: att after o, xn after gate/up, act after down.
+                if let spent = [2: 1, 3: 0, 4: 2][s] { kept.free(spent) }
+            }
+        }
+        withExtendedLifetime(ws) {}
+        segment = last + 1
     }
 }

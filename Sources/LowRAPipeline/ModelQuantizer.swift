@@ -369,15 +369,34 @@ extension ModelWeights {
 
     /// `packLayer` for consecutive layers `range`, packed concurrently (see `concurrentPackElements`)
     /// and recorded in order; results are the same as packing them one by one. With error
-    /// feedback, layers must come in model order (the calibration stream passes through each
-    /// block once all its layers are packed).
+    /// feedback, layers must come in model order and are packed one site at a time (the
+    /// calibration stream reaches a site's input once the layers before it are packed).
     public func packLayers(
         _ range: Range<Int>, of plan: QuantizationPlan
     ) throws -> [(PackedLinear, (a: [Float], b: [Float])?)] {
         if plan.packStarted == nil { plan.packStarted = Date() }
         let block = plan.layers[range.lowerBound].block
         precondition(range.allSatisfy { plan.layers[$0].block == block })
-        if plan.sequential { try plan.prepareBlock(block, weights: self) }
+        if plan.sequential {
+            // Site by site: each site's H is gathered once the layers before it are packed.
+            var start = range.lowerBound
+            var out = [(PackedLinear, (a: [Float], b: [Float])?)]()
+            while start < range.upperBound {
+                let site = plan.layers[start].kind.input
+                var end = start + 1
+                while end < range.upperBound, plan.layers[end].kind.input == site { end += 1 }
+                try plan.prepareSite(block, site, weights: self)
+                out += try packConcurrently(start..<end, of: plan)
+                start = end
+            }
+            return out
+        }
+        return try packConcurrently(range, of: plan)
+    }
+
+    private func packConcurrently(
+        _ range: Range<Int>, of plan: QuantizationPlan
+    ) throws -> [(PackedLinear, (a: [Float], b: [Float])?)] {
         var results = [Result<PackedLayer, Error>?](repeating: nil, count: range.count)
         results.withUnsafeMutableBufferPointer { buf in
             let out = UncheckedSendable(buf.baseAddress!)
@@ -500,9 +519,9 @@ public final class QuantizationPlan: @unchecked Sendable {
     /// Error feedback: pass 2 carries the calibration stream through the packed blocks.
     var sequential: Bool { request.calibration?.errorFeedback == true }
     private var calibrator: BlockCalibrator?
-    /// The block whose inputs `siteFactors` describe, and the packed layers of blocks the stream
-    /// has not passed yet.
-    private var factorsBlock = -1
+    /// The input `siteFactors` describe, and the packed layers of blocks the stream has not
+    /// passed yet.
+    private var factorsSite: (block: Int, site: LinearInput)?
     private(set) var siteFactors = [LinearInput: SiteFactors]()
     private var packedBlocks = [Int: [LinearKind: PackedLayer]]()
     private var rows: [Int: LayerQuantReport] = [:]
@@ -532,44 +551,45 @@ public final class QuantizationPlan: @unchecked Sendable {
         PrecisionMap(layers: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), bits)))
     }
 
-    /// Sequential calibration up to block l: the stream passes through every block before l (all
-    /// packed by now, with their initial adapter), then H of block l's inputs is gathered with
-    /// its original weights and factored.
-    func prepareBlock(_ l: Int, weights: ModelWeights) throws {
+    /// Sequential calibration up to `site` of block l: the stream passes through every block before l
+    /// (all packed by now, with their initial adapter), then through block l up to the site's input,
+    /// with the layers before it already quantized; that input's H is gathered and factored.
+    func prepareSite(_ l: Int, _ site: LinearInput, weights: ModelWeights) throws {
+        guard factorsSite?.block != l || factorsSite?.site != site else { return }
         let cal = request.calibration!
         if calibrator == nil { calibrator = BlockCalibrator(cal, weights: weights) }
         let stream = calibrator!
-        while stream.block < l {
-            let b = stream.block
-            guard let done = packedBlocks[b], done.count == LinearKind.allCases.count else {
-                throw LowRAError(
-                    .invalidArgument, "sequential calibration packs layers in order; block \(b) is incomplete")
-            }
+        let (rank, alpha) = (request.loftq?.rank ?? 0, request.loftq?.alpha ?? 1)
+        /// Block b with its layers packed so far, and their initial factors.
+        func quantized(_ b: Int) -> (BlockWeights, [LinearKind: (a: [Float], b: [Float])]) {
             var blk = weights.blocks[b]
             var lora = [LinearKind: (a: [Float], b: [Float])]()
-            for (kind, p) in done {
+            for (kind, p) in packedBlocks[b] ?? [:] {
                 blk[kind] = Linear(packed: p.packed, bias: blk[kind].bias)
                 if let f = p.factors { lora[kind] = f }
             }
-            _ = try stream.run(
-                blk, lora: lora, rank: request.loftq?.rank ?? 0, alpha: request.loftq?.alpha ?? 1, statistics: false,
-                advance: true)
+            return (blk, lora)
+        }
+        while stream.block < l {
+            let b = stream.block
+            guard packedBlocks[b]?.count == LinearKind.allCases.count else {
+                throw LowRAError(
+                    .invalidArgument, "sequential calibration packs layers in order; block \(b) is incomplete")
+            }
+            let (blk, lora) = quantized(b)
+            try stream.finishBlock(blk, lora: lora, rank: rank, alpha: alpha)
             packedBlocks[b] = nil
         }
-        guard factorsBlock != l else { return }
-        siteFactors = [:]  // the previous block's factors go before this block's H arrive
-        var stats = try stream.run(weights.blocks[l], statistics: true, advance: false)
-        // Site by site, each H dropped once factored: at 7B width down_proj's H alone is 485 MB.
-        for site in stats.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-            var d = stats.removeValue(forKey: site)!
-            let diagonal = d.diagonal
-            d.damp(cal.damping)
-            siteFactors[site] = SiteFactors(
-                u: try inverseCholeskyUpper(d.values, n: d.n),
-                lower: request.loftq?.calibrated == true ? try choleskyFactor(d.values, n: d.n) : nil,
-                diagonal: diagonal, covariance: cal.refitLevels || cal.refineCodes > 0 ? d.values : nil)
-        }
-        factorsBlock = l
+        let (blk, lora) = quantized(l)
+        siteFactors = [:]  // the previous site's factors go before this one's H arrives
+        var d = try stream.statistics(at: site, of: blk, lora: lora, rank: rank, alpha: alpha)
+        let diagonal = d.diagonal
+        d.damp(cal.damping)
+        siteFactors[site] = SiteFactors(
+            u: try inverseCholeskyUpper(d.values, n: d.n),
+            lower: request.loftq?.calibrated == true ? try choleskyFactor(d.values, n: d.n) : nil,
+            diagonal: diagonal, covariance: cal.refitLevels || cal.refineCodes > 0 ? d.values : nil)
+        factorsSite = (l, site)
     }
 
     func record(_ i: Int, _ p: PackedLayer) {

@@ -188,6 +188,54 @@ final class QuantizerTests: XCTestCase {
         }
     }
 
+    /// Pass 2's stream gathers each site's H with the layers before it already quantized (GPTQ's
+    /// true-sequential order): checked against the whole model's forward with those layers swapped
+    /// in, site by site, and into the next block; sites asked out of order are refused.
+    func testSequentialStatisticsSeeTheQuantizedLayersBeforeThem() throws {
+        let m = try LoadedModel.load(Paths.fixture("tiny_hf")).model
+        let c = m.config
+        let tokens = Array(0..<48).map { ($0 * 5 + 1) % c.vocabSize }
+        let request = try CalibrationRequest(config: c, tokens: tokens, window: 16, source: "test")
+        var quantized = m.weights
+        for kind in LinearKind.allCases {
+            let lin = m.weights.blocks[0][kind]
+            let (out, inF) = (lin.outFeatures, lin.inFeatures)
+            let a = analyzeTensor(lin.weight, out: out, in: inF, options: QuantizerOptions())
+            let packed = try a.pack(lin.weight, bits: [UInt8](repeating: 2, count: out))
+            quantized.blocks[0][kind] = Linear(packed: packed, bias: lin.bias)
+        }
+        // The reference: every window through the model whose block 0 is the quantized one.
+        let reference = try LanguageModel(config: c, weights: quantized)
+        var expected = [String: [Double]]()
+        for w in 0..<3 {
+            _ = try reference.hidden(Array(tokens[(w * 16)..<(w * 16 + 16)]), cache: nil) { l, site, x, rows, n in
+                let key = "\(l) \(site)"
+                var acc = expected[key] ?? [Double](repeating: 0, count: n * n)
+                for r in 0..<rows {
+                    for i in 0..<n { for j in 0..<n { acc[i * n + j] += Double(x[r * n + i]) * Double(x[r * n + j]) } }
+                }
+                expected[key] = acc
+            }
+        }
+        func check(_ h: InputCovariance, _ key: String) {
+            let e = expected[key]!.map { Float($0 / 48) }
+            let scale = e.map(abs).max()!
+            XCTAssertTrue(zip(h.values, e).allSatisfy { abs($0 - $1) <= 1e-4 * scale }, key)
+        }
+        let stream = BlockCalibrator(request, weights: m.weights)
+        // Each site sees block 0 with only the layers before it quantized (the rest original).
+        var blk = m.weights.blocks[0]
+        for site in LinearInput.allCases {
+            check(try stream.statistics(at: site, of: blk), "0 \(site)")
+            for kind in LinearKind.allCases where kind.input == site { blk[kind] = quantized.blocks[0][kind] }
+        }
+        XCTAssertThrowsError(try stream.statistics(at: .mlp, of: blk))
+        try stream.finishBlock(blk)
+        XCTAssertEqual(stream.block, 1)
+        check(try stream.statistics(at: .attention, of: m.weights.blocks[1]), "1 attention")
+        check(try stream.statistics(at: .down, of: m.weights.blocks[1]), "1 down")
+    }
+
     /// CLoQ end to end on a tiny model: sequential error feedback, then the calibrated low-rank
     /// fit, which leaves a smaller output error than the zero-initialized adapter in every layer.
     func testCLoQInitializationLowersEveryLayersError() throws {
