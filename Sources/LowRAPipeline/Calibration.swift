@@ -63,8 +63,9 @@ public struct CalibrationRequest: Sendable {
 }
 
 /// The calibration windows' residual stream, carried through the model one block at a time:
-/// `run` passes it through a block (the original one, or its quantized replacement with the
-/// initial adapter), gathering the second moments H = E[x xᵀ] of the block's four linear inputs.
+/// `run` passes it through an original block (pass 1), `statistics(at:of:)` and `finishBlock`
+/// through one being quantized (pass 2), gathering the second moments H = E[x xᵀ] of the block's
+/// linear inputs.
 /// Holds (tokens, hidden) floats, never the model's activations for more than a few windows.
 public final class BlockCalibrator: @unchecked Sendable {
     public let request: CalibrationRequest
@@ -96,7 +97,7 @@ public final class BlockCalibrator: @unchecked Sendable {
         let started = Date()
         defer { seconds += Date().timeIntervalSince(started) }
         let c = request.config
-        let (one, c1, adapter, chunk, ws) = try oneBlock(blk, lora: [:], rank: 0, alpha: 1)
+        let (one, c1, chunk, ws) = oneBlock(blk)
         let t = request.window
         let rows = chunk * t
         let buffer = ws.allocate(rows * c.hiddenSize)
@@ -115,11 +116,8 @@ public final class BlockCalibrator: @unchecked Sendable {
         for first in stride(from: 0, to: windows, by: chunk) {
             let span = (first * t * c.hiddenSize)..<((first + chunk) * t * c.hiddenSize)
             x.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress! + span.lowerBound, count: span.count) }
-            func forward(_ view: AdapterView?) {
-                one.blockForward(
-                    0, config: c1, x: buffer, workspace: ws, rope: rope, cache: nil, adapter: view, observe: observe)
-            }
-            if let adapter { adapter.withView(forward) } else { forward(nil) }
+            one.blockForward(
+                0, config: c1, x: buffer, workspace: ws, rope: rope, cache: nil, adapter: nil, observe: observe)
             if advance {
                 x.withUnsafeMutableBufferPointer {
                     ($0.baseAddress! + span.lowerBound).update(from: buffer, count: span.count)
@@ -146,34 +144,27 @@ public final class BlockCalibrator: @unchecked Sendable {
         return InputCovariance(n: n, values: v, tokens: tokens)
     }
 
-    /// A one-block model of `blk` (its LoRA factors per kind, if any, at scale alpha / rank), the
-    /// windows per forward (about 2048 rows, a divisor of the window count) and its workspace.
-    private func oneBlock(
-        _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])], rank: Int, alpha: Float
-    ) throws -> (ModelWeights, ModelConfig, LoRAAdapter?, Int, ForwardWorkspace) {
+    /// A one-block model of `blk`, the windows per forward (about 2048 rows, a divisor of the
+    /// window count) and its workspace.
+    private func oneBlock(_ blk: BlockWeights) -> (ModelWeights, ModelConfig, Int, ForwardWorkspace) {
         var one = weights
         one.blocks = [blk]
         var c1 = request.config
         c1.numLayers = 1
-        var adapter: LoRAAdapter?
-        if !lora.isEmpty {
-            adapter = try LoRAAdapter(config: c1, rank: rank, alpha: alpha)
-            for (kind, f) in lora { adapter!.setFactors(adapter!.slot(layer: 0, kind: kind), a: f.a, b: f.b) }
-        }
         let t = request.window
         var chunk = max(1, min(windows, 2048 / t))
         while windows % chunk != 0 { chunk -= 1 }
         let ws = ForwardWorkspace(
-            config: c1, batch: chunk, tokens: t, keys: t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
+            config: c1, batch: chunk, tokens: t, keys: t, rank: 0, saveEveryLayer: false,
             weightScratch: one.scratchFloats(rows: chunk * t))
-        return (one, c1, adapter, chunk, ws)
+        return (one, c1, chunk, ws)
     }
 
     // MARK: The sequential pass through quantized layers
 
     /// The next segment of block `block` that `statistics(at:)` and `finishBlock` run (an index
     /// into `BlockSegment.inOrder`), and the values crossing its cuts for every window.
-    private var segment = 0
+    public private(set) var segment = 0
     private var carried: Carried?
 
     /// Every window's xn1 or xn2 (tokens, C), attention output (tokens, H*D) and SwiGLU
@@ -203,14 +194,11 @@ public final class BlockCalibrator: @unchecked Sendable {
 
     /// Pass 2's stream, one site of block `block` at a time (GPTQ's true-sequential order): runs
     /// the block up to `site`'s input with `blk`, whose layers before the site are already the
-    /// quantized ones (with their initial LoRA factors `lora`), and returns H of that input.
+    /// quantized ones (with their initial adapter), and returns H of that input.
     /// Every linear layer runs once: a block costs one forward, where gathering all four sites
     /// from the original block and then passing the quantized one costs two. Sites come in
     /// model order; `finishBlock` ends the block.
-    public func statistics(
-        at site: LinearInput, of blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0,
-        alpha: Float = 1
-    ) throws -> InputCovariance {
+    public func statistics(at site: LinearInput, of blk: BlockWeights) throws -> InputCovariance {
         let target = BlockSegment.inOrder.firstIndex(of: .until(site))!
         guard target >= segment else {
             throw LowRAError(
@@ -218,7 +206,7 @@ public final class BlockCalibrator: @unchecked Sendable {
         }
         let n = LinearKind.allCases.first { $0.input == site }!.shape(request.config).in
         var sum = [Float](repeating: 0, count: n * n)
-        try runSegments(through: target, blk, lora: lora, rank: rank, alpha: alpha) { observed, input, rows, cols in
+        try runSegments(through: target, blk) { observed, input, rows, cols in
             guard observed == site else { return }
             sum.withUnsafeMutableBufferPointer { gramUpdate(input, $0.baseAddress!, n: cols, k: rows) }
         }
@@ -227,25 +215,21 @@ public final class BlockCalibrator: @unchecked Sendable {
 
     /// Runs the rest of block `block` with `blk` (every layer quantized by now); the stream moves
     /// on to the next block.
-    public func finishBlock(
-        _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])] = [:], rank: Int = 0, alpha: Float = 1
-    ) throws {
-        let last = BlockSegment.inOrder.count - 1
-        try runSegments(through: last, blk, lora: lora, rank: rank, alpha: alpha) { _, _, _, _ in }
+    public func finishBlock(_ blk: BlockWeights) throws {
+        try runSegments(through: BlockSegment.inOrder.count - 1, blk) { _, _, _, _ in }
         blk.releaseStored()
         (segment, carried) = (0, nil)
         block += 1
     }
 
     private func runSegments(
-        through last: Int, _ blk: BlockWeights, lora: [LinearKind: (a: [Float], b: [Float])], rank: Int, alpha: Float,
-        observe: @escaping (LinearInput, UnsafePointer<Float>, Int, Int) -> Void
+        through last: Int, _ blk: BlockWeights, observe: @escaping (LinearInput, UnsafePointer<Float>, Int, Int) -> Void
     ) throws {
         guard segment <= last else { return }
         let started = Date()
         defer { seconds += Date().timeIntervalSince(started) }
         let c = request.config
-        let (one, c1, adapter, chunk, ws) = try oneBlock(blk, lora: lora, rank: rank, alpha: alpha)
+        let (one, c1, chunk, ws) = oneBlock(blk)
         let t = request.window
         if carried == nil { carried = Carried(rows: windows * t, config: c) }
         let kept = carried!
@@ -261,12 +245,9 @@ public final class BlockCalibrator: @unchecked Sendable {
                     let r = first * t
                     let xn = held[0].map { $0 + r * c.hiddenSize }
                     let (att, act) = (held[1].map { $0 + r * c.qDim }, held[2].map { $0 + r * c.intermediateSize })
-                    func forward(_ view: AdapterView?) {
-                        one.blockSegment(
-                            BlockSegment.inOrder[s], 0, config: c1, x: xb.baseAddress! + r * c.hiddenSize,
-                            workspace: ws, rope: rope, adapter: view, observe: observer, carried: (xn, att, xn, act))
-                    }
-                    if let adapter { adapter.withView(forward) } else { forward(nil) }
+                    one.blockSegment(
+                        BlockSegment.inOrder[s], 0, config: c1, x: xb.baseAddress! + r * c.hiddenSize, workspace: ws,
+                        rope: rope, adapter: nil, observe: observer, carried: (xn, att, xn, act))
                 }
                 // What no later segment reads: att after o, xn after gate/up, act after down.
                 if let spent = [2: 1, 3: 0, 4: 2][s] { kept.free(spent) }

@@ -98,12 +98,16 @@ public struct LoftQRequest: Sendable, Codable, Equatable {
     /// CLoQ: each low-rank fit minimizes the output error through the calibration's H (closed
     /// form, `calibratedLowRank`) instead of the plain weight error. Needs error feedback.
     public var calibrated = false
+    /// With error feedback, only the last this many steps quantize through it; the earlier ones
+    /// round W − s·BA to the row's codebooks (out·in instead of out·in² each). nil: every step.
+    public var feedbackSteps: Int?
 
-    public init(rank: Int, alpha: Float, steps: Int = 5, calibrated: Bool = false) {
+    public init(rank: Int, alpha: Float, steps: Int = 5, calibrated: Bool = false, feedbackSteps: Int? = nil) {
         self.rank = rank
         self.alpha = alpha
         self.steps = steps
         self.calibrated = calibrated
+        self.feedbackSteps = feedbackSteps
     }
 }
 
@@ -450,9 +454,11 @@ extension ModelWeights {
             let options = plan.options.restricted(to: bits)
             r = try alternatingLowRankInitialize(
                 w, out: out, in: inF, rank: lq.rank, steps: lq.steps, scale: scale,
-                quantize: { target in
+                quantize: { target, step in
                     let ta = analyzeTensor(
                         target, out: out, in: inF, options: options, columnWeights: site.diagonal, rowBits: bits)
+                    // Steps before the last `feedbackSteps` round to the codebooks (out·in, not out·in²).
+                    if step < lq.steps - (lq.feedbackSteps ?? lq.steps) { return try ta.pack(target, bits: bits) }
                     return try ta.packWithErrorFeedback(
                         target, bits: bits, inverseFactor: site.u, covariance: site.covariance,
                         refit: cal?.refitLevels ?? false, refinePasses: cal?.refineCodes ?? 0
@@ -559,16 +565,25 @@ public final class QuantizationPlan: @unchecked Sendable {
         let cal = request.calibration!
         if calibrator == nil { calibrator = BlockCalibrator(cal, weights: weights) }
         let stream = calibrator!
-        let (rank, alpha) = (request.loftq?.rank ?? 0, request.loftq?.alpha ?? 1)
-        /// Block b with its layers packed so far, and their initial factors.
-        func quantized(_ b: Int) -> (BlockWeights, [LinearKind: (a: [Float], b: [Float])]) {
+        /// Block b with the packed layers that the stream's next segments up to `last` run, each
+        /// dequantized with its initial adapter merged (W_q + s·BA, one fp32 product per chunk
+        /// instead of a dequantized panel and two low-rank products); the others as they are.
+        func quantized(_ b: Int, through last: BlockSegment) -> BlockWeights {
             var blk = weights.blocks[b]
-            var lora = [LinearKind: (a: [Float], b: [Float])]()
+            let run = BlockSegment.inOrder[stream.segment...BlockSegment.inOrder.firstIndex(of: last)!]
+            let scale = (request.loftq?.alpha ?? 1) / Float(request.loftq?.rank ?? 1)
             for (kind, p) in packedBlocks[b] ?? [:] {
-                blk[kind] = Linear(packed: p.packed, bias: blk[kind].bias)
-                if let f = p.factors { lora[kind] = f }
+                let runs = LinearInput.allCases.firstIndex(of: kind.input)! + 1  // the segment it runs in
+                guard run.contains(BlockSegment.inOrder[runs]) else { continue }
+                var w = p.packed.dequantized()
+                if let f = p.factors {
+                    let (out, inF) = (p.packed.outFeatures, p.packed.inFeatures)
+                    matmul(f.b, f.a, &w, m: out, n: inF, k: f.b.count / out, alpha: scale, beta: 1)
+                }
+                blk[kind] = Linear(
+                    outFeatures: p.packed.outFeatures, inFeatures: p.packed.inFeatures, weight: w, bias: blk[kind].bias)
             }
-            return (blk, lora)
+            return blk
         }
         while stream.block < l {
             let b = stream.block
@@ -576,13 +591,11 @@ public final class QuantizationPlan: @unchecked Sendable {
                 throw LowRAError(
                     .invalidArgument, "sequential calibration packs layers in order; block \(b) is incomplete")
             }
-            let (blk, lora) = quantized(b)
-            try stream.finishBlock(blk, lora: lora, rank: rank, alpha: alpha)
+            try stream.finishBlock(quantized(b, through: .end))
             packedBlocks[b] = nil
         }
-        let (blk, lora) = quantized(l)
         siteFactors = [:]  // the previous site's factors go before this one's H arrives
-        var d = try stream.statistics(at: site, of: blk, lora: lora, rank: rank, alpha: alpha)
+        var d = try stream.statistics(at: site, of: quantized(l, through: .until(site)))
         let diagonal = d.diagonal
         d.damp(cal.damping)
         siteFactors[site] = SiteFactors(

@@ -60,6 +60,8 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         public var calibratedSteps: Int
         /// LoftQ's steps, data-free.
         public var dataFreeSteps: Int
+        /// Of the calibrated steps, the last ones that quantize with error feedback (nil: all).
+        public var feedbackSteps: Int? = nil
     }
 
     public static func effort(_ preset: Preset) -> Effort {
@@ -119,6 +121,9 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
     public var alpha: Float?
     /// LoftQ's / CLoQ's alternating steps; nil: the preset's.
     public var loftqSteps: Int?
+    /// With error feedback, how many of those steps (the last ones) quantize through it; the
+    /// earlier ones round to the codebooks. nil: the preset's.
+    public var feedbackSteps: Int?
     /// The head's encoding (the embedding when tied): 8 (Q8_0), 4 (Q4_0) or 16 (the source's).
     public var headBits = 16
     /// Equivalence transforms before quantizing (measured, not adopted).
@@ -176,6 +181,7 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         if let b = rotationBlock, !rotate || b < 1 { throw RecipeError.rotationBlock }
         if initialization == .cloq && !errorFeedback { throw RecipeError.cloqNeedsErrorFeedback }
         if let n = loftqSteps, n < 1 { throw RecipeError.loftqSteps }
+        if let n = feedbackSteps, n < 1 { throw RecipeError.feedbackSteps }
         if let n = calibrationTokens, n < 2, calibrated { throw RecipeError.calibrationTokens }
         if let n = analysisTokens, n < 2 { throw RecipeError.analysisTokens }
         if let n = tableRows, n < 1 { throw RecipeError.tableRows }
@@ -193,7 +199,8 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
             initialization: initialization, precisions: precisions,
             calibrationTokens: calibrationTokens ?? effort.calibrationTokens,
             analysisTokens: analysisTokens ?? effort.analysisTokens, tableRows: tableRows ?? effort.tableRows,
-            loftqSteps: loftqSteps ?? (calibrated ? effort.calibratedSteps : effort.dataFreeSteps))
+            loftqSteps: loftqSteps ?? (calibrated ? effort.calibratedSteps : effort.dataFreeSteps),
+            feedbackSteps: feedbackSteps ?? effort.feedbackSteps)
     }
 }
 
@@ -212,6 +219,8 @@ public struct ResolvedRecipe: Sendable {
     public let analysisTokens: Int?
     public let tableRows: Int?
     public let loftqSteps: Int
+    /// nil: every step.
+    public let feedbackSteps: Int?
 
     public var calibrated: Bool { calibrationText != nil }
     /// Whether the initial adapter comes from an alternating low-rank fit (LoftQ or CLoQ).
@@ -241,7 +250,8 @@ public struct ResolvedRecipe: Sendable {
         }
         if let adapter, fitsAdapter {
             request.loftq = LoftQRequest(
-                rank: adapter.rank, alpha: adapter.alpha, steps: loftqSteps, calibrated: initialization == .cloq)
+                rank: adapter.rank, alpha: adapter.alpha, steps: loftqSteps, calibrated: initialization == .cloq,
+                feedbackSteps: feedbackSteps.map { min($0, loftqSteps) })
         }
         return request
     }
@@ -283,6 +293,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     case damping
     case rotationBlock
     case loftqSteps
+    case feedbackSteps
     case calibrationTokens
     case analysisTokens
     case tableRows
@@ -312,6 +323,7 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
         case .damping: "--damping must be positive"
         case .rotationBlock: "--rotation-block takes a positive size, with --rotate"
         case .loftqSteps: "--loftq-steps must be positive"
+        case .feedbackSteps: "--feedback-steps must be positive"
         case .calibrationTokens: "--calibration-tokens must be at least 2"
         case .analysisTokens: "--analysis-tokens must be at least 2"
         case .tableRows: "--table-rows must be positive"
@@ -331,8 +343,8 @@ public enum RecipeError: Error, Equatable, Sendable, CustomStringConvertible {
     /// the quantizer cannot run.
     public var isUsage: Bool {
         switch self {
-        case .damping, .analysisTokens, .tableRows, .rotationBlock, .loftqSteps, .precisions, .lloydIterations,
-            .codebookForBaseline, .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
+        case .damping, .analysisTokens, .tableRows, .rotationBlock, .loftqSteps, .feedbackSteps, .precisions,
+            .lloydIterations, .codebookForBaseline, .refitNeedsErrorFeedback, .refineNeedsErrorFeedback, .refinePasses:
             true
         default: false
         }

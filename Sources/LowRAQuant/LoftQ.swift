@@ -21,7 +21,7 @@ public func loftqInitialize(
     let layerOptions = options.restricted(to: bits)
     return try alternatingLowRankInitialize(
         w, out: out, in: inF, rank: r, steps: steps, scale: s,
-        quantize: { target in
+        quantize: { target, _ in
             let analysis = analyzeTensor(
                 target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights, rowBits: bits)
             return try analysis.pack(target, bits: bits)
@@ -67,7 +67,7 @@ public func plainLowRank(
 /// Q and factors (B divided by s so that s·BA is the fitted product).
 public func alternatingLowRankInitialize(
     _ w: [Float], out: Int, in inF: Int, rank r: Int, steps: Int, scale s: Float,
-    quantize: ([Float]) throws -> PackedLinear, lowRank: ([Float], Int) throws -> (a: [Float], b: [Float])
+    quantize: ([Float], Int) throws -> PackedLinear, lowRank: ([Float], Int) throws -> (a: [Float], b: [Float])
 ) throws -> LoftQResult {
     guard r >= 1, r <= min(out, inF) else {
         throw LowRAError(.invalidArgument, "LoRA rank \(r) must be in 1...\(min(out, inF)) for a \(out)x\(inF) layer")
@@ -83,7 +83,7 @@ public func alternatingLowRankInitialize(
     var residual = [Float](repeating: 0, count: out * inF)
     var ba = [Float](repeating: 0, count: out * inF)
     for step in 0..<steps {
-        packed = try quantize(target)
+        packed = try quantize(target, step)
         residual.withUnsafeMutableBufferPointer { packed.dequantize(into: $0.baseAddress!) }
         for i in residual.indices { residual[i] = w[i] - residual[i] }  // W − Q
         if step == 0 { errors.append(frobenius(residual).squareRoot()) }

@@ -103,6 +103,12 @@ struct QuantizeCommand: ParsableCommand {
     var loftqSteps: Int?
     @Option(
         help: """
+            Of those steps, how many (the last) quantize with error feedback; the earlier ones round to \
+            the codebooks (default: all).
+            """)
+    var feedbackSteps: Int?
+    @Option(
+        help: """
             The head's encoding (the embedding when tied): 8 (Q8_0 blocks), 4 (Q4_0) or 16 \
             (keep the source's, the default).
             """
@@ -165,6 +171,7 @@ struct QuantizeCommand: ParsableCommand {
         (r.codebook, r.lloydIterations, r.weighting, r.assigner) = (codebook, lloydIters, weighting, assigner)
         (r.doubleQuant, r.precisionMap, r.seed) = (!noDoubleQuant, precisionMap, seed)
         (r.rank, r.alpha, r.loftqSteps, r.headBits) = (rank, alpha, loftqSteps, headBits)
+        r.feedbackSteps = feedbackSteps
         (r.rotate, r.rotationBlock, r.channelScaling) = (rotate, rotationBlock, channelScaling)
         r.reconstruct = reconstruct
         return r
@@ -420,6 +427,7 @@ extension QuantizationRecipe {
         if let r = rank { a += ["--rank", String(r)] }
         if let x = alpha { a += ["--alpha", String(x)] }
         if let n = loftqSteps { a += ["--loftq-steps", String(n)] }
+        if let n = feedbackSteps { a += ["--feedback-steps", String(n)] }
         if headBits != 16 { a += ["--head-bits", String(headBits)] }
         if rotate { a.append("--rotate") }
         if reconstruct { a.append("--reconstruct") }

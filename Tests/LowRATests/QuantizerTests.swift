@@ -253,6 +253,21 @@ final class QuantizerTests: XCTestCase {
         let q = try m.weights.quantized(req)
         XCTAssertEqual(q.loftq.count, m.weights.quantizableLinears.count)
         for l in q.report.layers { XCTAssertLessThan(l.loftqError!, l.zeroInitError!, l.name) }
+        // Error feedback in as many steps as there are is the default; in the last of two steps
+        // only (the first rounds to the codebooks), another adapter and base.
+        req.loftq = LoftQRequest(rank: 4, alpha: 4, steps: 2, calibrated: true)
+        let full = try m.weights.quantized(req)
+        req.loftq!.feedbackSteps = 2
+        let same = try m.weights.quantized(req)
+        req.loftq!.feedbackSteps = 1
+        let cheap = try m.weights.quantized(req)
+        for k in full.loftq.indices {
+            XCTAssertEqual(same.loftq[k].a, full.loftq[k].a)
+            XCTAssertEqual(same.loftq[k].b, full.loftq[k].b)
+        }
+        XCTAssertNotEqual(cheap.loftq[0].b, full.loftq[0].b)
+        let firstQ = { (m: ModelWeights) in m.blocks[0][.q].packed!.dequantized() }
+        XCTAssertNotEqual(firstQ(cheap.weights), firstQ(full.weights))
     }
 
     /// `--refit-levels` end to end on a tiny model: the first block's layers (same H with or

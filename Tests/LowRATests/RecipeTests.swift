@@ -109,6 +109,9 @@ final class RecipeTests: XCTestCase {
         r.precisions = [3]
         refuses(r, .precisions)
         r.precisions = nil
+        r.feedbackSteps = 0
+        refuses(r, .feedbackSteps)
+        r.feedbackSteps = nil
         r.headBits = 6
         refuses(r, .headBits(6))
         // Reconstruction trains per-row codebooks (and the initial adapter) on the calibration text.
