@@ -164,10 +164,13 @@ public struct QuantizeReport: Codable, Sendable {
     public var transform: String?
     /// LoftQ's / CLoQ's alternating steps, when the initial adapter was fitted.
     public var loftqSteps: Int?
+    /// Of those, the last ones that quantized with error feedback, when not all of them did.
+    public var feedbackSteps: Int?
 
     enum CodingKeys: String, CodingKey {
         case calibration, seed, transform
         case loftqSteps = "loftq_steps"
+        case feedbackSteps = "feedback_steps"
         case phaseSeconds = "phase_seconds"
         case method
         case targetBits = "target_bits"
@@ -651,6 +654,7 @@ public final class QuantizationPlan: @unchecked Sendable {
             layers: rows.keys.sorted().map { rows[$0]! },
             calibration: request.calibration.map {
                 $0.description + (request.sensitivity == nil ? "" : "; Fisher-weighted assignment")
-            }, seed: request.seed, transform: request.transform, loftqSteps: request.loftq?.steps)
+            }, seed: request.seed, transform: request.transform, loftqSteps: request.loftq?.steps,
+            feedbackSteps: request.loftq?.feedbackSteps)
     }
 }

@@ -40,7 +40,9 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
     public enum Preset: String, Codable, Sendable, CaseIterable {
         /// The paper's data-free recipe with three LoftQ steps: seconds, no calibration text.
         case fast
-        /// The calibrated recipe at the effort measured to cost little accuracy (the default).
+        /// The calibrated recipe at the effort measured to cost little accuracy (the default):
+        /// analysis on 1,024 tokens, tables from 128 rows, 3 CLoQ steps; on a model of a billion
+        /// quantized parameters or more only the last of them quantizes with error feedback.
         case standard
         /// The calibrated recipe at full effort: every calibration token for every step, exact
         /// error tables, five CLoQ steps.
@@ -60,9 +62,15 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         public var calibratedSteps: Int
         /// LoftQ's steps, data-free.
         public var dataFreeSteps: Int
-        /// Of the calibrated steps, the last ones that quantize with error feedback (nil: all).
-        public var feedbackSteps: Int? = nil
+        /// Of the calibrated steps, the last ones that quantize with error feedback on a model of
+        /// `largeModelParameters` or more (nil: all; smaller models always take all).
+        public var largeModelFeedbackSteps: Int? = nil
     }
+
+    /// Quantized parameters (the linear layers') from which a preset's `largeModelFeedbackSteps`
+    /// applies: error feedback costs out·in² per layer and step, the largest part of a 7B model's
+    /// time, a small one of a 135M model's.
+    public static let largeModelParameters = 1_000_000_000
 
     public static func effort(_ preset: Preset) -> Effort {
         switch preset {
@@ -73,7 +81,7 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
         case .standard:
             Effort(
                 calibrate: true, calibrationTokens: 4096, analysisTokens: 1024, tableRows: 128, calibratedSteps: 3,
-                dataFreeSteps: 5)
+                dataFreeSteps: 5, largeModelFeedbackSteps: 1)
         case .thorough:
             Effort(
                 calibrate: true, calibrationTokens: 4096, analysisTokens: nil, tableRows: nil, calibratedSteps: 5,
@@ -200,7 +208,7 @@ public struct QuantizationRecipe: Codable, Sendable, Equatable {
             calibrationTokens: calibrationTokens ?? effort.calibrationTokens,
             analysisTokens: analysisTokens ?? effort.analysisTokens, tableRows: tableRows ?? effort.tableRows,
             loftqSteps: loftqSteps ?? (calibrated ? effort.calibratedSteps : effort.dataFreeSteps),
-            feedbackSteps: feedbackSteps ?? effort.feedbackSteps)
+            feedbackSteps: feedbackSteps, largeModelFeedbackSteps: effort.largeModelFeedbackSteps)
     }
 }
 
@@ -219,8 +227,18 @@ public struct ResolvedRecipe: Sendable {
     public let analysisTokens: Int?
     public let tableRows: Int?
     public let loftqSteps: Int
-    /// nil: every step.
+    /// Asked for (nil: the preset's by model size, `feedbackSteps(config:)`).
     public let feedbackSteps: Int?
+    let largeModelFeedbackSteps: Int?
+
+    /// Of the alternating steps, the last ones that quantize with error feedback on a model of
+    /// `config` (nil: every step).
+    public func feedbackSteps(config: ModelConfig) -> Int? {
+        if let feedbackSteps { return min(feedbackSteps, loftqSteps) }
+        let perBlock = LinearKind.allCases.reduce(0) { $0 + $1.shape(config).out * $1.shape(config).in }
+        let parameters = config.numLayers * perBlock
+        return parameters >= QuantizationRecipe.largeModelParameters ? largeModelFeedbackSteps : nil
+    }
 
     public var calibrated: Bool { calibrationText != nil }
     /// Whether the initial adapter comes from an alternating low-rank fit (LoftQ or CLoQ).
@@ -251,7 +269,7 @@ public struct ResolvedRecipe: Sendable {
         if let adapter, fitsAdapter {
             request.loftq = LoftQRequest(
                 rank: adapter.rank, alpha: adapter.alpha, steps: loftqSteps, calibrated: initialization == .cloq,
-                feedbackSteps: feedbackSteps.map { min($0, loftqSteps) })
+                feedbackSteps: feedbackSteps(config: config))
         }
         return request
     }

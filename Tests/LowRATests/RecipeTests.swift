@@ -52,6 +52,17 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(standard.analysisTokens, 1024)
         XCTAssertEqual(standard.tableRows, 128)
         XCTAssertEqual(standard.loftqSteps, 3)
+        // Error feedback in every CLoQ step below a billion quantized parameters, in the last above.
+        let small = ModelConfig(
+            vocabSize: 64, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKVHeads: 3)
+        let large = ModelConfig(
+            vocabSize: 64, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKVHeads: 32)
+        XCTAssertNil(standard.feedbackSteps(config: small))
+        XCTAssertEqual(standard.feedbackSteps(config: large), 1)
+        XCTAssertEqual(try standard.request(config: large, adapter: (64, 64)).loftq?.feedbackSteps, 1)
+        var every = QuantizationRecipe(method: .lowra, bits: 2)
+        every.feedbackSteps = 5
+        XCTAssertEqual(try resolve(every).feedbackSteps(config: large), 3)  // at most the steps
         var paper = QuantizationRecipe(method: .lowra, bits: 2)
         paper.calibration = .dataFree
         XCTAssertEqual(try resolve(paper).loftqSteps, 5)  // the paper's LoftQ, data-free
@@ -75,6 +86,7 @@ final class RecipeTests: XCTestCase {
         XCTAssertNil(t.analysisTokens)
         XCTAssertEqual(t.tableRows, 64)
         XCTAssertEqual(t.loftqSteps, 5)
+        XCTAssertNil(t.feedbackSteps(config: large))
         let config = ModelConfig(
             vocabSize: 64, hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, numKVHeads: 2)
         let c = try t.calibration(config: config, tokens: Array(0..<4096), source: "x")
