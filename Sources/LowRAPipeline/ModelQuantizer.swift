@@ -287,8 +287,9 @@ extension ModelWeights {
                 }
                 a.rowEnergy = a.sampledRowEnergy(w, covariance: damped, rows: rows)
             }
-            // LoftQ and CLoQ quantize what they fit afresh: the plan keeps only the errors of this one.
-            analyses.append(request.loftq == nil ? a : a.errorsOnly)
+            // CLoQ quantizes what it fits afresh: the plan keeps only the errors of this one. LoftQ
+            // without error feedback quantizes W itself first, with this analysis's codebooks.
+            analyses.append(request.loftq == nil || request.calibration?.errorFeedback != true ? a : a.errorsOnly)
             columnWeights.append(diagonal)
             lin.releaseStored()  // one layer at a time: a model larger than memory passes through
             MemoryStats.returnFreeMemory()
@@ -477,7 +478,7 @@ extension ModelWeights {
         } else {
             r = try loftqInitialize(
                 w, out: out, in: inF, bits: bits, options: plan.options, rank: lq.rank, steps: lq.steps, scale: scale,
-                columnWeights: plan.columnWeights[i], seed: seed)
+                columnWeights: plan.columnWeights[i], seed: seed, analysis: a)
         }
         let norm = w.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
         return PackedLayer(

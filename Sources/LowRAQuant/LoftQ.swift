@@ -13,18 +13,23 @@ public struct LoftQResult: Sendable {
 /// LoftQ (alternating quantize / truncated SVD; Li et al., 2023): for T steps, Q = quantize(W − s·BA)
 /// with the layer's precisions and quantizer options (codebooks re-learned on the residual
 /// target), then (B, A) = rank-r truncated SVD of W − dequant(Q), singular values split as √
-/// between the factors. w: (out, in).
+/// between the factors. w: (out, in). `analysis`, when given, is W's own (`analyzeTensor` with these
+/// options and column weights), whose codebooks step 0 uses instead of fitting them again.
 public func loftqInitialize(
     _ w: [Float], out: Int, in inF: Int, bits: [UInt8], options: QuantizerOptions, rank r: Int,
-    steps: Int = 5, scale s: Float = 1, columnWeights: [Float]? = nil, seed: UInt64 = 0
+    steps: Int = 5, scale s: Float = 1, columnWeights: [Float]? = nil, seed: UInt64 = 0,
+    analysis: TensorAnalysis? = nil
 ) throws -> LoftQResult {
     let layerOptions = options.restricted(to: bits)
     return try alternatingLowRankInitialize(
         w, out: out, in: inF, rank: r, steps: steps, scale: s,
-        quantize: { target, _ in
-            let analysis = analyzeTensor(
+        quantize: { target, step in
+            // Step 0 quantizes W itself: `analysis` (of W, with these options and column weights)
+            // has its codebooks already.
+            if step == 0, let analysis { return try analysis.pack(target, bits: bits) }
+            let fitted = analyzeTensor(
                 target, out: out, in: inF, options: layerOptions, columnWeights: columnWeights, rowBits: bits)
-            return try analysis.pack(target, bits: bits)
+            return try fitted.pack(target, bits: bits)
         },
         lowRank: { residual, step in
             try plainLowRank(residual, out: out, in: inF, rank: r, seed: seed &+ UInt64(step))

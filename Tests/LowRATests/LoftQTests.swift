@@ -30,5 +30,18 @@ final class LoftQTests: XCTestCase {
         XCTAssertEqual(err, res.errors.last!, accuracy: 1e-4 * res.errors.last!)
         XCTAssertThrowsError(
             try loftqInitialize(w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: 0))
+        // W's analysis at every precision (pass 1's) fits each row as the step-0 refit at its own
+        // precision does: handing it over changes nothing.
+        let cols = (0..<inF).map { _ in Float(0.5 + rng.nextUnit()) }
+        let plain = try loftqInitialize(
+            w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: r, steps: 2, scale: s,
+            columnWeights: cols)
+        let handed = try loftqInitialize(
+            w, out: out, in: inF, bits: bits, options: QuantizerOptions(), rank: r, steps: 2, scale: s,
+            columnWeights: cols,
+            analysis: analyzeTensor(w, out: out, in: inF, options: QuantizerOptions(), columnWeights: cols))
+        XCTAssertEqual(handed.packed.dequantized(), plain.packed.dequantized())
+        XCTAssertEqual(handed.a, plain.a)
+        XCTAssertEqual(handed.b, plain.b)
     }
 }
