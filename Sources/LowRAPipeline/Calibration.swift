@@ -172,22 +172,58 @@ public final class BlockCalibrator: @unchecked Sendable {
     /// spent, so that while the layers of a site are packed only what the rest of the block still
     /// reads is held (at LLaMA-2-7B's width, act's 180 MB while down_proj is packed).
     private final class Carried {
+        enum Value: CaseIterable {
+            /// xn1, then xn2 (one buffer: xn1 is spent before xn2 is made).
+            case normed
+            case attention
+            case activation
+
+            func columns(_ c: ModelConfig) -> Int {
+                switch self {
+                case .normed: c.hiddenSize
+                case .attention: c.qDim
+                case .activation: c.intermediateSize
+                }
+            }
+
+            /// The values segment `s` reads or writes.
+            static func used(by s: BlockSegment) -> [Value] {
+                switch s {
+                case .until(.attention): [.normed]
+                case .until(.output), .until(.mlp): [.normed, .attention]
+                case .until(.down): [.normed, .activation]
+                case .end: [.activation]
+                }
+            }
+
+            /// The value no segment after `s` reads.
+            static func spent(after s: BlockSegment) -> Value? {
+                switch s {
+                case .until(.mlp): .attention
+                case .until(.down): .normed
+                case .end: .activation
+                default: nil
+                }
+            }
+        }
+
         private let rows: Int
         private let config: ModelConfig
-        private var buffers = [Int: UnsafeMutablePointer<Float>]()
+        private var buffers = [Value: UnsafeMutablePointer<Float>]()
 
         init(rows: Int, config: ModelConfig) { (self.rows, self.config) = (rows, config) }
 
-        /// 0: xn, 1: att, 2: act.
-        func buffer(_ k: Int) -> UnsafeMutablePointer<Float> {
-            if let p = buffers[k] { return p }
-            let cols = [config.hiddenSize, config.qDim, config.intermediateSize][k]
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
-            buffers[k] = p
-            return p
+        /// Row r of `value` when segment `s` uses it (allocated on first use), else nil.
+        func pointer(_ value: Value, for s: BlockSegment, row r: Int) -> UnsafeMutablePointer<Float>? {
+            guard Value.used(by: s).contains(value) else { return nil }
+            let p = buffers[value] ?? .allocate(capacity: rows * value.columns(config))
+            buffers[value] = p
+            return p + r * value.columns(config)
         }
 
-        func free(_ k: Int) { buffers.removeValue(forKey: k)?.deallocate() }
+        func free(after s: BlockSegment) {
+            if let v = Value.spent(after: s) { buffers.removeValue(forKey: v)?.deallocate() }
+        }
 
         deinit { for p in buffers.values { p.deallocate() } }
     }
@@ -236,21 +272,17 @@ public final class BlockCalibrator: @unchecked Sendable {
         let rope = RopeTable(start: 0, count: t, frequencies: c.ropeFrequencies)
         let observer: LinearInputObserver = { _, site, input, rows, cols in observe(site, input, rows, cols) }
         x.withUnsafeMutableBufferPointer { xb in
-            for s in segment...last {
-                // The buffers this segment reads or writes (xn1 and xn2 share one: xn1 is spent
-                // before xn2 is made).
-                let uses = [[0], [0, 1], [0, 1], [0, 2], [2]][s]
-                let held = (0..<3).map { uses.contains($0) ? kept.buffer($0) : nil }
+            for part in BlockSegment.inOrder[segment...last] {
                 for first in stride(from: 0, to: windows, by: chunk) {
                     let r = first * t
-                    let xn = held[0].map { $0 + r * c.hiddenSize }
-                    let (att, act) = (held[1].map { $0 + r * c.qDim }, held[2].map { $0 + r * c.intermediateSize })
+                    let xn = kept.pointer(.normed, for: part, row: r)
+                    let att = kept.pointer(.attention, for: part, row: r)
+                    let act = kept.pointer(.activation, for: part, row: r)
                     one.blockSegment(
-                        BlockSegment.inOrder[s], 0, config: c1, x: xb.baseAddress! + r * c.hiddenSize, workspace: ws,
-                        rope: rope, adapter: nil, observe: observer, carried: (xn, att, xn, act))
+                        part, 0, config: c1, x: xb.baseAddress! + r * c.hiddenSize, workspace: ws, rope: rope,
+                        adapter: nil, observe: observer, carried: (xn, att, xn, act))
                 }
-                // What no later segment reads: att after o, xn after gate/up, act after down.
-                if let spent = [2: 1, 3: 0, 4: 2][s] { kept.free(spent) }
+                kept.free(after: part)
             }
         }
         withExtendedLifetime(ws) {}
