@@ -10,8 +10,7 @@ public enum TrainBenchmark {
     /// plus attention, 12 · L · H · T² · D per sequence (QKᵀ and PV forward, four products
     /// backward). LoRA's own products are not counted.
     public static func stepFlops(_ c: ModelConfig, batch: Int, seq: Int) -> Double {
-        let perBlock: Int = LinearKind.allCases.reduce(0) { acc, k in acc + k.shape(c).out * k.shape(c).in }
-        let linear = Double(c.numLayers) * Double(perBlock)
+        let linear = Double(c.linearParameters)
         let head = Double(c.vocabSize * c.hiddenSize)
         let tokens = Double(batch * seq)
         return 4 * (linear + head) * tokens + 12 * Double(c.numLayers * c.numHeads * c.headDim) * Double(seq * seq)

@@ -183,3 +183,10 @@ public struct ModelFamily: Sendable, Equatable {
         return f
     }
 }
+
+extension ModelConfig {
+    /// Weights of every block's linear layers (the quantized parameters), biases not counted.
+    public var linearParameters: Int {
+        numLayers * LinearKind.allCases.reduce(0) { $0 + $1.shape(self).out * $1.shape(self).in }
+    }
+}

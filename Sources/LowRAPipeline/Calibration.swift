@@ -165,7 +165,8 @@ public final class BlockCalibrator: @unchecked Sendable {
     /// The next segment of block `block` that `statistics(at:)` and `finishBlock` run (an index
     /// into `BlockSegment.inOrder`), and the values crossing its cuts for every window.
     public private(set) var segment = 0
-    private var carried: Carried?
+    /// Created on the first sequential call; empty between blocks (each value is freed after its last segment).
+    private lazy var carried = Carried(rows: windows * request.window, config: request.config)
 
     /// Every window's xn1 or xn2 (tokens, C), attention output (tokens, H*D) and SwiGLU
     /// activation (tokens, F): each written by one segment, read by the next, and freed once
@@ -254,7 +255,7 @@ public final class BlockCalibrator: @unchecked Sendable {
     public func finishBlock(_ blk: BlockWeights) throws {
         try runSegments(through: BlockSegment.inOrder.count - 1, blk) { _, _, _, _ in }
         blk.releaseStored()
-        (segment, carried) = (0, nil)
+        segment = 0
         block += 1
     }
 
@@ -267,8 +268,7 @@ public final class BlockCalibrator: @unchecked Sendable {
         let c = request.config
         let (one, c1, chunk, ws) = oneBlock(blk)
         let t = request.window
-        if carried == nil { carried = Carried(rows: windows * t, config: c) }
-        let kept = carried!
+        let kept = carried
         let rope = RopeTable(start: 0, count: t, frequencies: c.ropeFrequencies)
         let observer: LinearInputObserver = { _, site, input, rows, cols in observe(site, input, rows, cols) }
         x.withUnsafeMutableBufferPointer { xb in

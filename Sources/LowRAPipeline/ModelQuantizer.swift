@@ -102,6 +102,9 @@ public struct LoftQRequest: Sendable, Codable, Equatable {
     /// round W − s·BA to the row's codebooks (out·in instead of out·in² each). nil: every step.
     public var feedbackSteps: Int?
 
+    /// The adapter's scale s = alpha / rank: the fits are of s·BA.
+    public var scale: Float { alpha / Float(rank) }
+
     public init(rank: Int, alpha: Float, steps: Int = 5, calibrated: Bool = false, feedbackSteps: Int? = nil) {
         self.rank = rank
         self.alpha = alpha
@@ -451,7 +454,7 @@ extension ModelWeights {
                 refit: cal?.refitLevels ?? false, refinePasses: cal?.refineCodes ?? 0)
             return PackedLayer(packed: r.packed, rowErrors: r.rowErrors)
         }
-        let scale = lq.alpha / Float(lq.rank)
+        let scale = lq.scale
         let seed = request.seed &+ UInt64(i)
         let r: LoftQResult
         if let site {
@@ -575,14 +578,13 @@ public final class QuantizationPlan: @unchecked Sendable {
         func quantized(_ b: Int, through last: BlockSegment) -> BlockWeights {
             var blk = weights.blocks[b]
             let run = BlockSegment.inOrder[stream.segment...BlockSegment.inOrder.firstIndex(of: last)!]
-            let scale = (request.loftq?.alpha ?? 1) / Float(request.loftq?.rank ?? 1)
             for (kind, p) in packedBlocks[b] ?? [:] {
                 let runs = LinearInput.allCases.firstIndex(of: kind.input)! + 1  // the segment it runs in
                 guard run.contains(BlockSegment.inOrder[runs]) else { continue }
                 var w = p.packed.dequantized()
-                if let f = p.factors {
+                if let f = p.factors, let lq = request.loftq {
                     let (out, inF) = (p.packed.outFeatures, p.packed.inFeatures)
-                    matmul(f.b, f.a, &w, m: out, n: inF, k: f.b.count / out, alpha: scale, beta: 1)
+                    matmul(f.b, f.a, &w, m: out, n: inF, k: lq.rank, alpha: lq.scale, beta: 1)
                 }
                 blk[kind] = Linear(
                     outFeatures: p.packed.outFeatures, inFeatures: p.packed.inFeatures, weight: w, bias: blk[kind].bias)

@@ -235,9 +235,7 @@ public struct ResolvedRecipe: Sendable {
     /// `config` (nil: every step).
     public func feedbackSteps(config: ModelConfig) -> Int? {
         if let feedbackSteps { return min(feedbackSteps, loftqSteps) }
-        let perBlock = LinearKind.allCases.reduce(0) { $0 + $1.shape(config).out * $1.shape(config).in }
-        let parameters = config.numLayers * perBlock
-        return parameters >= QuantizationRecipe.largeModelParameters ? largeModelFeedbackSteps : nil
+        return config.linearParameters >= QuantizationRecipe.largeModelParameters ? largeModelFeedbackSteps : nil
     }
 
     public var calibrated: Bool { calibrationText != nil }

@@ -51,7 +51,7 @@ public struct MemoryModel: Sendable {
         }
     }
 
-    public var linearParameters: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 * $1.1 } }
+    public var linearParameters: Int { config.linearParameters }
     public var linearRows: Int { config.numLayers * blockLinears.reduce(0) { $0 + $1.0 } }
 
     /// Component → bytes. Inference: base weights, scales, codebooks, other fp32 weights, the
