@@ -105,13 +105,31 @@ static int tiles_off = -1;  // -1: not yet decided; LOWRA_TILES=0 keeps the row 
 
 void lowra_tiled_disable(void) { tiles_off = 1; }
 
-int lowra_tiled_supported(int path) {
-#if defined(__x86_64__)
+static int tiles_on(void) {
     if (tiles_off < 0) {
         const char *env = getenv("LOWRA_TILES");
         tiles_off = env && strcmp(env, "0") == 0;
     }
-    return !tiles_off && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
+    return !tiles_off;
+}
+
+int lowra_tiled_supported(int path) {
+#if defined(__x86_64__)
+    return tiles_on() && (path == LOWRA_PATH_AVX2 || path == LOWRA_PATH_AVX512) && lowra_kernel_path_supported(path);
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+int lowra_tile_layout(int path) {
+    return path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi() ? LOWRA_TILE_MULTISHIFT
+                                                                                                 : LOWRA_TILE_LANES;
+}
+
+int lowra_q8_0_tiled_supported(int path) {
+#if defined(__x86_64__)
+    return tiles_on() && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
 #else
     (void)path;
     return 0;
@@ -121,8 +139,10 @@ int lowra_tiled_supported(int path) {
 const char *lowra_kernel_variant_name(int path) {
     if (path == LOWRA_PATH_NEON && lowra_kernel_path_supported(path))
         return lowra_cpu_has_dotprod() ? "neon sdot" : "neon (no dot product)";
+    if (path == LOWRA_PATH_AVX2 && lowra_tiled_supported(path)) return "avx2 tiled";
     if (path != LOWRA_PATH_AVX512 || !lowra_kernel_path_supported(path)) return lowra_kernel_path_name(path);
-    if (!lowra_cpu_has_vnni()) return "avx512 (integer kernels: avx2)";
-    if (!lowra_kernel_vbmi()) return "avx512 vnni";
-    return lowra_tiled_supported(path) ? "avx512 vnni vbmi tiled" : "avx512 vnni vbmi";
+    const int tiled = lowra_tiled_supported(path);
+    if (!lowra_cpu_has_vnni()) return tiled ? "avx512 (integer kernels: avx2 tiled)" : "avx512 (integer kernels: avx2)";
+    if (!lowra_kernel_vbmi()) return tiled ? "avx512 vnni (packed tiles: avx2)" : "avx512 vnni";
+    return tiled ? "avx512 vnni vbmi tiled" : "avx512 vnni vbmi";
 }

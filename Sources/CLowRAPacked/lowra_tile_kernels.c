@@ -1,10 +1,11 @@
 // Tiled packed weights (lowra_kernels.h): a packed weight's rows regrouped, for the integer
-// products of decode, into tiles of 16 rows of one width whose codes interleave so that one
-// vpdpbusd multiplies 4 inputs of all 16 rows by one column: lane i of the register is row i.
-// A tile's weights are unpacked once per block of 64 inputs and reused by every column, and the
-// block's scales are applied once per 16 rows instead of once per row.
+// products of decode, into tiles of 16 rows (lanes) of one width. A tile's weights are unpacked
+// once per block of 64 inputs and reused by every column, and the block's scales are applied to
+// 16 rows at once instead of one row at a time. Two layouts of the codes:
 //
-// Tile layout, per block of 64 inputs (16 groups g of 4 inputs, lane i, input 4g + k):
+// Multishift (AVX-512 VBMI): the codes interleave so that one vpdpbusd multiplies 4 inputs of all
+// 16 rows by one column, lane i of the register row i. Per block of 64 inputs (16 groups g of 4
+// inputs, lane i, input 4g + k):
 //   1 bit   128 bytes: 16 uint64 masks, bit 4i + k of mask g the code.
 //   2 bits  256 bytes: 4 chunks of 64; chunk g / 4 qword i / 2 bits 16 (g % 4) + 8 (i % 2) + 2k.
 //   4 bits  512 bytes: 8 chunks of 64; chunk g / 2 qword i / 2 bits 32 (g % 2) + 16 (i % 2) + 4k.
@@ -12,6 +13,11 @@
 // one instruction. Codes past `in` and lanes past the tile's rows are zero, as are their scales.
 // Tables (256 bytes per tile): 1 bit T[4i + k] = u_i[0], T[64 + 4i + k] = u_i[1]; 2 bits
 // T[4i + v] = u_i[v]; 4 bits T[16i + v] = u_i[v] (u_i the lane's row's uint8 levels).
+//
+// Lanes (AVX2): lane i's codes of a block are its own 8 b bytes, at 8 b i, in the order whose
+// unpacking (nibbles, or shifts of the broadcast bytes, then vpshufb to levels, each byte pair
+// split into two int16) leaves the 64 levels as int16 in natural order for vpmaddwd: input j
+// sits at bit lanes_bit(b, j). Tables: T[16 i + v] = u_i[v].
 //
 // Per column c and block b the exact int32 sums s_i = Σ u_i[code] t are scaled as the row
 // kernels scale them, y_i = step_i Σ_b a_ib s_cb s_i + min_i Σ_b a_ib s_cb Σt, but every
@@ -27,11 +33,28 @@
 #include <string.h>
 
 
-// Where lane i's code of input 4g + k sits in a block of the tiled layout (bit position).
+// Where lane i's code of input 4g + k sits in a block of the multishift layout (bit position).
 static inline uint64_t tile_bit(unsigned b, unsigned i, unsigned g, unsigned k) {
     if (b == 1) return 64 * g + 4 * i + k;
     if (b == 2) return 512 * (g / 4) + 64 * (i / 2) + 16 * (g % 4) + 8 * (i % 2) + 2 * k;
     return 512 * (g / 2) + 64 * (i / 2) + 32 * (g % 2) + 16 * (i % 2) + 4 * k;
+}
+
+// Where input j of a block sits in a lane's 8 b bytes of the lanes layout (bit position). The
+// kernel unpacks two registers of codes (h = 0: low nibbles, or the lower of two codes 4 bits
+// apart; h = 1: the higher) whose byte p = 16 L + m (128-bit half L) becomes, once looked up, the
+// low (m even) or high (m odd) byte of int16 k = m / 2 of half L of register 2 h + m % 2; register
+// r holds inputs 16 r .. 16 r + 15 in order. Inverted here.
+static inline unsigned lanes_bit(unsigned b, unsigned j) {
+    const unsigned r = j / 16, lane = (j % 16) / 8, m = 2 * (j % 8) + r % 2, h = r / 2, p = 16 * lane + m;
+    if (b == 4) return 8 * p + 4 * h;              // nibbles of 32 bytes
+    if (b == 2) return 8 * m + 2 * lane + 4 * h;   // 16 bytes, broadcast to both 128-bit halves
+    return 8 * (p % 8) + p / 8 + 4 * h;            // 8 bytes, broadcast to four qwords
+}
+
+// The code of input j (0 <= j < in) of a packed row.
+static inline unsigned row_code(const uint8_t *row, unsigned b, uint64_t j) {
+    return (row[j * b / 8] >> (j * b % 8)) & ((1u << b) - 1);
 }
 
 void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *code_bytes) {
@@ -60,7 +83,7 @@ static int by_key(const void *a, const void *b) {
     return x->key < y->key ? -1 : x->key > y->key ? 1 : (int)x->bits - (int)y->bits;
 }
 
-int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
+int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers *out) {
     lowra_kernels_init();
     const uint64_t nb = lowra_blocks_per_row(w->in);
     uint64_t count[5] = {0}, tiles = 0;
@@ -101,6 +124,16 @@ int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
                 out->scales[(t * nb + blk) * TILE + i] = row < 0 ? 0 : lowra_block_scale(w, (uint64_t)row * nb + blk);
             if (row < 0) continue;
             const uint8_t *u = w->levels_u8 + 16 * (uint64_t)row;
+            const uint8_t *src = w->codes + w->row_offsets[row];
+            if (layout == LOWRA_TILE_LANES) {
+                for (unsigned v = 0; v < (1u << b); v++) table[16 * i + v] = u[v];
+                for (uint64_t j = 0; j < w->in; j++) {
+                    const unsigned bit = lanes_bit(b, (unsigned)(j % LOWRA_BLOCK));
+                    uint8_t *lane = codes + (j / LOWRA_BLOCK) * tile_block_bytes(b) + 8 * b * i;
+                    lane[bit / 8] |= (uint8_t)(row_code(src, b, j) << (bit % 8));
+                }
+                continue;
+            }
             for (unsigned v = 0; v < (1u << b); v++) {
                 if (b == 1)
                     for (unsigned kk = 0; kk < 4; kk++) table[64 * v + 4 * i + kk] = u[v];
@@ -108,7 +141,6 @@ int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
             }
             // A group's 4 codes are 4 b consecutive bits of the row (groups start on a nibble):
             // moved whole. Codes past `in` (the last byte's padding) meet zero activations.
-            const uint8_t *src = w->codes + w->row_offsets[row];
             const uint64_t row_bytes = lowra_row_bytes(w->in, b);
             for (uint64_t j = 0; j < w->in; j += 4) {
                 const uint64_t blk = j / LOWRA_BLOCK, g = (j % LOWRA_BLOCK) / 4, at = j * b / 8;
@@ -129,14 +161,15 @@ int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out) {
     return 0;
 }
 
-// The code of lane i at input 4g + k of a block, from the tiled layout.
-static inline unsigned tile_code(const uint8_t *block, unsigned b, unsigned i, unsigned g, unsigned k) {
-    const uint64_t bit = tile_bit(b, i, g, k);
+// The code of lane i at input 4g + k of a block, from either layout.
+static inline unsigned tile_code(int layout, const uint8_t *block, unsigned b, unsigned i, unsigned g, unsigned k) {
+    const uint64_t bit = layout == LOWRA_TILE_LANES ? 64 * b * i + lanes_bit(b, 4 * g + k) : tile_bit(b, i, g, k);
     return (block[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
 }
 
-static inline uint8_t table_level(const uint8_t *table, unsigned b, unsigned i, unsigned code) {
-    return b == 1 ? table[64 * code + 4 * i] : table[(b == 2 ? 4 : 16) * i + code];
+static inline uint8_t table_level(int layout, const uint8_t *table, unsigned b, unsigned i, unsigned code) {
+    if (layout == LOWRA_TILE_LANES || b == 4) return table[16 * i + code];
+    return b == 1 ? table[64 * code + 4 * i] : table[4 * i + code];
 }
 
 // The fp32 steps every path takes, lane by lane.
@@ -164,7 +197,8 @@ static void tiled_scalar(const lowra_tiled_view *t, const lowra_q8_activations *
                     for (unsigned g = 0; g < 16; g++)
                         for (unsigned k = 0; k < 4; k++) {
                             const uint64_t j = blk * LOWRA_BLOCK + 4 * g + k;
-                            const int32_t u = table_level(table, b, i, tile_code(block, b, i, g, k));
+                            const unsigned code = tile_code(t->layout, block, b, i, g, k);
+                            const int32_t u = table_level(t->layout, table, b, i, code);
                             sh += u * h[j];
                             if (l) sl += u * l[j];
                         }
@@ -247,9 +281,11 @@ static void q8_0_tiled_scalar(const lowra_q8_0_tiled_view *t, const lowra_q8_act
 static void tiled_group(int path, bool q8_0, const void *view, const lowra_q8_activations *x, float *y, uint64_t ldy,
                         uint64_t t0, uint64_t t1) {
 #if defined(__x86_64__)
-    if (lowra_tiled_supported(path)) {
-        if (q8_0) return lowra_q8_0_tiled_gemm_vnni(view, x, y, ldy, t0, t1);
-        return lowra_tiled_gemm_vbmi(view, x, y, ldy, t0, t1);
+    if (q8_0 && lowra_q8_0_tiled_supported(path)) return lowra_q8_0_tiled_gemm_vnni(view, x, y, ldy, t0, t1);
+    const lowra_tiled_view *t = view;
+    if (!q8_0 && lowra_tiled_supported(path) && t->layout == lowra_tile_layout(path)) {
+        if (t->layout == LOWRA_TILE_MULTISHIFT) return lowra_tiled_gemm_vbmi(t, x, y, ldy, t0, t1);
+        return lowra_tiled_gemm_avx2(t, x, y, ldy, t0, t1);
     }
 #endif
     (void)path;

@@ -133,14 +133,14 @@ public struct StoredMatrix: @unchecked Sendable {
     /// Y (n, rows) = X (n, cols) · Wᵀ straight from the stored encoding (decode, small batches),
     /// rows split across the workers; requires `multipliesDirectly`.
     /// Q8_0 rows with integer `activations` (.int16, .int8) use the integer kernels: the tiled one
-    /// (`lowra_q8_0_tiled_gemm_q8`) where `KernelPath.usesTiles`, else `lowra_q8_0_gemm_q8`.
+    /// (`lowra_q8_0_tiled_gemm_q8`) where `KernelPath.usesQ8_0Tiles`, else `lowra_q8_0_gemm_q8`.
     public func multiply(
         _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.current,
         activations: KernelActivations = .default
     ) {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
         let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
-        if type == .q8_0 && activations != .float && KernelPath.usesTiles(path) {
+        if type == .q8_0 && activations != .float && KernelPath.usesQ8_0Tiles(path) {
             let t = tiles
             withQuantizedActivations(x, columns: n, inFeatures: cols, as: activations) { q in
                 let io = UncheckedSendable((t.view, q, y))
@@ -174,12 +174,15 @@ public struct StoredMatrix: @unchecked Sendable {
     }
 
     /// Builds the tiles of a Q8_0 matrix's decode products now (otherwise built on first use);
-    /// returns their bytes (0 for other types).
-    public func prepareTiles() -> Int { type == .q8_0 ? tiles.bytes : 0 }
+    /// returns their bytes (0 for other types, and where `path` multiplies Q8_0 rows untiled).
+    public func prepareTiles(path: Int = KernelPath.current) -> Int {
+        type == .q8_0 && KernelPath.usesQ8_0Tiles(path) ? tiles.bytes : 0
+    }
 
     /// The bytes `prepareTiles` builds, without building them.
-    public var tileBytesEstimate: Int {
-        type == .q8_0 ? AlignedArrays.bytes(Q8_0Tiles.sizes(rows: rows, cols: cols)) : 0
+    public func tileBytesEstimate(path: Int = KernelPath.current) -> Int {
+        guard type == .q8_0 && KernelPath.usesQ8_0Tiles(path) else { return 0 }
+        return AlignedArrays.bytes(Q8_0Tiles.sizes(rows: rows, cols: cols))
     }
 
     /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,

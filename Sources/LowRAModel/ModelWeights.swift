@@ -107,11 +107,12 @@ public struct Linear: Sendable {
     /// still in the core's cache when sgemm reads it; a multiple of 16, at least 64.
     public static func panelRows(inFeatures: Int) -> Int { max(64, (1 << 18) / max(1, inFeatures) / 16 * 16) }
 
-    /// The bytes of the decode tiles `prepareTiles` builds (packed weights, Q8_0 matrices; else 0).
-    var tileBytesEstimate: Int {
+    /// The bytes of the decode tiles `prepareTiles` builds on `path` (packed weights, Q8_0
+    /// matrices where the path tiles them; else 0).
+    func tileBytesEstimate(path: Int) -> Int {
         switch storage {
         case .packed(let p): p.tileBytesEstimate
-        case .stored(let m): m.tileBytesEstimate
+        case .stored(let m): m.tileBytesEstimate(path: path)
         case .dense: 0
         }
     }
@@ -119,16 +120,16 @@ public struct Linear: Sendable {
     /// Builds the decode tiles; returns their bytes. Packing reads every code and decode then reads
     /// only the tiles, so the mapped file's pages leave resident memory (a longer prompt's panels
     /// map them back from the page cache).
-    func prepareTiles() -> Int {
+    func prepareTiles(path: Int) -> Int {
         switch storage {
         case .packed(let p):
-            let bytes = p.prepareTiles()
+            let bytes = p.prepareTiles(path: path)
             if let file = p.codes.owner as? MappedFile, let base = p.codes.base {
                 file.release(UnsafeRawPointer(base), count: p.codes.count)
             }
             return bytes
         case .stored(let m):
-            let bytes = m.prepareTiles()
+            let bytes = m.prepareTiles(path: path)
             if bytes > 0 { m.release() }
             return bytes
         case .dense: return 0
@@ -381,7 +382,9 @@ public struct ModelWeights: Sendable {
     private var decodeLinears: [Linear] { blocks.flatMap { $0.linears } + [outputHead] }
 
     /// The bytes `prepareDecode` builds, without building them.
-    public var decodeTileBytesEstimate: Int { decodeLinears.reduce(0) { $0 + $1.tileBytesEstimate } }
+    public func decodeTileBytesEstimate(path: Int = KernelPath.current) -> Int {
+        decodeLinears.reduce(0) { $0 + $1.tileBytesEstimate(path: path) }
+    }
 
     /// Builds now, on the workers, the tiles the decode products read (`KernelPath.usesTiles`:
     /// packed layers and a Q8_0 head), instead of at each weight's first product; returns the
@@ -393,14 +396,14 @@ public struct ModelWeights: Sendable {
     @discardableResult
     public func prepareDecode(path: Int = KernelPath.current) -> Int {
         guard KernelPath.usesTiles(path) else { return 0 }
-        guard decodeTileBytesEstimate <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
+        guard decodeTileBytesEstimate(path: path) <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
             KernelPath.disableTiles()
             return 0
         }
         let all = decodeLinears
         let bytes = UncheckedSendable(UnsafeMutablePointer<Int>.allocate(capacity: all.count))
         defer { bytes.value.deallocate() }
-        parallelTasks(all.count) { bytes.value[$0] = all[$0].prepareTiles() }
+        parallelTasks(all.count) { bytes.value[$0] = all[$0].prepareTiles(path: path) }
         return (0..<all.count).reduce(0) { $0 + bytes.value[$1] }
     }
 }

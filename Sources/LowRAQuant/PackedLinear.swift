@@ -221,7 +221,7 @@ public struct PackedLinear: Sendable, Equatable {
                         UInt64(rows.lowerBound), UInt64(rows.upperBound))
                 }
             case .int16 where KernelPath.usesTiles(path), .int8 where KernelPath.usesTiles(path):
-                let tiles = kernel.tiles
+                let tiles = kernel.tiles(for: path)
                 withQuantizedActivations(x, columns: n, inFeatures: inFeatures, orders: 1, as: activations) { q in
                     let io = UncheckedSendable((tiles.view, q, y))
                     parallelFor(tiles.count, minPerChunk: 4) { range in
@@ -259,7 +259,7 @@ public struct PackedLinear: Sendable, Equatable {
             return
         }
         if KernelPath.usesTiles(path) {
-            let tiles = weights.map { $0.kernel.tiles }
+            let tiles = weights.map { $0.kernel.tiles(for: path) }
             let starts = tiles.reduce(into: [0]) { $0.append($0.last! + $1.count) }
             withQuantizedActivations(x, columns: n, inFeatures: weights[0].inFeatures, orders: 1, as: activations) {
                 q in
@@ -299,7 +299,7 @@ public struct PackedLinear: Sendable, Equatable {
 
     /// Builds the tiles of the decode products now (they are otherwise built on first use);
     /// returns their bytes.
-    public func prepareTiles() -> Int { kernel.tiles.bytes }
+    public func prepareTiles(path: Int = KernelPath.current) -> Int { kernel.tiles(for: path).bytes }
 
     /// About the bytes `prepareTiles` would take, without building them.
     public var tileBytesEstimate: Int {
@@ -341,11 +341,15 @@ final class PackedKernelView: @unchecked Sendable {
     var view: lowra_packed_view { pointer.pointee }
     private var memory = [UnsafeMutableRawPointer]()
     private let codes: HeldArray<UInt8>
-    private let builtTiles = BuiltOnce<TiledWeight>()
+    private let builtTiles = [BuiltOnce<TiledWeight>(), BuiltOnce<TiledWeight>()]
 
-    /// The weight's tiles (`lowra_tile_pack`), built on first use and kept: the decode products'
-    /// copy of the codes where the CPU runs the tiled kernel (`KernelPath.usesTiles`).
-    var tiles: TiledWeight { builtTiles.get { TiledWeight(pointer) } }
+    /// The weight's tiles in the layout `path`'s tiled kernel reads (`lowra_tile_pack`), built on
+    /// first use and kept: the decode products' copy of the codes where the CPU runs a tiled kernel
+    /// (`KernelPath.usesTiles`). A process that switches paths may hold both layouts.
+    func tiles(for path: Int) -> TiledWeight {
+        let layout = Int(lowra_tile_layout(Int32(path)))
+        return builtTiles[layout].get { TiledWeight(pointer, layout: layout) }
+    }
 
     init(
         out: Int, in inF: Int, bits: [UInt8], codes: HeldArray<UInt8>, rowOffsets: [Int], levels: [Float],
@@ -409,7 +413,7 @@ final class TiledWeight: @unchecked Sendable {
     private let memory: AlignedArrays
     var bytes: Int { memory.bytes }
 
-    init(_ packed: UnsafePointer<lowra_packed_view>) {
+    init(_ packed: UnsafePointer<lowra_packed_view>, layout: Int) {
         var tiles: UInt64 = 0
         var codeBytes: UInt64 = 0
         lowra_tile_sizes(packed, &tiles, &codeBytes)
@@ -420,10 +424,12 @@ final class TiledWeight: @unchecked Sendable {
             tables: m.array(1, as: UInt8.self), scales: m.array(2, as: Float.self),
             level_min: m.array(3, as: Float.self), level_step: m.array(4, as: Float.self),
             rows: m.array(5, as: Int32.self))
-        precondition(lowra_tile_pack(packed, &buffers) == 0, "out of memory while tiling a packed weight")
+        let packedOK = lowra_tile_pack(packed, Int32(layout), &buffers) == 0
+        precondition(packedOK, "out of memory while tiling a packed weight")
         (memory, count) = (m, Int(tiles))
         view = lowra_tiled_view(
-            out: packed.pointee.out, in: packed.pointee.in, nb: UInt64(nb), tiles: tiles, bits: buffers.bits,
+            out: packed.pointee.out, in: packed.pointee.in, nb: UInt64(nb), tiles: tiles, layout: Int32(layout),
+            bits: buffers.bits,
             offsets: buffers.offsets, codes: buffers.codes, tables: buffers.tables, scales: buffers.scales,
             level_min: buffers.level_min, level_step: buffers.level_step, rows: buffers.rows)
     }

@@ -208,6 +208,72 @@ static void check_packed(int path, uint64_t out, uint64_t in, int dq, int ordere
     free_packed(&p);
 }
 
+// Tiled packed weights: the path's tiled kernel bit for bit the scalar reference on the same tiles,
+// the other layout's reference the same bits, and both within rounding of the row kernels.
+
+typedef struct {
+    lowra_tiled_view v;
+    void *memory[8];
+} tiled;
+
+static tiled make_tiled(const lowra_packed_view *w, int layout) {
+    tiled t = {0};
+    uint64_t count, code_bytes;
+    lowra_tile_sizes(w, &count, &code_bytes);
+    const uint64_t nb = lowra_blocks_per_row(w->in);
+    const uint64_t sizes[8] = {count, count * 8, code_bytes + 64, count * 256, count * nb * 16 * 4,
+                               count * 16 * 4, count * 16 * 4, count * 16 * 4};
+    for (int i = 0; i < 8; i++) t.memory[i] = aligned_alloc(64, (sizes[i] + 63) / 64 * 64 + 64);
+    lowra_tiled_buffers b = {.bits = t.memory[0], .offsets = t.memory[1], .codes = t.memory[2],
+                             .tables = t.memory[3], .scales = t.memory[4], .level_min = t.memory[5],
+                             .level_step = t.memory[6], .rows = t.memory[7]};
+    if (lowra_tile_pack(w, layout, &b) != 0) fail("tile_pack", "out of memory");
+    t.v = (lowra_tiled_view){.out = w->out, .in = w->in, .nb = nb, .tiles = count, .layout = layout,
+                             .bits = b.bits, .offsets = b.offsets, .codes = b.codes, .tables = b.tables,
+                             .scales = b.scales, .level_min = b.level_min, .level_step = b.level_step, .rows = b.rows};
+    return t;
+}
+
+static void check_tiled(int path, uint64_t out, uint64_t in, int dq) {
+    if (!lowra_tiled_supported(path)) return;
+    char what[120];
+    packed p = make_packed(out, in, dq, 0);
+    const int layout = lowra_tile_layout(path);
+    tiled t = make_tiled(&p.v, layout), other = make_tiled(&p.v, 1 - layout);
+    float *w = malloc(out * in * sizeof(float));
+    lowra_packed_dequantize(LOWRA_PATH_SCALAR, &p.v, 0, out, w);
+    for (uint64_t n = 1; n <= 17; n++) {
+        float *x = random_floats(n * in, 1);
+        float *y = malloc(n * out * sizeof(float)), *yv = malloc(n * out * sizeof(float));
+        float *yo = malloc(n * out * sizeof(float)), *yr = malloc(n * out * sizeof(float));
+        double *b = bounds(w, x, n, out, in);
+        for (int split = 0; split < 2; split++) {
+            void *buffer = aligned_alloc(64, (lowra_q8_activation_bytes(n, in) + 63) / 64 * 64);
+            lowra_q8_activations a;
+            lowra_q8_quantize(x, n, in, 1 | lowra_q8_order(1) | lowra_q8_order(2) | lowra_q8_order(4), split, buffer,
+                              &a);
+            lowra_tiled_gemm_q8(LOWRA_PATH_SCALAR, &t.v, &a, y, out, 0, t.v.tiles);
+            lowra_tiled_gemm_q8(path, &t.v, &a, yv, out, 0, t.v.tiles);
+            lowra_tiled_gemm_q8(LOWRA_PATH_SCALAR, &other.v, &a, yo, out, 0, other.v.tiles);
+            lowra_packed_gemm_q8(LOWRA_PATH_SCALAR, &p.v, &a, yr, out, 0, out);
+            snprintf(what, sizeof what, "tiled_gemm_q8 layout %d out %llu in %llu n %llu split %d dq %d", layout,
+                     (unsigned long long)out, (unsigned long long)in, (unsigned long long)n, split, dq);
+            expect_same(what, yv, y, n * out * sizeof(float));
+            snprintf(what, sizeof what, "tiled_gemm_q8 layouts' references out %llu in %llu n %llu split %d",
+                     (unsigned long long)out, (unsigned long long)in, (unsigned long long)n, split);
+            expect_same(what, yo, y, n * out * sizeof(float));
+            snprintf(what, sizeof what, "tiled_gemm_q8 vs rows out %llu in %llu n %llu split %d",
+                     (unsigned long long)out, (unsigned long long)in, (unsigned long long)n, split);
+            expect_close(what, y, yr, b, n * out, 2e-5);
+            free(buffer);
+        }
+        free(x), free(y), free(yv), free(yo), free(yr), free(b);
+    }
+    free(w);
+    for (int i = 0; i < 8; i++) free(t.memory[i]), free(other.memory[i]);
+    free_packed(&p);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stored matrices (ggml encodings) and Q8_0 rows with integer activations.
 
@@ -372,6 +438,8 @@ int main(int argc, char **argv) {
         const uint64_t ins[] = {32, 64, 100, 576, 1000};
         for (unsigned i = 0; i < sizeof ins / sizeof ins[0]; i++)
             for (int dq = 0; dq < 2; dq++) check_packed(path, i % 2 ? 37 : 5, ins[i], dq, (int)(i % 2));
+        for (unsigned i = 0; i < sizeof ins / sizeof ins[0]; i++)
+            check_tiled(path, i % 2 ? 37 : 50, ins[i], (int)(i % 2));
         const unsigned types[] = {0, 1, 30, 8, 2, 3};
         for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++) {
             check_stored(path, types[i], 11, 576);

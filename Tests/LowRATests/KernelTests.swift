@@ -270,20 +270,22 @@ final class KernelTests: XCTestCase {
         XCTAssertGreaterThan(cases, 800)
     }
 
-    /// The tiled kernels (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`) on this CPU's vector
-    /// path give bit for bit what their scalar references give (every fp32 step is the same fused
-    /// multiply-add in the same order), for any columns, each column alone as among the others;
-    /// and the references agree with the row kernels' scalar path (the same integer sums, scaled
-    /// in another order) to fp32 rounding. Fresh random weights of every width mix and shape,
-    /// int8 and 16-bit activations, Q8_0 rows.
+    /// The tiled kernels (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`) on every vector path
+    /// of this CPU that tiles (AVX-512 VBMI: multishift layout; AVX2: lanes layout) give bit for bit
+    /// what their scalar references give (every fp32 step is the same fused multiply-add in the
+    /// same order), for any columns, each column alone as among the others; both layouts' references
+    /// give the same bits; and the references agree with the row kernels' scalar path (the same
+    /// integer sums, scaled in another order) to fp32 rounding. Fresh random weights of every
+    /// width mix and shape, int8 and 16-bit activations, Q8_0 rows.
     func testTiledKernelsEqualTheirScalarReferenceBitForBit() throws {
         var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 11)
-        let vector = KernelPath.supported(2) && lowra_tiled_supported(2) != 0
         var cases = 0
-        // Run `tiled(path, q, y)` and `rows(q, y)` on fresh X for each column count and compare.
+        var vectorRuns = [String: Int]()
+        typealias Product = (Int32, UnsafePointer<lowra_q8_activations>, UnsafeMutablePointer<Float>) -> Void
+        // Run each tiled form (its scalar reference, path 0, and its vector paths) and `rows(q, y)`
+        // on fresh X for each column count and compare.
         func check(
-            out: Int, in inF: Int, orders: UInt32, _ label: String,
-            tiled: (Int32, UnsafePointer<lowra_q8_activations>, UnsafeMutablePointer<Float>) -> Void,
+            out: Int, in inF: Int, orders: UInt32, _ label: String, tiled: [(paths: [Int32], product: Product)],
             rows: (UnsafePointer<lowra_q8_activations>, UnsafeMutablePointer<Float>) -> Void
         ) {
             for n in [1, 3, 8, 16, 21] {
@@ -301,35 +303,49 @@ final class KernelTests: XCTestCase {
                         }
                         return y
                     }
-                    let reference = run(0..<n) { tiled(0, $0, $1) }
+                    let reference = run(0..<n) { tiled[0].product(0, $0, $1) }
                     let rowScalar = run(0..<n) { rows($0, $1) }
                     for i in 0..<(n * out) {
                         let tol = 1e-5 * max(1, abs(Double(rowScalar[i])))
                         XCTAssertEqual(
                             Double(reference[i]), Double(rowScalar[i]), accuracy: tol, "\(label) \(kind) n \(n) #\(i)")
                     }
-                    if vector {
-                        XCTAssertEqual(run(0..<n) { tiled(2, $0, $1) }, reference, "\(label) \(kind) n \(n): vector")
-                        let c = n - 1
-                        XCTAssertEqual(
-                            run(c..<n) { tiled(2, $0, $1) }, Array(reference[(c * out)...]),
-                            "\(label) \(kind) n \(n): last column alone")
+                    for (k, form) in tiled.enumerated() {
+                        if k > 0 {
+                            XCTAssertEqual(run(0..<n) { form.product(0, $0, $1) }, reference, "\(label) layout \(k)")
+                        }
+                        for path in form.paths {
+                            let name = String(cString: lowra_kernel_variant_name(path))
+                            let what = "\(label) \(kind) n \(n): \(name)"
+                            XCTAssertEqual(run(0..<n) { form.product(path, $0, $1) }, reference, what)
+                            let c = n - 1
+                            XCTAssertEqual(
+                                run(c..<n) { form.product(path, $0, $1) }, Array(reference[(c * out)...]),
+                                "\(what), last column alone")
+                            vectorRuns[name, default: 0] += 1
+                        }
                     }
                     cases += 1
                 }
             }
         }
+        let vector = KernelPath.all.map(Int32.init).filter { $0 != 0 }
         for (out, inF) in [(37, 64), (16, 192), (9, 100), (33, 7), (40, 576), (70, 130)] {
             for widths in [[1], [2], [4], [1, 2, 4], [2, 4]] as [[UInt8]] {
                 let p = try randomPacked(
                     out: out, in: inF, widths: widths, scope: .channel, doubleQuant: rng.next() % 2 == 0, rng: &rng)
-                let t = TiledWeight(p.kernel.pointer)
-                check(
-                    out: out, in: inF, orders: p.activationOrders | 1, "\(out)x\(inF) widths \(widths)",
-                    tiled: { path, q, y in
+                // Both layouts: each read by its paths' kernel, and by the scalar reference.
+                let forms = [Int32(LOWRA_TILE_MULTISHIFT), Int32(LOWRA_TILE_LANES)].map { layout in
+                    let t = TiledWeight(p.kernel.pointer, layout: Int(layout))
+                    let paths = vector.filter { lowra_tiled_supported($0) != 0 && lowra_tile_layout($0) == layout }
+                    let product: Product = { path, q, y in
                         var v = t.view
                         lowra_tiled_gemm_q8(path, &v, q, y, UInt64(out), 0, UInt64(t.count))
-                    },
+                    }
+                    return (paths, product)
+                }
+                check(
+                    out: out, in: inF, orders: p.activationOrders | 1, "\(out)x\(inF) widths \(widths)", tiled: forms,
                     rows: { q, y in p.withView { lowra_packed_gemm_q8(0, $0, q, y, UInt64(out), 0, UInt64(out)) } })
             }
         }
@@ -338,15 +354,18 @@ final class KernelTests: XCTestCase {
             let m = try randomQ8_0(rows: rows, cols: cols, in: dir, rng: &rng)
             let t = m.tiles
             let base = m.rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
+            let product: Product = { path, q, y in
+                var v = t.view
+                lowra_q8_0_tiled_gemm_q8(path, &v, q, y, UInt64(rows), 0, UInt64(t.count))
+            }
             check(
                 out: rows, in: cols, orders: 0, "Q8_0 \(rows)x\(cols)",
-                tiled: { path, q, y in
-                    var v = t.view
-                    lowra_q8_0_tiled_gemm_q8(path, &v, q, y, UInt64(rows), 0, UInt64(t.count))
-                },
+                tiled: [(vector.filter { lowra_q8_0_tiled_supported($0) != 0 }, product)],
                 rows: { q, y in lowra_q8_0_gemm_q8(0, base, UInt64(m.rowBytes), q, y, UInt64(rows), 0, UInt64(rows)) })
         }
         XCTAssertEqual(cases, (6 * 5 + 3) * 5 * 2)
+        // Which vector kernels ran (none on a CPU without AVX2).
+        print("tiled kernels checked: \(vectorRuns.sorted { $0.key < $1.key })")
     }
 
     /// The LoRA up-projection (`lowra_lora_up`): every path bit for bit the scalar chain of fused

@@ -159,9 +159,15 @@ static inline lowra_q8_activations lowra_q8_columns(const lowra_q8_activations *
 #define LOWRA_TILE_ROWS 16
 #define LOWRA_TILE_COLUMNS 16  // columns one call keeps in flight; more are taken 16 at a time
 
+/// How a tile's codes are laid out (lowra_tile_kernels.c): interleaved across the 16 lanes for
+/// vpmultishiftqb (the AVX-512 VBMI kernel), or lane by lane in the order whose unpacking gives
+/// the inputs in natural order (the AVX2 kernel). The scalar reference reads either.
+enum { LOWRA_TILE_MULTISHIFT = 0, LOWRA_TILE_LANES = 1 };
+
 /// What the tiled kernels read (lowra_tile_pack fills the arrays; layout in lowra_tile_kernels.c).
 typedef struct {
     uint64_t out, in, nb, tiles;
+    int layout;                // LOWRA_TILE_MULTISHIFT or LOWRA_TILE_LANES
     const uint8_t *bits;       // (tiles) each tile's width
     const uint64_t *offsets;   // (tiles) byte offset of each tile's codes
     const uint8_t *codes;      // per tile nb blocks of 128 · bits bytes
@@ -188,10 +194,16 @@ void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *cod
 /// order, 16 per tile, the last tile of a width padded with empty lanes; the widths' tiles
 /// interleaved in proportion, so any stretch of tiles holds about the same mix. 0, or -1 when its
 /// scratch could not be allocated.
-int lowra_tile_pack(const lowra_packed_view *w, lowra_tiled_buffers *out);
-/// Whether `path` runs the tiled kernel (AVX-512 with VNNI and VBMI, VBMI not turned off, tiles
-/// not turned off); else lowra_tiled_gemm_q8 runs its scalar reference.
+int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers *out);
+/// Whether `path` runs a tiled kernel for packed weights (AVX-512 with VNNI and VBMI: the
+/// multishift layout; AVX2, and AVX-512 without VBMI: the lanes layout; tiles not turned off);
+/// else lowra_tiled_gemm_q8 runs its scalar reference.
 int lowra_tiled_supported(int path);
+/// The layout `path`'s tiled kernel reads (a view of the other layout runs the scalar reference).
+int lowra_tile_layout(int path);
+/// Whether `path` runs the tiled kernel for Q8_0 rows (AVX-512 with VNNI and VBMI, tiles not
+/// turned off); else lowra_q8_0_tiled_gemm_q8 runs its scalar reference.
+int lowra_q8_0_tiled_supported(int path);
 /// Turns the tiled kernels off for the rest of the process (before anything decodes: a model
 /// whose tiles would not fit in memory), as LOWRA_TILES=0 does.
 void lowra_tiled_disable(void);

@@ -1,0 +1,109 @@
+// The tiled decode kernel for x86-64 with AVX2 (lanes layout, lowra_tile_kernels.c): per block of
+// 64 inputs, each lane's codes become its 64 levels as int16 in natural order (vpshufb on the
+// lane's levels, each byte pair split into two int16) and meet every column's 16-bit activations
+// in four vpmaddwd; the 16 lanes' partial sums are reduced together (vphaddd) and scaled 8 lanes at a
+// time. Every integer sum is exact and every fp32 step the scalar reference's fused multiply-add
+// in its order, so the results are its bits, column by column.
+#if defined(__x86_64__)
+
+#include "../../lowra_tile_internal.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+// Lane's 64 levels of one block as int16, inputs 16 k .. 16 k + 15 in r[k] (lowra_tile_kernels.c's
+// lanes_bit is the inverse of these steps).
+AVX2 INLINE void lane_levels(const uint8_t *p, unsigned b, __m256i table, __m256i r[4]) {
+    __m256i lo, hi;
+    if (b == 4) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)p), m = _mm256_set1_epi8(15);
+        lo = _mm256_and_si256(v, m);
+        hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+    } else if (b == 2) {
+        const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p)), m = _mm256_set1_epi8(3);
+        lo = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 2, 2)), m);
+        hi = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(4, 4, 6, 6)), m);
+    } else {
+        int64_t bits;
+        memcpy(&bits, p, 8);
+        const __m256i v = _mm256_set1_epi64x(bits), m = _mm256_set1_epi8(1);
+        lo = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 1, 2, 3)), m);
+        hi = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(4, 5, 6, 7)), m);
+    }
+    lo = _mm256_shuffle_epi8(table, lo);
+    hi = _mm256_shuffle_epi8(table, hi);
+    const __m256i low_byte = _mm256_set1_epi16(0xFF);
+    r[0] = _mm256_and_si256(lo, low_byte);
+    r[1] = _mm256_srli_epi16(lo, 8);
+    r[2] = _mm256_and_si256(hi, low_byte);
+    r[3] = _mm256_srli_epi16(hi, 8);
+}
+
+AVX2 INLINE __m256i dot64(const __m256i r[4], const __m256i t[4]) {
+    return _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(r[0], t[0]), _mm256_madd_epi16(r[1], t[1])),
+                            _mm256_add_epi32(_mm256_madd_epi16(r[2], t[2]), _mm256_madd_epi16(r[3], t[3])));
+}
+
+// Lane k of the result: the sum of s[k]'s eight int32.
+AVX2 INLINE __m256i reduce8(const __m256i s[8]) {
+    const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+AVX2 void lowra_tiled_gemm_avx2(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                                uint64_t t0, uint64_t t1) {
+    const uint64_t nb = t->nb, n = x->n;  // n <= LOWRA_TILE_COLUMNS
+    __m256 acc[LOWRA_TILE_COLUMNS][2], off[LOWRA_TILE_COLUMNS][2];
+    __m256i act[LOWRA_TILE_COLUMNS][4], part[LOWRA_TILE_COLUMNS][TILE];
+    for (uint64_t tile = t0; tile < t1; tile++) {
+        const unsigned b = t->bits[tile];
+        const uint8_t *table = t->tables + tile * TABLE_BYTES, *codes = t->codes + t->offsets[tile];
+        const int32_t *rows = t->rows + tile * TILE;
+        for (uint64_t c = 0; c < n; c++) acc[c][0] = acc[c][1] = off[c][0] = off[c][1] = _mm256_setzero_ps();
+        for (uint64_t blk = 0; blk < nb; blk++) {
+            for (uint64_t c = 0; c < n; c++) {
+                const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;
+                for (unsigned k = 0; k < 4; k++)
+                    act[c][k] = x->t16 ? _mm256_loadu_si256((const __m256i *)(x->t16 + at + 16 * k))
+                                       : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x->q + at + 16 * k)));
+            }
+            const uint8_t *block = codes + blk * tile_block_bytes(b);
+            for (unsigned i = 0; i < TILE; i++) {
+                if (rows[i] < 0) {
+                    for (uint64_t c = 0; c < n; c++) part[c][i] = _mm256_setzero_si256();
+                    continue;
+                }
+                __m256i r[4];
+                const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + 16 * i)));
+                lane_levels(block + 8 * b * i, b, levels, r);
+                for (uint64_t c = 0; c < n; c++) part[c][i] = dot64(r, act[c]);
+            }
+            const float *a = t->scales + (tile * nb + blk) * TILE;
+            const __m256 a0 = _mm256_loadu_ps(a), a1 = _mm256_loadu_ps(a + 8);
+            for (uint64_t c = 0; c < n; c++) {
+                const __m256 xs = _mm256_set1_ps(x->scale[c * nb + blk]);
+                const __m256 sum = _mm256_set1_ps((float)x->sum[c * nb + blk]);
+                const __m256 sc0 = _mm256_mul_ps(a0, xs), sc1 = _mm256_mul_ps(a1, xs);
+                acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(part[c])), sc0, acc[c][0]);
+                acc[c][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(part[c] + 8)), sc1, acc[c][1]);
+                off[c][0] = _mm256_fmadd_ps(sc0, sum, off[c][0]);
+                off[c][1] = _mm256_fmadd_ps(sc1, sum, off[c][1]);
+            }
+        }
+        const float *step = t->level_step + tile * TILE, *min = t->level_min + tile * TILE;
+        for (uint64_t c = 0; c < n; c++) {
+            float v[TILE] __attribute__((aligned(32)));
+            for (unsigned h = 0; h < 2; h++)
+                _mm256_store_ps(v + 8 * h, _mm256_fmadd_ps(_mm256_loadu_ps(step + 8 * h), acc[c][h],
+                                                           _mm256_mul_ps(_mm256_loadu_ps(min + 8 * h), off[c][h])));
+            for (unsigned i = 0; i < TILE; i++)
+                if (rows[i] >= 0) y[c * ldy + (uint64_t)rows[i]] = v[i];
+        }
+    }
+}
+
+#endif
