@@ -127,14 +127,6 @@ int lowra_tile_layout(int path) {
                                                                                                  : LOWRA_TILE_LANES;
 }
 
-int lowra_q8_0_tiled_supported(int path) {
-#if defined(__x86_64__)
-    return tiles_on() && path == LOWRA_PATH_AVX512 && lowra_kernel_path_supported(path) && lowra_kernel_vbmi();
-#else
-    (void)path;
-    return 0;
-#endif
-}
 
 const char *lowra_kernel_variant_name(int path) {
     if (path == LOWRA_PATH_NEON && lowra_kernel_path_supported(path))
@@ -143,6 +135,6 @@ const char *lowra_kernel_variant_name(int path) {
     if (path != LOWRA_PATH_AVX512 || !lowra_kernel_path_supported(path)) return lowra_kernel_path_name(path);
     const int tiled = lowra_tiled_supported(path);
     if (!lowra_cpu_has_vnni()) return tiled ? "avx512 (integer kernels: avx2 tiled)" : "avx512 (integer kernels: avx2)";
-    if (!lowra_kernel_vbmi()) return tiled ? "avx512 vnni (packed tiles: avx2)" : "avx512 vnni";
+    if (!lowra_kernel_vbmi()) return tiled ? "avx512 vnni (tiles: avx2)" : "avx512 vnni";
     return tiled ? "avx512 vnni vbmi tiled" : "avx512 vnni vbmi";
 }

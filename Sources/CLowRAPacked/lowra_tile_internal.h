@@ -20,6 +20,8 @@ void lowra_tiled_gemm_vbmi(const lowra_tiled_view *t, const lowra_q8_activations
                            uint64_t t0, uint64_t t1);
 void lowra_tiled_gemm_avx2(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                            uint64_t t0, uint64_t t1);
+void lowra_q8_0_tiled_gemm_avx2(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                                uint64_t t0, uint64_t t1);
 void lowra_q8_0_tiled_gemm_vnni(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t t0, uint64_t t1);
 

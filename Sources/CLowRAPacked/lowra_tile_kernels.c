@@ -222,7 +222,7 @@ static void tiled_scalar(const lowra_tiled_view *t, const lowra_q8_activations *
 
 enum { Q8_0_ROW_BLOCK = 34 };
 
-void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out, uint64_t in,
+void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out, uint64_t in, int layout,
                           lowra_q8_0_tiled_buffers *dst) {
     const uint64_t n32 = in / 32, tiles = (out + TILE - 1) / TILE;
     for (uint64_t t = 0; t < tiles; t++)
@@ -232,17 +232,15 @@ void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out,
             for (uint64_t k32 = 0; k32 < n32; k32++) {
                 uint8_t *block = dst->codes + (t * n32 + k32) * 512;
                 float *d = dst->scales + (t * n32 + k32) * TILE;
-                if (r >= out) {
-                    d[i] = 0;
-                    for (unsigned j = 0; j < 32; j++) block[64 * (j / 4) + 4 * i + j % 4] = 128;
-                    continue;
+                const uint8_t *src = r < out ? rows + r * row_bytes + k32 * Q8_0_ROW_BLOCK : NULL;
+                uint16_t h = 0;
+                if (src) memcpy(&h, src, 2);
+                d[i] = src ? lowra_half_to_float(h) : 0;
+                for (unsigned j = 0; j < 32; j++) {
+                    const int8_t w = src ? (int8_t)src[2 + j] : 0;
+                    if (layout == LOWRA_TILE_LANES) block[32 * i + j] = (uint8_t)w;
+                    else block[64 * (j / 4) + 4 * i + j % 4] = (uint8_t)(w + 128);
                 }
-                const uint8_t *src = rows + r * row_bytes + k32 * Q8_0_ROW_BLOCK;
-                uint16_t h;
-                memcpy(&h, src, 2);
-                d[i] = lowra_half_to_float(h);
-                for (unsigned j = 0; j < 32; j++)
-                    block[64 * (j / 4) + 4 * i + j % 4] = (uint8_t)((int8_t)src[2 + j] + 128);
             }
         }
 }
@@ -260,13 +258,15 @@ static void q8_0_tiled_scalar(const lowra_q8_0_tiled_view *t, const lowra_q8_act
                 float acc = 0;
                 for (uint64_t k32 = 0; k32 < n32; k32++) {
                     const uint8_t *block = t->codes + (tile * n32 + k32) * 512;
+                    // Σ w t: multishift holds w + 128 (then less the activations' 128 Σ t).
+                    const int lanes = t->layout == LOWRA_TILE_LANES;
                     int32_t sh = 0, sl = 0;
                     for (unsigned j = 0; j < 32; j++) {
-                        const int32_t u = block[64 * (j / 4) + 4 * i + j % 4];
+                        const int32_t u = lanes ? (int8_t)block[32 * i + j] : block[64 * (j / 4) + 4 * i + j % 4];
                         sh += u * h[32 * k32 + j];
                         if (l) sl += u * l[32 * k32 + j];
                     }
-                    const int32_t s = (l ? sh * 256 + sl : sh) - q8_0_correction(x, c, k32);
+                    const int32_t s = (l ? sh * 256 + sl : sh) - (lanes ? 0 : q8_0_correction(x, c, k32));
                     const float sc = t->scales[(tile * n32 + k32) * TILE + i] * x->scale[c * nb + k32 / 2];
                     acc = fmaf((float)s, sc, acc);
                 }
@@ -281,11 +281,15 @@ static void q8_0_tiled_scalar(const lowra_q8_0_tiled_view *t, const lowra_q8_act
 static void tiled_group(int path, bool q8_0, const void *view, const lowra_q8_activations *x, float *y, uint64_t ldy,
                         uint64_t t0, uint64_t t1) {
 #if defined(__x86_64__)
-    if (q8_0 && lowra_q8_0_tiled_supported(path)) return lowra_q8_0_tiled_gemm_vnni(view, x, y, ldy, t0, t1);
-    const lowra_tiled_view *t = view;
-    if (!q8_0 && lowra_tiled_supported(path) && t->layout == lowra_tile_layout(path)) {
-        if (t->layout == LOWRA_TILE_MULTISHIFT) return lowra_tiled_gemm_vbmi(t, x, y, ldy, t0, t1);
-        return lowra_tiled_gemm_avx2(t, x, y, ldy, t0, t1);
+    const lowra_q8_0_tiled_view *rows = view;
+    const lowra_tiled_view *packed = view;
+    const int layout = q8_0 ? rows->layout : packed->layout;
+    if (lowra_tiled_supported(path) && layout == lowra_tile_layout(path)) {
+        const int vbmi = layout == LOWRA_TILE_MULTISHIFT;
+        if (q8_0) return vbmi ? lowra_q8_0_tiled_gemm_vnni(rows, x, y, ldy, t0, t1)
+                              : lowra_q8_0_tiled_gemm_avx2(rows, x, y, ldy, t0, t1);
+        return vbmi ? lowra_tiled_gemm_vbmi(packed, x, y, ldy, t0, t1)
+                    : lowra_tiled_gemm_avx2(packed, x, y, ldy, t0, t1);
     }
 #endif
     (void)path;

@@ -77,8 +77,12 @@ public struct StoredMatrix: @unchecked Sendable {
     public let offset: Int
     /// Q8_0 rows regrouped into tiles for the decode products, built on first use and shared by
     /// the copies of this matrix.
-    private let builtTiles = BuiltOnce<Q8_0Tiles>()
-    var tiles: Q8_0Tiles { builtTiles.get { Q8_0Tiles(self) } }
+    private let builtTiles = [BuiltOnce<Q8_0Tiles>(), BuiltOnce<Q8_0Tiles>()]
+    /// The tiles in the layout `path`'s kernel reads (`lowra_tile_layout`).
+    func tiles(for path: Int) -> Q8_0Tiles {
+        let layout = Int(lowra_tile_layout(Int32(path)))
+        return builtTiles[layout].get { Q8_0Tiles(self, layout: layout) }
+    }
 
     public init(rows: Int, cols: Int, type: GGMLType, file: MappedFile, offset: Int) throws {
         guard let (qk, _) = type.blockLayout else {
@@ -133,15 +137,15 @@ public struct StoredMatrix: @unchecked Sendable {
     /// Y (n, rows) = X (n, cols) · Wᵀ straight from the stored encoding (decode, small batches),
     /// rows split across the workers; requires `multipliesDirectly`.
     /// Q8_0 rows with integer `activations` (.int16, .int8) use the integer kernels: the tiled one
-    /// (`lowra_q8_0_tiled_gemm_q8`) where `KernelPath.usesQ8_0Tiles`, else `lowra_q8_0_gemm_q8`.
+    /// (`lowra_q8_0_tiled_gemm_q8`) where `KernelPath.usesTiles`, else `lowra_q8_0_gemm_q8`.
     public func multiply(
         _ x: UnsafePointer<Float>, columns n: Int, into y: UnsafeMutablePointer<Float>, path: Int = KernelPath.current,
         activations: KernelActivations = .default
     ) {
         precondition(multipliesDirectly, "\(type.name) rows are converted, not multiplied directly")
         let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
-        if type == .q8_0 && activations != .float && KernelPath.usesQ8_0Tiles(path) {
-            let t = tiles
+        if type == .q8_0 && activations != .float && KernelPath.usesTiles(path) {
+            let t = tiles(for: path)
             withQuantizedActivations(x, columns: n, inFeatures: cols, as: activations) { q in
                 let io = UncheckedSendable((t.view, q, y))
                 parallelFor(t.count, minPerChunk: 4) { range in
@@ -174,15 +178,12 @@ public struct StoredMatrix: @unchecked Sendable {
     }
 
     /// Builds the tiles of a Q8_0 matrix's decode products now (otherwise built on first use);
-    /// returns their bytes (0 for other types, and where `path` multiplies Q8_0 rows untiled).
-    public func prepareTiles(path: Int = KernelPath.current) -> Int {
-        type == .q8_0 && KernelPath.usesQ8_0Tiles(path) ? tiles.bytes : 0
-    }
+    /// returns their bytes (0 for other types).
+    public func prepareTiles(path: Int = KernelPath.current) -> Int { type == .q8_0 ? tiles(for: path).bytes : 0 }
 
     /// The bytes `prepareTiles` builds, without building them.
-    public func tileBytesEstimate(path: Int = KernelPath.current) -> Int {
-        guard type == .q8_0 && KernelPath.usesQ8_0Tiles(path) else { return 0 }
-        return AlignedArrays.bytes(Q8_0Tiles.sizes(rows: rows, cols: cols))
+    public var tileBytesEstimate: Int {
+        type == .q8_0 ? AlignedArrays.bytes(Q8_0Tiles.sizes(rows: rows, cols: cols)) : 0
     }
 
     /// Drops this tensor's pages from the process's resident memory (they stay in the page cache,
@@ -213,17 +214,17 @@ final class Q8_0Tiles: @unchecked Sendable {
         return [512 * tiles * (cols / 32), 64 * tiles * (cols / 32), 64 * tiles]
     }
 
-    init(_ m: StoredMatrix) {
+    init(_ m: StoredMatrix, layout: Int) {
         let memory = AlignedArrays(Self.sizes(rows: m.rows, cols: m.cols))
         var b = lowra_q8_0_tiled_buffers(
             codes: memory.array(0, as: UInt8.self), scales: memory.array(1, as: Float.self),
             rows: memory.array(2, as: Int32.self))
         lowra_q8_0_tile_pack(
             m.rawRows(0..<m.rows).assumingMemoryBound(to: UInt8.self), UInt64(m.rowBytes), UInt64(m.rows),
-            UInt64(m.cols), &b)
+            UInt64(m.cols), Int32(layout), &b)
         (self.memory, count) = (memory, (m.rows + 15) / 16)
         view = lowra_q8_0_tiled_view(
-            out: UInt64(m.rows), in: UInt64(m.cols), tiles: UInt64(count), codes: b.codes, scales: b.scales,
-            rows: b.rows)
+            out: UInt64(m.rows), in: UInt64(m.cols), tiles: UInt64(count), layout: Int32(layout), codes: b.codes,
+            scales: b.scales, rows: b.rows)
     }
 }

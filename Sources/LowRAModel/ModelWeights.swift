@@ -107,12 +107,11 @@ public struct Linear: Sendable {
     /// still in the core's cache when sgemm reads it; a multiple of 16, at least 64.
     public static func panelRows(inFeatures: Int) -> Int { max(64, (1 << 18) / max(1, inFeatures) / 16 * 16) }
 
-    /// The bytes of the decode tiles `prepareTiles` builds on `path` (packed weights, Q8_0
-    /// matrices where the path tiles them; else 0).
-    func tileBytesEstimate(path: Int) -> Int {
+    /// The bytes of the decode tiles `prepareTiles` builds (packed weights, Q8_0 matrices; else 0).
+    var tileBytesEstimate: Int {
         switch storage {
         case .packed(let p): p.tileBytesEstimate
-        case .stored(let m): m.tileBytesEstimate(path: path)
+        case .stored(let m): m.tileBytesEstimate
         case .dense: 0
         }
     }
@@ -382,9 +381,7 @@ public struct ModelWeights: Sendable {
     private var decodeLinears: [Linear] { blocks.flatMap { $0.linears } + [outputHead] }
 
     /// The bytes `prepareDecode` builds, without building them.
-    public func decodeTileBytesEstimate(path: Int = KernelPath.current) -> Int {
-        decodeLinears.reduce(0) { $0 + $1.tileBytesEstimate(path: path) }
-    }
+    public var decodeTileBytesEstimate: Int { decodeLinears.reduce(0) { $0 + $1.tileBytesEstimate } }
 
     /// Builds now, on the workers, the tiles the decode products read (`KernelPath.usesTiles`:
     /// packed layers and a Q8_0 head), instead of at each weight's first product; returns the
@@ -396,7 +393,7 @@ public struct ModelWeights: Sendable {
     @discardableResult
     public func prepareDecode(path: Int = KernelPath.current) -> Int {
         guard KernelPath.usesTiles(path) else { return 0 }
-        guard decodeTileBytesEstimate(path: path) <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
+        guard decodeTileBytesEstimate <= Int(ProcessInfo.processInfo.physicalMemory / 4) else {
             KernelPath.disableTiles()
             return 0
         }

@@ -50,12 +50,10 @@ public enum KernelPath {
     /// 16 columns in flight, the row kernels take them 8 at a time; each column is computed as it
     /// is alone either way.
     public static let batchColumns = Int(LOWRA_TILE_COLUMNS)
-    /// Whether `path` multiplies packed weights by a tiled kernel (`lowra_tiled_gemm_q8`: AVX-512
-    /// VNNI + VBMI, or AVX2, unless LOWRA_TILES=0); else by the row kernels.
+    /// Whether `path` multiplies packed weights and Q8_0 rows by the tiled kernels
+    /// (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`: AVX-512 VNNI + VBMI, or AVX2, unless
+    /// LOWRA_TILES=0); else by the row kernels.
     public static func usesTiles(_ path: Int) -> Bool { lowra_tiled_supported(Int32(path)) != 0 }
-    /// Whether `path` multiplies Q8_0 rows (a head) by the tiled kernel (`lowra_q8_0_tiled_gemm_q8`:
-    /// AVX-512 VNNI + VBMI, unless LOWRA_TILES=0 or LOWRA_VBMI=0); else by the row kernels.
-    public static func usesQ8_0Tiles(_ path: Int) -> Bool { lowra_q8_0_tiled_supported(Int32(path)) != 0 }
     /// Row kernels for the rest of the process (`lowra_tiled_disable`).
     public static func disableTiles() { lowra_tiled_disable() }
 }

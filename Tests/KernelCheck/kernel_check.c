@@ -322,6 +322,39 @@ static uint8_t *random_stored(unsigned t, uint64_t out, uint64_t in) {
     return m;
 }
 
+// Q8_0 rows in tiles: the path's kernel bit for bit the scalar reference on its layout, the other
+// layout's reference the same bits, both within rounding of the rows (`want`, the scalar rows).
+static void check_q8_0_tiled(int path, const uint8_t *m, uint64_t row, uint64_t out, uint64_t in,
+                             const lowra_q8_activations *a, const float *want, const double *bound) {
+    char what[120];
+    const uint64_t tiles = (out + 15) / 16, n = a->n;
+    float *y[2], *yv = malloc(n * out * sizeof(float));
+    lowra_q8_0_tiled_view v[2];
+    void *memory[2][3];
+    for (int layout = 0; layout < 2; layout++) {
+        for (int k = 0; k < 3; k++) memory[layout][k] = aligned_alloc(64, tiles * (in / 32) * 512 + 64);
+        lowra_q8_0_tiled_buffers b = {
+            .codes = memory[layout][0], .scales = memory[layout][1], .rows = memory[layout][2]};
+        lowra_q8_0_tile_pack(m, row, out, in, layout, &b);
+        v[layout] = (lowra_q8_0_tiled_view){.out = out, .in = in, .tiles = tiles, .layout = layout, .codes = b.codes,
+                                            .scales = b.scales, .rows = b.rows};
+        y[layout] = malloc(n * out * sizeof(float));
+        lowra_q8_0_tiled_gemm_q8(LOWRA_PATH_SCALAR, &v[layout], a, y[layout], out, 0, tiles);
+    }
+    const int layout = lowra_tile_layout(path);
+    lowra_q8_0_tiled_gemm_q8(path, &v[layout], a, yv, out, 0, tiles);
+    snprintf(what, sizeof what, "q8_0_tiled_gemm_q8 layout %d in %llu n %llu", layout, (unsigned long long)in,
+             (unsigned long long)n);
+    expect_same(what, yv, y[layout], n * out * sizeof(float));
+    expect_same("q8_0_tiled_gemm_q8 layouts' references", y[1 - layout], y[layout], n * out * sizeof(float));
+    expect_close("q8_0_tiled_gemm_q8 vs rows", y[layout], want, bound, n * out, 2e-5);
+    for (int l = 0; l < 2; l++) {
+        for (int k = 0; k < 3; k++) free(memory[l][k]);
+        free(y[l]);
+    }
+    free(yv);
+}
+
 static void check_stored(int path, unsigned t, uint64_t out, uint64_t in) {
     char what[120];
     uint8_t *m = random_stored(t, out, in);
@@ -350,6 +383,7 @@ static void check_stored(int path, unsigned t, uint64_t out, uint64_t in) {
                 snprintf(what, sizeof what, "q8_0_gemm_q8 in %llu n %llu split %d", (unsigned long long)in,
                          (unsigned long long)n, split);
                 expect_close(what, yv, y, b, n * out, 2e-5);
+                if (lowra_tiled_supported(path)) check_q8_0_tiled(path, m, row, out, in, &a, y, b);
                 free(buffer);
             }
         }

@@ -128,7 +128,7 @@ final class BatchDecodeTests: XCTestCase {
     func testDecodeTileEstimateMatchesTheTilesBuilt() throws {
         let src = try LoadedModel.load(Paths.fixture("tiny.gguf"))
         let packed = try src.model.weights.quantized(QuantizeRequest(method: .lowra, bits: 2)).weights
-        let estimate = packed.decodeTileBytesEstimate()
+        let estimate = packed.decodeTileBytesEstimate
         XCTAssertGreaterThan(estimate, 0)
         guard KernelPath.usesTiles(KernelPath.current) else { return }
         let built = packed.prepareDecode()

@@ -352,15 +352,18 @@ final class KernelTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         for (rows, cols) in [(21, 128), (16, 96), (3, 576)] {
             let m = try randomQ8_0(rows: rows, cols: cols, in: dir, rng: &rng)
-            let t = m.tiles
             let base = m.rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
-            let product: Product = { path, q, y in
-                var v = t.view
-                lowra_q8_0_tiled_gemm_q8(path, &v, q, y, UInt64(rows), 0, UInt64(t.count))
+            let forms = [Int32(LOWRA_TILE_MULTISHIFT), Int32(LOWRA_TILE_LANES)].map { layout in
+                let t = Q8_0Tiles(m, layout: Int(layout))
+                let paths = vector.filter { lowra_tiled_supported($0) != 0 && lowra_tile_layout($0) == layout }
+                let product: Product = { path, q, y in
+                    var v = t.view
+                    lowra_q8_0_tiled_gemm_q8(path, &v, q, y, UInt64(rows), 0, UInt64(t.count))
+                }
+                return (paths, product)
             }
             check(
-                out: rows, in: cols, orders: 0, "Q8_0 \(rows)x\(cols)",
-                tiled: [(vector.filter { lowra_q8_0_tiled_supported($0) != 0 }, product)],
+                out: rows, in: cols, orders: 0, "Q8_0 \(rows)x\(cols)", tiled: forms,
                 rows: { q, y in lowra_q8_0_gemm_q8(0, base, UInt64(m.rowBytes), q, y, UInt64(rows), 0, UInt64(rows)) })
         }
         XCTAssertEqual(cases, (6 * 5 + 3) * 5 * 2)

@@ -195,15 +195,12 @@ void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *cod
 /// interleaved in proportion, so any stretch of tiles holds about the same mix. 0, or -1 when its
 /// scratch could not be allocated.
 int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers *out);
-/// Whether `path` runs a tiled kernel for packed weights (AVX-512 with VNNI and VBMI: the
-/// multishift layout; AVX2, and AVX-512 without VBMI: the lanes layout; tiles not turned off);
-/// else lowra_tiled_gemm_q8 runs its scalar reference.
+/// Whether `path` runs the tiled kernels, for packed weights and Q8_0 rows (AVX-512 with VNNI and
+/// VBMI: the multishift layouts; AVX2, and AVX-512 without VBMI: the lanes layouts; tiles not
+/// turned off); else lowra_tiled_gemm_q8 and lowra_q8_0_tiled_gemm_q8 run their scalar references.
 int lowra_tiled_supported(int path);
-/// The layout `path`'s tiled kernel reads (a view of the other layout runs the scalar reference).
+/// The layout `path`'s tiled kernels read (a view of the other layout runs the scalar reference).
 int lowra_tile_layout(int path);
-/// Whether `path` runs the tiled kernel for Q8_0 rows (AVX-512 with VNNI and VBMI, tiles not
-/// turned off); else lowra_q8_0_tiled_gemm_q8 runs its scalar reference.
-int lowra_q8_0_tiled_supported(int path);
 /// Turns the tiled kernels off for the rest of the process (before anything decodes: a model
 /// whose tiles would not fit in memory), as LOWRA_TILES=0 does.
 void lowra_tiled_disable(void);
@@ -217,7 +214,9 @@ void lowra_tiled_gemm_q8(int path, const lowra_tiled_view *t, const lowra_q8_act
 /// lowra_q8_0_tile_pack fills, (out + 15) / 16 tiles T of in / 32 blocks.
 typedef struct {
     uint64_t out, in, tiles;
-    const uint8_t *codes;   // (T, in / 32, 512): weights + 128, interleaved by lane
+    int layout;             // LOWRA_TILE_MULTISHIFT or LOWRA_TILE_LANES
+    const uint8_t *codes;   // (T, in / 32, 512): multishift: weights + 128, interleaved by lane (byte
+                            // 64 (j / 4) + 4 i + j % 4); lanes: lane i's 32 int8 weights at 32 i
     const float *scales;    // (T, in / 32, 16): the blocks' scales d, zero in empty lanes
     const int32_t *rows;    // (T, 16): row of each lane, -1 when empty
 } lowra_q8_0_tiled_view;
@@ -231,7 +230,7 @@ typedef struct {
 } lowra_q8_0_tiled_buffers;
 
 /// Fills the tiled form of `out` Q8_0 rows (row r at rows + r * row_bytes).
-void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out, uint64_t in,
+void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out, uint64_t in, int layout,
                           lowra_q8_0_tiled_buffers *dst);
 /// Y[c][r] ≈ Σ_j X[c][j] W[r][j] for the rows of tiles t0 <= t < t1, from activations quantized
 /// with `orders` 0 (their Q8_0 offsets); as lowra_tiled_gemm_q8, the same bits on every path
