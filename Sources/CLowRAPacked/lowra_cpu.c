@@ -116,6 +116,8 @@ static int tiles_on(void) {
 int lowra_tiled_supported(int path) {
 #if defined(__x86_64__)
     return tiles_on() && (path == LOWRA_PATH_AVX2 || path == LOWRA_PATH_AVX512) && lowra_kernel_path_supported(path);
+#elif defined(__aarch64__)
+    return tiles_on() && path == LOWRA_PATH_NEON && lowra_kernel_path_supported(path);
 #else
     (void)path;
     return 0;

@@ -1,4 +1,5 @@
-// Helpers the tiled kernels share (lowra_tile_kernels.c, arch/x86/tiled_avx512.c, arch/x86/tiled_avx2.c).
+// Helpers the tiled kernels share (lowra_tile_kernels.c, arch/x86/tiled_avx512.c, arch/x86/tiled_avx2.c,
+// arch/arm/tiled_neon.c).
 #ifndef LOWRA_TILE_INTERNAL_H
 #define LOWRA_TILE_INTERNAL_H
 
@@ -21,6 +22,10 @@ void lowra_tiled_gemm_vbmi(const lowra_tiled_view *t, const lowra_q8_activations
 void lowra_tiled_gemm_avx2(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                            uint64_t t0, uint64_t t1);
 void lowra_q8_0_tiled_gemm_avx2(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                                uint64_t t0, uint64_t t1);
+void lowra_tiled_gemm_neon(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
+                           uint64_t t0, uint64_t t1);
+void lowra_q8_0_tiled_gemm_neon(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t t0, uint64_t t1);
 void lowra_q8_0_tiled_gemm_vnni(const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                                 uint64_t t0, uint64_t t1);

@@ -291,6 +291,13 @@ static void tiled_group(int path, bool q8_0, const void *view, const lowra_q8_ac
         return vbmi ? lowra_tiled_gemm_vbmi(packed, x, y, ldy, t0, t1)
                     : lowra_tiled_gemm_avx2(packed, x, y, ldy, t0, t1);
     }
+#elif defined(__aarch64__)
+    if (lowra_tiled_supported(path)) {  // the lanes layout
+        if (q8_0 && ((const lowra_q8_0_tiled_view *)view)->layout == LOWRA_TILE_LANES)
+            return lowra_q8_0_tiled_gemm_neon(view, x, y, ldy, t0, t1);
+        if (!q8_0 && ((const lowra_tiled_view *)view)->layout == LOWRA_TILE_LANES)
+            return lowra_tiled_gemm_neon(view, x, y, ldy, t0, t1);
+    }
 #endif
     (void)path;
     if (q8_0) return q8_0_tiled_scalar(view, x, y, ldy, t0, t1);

@@ -51,8 +51,8 @@ public enum KernelPath {
     /// is alone either way.
     public static let batchColumns = Int(LOWRA_TILE_COLUMNS)
     /// Whether `path` multiplies packed weights and Q8_0 rows by the tiled kernels
-    /// (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`: AVX-512 VNNI + VBMI, or AVX2, unless
-    /// LOWRA_TILES=0); else by the row kernels.
+    /// (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`: AVX-512 VNNI + VBMI, AVX2 or NEON,
+    /// unless LOWRA_TILES=0); else by the row kernels.
     public static func usesTiles(_ path: Int) -> Bool { lowra_tiled_supported(Int32(path)) != 0 }
     /// Row kernels for the rest of the process (`lowra_tiled_disable`).
     public static func disableTiles() { lowra_tiled_disable() }

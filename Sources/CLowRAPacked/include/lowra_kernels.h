@@ -161,7 +161,7 @@ static inline lowra_q8_activations lowra_q8_columns(const lowra_q8_activations *
 
 /// How a tile's codes are laid out (lowra_tile_kernels.c): interleaved across the 16 lanes for
 /// vpmultishiftqb (the AVX-512 VBMI kernel), or lane by lane in the order whose unpacking gives
-/// the inputs in natural order (the AVX2 kernel). The scalar reference reads either.
+/// the inputs in natural order (the AVX2 and NEON kernels). The scalar reference reads either.
 enum { LOWRA_TILE_MULTISHIFT = 0, LOWRA_TILE_LANES = 1 };
 
 /// What the tiled kernels read (lowra_tile_pack fills the arrays; layout in lowra_tile_kernels.c).
@@ -196,7 +196,7 @@ void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *cod
 /// scratch could not be allocated.
 int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers *out);
 /// Whether `path` runs the tiled kernels, for packed weights and Q8_0 rows (AVX-512 with VNNI and
-/// VBMI: the multishift layouts; AVX2, and AVX-512 without VBMI: the lanes layouts; tiles not
+/// VBMI: the multishift layouts; AVX2, AVX-512 without VBMI and NEON: the lanes layouts; tiles not
 /// turned off); else lowra_tiled_gemm_q8 and lowra_q8_0_tiled_gemm_q8 run their scalar references.
 int lowra_tiled_supported(int path);
 /// The layout `path`'s tiled kernels read (a view of the other layout runs the scalar reference).
