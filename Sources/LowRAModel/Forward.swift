@@ -258,9 +258,10 @@ public final class LanguageModel: @unchecked Sendable {
             config: c, batch: 1, tokens: t, keys: pos0 + t, rank: adapter?.rank ?? 0, saveEveryLayer: false,
             weightScratch: weights.scratchFloats(rows: t), cached: cache != nil)
         ws.activations = activations
-        // Prompts of up to 16 tokens go straight through the decode kernels (the tiled ones keep
-        // 16 columns in flight), not through whole-model panels for sgemm.
-        ws.directRows = KernelPath.batchColumns
+        // Prompts go straight through the tiled decode kernels where the path has them (integer
+        // activations, in chunks of columns), else up to 16 tokens through the row kernels, longer
+        // ones through panels for sgemm.
+        ws.directRows = activations == .float ? KernelPath.batchColumns : KernelPath.promptRows(KernelPath.current)
         let x = ws.allocate(t * c.hiddenSize)  // (T, C) residual stream
         func run(_ view: AdapterView?) {
             weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)

@@ -94,12 +94,13 @@ public struct Linear: Sendable {
 
     /// Whether `forward` multiplies `rows` rows straight from the weight's packed or stored encoding
     /// (the kernels of `lowra_kernels.h`) rather than converting it into scratch first.
+    /// More than `KernelPath.batchColumns` rows only where tiled kernels take them (packed, Q8_0).
     func multipliesDirectly(rows: Int, upTo limit: Int = KernelPath.columns) -> Bool {
         guard rows <= limit else { return false }
         switch storage {
         case .dense: return false
         case .packed: return true
-        case .stored(let m): return m.multipliesDirectly
+        case .stored(let m): return m.multipliesDirectly && (rows <= KernelPath.batchColumns || m.type == .q8_0)
         }
     }
 

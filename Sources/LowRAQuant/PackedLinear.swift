@@ -222,13 +222,17 @@ public struct PackedLinear: Sendable, Equatable {
                 }
             case .int16 where KernelPath.usesTiles(path), .int8 where KernelPath.usesTiles(path):
                 let tiles = kernel.tiles(for: path)
-                withQuantizedActivations(x, columns: n, inFeatures: inFeatures, orders: 1, as: activations) { q in
-                    let io = UncheckedSendable((tiles.view, q, y))
-                    parallelFor(tiles.count, minPerChunk: 4) { range in
-                        var v = io.value.0
-                        lowra_tiled_gemm_q8(
-                            Int32(path), &v, io.value.1, io.value.2, UInt64(outFeatures),
-                            UInt64(range.lowerBound), UInt64(range.upperBound))
+                KernelPath.inColumnChunks(n) { c0, count in
+                    withQuantizedActivations(
+                        x + c0 * inFeatures, columns: count, inFeatures: inFeatures, orders: 1, as: activations
+                    ) { q in
+                        let io = UncheckedSendable((tiles.view, q, y + c0 * outFeatures))
+                        parallelFor(tiles.count, minPerChunk: 4) { range in
+                            var v = io.value.0
+                            lowra_tiled_gemm_q8(
+                                Int32(path), &v, io.value.1, io.value.2, UInt64(outFeatures),
+                                UInt64(range.lowerBound), UInt64(range.upperBound))
+                        }
                     }
                 }
             case .int16, .int8:
@@ -261,16 +265,20 @@ public struct PackedLinear: Sendable, Equatable {
         if KernelPath.usesTiles(path) {
             let tiles = weights.map { $0.kernel.tiles(for: path) }
             let starts = tiles.reduce(into: [0]) { $0.append($0.last! + $1.count) }
-            withQuantizedActivations(x, columns: n, inFeatures: weights[0].inFeatures, orders: 1, as: activations) {
-                q in
-                let io = UncheckedSendable((tiles.map { $0.view }, ys, starts, q, weights.map { $0.outFeatures }))
-                parallelFor(starts.last!, minPerChunk: 4) { range in
-                    let (views, ys, starts, q, outs) = io.value
-                    for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
-                        let lo = max(range.lowerBound, starts[i]) - starts[i]
-                        let hi = min(range.upperBound, starts[i + 1]) - starts[i]
-                        var v = views[i]
-                        lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
+            let inF = weights[0].inFeatures, outs = weights.map { $0.outFeatures }
+            KernelPath.inColumnChunks(n) { c0, count in
+                let part = zip(ys, outs).map { $0 + c0 * $1 }
+                withQuantizedActivations(x + c0 * inF, columns: count, inFeatures: inF, orders: 1, as: activations) {
+                    q in
+                    let io = UncheckedSendable((tiles.map { $0.view }, part, starts, q, outs))
+                    parallelFor(starts.last!, minPerChunk: 4) { range in
+                        let (views, ys, starts, q, outs) = io.value
+                        for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
+                            let lo = max(range.lowerBound, starts[i]) - starts[i]
+                            let hi = min(range.upperBound, starts[i + 1]) - starts[i]
+                            var v = views[i]
+                            lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
+                        }
                     }
                 }
             }
