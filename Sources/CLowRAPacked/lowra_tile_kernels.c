@@ -98,6 +98,9 @@ int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers 
         for (unsigned b = 1; b <= 4; b *= 2) free(by_width[b]);
         return -1;
     }
+    uint8_t lanes_bits[5][LOWRA_BLOCK];  // lanes_bit(b, j) for the widths
+    for (unsigned b = 1; b <= 4; b *= 2)
+        for (unsigned j = 0; j < LOWRA_BLOCK; j++) lanes_bits[b][j] = (uint8_t)lanes_bit(b, j);
     uint64_t filled[5] = {0};
     for (uint64_t r = 0; r < w->out; r++) by_width[w->bits[r]][filled[w->bits[r]]++] = (int32_t)r;
     uint64_t t = 0;
@@ -127,10 +130,11 @@ int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers 
             const uint8_t *src = w->codes + w->row_offsets[row];
             if (layout == LOWRA_TILE_LANES) {
                 for (unsigned v = 0; v < (1u << b); v++) table[16 * i + v] = u[v];
+                uint8_t *lane = codes + 8 * b * i;
                 for (uint64_t j = 0; j < w->in; j++) {
-                    const unsigned bit = lanes_bit(b, (unsigned)(j % LOWRA_BLOCK));
-                    uint8_t *lane = codes + (j / LOWRA_BLOCK) * tile_block_bytes(b) + 8 * b * i;
-                    lane[bit / 8] |= (uint8_t)(row_code(src, b, j) << (bit % 8));
+                    const unsigned bit = lanes_bits[b][j % LOWRA_BLOCK];
+                    const uint64_t at = (j / LOWRA_BLOCK) * tile_block_bytes(b) + bit / 8;
+                    lane[at] |= (uint8_t)(row_code(src, b, j) << (bit % 8));
                 }
                 continue;
             }
