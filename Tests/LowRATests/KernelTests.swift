@@ -371,6 +371,53 @@ final class KernelTests: XCTestCase {
         print("tiled kernels checked: \(vectorRuns.sorted { $0.key < $1.key })")
     }
 
+    /// Many columns (a prompt, an eval window) go through the tiled kernels in chunks of
+    /// `KernelPath.tiledChunkColumns`: every column's result is bit for bit what the column gives
+    /// alone, past the first chunk too — packed weights alone and sharing an input, and Q8_0 rows.
+    func testManyColumnsThroughTheTilesEqualEachColumnAlone() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 13)
+        let path = KernelPath.current
+        guard KernelPath.usesTiles(path) else { return }
+        let n = KernelPath.tiledChunkColumns + 37, inF = 130
+        let x = (0..<(n * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        typealias Multiply = (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
+        func columns(_ out: Int, _ multiply: Multiply) -> [Float] {
+            var y = [Float](repeating: .nan, count: n * out)
+            x.withUnsafeBufferPointer { xb in
+                y.withUnsafeMutableBufferPointer { multiply(xb.baseAddress!, n, $0.baseAddress!) }
+            }
+            return y
+        }
+        func alone(_ out: Int, _ multiply: Multiply) -> [Float] {
+            var y = [Float](repeating: .nan, count: n * out)
+            x.withUnsafeBufferPointer { xb in
+                y.withUnsafeMutableBufferPointer { yb in
+                    for c in 0..<n { multiply(xb.baseAddress! + c * inF, 1, yb.baseAddress! + c * out) }
+                }
+            }
+            return y
+        }
+        let a = try randomPacked(out: 37, in: inF, widths: [1, 2, 4], scope: .channel, doubleQuant: true, rng: &rng)
+        let b = try randomPacked(out: 21, in: inF, widths: [2], scope: .channel, doubleQuant: false, rng: &rng)
+        let aAlone = alone(37) { a.multiply($0, columns: $1, into: $2) }
+        XCTAssertEqual(columns(37) { a.multiply($0, columns: $1, into: $2) }, aAlone)
+        let both = columns(58) { x, count, y in
+            PackedLinear.multiply([a, b], x, columns: count, into: [y, y + count * 37])
+        }
+        XCTAssertEqual(Array(both[..<(n * 37)]), aAlone, "q of q, k")
+        XCTAssertEqual(Array(both[(n * 37)...]), alone(21) { b.multiply($0, columns: $1, into: $2) }, "k of q, k")
+        let m = try randomQ8_0(rows: 19, cols: 128, in: try temporaryDirectory(self), rng: &rng)
+        let xq = (0..<(n * 128)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        var all = [Float](repeating: .nan, count: n * 19), one = all
+        xq.withUnsafeBufferPointer { xb in
+            all.withUnsafeMutableBufferPointer { m.multiply(xb.baseAddress!, columns: n, into: $0.baseAddress!) }
+            one.withUnsafeMutableBufferPointer { yb in
+                for c in 0..<n { m.multiply(xb.baseAddress! + c * 128, columns: 1, into: yb.baseAddress! + c * 19) }
+            }
+        }
+        XCTAssertEqual(all, one, "Q8_0")
+    }
+
     /// The LoRA up-projection (`lowra_lora_up`): every path bit for bit the scalar chain of fused
     /// multiply-adds, any columns, rank (more than one register chunk of 32) and row range, and
     /// within fp32 rounding of y + s · XA Bᵀ.
