@@ -129,7 +129,6 @@ int lowra_tile_layout(int path) {
                                                                                                  : LOWRA_TILE_LANES;
 }
 
-
 const char *lowra_kernel_variant_name(int path) {
     if (path == LOWRA_PATH_NEON && lowra_kernel_path_supported(path))
         return lowra_cpu_has_dotprod() ? "neon sdot" : "neon (no dot product)";

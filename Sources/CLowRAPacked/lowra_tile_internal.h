@@ -17,6 +17,13 @@ static inline int32_t q8_0_correction(const lowra_q8_activations *x, uint64_t c,
     return s;
 }
 
+// The lanes a tile's rows fill (from lane 0; the rest are empty, rows -1).
+static inline unsigned tile_lanes(const int32_t *rows) {
+    unsigned lanes = 0;
+    while (lanes < TILE && rows[lanes] >= 0) lanes++;
+    return lanes;
+}
+
 void lowra_tiled_gemm_vbmi(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,
                            uint64_t t0, uint64_t t1);
 void lowra_tiled_gemm_avx2(const lowra_tiled_view *t, const lowra_q8_activations *x, float *y, uint64_t ldy,

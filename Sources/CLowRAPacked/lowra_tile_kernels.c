@@ -52,11 +52,6 @@ static inline unsigned lanes_bit(unsigned b, unsigned j) {
     return 8 * (p % 8) + p / 8 + 4 * h;            // 8 bytes, broadcast to four qwords
 }
 
-// The code of input j (0 <= j < in) of a packed row.
-static inline unsigned row_code(const uint8_t *row, unsigned b, uint64_t j) {
-    return (row[j * b / 8] >> (j * b % 8)) & ((1u << b) - 1);
-}
-
 void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *code_bytes) {
     uint64_t count[5] = {0};
     for (uint64_t r = 0; r < w->out; r++) count[w->bits[r]]++;
@@ -134,7 +129,7 @@ int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers 
                 for (uint64_t j = 0; j < w->in; j++) {
                     const unsigned bit = lanes_bits[b][j % LOWRA_BLOCK];
                     const uint64_t at = (j / LOWRA_BLOCK) * tile_block_bytes(b) + bit / 8;
-                    lane[at] |= (uint8_t)(row_code(src, b, j) << (bit % 8));
+                    lane[at] |= (uint8_t)(lowra_code_at(src, j, b) << (bit % 8));
                 }
                 continue;
             }
@@ -284,26 +279,21 @@ static void q8_0_tiled_scalar(const lowra_q8_0_tiled_view *t, const lowra_q8_act
 // tiled packed weight (q8_0 false) or the tiled Q8_0 weight (q8_0 true).
 static void tiled_group(int path, bool q8_0, const void *view, const lowra_q8_activations *x, float *y, uint64_t ldy,
                         uint64_t t0, uint64_t t1) {
-#if defined(__x86_64__)
     const lowra_q8_0_tiled_view *rows = view;
     const lowra_tiled_view *packed = view;
     const int layout = q8_0 ? rows->layout : packed->layout;
     if (lowra_tiled_supported(path) && layout == lowra_tile_layout(path)) {
+#if defined(__x86_64__)
         const int vbmi = layout == LOWRA_TILE_MULTISHIFT;
         if (q8_0) return vbmi ? lowra_q8_0_tiled_gemm_vnni(rows, x, y, ldy, t0, t1)
                               : lowra_q8_0_tiled_gemm_avx2(rows, x, y, ldy, t0, t1);
         return vbmi ? lowra_tiled_gemm_vbmi(packed, x, y, ldy, t0, t1)
                     : lowra_tiled_gemm_avx2(packed, x, y, ldy, t0, t1);
-    }
 #elif defined(__aarch64__)
-    if (lowra_tiled_supported(path)) {  // the lanes layout
-        if (q8_0 && ((const lowra_q8_0_tiled_view *)view)->layout == LOWRA_TILE_LANES)
-            return lowra_q8_0_tiled_gemm_neon(view, x, y, ldy, t0, t1);
-        if (!q8_0 && ((const lowra_tiled_view *)view)->layout == LOWRA_TILE_LANES)
-            return lowra_tiled_gemm_neon(view, x, y, ldy, t0, t1);
-    }
+        if (q8_0) return lowra_q8_0_tiled_gemm_neon(rows, x, y, ldy, t0, t1);
+        return lowra_tiled_gemm_neon(packed, x, y, ldy, t0, t1);
 #endif
-    (void)path;
+    }
     if (q8_0) return q8_0_tiled_scalar(view, x, y, ldy, t0, t1);
     tiled_scalar(view, x, y, ldy, t0, t1);
 }

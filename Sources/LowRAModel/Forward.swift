@@ -261,7 +261,7 @@ public final class LanguageModel: @unchecked Sendable {
         // Prompts go straight through the tiled decode kernels where the path has them (integer
         // activations, in chunks of columns), else up to 16 tokens through the row kernels, longer
         // ones through panels for sgemm.
-        ws.directRows = activations == .float ? KernelPath.batchColumns : KernelPath.promptRows(KernelPath.current)
+        ws.directRows = KernelPath.promptRows(KernelPath.current, activations: activations)
         let x = ws.allocate(t * c.hiddenSize)  // (T, C) residual stream
         func run(_ view: AdapterView?) {
             weights.forwardBlocks(tokens, config: c, x: x, workspace: ws, cache: cache, adapter: view, observe: observe)

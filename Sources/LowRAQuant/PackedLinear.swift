@@ -221,20 +221,7 @@ public struct PackedLinear: Sendable, Equatable {
                         UInt64(rows.lowerBound), UInt64(rows.upperBound))
                 }
             case .int16 where KernelPath.usesTiles(path), .int8 where KernelPath.usesTiles(path):
-                let tiles = kernel.tiles(for: path)
-                KernelPath.inColumnChunks(n) { c0, count in
-                    withQuantizedActivations(
-                        x + c0 * inFeatures, columns: count, inFeatures: inFeatures, orders: 1, as: activations
-                    ) { q in
-                        let io = UncheckedSendable((tiles.view, q, y + c0 * outFeatures))
-                        parallelFor(tiles.count, minPerChunk: 4) { range in
-                            var v = io.value.0
-                            lowra_tiled_gemm_q8(
-                                Int32(path), &v, io.value.1, io.value.2, UInt64(outFeatures),
-                                UInt64(range.lowerBound), UInt64(range.upperBound))
-                        }
-                    }
-                }
+                Self.multiplyTiles([self], x, columns: n, into: [y], path: path, activations: activations)
             case .int16, .int8:
                 withQuantizedActivations(
                     x, columns: n, inFeatures: inFeatures, orders: activationOrders, as: activations
@@ -263,26 +250,7 @@ public struct PackedLinear: Sendable, Equatable {
             return
         }
         if KernelPath.usesTiles(path) {
-            let tiles = weights.map { $0.kernel.tiles(for: path) }
-            let starts = tiles.reduce(into: [0]) { $0.append($0.last! + $1.count) }
-            let inF = weights[0].inFeatures, outs = weights.map { $0.outFeatures }
-            KernelPath.inColumnChunks(n) { c0, count in
-                let part = zip(ys, outs).map { $0 + c0 * $1 }
-                withQuantizedActivations(x + c0 * inF, columns: count, inFeatures: inF, orders: 1, as: activations) {
-                    q in
-                    let io = UncheckedSendable((tiles.map { $0.view }, part, starts, q, outs))
-                    parallelFor(starts.last!, minPerChunk: 4) { range in
-                        let (views, ys, starts, q, outs) = io.value
-                        for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
-                            let lo = max(range.lowerBound, starts[i]) - starts[i]
-                            let hi = min(range.upperBound, starts[i + 1]) - starts[i]
-                            var v = views[i]
-                            lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
-                        }
-                    }
-                }
-            }
-            withExtendedLifetime(tiles) {}
+            multiplyTiles(weights, x, columns: n, into: ys, path: path, activations: activations)
             return
         }
         let starts = weights.reduce(into: [0]) { $0.append($0.last! + $1.outFeatures) }
@@ -303,6 +271,34 @@ public struct PackedLinear: Sendable, Equatable {
                 }
             }
         }
+    }
+
+    /// The tiled kernels' products for weights sharing an input (one weight, or q, k and v; gate and
+    /// up): X quantized once per chunk of `KernelPath.tiledChunkColumns` columns, the tiles of all the
+    /// weights split across the workers in one dispatch.
+    private static func multiplyTiles(
+        _ weights: [PackedLinear], _ x: UnsafePointer<Float>, columns n: Int, into ys: [UnsafeMutablePointer<Float>],
+        path: Int, activations: KernelActivations
+    ) {
+        let tiles = weights.map { $0.kernel.tiles(for: path) }
+        let starts = tiles.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        let inF = weights[0].inFeatures, outs = weights.map { $0.outFeatures }
+        KernelPath.inColumnChunks(n) { c0, count in
+            let part = zip(ys, outs).map { $0 + c0 * $1 }
+            withQuantizedActivations(x + c0 * inF, columns: count, inFeatures: inF, orders: 1, as: activations) { q in
+                let io = UncheckedSendable((tiles.map { $0.view }, part, starts, q, outs))
+                parallelFor(starts.last!, minPerChunk: 4) { range in
+                    let (views, ys, starts, q, outs) = io.value
+                    for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
+                        let lo = max(range.lowerBound, starts[i]) - starts[i]
+                        let hi = min(range.upperBound, starts[i + 1]) - starts[i]
+                        var v = views[i]
+                        lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
+                    }
+                }
+            }
+        }
+        withExtendedLifetime(tiles) {}
     }
 
     /// Builds the tiles of the decode products now (they are otherwise built on first use);

@@ -51,9 +51,11 @@ public enum KernelPath {
     /// is alone either way.
     public static let batchColumns = Int(LOWRA_TILE_COLUMNS)
     /// Prompt rows (prefill) multiplied straight from the codes on `path`: every row where the path
-    /// runs the tiled kernels (faster than converting panels for sgemm: 1.4× on AVX-512 VNNI + VBMI,
-    /// 1.15× on AVX2 for 512 tokens of SmolLM2), else `batchColumns`.
-    public static func promptRows(_ path: Int) -> Int { usesTiles(path) ? Int.max : batchColumns }
+    /// runs the tiled kernels with integer `activations` (faster than converting panels for sgemm:
+    /// 1.4× on AVX-512 VNNI + VBMI, 1.15× on AVX2 for 512 tokens of SmolLM2), else `batchColumns`.
+    public static func promptRows(_ path: Int, activations: KernelActivations) -> Int {
+        usesTiles(path) && activations != .float ? Int.max : batchColumns
+    }
     /// Columns quantized and multiplied per call of the tiled kernels: a long prompt goes through in
     /// chunks, so its quantized activations (about 1 KB per column and block of 64 inputs) stay a few MB.
     public static let tiledChunkColumns = 256

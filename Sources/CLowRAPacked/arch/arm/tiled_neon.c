@@ -88,8 +88,7 @@ void lowra_tiled_gemm_neon(const lowra_tiled_view *t, const lowra_q8_activations
         const unsigned b = t->bits[tile];
         const uint8_t *table = t->tables + tile * TABLE_BYTES, *codes = t->codes + t->offsets[tile];
         const int32_t *rows = t->rows + tile * TILE;
-        unsigned lanes = 0;  // rows fill a tile from lane 0
-        while (lanes < TILE && rows[lanes] >= 0) lanes++;
+        const unsigned lanes = tile_lanes(rows);
         for (uint64_t c = 0; c < n; c++) {
             for (unsigned q = 0; q < 4; q++) acc[c][q] = off[c][q] = vdupq_n_f32(0);
             for (unsigned i = lanes; i < TILE; i++) part[c][i] = 0;
@@ -134,8 +133,7 @@ void lowra_q8_0_tiled_gemm_neon(const lowra_q8_0_tiled_view *t, const lowra_q8_a
     int32_t part[LOWRA_TILE_COLUMNS][TILE];
     for (uint64_t tile = t0; tile < t1; tile++) {
         const int32_t *rows = t->rows + tile * TILE;
-        unsigned lanes = 0;
-        while (lanes < TILE && rows[lanes] >= 0) lanes++;
+        const unsigned lanes = tile_lanes(rows);
         for (uint64_t c = 0; c < n; c++) {
             for (unsigned q = 0; q < 4; q++) acc[c][q] = vdupq_n_f32(0);
             for (unsigned i = lanes; i < TILE; i++) part[c][i] = 0;

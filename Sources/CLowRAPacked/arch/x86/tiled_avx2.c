@@ -42,6 +42,12 @@ AVX2 INLINE void lane_levels(const uint8_t *p, unsigned b, __m256i table, __m256
     r[3] = _mm256_srli_epi16(hi, 8);
 }
 
+// 16 of a column's activations from `at` as int16: t = 256 h + l (split) or h.
+AVX2 INLINE __m256i column_t16(const lowra_q8_activations *x, uint64_t at) {
+    return x->t16 ? _mm256_loadu_si256((const __m256i *)(x->t16 + at))
+                  : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x->q + at)));
+}
+
 AVX2 INLINE __m256i dot64(const __m256i r[4], const __m256i t[4]) {
     return _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(r[0], t[0]), _mm256_madd_epi16(r[1], t[1])),
                             _mm256_add_epi32(_mm256_madd_epi16(r[2], t[2]), _mm256_madd_epi16(r[3], t[3])));
@@ -65,8 +71,7 @@ AVX2 INLINE void one_tile(const lowra_tiled_view *t, const lowra_q8_activations 
     __m256i levels[TILE];
     for (unsigned i = 0; i < TILE; i++)
         levels[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + 16 * i)));
-    unsigned lanes = 0;  // lanes past the tile's rows are empty (rows fill a tile from lane 0)
-    while (lanes < TILE && rows[lanes] >= 0) lanes++;
+    const unsigned lanes = tile_lanes(rows);
     for (uint64_t c = 0; c < n; c++) {
         acc[c][0] = acc[c][1] = off[c][0] = off[c][1] = _mm256_setzero_ps();
         for (unsigned i = lanes; i < TILE; i++) part[c][i] = _mm256_setzero_si256();
@@ -74,9 +79,7 @@ AVX2 INLINE void one_tile(const lowra_tiled_view *t, const lowra_q8_activations 
     for (uint64_t blk = 0; blk < nb; blk++) {
         for (uint64_t c = 0; c < n; c++) {
             const uint64_t at = (c * 4 * nb + blk) * LOWRA_BLOCK;
-            for (unsigned k = 0; k < 4; k++)
-                act[c][k] = x->t16 ? _mm256_loadu_si256((const __m256i *)(x->t16 + at + 16 * k))
-                                   : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x->q + at + 16 * k)));
+            for (unsigned k = 0; k < 4; k++) act[c][k] = column_t16(x, at + 16 * k);
         }
         const uint8_t *block = codes + blk * tile_block_bytes(b);
         for (unsigned i = 0; i < lanes; i++) {
@@ -134,8 +137,7 @@ AVX2 INLINE void q8_0_tile(const lowra_q8_0_tiled_view *t, const lowra_q8_activa
     __m256 acc[LOWRA_TILE_COLUMNS][2];
     __m256i act[LOWRA_TILE_COLUMNS][2], part[LOWRA_TILE_COLUMNS][TILE];
     const int32_t *rows = t->rows + tile * TILE;
-    unsigned lanes = 0;
-    while (lanes < TILE && rows[lanes] >= 0) lanes++;
+    const unsigned lanes = tile_lanes(rows);
     for (uint64_t c = 0; c < n; c++) {
         acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         for (unsigned i = lanes; i < TILE; i++) part[c][i] = _mm256_setzero_si256();
@@ -143,9 +145,7 @@ AVX2 INLINE void q8_0_tile(const lowra_q8_0_tiled_view *t, const lowra_q8_activa
     for (uint64_t k32 = 0; k32 < n32; k32++) {
         for (uint64_t c = 0; c < n; c++) {
             const uint64_t at = c * 4 * nb * LOWRA_BLOCK + 32 * k32;
-            for (unsigned k = 0; k < 2; k++)
-                act[c][k] = x->t16 ? _mm256_loadu_si256((const __m256i *)(x->t16 + at + 16 * k))
-                                   : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x->q + at + 16 * k)));
+            for (unsigned k = 0; k < 2; k++) act[c][k] = column_t16(x, at + 16 * k);
         }
         const uint8_t *block = t->codes + (tile * n32 + k32) * 512;
         for (unsigned i = 0; i < lanes; i++) {
