@@ -25,7 +25,8 @@ final class BaseTuningTests: XCTestCase {
         let weights = try m.model.weights.quantized(request).weights
         var adapter = try LoRAAdapter(config: m.config, rank: 2)
         adapter.initializeKaiming(seed: 3)
-        let graph = try TrainingGraph(config: m.config, weights: weights, batch: 2, seq: 6, rank: 2, headChunk: 5)
+        let graph = try TrainingGraph(
+            config: m.config, weights: weights, batch: 2, seq: 6, rank: 2, headChunk: 5, integerForward: false)
         let tuner = try BaseTuner(weights: weights, levels: true, scales: true)
         tuner.attach(to: graph)
         var rng = SplitMix64(seed: 9)

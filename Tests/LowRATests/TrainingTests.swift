@@ -38,7 +38,8 @@ final class TrainingTests: XCTestCase {
         let source = try LoadedModel.load(Paths.fixture("tiny_hf")).model
         let (config, weights, adapter) = try setup(Paths.fixture("tiny_hf"), quantize: 2)
         let graph = try TrainingGraph(
-            config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5, distill: true)
+            config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5, distill: true,
+            integerForward: false)
         let (inputs, targets) = randomBatch(12, vocab: config.vocabSize, seed: 8)
         var hidden = [Float]()
         for b in 0..<2 { hidden += try source.hidden(Array(inputs[(b * 6)..<(b * 6 + 6)]), cache: nil) }
@@ -71,6 +72,38 @@ final class TrainingTests: XCTestCase {
         }
         XCTAssertLessThanOrEqual((d / norm).squareRoot(), 2e-3)
         XCTAssertGreaterThan(norm, 1e-6)
+    }
+
+    /// The forward through the tiles (16-bit integer activations; on a path without tiles, the row
+    /// kernels) against the fp32 panels whose gradient the finite-difference tests check, on packed
+    /// 2-bit bases over 24 rows. Stated tolerance: loss within 1e-4 relative, LoRA gradient within
+    /// 1e-3 relative (norm of the difference over the panels' gradient's; measured 5e-6 and 8e-5).
+    func testIntegerForwardMatchesTheFP32Panels() throws {
+        for fixture in ["tiny.gguf", "tiny_llama3.gguf"] {
+            let (config, weights, adapter) = try setup(Paths.fixture(fixture), quantize: 2)
+            let (inputs, targets) = randomBatch(24, vocab: config.vocabSize, seed: 9)
+            var losses = [Double]()
+            var grads = [[Float]]()
+            for integer in [true, false] {
+                let graph = try TrainingGraph(
+                    config: config, weights: weights, batch: 2, seq: 12, rank: adapter.rank, headChunk: 10,
+                    integerForward: integer)
+                var grad = [Float](repeating: 0, count: adapter.values.count)
+                losses.append(
+                    try graph.lossAndGradient(inputs: inputs, targets: targets, adapter: adapter, gradient: &grad).loss)
+                grads.append(grad)
+            }
+            XCTAssertNotEqual(losses[0], losses[1], "\(fixture): the integer forward did not run")
+            XCTAssertLessThanOrEqual(abs(losses[0] - losses[1]) / abs(losses[1]), 1e-4, fixture)
+            var d = 0.0
+            var norm = 0.0
+            for (a, b) in zip(grads[0], grads[1]) {
+                d += Double(a - b) * Double(a - b)
+                norm += Double(b) * Double(b)
+            }
+            XCTAssertGreaterThan(norm, 1e-6)
+            XCTAssertLessThanOrEqual((d / norm).squareRoot(), 1e-3, "\(fixture): gradient")
+        }
     }
 
     /// The output-channel Fisher against finite differences: with one-token sequences ∂L/∂y_r is
@@ -141,7 +174,7 @@ final class TrainingTests: XCTestCase {
             let (config, weights, adapter) = try setup(Paths.fixture(fixture), quantize: bits)
             let graph = try TrainingGraph(
                 config: config, weights: weights, batch: 2, seq: 6, rank: adapter.rank, headChunk: 5,
-                recompute: recompute)
+                recompute: recompute, integerForward: false)
             let (inputs, targets) = randomBatch(12, vocab: config.vocabSize, seed: 7)
             var grad = [Float](repeating: 0, count: adapter.values.count)
             let (sum, count) = try graph.lossAndGradient(
