@@ -80,6 +80,7 @@ public enum TrainBenchmark {
             "train_to_sgemm_ratio": achieved / sgemm,
             "peak_rss_bytes": mem.peakResidentBytes, "workspace_bytes": graph.workspaceBytes, "recompute": recompute,
             "resident_weight_bytes": weights.weightBytes, "adapter_parameters": adapter.parameterCount,
+            "kernel_path": KernelPath.variant(), "forward": graph.forwardThroughTiles ? "integer tiles" : "fp32",
         ]
     }
 }

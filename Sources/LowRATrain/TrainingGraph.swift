@@ -60,6 +60,15 @@ public final class TrainingGraph: @unchecked Sendable {
     /// Bytes of the buffers this graph holds (activations and scratch).
     public var workspaceBytes: Int { workspace.bytes }
 
+    /// Whether the forward multiplies packed layers through the tiles (`integerForward` on a path that
+    /// has them, a packed base) rather than fp32 panels.
+    public var forwardThroughTiles: Bool {
+        guard workspace.directRows == Int.max else { return false }
+        return weights.blocks.contains { b in
+            LinearKind.allCases.contains { if case .packed = b[$0].storage { true } else { false } }
+        }
+    }
+
     /// `integerForward`: the forward multiplies packed and Q8_0 layers straight from their tiles
     /// with 16-bit integer activations where the kernel path has tiles, as a prompt does (1.14× the
     /// tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps); false runs the fp32
