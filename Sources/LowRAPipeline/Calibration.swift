@@ -62,11 +62,6 @@ public struct CalibrationRequest: Sendable {
     }
 }
 
-/// The calibration windows' residual stream, carried through the model one block at a time:
-/// `run` passes it through an original block (pass 1), `statistics(at:of:)` and `finishBlock`
-/// through one being quantized (pass 2), gathering the second moments H = E[x xᵀ] of the block's
-/// linear inputs.
-/// Holds (tokens, hidden) floats, never the model's activations for more than a few windows.
 /// A workspace up to this size serves every call of a `BlockCalibrator`, and carried values up to it
 /// stay allocated: on SmolLM2 (81 MB) a fresh workspace per call (five a block) cost its pages
 /// again, a fifth of the calibration forwards' time in page faults. Larger ones (7B width: about
@@ -74,6 +69,11 @@ public struct CalibrationRequest: Sendable {
 /// in use are resident.
 private let keptWorkspaceBytes = 256 << 20
 
+/// The calibration windows' residual stream, carried through the model one block at a time:
+/// `run` passes it through an original block (pass 1), `statistics(at:of:)` and `finishBlock`
+/// through one being quantized (pass 2), gathering the second moments H = E[x xᵀ] of the block's
+/// linear inputs.
+/// Holds (tokens, hidden) floats, never the model's activations for more than a few windows.
 public final class BlockCalibrator: @unchecked Sendable {
     public let request: CalibrationRequest
     /// The block the carried stream enters next.
