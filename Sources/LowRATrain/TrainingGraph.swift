@@ -69,10 +69,14 @@ public final class TrainingGraph: @unchecked Sendable {
         }
     }
 
+    /// The most bytes of tiles the integer forward builds: 1/32 of the machine's memory (768 MB of
+    /// 24 GiB: SmolLM2 and Qwen2.5-0.5B at 2 bits, not a 7B model's ~2 GB, which trains on panels).
+    public static var tileBudget: Int { Int(ProcessInfo.processInfo.physicalMemory / 32) }
+
     /// `integerForward`: the forward multiplies packed and Q8_0 layers straight from their tiles
-    /// with 16-bit integer activations where the kernel path has tiles, as a prompt does (1.14× the
-    /// tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps); false runs the fp32
-    /// panels, the exact function whose gradient backward takes (finite-difference checks).
+    /// with 16-bit integer activations where the kernel path has tiles and they fit `tileBudget`, as a
+    /// prompt does (1.14× the tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps);
+    /// false runs the fp32 panels, the exact function whose gradient backward takes.
     public init(
         config: ModelConfig, weights: ModelWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
         recompute: Bool = false, distill: Bool = false, integerForward: Bool = true
@@ -104,7 +108,11 @@ public final class TrainingGraph: @unchecked Sendable {
         let ws = ForwardWorkspace(
             config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: !recompute, keepProbs: true,
             weightScratch: weights.scratchFloats(rows: .max))
-        if integerForward { ws.directRows = KernelPath.promptRows(KernelPath.current, activations: ws.activations) }
+        // The tiles are a second copy of the packed weights (backward still reads the codes): taken
+        // only while small, so that fine-tuning a model larger than memory holds no extra copy.
+        if integerForward && weights.decodeTileBytesEstimate <= Self.tileBudget {
+            ws.directRows = KernelPath.promptRows(KernelPath.current, activations: ws.activations)
+        }
         workspace = ws
         layerInputs = recompute ? (0..<c.numLayers).map { _ in ws.allocate(n * C) } : nil
         replay = ws.allocate(recompute ? n * C : 0)
