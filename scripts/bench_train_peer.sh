@@ -13,14 +13,16 @@ python3 -c "import torch, transformers, peft, gguf" 2>/dev/null ||
 [ -f runs/bq2/lowra_quant.json ] ||
     "$L" quantize --model "$SRC" --bits 2 --calibration none --init none --out runs/bq2 --json >/dev/null
 rate='import json,sys; print("%.1f" % json.load(sys.stdin)["tokens_per_s"])'
+lowra() {  # [VAR=value …]: tokens/s of LowRA's step with those variables set
+    env "$@" "$L" bench train --model runs/bq2 --batch "$BATCH" --seq "$SEQ" --rank "$RANK" --steps 3 --json \
+        2>/dev/null | python3 -c "$rate"
+}
 declare -A all
 for round in $(seq "${1:-3}"); do
     for who in tiles panels peft; do
         case $who in
-        tiles) r=$("$L" bench train --model runs/bq2 --batch "$BATCH" --seq "$SEQ" --rank "$RANK" --steps 3 --json \
-            2>/dev/null | python3 -c "$rate") ;;
-        panels) r=$(LOWRA_TILES=0 "$L" bench train --model runs/bq2 --batch "$BATCH" --seq "$SEQ" --rank "$RANK" \
-            --steps 3 --json 2>/dev/null | python3 -c "$rate") ;;
+        tiles) r=$(lowra) ;;
+        panels) r=$(lowra LOWRA_TILES=0) ;;
         peft) r=$(python3 scripts/bench_peft.py --model "$SRC" --batch "$BATCH" --seq "$SEQ" --rank "$RANK" \
             --steps 3 2>/dev/null | python3 -c "$rate") ;;
         esac

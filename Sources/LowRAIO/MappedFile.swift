@@ -146,16 +146,11 @@ public struct StoredMatrix: @unchecked Sendable {
         let base = rawRows(0..<rows).assumingMemoryBound(to: UInt8.self)
         if type == .q8_0 && activations != .float && KernelPath.usesTiles(path) {
             let t = tiles(for: path)
-            KernelPath.inColumnChunks(n) { c0, count in
-                withQuantizedActivations(x + c0 * cols, columns: count, inFeatures: cols, as: activations) { q in
-                    let io = UncheckedSendable((t.view, q, y + c0 * rows))
-                    parallelFor(t.count, minPerChunk: 4) { range in
-                        var v = io.value.0
-                        lowra_q8_0_tiled_gemm_q8(
-                            Int32(path), &v, io.value.1, io.value.2, UInt64(rows), UInt64(range.lowerBound),
-                            UInt64(range.upperBound))
-                    }
-                }
+            multiplyTilesInChunks(x, columns: n, inFeatures: cols, as: activations, tiles: t.count) { q, c0, range in
+                var v = t.view
+                lowra_q8_0_tiled_gemm_q8(
+                    Int32(path), &v, q, y + c0 * rows, UInt64(rows), UInt64(range.lowerBound),
+                    UInt64(range.upperBound))
             }
             withExtendedLifetime(t) {}
             return

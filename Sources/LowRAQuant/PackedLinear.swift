@@ -282,20 +282,15 @@ public struct PackedLinear: Sendable, Equatable {
     ) {
         let tiles = weights.map { $0.kernel.tiles(for: path) }
         let starts = tiles.reduce(into: [0]) { $0.append($0.last! + $1.count) }
-        let inF = weights[0].inFeatures, outs = weights.map { $0.outFeatures }
-        KernelPath.inColumnChunks(n) { c0, count in
-            let part = zip(ys, outs).map { $0 + c0 * $1 }
-            withQuantizedActivations(x + c0 * inF, columns: count, inFeatures: inF, orders: 1, as: activations) { q in
-                let io = UncheckedSendable((tiles.map { $0.view }, part, starts, q, outs))
-                parallelFor(starts.last!, minPerChunk: 4) { range in
-                    let (views, ys, starts, q, outs) = io.value
-                    for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
-                        let lo = max(range.lowerBound, starts[i]) - starts[i]
-                        let hi = min(range.upperBound, starts[i + 1]) - starts[i]
-                        var v = views[i]
-                        lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
-                    }
-                }
+        let views = tiles.map { $0.view }, outs = weights.map { $0.outFeatures }
+        multiplyTilesInChunks(
+            x, columns: n, inFeatures: weights[0].inFeatures, orders: 1, as: activations, tiles: starts.last!
+        ) { q, c0, range in
+            for i in views.indices where starts[i] < range.upperBound && range.lowerBound < starts[i + 1] {
+                let lo = max(range.lowerBound, starts[i]) - starts[i]
+                let hi = min(range.upperBound, starts[i + 1]) - starts[i]
+                var v = views[i]
+                lowra_tiled_gemm_q8(Int32(path), &v, q, ys[i] + c0 * outs[i], UInt64(outs[i]), UInt64(lo), UInt64(hi))
             }
         }
         withExtendedLifetime(tiles) {}

@@ -82,6 +82,21 @@ public enum KernelActivations: String, Sendable, CaseIterable, Codable {
         ProcessInfo.processInfo.environment["LOWRA_ACTIVATIONS"].flatMap(KernelActivations.init) ?? .int16
 }
 
+/// The tiled kernels' products over `n` columns of X (n, inFeatures): each chunk of
+/// `KernelPath.tiledChunkColumns` columns quantized once, then `kernel(q, c0, range)` for ranges of
+/// the `tiles` tiles split across the workers (`c0`: the chunk's first column, for the outputs).
+public func multiplyTilesInChunks(
+    _ x: UnsafePointer<Float>, columns n: Int, inFeatures: Int, orders: UInt32 = 0, as kind: KernelActivations,
+    tiles: Int, _ kernel: (UnsafePointer<lowra_q8_activations>, Int, Range<Int>) -> Void
+) {
+    KernelPath.inColumnChunks(n) { c0, count in
+        let part = x + c0 * inFeatures
+        withQuantizedActivations(part, columns: count, inFeatures: inFeatures, orders: orders, as: kind) { q in
+            parallelFor(tiles, minPerChunk: 4) { kernel(q, c0, $0) }
+        }
+    }
+}
+
 /// X (n, in) quantized for the integer kernels (`.int16` or `.int8`), valid inside `body`;
 /// `orders` as `lowra_q8_quantize` takes them (the code widths to be multiplied; 0 for Q8_0).
 public func withQuantizedActivations<R>(
