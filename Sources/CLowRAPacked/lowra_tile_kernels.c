@@ -33,25 +33,6 @@
 #include <string.h>
 
 
-// Where lane i's code of input 4g + k sits in a block of the multishift layout (bit position).
-static inline uint64_t tile_bit(unsigned b, unsigned i, unsigned g, unsigned k) {
-    if (b == 1) return 64 * g + 4 * i + k;
-    if (b == 2) return 512 * (g / 4) + 64 * (i / 2) + 16 * (g % 4) + 8 * (i % 2) + 2 * k;
-    return 512 * (g / 2) + 64 * (i / 2) + 32 * (g % 2) + 16 * (i % 2) + 4 * k;
-}
-
-// Where input j of a block sits in a lane's 8 b bytes of the lanes layout (bit position). The
-// kernel unpacks two registers of codes (h = 0: low nibbles, or the lower of two codes 4 bits
-// apart; h = 1: the higher) whose byte p = 16 L + m (128-bit half L) becomes, once looked up, the
-// low (m even) or high (m odd) byte of int16 k = m / 2 of half L of register 2 h + m % 2; register
-// r holds inputs 16 r .. 16 r + 15 in order. Inverted here.
-static inline unsigned lanes_bit(unsigned b, unsigned j) {
-    const unsigned r = j / 16, lane = (j % 16) / 8, m = 2 * (j % 8) + r % 2, h = r / 2, p = 16 * lane + m;
-    if (b == 4) return 8 * p + 4 * h;              // nibbles of 32 bytes
-    if (b == 2) return 8 * m + 2 * lane + 4 * h;   // 16 bytes, broadcast to both 128-bit halves
-    return 8 * (p % 8) + p / 8 + 4 * h;            // 8 bytes, broadcast to four qwords
-}
-
 void lowra_tile_sizes(const lowra_packed_view *w, uint64_t *tiles, uint64_t *code_bytes) {
     uint64_t count[5] = {0};
     for (uint64_t r = 0; r < w->out; r++) count[w->bits[r]]++;
@@ -158,17 +139,6 @@ int lowra_tile_pack(const lowra_packed_view *w, int layout, lowra_tiled_buffers 
     free(slots);
     for (unsigned b = 1; b <= 4; b *= 2) free(by_width[b]);
     return 0;
-}
-
-// The code of lane i at input 4g + k of a block, from either layout.
-static inline unsigned tile_code(int layout, const uint8_t *block, unsigned b, unsigned i, unsigned g, unsigned k) {
-    const uint64_t bit = layout == LOWRA_TILE_LANES ? 64 * b * i + lanes_bit(b, 4 * g + k) : tile_bit(b, i, g, k);
-    return (block[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
-}
-
-static inline uint8_t table_level(int layout, const uint8_t *table, unsigned b, unsigned i, unsigned code) {
-    if (layout == LOWRA_TILE_LANES || b == 4) return table[16 * i + code];
-    return b == 1 ? table[64 * code + 4 * i] : table[4 * i + code];
 }
 
 // The fp32 steps every path takes, lane by lane.

@@ -19,7 +19,7 @@ public enum TrainBenchmark {
 
     public static func run(
         config c: ModelConfig, weights: ModelWeights, rank: Int, batch: Int, seq: Int, steps: Int,
-        recompute: Bool = false,
+        recompute: Bool = false, integerBackward: Bool = true,
         progress: ((String) -> Void)? = nil
     ) throws -> [String: Any] {
         guard steps >= 1 else { throw LowRAError(.invalidArgument, "--steps must be positive") }
@@ -51,7 +51,8 @@ public enum TrainBenchmark {
         var adapter = try LoRAAdapter(config: c, rank: rank)
         adapter.initializeKaiming(seed: 1)
         let graph = try TrainingGraph(
-            config: c, weights: weights, batch: batch, seq: seq, rank: rank, recompute: recompute)
+            config: c, weights: weights, batch: batch, seq: seq, rank: rank, recompute: recompute,
+            integerBackward: integerBackward)
         var adam = AdamW(count: adapter.values.count)
         var grad = [Float](repeating: 0, count: adapter.values.count)
         let inputs = benchmarkTokens(n, vocabulary: c.vocabSize)
@@ -81,6 +82,7 @@ public enum TrainBenchmark {
             "peak_rss_bytes": mem.peakResidentBytes, "workspace_bytes": graph.workspaceBytes, "recompute": recompute,
             "resident_weight_bytes": weights.weightBytes, "adapter_parameters": adapter.parameterCount,
             "kernel_path": KernelPath.variant(), "forward": graph.forwardThroughTiles ? "integer tiles" : "fp32",
+            "backward": graph.integerBackward ? "integer tiles" : "fp32",
         ]
     }
 }

@@ -233,13 +233,17 @@ public struct Linear: Sendable {
 
 extension Linear {
     /// dx (T, in) = dy (T, out) · W, or += with `accumulate`: the input gradient of y = x Wᵀ. W
-    /// is converted as in `forward`, a panel (packed) or chunk (stored) of rows at a time.
+    /// is converted as in `forward`, a panel (packed) or chunk (stored) of rows at a time; with
+    /// `integer`, a packed W on a path with the transposed tiled kernel is multiplied from its tiles
+    /// (`PackedLinear.multiplyTransposed`: int8 gradients, exact integer sums).
     public func backwardInput(
         _ dy: UnsafePointer<Float>, rows t: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
-        scratch: UnsafeMutablePointer<Float>? = nil
+        scratch: UnsafeMutablePointer<Float>? = nil, integer: Bool = false
     ) {
         var beta: Float = accumulate ? 1 : 0
         switch storage {
+        case .packed(let p) where integer && KernelPath.usesTransposedTiles(KernelPath.current):
+            p.multiplyTransposed(dy, columns: t, into: dx, accumulate: accumulate)
         case .dense(let w):
             w.withUnsafeBufferPointer {
                 matmul(dy, $0.baseAddress!, dx, m: t, n: inFeatures, k: outFeatures, beta: beta)

@@ -296,6 +296,28 @@ public struct PackedLinear: Sendable, Equatable {
         withExtendedLifetime(tiles) {}
     }
 
+    /// dX (n, in) = dY (n, out) · W, or += with `accumulate`, from the tiles (`lowra_tiled_gemm_t`:
+    /// the rows' gradients quantized to int8 per group of 64 rows, exact integer sums against the
+    /// levels), the columns split across the workers. Only where `KernelPath.usesTransposedTiles(path)`.
+    public func multiplyTransposed(
+        _ dy: UnsafePointer<Float>, columns n: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
+        path: Int = KernelPath.current
+    ) {
+        precondition(KernelPath.usesTransposedTiles(path), "no transposed tiled kernel on this path")
+        let tiles = kernel.tiles(for: path)
+        let io = UncheckedSendable((dy, dx))
+        // Whole column groups of the kernel's pairs; a few per worker so an uneven split evens out.
+        parallelFor((n + 15) / 16, minPerChunk: 1) { groups in
+            var v = tiles.view
+            let c0 = groups.lowerBound * 16, c1 = min(n, groups.upperBound * 16)
+            let status = lowra_tiled_gemm_t(
+                Int32(path), &v, io.value.0, UInt64(outFeatures), io.value.1, UInt64(inFeatures), accumulate ? 1 : 0,
+                UInt64(c0), UInt64(c1))
+            if status != 0 { fatalError("out of memory") }
+        }
+        withExtendedLifetime(tiles) {}
+    }
+
     /// Builds the tiles of the decode products now (they are otherwise built on first use);
     /// returns their bytes.
     public func prepareTiles(path: Int = KernelPath.current) -> Int { kernel.tiles(for: path).bytes }

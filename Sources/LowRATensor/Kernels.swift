@@ -67,6 +67,9 @@ public enum KernelPath {
     /// (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`: AVX-512 VNNI + VBMI, AVX2 or NEON,
     /// unless LOWRA_TILES=0); else by the row kernels.
     public static func usesTiles(_ path: Int) -> Bool { lowra_tiled_supported(Int32(path)) != 0 }
+    /// Whether `path` multiplies training's input gradient dY · W of packed weights from their tiles
+    /// (`lowra_tiled_gemm_t`: AVX-512 VNNI + VBMI, tiles on); else from fp32 panels.
+    public static func usesTransposedTiles(_ path: Int) -> Bool { lowra_tiled_t_supported(Int32(path)) != 0 }
     /// Row kernels for the rest of the process (`lowra_tiled_disable`).
     public static func disableTiles() { lowra_tiled_disable() }
 }

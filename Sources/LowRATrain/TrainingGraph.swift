@@ -60,6 +60,9 @@ public final class TrainingGraph: @unchecked Sendable {
     /// Bytes of the buffers this graph holds (activations and scratch).
     public var workspaceBytes: Int { workspace.bytes }
 
+    /// Whether backward multiplies the packed layers' input gradients from the tiles (`integerBackward`).
+    public let integerBackward: Bool
+
     /// Whether the forward multiplies packed layers through the tiles (`integerForward` on a path that
     /// has them, a packed base) rather than fp32 panels.
     public var forwardThroughTiles: Bool {
@@ -77,9 +80,11 @@ public final class TrainingGraph: @unchecked Sendable {
     /// with 16-bit integer activations where the kernel path has tiles and they fit `tileBudget`, as a
     /// prompt does (1.14× the tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps);
     /// false runs the fp32 panels, the exact function whose gradient backward takes.
+    /// `integerBackward` (with the integer forward, on a path with `KernelPath.usesTransposedTiles`):
+    /// the packed layers' input gradients dY · W from the same tiles, with int8 gradients.
     public init(
         config: ModelConfig, weights: ModelWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
-        recompute: Bool = false, distill: Bool = false, integerForward: Bool = true
+        recompute: Bool = false, distill: Bool = false, integerForward: Bool = true, integerBackward: Bool = true
     ) throws {
         guard batch >= 1, seq >= 1 else {
             throw LowRAError(.invalidArgument, "batch and sequence length must be positive")
@@ -112,6 +117,10 @@ public final class TrainingGraph: @unchecked Sendable {
         // only while small, so that fine-tuning a model larger than memory holds no extra copy.
         if integerForward && weights.decodeTileBytesEstimate <= Self.tileBudget {
             ws.directRows = KernelPath.promptRows(KernelPath.current, activations: ws.activations)
+            self.integerBackward = integerBackward && ws.directRows == Int.max
+                && KernelPath.usesTransposedTiles(KernelPath.current)
+        } else {
+            self.integerBackward = false
         }
         workspace = ws
         layerInputs = recompute ? (0..<c.numLayers).map { _ in ws.allocate(n * C) } : nil
@@ -316,7 +325,8 @@ public final class TrainingGraph: @unchecked Sendable {
         let lin = weights.blocks[l][kind]
         observeOutputGradient?(l, kind, dy, n, lin.outFeatures)
         observeLinearGradient?(l, kind, dy, x, n)
-        lin.backwardInput(dy, rows: n, into: dxIn, accumulate: true, scratch: workspace.weightScratch)
+        lin.backwardInput(
+            dy, rows: n, into: dxIn, accumulate: true, scratch: workspace.weightScratch, integer: integerBackward)
         guard let lora else { return }
         let slot = lora.adapter.slot(layer: l, kind: kind)
         loraBackward(

@@ -60,6 +60,8 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Tokens per sequence.") var seq: Int = 256
     @Option(help: "Timed steps (after one warm-up); the fastest is kept.") var steps: Int = 2
     @Flag(help: "Recompute blocks in backward (finetune --recompute).") var recompute = false
+    @Flag(help: "Input gradients from fp32 panels even where the tiles could multiply them.")
+    var fp32Backward = false
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func run() throws {
@@ -67,7 +69,7 @@ struct BenchTrain: ParsableCommand {
         try runtimeOptions.apply(to: &loaded)
         let r = try TrainBenchmark.run(
             config: loaded.config, weights: loaded.model.weights, rank: rank, batch: batch, seq: seq, steps: steps,
-            recompute: recompute
+            recompute: recompute, integerBackward: !fp32Backward
         ) { printErr("bench: \($0)") }
         printMeasurements(r.merging(["model": modelOptions.model]) { a, _ in a }, json: json)
     }

@@ -274,6 +274,86 @@ static void check_tiled(int path, uint64_t out, uint64_t in, int dq) {
     free_packed(&p);
 }
 
+// The tiles' transposed product (training's input gradient): the path's kernel bit for bit the scalar
+// reference, for any split of the columns and on either layout's tiles, and within the bound of its
+// roundings of DY · W in double.
+static void check_tiled_t(int path, uint64_t out, uint64_t in, int dq) {
+    if (!lowra_tiled_supported(path)) return;
+    char what[120];
+    packed p = make_packed(out, in, dq, 0);
+    tiled t = make_tiled(&p.v, LOWRA_TILE_MULTISHIFT), other = make_tiled(&p.v, LOWRA_TILE_LANES);
+    float *w = malloc(out * in * sizeof(float));
+    lowra_packed_dequantize(LOWRA_PATH_SCALAR, &p.v, 0, out, w);
+    const uint64_t columns[] = {1, 2, 3, 17, 70};
+    for (unsigned k = 0; k < 5; k++) {
+        const uint64_t n = columns[k];
+        float *dy = random_floats(n * out, 1), *start = random_floats(n * in, 1);
+        float *y = malloc(n * in * sizeof(float)), *yv = malloc(n * in * sizeof(float));
+        float *yo = malloc(n * in * sizeof(float)), *ys = malloc(n * in * sizeof(float));
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            memcpy(y, start, n * in * sizeof(float)), memcpy(yv, start, n * in * sizeof(float));
+            memcpy(yo, start, n * in * sizeof(float)), memcpy(ys, start, n * in * sizeof(float));
+            if (lowra_tiled_gemm_t(LOWRA_PATH_SCALAR, &t.v, dy, out, y, in, accumulate, 0, n) != 0 ||
+                lowra_tiled_gemm_t(path, &t.v, dy, out, yv, in, accumulate, 0, n) != 0 ||
+                lowra_tiled_gemm_t(LOWRA_PATH_SCALAR, &other.v, dy, out, yo, in, accumulate, 0, n) != 0)
+                fail("tiled_gemm_t", "scratch");
+            // Columns in two calls split at 1: every column's pairing in the vector kernel changes.
+            lowra_tiled_gemm_t(path, &t.v, dy, out, ys, in, accumulate, 0, 1);
+            lowra_tiled_gemm_t(path, &t.v, dy, out, ys, in, accumulate, 1, n);
+            snprintf(what, sizeof what, "tiled_gemm_t out %llu in %llu n %llu dq %d acc %d", (unsigned long long)out,
+                     (unsigned long long)in, (unsigned long long)n, dq, accumulate);
+            expect_same(what, yv, y, n * in * sizeof(float));
+            expect_same(what, yo, y, n * in * sizeof(float));
+            expect_same(what, ys, y, n * in * sizeof(float));
+        }
+        // y holds start + DY · W: against double, within the roundings' bound (KernelTests states it):
+        // each row's g = dy · a · step moves by at most σ_G / 2 = M_G / 254 against |u - 128|, and the
+        // levels' rounding to their uint8 grid by half a step times a against |dy|.
+        const uint64_t nb = t.v.nb, lanes = 16 * t.v.tiles;
+        double *half = malloc(lanes * sizeof(double));
+        for (uint64_t c = 0; c < n; c++)
+            for (uint64_t blk = 0; blk < nb; blk++) {
+                for (uint64_t g0 = 0; g0 < lanes; g0 += 64) {
+                    double big = 0;
+                    for (uint64_t k = g0; k < g0 + 64 && k < lanes; k++) {
+                        if (t.v.rows[k] < 0) continue;
+                        const double g = (double)dy[c * out + (uint64_t)t.v.rows[k]] *
+                                         t.v.scales[(k / 16 * nb + blk) * 16 + k % 16] * t.v.level_step[k];
+                        big = fabs(g) > big ? fabs(g) : big;
+                    }
+                    for (uint64_t k = g0; k < g0 + 64 && k < lanes; k++) half[k] = big / 254 * 1.0001;
+                }
+                for (uint64_t j = 64 * blk; j < in && j < 64 * blk + 64; j++) {
+                    double want = start[c * in + j], bound = 0, mag = fabs(want);
+                    for (uint64_t k = 0; k < lanes; k++) {
+                        if (t.v.rows[k] < 0) continue;
+                        const uint64_t r = (uint64_t)t.v.rows[k];
+                        const double a = t.v.scales[(k / 16 * nb + blk) * 16 + k % 16], d = dy[c * out + r];
+                        const double st = t.v.level_step[k], mid = t.v.level_min[k] + 128 * st;
+                        want += d * w[r * in + j];
+                        if (!(a > 0 && st > 0)) continue;
+                        const double level = w[r * in + j] / a;
+                        bound += half[k] * (fabs(level - mid) / st + 0.5) + fabs(d) * a * st / 2;
+                        mag += fabs(d) * a * (fabs(level) + 2 * fabs(mid) + 128 * st);
+                    }
+                    checks += j == 0 && c == 0;
+                    if (!(fabs(y[c * in + j] - want) <= bound + 1e-5 * mag + 1e-9)) {
+                        char detail[200];
+                        snprintf(detail, sizeof detail, "out %llu in %llu n %llu column %llu input %llu: %.9g vs %.9g",
+                                 (unsigned long long)out, (unsigned long long)in, (unsigned long long)n,
+                                 (unsigned long long)c, (unsigned long long)j, y[c * in + j], want);
+                        fail("tiled_gemm_t vs double", detail);
+                    }
+                }
+            }
+        free(half);
+        free(dy), free(start), free(y), free(yv), free(yo), free(ys);
+    }
+    free(w);
+    for (int i = 0; i < 8; i++) free(t.memory[i]), free(other.memory[i]);
+    free_packed(&p);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stored matrices (ggml encodings) and Q8_0 rows with integer activations.
 
@@ -474,6 +554,9 @@ int main(int argc, char **argv) {
             for (int dq = 0; dq < 2; dq++) check_packed(path, i % 2 ? 37 : 5, ins[i], dq, (int)(i % 2));
         for (unsigned i = 0; i < sizeof ins / sizeof ins[0]; i++)
             check_tiled(path, i % 2 ? 37 : 50, ins[i], (int)(i % 2));
+        const uint64_t outs[] = {37, 50, 300};
+        for (unsigned i = 0; i < sizeof ins / sizeof ins[0]; i++)
+            check_tiled_t(path, outs[i % 3], ins[i], (int)(i % 2));
         const unsigned types[] = {0, 1, 30, 8, 2, 3};
         for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++) {
             check_stored(path, types[i], 11, 576);

@@ -270,6 +270,99 @@ final class KernelTests: XCTestCase {
         XCTAssertGreaterThan(cases, 800)
     }
 
+    /// The tiles' transposed product (`lowra_tiled_gemm_t`, training's input gradient dY · W): every
+    /// path with the vector kernel gives bit for bit the scalar reference on the same tiles, for any
+    /// split of the columns; the lanes layout's reference gives the same bits; `accumulate` adds to
+    /// what dX held. Against dY · W in double (W dequantized), within the bound the two roundings
+    /// allow: each row's gradient g = dy · a · step moves by at most half of its group's σ = M / 127
+    /// (M the largest |g| of its 64 tile rows) against |u - 128| ≤ |level - mid| / step + 1/2, and the
+    /// levels' own rounding to their uint8 grid (half a step times the block scale) against |dy|.
+    /// Fresh random weights of every width mix, dY with outliers, shapes with more than one group
+    /// and more than one chunk of 16 tiles.
+    func testTransposedTiledKernelEqualsItsReferenceAndStaysWithinTheRoundingBound() throws {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 17)
+        var cases = 0, vectorRuns = 0
+        let vector = KernelPath.all.map(Int32.init).filter { $0 != 0 && lowra_tiled_t_supported($0) != 0 }
+        for (out, inF) in [(37, 64), (300, 100), (70, 576), (16, 7), (200, 130)] {
+            for widths in [[1], [2], [4], [1, 2, 4]] as [[UInt8]] {
+                let p = try randomPacked(
+                    out: out, in: inF, widths: widths, scope: .channel, doubleQuant: rng.next() % 2 == 0, rng: &rng)
+                let w = p.dequantized()
+                let (mins, steps, nb) = (p.levelMin, p.levelStep, (inF + 63) / 64)
+                let tiles = [Int32(LOWRA_TILE_MULTISHIFT), Int32(LOWRA_TILE_LANES)].map {
+                    TiledWeight(p.kernel.pointer, layout: Int($0))
+                }
+                // The tile order's groups of 64 rows.
+                let order = Array(UnsafeBufferPointer(start: tiles[0].view.rows, count: 16 * tiles[0].count))
+                for n in [1, 2, 5, 17, 70] {
+                    let dy = (0..<(n * out)).map { _ in
+                        Float(rng.nextUnit() * 2 - 1) * (rng.nextUnit() < 0.02 ? 30 : 1)
+                    }
+                    let start = (0..<(n * inF)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+                    func run(_ t: TiledWeight, _ path: Int32, accumulate: Bool, _ splits: [Range<Int>]) -> [Float] {
+                        var dx = accumulate ? start : [Float](repeating: .nan, count: n * inF)
+                        var v = t.view
+                        for r in splits {
+                            XCTAssertEqual(
+                                lowra_tiled_gemm_t(
+                                    path, &v, dy, UInt64(out), &dx, UInt64(inF), accumulate ? 1 : 0,
+                                    UInt64(r.lowerBound), UInt64(r.upperBound)), 0)
+                        }
+                        return dx
+                    }
+                    for accumulate in [false, true] {
+                        let reference = run(tiles[0], 0, accumulate: accumulate, [0..<n])
+                        let label = "\(out)x\(inF) widths \(widths) n \(n) accumulate \(accumulate)"
+                        XCTAssertEqual(run(tiles[1], 0, accumulate: accumulate, [0..<n]), reference, "\(label): lanes")
+                        for path in vector {
+                            let name = String(cString: lowra_kernel_variant_name(path))
+                            XCTAssertEqual(
+                                run(tiles[0], path, accumulate: accumulate, [0..<n]), reference, "\(label) \(name)")
+                            XCTAssertEqual(
+                                run(tiles[0], path, accumulate: accumulate, [0..<1, 1..<n]), reference,
+                                "\(label) \(name), columns split at 1")
+                            vectorRuns += 1
+                        }
+                        guard accumulate else { continue }
+                        for c in 0..<n {
+                            for b in 0..<nb {
+                                // Each row's share of the bound: σ_G / 2 per unit of |u - 128|.
+                                var half = [Double](repeating: 0, count: out)
+                                for g in stride(from: 0, to: order.count, by: 64) {
+                                    let rows = order[g..<min(order.count, g + 64)].filter { $0 >= 0 }.map(Int.init)
+                                    let big = rows.map { r in
+                                        abs(Double(dy[c * out + r]) * Double(p.absmax.value(r * nb + b)))
+                                            * Double(steps[r])
+                                    }.max() ?? 0
+                                    for r in rows { half[r] = big / 254 * 1.0001 }
+                                }
+                                for j in (64 * b)..<min(inF, 64 * b + 64) {
+                                    var want = Double(start[c * inF + j]), bound = 0.0, mag = abs(want)
+                                    for r in 0..<out {
+                                        let a = Double(p.absmax.value(r * nb + b)), d = Double(dy[c * out + r])
+                                        want += d * Double(w[r * inF + j])
+                                        guard a > 0, steps[r] > 0 else { continue }
+                                        let mid = Double(mins[r]) + 128 * Double(steps[r])
+                                        let level = Double(w[r * inF + j]) / a
+                                        bound += half[r] * (abs(level - mid) / Double(steps[r]) + 0.5)
+                                        bound += abs(d) * a * Double(steps[r]) / 2
+                                        mag += abs(d) * a * (abs(level) + 2 * abs(mid) + 128 * Double(steps[r]))
+                                    }
+                                    XCTAssertLessThanOrEqual(
+                                        abs(Double(reference[c * inF + j]) - want), bound + 1e-5 * mag + 1e-9,
+                                        "\(label): column \(c), input \(j)")
+                                }
+                            }
+                        }
+                        cases += 1
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(cases, 90)
+        if !vector.isEmpty { XCTAssertGreaterThan(vectorRuns, 180) }
+    }
+
     /// The tiled kernels (`lowra_tiled_gemm_q8`, `lowra_q8_0_tiled_gemm_q8`) on every vector path
     /// of this CPU that tiles (AVX-512 VBMI: multishift layout; AVX2: lanes layout) give bit for bit
     /// what their scalar references give (every fp32 step is the same fused multiply-add in the

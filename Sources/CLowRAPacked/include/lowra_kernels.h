@@ -238,6 +238,18 @@ void lowra_q8_0_tile_pack(const uint8_t *rows, uint64_t row_bytes, uint64_t out,
 void lowra_q8_0_tiled_gemm_q8(int path, const lowra_q8_0_tiled_view *t, const lowra_q8_activations *x, float *y,
                               uint64_t ldy, uint64_t t0, uint64_t t1);
 
+/// Training's input gradient from the tiles: DX[c][j] = Σ_r DY[c][r] W[r][j] (accumulate: DX[c][j] +=
+/// it) for columns c0 <= c < c1 and every input j; DY (n, out) with leading dimension lddy, DX (n, in)
+/// with lddx. Per column and block of 64 inputs, each row's DY · a_rb · step_r is quantized to int8 per
+/// group of 64 tile rows (rounding: 1/254 of the group's largest) and multiplied by the rows' uint8
+/// levels into exact int32 sums; the rows' min terms are summed in fp32 (lowra_tile_gradient.c). The
+/// same bits on every path and for any columns. Uses the calling thread's lowra_thread_scratch: 0, or
+/// -1 when it could not be allocated.
+int lowra_tiled_gemm_t(int path, const lowra_tiled_view *t, const float *dy, uint64_t lddy, float *dx, uint64_t lddx,
+                       int accumulate, uint64_t c0, uint64_t c1);
+/// Whether `path` runs lowra_tiled_gemm_t with a vector kernel (AVX-512 VNNI + VBMI, multishift tiles);
+/// elsewhere it runs the scalar reference, and training multiplies fp32 panels instead.
+int lowra_tiled_t_supported(int path);
 // ---------------------------------------------------------------------------------------------
 // LoRA over a few columns (lowra_lora.c).
 

@@ -16,6 +16,7 @@
 static int8_t shift2[4][64], shift4[2][64];
 // The index bits above the code: the lane (2 bits: 4i; 4 bits: 16 (i % 8)).
 static uint8_t lane2[64], lane4[64];
+static uint8_t transpose_index[2][64];
 static void fill_tile_tables(void) {
     for (unsigned p = 0; p < 64; p++) {
         const unsigned j = p % 8, i = p / 4;
@@ -24,6 +25,14 @@ static void fill_tile_tables(void) {
         lane2[p] = (uint8_t)(4 * i);
         lane4[p] = (uint8_t)(16 * (i % 8));
     }
+    // transpose_block's second step: byte 4l + r of Q[2qh + x][m] from byte 16 (x + 2 (e % 2)) + 4r + l % 4
+    // of the pair e / 2 (e = l / 4) of its shuffled halves.
+    for (unsigned x = 0; x < 2; x++)
+        for (unsigned l = 0; l < 16; l++)
+            for (unsigned r = 0; r < 4; r++) {
+                const unsigned e = l / 4;
+                transpose_index[x][4 * l + r] = (uint8_t)(64 * (e / 2) + 16 * (x + 2 * (e % 2)) + 4 * r + l % 4);
+            }
 }
 static pthread_once_t tile_tables_once = PTHREAD_ONCE_INIT;
 
@@ -214,6 +223,136 @@ TILE_TARGET void lowra_q8_0_tiled_gemm_vnni(const lowra_q8_0_tiled_view *t, cons
                 if (rows[i] >= 0) y[c * ldy + (uint64_t)rows[i]] = v[i];
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transposed product (lowra_tile_gradient.c defines its steps): the levels of a chunk of tiles
+// unpacked once per block into registers whose dwords are inputs and whose bytes are 4 rows, then
+// every column's quantized gradients broadcast 4 rows at a time into vpdpbusd.
+
+// unpack_block's registers (dword i: row i's levels at inputs 4g..4g+3) as Q[qd][m] at out + 64 (4 qd + m):
+// dword l the levels of rows 4qd..4qd+3 at input 16m + l. 128-bit lane x of w[g] holds quad x.
+TILE_TARGET TILE_INLINE void transpose_block(const __m512i w[16], const __m512i index[2], uint8_t *out) {
+    for (unsigned m = 0; m < 4; m++)
+        for (unsigned qh = 0; qh < 2; qh++) {
+            // Quads 2qh, 2qh + 1 of inputs 16m..16m+7 (p0) and 16m+8..16m+15 (p1).
+            const __m512i p0 = qh ? _mm512_shuffle_i64x2(w[4 * m], w[4 * m + 1], 0xEE)
+                                  : _mm512_shuffle_i64x2(w[4 * m], w[4 * m + 1], 0x44);
+            const __m512i p1 = qh ? _mm512_shuffle_i64x2(w[4 * m + 2], w[4 * m + 3], 0xEE)
+                                  : _mm512_shuffle_i64x2(w[4 * m + 2], w[4 * m + 3], 0x44);
+            for (unsigned x = 0; x < 2; x++)
+                _mm512_store_si512((void *)(out + 64 * (4 * (2 * qh + x) + m)),
+                                   _mm512_permutex2var_epi8(p0, index[x], p1));
+        }
+}
+
+// gradients_scalar's steps for one column and block, 16 lanes at a time.
+TILE_TARGET static float gradients_vbmi(const lowra_tiled_view *t, const float *dyp, uint64_t blk, int8_t *gq,
+                                        float *sigma, int32_t *offset) {
+    __m512 lanes = _mm512_setzero_ps();
+    for (uint64_t G = 0; G < tile_t_groups(t->tiles); G++) {
+        __m512 g[4], big = _mm512_setzero_ps();
+        for (unsigned k = 0; k < 4; k++) {
+            const uint64_t tile = 4 * G + k;
+            if (tile >= t->tiles) {
+                g[k] = _mm512_setzero_ps();
+                continue;
+            }
+            const __m512 a = _mm512_loadu_ps(t->scales + (tile * t->nb + blk) * TILE);
+            const __m512 d = _mm512_loadu_ps(dyp + tile * TILE);
+            g[k] = _mm512_mul_ps(d, _mm512_mul_ps(a, _mm512_loadu_ps(t->level_step + tile * TILE)));
+            const __m512 mid = _mm512_fmadd_ps(_mm512_set1_ps(128.0f), _mm512_loadu_ps(t->level_step + tile * TILE),
+                                               _mm512_loadu_ps(t->level_min + tile * TILE));
+            lanes = _mm512_fmadd_ps(d, _mm512_mul_ps(a, mid), lanes);
+            big = _mm512_max_ps(big, _mm512_abs_ps(g[k]));
+        }
+        const float m = _mm512_reduce_max_ps(big), inv = m > 0 ? 127.0f / m : 0;
+        sigma[G] = m / 127.0f;
+        __m512i total = _mm512_setzero_si512();
+        for (unsigned k = 0; k < 4; k++) {
+            const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(g[k], _mm512_set1_ps(inv)));
+            _mm_storeu_si128((__m128i *)(gq + 64 * G + 16 * k), _mm512_cvtsepi32_epi8(q));
+            total = _mm512_add_epi32(total, q);
+        }
+        offset[G] = 128 * _mm512_reduce_add_epi32(total);
+    }
+    float v[TILE] __attribute__((aligned(64)));
+    _mm512_store_ps(v, lanes);
+    return tile_sum16(v);
+}
+
+// NC columns' sums over the tiles [ch0, ch1) of one block (levels: the chunk's transposed registers),
+// group by group into acc (NC rows of 64).
+TILE_TARGET TILE_INLINE void gradient_columns(unsigned NC, const uint8_t *levels, uint64_t ch0, uint64_t ch1,
+                                              const int8_t *gq, uint64_t gstride, const float *sigma,
+                                              const int32_t *offset, uint64_t groups, float *acc) {
+    __m512 f[2][4];
+    for (unsigned x = 0; x < NC; x++)
+        for (unsigned m = 0; m < 4; m++) f[x][m] = _mm512_loadu_ps(acc + x * LOWRA_BLOCK + 16 * m);
+    for (uint64_t G = ch0 / 4; 4 * G < ch1; G++) {
+        __m512i s[2][4];
+        for (unsigned x = 0; x < NC; x++)
+            for (unsigned m = 0; m < 4; m++) s[x][m] = _mm512_setzero_si512();
+        const uint64_t end = 4 * G + 4 < ch1 ? 4 * G + 4 : ch1;
+        for (uint64_t quad = 16 * G; quad < 4 * end; quad++) {
+            const uint8_t *lv = levels + 256 * (quad - 4 * ch0);
+            __m512i l[4];
+            for (unsigned m = 0; m < 4; m++) l[m] = _mm512_load_si512((const void *)(lv + 64 * m));
+            for (unsigned x = 0; x < NC; x++) {
+                const __m512i q = _mm512_set1_epi32(load4(gq + x * gstride + 4 * quad));
+                for (unsigned m = 0; m < 4; m++) s[x][m] = _mm512_dpbusd_epi32(s[x][m], l[m], q);
+            }
+        }
+        for (unsigned x = 0; x < NC; x++) {
+            const __m512 sg = _mm512_set1_ps(sigma[x * groups + G]);
+            const __m512i off = _mm512_set1_epi32(offset[x * groups + G]);
+            for (unsigned m = 0; m < 4; m++)
+                f[x][m] = _mm512_fmadd_ps(sg, _mm512_cvtepi32_ps(_mm512_sub_epi32(s[x][m], off)), f[x][m]);
+        }
+    }
+    for (unsigned x = 0; x < NC; x++)
+        for (unsigned m = 0; m < 4; m++) _mm512_storeu_ps(acc + x * LOWRA_BLOCK + 16 * m, f[x][m]);
+}
+
+TILE_TARGET static void gemm_t_vbmi(const lowra_tiled_view *t, const float *dy, uint64_t lddy, float *dx,
+                                    uint64_t lddx, int accumulate, uint64_t c0, uint64_t c1, tile_t_scratch *s) {
+    const uint64_t n = c1 - c0, rows = TILE * t->tiles, groups = tile_t_groups(t->tiles), gstride = 64 * groups;
+    const __m512i index[2] = {_mm512_loadu_si512((const void *)transpose_index[0]),
+                              _mm512_loadu_si512((const void *)transpose_index[1])};
+    for (uint64_t c = 0; c < n; c++) tile_t_gather(t, dy + (c0 + c) * lddy, s->dyp + c * rows);
+    __m512i w[16];
+    for (uint64_t blk = 0; blk < t->nb; blk++) {
+        for (uint64_t c = 0; c < n; c++)
+            s->m[c] = gradients_vbmi(t, s->dyp + c * rows, blk, s->gq + c * gstride, s->sigma + c * groups,
+                                     s->offset + c * groups);
+        memset(s->acc, 0, n * LOWRA_BLOCK * sizeof(float));
+        for (uint64_t ch0 = 0; ch0 < t->tiles; ch0 += TILE_T_CHUNK) {
+            const uint64_t ch1 = t->tiles - ch0 < TILE_T_CHUNK ? t->tiles : ch0 + TILE_T_CHUNK;
+            for (uint64_t tile = ch0; tile < ch1; tile++) {
+                const unsigned b = t->bits[tile];
+                __m512i tab[4];
+                for (unsigned k = 0; k < 4; k++)
+                    tab[k] = _mm512_loadu_si512((const void *)(t->tables + tile * TABLE_BYTES + 64 * k));
+                unpack_block(t->codes + t->offsets[tile] + blk * tile_block_bytes(b), b, tab, w);
+                transpose_block(w, index, s->levels + 1024 * (tile - ch0));
+            }
+            uint64_t c = 0;
+            for (; c + 2 <= n; c += 2)
+                gradient_columns(2, s->levels, ch0, ch1, s->gq + c * gstride, gstride, s->sigma + c * groups,
+                                 s->offset + c * groups, groups, s->acc + c * LOWRA_BLOCK);
+            if (c < n)
+                gradient_columns(1, s->levels, ch0, ch1, s->gq + c * gstride, gstride, s->sigma + c * groups,
+                                 s->offset + c * groups, groups, s->acc + c * LOWRA_BLOCK);
+        }
+        for (uint64_t c = 0; c < n; c++)
+            tile_t_store(s->acc + c * LOWRA_BLOCK, s->m[c], t->in, blk, dx + (c0 + c) * lddx, accumulate);
+    }
+}
+
+void lowra_tiled_gemm_t_vbmi(const lowra_tiled_view *t, const float *dy, uint64_t lddy, float *dx, uint64_t lddx,
+                             int accumulate, uint64_t c0, uint64_t c1, tile_t_scratch *s) {
+    pthread_once(&tile_tables_once, fill_tile_tables);
+    gemm_t_vbmi(t, dy, lddy, dx, lddx, accumulate, c0, c1, s);
 }
 
 #endif
