@@ -20,6 +20,9 @@ static const lowra_kernel_table scalar_table = {
     .to_floats = lowra_to_floats_scalar,
     .lora_up = lowra_lora_up_scalar,
     .swiglu = lowra_swiglu_scalar,
+    .softmax = lowra_softmax_scalar,
+    .sum_exp = lowra_sum_exp_scalar,
+    .exp_scaled = lowra_exp_scaled_scalar,
 };
 
 static lowra_kernel_table tables[LOWRA_PATH_COUNT];
@@ -39,6 +42,9 @@ static void build_tables(void) {
         t->to_floats = lowra_to_floats_f16c;
         t->lora_up = lowra_lora_up_avx2;
         t->swiglu = lowra_swiglu_avx2;
+        t->softmax = lowra_softmax_avx2;
+        t->sum_exp = lowra_sum_exp_avx2;
+        t->exp_scaled = lowra_exp_scaled_avx2;
     }
     if (lowra_kernel_path_supported(LOWRA_PATH_AVX512)) {
         lowra_kernel_table *t = &tables[LOWRA_PATH_AVX512];

@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 
 // Backward kernels, one per forward kernel in Ops.swift, over the same flat buffers. Gradients
@@ -69,7 +70,8 @@ public func softmaxRowsBackward(
 }
 
 /// Mean cross-entropy over the rows whose target is >= 0 (a negative target is masked out), and
-/// its gradient written into dlogits (rows, V) (not accumulated). Returns (summed loss, count).
+/// its gradient written into dlogits (rows, V) (not accumulated), the exponentials by `lowra_sum_exp` and
+/// `lowra_exp_scaled` on the current kernel path. Returns (summed loss, count).
 public func crossEntropyForwardBackward(
     _ dlogits: UnsafeMutablePointer<Float>?, _ logits: UnsafePointer<Float>, targets: [Int], vocab v: Int,
     scale: Float = 1
@@ -82,12 +84,14 @@ public func crossEntropyForwardBackward(
             if let d = dlogits { (d + r * v).update(repeating: 0, count: v) }
             continue
         }
-        let (lse, _) = logSumExpAndArgmax(row, count: v)
+        var mx = -Float.infinity
+        for i in 0..<v where row[i] > mx { mx = row[i] }
+        let lse = Double(mx) + Foundation.log(lowra_sum_exp(Int32(KernelPath.current), row, UInt64(v), mx))
         loss += lse - Double(row[target])
         count += 1
         if let d = dlogits {
             let dr = d + r * v
-            for i in 0..<v { dr[i] = Float(exp(Double(row[i]) - lse)) * scale }
+            lowra_exp_scaled(Int32(KernelPath.current), row, UInt64(v), lse, scale, dr)
             dr[target] -= scale
         }
     }

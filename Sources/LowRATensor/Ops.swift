@@ -130,25 +130,16 @@ func ropeRotate(
 }
 
 /// In place softmax over each of `rows` rows of length n (row stride `stride`), using only
-/// the first `valid(r)` entries of row r; the rest are set to 0 (the causal mask).
+/// the first `valid(r)` entries of row r (`lowra_softmax`); the rest are set to 0 (the causal mask).
 public func softmaxRowsForward(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, stride: Int,
-    valid: (Int) -> Int
+    valid: (Int) -> Int, path: Int = KernelPath.current
 ) {
     parallelFor(rows, minPerChunk: 8) { range in
         for r in range {
             let row = x + r * stride
             let m = min(n, valid(r))
-            var mx = -Float.infinity
-            for i in 0..<m { mx = max(mx, row[i]) }
-            var sum: Float = 0
-            for i in 0..<m {
-                let e = expf(row[i] - mx)
-                row[i] = e
-                sum += e
-            }
-            let inv = 1 / sum
-            for i in 0..<m { row[i] *= inv }
+            lowra_softmax(Int32(path), row, UInt64(m))
             for i in m..<n { row[i] = 0 }
         }
     }

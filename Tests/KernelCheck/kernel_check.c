@@ -540,6 +540,29 @@ static void check_swiglu(int path) {
     free(g), free(u), free(y), free(yv), free(b);
 }
 
+// Softmax and the logits' exponentials (cross-entropy) against the scalar path, within 2e-6 relative.
+static void check_exponentials(int path) {
+    const uint64_t lengths[] = {1, 7, 8, 9, 1003};
+    for (unsigned k = 0; k < 5; k++) {
+        const uint64_t n = lengths[k];
+        float *x = random_floats(n, 40), *y = malloc(n * sizeof(float)), *yv = malloc(n * sizeof(float));
+        double *b = malloc(n * sizeof(double));
+        memcpy(y, x, n * sizeof(float)), memcpy(yv, x, n * sizeof(float));
+        lowra_softmax(LOWRA_PATH_SCALAR, y, n);
+        lowra_softmax(path, yv, n);
+        for (uint64_t i = 0; i < n; i++) b[i] = fabs((double)y[i]) + 1e-38;
+        expect_close("softmax", yv, y, b, n, 2e-6);
+        const double s = lowra_sum_exp(LOWRA_PATH_SCALAR, x, n, 3), sv = lowra_sum_exp(path, x, n, 3);
+        checks++;
+        if (!(fabs(s - sv) <= 2e-6 * s)) fail("sum_exp", "differs");
+        lowra_exp_scaled(LOWRA_PATH_SCALAR, x, n, 3.25, 0.5, y);
+        lowra_exp_scaled(path, x, n, 3.25, 0.5, yv);
+        for (uint64_t i = 0; i < n; i++) b[i] = fabs((double)y[i]) + 1e-38;
+        expect_close("exp_scaled", yv, y, b, n, 2e-6);
+        free(x), free(y), free(yv), free(b);
+    }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     int tested = 0;
@@ -574,6 +597,7 @@ int main(int argc, char **argv) {
         for (unsigned i = 0; i < 5; i++)
             for (uint64_t n = 1; n <= 17; n++) check_lora_up(path, i % 2 ? 37 : 64, ranks[i], n);
         check_swiglu(path);
+        check_exponentials(path);
         printf("path %s: %d checks\n", path_name, checks - before);
     }
     if (!tested) printf("no vector path on this CPU: nothing to compare\n");

@@ -661,6 +661,38 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The exponentials of attention and cross-entropy (`lowra_softmax`, `lowra_sum_exp`,
+    /// `lowra_exp_scaled`) on every path against double precision, within 2e-6 relative (and, for
+    /// exp_scaled, whose argument x - shift is rounded to fp32, 2⁻²⁴ |x - shift| more, the size of the
+    /// logits' own rounding): rows of lengths 1 to 1003 (tails past every register), logits over ±40.
+    func testSoftmaxAndLogitExponentialsEqualTheExactOnes() {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 23)
+        for n in [1, 3, 8, 9, 17, 256, 1003] {
+            let x = (0..<n).map { _ in Float(rng.nextUnit() * 80 - 40) }
+            let mx = x.max()!
+            let sum = x.reduce(0.0) { $0 + Foundation.exp(Double($1 - mx)) }
+            let lse = Double(mx) + Foundation.log(sum)
+            for path in KernelPath.all {
+                let name = "\(KernelPath.name(path)) n \(n)"
+                var y = x
+                lowra_softmax(Int32(path), &y, UInt64(n))
+                for i in 0..<n {
+                    let want = Foundation.exp(Double(x[i] - mx)) / sum
+                    XCTAssertEqual(Double(y[i]), want, accuracy: 2e-6 * want + 1e-38, "softmax \(name) #\(i)")
+                }
+                XCTAssertEqual(lowra_sum_exp(Int32(path), x, UInt64(n), mx), sum, accuracy: 2e-6 * sum, name)
+                var g = [Float](repeating: .nan, count: n)
+                lowra_exp_scaled(Int32(path), x, UInt64(n), lse, 0.25, &g)
+                for i in 0..<n {
+                    let arg = Double(x[i]) - lse, want = Foundation.exp(arg) * 0.25
+                    XCTAssertEqual(
+                        Double(g[i]), want, accuracy: (2e-6 + abs(arg) * 0x1p-24) * want + 1e-38,
+                        "exp_scaled \(name) #\(i)")
+                }
+            }
+        }
+    }
+
     /// `quantizeGGML` follows ggml's reference rules for Q8_0 and Q4_0 (checked code by code),
     /// and its blocks decode within half a step of the input (a step for Q4_0's clipped side).
     func testQuantizeGGMLFollowsTheReferenceRules() {

@@ -283,5 +283,13 @@ void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t 
 /// expf; the vector paths evaluate exp by range reduction and a degree-7 polynomial (relative
 /// error a few fp32 ulps, below 1e-6).
 void lowra_swiglu(int path, const float *gate, const float *up, float *out, uint64_t n);
+/// x = softmax(x) in place over n values: exp(x - max) / Σ (the same exp as lowra_swiglu; the vector
+/// paths sum 8 lanes, then the lanes in a fixed order).
+void lowra_softmax(int path, float *x, uint64_t n);
+/// Σ exp(x[i] - shift) accumulated in double (cross-entropy's log-sum-exp).
+double lowra_sum_exp(int path, const float *x, uint64_t n, float shift);
+/// out[i] = exp(x[i] - shift) · scale, the shift taken as two floats (hi + lo) so that it loses
+/// nothing of a double's log-sum-exp near the logits (cross-entropy's gradient).
+void lowra_exp_scaled(int path, const float *x, uint64_t n, double shift, float scale, float *out);
 
 #endif
