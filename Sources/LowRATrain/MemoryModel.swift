@@ -1,5 +1,6 @@
 import Foundation
 import LowRAModel
+import LowRATensor
 
 /// The modeled memory of fine-tuning and inference with LowRA's formats (the paper's Appendix C,
 /// done for this implementation): byte counts per component, from the model shape, the bit
@@ -28,6 +29,15 @@ public struct MemoryModel: Sendable {
     /// file's encoding too: 2 for a 16-bit checkpoint, or the model's own.
     public var unquantizedBytesPerValue: Double = 2
 
+    /// Whether fine-tuning multiplies from integer tiles on this machine's kernel path
+    /// (`KernelPath.usesTiles`): then a quantized model's tiles are counted for training while they fit
+    /// `TrainingGraph.tileBudget` (1/32 of `physicalMemory`), as the graph builds them. Inference is
+    /// modeled without them: decode builds tiles up to a quarter of memory, and the mapped codes they
+    /// are packed from then leave resident memory, so they stand in for the codes rather than adding.
+    public var tiledKernels = KernelPath.usesTiles(KernelPath.current)
+    /// Bytes of the machine's memory the tile budgets are fractions of.
+    public var physicalMemory = Int(ProcessInfo.processInfo.physicalMemory)
+
     public init(config: ModelConfig, bits: Double?, rank: Int, batch: Int = 1, seq: Int = 512) {
         self.config = config
         self.bits = bits
@@ -49,6 +59,23 @@ public struct MemoryModel: Sendable {
             let s = $0.shape(config)
             return (s.out, s.in)
         }
+    }
+
+    /// The integer tiles' bytes (`PackedLinear.tileBytesEstimate`, modeled): per lane of a tile, the
+    /// row's codes again, its fp32 block scales, a sixteenth of the tile's 256-byte table of levels and
+    /// 12 bytes (min, step, row); a layer's lanes are its rows plus 16 (each width's last tile is
+    /// padded); a Q8_0 head's tiles (stored at 34/32 bytes a value) one byte and an fp32 scale per 32
+    /// values.
+    public var tileBytes: Int {
+        guard let bits else { return 0 }
+        let perBlock = blockLinears.reduce(0.0) { sum, layer in
+            let (out, inF) = (Double(layer.0), Double(layer.1))
+            return sum + (out + 16) * (bits * inF / 8 + 4 * ceil(inF / 64) + 256.0 / 16 + 12)
+        }
+        let packed = Double(config.numLayers) * perBlock
+        let headIsQ8_0 = abs(headBytesPerValue - 34.0 / 32) < 1e-9
+        let q8Head = headIsQ8_0 ? Double(config.vocabSize * config.hiddenSize) * 1.125 : 0
+        return Int(packed + q8Head)
     }
 
     public var linearParameters: Int { config.linearParameters }
@@ -86,6 +113,9 @@ public struct MemoryModel: Sendable {
         let embedding = Double(rowsTouched * c.hiddenSize) * embeddingBytesPerValue
         let norms = 4 * c.hiddenSize * (2 * c.numLayers + 1)
         out.append(("embeddings, norms, head", Int(head + embedding) + norms))
+        if training && tiledKernels && bits != nil && tileBytes <= physicalMemory / 32 {
+            out.append(("integer tiles", tileBytes))
+        }
         let adapter = c.numLayers * blockLinears.reduce(0) { $0 + rank * ($1.0 + $1.1) }
         out.append(("LoRA adapter", 4 * adapter))
         guard training else { return out }
@@ -121,7 +151,7 @@ public struct MemoryModel: Sendable {
     /// Every component name, in display order (base weights first).
     public static let components = [
         "unquantized linear weights", "packed codes", "block scales", "codebooks", "embeddings, norms, head",
-        "LoRA adapter",
+        "integer tiles", "LoRA adapter",
         "adapter gradient", "AdamW moments", "saved activations", "step scratch",
     ]
 

@@ -113,8 +113,9 @@ public final class TrainingGraph: @unchecked Sendable {
         let ws = ForwardWorkspace(
             config: c, batch: batch, tokens: seq, keys: seq, rank: rank, saveEveryLayer: !recompute, keepProbs: true,
             weightScratch: weights.scratchFloats(rows: .max))
-        // The tiles are a second copy of the packed weights (backward still reads the codes): taken
-        // only while small, so that fine-tuning a model larger than memory holds no extra copy.
+        // The tiles are a second copy of the packed weights beside the codes (mapped, and read by the
+        // fp32 panels where backward has no transposed tiled kernel): taken only while small, so that
+        // fine-tuning a model larger than memory holds no extra copy (`MemoryModel` counts them).
         if integerForward && weights.decodeTileBytesEstimate <= Self.tileBudget {
             ws.directRows = KernelPath.promptRows(KernelPath.current, activations: ws.activations)
             self.integerBackward = integerBackward && ws.directRows == Int.max

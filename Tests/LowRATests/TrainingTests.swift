@@ -481,6 +481,15 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(parts["LoRA adapter"]!, 4 * (try LoRAAdapter(config: m.config, rank: 3)).parameterCount)
         let packed = parts["packed codes"]! + parts["block scales"]! + parts["codebooks"]!
         XCTAssertEqual(Double(packed), Double(report.storedBytes), accuracy: 0.15 * Double(report.storedBytes))
+        // The training tiles where this path builds them: as the weights' own estimate (the head here is
+        // not Q8_0), within the padding of each width's last tile of 16 rows.
+        if KernelPath.usesTiles(KernelPath.current) {
+            let tiles = Double(parts["integer tiles"]!), built = Double(w.decodeTileBytesEstimate)
+            XCTAssertEqual(tiles, built, accuracy: 0.3 * built)
+        } else {
+            XCTAssertNil(parts["integer tiles"])
+        }
+        XCTAssertNil(Dictionary(uniqueKeysWithValues: model.breakdown(training: false))["integer tiles"])
         XCTAssertEqual(model.linearParameters, report.quantizedParameters)
         // The embedding and head are counted as stored: the head whole, an untied embedding in the
         // rows one step can touch.
