@@ -47,3 +47,17 @@ void lowra_exp_scaled(int path, const float *x, uint64_t n, double shift, float 
     const float hi = (float)shift, lo = (float)(shift - (double)hi);
     lowra_kernels_for(path)->exp_scaled(x, n, hi, lo, scale, out);
 }
+
+void lowra_swiglu_backward_scalar(const float *gate, const float *up, const float *dout, float *dgate, float *dup,
+                                  uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) {
+        const float g = gate[i], sig = 1 / (1 + expf(-g));
+        dup[i] += dout[i] * (g * sig);
+        dgate[i] += dout[i] * up[i] * sig * (1 + g * (1 - sig));
+    }
+}
+
+void lowra_swiglu_backward(int path, const float *gate, const float *up, const float *dout, float *dgate, float *dup,
+                           uint64_t n) {
+    lowra_kernels_for(path)->swiglu_backward(gate, up, dout, dgate, dup, n);
+}

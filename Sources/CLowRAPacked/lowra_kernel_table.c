@@ -20,6 +20,7 @@ static const lowra_kernel_table scalar_table = {
     .to_floats = lowra_to_floats_scalar,
     .lora_up = lowra_lora_up_scalar,
     .swiglu = lowra_swiglu_scalar,
+    .swiglu_backward = lowra_swiglu_backward_scalar,
     .softmax = lowra_softmax_scalar,
     .sum_exp = lowra_sum_exp_scalar,
     .exp_scaled = lowra_exp_scaled_scalar,
@@ -42,6 +43,7 @@ static void build_tables(void) {
         t->to_floats = lowra_to_floats_f16c;
         t->lora_up = lowra_lora_up_avx2;
         t->swiglu = lowra_swiglu_avx2;
+        t->swiglu_backward = lowra_swiglu_backward_avx2;
         t->softmax = lowra_softmax_avx2;
         t->sum_exp = lowra_sum_exp_avx2;
         t->exp_scaled = lowra_exp_scaled_avx2;

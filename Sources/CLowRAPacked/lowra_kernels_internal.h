@@ -138,6 +138,8 @@ typedef struct {
     void (*lora_up)(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
                     uint64_t o0, uint64_t o1);
     void (*swiglu)(const float *gate, const float *up, float *out, uint64_t n);
+    void (*swiglu_backward)(const float *gate, const float *up, const float *dout, float *dgate, float *dup,
+                            uint64_t n);
     /// lowra_softmax, lowra_sum_exp and lowra_exp_scaled (lowra_elementwise.c; exp_scaled takes the
     /// shift split into hi + lo floats).
     void (*softmax)(float *x, uint64_t n);
@@ -166,6 +168,8 @@ void lowra_to_floats_scalar(const uint16_t *src, float *dst, uint64_t n);
 void lowra_lora_up_scalar(const float *b, uint64_t r, const float *xa, uint64_t n, float s, float *y, uint64_t ldy,
                           uint64_t o0, uint64_t o1);
 void lowra_swiglu_scalar(const float *gate, const float *up, float *out, uint64_t n);
+void lowra_swiglu_backward_scalar(const float *gate, const float *up, const float *dout, float *dgate, float *dup,
+                                  uint64_t n);
 void lowra_softmax_scalar(float *x, uint64_t n);
 double lowra_sum_exp_scalar(const float *x, uint64_t n, float shift);
 void lowra_exp_scaled_scalar(const float *x, uint64_t n, float hi, float lo, float scale, float *out);
@@ -178,6 +182,8 @@ void lowra_packed_gemm_avx2(const lowra_packed_view *w, const float *x, uint64_t
                             uint64_t r0, uint64_t r1);
 void lowra_packed_dequantize_avx2(const lowra_packed_view *w, uint64_t r0, uint64_t r1, float *out);
 void lowra_swiglu_avx2(const float *gate, const float *up, float *out, uint64_t n);
+void lowra_swiglu_backward_avx2(const float *gate, const float *up, const float *dout, float *dgate, float *dup,
+                                uint64_t n);
 void lowra_softmax_avx2(float *x, uint64_t n);
 double lowra_sum_exp_avx2(const float *x, uint64_t n, float shift);
 void lowra_exp_scaled_avx2(const float *x, uint64_t n, float hi, float lo, float scale, float *out);

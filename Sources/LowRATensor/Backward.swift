@@ -35,19 +35,14 @@ public func ropeBackward(
     ropeRotate(dx, rows: t, stride: stride, heads: heads, headDim: d, table: table, layout: layout, inverse: true)
 }
 
-/// dgate, dup (N) += gradients of out = silu(gate) * up, given dout (N).
+/// dgate, dup (N) += gradients of out = silu(gate) * up, given dout (N) (`lowra_swiglu_backward`).
 public func swigluBackward(
     _ dgate: UnsafeMutablePointer<Float>, _ dup: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
-    _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count n: Int
+    _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count n: Int, path: Int = KernelPath.current
 ) {
     parallelFor(n, minPerChunk: 4096) { range in
-        for i in range {
-            let g = gate[i]
-            let sig = 1 / (1 + expf(-g))
-            let silu = g * sig
-            dup[i] += dout[i] * silu
-            dgate[i] += dout[i] * up[i] * sig * (1 + g * (1 - sig))
-        }
+        let i = range.lowerBound
+        lowra_swiglu_backward(Int32(path), gate + i, up + i, dout + i, dgate + i, dup + i, UInt64(range.count))
     }
 }
 

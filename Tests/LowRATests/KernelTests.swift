@@ -661,6 +661,36 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// SwiGLU's gradient (`lowra_swiglu_backward`) on every path against double precision: what it
+    /// adds to dup and dgate within 4e-6 of the size of its factors (plus what they held), over gates
+    /// of ±12, large ones and a length not a multiple of a register.
+    func testSwiGLUGradientEqualsTheExactOne() {
+        var rng = SplitMix64(seed: UInt64(Date().timeIntervalSince1970) &+ 29)
+        let n = 1003
+        var gate = (0..<n).map { _ in Float(rng.nextUnit() * 24 - 12) }
+        gate[0...7] = [0, -0.0, 1e-8, 87, -87, 100, -100, 30]
+        let up = (0..<n).map { _ in Float(rng.nextUnit() * 4 - 2) }
+        let dout = (0..<n).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let start = (0..<n).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        for path in KernelPath.all {
+            var dgate = start, dup = start
+            swigluBackward(&dgate, &dup, dout, gate, up, count: n, path: path)
+            for i in 0..<n {
+                let g = Double(gate[i]), sig = 1 / (1 + Foundation.exp(-g)), d = Double(dout[i])
+                let wantUp = d * g * sig, wantGate = d * Double(up[i]) * sig * (1 + g * (1 - sig))
+                // 1 + g (1 - σ) cancels near g = -1.28: the bound follows its factors' size.
+                let size = abs(d * Double(up[i]) * sig) * (1 + abs(g * (1 - sig)))
+                let name = "\(KernelPath.name(path)) gate \(gate[i])"
+                XCTAssertEqual(
+                    Double(dup[i]) - Double(start[i]), wantUp, accuracy: 4e-6 * (abs(wantUp) + abs(Double(start[i]))),
+                    "dup \(name)")
+                XCTAssertEqual(
+                    Double(dgate[i]) - Double(start[i]), wantGate,
+                    accuracy: 4e-6 * (size + abs(Double(start[i]))) + 1e-30, "dgate \(name)")
+            }
+        }
+    }
+
     /// The exponentials of attention and cross-entropy (`lowra_softmax`, `lowra_sum_exp`,
     /// `lowra_exp_scaled`) on every path against double precision, within 2e-6 relative (and, for
     /// exp_scaled, whose argument x - shift is rounded to fp32, 2⁻²⁴ |x - shift| more, the size of the

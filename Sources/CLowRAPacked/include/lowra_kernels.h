@@ -283,6 +283,10 @@ void lowra_halves_to_floats(int path, const uint16_t *src, float *dst, uint64_t 
 /// expf; the vector paths evaluate exp by range reduction and a degree-7 polynomial (relative
 /// error a few fp32 ulps, below 1e-6).
 void lowra_swiglu(int path, const float *gate, const float *up, float *out, uint64_t n);
+/// Its gradient: dup[i] += dout[i] · silu(gate[i]), dgate[i] += dout[i] · up[i] · σ (1 + gate[i] (1 − σ)),
+/// σ = 1 / (1 + exp(−gate[i])), with the same exp.
+void lowra_swiglu_backward(int path, const float *gate, const float *up, const float *dout, float *dgate, float *dup,
+                           uint64_t n);
 /// x = softmax(x) in place over n values: exp(x - max) / Σ (the same exp as lowra_swiglu; the vector
 /// paths sum 8 lanes, then the lanes in a fixed order).
 void lowra_softmax(int path, float *x, uint64_t n);

@@ -1,5 +1,5 @@
 // The elementwise kernels for x86-64 with AVX2 + FMA (AVX-512 machines run them too: 8 lanes suffice):
-// SwiGLU, a row's softmax and the exponentials of a row of logits; the scalar references, the exp
+// SwiGLU and its gradient, a row's softmax and the exponentials of a row of logits; the scalar references, the exp
 // they approximate and the dispatch are in lowra_elementwise.c.
 #if defined(__x86_64__)
 
@@ -98,6 +98,22 @@ __attribute__((target("avx2,fma"))) void lowra_exp_scaled_avx2(const float *x, u
         _mm256_storeu_ps(out + i, _mm256_mul_ps(e, sc));
     }
     lowra_exp_scaled_scalar(x + i, n - i, hi, lo, scale, out + i);
+}
+
+__attribute__((target("avx2,fma"))) void lowra_swiglu_backward_avx2(const float *gate, const float *up,
+                                                                    const float *dout, float *dgate, float *dup,
+                                                                    uint64_t n) {
+    uint64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1), zero = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i), d = _mm256_loadu_ps(dout + i);
+        const __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
+        _mm256_storeu_ps(dup + i, _mm256_add_ps(_mm256_loadu_ps(dup + i), _mm256_mul_ps(d, _mm256_mul_ps(g, sig))));
+        const __m256 slope = _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, sig)));
+        const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(up + i)), sig), slope);
+        _mm256_storeu_ps(dgate + i, _mm256_add_ps(_mm256_loadu_ps(dgate + i), dg));
+    }
+    lowra_swiglu_backward_scalar(gate + i, up + i, dout + i, dgate + i, dup + i, n - i);
 }
 
 #endif
