@@ -1,9 +1,10 @@
 // The transposed product of the tiles (lowra_tiled_gemm_t): training's input gradient DX = DY · W
 // multiplied from the codes, the reduction running over the weight's rows instead of its inputs.
 //
-// W[r][j] = a_rb (min_r + step_r u_r[code]) = a_rb step_r (u_r[code] - 128) + a_rb c_r with c_r = min_r + 128 step_r
-// (the middle of the row's grid), so per column c and block b
-//   DX[c][j] = Σ_r g_r (u_r[code_rj] - 128) + m,   g_r = DY[c][r] · (a_rb · step_r),   m = Σ_r DY[c][r] · (a_rb · c_r).
+// W[r][j] = a_rb (min_r + step_r u_r[code]) = a_rb step_r (u_r[code] - 128) + a_rb c_r with
+// c_r = min_r + 128 step_r (the middle of the row's grid), so per column c and block b
+//   DX[c][j] = Σ_r g_r (u_r[code_rj] - 128) + m,
+//   g_r = DY[c][r] · (a_rb · step_r),   m = Σ_r DY[c][r] · (a_rb · c_r).
 // The rows are visited in the tiles' order (lane i of tile t is position 16 t + i; empty lanes have a
 // zero scale, so g = 0 there). The g of each group of 64 positions (4 tiles) are quantized to int8,
 // q = round(g · 127 / M) with M the group's largest |g| (σ = M / 127), and Σ q u - 128 Σ q is an exact
@@ -85,7 +86,9 @@ int lowra_tiled_gemm_t(int path, const lowra_tiled_view *t, const float *dy, uin
                        int accumulate, uint64_t c0, uint64_t c1) {
     lowra_kernels_init();
     tile_t_scratch s;
-    if (!tile_t_scratch_from(t, lowra_thread_scratch(tile_t_scratch_bytes(t)), &s)) return -1;
+    uint8_t *memory = lowra_thread_scratch(tile_t_scratch_layout(t, NULL, &s));
+    if (!memory) return -1;
+    tile_t_scratch_layout(t, memory, &s);
     for (uint64_t c = c0; c < c1; c += TILE_T_COLUMNS) {
         const uint64_t end = c1 - c < TILE_T_COLUMNS ? c1 : c + TILE_T_COLUMNS;
 #if defined(__x86_64__)

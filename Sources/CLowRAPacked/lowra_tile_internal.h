@@ -72,26 +72,21 @@ typedef struct {
 
 static inline uint64_t tile_t_align(uint64_t n) { return (n + 63) / 64 * 64; }
 
-static inline uint64_t tile_t_scratch_bytes(const lowra_tiled_view *t) {
+// Lays out one pass's scratch from `base` (64-byte aligned) into s; returns its bytes. Called with a
+// NULL base to size the buffer, then with the buffer.
+static inline uint64_t tile_t_scratch_layout(const lowra_tiled_view *t, uint8_t *base, tile_t_scratch *s) {
     const uint64_t g = tile_t_groups(t->tiles);
-    return tile_t_align(TILE_T_COLUMNS * 16 * t->tiles * 4) + tile_t_align(TILE_T_COLUMNS * 64 * g) +
-           2 * tile_t_align(TILE_T_COLUMNS * g * 4) + tile_t_align(TILE_T_COLUMNS * 4) +
-           tile_t_align(TILE_T_COLUMNS * LOWRA_BLOCK * 4) + TILE_T_CHUNK * 1024;
-}
-
-// Carves `memory` (tile_t_scratch_bytes, 64-byte aligned) into s; 0 when memory is NULL.
-static inline int tile_t_scratch_from(const lowra_tiled_view *t, void *memory, tile_t_scratch *s) {
-    if (!memory) return 0;
-    const uint64_t g = tile_t_groups(t->tiles);
-    uint8_t *p = memory;
-    s->dyp = (float *)p, p += tile_t_align(TILE_T_COLUMNS * 16 * t->tiles * 4);
-    s->gq = (int8_t *)p, p += tile_t_align(TILE_T_COLUMNS * 64 * g);
-    s->sigma = (float *)p, p += tile_t_align(TILE_T_COLUMNS * g * 4);
-    s->offset = (int32_t *)p, p += tile_t_align(TILE_T_COLUMNS * g * 4);
-    s->m = (float *)p, p += tile_t_align(TILE_T_COLUMNS * 4);
-    s->acc = (float *)p, p += tile_t_align(TILE_T_COLUMNS * LOWRA_BLOCK * 4);
-    s->levels = p;
-    return 1;
+    uint64_t at = 0;
+#define TILE_T_CARVE(field, type, bytes) (s->field = (type *)((uintptr_t)base + at), at += tile_t_align(bytes))
+    TILE_T_CARVE(dyp, float, TILE_T_COLUMNS * 16 * t->tiles * 4);
+    TILE_T_CARVE(gq, int8_t, TILE_T_COLUMNS * 64 * g);
+    TILE_T_CARVE(sigma, float, TILE_T_COLUMNS * g * 4);
+    TILE_T_CARVE(offset, int32_t, TILE_T_COLUMNS * g * 4);
+    TILE_T_CARVE(m, float, TILE_T_COLUMNS * 4);
+    TILE_T_CARVE(acc, float, TILE_T_COLUMNS * LOWRA_BLOCK * 4);
+    TILE_T_CARVE(levels, uint8_t, TILE_T_CHUNK * 1024);
+#undef TILE_T_CARVE
+    return at;
 }
 
 // One column of DY in tile order (zero in empty lanes).
