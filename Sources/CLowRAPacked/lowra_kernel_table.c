@@ -2,6 +2,7 @@
 // per-path code (lowra_kernels_internal.h says what each entry computes). Built once from what
 // this CPU has; a path the CPU lacks gets the scalar table, and a path without its own version of
 // a kernel the scalar reference.
+#include "lowra_error_feedback_internal.h"
 #include "lowra_kernels_internal.h"
 #include "lowra_q8_internal.h"
 #include "lowra_stored_internal.h"
@@ -24,6 +25,7 @@ static const lowra_kernel_table scalar_table = {
     .softmax = lowra_softmax_scalar,
     .sum_exp = lowra_sum_exp_scalar,
     .exp_scaled = lowra_exp_scaled_scalar,
+    .error_feedback = lowra_error_feedback_rows_scalar,
 };
 
 static lowra_kernel_table tables[LOWRA_PATH_COUNT];
@@ -47,6 +49,7 @@ static void build_tables(void) {
         t->softmax = lowra_softmax_avx2;
         t->sum_exp = lowra_sum_exp_avx2;
         t->exp_scaled = lowra_exp_scaled_avx2;
+        t->error_feedback = lowra_error_feedback_rows_avx2;
     }
     if (lowra_kernel_path_supported(LOWRA_PATH_AVX512)) {
         lowra_kernel_table *t = &tables[LOWRA_PATH_AVX512];
@@ -60,6 +63,7 @@ static void build_tables(void) {
         t->stored_gemm = lowra_stored_gemm_avx512;
         t->stored_q8_0_rows = lowra_stored_q8_0_rows_avx512;
         t->lora_up = lowra_lora_up_avx512;
+        t->error_feedback = lowra_error_feedback_rows_avx512;
     }
 #endif
 #if defined(__aarch64__)

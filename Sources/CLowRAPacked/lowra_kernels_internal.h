@@ -6,6 +6,14 @@
 
 #include <string.h>
 
+// GCC ignores the STDC FP_CONTRACT pragma (and contracts by default in GNU C): functions whose
+// results must not depend on contraction are compiled without it there too.
+#if defined(__GNUC__) && !defined(__clang__)
+#define LOWRA_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define LOWRA_NO_CONTRACT
+#endif
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -110,6 +118,8 @@ static inline void lowra_lookup_span(const uint8_t *row, unsigned b, uint64_t j0
 // kernel holds the scalar reference; a path the CPU lacks is the scalar table. The public entry
 // points (lowra_kernels.h) check their arguments, split columns and look their kernel up here.
 
+struct lowra_error_feedback_args;  // lowra_error_feedback_internal.h
+
 typedef struct {
     /// Y = X Wᵀ in fp32 from packed codes, at most LOWRA_MAX_COLUMNS columns (lowra_kernels.c,
     /// arch/x86/packed_gemm_*.c).
@@ -145,6 +155,8 @@ typedef struct {
     void (*softmax)(float *x, uint64_t n);
     double (*sum_exp)(const float *x, uint64_t n, float shift);
     void (*exp_scaled)(const float *x, uint64_t n, float hi, float lo, float scale, float *out);
+    /// Rows r0 ..< r1 of lowra_error_feedback (lowra_error_feedback.c, arch/x86/error_feedback_*.c).
+    void (*error_feedback)(const struct lowra_error_feedback_args *a, uint64_t r0, uint64_t r1);
 } lowra_kernel_table;
 
 /// The table of `path`, or of the scalar path when this CPU lacks `path`.

@@ -155,14 +155,6 @@ void lowra_q8_quantize(const float *x, uint64_t n, uint64_t in, unsigned orders,
         .n = n, .in = in, .nb = nb, .q = q, .lo = lo, .scale = scale, .sum = sum, .offset = offset, .t16 = t16};
 }
 
-// GCC ignores the STDC FP_CONTRACT pragma below (and contracts by default off x86): the functions
-// that rely on it are compiled without contraction there too.
-#if defined(__GNUC__) && !defined(__clang__)
-#define LOWRA_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
-#else
-#define LOWRA_NO_CONTRACT
-#endif
-
 // The row's grid step: the fixed point nearest (hi - lo) / 255 of step -> ((lo + 255 step) - lo) / 255,
 // each operation rounded on its own (no fused multiply-add, whatever the compiler's contraction
 // setting), so levels put on the grid by lowra_snap_levels_row re-derive exactly this step: their

@@ -1,3 +1,4 @@
+import CLowRAPacked
 import Foundation
 import LowRATensor
 
@@ -90,24 +91,28 @@ public struct ErrorFeedbackResult: Sendable {
 /// at once by one matrix product (GPTQ's lazy batch update). Then W − Q = E U with E the scaled
 /// errors, so each row's output error tr(D H Dᵀ) is Σ_j E[r, j]², returned with the codes.
 public func errorFeedbackQuantize(
-    _ w: [Float], out: Int, in n: Int, inverseFactor u: [Float], codebooks: RowCodebooks, block: Int = 128
+    _ w: [Float], out: Int, in n: Int, inverseFactor u: [Float], codebooks: RowCodebooks, block: Int = 128,
+    path: Int = KernelPath.current
 ) -> ErrorFeedbackResult {
     precondition(w.count == out * n && u.count == n * n && codebooks.rows == out && codebooks.columns == n)
     let nb = (n + codebooks.blockSize - 1) / codebooks.blockSize
-    // Each row's decision thresholds: the midpoints of its levels.
-    var thresholds = [Float]()
-    var tOffsets = [Int]()
+    // Each row's levels (16, padded) and decision thresholds, the midpoints of its levels (15, padded
+    // with +inf), as the kernel takes them.
+    let slots = Int(LOWRA_EF_LEVELS)
+    var levels = [Float](repeating: 0, count: out * slots)
+    var thresholds = [Float](repeating: .infinity, count: out * (slots - 1))
     for r in 0..<out {
-        tOffsets.append(thresholds.count)
         let lv = codebooks.levels[codebooks.offsets[r]..<codebooks.offsets[r + 1]]
-        for (a, b) in zip(lv, lv.dropFirst()) { thresholds.append((a + b) / 2) }
+        precondition(lv.count <= slots, "error feedback takes at most \(slots) levels per row")
+        for (i, v) in lv.enumerated() { levels[r * slots + i] = v }
+        for (i, (a, b)) in zip(lv, lv.dropFirst()).enumerated() { thresholds[r * (slots - 1) + i] = (a + b) / 2 }
     }
-    thresholds.append(0)  // never empty
     var work = w
     var codes = [UInt8](repeating: 0, count: out * n)
     var errors = [Double](repeating: 0, count: out)
     let width = min(block, n)
     var scaled = [Float](repeating: 0, count: out * width)  // E for the current block
+    let groups = (out + 15) / 16  // rows go to the kernel 16 at a time (its vector width)
     work.withUnsafeMutableBufferPointer { wb in
         codes.withUnsafeMutableBufferPointer { cb in
             errors.withUnsafeMutableBufferPointer { eb in
@@ -116,35 +121,13 @@ public func errorFeedbackQuantize(
                     for i1 in stride(from: 0, to: n, by: width) {
                         let i2 = min(i1 + width, n)
                         let cols = i2 - i1
-                        parallelFor(out, minPerChunk: 8) { rows in
+                        parallelFor(groups, minPerChunk: 1) { chunk in
                             let (w, codes, errors, e) = io.value
-                            u.withUnsafeBufferPointer { ub in
-                                codebooks.levels.withUnsafeBufferPointer { lb in
-                                    thresholds.withUnsafeBufferPointer { tb in
-                                        let u = ub.baseAddress!
-                                        for r in rows {
-                                            let row = w + r * n
-                                            let lv = lb.baseAddress! + codebooks.offsets[r]
-                                            let k = codebooks.offsets[r + 1] - codebooks.offsets[r]
-                                            let th = tb.baseAddress! + tOffsets[r]
-                                            var sum = errors[r]
-                                            for j in i1..<i2 {
-                                                let s = codebooks.scales[r * nb + j / codebooks.blockSize]
-                                                let x = row[j]
-                                                let c = s > 0 ? binIndex(x / s, th, k - 1) : 0
-                                                let q = s > 0 ? s * lv[c] : 0
-                                                codes[r * n + j] = UInt8(c)
-                                                let err = (x - q) / u[j * n + j]
-                                                e[r * cols + (j - i1)] = err
-                                                sum += Double(err) * Double(err)
-                                                let uj = u + j * n
-                                                for t in (j + 1)..<i2 { row[t] -= err * uj[t] }
-                                            }
-                                            errors[r] = sum
-                                        }
-                                    }
-                                }
-                            }
+                            lowra_error_feedback(
+                                Int32(path), w, UInt64(n), UInt64(chunk.lowerBound * 16),
+                                UInt64(min(chunk.upperBound * 16, out)), UInt64(i1), UInt64(i2), u,
+                                codebooks.scales, UInt64(nb), UInt64(codebooks.blockSize), levels, thresholds, codes,
+                                errors, e)
                         }
                         if i2 < n {
                             // W[:, i2...] −= E (out, cols) · U[i1..<i2, i2...].

@@ -582,6 +582,50 @@ static void check_exponentials(int path) {
     }
 }
 
+// Error feedback over one block of columns: the path's sweep against the reference, bit for bit
+// (W's block, codes, scaled errors and the rows' error sums), rows of 2, 4 and 16 levels, some
+// blocks with a zero or negative scale, row counts that leave a remainder to the reference.
+static int ascending(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static void check_error_feedback(int path, uint64_t out, uint64_t n, uint64_t i1, uint64_t i2, uint64_t bs) {
+    const uint64_t nb = (n + bs - 1) / bs, cols = i2 - i1;
+    float *w = random_floats(out * n, 1), *u = calloc(n * n, sizeof(float)), *scales = malloc(out * nb * 4);
+    float *levels = calloc(out * LOWRA_EF_LEVELS, 4), *th = malloc(out * (LOWRA_EF_LEVELS - 1) * 4);
+    for (uint64_t i = 0; i < n; i++) {
+        u[i * n + i] = uniform(0.5f, 2);
+        for (uint64_t j = i + 1; j < n; j++) u[i * n + j] = uniform(-0.3f, 0.3f);
+    }
+    for (uint64_t k = 0; k < out * nb; k++) {
+        const uint64_t pick = next() % 16;
+        scales[k] = pick == 0 ? 0 : pick == 1 ? -0.5f : uniform(0.05f, 1);
+    }
+    for (uint64_t r = 0; r < out; r++) {
+        const unsigned count = (unsigned[]){2, 4, 16}[next() % 3];
+        float *lv = levels + r * LOWRA_EF_LEVELS;
+        for (unsigned i = 0; i < count; i++) lv[i] = uniform(-1.5f, 1.5f);
+        qsort(lv, count, sizeof(float), ascending);
+        for (unsigned t = 0; t < LOWRA_EF_LEVELS - 1; t++)
+            th[r * (LOWRA_EF_LEVELS - 1) + t] = t + 1 < count ? (lv[t] + lv[t + 1]) / 2 : INFINITY;
+    }
+    float *w_want = malloc(out * n * 4), *e_want = malloc(out * cols * 4), *e_got = malloc(out * cols * 4);
+    uint8_t *c_want = calloc(out * n, 1), *c_got = calloc(out * n, 1);
+    double *err_want = malloc(out * 8), *err_got = malloc(out * 8);
+    for (uint64_t r = 0; r < out; r++) err_want[r] = err_got[r] = uniform(0, 3);
+    memcpy(w_want, w, out * n * 4);
+    lowra_error_feedback(LOWRA_PATH_SCALAR, w_want, n, 0, out, i1, i2, u, scales, nb, bs, levels, th, c_want,
+                         err_want, e_want);
+    lowra_error_feedback(path, w, n, 0, out, i1, i2, u, scales, nb, bs, levels, th, c_got, err_got, e_got);
+    expect_same("error feedback: weights", w, w_want, out * n * 4);
+    expect_same("error feedback: codes", c_got, c_want, out * n);
+    expect_same("error feedback: scaled errors", e_got, e_want, out * cols * 4);
+    expect_same("error feedback: row errors", err_got, err_want, out * 8);
+    free(w), free(u), free(scales), free(levels), free(th), free(w_want), free(e_want), free(e_got);
+    free(c_want), free(c_got), free(err_want), free(err_got);
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     int tested = 0;
@@ -618,6 +662,10 @@ int main(int argc, char **argv) {
         check_swiglu(path);
         check_exponentials(path);
         check_swiglu_backward(path);
+        const uint64_t ef[][5] = {{48, 256, 0, 128, 64}, {37, 300, 128, 256, 64}, {16, 100, 64, 100, 64},
+                                  {9, 70, 0, 70, 32}, {35, 576, 512, 576, 64}};
+        for (unsigned i = 0; i < sizeof ef / sizeof ef[0]; i++)
+            check_error_feedback(path, ef[i][0], ef[i][1], ef[i][2], ef[i][3], ef[i][4]);
         printf("path %s: %d checks\n", path_name, checks - before);
     }
     if (!tested) printf("no vector path on this CPU: nothing to compare\n");

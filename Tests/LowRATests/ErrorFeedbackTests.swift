@@ -153,6 +153,51 @@ final class ErrorFeedbackTests: XCTestCase {
         }
     }
 
+    /// The C sweep (`lowra_error_feedback`) on every kernel path is the plain column loop, bit for
+    /// bit: codes, the row errors Σ E² and, through them, every rounding of the feedback (one block
+    /// of columns, so that no product intervenes; 37 rows leave 5 to the vector paths' remainder).
+    /// With blocks of 32 columns every path gives the same codes and errors too.
+    func testErrorFeedbackKernelIsTheColumnLoopBitForBit() throws {
+        let (out, n) = (37, 150)
+        var rng = SplitMix64(seed: 31)
+        let w = (0..<(out * n)).map { _ in Float(gaussian(&rng) * 0.05) }
+        let damped = InputCovariance(n: n, values: covariance(n: n, tokens: 600, seed: 32), tokens: 600).damped(0.01)
+        let u = try inverseCholeskyUpper(damped.values, n: n)
+        var cb = randomCodebooks(w, out: out, n: n, rng: &rng)
+        cb.scales[3] = 0  // a block with nothing to scale: code 0, value 0
+        let nb = (n + 63) / 64
+        var codes = [UInt8](repeating: 0, count: out * n)
+        var errors = [Double](repeating: 0, count: out)
+        for r in 0..<out {
+            var row = Array(w[(r * n)..<((r + 1) * n)])
+            let lv = Array(cb.levels[cb.offsets[r]..<cb.offsets[r + 1]])
+            let th = zip(lv, lv.dropFirst()).map { ($0 + $1) / 2 }
+            var sum = 0.0
+            for j in 0..<n {
+                let s = cb.scales[r * nb + j / 64]
+                let c = s > 0 ? th.filter { row[j] / s > $0 }.count : 0
+                let q = s > 0 ? s * lv[c] : 0
+                codes[r * n + j] = UInt8(c)
+                let err = (row[j] - q) / u[j * n + j]
+                sum += Double(err) * Double(err)
+                for t in (j + 1)..<n { row[t] -= err * u[j * n + t] }
+            }
+            errors[r] = sum
+        }
+        var blocked: ErrorFeedbackResult?
+        for path in KernelPath.all {
+            let one = errorFeedbackQuantize(w, out: out, in: n, inverseFactor: u, codebooks: cb, block: n, path: path)
+            XCTAssertEqual(one.codes, codes, KernelPath.name(path))
+            XCTAssertEqual(one.rowErrors, errors, KernelPath.name(path))
+            let b = errorFeedbackQuantize(w, out: out, in: n, inverseFactor: u, codebooks: cb, block: 32, path: path)
+            if let blocked {
+                XCTAssertEqual(b.codes, blocked.codes, KernelPath.name(path))
+                XCTAssertEqual(b.rowErrors, blocked.rowErrors, KernelPath.name(path))
+            }
+            blocked = b
+        }
+    }
+
     /// Levels refit to error feedback's codes reach the minimum of each row's output error over
     /// its levels: the gradient 2 M H (Mᵀ L − w_r) of tr(D H Dᵀ) in the levels, computed here in
     /// double precision from the dequantized weights, vanishes for every used level, and the
@@ -355,6 +400,7 @@ final class ErrorFeedbackTests: XCTestCase {
         let sv = try truncatedSVDExact(rl, rows: out, cols: n, rank: n).s
         let minimum = sv[rank...].reduce(0.0) { $0 + Double($1) * Double($1) }
         XCTAssertEqual(error, minimum, accuracy: 1e-2 * minimum)
+
     }
 
     /// The error tables' sampled estimate: with every row measured it is error feedback's own row

@@ -296,4 +296,21 @@ double lowra_sum_exp(int path, const float *x, uint64_t n, float shift);
 /// nothing of a double's log-sum-exp near the logits (cross-entropy's gradient).
 void lowra_exp_scaled(int path, const float *x, uint64_t n, double shift, float scale, float *out);
 
+// Quantization (lowra_error_feedback.c, same paths).
+
+/// Levels per row in lowra_error_feedback's padded tables (precisions up to 4 bits).
+#define LOWRA_EF_LEVELS 16
+
+/// Error feedback (GPTQ's sweep) over the columns i1 ..< i2 of rows r0 ..< r1 of W (row-major, n
+/// columns); later columns are the caller's (one product with the block's errors). Column by column,
+/// each w[r][j] gets the code c = the number of the row's thresholds below w[r][j] / s (0 where the
+/// block scale s is not positive) and the value q = s · levels[c], the scaled error e = (w − q) / u[j][j]
+/// goes to e[r · (i2 − i1) + j − i1] and, squared in double, onto errors[r], and w[r][t] −= e · u[j][t]
+/// for j < t < i2. levels: 16 per row (the row's, then anything); thresholds: 15 per row, ascending,
+/// +inf past the row's; scales: (rows, scale_stride), one per `block_size` columns; u: (n, n); codes:
+/// (rows, n). Each operation is rounded on its own, in this order, on every path: the same bits.
+void lowra_error_feedback(int path, float *w, uint64_t n, uint64_t r0, uint64_t r1, uint64_t i1, uint64_t i2,
+                          const float *u, const float *scales, uint64_t scale_stride, uint64_t block_size,
+                          const float *levels, const float *thresholds, uint8_t *codes, double *errors, float *e);
+
 #endif
