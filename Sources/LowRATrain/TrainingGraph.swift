@@ -77,14 +77,16 @@ public final class TrainingGraph: @unchecked Sendable {
     public static var tileBudget: Int { Int(ProcessInfo.processInfo.physicalMemory / 32) }
 
     /// `integerForward`: the forward multiplies packed and Q8_0 layers straight from their tiles
-    /// with 16-bit integer activations where the kernel path has tiles and they fit `tileBudget`, as a
-    /// prompt does (1.14× the tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps);
-    /// false runs the fp32 panels, the exact function whose gradient backward takes.
+    /// with 16-bit integer activations where the tiles fit `tileBudget`, as a prompt does (1.14× the
+    /// tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps); false runs the fp32 panels,
+    /// the exact function whose gradient backward takes. By default (nil) only where the kernel path
+    /// has the transposed tiled kernel (`KernelPath.usesTransposedTiles`: VNNI's int8 products): with
+    /// AVX2's `vpmaddwd` the tiles have no edge over sgemm and the panels train faster.
     /// `integerBackward` (with the integer forward, on a path with `KernelPath.usesTransposedTiles`):
     /// the packed layers' input gradients dY · W from the same tiles, with int8 gradients.
     public init(
         config: ModelConfig, weights: ModelWeights, batch: Int, seq: Int, rank: Int, headChunk: Int = 128,
-        recompute: Bool = false, distill: Bool = false, integerForward: Bool = true, integerBackward: Bool = true
+        recompute: Bool = false, distill: Bool = false, integerForward: Bool? = nil, integerBackward: Bool = true
     ) throws {
         guard batch >= 1, seq >= 1 else {
             throw LowRAError(.invalidArgument, "batch and sequence length must be positive")
@@ -116,7 +118,8 @@ public final class TrainingGraph: @unchecked Sendable {
         // The tiles are a second copy of the packed weights beside the codes (mapped, and read by the
         // fp32 panels where backward has no transposed tiled kernel): taken only while small, so that
         // fine-tuning a model larger than memory holds no extra copy (`MemoryModel` counts them).
-        if integerForward && weights.decodeTileBytesEstimate <= Self.tileBudget {
+        let tiles = integerForward ?? KernelPath.usesTransposedTiles(KernelPath.current)
+        if tiles && weights.decodeTileBytesEstimate <= Self.tileBudget {
             ws.directRows = KernelPath.promptRows(KernelPath.current, activations: ws.activations)
             self.integerBackward = integerBackward && ws.directRows == Int.max
                 && KernelPath.usesTransposedTiles(KernelPath.current)

@@ -282,6 +282,7 @@ static void check_tiled_t(int path, uint64_t out, uint64_t in, int dq) {
     char what[120];
     packed p = make_packed(out, in, dq, 0);
     tiled t = make_tiled(&p.v, LOWRA_TILE_MULTISHIFT), other = make_tiled(&p.v, LOWRA_TILE_LANES);
+    const lowra_tiled_view *own = lowra_tile_layout(path) == LOWRA_TILE_MULTISHIFT ? &t.v : &other.v;  // the path's
     float *w = malloc(out * in * sizeof(float));
     lowra_packed_dequantize(LOWRA_PATH_SCALAR, &p.v, 0, out, w);
     const uint64_t columns[] = {1, 2, 3, 17, 70};
@@ -294,12 +295,12 @@ static void check_tiled_t(int path, uint64_t out, uint64_t in, int dq) {
             memcpy(y, start, n * in * sizeof(float)), memcpy(yv, start, n * in * sizeof(float));
             memcpy(yo, start, n * in * sizeof(float)), memcpy(ys, start, n * in * sizeof(float));
             if (lowra_tiled_gemm_t(LOWRA_PATH_SCALAR, &t.v, dy, out, y, in, accumulate, 0, n) != 0 ||
-                lowra_tiled_gemm_t(path, &t.v, dy, out, yv, in, accumulate, 0, n) != 0 ||
+                lowra_tiled_gemm_t(path, own, dy, out, yv, in, accumulate, 0, n) != 0 ||
                 lowra_tiled_gemm_t(LOWRA_PATH_SCALAR, &other.v, dy, out, yo, in, accumulate, 0, n) != 0)
                 fail("tiled_gemm_t", "scratch");
             // Columns in two calls split at 1: every column's pairing in the vector kernel changes.
-            lowra_tiled_gemm_t(path, &t.v, dy, out, ys, in, accumulate, 0, 1);
-            lowra_tiled_gemm_t(path, &t.v, dy, out, ys, in, accumulate, 1, n);
+            lowra_tiled_gemm_t(path, own, dy, out, ys, in, accumulate, 0, 1);
+            lowra_tiled_gemm_t(path, own, dy, out, ys, in, accumulate, 1, n);
             snprintf(what, sizeof what, "tiled_gemm_t out %llu in %llu n %llu dq %d acc %d", (unsigned long long)out,
                      (unsigned long long)in, (unsigned long long)n, dq, accumulate);
             expect_same(what, yv, y, n * in * sizeof(float));

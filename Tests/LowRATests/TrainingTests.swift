@@ -483,7 +483,7 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(Double(packed), Double(report.storedBytes), accuracy: 0.15 * Double(report.storedBytes))
         // The training tiles where this path builds them: as the weights' own estimate (the head here is
         // not Q8_0), within the padding of each width's last tile of 16 rows.
-        if KernelPath.usesTiles(KernelPath.current) {
+        if KernelPath.usesTransposedTiles(KernelPath.current) {
             let tiles = Double(parts["integer tiles"]!), built = Double(w.decodeTileBytesEstimate)
             XCTAssertEqual(tiles, built, accuracy: 0.3 * built)
         } else {
