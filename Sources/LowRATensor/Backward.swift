@@ -79,9 +79,7 @@ public func crossEntropyForwardBackward(
             if let d = dlogits { (d + r * v).update(repeating: 0, count: v) }
             continue
         }
-        var mx = -Float.infinity
-        for i in 0..<v where row[i] > mx { mx = row[i] }
-        let lse = Double(mx) + Foundation.log(lowra_sum_exp(Int32(KernelPath.current), row, UInt64(v), mx))
+        let lse = logSumExp(row, count: v)
         loss += lse - Double(row[target])
         count += 1
         if let d = dlogits {
@@ -105,8 +103,7 @@ public func distillationForwardBackward(
         dlogits?.update(repeating: 0, count: v)
         return (0, 0)
     }
-    let (lse, _) = logSumExpAndArgmax(logits, count: v)
-    let (tlse, _) = logSumExpAndArgmax(teacher, count: v)
+    let lse = logSumExp(logits, count: v), tlse = logSumExp(teacher, count: v)  // as cross-entropy's
     let wd = Double(w)
     var kl = 0.0
     for i in 0..<v {

@@ -162,7 +162,15 @@ public func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Floa
     for i in 0..<n { x[i] += y[i] }
 }
 
-/// log(sum(exp(x))) and argmax over a row of n values.
+/// log(sum(exp(x))) over a row of n values, as training's losses take it (cross-entropy, distillation):
+/// the exponentials by `lowra_sum_exp` on `path`, summed in double.
+public func logSumExp(_ x: UnsafePointer<Float>, count n: Int, path: Int = KernelPath.current) -> Double {
+    var mx = -Float.infinity
+    for i in 0..<n where x[i] > mx { mx = x[i] }
+    return Double(mx) + Foundation.log(lowra_sum_exp(Int32(path), x, UInt64(n), mx))
+}
+
+/// log(sum(exp(x))) and argmax over a row of n values (evaluation: `expf` in Swift, summed in double).
 public func logSumExpAndArgmax(_ x: UnsafePointer<Float>, count n: Int) -> (lse: Double, argmax: Int) {
     var mx = -Float.infinity
     var arg = 0
