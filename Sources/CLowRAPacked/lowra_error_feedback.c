@@ -5,8 +5,6 @@
 #include "lowra_error_feedback_internal.h"
 #include "lowra_kernels_internal.h"
 
-#include <stdlib.h>
-
 LOWRA_NO_CONTRACT void lowra_error_feedback_rows_scalar(const lowra_error_feedback_args *a, uint64_t r0,
                                                         uint64_t r1) {
 #pragma STDC FP_CONTRACT OFF

@@ -105,7 +105,7 @@ public func errorFeedbackQuantize(
         let lv = codebooks.levels[codebooks.offsets[r]..<codebooks.offsets[r + 1]]
         precondition(lv.count <= slots, "error feedback takes at most \(slots) levels per row")
         for (i, v) in lv.enumerated() { levels[r * slots + i] = v }
-        for (i, (a, b)) in zip(lv, lv.dropFirst()).enumerated() { thresholds[r * (slots - 1) + i] = (a + b) / 2 }
+        for (i, t) in midpointThresholds(Array(lv)).enumerated() { thresholds[r * (slots - 1) + i] = t }
     }
     var work = w
     var codes = [UInt8](repeating: 0, count: out * n)

@@ -25,11 +25,9 @@ LOWRA_NO_CONTRACT __attribute__((target("avx512f"))) static void rows16(const lo
     const __m512i level_base = _mm512_mullo_epi32(lane, _mm512_set1_epi32(LOWRA_EF_LEVELS));
     const float *levels = a->levels + r0 * LOWRA_EF_LEVELS;
     const __m512i scale_rows = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)a->scale_stride));
-    __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
     double start[LANES];
     for (unsigned i = 0; i < LANES; i++) start[i] = a->errors[r0 + i];
-    sum_lo = _mm512_loadu_pd(start);
-    sum_hi = _mm512_loadu_pd(start + 8);
+    __m512d sum_lo = _mm512_loadu_pd(start), sum_hi = _mm512_loadu_pd(start + 8);
     __m512 s = _mm512_setzero_ps();
     uint64_t scale_block = UINT64_MAX;
     for (uint64_t j = i1; j < i2; j++) {
