@@ -8,16 +8,19 @@
 #   smollm2-400   SmolLM2-135M, 400 steps         (about 4 hours)
 #   qwen-40       Qwen2.5-Coder-0.5B, 40 steps    (needs scripts/setup_qwen.sh; about 2 hours)
 #   plot          runs/claim/gap.svg from the sweeps that exist
-# Usage: [BITS=4,3,2.5,2,1.75,1.5] [LOWRA=…] scripts/claim_table.sh smollm2-40|smollm2-400|qwen-40|plot
+# Usage: [BITS=4,3,2.5,2,1.75,1.5] [METHODS=none,lowra-cloq,lowra] [LOWRA=…] scripts/claim_table.sh \
+#          smollm2-40|smollm2-400|qwen-40|plot
+# (a sweep resumed with more methods or budgets keeps the cells it has)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOWRA=${LOWRA:-.build/release/lowra}
 BITS=${BITS:-4,3,2.5,2,1.75,1.5}
+METHODS=${METHODS:-none,lowra-cloq,lowra}
 SMOL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 QWEN=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 sweep() {  # model steps out
     $LOWRA experiment --model "$1" --steps "$2" --batch 2 --rank 16 --eval-tokens 4096 --seq 256 \
-        --drift data/fortunes.txt --drift-tokens 1024 --bits "$BITS" --methods none,lowra-cloq,lowra \
+        --drift data/fortunes.txt --drift-tokens 1024 --bits "$BITS" --methods "$METHODS" \
         --calibration data/calibration.txt --train data/train.txt --valid data/valid.txt --test data/test.txt \
         --out "$3" --resume
 }
