@@ -103,8 +103,38 @@ static inline int32_t load4(const int8_t *p) {
         }                                                                                               \
     }
 
-TILE_COLUMNS(1, 0)
-TILE_COLUMNS(1, 1)
+// One column (decode): four sums per half, so that no vpdpbusd waits on the one before it for long.
+#define TILE_COLUMN_ONE(SPLIT)                                                                          \
+    TILE_TARGET static void tile_columns_1_##SPLIT(const __m512i w[16], const lowra_q8_activations *x,  \
+                                                   uint64_t c0, uint64_t blk, __m512 a, __m512 *acc,    \
+                                                   __m512 *off) {                                       \
+        const uint64_t nb = x->nb;                                                                      \
+        const int8_t *h = x->q + c0 * 4 * nb * LOWRA_BLOCK + blk * LOWRA_BLOCK;                         \
+        const int8_t *l = SPLIT ? x->lo + c0 * 4 * nb * LOWRA_BLOCK + blk * LOWRA_BLOCK : NULL;        \
+        __m512i h0 = _mm512_setzero_si512(), h1 = h0, h2 = h0, h3 = h0, l0 = h0, l1 = h0, l2 = h0, l3 = h0; \
+        for (unsigned g = 0; g < 16; g += 4) {                                                          \
+            h0 = _mm512_dpbusd_epi32(h0, w[g], _mm512_set1_epi32(load4(h + 4 * g)));                    \
+            h1 = _mm512_dpbusd_epi32(h1, w[g + 1], _mm512_set1_epi32(load4(h + 4 * g + 4)));            \
+            h2 = _mm512_dpbusd_epi32(h2, w[g + 2], _mm512_set1_epi32(load4(h + 4 * g + 8)));            \
+            h3 = _mm512_dpbusd_epi32(h3, w[g + 3], _mm512_set1_epi32(load4(h + 4 * g + 12)));           \
+            if (SPLIT) {                                                                                \
+                l0 = _mm512_dpbusd_epi32(l0, w[g], _mm512_set1_epi32(load4(l + 4 * g)));                \
+                l1 = _mm512_dpbusd_epi32(l1, w[g + 1], _mm512_set1_epi32(load4(l + 4 * g + 4)));        \
+                l2 = _mm512_dpbusd_epi32(l2, w[g + 2], _mm512_set1_epi32(load4(l + 4 * g + 8)));        \
+                l3 = _mm512_dpbusd_epi32(l3, w[g + 3], _mm512_set1_epi32(load4(l + 4 * g + 12)));       \
+            }                                                                                           \
+        }                                                                                               \
+        const __m512i th = _mm512_add_epi32(_mm512_add_epi32(h0, h1), _mm512_add_epi32(h2, h3));        \
+        const __m512i tl = _mm512_add_epi32(_mm512_add_epi32(l0, l1), _mm512_add_epi32(l2, l3));        \
+        const __m512i s = SPLIT ? _mm512_add_epi32(_mm512_slli_epi32(th, 8), tl) : th;                  \
+        const uint64_t cb = c0 * nb + blk;                                                              \
+        const __m512 sc = _mm512_mul_ps(a, _mm512_set1_ps(x->scale[cb]));                               \
+        acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[0]);                                    \
+        off[0] = _mm512_fmadd_ps(sc, _mm512_set1_ps((float)x->sum[cb]), off[0]);                        \
+    }
+
+TILE_COLUMN_ONE(0)
+TILE_COLUMN_ONE(1)
 TILE_COLUMNS(2, 0)
 TILE_COLUMNS(2, 1)
 TILE_COLUMNS(4, 0)
