@@ -1,6 +1,7 @@
 // What one tiled product costs per width: ns per tile and block (16 rows x 64 inputs) of a weight whose
-// rows all have one width, for 1, 2 and 16 columns, on the path's own tile layout. Random codes, levels and
-// scales (the cost does not depend on them). Built and run by scripts/bench_tiles.sh; not a test.
+// rows all have one width, and of Q8_0 tiles (the head's), for 1, 2 and 16 columns, on the path's own
+// tile layout. Random codes, levels and scales (the cost does not depend on them). Built and run by
+// scripts/bench_tiles.sh; not a test.
 #include "lowra_kernels.h"
 
 #include <stdio.h>
@@ -58,6 +59,34 @@ static double tile_block_ns(int path, unsigned bits, uint64_t in, uint64_t tiles
     return best * 1e9 / (double)(tiles * nb);
 }
 
+// The same for Q8_0 tiles (the head's): ns per tile and 64 inputs (two 32-input blocks).
+static double q8_0_block_ns(int path, uint64_t in, uint64_t tiles, uint64_t n, int split) {
+    const uint64_t n32 = in / 32;
+    uint8_t *codes = zalloc(tiles * n32 * 512);
+    float *scales = zalloc(4 * 16 * tiles * n32);
+    int32_t *rows = zalloc(4 * 16 * tiles);
+    for (uint64_t i = 0; i < tiles * n32 * 512; i++) codes[i] = (uint8_t)rand();
+    for (uint64_t i = 0; i < 16 * tiles * n32; i++) scales[i] = 1e-3f * (float)(rand() % 100);
+    for (uint64_t i = 0; i < 16 * tiles; i++) rows[i] = (int32_t)i;
+    const lowra_q8_0_tiled_view v = {.out = 16 * tiles, .in = in, .tiles = tiles, .layout = lowra_tile_layout(path),
+                                     .codes = codes, .scales = scales, .rows = rows};
+    float *x = zalloc(4 * in * n), *y = zalloc(4 * 16 * tiles * n);
+    for (uint64_t i = 0; i < in * n; i++) x[i] = (float)(rand() % 1000 - 500) * 1e-3f;
+    void *buffer = zalloc(lowra_q8_activation_bytes(n, in));
+    lowra_q8_activations a;
+    lowra_q8_quantize(x, n, in, 0, split, buffer, &a);
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        const int iterations = 400;
+        const double t0 = now();
+        for (int i = 0; i < iterations; i++) lowra_q8_0_tiled_gemm_q8(path, &v, &a, y, 16 * tiles, 0, tiles);
+        const double t = (now() - t0) / iterations;
+        if (t < best) best = t;
+    }
+    free(codes), free(scales), free(rows), free(x), free(y), free(buffer);
+    return best * 1e9 / (double)(tiles * (in / 64));
+}
+
 int main(int argc, char **argv) {
     const int path = argc > 1 && strcmp(argv[1], "avx2") == 0 ? LOWRA_PATH_AVX2 : LOWRA_PATH_AVX512;
     const uint64_t in = argc > 2 ? strtoull(argv[2], NULL, 10) : 576, tiles = 36;
@@ -67,14 +96,14 @@ int main(int argc, char **argv) {
     }
     printf("%s, %llu inputs, %llu tiles; ns per tile and block (16 rows x 64 inputs), best of 5\n",
            lowra_kernel_variant_name(path), (unsigned long long)in, (unsigned long long)tiles);
-    printf("| activations | columns | 1 bit | 2 bits | 4 bits |\n| --- | --- | --- | --- | --- |\n");
+    printf("| activations | columns | 1 bit | 2 bits | 4 bits | Q8_0 |\n| --- | --- | --- | --- | --- | --- |\n");
     const uint64_t columns[] = {1, 2, 16};
     for (int split = 1; split >= 0; split--)
         for (unsigned k = 0; k < 3; k++) {
             printf("| %s | %llu |", split ? "int16" : "int8", (unsigned long long)columns[k]);
             for (unsigned bits = 1; bits <= 4; bits *= 2)
                 printf(" %.1f |", tile_block_ns(path, bits, in, tiles, columns[k], split));
-            printf("\n");
+            printf(" %.1f |\n", q8_0_block_ns(path, in, tiles, columns[k], split));
         }
     return 0;
 }
