@@ -76,6 +76,14 @@ static inline int32_t load4(const int8_t *p) {
     return v;
 }
 
+// A column's exact sums s of one block scaled into acc and off (16 lanes): the scalar reference's steps.
+TILE_TARGET TILE_INLINE void scale_sums(__m512i s, __m512 a, const lowra_q8_activations *x, uint64_t cb, __m512 *acc,
+                                        __m512 *off) {
+    const __m512 sc = _mm512_mul_ps(a, _mm512_set1_ps(x->scale[cb]));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, *acc);
+    *off = _mm512_fmadd_ps(sc, _mm512_set1_ps((float)x->sum[cb]), *off);
+}
+
 // NC columns (c0 ..< c0 + NC) of one block: the exact sums, then the block's scaling into acc and
 // off (each column's 16 lanes).
 #define TILE_COLUMNS(NC, SPLIT)                                                                         \
@@ -97,9 +105,7 @@ static inline int32_t load4(const int8_t *p) {
         for (unsigned c = 0; c < NC; c++) {                                                             \
             const uint64_t cb = (c0 + c) * nb + blk;                                                    \
             const __m512i s = SPLIT ? _mm512_add_epi32(_mm512_slli_epi32(sh[c], 8), sl[c]) : sh[c];     \
-            const __m512 sc = _mm512_mul_ps(a, _mm512_set1_ps(x->scale[cb]));                           \
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[c]);                                \
-            off[c] = _mm512_fmadd_ps(sc, _mm512_set1_ps((float)x->sum[cb]), off[c]);                    \
+            scale_sums(s, a, x, cb, acc + c, off + c);                                                 \
         }                                                                                               \
     }
 
@@ -128,9 +134,7 @@ static inline int32_t load4(const int8_t *p) {
         const __m512i tl = _mm512_add_epi32(_mm512_add_epi32(l0, l1), _mm512_add_epi32(l2, l3));        \
         const __m512i s = SPLIT ? _mm512_add_epi32(_mm512_slli_epi32(th, 8), tl) : th;                  \
         const uint64_t cb = c0 * nb + blk;                                                              \
-        const __m512 sc = _mm512_mul_ps(a, _mm512_set1_ps(x->scale[cb]));                               \
-        acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[0]);                                    \
-        off[0] = _mm512_fmadd_ps(sc, _mm512_set1_ps((float)x->sum[cb]), off[0]);                        \
+        scale_sums(s, a, x, cb, acc, off);                                                              \
     }
 
 TILE_COLUMN_ONE(0)
