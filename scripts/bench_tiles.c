@@ -25,6 +25,38 @@ static void *zalloc(size_t bytes) {
     return p;
 }
 
+// n columns of random activations quantized with `orders`, and room for the outputs of `out` rows.
+typedef struct {
+    float *x, *y;
+    void *buffer;
+    lowra_q8_activations a;
+} columns;
+
+static columns random_columns(uint64_t in, uint64_t n, uint64_t out, unsigned orders, int split) {
+    columns c = {.x = zalloc(4 * in * n), .y = zalloc(4 * out * n), .buffer = zalloc(lowra_q8_activation_bytes(n, in))};
+    for (uint64_t i = 0; i < in * n; i++) c.x[i] = (float)(rand() % 1000 - 500) * 1e-3f;
+    lowra_q8_quantize(c.x, n, in, orders, split, c.buffer, &c.a);
+    return c;
+}
+
+static void free_columns(columns *c) { free(c->x), free(c->y), free(c->buffer); }
+
+// The best of 5 timings (seconds per product) of the packed (q8_0 0) or Q8_0 tiled product of all tiles.
+static double best_seconds(int path, int q8_0, const void *view, uint64_t tiles, columns *c) {
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        const int iterations = 400;
+        const double t0 = now();
+        for (int i = 0; i < iterations; i++) {
+            if (q8_0) lowra_q8_0_tiled_gemm_q8(path, view, &c->a, c->y, 16 * tiles, 0, tiles);
+            else lowra_tiled_gemm_q8(path, view, &c->a, c->y, 16 * tiles, 0, tiles);
+        }
+        const double t = (now() - t0) / iterations;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
 // Nanoseconds per tile and block of `tiles` tiles of `bits`-bit rows, `in` inputs, n columns (best of 5).
 static double tile_block_ns(int path, unsigned bits, uint64_t in, uint64_t tiles, uint64_t n, int split) {
     const uint64_t nb = (in + 63) / 64, block_bytes = 128 * bits * nb;
@@ -41,21 +73,10 @@ static double tile_block_ns(int path, unsigned bits, uint64_t in, uint64_t tiles
                                 .layout = lowra_tile_layout(path), .bits = b, .offsets = offsets, .codes = codes,
                                 .tables = tables, .scales = scales, .level_min = mins, .level_step = steps,
                                 .rows = rows};
-    float *x = zalloc(4 * in * n), *y = zalloc(4 * 16 * tiles * n);
-    for (uint64_t i = 0; i < in * n; i++) x[i] = (float)(rand() % 1000 - 500) * 1e-3f;
-    void *buffer = zalloc(lowra_q8_activation_bytes(n, in));
-    lowra_q8_activations a;
-    lowra_q8_quantize(x, n, in, 1, split, buffer, &a);
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        const int iterations = 400;
-        const double t0 = now();
-        for (int i = 0; i < iterations; i++) lowra_tiled_gemm_q8(path, &v, &a, y, 16 * tiles, 0, tiles);
-        const double t = (now() - t0) / iterations;
-        if (t < best) best = t;
-    }
+    columns c = random_columns(in, n, 16 * tiles, 1, split);
+    const double best = best_seconds(path, 0, &v, tiles, &c);
     free(b), free(codes), free(tables), free(offsets), free(scales), free(mins), free(steps), free(rows);
-    free(x), free(y), free(buffer);
+    free_columns(&c);
     return best * 1e9 / (double)(tiles * nb);
 }
 
@@ -70,20 +91,10 @@ static double q8_0_block_ns(int path, uint64_t in, uint64_t tiles, uint64_t n, i
     for (uint64_t i = 0; i < 16 * tiles; i++) rows[i] = (int32_t)i;
     const lowra_q8_0_tiled_view v = {.out = 16 * tiles, .in = in, .tiles = tiles, .layout = lowra_tile_layout(path),
                                      .codes = codes, .scales = scales, .rows = rows};
-    float *x = zalloc(4 * in * n), *y = zalloc(4 * 16 * tiles * n);
-    for (uint64_t i = 0; i < in * n; i++) x[i] = (float)(rand() % 1000 - 500) * 1e-3f;
-    void *buffer = zalloc(lowra_q8_activation_bytes(n, in));
-    lowra_q8_activations a;
-    lowra_q8_quantize(x, n, in, 0, split, buffer, &a);
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        const int iterations = 400;
-        const double t0 = now();
-        for (int i = 0; i < iterations; i++) lowra_q8_0_tiled_gemm_q8(path, &v, &a, y, 16 * tiles, 0, tiles);
-        const double t = (now() - t0) / iterations;
-        if (t < best) best = t;
-    }
-    free(codes), free(scales), free(rows), free(x), free(y), free(buffer);
+    columns c = random_columns(in, n, 16 * tiles, 0, split);
+    const double best = best_seconds(path, 1, &v, tiles, &c);
+    free(codes), free(scales), free(rows);
+    free_columns(&c);
     return best * 1e9 / (double)(tiles * (in / 64));
 }
 
