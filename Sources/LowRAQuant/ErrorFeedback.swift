@@ -112,7 +112,7 @@ public func errorFeedbackQuantize(
     var errors = [Double](repeating: 0, count: out)
     let width = min(block, n)
     var scaled = [Float](repeating: 0, count: out * width)  // E for the current block
-    let groups = (out + 15) / 16  // rows go to the kernel 16 at a time (its vector width)
+    let group = Int(LOWRA_EF_ROWS), groups = (out + group - 1) / group  // rows to the kernel a group at a time
     work.withUnsafeMutableBufferPointer { wb in
         codes.withUnsafeMutableBufferPointer { cb in
             errors.withUnsafeMutableBufferPointer { eb in
@@ -124,8 +124,8 @@ public func errorFeedbackQuantize(
                         parallelFor(groups, minPerChunk: 1) { chunk in
                             let (w, codes, errors, e) = io.value
                             lowra_error_feedback(
-                                Int32(path), w, UInt64(n), UInt64(chunk.lowerBound * 16),
-                                UInt64(min(chunk.upperBound * 16, out)), UInt64(i1), UInt64(i2), u,
+                                Int32(path), w, UInt64(n), UInt64(chunk.lowerBound * group),
+                                UInt64(min(chunk.upperBound * group, out)), UInt64(i1), UInt64(i2), u,
                                 codebooks.scales, UInt64(nb), UInt64(codebooks.blockSize), levels, thresholds, codes,
                                 errors, e)
                         }

@@ -30,11 +30,11 @@ public struct MemoryModel: Sendable {
     public var unquantizedBytesPerValue: Double = 2
 
     /// Whether fine-tuning multiplies from integer tiles on this machine's kernel path
-    /// (`KernelPath.usesTransposedTiles`): then a quantized model's tiles are counted for training while they fit
-    /// `TrainingGraph.tileBudget` (1/32 of `physicalMemory`), as the graph builds them. Inference is
+    /// (`TrainingGraph.integerForwardByDefault`): then a quantized model's tiles are counted for training
+    /// while they fit `TrainingGraph.tileBudget` (1/32 of `physicalMemory`), as the graph builds them. Inference is
     /// modeled without them: decode builds tiles up to a quarter of memory, and the mapped codes they
     /// are packed from then leave resident memory, so they stand in for the codes rather than adding.
-    public var tiledKernels = KernelPath.usesTransposedTiles(KernelPath.current)
+    public var tiledKernels = TrainingGraph.integerForwardByDefault
     /// Bytes of the machine's memory the tile budgets are fractions of.
     public var physicalMemory = Int(ProcessInfo.processInfo.physicalMemory)
 

@@ -76,12 +76,15 @@ public final class TrainingGraph: @unchecked Sendable {
     /// 24 GiB: SmolLM2 and Qwen2.5-0.5B at 2 bits, not a 7B model's ~2 GB, which trains on panels).
     public static var tileBudget: Int { Int(ProcessInfo.processInfo.physicalMemory / 32) }
 
+    /// Whether training multiplies through the tiles unless told (`integerForward` nil): only where the kernel
+    /// path has the transposed tiled kernel (`KernelPath.usesTransposedTiles`: VNNI's int8 products); with
+    /// AVX2's `vpmaddwd` the tiles have no edge over sgemm and the panels train faster. `MemoryModel` follows it.
+    public static var integerForwardByDefault: Bool { KernelPath.usesTransposedTiles(KernelPath.current) }
+
     /// `integerForward`: the forward multiplies packed and Q8_0 layers straight from their tiles
     /// with 16-bit integer activations where the tiles fit `tileBudget`, as a prompt does (1.14× the
     /// tokens/s of a SmolLM2 step; the loss within 0.02% over 40 steps); false runs the fp32 panels,
-    /// the exact function whose gradient backward takes. By default (nil) only where the kernel path
-    /// has the transposed tiled kernel (`KernelPath.usesTransposedTiles`: VNNI's int8 products): with
-    /// AVX2's `vpmaddwd` the tiles have no edge over sgemm and the panels train faster.
+    /// the exact function whose gradient backward takes; nil: `integerForwardByDefault`.
     /// `integerBackward` (with the integer forward, on a path with `KernelPath.usesTransposedTiles`):
     /// the packed layers' input gradients dY · W from the same tiles, with int8 gradients.
     public init(
@@ -118,7 +121,7 @@ public final class TrainingGraph: @unchecked Sendable {
         // The tiles are a second copy of the packed weights beside the codes (mapped, and read by the
         // fp32 panels where backward has no transposed tiled kernel): taken only while small, so that
         // fine-tuning a model larger than memory holds no extra copy (`MemoryModel` counts them).
-        let tiles = integerForward ?? KernelPath.usesTransposedTiles(KernelPath.current)
+        let tiles = integerForward ?? Self.integerForwardByDefault
         if tiles && weights.decodeTileBytesEstimate <= Self.tileBudget {
             ws.directRows = KernelPath.promptRows(KernelPath.current, activations: ws.activations)
             self.integerBackward = integerBackward && ws.directRows == Int.max

@@ -300,6 +300,8 @@ void lowra_exp_scaled(int path, const float *x, uint64_t n, double shift, float 
 
 /// Levels per row in lowra_error_feedback's padded tables (precisions up to 4 bits).
 #define LOWRA_EF_LEVELS 16
+/// Rows to hand lowra_error_feedback at a time (the widest path's lanes; fewer run the reference).
+#define LOWRA_EF_ROWS 16
 
 /// Error feedback (GPTQ's sweep) over the columns i1 ..< i2 of rows r0 ..< r1 of W (row-major, n
 /// columns); later columns are the caller's (one product with the block's errors). Column by column,

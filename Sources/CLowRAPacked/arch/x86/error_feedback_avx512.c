@@ -11,7 +11,7 @@
 
 #define PATH avx512
 #define TARGET __attribute__((target("avx512f")))
-#define LANES 16
+#define LANES LOWRA_EF_ROWS  // 16 rows, one per lane
 #define ALIGN 64
 #define VEC __m512
 #define IVEC __m512i
